@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs what townhall needs, once: a virtualenv with the pinned Python packages, hls.js for the
+# pages, and (with --test) the Debian packages the test suite drives: ffmpeg and Chromium.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+apt_install() {
+    # $@: Debian package names; installs only those missing.
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        say "please install these Debian packages (needs root): ${missing[*]}"
+        exit 1
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
+        apt-get update -qq >/dev/null
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# 1. Python: a virtualenv in .venv, packages from pyproject pinned by constraints.txt.
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    if ! "$python" -m venv --help >/dev/null 2>&1 || ! "$python" -c "import ensurepip" >/dev/null 2>&1; then
+        apt_install python3-venv
+    fi
+    say "creating .venv"
+    "$python" -m venv .venv
+fi
+extras=""
+[ $want_test -eq 1 ] && extras="[test]"
+stamp=".venv/.townhall-installed${extras:+-test}"
+fingerprint=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$fingerprint" ]; then
+    say "installing Python packages${extras:+ (with test tools)}"
+    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".${extras}" 2>&1 \
+        | grep -v "^WARNING: Location" || true
+    .venv/bin/python -c "import townhall, aiortc, av" # fail loudly if the install did not work
+    echo "$fingerprint" > "$stamp"
+fi
+
+# 2. hls.js for the listener page, copied as it is (no build step).
+vendor=src/townhall/web/static/vendor
+if [ ! -f "$vendor/hls.min.mjs" ] || [ package-lock.json -nt "$vendor/hls.min.mjs" ]; then
+    command -v npm >/dev/null || apt_install npm
+    say "installing hls.js"
+    npm ci --no-audit --no-fund --loglevel=error >/dev/null
+    mkdir -p "$vendor"
+    cp node_modules/hls.js/dist/hls.min.js node_modules/hls.js/dist/hls.min.mjs "$vendor/"
+fi
+
+# 3. Test-only system tools: ffmpeg (a listener we did not write) and Chromium (real browser tests).
+if [ $want_test -eq 1 ]; then
+    apt_install ffmpeg chromium
+fi

@@ -1,0 +1,1 @@
+"""HTTP adapters: the control API, its auth and its error mapping."""

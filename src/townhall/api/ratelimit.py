@@ -1,0 +1,42 @@
+"""Token-bucket rate limits keyed by caller, with bounded memory.
+
+Sans-I/O: time is passed in. When the table of callers is full the least recently seen caller is
+forgotten (it simply starts again with a full bucket), so a flood of new addresses cannot grow it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    per_second: float
+    burst: int
+
+
+class RateLimiter:
+    def __init__(self, limit: RateLimit, max_callers: int = 100_000) -> None:
+        self.limit = limit
+        self._max = max_callers
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # caller → (tokens, at)
+
+    def check(self, caller: str, now: float) -> float:
+        """Take one token for `caller`: 0.0 if allowed, else the seconds until one is available."""
+        tokens, at = self._buckets.pop(caller, (float(self.limit.burst), now))
+        tokens = min(float(self.limit.burst), tokens + (now - at) * self.limit.per_second)
+        if tokens >= 1.0:
+            self._buckets[caller] = (tokens - 1.0, now)
+            wait = 0.0
+        else:
+            self._buckets[caller] = (tokens, now)
+            wait = (1.0 - tokens) / self.limit.per_second
+        while len(self._buckets) > self._max:
+            self._buckets.popitem(last=False)
+        return wait
+
+    @staticmethod
+    def retry_after(wait: float) -> str:
+        return str(max(1, math.ceil(wait)))

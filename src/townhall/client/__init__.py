@@ -1,0 +1,1 @@
+"""Python clients: a speaker that joins a Space's stage over WebRTC (for bots, tests and benchmarks)."""

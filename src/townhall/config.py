@@ -1,0 +1,147 @@
+"""Configuration: one dataclass per component, combined here and read from the environment.
+
+Every option has an embedded default so that `townhall serve` runs with nothing configured; each can
+be set with a `TOWNHALL_*` environment variable, and the CLI's flags override both. `docs/config.md`
+lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """An option has a value that cannot be used; the message names the option."""
+
+
+@dataclass(frozen=True)
+class IceServer:
+    urls: str
+    username: str | None = None
+    credential: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        out = {"urls": self.urls}
+        if self.username is not None:
+            out["username"] = self.username
+        if self.credential is not None:
+            out["credential"] = self.credential
+        return out
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """The audio path's knobs. Part and segment lengths decide latency versus request rate."""
+
+    aac_frames_per_part: int = 15  # 15 × 1024 samples = exactly 0.32 s at 48 kHz
+    parts_per_segment: int = 6  # 1.92 s segments
+    window_segments: int = 6  # live playlist keeps ~11.5 s
+    aac_bitrate: int = 64_000
+    return_bitrate: int = 32_000  # Opus mix-minus sent back to each speaker
+    blocking_timeout_targets: float = 3.0  # hold a blocking reload at most this many target durations
+
+    @property
+    def part_seconds(self) -> float:
+        return self.aac_frames_per_part * 1024 / 48_000
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    secret: str = ""  # filled from the environment or data_dir/secret.key by `load`
+    public_url: str = ""  # how browsers reach this server; derived from host:port when empty
+    token_ttl_s: int = 12 * 3600
+    ice_servers: tuple[IceServer, ...] = ()
+    media: MediaConfig = field(default_factory=MediaConfig)
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _int(env: dict[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def parse_ice_servers(raw: str) -> tuple[IceServer, ...]:
+    """`stun:host:3478,turn:user:pass@host:3478` → ICE servers (credentials only for turn/turns)."""
+    servers = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        scheme, _, rest = item.partition(":")
+        if scheme not in ("stun", "turn", "turns") or not rest:
+            raise ConfigError(f"TOWNHALL_ICE_SERVERS: cannot read {item!r} (want stun:HOST:PORT or turn:USER:PASS@HOST:PORT)")
+        if "@" in rest and scheme != "stun":
+            cred, _, hostport = rest.rpartition("@")
+            user, _, password = cred.partition(":")
+            servers.append(IceServer(f"{scheme}:{hostport}", user, password))
+        else:
+            servers.append(IceServer(item))
+    return tuple(servers)
+
+
+def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
+    """Build the config: defaults ← environment ← explicit overrides (CLI flags); then the secret."""
+    env = dict(os.environ if env is None else env)
+    media = MediaConfig(
+        aac_frames_per_part=_int(env, "TOWNHALL_PART_AAC_FRAMES", MediaConfig.aac_frames_per_part, low=4, high=94),
+        parts_per_segment=_int(env, "TOWNHALL_PARTS_PER_SEGMENT", MediaConfig.parts_per_segment, low=1, high=30),
+        window_segments=_int(env, "TOWNHALL_WINDOW_SEGMENTS", MediaConfig.window_segments, low=3, high=60),
+        aac_bitrate=_int(env, "TOWNHALL_AAC_BITRATE", MediaConfig.aac_bitrate, low=16_000, high=256_000),
+        return_bitrate=_int(env, "TOWNHALL_RETURN_BITRATE", MediaConfig.return_bitrate, low=8_000, high=128_000),
+    )
+    values: dict[str, object] = {
+        "host": env.get("TOWNHALL_HOST") or Config.host,
+        "port": _int(env, "TOWNHALL_PORT", Config.port, low=0, high=65535),
+        "data_dir": Path(env.get("TOWNHALL_DATA_DIR") or Config.data_dir),
+        "secret": env.get("TOWNHALL_SECRET", ""),
+        "public_url": env.get("TOWNHALL_PUBLIC_URL", ""),
+        "token_ttl_s": _int(env, "TOWNHALL_TOKEN_TTL", Config.token_ttl_s, low=60, high=30 * 86400),
+        "ice_servers": parse_ice_servers(env.get("TOWNHALL_ICE_SERVERS", "")),
+        "media": media,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = Config(**values)  # type: ignore[arg-type]
+    if not config.secret:
+        config = Config(**{**config.__dict__, "secret": _stored_secret(config.data_dir)})
+    elif len(config.secret) < 16:
+        raise ConfigError("TOWNHALL_SECRET must be at least 16 characters")
+    return config
+
+
+def _stored_secret(data_dir: Path) -> str:
+    """A per-installation signing key kept in the data directory (mode 0600), made on first run.
+
+    Tokens stay valid across restarts of one installation; several processes sharing one data
+    directory share the key. Set TOWNHALL_SECRET to share it across machines.
+    """
+    path = data_dir / "secret.key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key

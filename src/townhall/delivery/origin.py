@@ -1,0 +1,132 @@
+"""LL-HLS origin: serves what the packager holds, with headers that let HTTP caches do the fan-out.
+
+Hot path rules: no database, no state writes, no per-listener bookkeeping — a request reads the
+packager and, for blocking reloads and the preload-hinted part, waits on the Space's "new part"
+condition. Every media object lives under a per-stream id, so parts, segments and the init section
+are immutable for their whole cache lifetime; playlists are fresh for less than a part.
+
+URLs (relative to /live/{space}/):
+    index.m3u8                       multivariant playlist
+    media.m3u8[?_HLS_msn=N[&_HLS_part=P]]   live media playlist, blocking reloads per RFC 8216bis
+    {stream}/init.mp4 | s{msn}.m4s | p{msn}.{part}.m4s
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from townhall.media.packager import Verdict
+from townhall.media.pipeline import SpaceMedia
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+MEDIA_TYPE = "audio/mp4"
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+# A plain reload: browsers revalidate every time, a shared cache may answer for one second (HTTP's
+# smallest lifetime) so that a join storm collapses into one origin request per second.
+LIVE_PLAYLIST = "public, max-age=0, s-maxage=1"
+# A blocking reload's answer holds the part it asked for and is correct for anyone asking the same
+# question later, so caches may keep it.
+BLOCKING_PLAYLIST = "public, max-age=30"
+MULTIVARIANT = "public, max-age=10"
+NO_STORE = "no-store"
+
+CORS = {"Access-Control-Allow-Origin": "*", "Timing-Allow-Origin": "*"}
+
+_OBJECT = re.compile(r"^(?:init\.mp4|s(\d{1,9})\.m4s|p(\d{1,9})\.(\d{1,3})\.m4s)$")
+_NUMBER = re.compile(r"^\d{1,9}$")
+
+MediaLookup = Callable[[str], SpaceMedia | None]
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers={**CORS, **(headers or {})})
+
+
+def _media_or_404(lookup: MediaLookup, request: Request) -> SpaceMedia | Response:
+    media = lookup(request.path_params["space"])
+    if media is None:
+        return _error(404, "not_found", "no such live Space")
+    return media
+
+
+def _blocking_timeout(media: SpaceMedia) -> float:
+    target = math.ceil(media.config.parts_per_segment * media.config.part_seconds)
+    return media.config.blocking_timeout_targets * target
+
+
+def build_origin(lookup: MediaLookup) -> Starlette:
+    async def multivariant(request: Request) -> Response:
+        media = _media_or_404(lookup, request)
+        if isinstance(media, Response):
+            return media
+        body = media.packager.multivariant_playlist("media.m3u8")
+        return Response(body, 200, {**CORS, "Cache-Control": MULTIVARIANT}, PLAYLIST_TYPE)
+
+    async def media_playlist(request: Request) -> Response:
+        media = _media_or_404(lookup, request)
+        if isinstance(media, Response):
+            return media
+        raw_msn = request.query_params.get("_HLS_msn")
+        raw_part = request.query_params.get("_HLS_part")
+        for name, raw in (("_HLS_msn", raw_msn), ("_HLS_part", raw_part)):
+            if raw is not None and not _NUMBER.fullmatch(raw):
+                return _error(400, "bad_request", f"{name} must be a non-negative integer")
+        msn = int(raw_msn) if raw_msn is not None else None
+        part = int(raw_part) if raw_part is not None else None
+        packager = media.packager
+        verdict, reason = packager.verdict(msn, part)
+        if verdict is Verdict.BAD_REQUEST:
+            return _error(400, "bad_request", reason)
+        if verdict is Verdict.WAIT:
+            ready = await media.wait_for(lambda: packager.verdict(msn, part)[0] is not Verdict.WAIT, _blocking_timeout(media))
+            if not ready:
+                return _error(503, "not_ready", "the requested part is late", {"Retry-After": "1", "Cache-Control": NO_STORE})
+        cache = LIVE_PLAYLIST if msn is None else BLOCKING_PLAYLIST
+        return Response(packager.media_playlist(), 200, {**CORS, "Cache-Control": cache}, PLAYLIST_TYPE)
+
+    async def media_object(request: Request) -> Response:
+        media = _media_or_404(lookup, request)
+        if isinstance(media, Response):
+            return media
+        packager = media.packager
+        if request.path_params["stream"] != packager.stream_id:
+            return _error(404, "not_found", "no such stream (the Space was restarted; reload the playlist)")
+        match = _OBJECT.fullmatch(request.path_params["name"])
+        if match is None:
+            return _error(404, "not_found", "no such media object")
+        seg, part_msn, part_index = match.groups()
+        data: bytes | None
+        if seg is not None:
+            data = packager.segment(int(seg))
+        elif part_msn is not None:
+            msn, index = int(part_msn), int(part_index)
+            if packager.is_future(msn, index):
+                # The preload hint named this part: answer as soon as it exists (RFC 8216bis 6.2.6).
+                await media.wait_for(lambda: not packager.is_future(msn, index), _blocking_timeout(media))
+            data = packager.part(msn, index)
+        else:
+            data = packager.init_section()
+        if data is None:
+            return _error(404, "not_found", "no such media object (not produced yet, or no longer held)")
+        return Response(data, 200, {**CORS, "Cache-Control": IMMUTABLE}, MEDIA_TYPE)
+
+    async def preflight(_: Request) -> Response:
+        return Response(None, 204, {**CORS, "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                                    "Access-Control-Allow-Headers": "Range", "Access-Control-Max-Age": "86400"})
+
+    return Starlette(
+        routes=[
+            Route("/{space}/index.m3u8", multivariant, methods=["GET", "HEAD"]),
+            Route("/{space}/media.m3u8", media_playlist, methods=["GET", "HEAD"]),
+            Route("/{space}/{stream}/{name}", media_object, methods=["GET", "HEAD"]),
+            Route("/{path:path}", preflight, methods=["OPTIONS"]),
+        ]
+    )

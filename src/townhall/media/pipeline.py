@@ -1,0 +1,226 @@
+"""One live Space's audio engine: the 20 ms clock that drives mixer → encoders → packager.
+
+This is the asyncio adapter around the sans-I/O cores. Theory of operation:
+
+* A task wakes on absolute 20 ms deadlines of the monotonic clock and calls `Mixer.tick()`; the mixer
+  always returns a frame, so the stream never waits for a speaker. If the loop was starved and fell
+  behind, it ticks again at once to catch up (bounded), so the stream's timeline keeps pace with the
+  wall clock; a stall longer than the bound is skipped rather than replayed in a burst.
+* Encoding (AAC for listeners, Opus for each distinct mix-minus) runs on a single worker thread so
+  the event loop only moves bytes and decisions; the thread keeps tick order.
+* Finished parts go into the LL-HLS packager and wake the HTTP requests blocked on them; Opus packets
+  go to each speaker's return track, a bounded queue that drops the oldest packet when a speaker's
+  connection cannot keep up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from townhall.config import MediaConfig
+from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, PcmFrame, SpeakerId
+from townhall.media.encoder import AAC_LC_MONO_CODECS, AacFmp4Encoder
+from townhall.media.mixer import MixKey, Mixer, MixResult
+from townhall.media.opus_return import TIME_BASE, OpusMixEncoder
+from townhall.media.packager import EncodedPart, LlHlsPackager, PackagerConfig
+
+log = logging.getLogger(__name__)
+
+MAX_CATCH_UP_TICKS = 25  # 500 ms: beyond this a stall is skipped, not replayed in a burst
+RETURN_QUEUE_PACKETS = 10  # 200 ms of return audio per speaker at most
+
+
+class ReturnTrack(MediaStreamTrack):  # type: ignore[misc]
+    """A speaker's mix-minus as already-encoded Opus packets, restamped into this track's timeline."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: deque[bytes] = deque(maxlen=RETURN_QUEUE_PACKETS)
+        self._ready = asyncio.Event()
+        self._pts = 0
+        self.dropped = 0
+
+    def offer(self, packet: bytes) -> None:
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1
+        self._queue.append(packet)
+        self._ready.set()
+
+    async def recv(self) -> av.Packet:
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        packet = av.Packet(self._queue.popleft())
+        packet.pts = self._pts
+        packet.time_base = TIME_BASE
+        self._pts += FRAME_SAMPLES
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+
+
+@dataclass
+class _EncodeResult:
+    parts: list[EncodedPart]
+    returns: dict[SpeakerId, MixKey]
+    packets: dict[MixKey, list[bytes]] = field(default_factory=dict)
+
+
+IDLE_ENCODER_TICKS = 500  # a mix nobody has heard for 10 s gives its Opus encoder back
+
+
+class SpaceMedia:
+    """Mixer, encoders and packager of one Space, driven by its own clock task."""
+
+    def __init__(self, space_id: str, config: MediaConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.space_id = space_id
+        self.config = config
+        self.mixer = Mixer()
+        self._clock = clock
+        self._encoder = AacFmp4Encoder(frames_per_part=config.aac_frames_per_part, bitrate=config.aac_bitrate)
+        self.packager = LlHlsPackager(
+            PackagerConfig(
+                part_target=self._encoder.part_seconds,
+                parts_per_segment=config.parts_per_segment,
+                window_segments=config.window_segments,
+                codecs=AAC_LC_MONO_CODECS,
+                bandwidth=config.aac_bitrate + 8_000,
+            ),
+            stream_id=secrets.token_hex(4),
+            init_section=self._encoder.init_section,
+            start_time=time.time(),
+        )
+        self._returns: dict[SpeakerId, ReturnTrack] = {}
+        self._opus: dict[MixKey, OpusMixEncoder] = {}  # touched by the worker thread only
+        self._opus_last_used: dict[MixKey, int] = {}
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"media-{space_id}")
+        self._new_part = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self.ticks = 0
+        self.skipped_ticks = 0
+
+    # -- stage -----------------------------------------------------------------------------------
+    def add_speaker(self, speaker: SpeakerId) -> ReturnTrack:
+        """Put a speaker on the mix; returns the track that carries their mix-minus back to them."""
+        self.remove_speaker(speaker)  # a reconnect replaces the old connection's state
+        self.mixer.add_speaker(speaker)
+        track = ReturnTrack()
+        self._returns[speaker] = track
+        return track
+
+    def remove_speaker(self, speaker: SpeakerId) -> None:
+        track = self._returns.pop(speaker, None)
+        if track is not None:
+            track.stop()
+            self.mixer.remove_speaker(speaker)
+
+    def push(self, speaker: SpeakerId, pcm: PcmFrame, pts: int | None) -> None:
+        self.mixer.push(speaker, pcm, pts)
+
+    @property
+    def speakers(self) -> list[SpeakerId]:
+        return list(self._returns)
+
+    # -- clock -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"media-clock-{self.space_id}")
+
+    async def stop(self) -> None:
+        """End the stream: close the last part, mark the playlist ended, release the worker."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for speaker in list(self._returns):
+            self.remove_speaker(speaker)
+        if not self.packager.ended:
+            loop = asyncio.get_running_loop()
+            parts = await loop.run_in_executor(self._worker, self._encoder.flush)
+            for part in parts:
+                self.packager.add_part(part)
+            self.packager.end()
+            await self._notify()
+        self._worker.shutdown(wait=False)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = self._clock()
+        while True:
+            deadline += FRAME_SECONDS
+            delay = deadline - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif -delay > MAX_CATCH_UP_TICKS * FRAME_SECONDS:
+                missed = int(-delay / FRAME_SECONDS)
+                self.skipped_ticks += missed
+                deadline += missed * FRAME_SECONDS
+                log.warning("space %s: media clock stalled, skipped %d ticks", self.space_id, missed)
+            try:
+                mix = self.mixer.tick()
+                self.ticks += 1
+                result = await loop.run_in_executor(self._worker, self._encode, mix)
+                self._deliver(result)
+                if result.parts:
+                    await self._notify()
+            except Exception:  # one bad tick must not end the Space's stream
+                log.exception("space %s: media tick failed", self.space_id)
+
+    def _encode(self, mix: MixResult) -> _EncodeResult:
+        """Worker thread: AAC for the program, one Opus encode per distinct mix somebody hears."""
+        result = _EncodeResult(self._encoder.encode(mix.program), dict(mix.returns))
+        for key in set(mix.returns.values()):
+            encoder = self._opus.get(key)
+            if encoder is None:
+                encoder = self._opus[key] = OpusMixEncoder(self.config.return_bitrate)
+            self._opus_last_used[key] = mix.tick
+            result.packets[key] = encoder.encode(mix.mixes[key])
+        if mix.tick % IDLE_ENCODER_TICKS == 0:
+            for key, last in list(self._opus_last_used.items()):
+                if mix.tick - last > IDLE_ENCODER_TICKS:
+                    del self._opus_last_used[key], self._opus[key]
+        return result
+
+    def _deliver(self, result: _EncodeResult) -> None:
+        for part in result.parts:
+            self.packager.add_part(part)
+        for speaker, key in result.returns.items():
+            track = self._returns.get(speaker)
+            if track is not None:
+                for packet in result.packets.get(key, ()):
+                    track.offer(packet)
+
+    async def _notify(self) -> None:
+        async with self._new_part:
+            self._new_part.notify_all()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block an HTTP request until the packager satisfies `predicate` (or the timeout passes)."""
+        if predicate():
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._new_part:
+                    await self._new_part.wait_for(predicate)
+            return True
+        except TimeoutError:
+            return predicate()
+

@@ -1,0 +1,1 @@
+"""Spaces: what a Space is, its lifecycle, and the service that runs live ones."""
