@@ -122,8 +122,8 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
     config = Config(**values)  # type: ignore[arg-type]
     if not config.secret:
         config = Config(**{**config.__dict__, "secret": _stored_secret(config.data_dir)})
-    elif len(config.secret) < 16:
-        raise ConfigError("TOWNHALL_SECRET must be at least 16 characters")
+    elif len(config.secret) < 32:
+        raise ConfigError("TOWNHALL_SECRET must be at least 32 characters (HS256 wants a 256-bit key)")
     return config
 
 

@@ -41,7 +41,7 @@ class StageGrant:
 
 class TokenSigner:
     def __init__(self, secret: str, default_ttl_s: int) -> None:
-        if len(secret) < 16:
+        if len(secret) < 32:
             raise ValueError("token secret is too short")
         self._secret = secret
         self._ttl = default_ttl_s

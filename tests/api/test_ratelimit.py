@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from townhall.api.ratelimit import RateLimit, RateLimiter
+
+
+def test_a_burst_is_allowed_then_callers_wait_for_refill() -> None:
+    limiter = RateLimiter(RateLimit(per_second=1.0, burst=3))
+    assert [limiter.check("a", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.check("a", 0.0) > 0.9
+    assert limiter.check("a", 1.0) == 0.0
+
+
+def test_callers_are_limited_independently() -> None:
+    limiter = RateLimiter(RateLimit(per_second=1.0, burst=1))
+    assert limiter.check("a", 0.0) == 0.0
+    assert limiter.check("b", 0.0) == 0.0
+    assert limiter.check("a", 0.0) > 0
+
+
+def test_memory_stays_bounded_under_a_flood_of_new_callers() -> None:
+    limiter = RateLimiter(RateLimit(per_second=1.0, burst=1), max_callers=100)
+    for i in range(10_000):
+        limiter.check(f"10.0.{i // 256}.{i % 256}", float(i))
+    assert len(limiter._buckets) == 100
+
+
+def test_retry_after_is_a_whole_number_of_seconds_at_least_one() -> None:
+    assert RateLimiter.retry_after(0.01) == "1"
+    assert RateLimiter.retry_after(2.2) == "3"

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from townhall.config import ConfigError, IceServer, load, parse_ice_servers
+
+
+def test_defaults_bind_loopback_8080_with_data_under_data(tmp_path: Path) -> None:
+    config = load({}, data_dir=tmp_path)
+    assert (config.host, config.port) == ("127.0.0.1", 8080)
+    assert config.base_url == "http://127.0.0.1:8080"
+
+
+def test_the_secret_is_made_once_kept_private_and_reused(tmp_path: Path) -> None:
+    first = load({}, data_dir=tmp_path)
+    second = load({}, data_dir=tmp_path)
+    assert first.secret == second.secret
+    assert len(first.secret) >= 32
+    assert stat.S_IMODE((tmp_path / "secret.key").stat().st_mode) == 0o600
+
+
+def test_environment_and_flags_override_defaults(tmp_path: Path) -> None:
+    env = {"TOWNHALL_PORT": "9000", "TOWNHALL_HOST": "::1", "TOWNHALL_SECRET": "x" * 40}
+    assert load(env, data_dir=tmp_path).base_url == "http://[::1]:9000"
+    assert load(env, data_dir=tmp_path, port=9100).port == 9100
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TOWNHALL_PORT": "eighty"}, "TOWNHALL_PORT must be a whole number"),
+        ({"TOWNHALL_PORT": "70000"}, "between 0 and 65535"),
+        ({"TOWNHALL_SECRET": "short"}, "at least 32"),
+        ({"TOWNHALL_ICE_SERVERS": "http://x"}, "cannot read"),
+    ],
+)
+def test_bad_values_are_named_in_the_error(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(env, data_dir=tmp_path)
+
+
+def test_ice_servers_parse_stun_and_turn_with_credentials() -> None:
+    assert parse_ice_servers("stun:stun.example.org:3478, turn:u:p@turn.example.org:3478") == (
+        IceServer("stun:stun.example.org:3478"),
+        IceServer("turn:turn.example.org:3478", "u", "p"),
+    )
