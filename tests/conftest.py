@@ -49,10 +49,17 @@ class Proc:
     def __post_init__(self) -> None:
         def pump() -> None:
             assert self.popen.stdout is not None
-            for line in self.popen.stdout:
-                self.lines.append(line.rstrip("\n"))
+            with self.popen.stdout:
+                for line in self.popen.stdout:
+                    self.lines.append(line.rstrip("\n"))
 
-        threading.Thread(target=pump, daemon=True).start()
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
+
+    def wait(self, timeout: float) -> int:
+        code = self.popen.wait(timeout)
+        self._pump.join(5)
+        return code
 
     def saw(self, text: str) -> bool:
         return any(text in line for line in self.lines)
@@ -67,13 +74,12 @@ class Proc:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
-                self.popen.wait(5)
-        return self.popen.returncode
+        return self.wait(5)
 
     def kill(self) -> None:
         if self.popen.poll() is None:
             self.popen.kill()
-            self.popen.wait(5)
+        self.wait(5)
 
 
 def spawn(args: list[str], env: dict[str, str] | None = None) -> Proc:

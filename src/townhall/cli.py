@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from townhall import __version__
@@ -19,10 +20,25 @@ def _serve(args: argparse.Namespace) -> int:
 
     from townhall.app import create_app
 
+    class Server(uvicorn.Server):
+        """uvicorn's server, but a SIGTERM/Ctrl-C that ends in a clean drain exits with status 0
+        (uvicorn re-raises the signal after draining, which reports a clean stop as a kill)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            try:
+                yield
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
     config = load(host=args.host, port=args.port, data_dir=Path(args.data_dir) if args.data_dir else None)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(config)
-    server = uvicorn.Server(
+    server = Server(
         uvicorn.Config(app, host=config.host, port=config.port, log_level=args.log_level,
                        access_log=args.access_log, timeout_graceful_shutdown=5, lifespan="on")
     )

@@ -16,8 +16,21 @@ from tests.conftest import Proc, Server, wait_until
 pytestmark = pytest.mark.e2e
 
 
+def wait_for_fresh_segment(playlist_url: str) -> None:
+    """Block (with the playlist's own blocking reload) until a segment that starts now is complete,
+    so a listener starting at the last segment hears what is on stage from here on."""
+    media_url = playlist_url.replace("index.m3u8", "media.m3u8")
+    with httpx.Client(timeout=15) as http:
+        text = http.get(media_url).text
+        sequence = int(re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text).group(1))  # type: ignore[union-attr]
+        next_msn = sequence + text.count("#EXTINF")  # the segment being produced now
+        response = http.get(media_url, params={"_HLS_msn": next_msn + 1})
+        assert response.status_code == 200, response.text
+
+
 def listen_with_ffmpeg(playlist_url: str, out: Path, seconds: float) -> Path:
-    """Record `seconds` of the live stream as ffmpeg sees it, starting at the live edge."""
+    """Record `seconds` of the live stream as ffmpeg sees it, from the last complete segment on."""
+    wait_for_fresh_segment(playlist_url)
     result = subprocess.run(
         ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-live_start_index", "-1",
          "-i", playlist_url, "-t", str(seconds), "-ac", "1", "-ar", "48000", "-y", str(out)],
@@ -62,7 +75,7 @@ def test_two_speakers_are_both_heard_and_each_hears_only_the_other(
     assert tone_strength(audio, 440) > 0.2
     assert tone_strength(audio, 660) > 0.2
 
-    assert a.popen.wait(30) == 0, a.output()
+    assert a.wait(30) == 0, a.output()
     back = decode_mono(returned)
     back = back[len(back) // 3 :]  # skip the moments before B was connected
     assert rms_dbfs(back) > -35, "speaker A heard nothing back"

@@ -4,7 +4,6 @@ Stage actions need a stage token (Authorization: Bearer) minted for that one Spa
 nothing. Everything a stranger can call is rate-limited per client address.
 """
 
-from __future__ import annotations
 
 import secrets
 import time

@@ -122,11 +122,15 @@ def build_origin(lookup: MediaLookup) -> Starlette:
         return Response(None, 204, {**CORS, "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
                                     "Access-Control-Allow-Headers": "Range", "Access-Control-Max-Age": "86400"})
 
+    async def unknown(_: Request) -> Response:
+        return _error(404, "not_found", "no such listener resource")
+
     return Starlette(
         routes=[
             Route("/{space}/index.m3u8", multivariant, methods=["GET", "HEAD"]),
             Route("/{space}/media.m3u8", media_playlist, methods=["GET", "HEAD"]),
             Route("/{space}/{stream}/{name}", media_object, methods=["GET", "HEAD"]),
             Route("/{path:path}", preflight, methods=["OPTIONS"]),
+            Route("/{path:path}", unknown, methods=["GET", "HEAD"]),
         ]
     )

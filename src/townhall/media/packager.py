@@ -65,10 +65,9 @@ class PackagerConfig:
     bandwidth: int = 72_000  # bits/s for the multivariant playlist
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.part_target) and self.part_target > 0):
-            raise ValueError(
-                f"part_target must be a positive number of seconds: {self.part_target}"
-            )
+        # Written with 5 decimals; anything under a millisecond is a unit mistake, not a part.
+        if not (math.isfinite(self.part_target) and self.part_target >= 0.001):
+            raise ValueError(f"part_target must be at least 0.001 seconds: {self.part_target}")
         if self.parts_per_segment < 1:
             raise ValueError("parts_per_segment must be at least 1")
         if self.window_segments < 1:
@@ -144,17 +143,22 @@ class LlHlsPackager:
         # PART-TARGET, so no segment exceeds parts_per_segment of them and every EXTINF rounds to
         # at most this (§6.2.1: segment duration rounded to whole seconds ≤ target duration).
         self._target_duration = max(1, -(-segment_units // _UNITS_PER_SECOND))
-        td_units = self._target_duration * _UNITS_PER_SECOND
+        # The counts below use a full segment's duration as written, less its rounding (written
+        # EXTINFs may sum to a hair under the real durations), so they err towards more segments.
+        segment = pps * config.part_target - 1e-5
+        target = self._target_duration
         # §6.2.2: a segment MUST NOT leave a live playlist if that leaves it shorter than three
         # target durations, so a window configured too short for that is raised to the minimum.
-        self._window = max(config.window_segments, -(-3 * td_units // segment_units))
+        self._window = max(config.window_segments, math.ceil(3 * target / segment))
         # How long media stays downloadable, in segments (nominal durations):
         # * a segment removed from the playlist stays available for its Availability Duration
         #   (its own duration + the longest playlist holding it ≈ window + open segment) after it
         #   first appeared (§6.2.2): window + 2 segments;
         # * a part whose EXT-X-PART tag was removed (≤ 3 target durations + 1 part after its segment
         #   closed) stays downloadable for 3 more target durations (§6.2.2).
-        self._retained = max(self._window + 2, -(-(6 * td_units + self._pt_units) // segment_units))
+        self._retained = max(
+            self._window + 2, math.ceil((6 * target + config.part_target) / segment)
+        )
         # §6.2.5.2: the Advance Part Limit is 3 / PART-TARGET below one second, 3 otherwise.
         self._advance_part_limit = 3 / config.part_target if config.part_target < 1 else 3.0
 
