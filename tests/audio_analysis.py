@@ -23,7 +23,9 @@ def decode_mono(path: Path | str) -> npt.NDArray[np.float64]:
     return np.concatenate(chunks).astype(np.float64) / 32768.0
 
 
-def tone_strength(samples: npt.NDArray[np.float64], frequency: float, rate: int = SAMPLE_RATE) -> float:
+def tone_strength(
+    samples: npt.NDArray[np.float64], frequency: float, rate: int = SAMPLE_RATE
+) -> float:
     """Share of the signal's spectral energy within ±10 Hz of `frequency` (0..1)."""
     if len(samples) < rate // 10:
         return 0.0

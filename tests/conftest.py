@@ -29,7 +29,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
     """Poll `condition` until it holds; fail the test with `what` if the deadline passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -119,11 +121,26 @@ class Server:
 def start_server(tmp: Path, env: dict[str, str] | None = None) -> Server:
     port = free_port()
     proc = spawn(
-        [sys.executable, "-m", "townhall", "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp)],
+        [
+            sys.executable,
+            "-m",
+            "townhall",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp),
+        ],
         env=env,
     )
     try:
-        wait_until(lambda: proc.saw("is live at") or proc.popen.poll() is not None, 30, "the server to start")
+        wait_until(
+            lambda: proc.saw("is live at") or proc.popen.poll() is not None,
+            30,
+            "the server to start",
+        )
     except AssertionError:
         proc.kill()
         raise

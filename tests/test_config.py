@@ -37,7 +37,9 @@ def test_environment_and_flags_override_defaults(tmp_path: Path) -> None:
         ({"TOWNHALL_ICE_SERVERS": "http://x"}, "cannot read"),
     ],
 )
-def test_bad_values_are_named_in_the_error(tmp_path: Path, env: dict[str, str], message: str) -> None:
+def test_bad_values_are_named_in_the_error(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         load(env, data_dir=tmp_path)
 

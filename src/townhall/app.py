@@ -31,8 +31,14 @@ def create_app(config: Config) -> FastAPI:
         # Graceful end: every live Space ends, so players see ENDLIST and speakers are hung up.
         await spaces.close()
 
-    app = FastAPI(title="townhall", version=__version__, lifespan=lifespan,
-                  docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+    app = FastAPI(
+        title="townhall",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
     errors.install(app)
     app.include_router(build_api(config, spaces, signer))
 

@@ -35,12 +35,21 @@ def _serve(args: argparse.Namespace) -> int:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
 
-    config = load(host=args.host, port=args.port, data_dir=Path(args.data_dir) if args.data_dir else None)
+    config = load(
+        host=args.host, port=args.port, data_dir=Path(args.data_dir) if args.data_dir else None
+    )
     config.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(config)
     server = Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level=args.log_level,
-                       access_log=args.access_log, timeout_graceful_shutdown=5, lifespan="on")
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=args.log_level,
+            access_log=args.access_log,
+            timeout_graceful_shutdown=5,
+            lifespan="on",
+        )
     )
 
     async def announce() -> None:
@@ -110,23 +119,33 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server (one process, embedded defaults)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, env TOWNHALL_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8080, env TOWNHALL_PORT)")
-    serve.add_argument("--data-dir", help="where data lives (default ./data, env TOWNHALL_DATA_DIR)")
+    serve.add_argument(
+        "--data-dir", help="where data lives (default ./data, env TOWNHALL_DATA_DIR)"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--access-log", action="store_true", help="log every request (off: listeners are many)")
+    serve.add_argument(
+        "--access-log", action="store_true", help="log every request (off: listeners are many)"
+    )
     serve.set_defaults(func=_serve)
 
     speak = sub.add_parser("speak", help="join a stage as a speaker bot and publish audio")
-    speak.add_argument("url", help="stage link (http://HOST/s/SPACE/stage#token=…) or Space link with --token")
+    speak.add_argument(
+        "url", help="stage link (http://HOST/s/SPACE/stage#token=…) or Space link with --token"
+    )
     speak.add_argument("--token", help="stage token (if the link does not carry one)")
     source = speak.add_mutually_exclusive_group(required=True)
     source.add_argument("--tone", type=float, help="publish a sine tone of this frequency (Hz)")
     source.add_argument("--file", help="publish an audio file (anything FFmpeg reads)")
     speak.add_argument("--loop", action="store_true", help="with --file: play it in a loop")
-    speak.add_argument("--duration", type=float, help="seconds to stay on stage (default: until Ctrl-C)")
+    speak.add_argument(
+        "--duration", type=float, help="seconds to stay on stage (default: until Ctrl-C)"
+    )
     speak.add_argument("--record-return", help="write the mix you hear back to this WAV file")
     speak.set_defaults(func=_speak)
 
-    token = sub.add_parser("token", help="mint a stage token for a Space with this installation's secret")
+    token = sub.add_parser(
+        "token", help="mint a stage token for a Space with this installation's secret"
+    )
     token.add_argument("space", help="Space id")
     token.add_argument("--role", choices=["host", "speaker"], default="speaker")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
@@ -137,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         result: int = args.func(args)
     except ConfigError as exc:

@@ -41,7 +41,9 @@ class MediaConfig:
     window_segments: int = 6  # live playlist keeps ~11.5 s
     aac_bitrate: int = 64_000
     return_bitrate: int = 32_000  # Opus mix-minus sent back to each speaker
-    blocking_timeout_targets: float = 3.0  # hold a blocking reload at most this many target durations
+    blocking_timeout_targets: float = (
+        3.0  # hold a blocking reload at most this many target durations
+    )
 
     @property
     def part_seconds(self) -> float:
@@ -88,7 +90,9 @@ def parse_ice_servers(raw: str) -> tuple[IceServer, ...]:
             continue
         scheme, _, rest = item.partition(":")
         if scheme not in ("stun", "turn", "turns") or not rest:
-            raise ConfigError(f"TOWNHALL_ICE_SERVERS: cannot read {item!r} (want stun:HOST:PORT or turn:USER:PASS@HOST:PORT)")
+            raise ConfigError(
+                f"TOWNHALL_ICE_SERVERS: cannot read {item!r} (want stun:HOST:PORT or turn:USER:PASS@HOST:PORT)"
+            )
         if "@" in rest and scheme != "stun":
             cred, _, hostport = rest.rpartition("@")
             user, _, password = cred.partition(":")
@@ -102,11 +106,21 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
     """Build the config: defaults ← environment ← explicit overrides (CLI flags); then the secret."""
     env = dict(os.environ if env is None else env)
     media = MediaConfig(
-        aac_frames_per_part=_int(env, "TOWNHALL_PART_AAC_FRAMES", MediaConfig.aac_frames_per_part, low=4, high=94),
-        parts_per_segment=_int(env, "TOWNHALL_PARTS_PER_SEGMENT", MediaConfig.parts_per_segment, low=1, high=30),
-        window_segments=_int(env, "TOWNHALL_WINDOW_SEGMENTS", MediaConfig.window_segments, low=3, high=60),
-        aac_bitrate=_int(env, "TOWNHALL_AAC_BITRATE", MediaConfig.aac_bitrate, low=16_000, high=256_000),
-        return_bitrate=_int(env, "TOWNHALL_RETURN_BITRATE", MediaConfig.return_bitrate, low=8_000, high=128_000),
+        aac_frames_per_part=_int(
+            env, "TOWNHALL_PART_AAC_FRAMES", MediaConfig.aac_frames_per_part, low=4, high=94
+        ),
+        parts_per_segment=_int(
+            env, "TOWNHALL_PARTS_PER_SEGMENT", MediaConfig.parts_per_segment, low=1, high=30
+        ),
+        window_segments=_int(
+            env, "TOWNHALL_WINDOW_SEGMENTS", MediaConfig.window_segments, low=3, high=60
+        ),
+        aac_bitrate=_int(
+            env, "TOWNHALL_AAC_BITRATE", MediaConfig.aac_bitrate, low=16_000, high=256_000
+        ),
+        return_bitrate=_int(
+            env, "TOWNHALL_RETURN_BITRATE", MediaConfig.return_bitrate, low=8_000, high=128_000
+        ),
     )
     values: dict[str, object] = {
         "host": env.get("TOWNHALL_HOST") or Config.host,
@@ -123,7 +137,9 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
     if not config.secret:
         config = Config(**{**config.__dict__, "secret": _stored_secret(config.data_dir)})
     elif len(config.secret) < 32:
-        raise ConfigError("TOWNHALL_SECRET must be at least 32 characters (HS256 wants a 256-bit key)")
+        raise ConfigError(
+            "TOWNHALL_SECRET must be at least 32 characters (HS256 wants a 256-bit key)"
+        )
     return config
 
 

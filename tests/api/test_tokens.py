@@ -35,11 +35,21 @@ def test_an_expired_token_is_refused() -> None:
     [
         "",
         "not-a-token",
-        jwt.encode({"aud": AUDIENCE, "space": "abcdefghij", "sub": "x", "role": "host", "exp": 2**40},
-                   "another-secret-of-enough-length-for-hs256", algorithm="HS256"),
-        jwt.encode({"aud": AUDIENCE, "space": "abcdefghij", "sub": "x", "role": "god", "exp": 2**40},
-                   SECRET, algorithm="HS256"),
-        jwt.encode({"aud": AUDIENCE, "space": "abcdefghij", "sub": "x", "role": "host"}, SECRET, algorithm="HS256"),
+        jwt.encode(
+            {"aud": AUDIENCE, "space": "abcdefghij", "sub": "x", "role": "host", "exp": 2**40},
+            "another-secret-of-enough-length-for-hs256",
+            algorithm="HS256",
+        ),
+        jwt.encode(
+            {"aud": AUDIENCE, "space": "abcdefghij", "sub": "x", "role": "god", "exp": 2**40},
+            SECRET,
+            algorithm="HS256",
+        ),
+        jwt.encode(
+            {"aud": AUDIENCE, "space": "abcdefghij", "sub": "x", "role": "host"},
+            SECRET,
+            algorithm="HS256",
+        ),
     ],
     ids=["empty", "garbage", "forged", "unknown-role", "no-expiry"],
 )
@@ -50,7 +60,10 @@ def test_forged_or_malformed_tokens_are_refused(token: str) -> None:
 
 
 def test_unsigned_tokens_are_refused() -> None:
-    token = jwt.encode({"aud": AUDIENCE, "space": "abcdefghij", "sub": "x", "role": "host", "exp": 2**40},
-                       None, algorithm="none")
+    token = jwt.encode(
+        {"aud": AUDIENCE, "space": "abcdefghij", "sub": "x", "role": "host", "exp": 2**40},
+        None,
+        algorithm="none",
+    )
     with pytest.raises(TokenError):
         TokenSigner(SECRET, 3600).verify(token, "abcdefghij")

@@ -41,14 +41,22 @@ async def media() -> AsyncIterator[SpaceMedia]:
 @pytest.fixture
 async def client(media: SpaceMedia) -> AsyncIterator[httpx.AsyncClient]:
     app = build_origin(lambda space: media if space == SPACE else None)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://origin") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://origin"
+    ) as c:
         yield c
 
 
-async def test_media_objects_are_immutable_and_cors_open(media: SpaceMedia, client: httpx.AsyncClient) -> None:
+async def test_media_objects_are_immutable_and_cors_open(
+    media: SpaceMedia, client: httpx.AsyncClient
+) -> None:
     add_parts(media, 7)
     stream = media.packager.stream_id
-    for path in (f"/{SPACE}/{stream}/init.mp4", f"/{SPACE}/{stream}/p0.0.m4s", f"/{SPACE}/{stream}/s0.m4s"):
+    for path in (
+        f"/{SPACE}/{stream}/init.mp4",
+        f"/{SPACE}/{stream}/p0.0.m4s",
+        f"/{SPACE}/{stream}/s0.m4s",
+    ):
         response = await client.get(path)
         assert response.status_code == 200, path
         assert "immutable" in response.headers["cache-control"]
@@ -57,7 +65,9 @@ async def test_media_objects_are_immutable_and_cors_open(media: SpaceMedia, clie
     assert (await client.get(f"/{SPACE}/{stream}/s0.m4s")).content == media.packager.segment(0)
 
 
-async def test_playlists_are_fresh_for_less_than_a_part(media: SpaceMedia, client: httpx.AsyncClient) -> None:
+async def test_playlists_are_fresh_for_less_than_a_part(
+    media: SpaceMedia, client: httpx.AsyncClient
+) -> None:
     add_parts(media, 2)
     live = await client.get(f"/{SPACE}/media.m3u8")
     assert live.status_code == 200
@@ -68,10 +78,14 @@ async def test_playlists_are_fresh_for_less_than_a_part(media: SpaceMedia, clien
     assert 'CODECS="mp4a.40.2"' in multivariant.text
 
 
-async def test_a_blocking_reload_is_held_until_its_part_exists(media: SpaceMedia, client: httpx.AsyncClient) -> None:
+async def test_a_blocking_reload_is_held_until_its_part_exists(
+    media: SpaceMedia, client: httpx.AsyncClient
+) -> None:
     add_parts(media, 2)
     msn, index = media.packager.next_part
-    request = asyncio.create_task(client.get(f"/{SPACE}/media.m3u8", params={"_HLS_msn": msn, "_HLS_part": index}))
+    request = asyncio.create_task(
+        client.get(f"/{SPACE}/media.m3u8", params={"_HLS_msn": msn, "_HLS_part": index})
+    )
     await asyncio.sleep(0)  # let the request reach its wait (ordering only, not timing)
     for _ in range(20):
         await asyncio.sleep(0)
@@ -84,7 +98,9 @@ async def test_a_blocking_reload_is_held_until_its_part_exists(media: SpaceMedia
     assert "max-age=0" not in response.headers["cache-control"]
 
 
-async def test_the_preload_hinted_part_is_served_when_it_is_produced(media: SpaceMedia, client: httpx.AsyncClient) -> None:
+async def test_the_preload_hinted_part_is_served_when_it_is_produced(
+    media: SpaceMedia, client: httpx.AsyncClient
+) -> None:
     add_parts(media, 1)
     msn, index = media.packager.next_part
     path = f"/{SPACE}/{media.packager.stream_id}/p{msn}.{index}.m4s"
@@ -119,7 +135,9 @@ async def test_blocking_reload_directives_are_validated(
         assert response.json()["error"]["code"] == "bad_request"
 
 
-async def test_unknown_spaces_streams_and_objects_are_404(media: SpaceMedia, client: httpx.AsyncClient) -> None:
+async def test_unknown_spaces_streams_and_objects_are_404(
+    media: SpaceMedia, client: httpx.AsyncClient
+) -> None:
     add_parts(media, 1)
     stream = media.packager.stream_id
     for path in (

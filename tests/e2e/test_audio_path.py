@@ -32,20 +32,43 @@ def listen_with_ffmpeg(playlist_url: str, out: Path, seconds: float) -> Path:
     """Record `seconds` of the live stream as ffmpeg sees it, from the last complete segment on."""
     wait_for_fresh_segment(playlist_url)
     result = subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-live_start_index", "-1",
-         "-i", playlist_url, "-t", str(seconds), "-ac", "1", "-ar", "48000", "-y", str(out)],
-        capture_output=True, text=True, timeout=seconds + 30,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-live_start_index",
+            "-1",
+            "-i",
+            playlist_url,
+            "-t",
+            str(seconds),
+            "-ac",
+            "1",
+            "-ar",
+            "48000",
+            "-y",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
     )
     assert result.returncode == 0, f"ffmpeg failed: {result.stderr}"
     return out
 
 
 def on_stage(proc: Proc) -> None:
-    wait_until(lambda: proc.saw("connected") or proc.popen.poll() is not None, 30, "the speaker to connect")
+    wait_until(
+        lambda: proc.saw("connected") or proc.popen.poll() is not None, 30, "the speaker to connect"
+    )
     assert proc.popen.poll() is None, f"speaker exited:\n{proc.output()}"
 
 
-def test_a_listener_hears_the_speakers_tone(server: Server, speakers: Callable[..., Proc], tmp_path: Path) -> None:
+def test_a_listener_hears_the_speakers_tone(
+    server: Server, speakers: Callable[..., Proc], tmp_path: Path
+) -> None:
     created = server.create_space("Tone check")
     space = created["space"]
     assert isinstance(space, dict)
@@ -66,7 +89,15 @@ def test_two_speakers_are_both_heard_and_each_hears_only_the_other(
     assert isinstance(space, dict)
     guest_url = server.invite(str(space["id"]), str(created["host_token"]))
     returned = tmp_path / "a-hears.wav"
-    a = speakers(str(created["stage_url"]), "--tone", "440", "--duration", "12", "--record-return", str(returned))
+    a = speakers(
+        str(created["stage_url"]),
+        "--tone",
+        "440",
+        "--duration",
+        "12",
+        "--record-return",
+        str(returned),
+    )
     b = speakers(guest_url, "--tone", "660")
     on_stage(a)
     on_stage(b)
@@ -105,7 +136,9 @@ def _part_lags(server: Server, space_id: str, count: int) -> list[float]:
             segments = [float(d) for d in re.findall(r"#EXTINF:([\d.]+),", text)]
             # Media end = PDT of the first listed segment + all listed segment durations + open parts.
             open_parts = text.rsplit("#EXTINF", 1)[-1]
-            open_durations = [float(d) for d in re.findall(r"#EXT-X-PART:DURATION=([\d.]+)", open_parts)]
+            open_durations = [
+                float(d) for d in re.findall(r"#EXT-X-PART:DURATION=([\d.]+)", open_parts)
+            ]
             media_end = media_time + sum(segments) + sum(open_durations)
             assert durations
             lags.append(arrived - media_end)

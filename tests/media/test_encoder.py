@@ -50,8 +50,19 @@ def test_init_and_parts_are_a_valid_stream_ffprobe_accepts(tmp_path: Path) -> No
     path.write_bytes(encoder.init_section + b"".join(body))
 
     probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
-        capture_output=True, text=True, check=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     info = json.loads(probe.stdout)
     stream = info["streams"][0]

@@ -1,13 +1,13 @@
 """Every error the API returns, as types, mapped once to an HTTP status and one JSON shape.
 
-    ApiError                    {"error": {"code", "message"}} with a status
-    ├── BadRequest        400   malformed input the schema could not catch
-    ├── Unauthorized      401   missing, forged or expired token
-    ├── Forbidden         403   valid token, not allowed to do this
-    ├── NotFound          404   no such Space / object
-    ├── Gone              410   existed, has ended
-    ├── TooManyRequests   429   rate limit hit (Retry-After)
-    └── Unavailable       503   try again later (Retry-After)
+ApiError                    {"error": {"code", "message"}} with a status
+├── BadRequest        400   malformed input the schema could not catch
+├── Unauthorized      401   missing, forged or expired token
+├── Forbidden         403   valid token, not allowed to do this
+├── NotFound          404   no such Space / object
+├── Gone              410   existed, has ended
+├── TooManyRequests   429   rate limit hit (Retry-After)
+└── Unavailable       503   try again later (Retry-After)
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ class ApiError(Exception):
     status = 500
     code = "internal"
 
-    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -60,12 +62,24 @@ class Unavailable(ApiError):
     status, code = 503, "unavailable"
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
 
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-               413: "too_large", 415: "unsupported_media_type", 429: "rate_limited"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
 
 
 def install(app: FastAPI) -> None:
@@ -79,7 +93,11 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid')}" if where else str(first.get("msg", "invalid input"))
+        message = (
+            f"{where}: {first.get('msg', 'invalid')}"
+            if where
+            else str(first.get("msg", "invalid input"))
+        )
         return error_response(422, "invalid_input", message)
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:

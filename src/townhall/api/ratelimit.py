@@ -21,7 +21,9 @@ class RateLimiter:
     def __init__(self, limit: RateLimit, max_callers: int = 100_000) -> None:
         self.limit = limit
         self._max = max_callers
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # caller → (tokens, at)
+        self._buckets: OrderedDict[str, tuple[float, float]] = (
+            OrderedDict()
+        )  # caller → (tokens, at)
 
     def check(self, caller: str, now: float) -> float:
         """Take one token for `caller`: 0.0 if allowed, else the seconds until one is available."""

@@ -4,7 +4,6 @@ Stage actions need a stage token (Authorization: Bearer) minted for that one Spa
 nothing. Everything a stranger can call is rate-limited per client address.
 """
 
-
 import secrets
 import time
 from collections.abc import Callable
@@ -13,14 +12,28 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from townhall.api.errors import BadRequest, Forbidden, Gone, NotFound, TooManyRequests, Unauthorized, Unavailable
+from townhall.api.errors import (
+    BadRequest,
+    Forbidden,
+    Gone,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
 from townhall.api.ratelimit import RateLimit, RateLimiter
 from townhall.api.tokens import StageGrant, StageRole, TokenError, TokenSigner
 from townhall.config import Config
 from townhall.media.audio import SpeakerId
 from townhall.media.ingest import SdpError
 from townhall.spaces.model import TITLE_MAX, Space, is_space_id
-from townhall.spaces.service import LiveSpace, SpaceEnded, SpaceNotFound, SpaceService, TooManySpaces
+from townhall.spaces.service import (
+    LiveSpace,
+    SpaceEnded,
+    SpaceNotFound,
+    SpaceService,
+    TooManySpaces,
+)
 
 
 class Strict(BaseModel):
@@ -76,22 +89,35 @@ class IceServerOut(BaseModel):
     credential: str | None = None
 
 
-def build_api(config: Config, spaces: SpaceService, signer: TokenSigner, clock: Callable[[], float] = time.monotonic) -> APIRouter:
+def build_api(
+    config: Config,
+    spaces: SpaceService,
+    signer: TokenSigner,
+    clock: Callable[[], float] = time.monotonic,
+) -> APIRouter:
     router = APIRouter(prefix="/api")
-    create_limit = RateLimiter(RateLimit(per_second=0.2, burst=5))  # a new Space every 5 s per address
+    create_limit = RateLimiter(
+        RateLimit(per_second=0.2, burst=5)
+    )  # a new Space every 5 s per address
     connect_limit = RateLimiter(RateLimit(per_second=1.0, burst=10))  # (re)connects per address
 
     def limited(limiter: RateLimiter, request: Request) -> None:
         caller = request.client.host if request.client else "unknown"
         wait = limiter.check(caller, clock())
         if wait > 0:
-            raise TooManyRequests("too many requests; slow down",
-                                  headers={"Retry-After": RateLimiter.retry_after(wait)})
+            raise TooManyRequests(
+                "too many requests; slow down",
+                headers={"Retry-After": RateLimiter.retry_after(wait)},
+            )
 
     def space_out(space: Space) -> SpaceOut:
         return SpaceOut(
-            id=space.id, title=space.title, state=space.state.value, created_at=space.created_at,
-            ended_at=space.ended_at, listen_url=f"{config.base_url}/s/{space.id}",
+            id=space.id,
+            title=space.title,
+            state=space.state.value,
+            created_at=space.created_at,
+            ended_at=space.ended_at,
+            listen_url=f"{config.base_url}/s/{space.id}",
             playlist_url=f"{config.base_url}/live/{space.id}/index.m3u8",
         )
 
@@ -103,10 +129,14 @@ def build_api(config: Config, spaces: SpaceService, signer: TokenSigner, clock: 
             raise NotFound("no such Space", code="space_not_found")
         return space_id
 
-    def grant(space_id: Annotated[str, Depends(valid_space_id)],
-              authorization: Annotated[str | None, Header()] = None) -> StageGrant:
+    def grant(
+        space_id: Annotated[str, Depends(valid_space_id)],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> StageGrant:
         if not authorization or not authorization.startswith("Bearer "):
-            raise Unauthorized("a stage token is required (Authorization: Bearer …)", code="token_missing")
+            raise Unauthorized(
+                "a stage token is required (Authorization: Bearer …)", code="token_missing"
+            )
         try:
             return signer.verify(authorization.removeprefix("Bearer ").strip(), space_id)
         except TokenError as exc:
@@ -125,7 +155,9 @@ def build_api(config: Config, spaces: SpaceService, signer: TokenSigner, clock: 
         except SpaceEnded:
             raise Gone("this Space has ended", code="space_ended") from None
 
-    @router.post("/spaces", status_code=201, response_model=CreatedSpace, summary="Create a live Space")
+    @router.post(
+        "/spaces", status_code=201, response_model=CreatedSpace, summary="Create a live Space"
+    )
     async def create_space(body: CreateSpace, request: Request) -> CreatedSpace:
         limited(create_limit, request)
         host_id = SpeakerId(f"host-{secrets.token_hex(6)}")
@@ -134,7 +166,9 @@ def build_api(config: Config, spaces: SpaceService, signer: TokenSigner, clock: 
         except TooManySpaces as exc:
             raise Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"}) from None
         token = signer.mint(live.space.id, StageRole.HOST, host_id)
-        return CreatedSpace(space=space_out(live.space), host_token=token, stage_url=stage_url(live.space.id, token))
+        return CreatedSpace(
+            space=space_out(live.space), host_token=token, stage_url=stage_url(live.space.id, token)
+        )
 
     @router.get("/spaces", response_model=list[SpaceOut], summary="Live Spaces")
     async def list_spaces() -> list[SpaceOut]:
@@ -147,17 +181,30 @@ def build_api(config: Config, spaces: SpaceService, signer: TokenSigner, clock: 
         except SpaceNotFound:
             raise NotFound("no such Space", code="space_not_found") from None
 
-    @router.post("/spaces/{space_id}/invites", status_code=201, response_model=Invite,
-                 summary="Mint a speaker invite (host only)")
+    @router.post(
+        "/spaces/{space_id}/invites",
+        status_code=201,
+        response_model=Invite,
+        summary="Mint a speaker invite (host only)",
+    )
     async def invite(space_id: str, _: Annotated[StageGrant, Depends(host_grant)]) -> Invite:
         live_or_error(space_id)
         token = signer.mint(space_id, StageRole.SPEAKER)
-        return Invite(speaker_token=token, stage_url=stage_url(space_id, token), expires_in=config.token_ttl_s)
+        return Invite(
+            speaker_token=token, stage_url=stage_url(space_id, token), expires_in=config.token_ttl_s
+        )
 
-    @router.post("/spaces/{space_id}/rtc", response_model=Answer,
-                 summary="Connect to the stage: send a WebRTC offer, get the answer")
-    async def connect(space_id: str, body: SessionDescription, request: Request,
-                      g: Annotated[StageGrant, Depends(grant)]) -> Answer:
+    @router.post(
+        "/spaces/{space_id}/rtc",
+        response_model=Answer,
+        summary="Connect to the stage: send a WebRTC offer, get the answer",
+    )
+    async def connect(
+        space_id: str,
+        body: SessionDescription,
+        request: Request,
+        g: Annotated[StageGrant, Depends(grant)],
+    ) -> Answer:
         limited(connect_limit, request)
         live = live_or_error(space_id)
         try:
@@ -173,12 +220,18 @@ def build_api(config: Config, spaces: SpaceService, signer: TokenSigner, clock: 
         if connection is not None:
             await connection.close()
 
-    @router.post("/spaces/{space_id}/end", response_model=SpaceOut, summary="End the Space (host only)")
+    @router.post(
+        "/spaces/{space_id}/end", response_model=SpaceOut, summary="End the Space (host only)"
+    )
     async def end_space(space_id: str, _: Annotated[StageGrant, Depends(host_grant)]) -> SpaceOut:
         live_or_error(space_id)
         return space_out(await spaces.end(space_id))
 
-    @router.get("/ice-servers", response_model=list[IceServerOut], summary="STUN/TURN servers for stage clients")
+    @router.get(
+        "/ice-servers",
+        response_model=list[IceServerOut],
+        summary="STUN/TURN servers for stage clients",
+    )
     async def ice_servers() -> list[IceServerOut]:
         return [IceServerOut(**s.as_dict()) for s in config.ice_servers]
 

@@ -46,7 +46,13 @@ class TokenSigner:
         self._secret = secret
         self._ttl = default_ttl_s
 
-    def mint(self, space_id: str, role: StageRole, speaker_id: str | None = None, ttl_s: int | None = None) -> str:
+    def mint(
+        self,
+        space_id: str,
+        role: StageRole,
+        speaker_id: str | None = None,
+        ttl_s: int | None = None,
+    ) -> str:
         now = int(time.time())
         claims = {
             "aud": AUDIENCE,

@@ -15,7 +15,7 @@ from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 
 
-class PacedTrack(MediaStreamTrack):  # type: ignore[misc]
+class PacedTrack(MediaStreamTrack):
     """An audio track that hands out one 20 ms frame per 20 ms of wall clock, like a microphone."""
 
     kind = "audio"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import av
 import httpx
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -39,7 +40,9 @@ def parse_stage_url(url: str, token: str | None = None) -> StageAddress:
     match = _STAGE_PATH.match(parts.path)
     if parts.scheme not in ("http", "https") or not parts.netloc or match is None:
         raise SpeakerError(f"not a Space link: {url!r} (want http://HOST/s/SPACE/stage#token=…)")
-    fragment_token = parts.fragment.removeprefix("token=") if parts.fragment.startswith("token=") else None
+    fragment_token = (
+        parts.fragment.removeprefix("token=") if parts.fragment.startswith("token=") else None
+    )
     chosen = token or fragment_token
     if not chosen:
         raise SpeakerError("no stage token: pass --token or use the stage link that carries one")
@@ -52,7 +55,7 @@ class ReturnRecorder:
     def __init__(self, path: Path | None) -> None:
         self._wav: wave.Wave_write | None = None
         if path is not None:
-            self._wav = wave.open(str(path), "wb")
+            self._wav = wave.open(str(path), "wb")  # noqa: SIM115 - closed by close(), lives as long as the call
             self._wav.setnchannels(1)
             self._wav.setsampwidth(2)
             self._wav.setframerate(SAMPLE_RATE)
@@ -65,7 +68,7 @@ class ReturnRecorder:
             except MediaStreamError:
                 return
             self.frames += 1
-            if self._wav is not None:
+            if self._wav is not None and isinstance(frame, av.AudioFrame):
                 pcm = downmix_interleaved(frame.to_ndarray(), len(frame.layout.channels))
                 self._wav.writeframes(pcm.tobytes())
 
@@ -76,7 +79,9 @@ class ReturnRecorder:
 
 
 class Speaker:
-    def __init__(self, address: StageAddress, source: MediaStreamTrack, record_return: Path | None = None) -> None:
+    def __init__(
+        self, address: StageAddress, source: MediaStreamTrack, record_return: Path | None = None
+    ) -> None:
         self.address = address
         self.source = source
         self.recorder = ReturnRecorder(record_return)
@@ -107,7 +112,9 @@ class Speaker:
             if response.status_code != 200:
                 raise SpeakerError(_describe(response))
             answer = response.json()
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=answer["sdp"], type="answer")
+            )
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         task = asyncio.create_task(self.recorder.drain(track))
@@ -140,13 +147,18 @@ def _describe(response: httpx.Response) -> str:
         return f"{response.status_code} {response.text[:200]}"
 
 
-async def run_speaker(speaker: Speaker, duration: float | None, connect_timeout: float = 20.0) -> None:
+async def run_speaker(
+    speaker: Speaker, duration: float | None, connect_timeout: float = 20.0
+) -> None:
     """Connect, publish until `duration` passes (or forever), then hang up cleanly."""
     try:
         await speaker.connect()
         async with asyncio.timeout(connect_timeout):
-            done, _ = await asyncio.wait(
-                [asyncio.ensure_future(speaker.connected.wait()), asyncio.ensure_future(speaker.failed.wait())],
+            await asyncio.wait(
+                [
+                    asyncio.ensure_future(speaker.connected.wait()),
+                    asyncio.ensure_future(speaker.failed.wait()),
+                ],
                 return_when=asyncio.FIRST_COMPLETED,
             )
         if speaker.failed.is_set() and not speaker.connected.is_set():

@@ -47,7 +47,9 @@ MediaLookup = Callable[[str], SpaceMedia | None]
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers={**CORS, **(headers or {})})
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status, headers={**CORS, **(headers or {})}
+    )
 
 
 def _media_or_404(lookup: MediaLookup, request: Request) -> SpaceMedia | Response:
@@ -86,11 +88,20 @@ def build_origin(lookup: MediaLookup) -> Starlette:
         if verdict is Verdict.BAD_REQUEST:
             return _error(400, "bad_request", reason)
         if verdict is Verdict.WAIT:
-            ready = await media.wait_for(lambda: packager.verdict(msn, part)[0] is not Verdict.WAIT, _blocking_timeout(media))
+            ready = await media.wait_for(
+                lambda: packager.verdict(msn, part)[0] is not Verdict.WAIT, _blocking_timeout(media)
+            )
             if not ready:
-                return _error(503, "not_ready", "the requested part is late", {"Retry-After": "1", "Cache-Control": NO_STORE})
+                return _error(
+                    503,
+                    "not_ready",
+                    "the requested part is late",
+                    {"Retry-After": "1", "Cache-Control": NO_STORE},
+                )
         cache = LIVE_PLAYLIST if msn is None else BLOCKING_PLAYLIST
-        return Response(packager.media_playlist(), 200, {**CORS, "Cache-Control": cache}, PLAYLIST_TYPE)
+        return Response(
+            packager.media_playlist(), 200, {**CORS, "Cache-Control": cache}, PLAYLIST_TYPE
+        )
 
     async def media_object(request: Request) -> Response:
         media = _media_or_404(lookup, request)
@@ -98,7 +109,9 @@ def build_origin(lookup: MediaLookup) -> Starlette:
             return media
         packager = media.packager
         if request.path_params["stream"] != packager.stream_id:
-            return _error(404, "not_found", "no such stream (the Space was restarted; reload the playlist)")
+            return _error(
+                404, "not_found", "no such stream (the Space was restarted; reload the playlist)"
+            )
         match = _OBJECT.fullmatch(request.path_params["name"])
         if match is None:
             return _error(404, "not_found", "no such media object")
@@ -110,17 +123,29 @@ def build_origin(lookup: MediaLookup) -> Starlette:
             msn, index = int(part_msn), int(part_index)
             if packager.is_future(msn, index):
                 # The preload hint named this part: answer as soon as it exists (RFC 8216bis 6.2.6).
-                await media.wait_for(lambda: not packager.is_future(msn, index), _blocking_timeout(media))
+                await media.wait_for(
+                    lambda: not packager.is_future(msn, index), _blocking_timeout(media)
+                )
             data = packager.part(msn, index)
         else:
             data = packager.init_section()
         if data is None:
-            return _error(404, "not_found", "no such media object (not produced yet, or no longer held)")
+            return _error(
+                404, "not_found", "no such media object (not produced yet, or no longer held)"
+            )
         return Response(data, 200, {**CORS, "Cache-Control": IMMUTABLE}, MEDIA_TYPE)
 
     async def preflight(_: Request) -> Response:
-        return Response(None, 204, {**CORS, "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-                                    "Access-Control-Allow-Headers": "Range", "Access-Control-Max-Age": "86400"})
+        return Response(
+            None,
+            204,
+            {
+                **CORS,
+                "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                "Access-Control-Allow-Headers": "Range",
+                "Access-Control-Max-Age": "86400",
+            },
+        )
 
     async def unknown(_: Request) -> Response:
         return _error(404, "not_found", "no such listener resource")

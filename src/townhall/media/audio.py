@@ -6,7 +6,7 @@ from it, so no module needs to know what a browser or a file sent.
 
 from __future__ import annotations
 
-from typing import NewType
+from typing import Any, NewType
 
 import numpy as np
 import numpy.typing as npt
@@ -26,9 +26,11 @@ def silence() -> PcmFrame:
     return np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 
-def downmix_interleaved(samples: npt.NDArray[np.int16], channels: int) -> PcmFrame:
+def downmix_interleaved(samples: npt.NDArray[Any], channels: int) -> PcmFrame:
     """Average interleaved channels into mono (aiortc hands Opus out as packed stereo even for a mono mic)."""
     if channels == 1:
-        return samples.reshape(-1).astype(np.int16, copy=False)
+        mono: PcmFrame = samples.reshape(-1).astype(np.int16, copy=False)
+        return mono
     wide = samples.reshape(-1, channels).astype(np.int32)
-    return (wide.sum(axis=1) // channels).astype(np.int16)
+    averaged: PcmFrame = (wide.sum(axis=1) // channels).astype(np.int16)
+    return averaged

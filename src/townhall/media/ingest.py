@@ -46,12 +46,19 @@ class _PcmAdapter:
         self._carry = np.zeros(0, dtype=np.int16)
 
     def convert(self, frame: av.AudioFrame) -> list[tuple[np.ndarray, int | None]]:
-        if frame.format.name == "s16" and frame.sample_rate == SAMPLE_RATE and frame.samples == FRAME_SAMPLES:
+        if (
+            frame.format.name == "s16"
+            and frame.sample_rate == SAMPLE_RATE
+            and frame.samples == FRAME_SAMPLES
+        ):
             channels = len(frame.layout.channels)
-            return [(downmix_interleaved(frame.to_ndarray(), channels), frame.pts)]
+            packed: np.ndarray = frame.to_ndarray()
+            return [(downmix_interleaved(packed, channels), frame.pts)]
         if self._resampler is None:
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        pieces = [self._carry] + [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        pieces = [self._carry] + [
+            f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)
+        ]
         samples = np.concatenate(pieces).astype(np.int16, copy=False)
         whole = len(samples) // FRAME_SAMPLES * FRAME_SAMPLES
         self._carry = samples[whole:]
@@ -61,7 +68,9 @@ class _PcmAdapter:
 class SpeakerConnection:
     """One speaker's WebRTC session with the Space's media engine."""
 
-    def __init__(self, media: SpaceMedia, speaker: SpeakerId, ice_servers: tuple[IceServer, ...]) -> None:
+    def __init__(
+        self, media: SpaceMedia, speaker: SpeakerId, ice_servers: tuple[IceServer, ...]
+    ) -> None:
         self.media = media
         self.speaker = speaker
         servers = [RTCIceServer(**s.as_dict()) for s in ice_servers]
@@ -95,7 +104,7 @@ class SpeakerConnection:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            if track.kind != "audio":
+            if track.kind != "audio" or not isinstance(frame, av.AudioFrame):
                 continue
             for pcm, pts in adapter.convert(frame):
                 self.media.push(self.speaker, pcm, pts)

@@ -23,15 +23,13 @@ attacked onset flattens the part of its first half-cycle above the ceiling, the 
 look-ahead; after that the held gain keeps the waveform's shape.
 
 Each `Limiter` instance carries its own state (the current reduction); the mixer keeps one per
-distinct mix, across ticks. `limit_together` runs several limiters over a stack of mixes in one set
-of array operations: numpy's per-call overhead, not arithmetic, dominates 960-sample frames, so a
-full stage's 14 mixes cost little more than one.
+distinct mix, across ticks. (Limiting a (k, 960) stack of mixes in one set of array operations was
+measured slower than k single frames: its ~100 KB temporaries cost page faults on every call.)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
@@ -81,50 +79,30 @@ class Limiter:
 
     def process(self, mix: npt.NDArray[np.floating] | npt.NDArray[np.integer]) -> PcmFrame:
         """Limit one block (any length; normally a 960-sample frame) of a wide mix into int16."""
-        return limit_together([self], np.asarray(mix, dtype=np.float64).reshape(1, -1))[0]
+        x = np.asarray(mix, dtype=np.float64).reshape(-1)
+        magnitude = np.abs(x)
+        if self._reduction_db == 0.0 and (x.size == 0 or float(magnitude.max()) <= self.ceiling):
+            return np.rint(x).astype(np.int16)  # exact for the integer-valued sums the mixer makes
+
+        steps = self._steps(x.size)
+        carried = math.log(self._reduction_db) if self._reduction_db > 0.0 else -math.inf
+        overs = np.flatnonzero(magnitude > self.ceiling)
+        if overs.size:
+            # ln need[j] − (j+1)·ln a where a sample needs reduction, −inf elsewhere.
+            term = np.full(x.size, -np.inf)
+            need_db = 20.0 * np.log10(magnitude[overs] / self.ceiling)
+            term[overs] = np.log(need_db) - steps[overs]
+            log_reduction = steps + np.maximum(np.maximum.accumulate(term), carried)
+        else:  # pure release: the carried reduction decays
+            log_reduction = steps + carried
+        reduction_db = np.exp(log_reduction)
+        y = np.rint(x * np.exp(reduction_db * _DB_TO_LN_GAIN))
+
+        last = float(reduction_db[-1])
+        self._reduction_db = last if last >= SNAP_DB else 0.0
+        # |x·gain| ≤ ceiling ≤ 32767 by construction (up to float rounding): no clip is needed.
+        return y.astype(np.int16)
 
 
 def _decay_steps(n: int, log_decay: float) -> npt.NDArray[np.float64]:
     return np.arange(1, n + 1, dtype=np.float64) * log_decay
-
-
-def limit_together(
-    limiters: Sequence[Limiter], mixes: npt.NDArray[np.floating] | npt.NDArray[np.integer]
-) -> npt.NDArray[np.int16]:
-    """Row i of `mixes` through `limiters[i]`, all at once; returns int16 rows of the same shape.
-
-    The limiters must share threshold and release (the mixer's all do); each keeps its own state.
-    """
-    x = np.asarray(mixes, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] != len(limiters):
-        raise ValueError("need one row of `mixes` per limiter")
-    if not limiters or x.shape[1] == 0:
-        return np.zeros(x.shape, dtype=np.int16)
-    first = limiters[0]
-    if any(lim.ceiling != first.ceiling or lim.release_s != first.release_s for lim in limiters):
-        raise ValueError("limiters limited together must share threshold and release")
-    ceiling = first.ceiling
-    reduction = np.array([lim._reduction_db for lim in limiters])
-    magnitude = np.abs(x)
-    out = np.rint(x)  # exact for the integer-valued sums the mixer makes
-    busy = np.flatnonzero((reduction > 0.0) | (magnitude.max(axis=1) > ceiling))
-    if busy.size:  # otherwise (almost always) everything passes through bit-exact
-        steps = first._steps(x.shape[1])
-        with np.errstate(divide="ignore"):  # ln 0 = -inf: no reduction carried in
-            carried = np.log(reduction[busy])[:, None]
-        held = magnitude[busy]
-        over = held > ceiling
-        if over.any():
-            # ln need[j] − (j+1)·ln a where a sample needs reduction, −inf elsewhere.
-            term = np.full(held.shape, -np.inf)
-            need_db = 20.0 * np.log10(held[over] / ceiling)
-            term[over] = np.log(need_db) - np.broadcast_to(steps, held.shape)[over]
-            log_reduction = steps + np.maximum(np.maximum.accumulate(term, axis=1), carried)
-        else:  # pure release: the carried reduction decays
-            log_reduction = steps + carried
-        reduction_db = np.exp(log_reduction)
-        out[busy] = np.rint(x[busy] * np.exp(reduction_db * _DB_TO_LN_GAIN))
-        for row, last in zip(busy.tolist(), reduction_db[:, -1].tolist(), strict=True):
-            limiters[row]._reduction_db = last if last >= SNAP_DB else 0.0
-    # |x·gain| ≤ ceiling ≤ 32767 by construction (up to float rounding): no clip is needed.
-    return out.astype(np.int16)

@@ -47,7 +47,7 @@ import numpy as np
 
 from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, PcmFrame, SpeakerId
 from townhall.media.jitter import JitterBuffer, JitterStats
-from townhall.media.limiter import Limiter, limit_together
+from townhall.media.limiter import Limiter
 
 MixKey = NewType("MixKey", str)
 
@@ -234,11 +234,9 @@ class Mixer:
                 levels[speaker] = level = max(level_db, LEVEL_FLOOR_DBFS)
                 if level >= threshold:
                     self._speaking_until[speaker] = now + self._hold_ticks
-            # Row 0: the program (everyone); row 1 + i: everyone but contributor i.
-            wide = np.concatenate((total[None, :], total - stack))
-            limited = limit_together([self._program_limiter, *(e.limiter for e in entries)], wide)
-            mixes = {PROGRAM: limited[0]}
-            mixes.update((entry.key, limited[1 + i]) for i, entry in enumerate(entries))
+            mixes = {PROGRAM: self._program_limiter.process(total)}
+            for i, entry in enumerate(entries):
+                mixes[entry.key] = entry.limiter.process(total - stack[i])
         else:
             mixes = {PROGRAM: self._program_limiter.process(np.zeros(FRAME_SAMPLES))}
         self._contributed = set(ids)

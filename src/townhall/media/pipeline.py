@@ -31,7 +31,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from townhall.config import MediaConfig
 from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, PcmFrame, SpeakerId
 from townhall.media.encoder import AAC_LC_MONO_CODECS, AacFmp4Encoder
-from townhall.media.mixer import MixKey, Mixer, MixResult
+from townhall.media.mixer import Mixer, MixKey, MixResult
 from townhall.media.opus_return import TIME_BASE, OpusMixEncoder
 from townhall.media.packager import EncodedPart, LlHlsPackager, PackagerConfig
 
@@ -41,7 +41,7 @@ MAX_CATCH_UP_TICKS = 25  # 500 ms: beyond this a stall is skipped, not replayed 
 RETURN_QUEUE_PACKETS = 10  # 200 ms of return audio per speaker at most
 
 
-class ReturnTrack(MediaStreamTrack):  # type: ignore[misc]
+class ReturnTrack(MediaStreamTrack):
     """A speaker's mix-minus as already-encoded Opus packets, restamped into this track's timeline."""
 
     kind = "audio"
@@ -59,7 +59,7 @@ class ReturnTrack(MediaStreamTrack):  # type: ignore[misc]
         self._queue.append(packet)
         self._ready.set()
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -89,12 +89,16 @@ IDLE_ENCODER_TICKS = 500  # a mix nobody has heard for 10 s gives its Opus encod
 class SpaceMedia:
     """Mixer, encoders and packager of one Space, driven by its own clock task."""
 
-    def __init__(self, space_id: str, config: MediaConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, space_id: str, config: MediaConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.space_id = space_id
         self.config = config
         self.mixer = Mixer()
         self._clock = clock
-        self._encoder = AacFmp4Encoder(frames_per_part=config.aac_frames_per_part, bitrate=config.aac_bitrate)
+        self._encoder = AacFmp4Encoder(
+            frames_per_part=config.aac_frames_per_part, bitrate=config.aac_bitrate
+        )
         self.packager = LlHlsPackager(
             PackagerConfig(
                 part_target=self._encoder.part_seconds,
@@ -110,7 +114,9 @@ class SpaceMedia:
         self._returns: dict[SpeakerId, ReturnTrack] = {}
         self._opus: dict[MixKey, OpusMixEncoder] = {}  # touched by the worker thread only
         self._opus_last_used: dict[MixKey, int] = {}
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"media-{space_id}")
+        self._worker = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=f"media-{space_id}"
+        )
         self._new_part = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
@@ -173,7 +179,9 @@ class SpaceMedia:
                 missed = int(-delay / FRAME_SECONDS)
                 self.skipped_ticks += missed
                 deadline += missed * FRAME_SECONDS
-                log.warning("space %s: media clock stalled, skipped %d ticks", self.space_id, missed)
+                log.warning(
+                    "space %s: media clock stalled, skipped %d ticks", self.space_id, missed
+                )
             try:
                 mix = self.mixer.tick()
                 self.ticks += 1
@@ -212,15 +220,14 @@ class SpaceMedia:
         async with self._new_part:
             self._new_part.notify_all()
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+    async def wait_for(self, predicate: Callable[[], bool], within: float) -> bool:
         """Block an HTTP request until the packager satisfies `predicate` (or the timeout passes)."""
         if predicate():
             return True
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 async with self._new_part:
                     await self._new_part.wait_for(predicate)
             return True
         except TimeoutError:
             return predicate()
-

@@ -40,7 +40,9 @@ class LiveSpace:
 
 
 class SpaceService:
-    def __init__(self, media_config: MediaConfig, ice_servers: tuple[IceServer, ...], *, max_live: int = 50) -> None:
+    def __init__(
+        self, media_config: MediaConfig, ice_servers: tuple[IceServer, ...], *, max_live: int = 50
+    ) -> None:
         self._media_config = media_config
         self._ice_servers = ice_servers
         self._max_live = max_live

@@ -26,7 +26,11 @@ SECURITY_HEADERS = {
 
 
 def _page(name: str) -> Response:
-    return FileResponse(PAGES / name, media_type="text/html", headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+    return FileResponse(
+        PAGES / name,
+        media_type="text/html",
+        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
+    )
 
 
 async def home(_: Request) -> Response:
