@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
-echo "== ruff check"; .venv/bin/ruff check src tests
-echo "== ruff format"; .venv/bin/ruff format --check src tests
+echo "== ruff check"; .venv/bin/ruff check src tests bench
+echo "== ruff format"; .venv/bin/ruff format --check src tests bench
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"
 mkdir -p test-artifacts
