@@ -41,9 +41,6 @@ class MediaConfig:
     window_segments: int = 6  # live playlist keeps ~11.5 s
     aac_bitrate: int = 64_000
     return_bitrate: int = 32_000  # Opus mix-minus sent back to each speaker
-    blocking_timeout_targets: float = (
-        3.0  # hold a blocking reload at most this many target durations
-    )
 
     @property
     def part_seconds(self) -> float:

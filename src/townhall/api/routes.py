@@ -99,10 +99,12 @@ def build_api(
     create_limit = RateLimiter(
         RateLimit(per_second=0.2, burst=5)
     )  # a new Space every 5 s per address
-    connect_limit = RateLimiter(RateLimit(per_second=1.0, burst=10))  # (re)connects per address
+    connect_per_address = RateLimiter(RateLimit(per_second=5.0, burst=30))  # a stage behind one NAT
+    connect_per_speaker = RateLimiter(RateLimit(per_second=0.5, burst=5))  # reconnect loops
 
-    def limited(limiter: RateLimiter, request: Request) -> None:
-        caller = request.client.host if request.client else "unknown"
+    def limited(limiter: RateLimiter, request: Request, caller: str | None = None) -> None:
+        if caller is None:
+            caller = request.client.host if request.client else "unknown"
         wait = limiter.check(caller, clock())
         if wait > 0:
             raise TooManyRequests(
@@ -205,7 +207,8 @@ def build_api(
         request: Request,
         g: Annotated[StageGrant, Depends(grant)],
     ) -> Answer:
-        limited(connect_limit, request)
+        limited(connect_per_address, request)
+        limited(connect_per_speaker, request, f"{space_id}/{g.speaker_id}")
         live = live_or_error(space_id)
         try:
             sdp = await live.ingest.connect(SpeakerId(g.speaker_id), body.sdp)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import re
 import wave
 from dataclasses import dataclass
@@ -21,6 +22,16 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from townhall.media.audio import SAMPLE_RATE, downmix_interleaved
 
 _STAGE_PATH = re.compile(r"^/s/([a-z0-9]{10})(?:/stage)?/?$")
+
+
+CONNECT_ATTEMPTS = 5
+
+
+def backoff(attempt: int, retry_after: str | None) -> float:
+    """Seconds to wait before trying again: the server's Retry-After if it gave one, else
+    exponential; either way with full jitter so that a crowd told to wait does not return at once."""
+    base = float(retry_after) if retry_after and retry_after.isdigit() else 0.5 * 2**attempt
+    return base + random.uniform(0, base)
 
 
 class SpeakerError(Exception):
@@ -104,11 +115,15 @@ class Speaker:
             self.pc.on("track", self._on_track)
             self.pc.on("connectionstatechange", self._on_state)
             await self.pc.setLocalDescription(await self.pc.createOffer())
-            response = await http.post(
-                f"/api/spaces/{space}/rtc",
-                json={"type": "offer", "sdp": self.pc.localDescription.sdp},
-                headers=self._headers,
-            )
+            for attempt in range(CONNECT_ATTEMPTS):
+                response = await http.post(
+                    f"/api/spaces/{space}/rtc",
+                    json={"type": "offer", "sdp": self.pc.localDescription.sdp},
+                    headers=self._headers,
+                )
+                if response.status_code not in (429, 503) or attempt == CONNECT_ATTEMPTS - 1:
+                    break
+                await asyncio.sleep(backoff(attempt, response.headers.get("Retry-After")))
             if response.status_code != 200:
                 raise SpeakerError(_describe(response))
             answer = response.json()

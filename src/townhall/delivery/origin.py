@@ -13,7 +13,6 @@ URLs (relative to /live/{space}/):
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 
@@ -59,11 +58,6 @@ def _media_or_404(lookup: MediaLookup, request: Request) -> SpaceMedia | Respons
     return media
 
 
-def _blocking_timeout(media: SpaceMedia) -> float:
-    target = math.ceil(media.config.parts_per_segment * media.config.part_seconds)
-    return media.config.blocking_timeout_targets * target
-
-
 def build_origin(lookup: MediaLookup) -> Starlette:
     async def multivariant(request: Request) -> Response:
         media = _media_or_404(lookup, request)
@@ -89,7 +83,8 @@ def build_origin(lookup: MediaLookup) -> Starlette:
             return _error(400, "bad_request", reason)
         if verdict is Verdict.WAIT:
             ready = await media.wait_for(
-                lambda: packager.verdict(msn, part)[0] is not Verdict.WAIT, _blocking_timeout(media)
+                lambda: packager.verdict(msn, part)[0] is not Verdict.WAIT,
+                packager.blocking_timeout,
             )
             if not ready:
                 return _error(
@@ -124,7 +119,7 @@ def build_origin(lookup: MediaLookup) -> Starlette:
             if packager.is_future(msn, index):
                 # The preload hint named this part: answer as soon as it exists (RFC 8216bis 6.2.6).
                 await media.wait_for(
-                    lambda: not packager.is_future(msn, index), _blocking_timeout(media)
+                    lambda: not packager.is_future(msn, index), packager.blocking_timeout
                 )
             data = packager.part(msn, index)
         else:

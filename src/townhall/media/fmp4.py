@@ -22,7 +22,9 @@ class Box:
     end: int
 
 
-def iter_boxes(data: bytes | bytearray | memoryview, start: int = 0, end: int | None = None) -> Iterator[Box]:
+def iter_boxes(
+    data: bytes | bytearray | memoryview, start: int = 0, end: int | None = None
+) -> Iterator[Box]:
     """Top-level boxes in data[start:end]; stops at an incomplete trailing box."""
     end = len(data) if end is None else end
     pos = start

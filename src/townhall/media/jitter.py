@@ -8,9 +8,10 @@ drift are owned here. The buffer is sans-I/O: `push` is fed frames with the send
 Theory of operation
 -------------------
 *Slots.* Every frame is given an integer slot: the tick-sized place it occupies in the sender's
-timeline. With a pts (1/48000 s, RTP-timestamp based) the slot is the pts difference to the newest
-frame, in frames, rounded; the difference is taken modulo 2**32 so an RTP timestamp wrapping around
-(every ~25 h, from a random start) is just the next frame. Without a pts a frame takes the slot
+timeline. With a pts (1/48000 s, RTP-timestamp based) the slot is the pts difference to a reference
+on the stream's 960-sample grid, in frames, rounded (so pts jitter of under half a frame never
+accumulates); the difference is taken modulo 2**32 and the reference follows the newest frame, so
+an RTP timestamp wrapping around (every ~25 h, from a random start) is just the next frame. Without a pts a frame takes the slot
 after the newest one: arrival order. (Do not mix both on one stream.)
 
 *States.* The buffer is either *prefilling* or *playing*.
@@ -186,7 +187,11 @@ class JitterBuffer:
             if abs(slot - expected) > self.resync_frames:
                 self._counts["resyncs"] += 1
                 slot = expected
-        if slot >= expected:  # the newest frame becomes the reference, so pts never drift far
+            elif slot >= expected:
+                # Move the reference along its own grid (not to this frame's possibly jittered pts)
+                # so that differences stay small across an RTP timestamp wrap.
+                pts = (anchor_pts + (slot - anchor_slot) * FRAME_SAMPLES) % PTS_MODULUS
+        if slot >= expected:
             self._anchor = (pts, slot)
         return slot
 
