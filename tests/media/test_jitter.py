@@ -240,7 +240,7 @@ def test_clearing_discards_what_is_buffered_and_starts_a_new_timeline() -> None:
     ("prefill", "maximum", "resync"), [(0, 8, 50), (9, 8, 50), (2, 8, 4), (2, 0, 50)]
 )
 def test_impossible_sizes_are_refused(prefill: int, maximum: int, resync: int) -> None:
-    with pytest.raises(ValueError, match="must|need"):
+    with pytest.raises(ValueError, match=r"must|need"):
         JitterBuffer(prefill_frames=prefill, max_frames=maximum, resync_frames=resync)
 
 

@@ -1,4 +1,4 @@
-"""The stage mixer: listeners hear everyone, each speaker hears everyone but themselves, every tick."""
+"""The stage mixer: listeners hear everyone, each speaker everyone but themselves, every tick."""
 
 from __future__ import annotations
 
@@ -344,5 +344,5 @@ def test_a_speaker_can_join_the_stage_muted() -> None:
     ],
 )
 def test_impossible_settings_are_refused(bad: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="must|need"):
+    with pytest.raises(ValueError, match=r"must|need"):
         MixerConfig(**bad)  # type: ignore[arg-type]

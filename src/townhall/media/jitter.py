@@ -11,8 +11,8 @@ Theory of operation
 timeline. With a pts (1/48000 s, RTP-timestamp based) the slot is the pts difference to a reference
 on the stream's 960-sample grid, in frames, rounded (so pts jitter of under half a frame never
 accumulates); the difference is taken modulo 2**32 and the reference follows the newest frame, so
-an RTP timestamp wrapping around (every ~25 h, from a random start) is just the next frame. Without a pts a frame takes the slot
-after the newest one: arrival order. (Do not mix both on one stream.)
+an RTP timestamp wrapping around (every ~25 h, from a random start) is just the next frame. Without
+a pts a frame takes the slot after the newest one: arrival order. (Do not mix both on one stream.)
 
 *States.* The buffer is either *prefilling* or *playing*.
 
