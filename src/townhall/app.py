@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -21,13 +23,33 @@ from townhall.web import pages
 log = logging.getLogger(__name__)
 
 
+REAP_INTERVAL_S = 5.0
+
+
+async def _end_abandoned_spaces(spaces: SpaceService) -> None:
+    while True:
+        await asyncio.sleep(REAP_INTERVAL_S)
+        try:
+            for space in await spaces.end_abandoned(time.monotonic()):
+                log.info("space %s ended: its stage was empty too long", space.id)
+        except Exception:  # the reaper must outlive any one failure
+            log.exception("ending abandoned Spaces failed")
+
+
 def create_app(config: Config) -> FastAPI:
-    spaces = SpaceService(config.media, config.ice_servers)
+    spaces = SpaceService(
+        config.media,
+        config.ice_servers,
+        max_live=config.max_live_spaces,
+        empty_stage_end_s=config.empty_stage_end_s,
+    )
     signer = TokenSigner(config.secret, config.token_ttl_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        reaper = asyncio.create_task(_end_abandoned_spaces(spaces))
         yield
+        reaper.cancel()
         # Graceful end: every live Space ends, so players see ENDLIST and speakers are hung up.
         await spaces.close()
 

@@ -37,15 +37,22 @@ class LiveSpace:
     space: Space
     media: SpaceMedia
     ingest: Ingest
+    stage_seen_at: float  # last time anyone was connected to the stage (monotonic)
 
 
 class SpaceService:
     def __init__(
-        self, media_config: MediaConfig, ice_servers: tuple[IceServer, ...], *, max_live: int = 50
+        self,
+        media_config: MediaConfig,
+        ice_servers: tuple[IceServer, ...],
+        *,
+        max_live: int = 50,
+        empty_stage_end_s: float = 900.0,
     ) -> None:
         self._media_config = media_config
         self._ice_servers = ice_servers
         self._max_live = max_live
+        self._empty_stage_end_s = empty_stage_end_s
         self._live: dict[SpaceId, LiveSpace] = {}
         self._ended: OrderedDict[SpaceId, Space] = OrderedDict()
         # The final playlist (with ENDLIST) of recently ended Spaces, so players stop cleanly.
@@ -57,7 +64,7 @@ class SpaceService:
             raise TooManySpaces(f"this server runs at most {self._max_live} live Spaces")
         space = Space(new_space_id(), title, host_id, time.time())
         media = SpaceMedia(space.id, self._media_config)
-        live = LiveSpace(space, media, Ingest(media, self._ice_servers))
+        live = LiveSpace(space, media, Ingest(media, self._ice_servers), time.monotonic())
         self._live[space.id] = live
         media.start()
         return live
@@ -98,6 +105,17 @@ class SpaceService:
         while len(self._ended_media) > MAX_ENDED_MEDIA_KEPT:
             self._ended_media.popitem(last=False)
         return ended
+
+    async def end_abandoned(self, now: float) -> list[Space]:
+        """End every Space whose stage has been empty longer than the configured limit, so that
+        forgotten Spaces give their capacity back. `now` is the monotonic clock."""
+        abandoned = []
+        for live in list(self._live.values()):
+            if live.media.speakers:
+                live.stage_seen_at = now
+            elif now - live.stage_seen_at > self._empty_stage_end_s:
+                abandoned.append(live.space.id)
+        return [await self.end(space_id) for space_id in abandoned if space_id in self._live]
 
     def list_live(self) -> list[Space]:
         return [live.space for live in self._live.values() if live.space.state is SpaceState.LIVE]
