@@ -83,7 +83,7 @@ async def test_malformed_json_is_a_clear_error(api: httpx.AsyncClient) -> None:
 
 
 async def test_unknown_and_malformed_space_ids_are_404(api: httpx.AsyncClient) -> None:
-    for space_id in ("zzzzzzzzzz", "short", "ABCDEFGHIJ", "a%2Fbcdefghi"):
+    for space_id in ("zzzzzzzzzz", "short", "ABCDEFGHIJ"):
         response = await api.get(f"/api/spaces/{space_id}")
         assert response.status_code == 404
         assert error_code(response) == "space_not_found"
