@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from townhall.config import IceServer, MediaConfig
 from townhall.media.ingest import Ingest
 from townhall.media.pipeline import SpaceMedia
-from townhall.spaces.model import Space, SpaceId, SpaceState, new_space_id
+from townhall.spaces.model import Space, SpaceId, SpaceState, UserId, new_space_id
 
 MAX_ENDED_KEPT = 10_000
 MAX_ENDED_MEDIA_KEPT = 50
@@ -62,7 +62,7 @@ class SpaceService:
     def create(self, title: str, host_id: str) -> LiveSpace:
         if len(self._live) >= self._max_live:
             raise TooManySpaces(f"this server runs at most {self._max_live} live Spaces")
-        space = Space(new_space_id(), title, host_id, time.time())
+        space = Space(new_space_id(), title, UserId(host_id), time.time(), state=SpaceState.LIVE)
         media = SpaceMedia(space.id, self._media_config)
         live = LiveSpace(space, media, Ingest(media, self._ice_servers), time.monotonic())
         self._live[space.id] = live
