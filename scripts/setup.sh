@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what townhall needs, once: a virtualenv with the pinned Python packages, hls.js for the
-# pages, and (with --test) the Debian packages the test suite drives: ffmpeg and Chromium.
+# pages, and (with --test) the Debian packages the test suite drives: ffmpeg, Chromium and redis-server.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,5 +62,5 @@ fi
 
 # 3. Test-only system tools: ffmpeg (a listener we did not write) and Chromium (real browser tests).
 if [ $want_test -eq 1 ]; then
-    apt_install ffmpeg chromium
+    apt_install ffmpeg chromium redis-server
 fi
