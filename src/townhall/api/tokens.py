@@ -1,7 +1,11 @@
-"""Signed, expiring stage tokens: who may publish audio into which Space, in which role.
+"""Signed, expiring tokens, all JWT (HS256) with the installation's secret, told apart by audience.
 
-A token is a JWT (HS256) signed with the installation's secret. It names one Space, so a token for
-one Space opens nothing in another; it carries an expiry, checked on every use.
+    identity  "townhall:identity"  who you are: an account or a guest (cookie or bearer)
+    invite    "townhall:invite"    a claimable seat on one Space's stage, as speaker or co-host
+    stage     "townhall:stage"     legacy audio-path grant: publish into one Space (bots, tests)
+
+A token for one audience is refused by every other, an invite names one Space, and every token
+carries an expiry checked on each use.
 """
 
 from __future__ import annotations
@@ -10,16 +14,25 @@ import enum
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
 ALGORITHM = "HS256"
 AUDIENCE = "townhall:stage"
+IDENTITY_AUDIENCE = "townhall:identity"
+INVITE_AUDIENCE = "townhall:invite"
+MIN_SECRET_LENGTH = 32  # HS256 wants a 256-bit key
 
 
 class StageRole(enum.StrEnum):
     HOST = "host"
     SPEAKER = "speaker"
+
+
+class IdentityKind(enum.StrEnum):
+    ACCOUNT = "account"
+    GUEST = "guest"
 
 
 class TokenError(Exception):
@@ -39,11 +52,57 @@ class StageGrant:
     expires_at: int
 
 
-class TokenSigner:
-    def __init__(self, secret: str, default_ttl_s: int) -> None:
-        if len(secret) < 32:
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    display_name: str
+    kind: IdentityKind
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class Invite:
+    space_id: str
+    role: str  # "speaker" or "cohost"
+    invite_id: str
+    expires_at: int
+
+
+class _Jwt:
+    def __init__(self, secret: str) -> None:
+        if len(secret) < MIN_SECRET_LENGTH:
             raise ValueError("token secret is too short")
         self._secret = secret
+
+    def encode(self, audience: str, claims: dict[str, Any], ttl_s: int) -> str:
+        now = int(time.time())
+        return jwt.encode(
+            {**claims, "aud": audience, "iat": now, "exp": now + ttl_s},
+            self._secret,
+            algorithm=ALGORITHM,
+        )
+
+    def decode(self, audience: str, token: str, required: list[str]) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                audience=audience,
+                options={"require": ["exp", *required]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("token_expired", "the token has expired") from None
+        except jwt.PyJWTError:
+            raise TokenError("token_invalid", "the token is not valid") from None
+        return claims
+
+
+class TokenSigner:
+    """Stage grants for the audio path (bots and operators with `townhall token`)."""
+
+    def __init__(self, secret: str, default_ttl_s: int) -> None:
+        self._jwt = _Jwt(secret)
         self._ttl = default_ttl_s
 
     def mint(
@@ -53,30 +112,15 @@ class TokenSigner:
         speaker_id: str | None = None,
         ttl_s: int | None = None,
     ) -> str:
-        now = int(time.time())
         claims = {
-            "aud": AUDIENCE,
             "space": space_id,
             "sub": speaker_id or f"s-{secrets.token_hex(6)}",
             "role": role.value,
-            "iat": now,
-            "exp": now + (ttl_s if ttl_s is not None else self._ttl),
         }
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        return self._jwt.encode(AUDIENCE, claims, ttl_s if ttl_s is not None else self._ttl)
 
     def verify(self, token: str, space_id: str) -> StageGrant:
-        try:
-            claims = jwt.decode(
-                token,
-                self._secret,
-                algorithms=[ALGORITHM],
-                audience=AUDIENCE,
-                options={"require": ["exp", "space", "sub", "role"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise TokenError("token_expired", "the token has expired") from None
-        except jwt.PyJWTError:
-            raise TokenError("token_invalid", "the token is not valid") from None
+        claims = self._jwt.decode(AUDIENCE, token, ["space", "sub", "role"])
         if claims["space"] != space_id:
             raise TokenError("token_wrong_space", "the token is for another Space")
         try:
@@ -84,3 +128,53 @@ class TokenSigner:
         except ValueError:
             raise TokenError("token_invalid", "the token is not valid") from None
         return StageGrant(str(claims["space"]), str(claims["sub"]), role, int(claims["exp"]))
+
+
+class IdentityTokens:
+    """Who the caller is. Carried in the HttpOnly session cookie or as a bearer token."""
+
+    def __init__(self, secret: str, ttl_s: int) -> None:
+        self._jwt = _Jwt(secret)
+        self.ttl_s = ttl_s
+
+    def mint(
+        self, user_id: str, display_name: str, kind: IdentityKind, ttl_s: int | None = None
+    ) -> str:
+        claims = {"sub": user_id, "name": display_name, "kind": kind.value}
+        return self._jwt.encode(
+            IDENTITY_AUDIENCE, claims, ttl_s if ttl_s is not None else self.ttl_s
+        )
+
+    def verify(self, token: str) -> Identity:
+        claims = self._jwt.decode(IDENTITY_AUDIENCE, token, ["sub", "name", "kind"])
+        try:
+            kind = IdentityKind(claims["kind"])
+        except ValueError:
+            raise TokenError("token_invalid", "the token is not valid") from None
+        return Identity(str(claims["sub"]), str(claims["name"]), kind, int(claims["exp"]))
+
+
+class InviteTokens:
+    """A link that puts whoever opens it (signed in or as a guest) on one Space's stage."""
+
+    ROLES = ("speaker", "cohost")
+
+    def __init__(self, secret: str, ttl_s: int) -> None:
+        self._jwt = _Jwt(secret)
+        self.ttl_s = ttl_s
+
+    def mint(self, space_id: str, role: str, ttl_s: int | None = None) -> str:
+        if role not in self.ROLES:
+            raise ValueError(f"an invite is for one of {self.ROLES}")
+        claims = {"space": space_id, "role": role, "jti": secrets.token_urlsafe(9)}
+        return self._jwt.encode(INVITE_AUDIENCE, claims, ttl_s if ttl_s is not None else self.ttl_s)
+
+    def verify(self, token: str, space_id: str) -> Invite:
+        claims = self._jwt.decode(INVITE_AUDIENCE, token, ["space", "role", "jti"])
+        if claims["space"] != space_id:
+            raise TokenError("token_wrong_space", "the invite is for another Space")
+        if claims["role"] not in self.ROLES:
+            raise TokenError("token_invalid", "the invite is not valid")
+        return Invite(
+            str(claims["space"]), str(claims["role"]), str(claims["jti"]), int(claims["exp"])
+        )
