@@ -6,6 +6,11 @@ This is the asyncio adapter around the sans-I/O cores. Theory of operation:
   always returns a frame, so the stream never waits for a speaker. If the loop was starved and fell
   behind, it ticks again at once to catch up (bounded), so the stream's timeline keeps pace with the
   wall clock; a stall longer than the bound is skipped rather than replayed in a burst.
+* The listener program goes through the `ProgramGate` (on-air gate, then broadcast delay line; see
+  `delay`) on the event loop, in the same step as the mixer tick, so a command from the control
+  plane (Go live, set the delay, dump) lands between two ticks and applies to the next one. The
+  gate is touched only on the loop; the worker gets the frame it returns, which nobody writes to.
+  The mix-minus returns bypass the gate: the stage hears itself live, on air or not.
 * Encoding (AAC for listeners, Opus for each distinct mix-minus) runs on a single worker thread so
   the event loop only moves bytes and decisions; the thread keeps tick order.
 * Finished parts go into the LL-HLS packager and wake the HTTP requests blocked on them; Opus packets
@@ -30,6 +35,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from townhall.config import MediaConfig
 from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, PcmFrame, SpeakerId
+from townhall.media.delay import ProgramGate, ProgramStats
 from townhall.media.encoder import AAC_LC_MONO_CODECS, AacFmp4Encoder
 from townhall.media.mixer import Mixer, MixKey, MixResult
 from townhall.media.opus_return import TIME_BASE, OpusMixEncoder
@@ -87,14 +93,24 @@ IDLE_ENCODER_TICKS = 500  # a mix nobody has heard for 10 s gives its Opus encod
 
 
 class SpaceMedia:
-    """Mixer, encoders and packager of one Space, driven by its own clock task."""
+    """Mixer, encoders and packager of one Space, driven by its own clock task.
+
+    A new SpaceMedia is ON AIR unless created with `on_air=False` (the green room); the control
+    plane calls `set_on_air(True)` on Go live.
+    """
 
     def __init__(
-        self, space_id: str, config: MediaConfig, *, clock: Callable[[], float] = time.monotonic
+        self,
+        space_id: str,
+        config: MediaConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_air: bool = True,
     ) -> None:
         self.space_id = space_id
         self.config = config
         self.mixer = Mixer()
+        self._gate = ProgramGate(on_air=on_air)
         self._clock = clock
         self._encoder = AacFmp4Encoder(
             frames_per_part=config.aac_frames_per_part, bitrate=config.aac_bitrate
@@ -144,18 +160,58 @@ class SpaceMedia:
     def speakers(self) -> list[SpeakerId]:
         return list(self._returns)
 
+    # -- listener program: on air, broadcast delay, dump -------------------------------------------
+    # Called on the event loop, like the tick: each applies from the next tick's program frame.
+    @property
+    def on_air(self) -> bool:
+        return self._gate.on_air
+
+    def set_on_air(self, on_air: bool) -> None:
+        """OFF AIR: listeners get silence from the next tick on while the stage still hears itself;
+        ON AIR: the program reaches listeners (after the delay, starting from this moment)."""
+        self._gate.set_on_air(on_air)
+
+    @property
+    def delay_s(self) -> float:
+        return self._gate.delay_s
+
+    def set_delay(self, seconds: float) -> None:
+        """Broadcast delay of 0–30 s (rounded to 20 ms); ValueError outside that. Growing inserts
+        silence at the cut, shrinking drops the oldest delayed audio (see `delay`)."""
+        self._gate.set_delay(seconds)
+
+    def dump(self) -> float:
+        """Discard what is still in the delay buffer: it never reaches listeners or the recording.
+        Returns the seconds of program discarded."""
+        return self._gate.dump()
+
+    @property
+    def program_stats(self) -> ProgramStats:
+        return self._gate.stats
+
     # -- clock -------------------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"media-clock-{self.space_id}")
 
     async def stop(self) -> None:
-        """End the stream: close the last part, mark the playlist ended, release the worker."""
+        """End the stream: close the last part, mark the playlist ended, release the worker.
+
+        END stops immediately: program still in the delay buffer is dumped, never aired (see
+        `delay`). To let it play out first, set OFF AIR and wait `delay_s` before stopping.
+        """
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        discarded = self._gate.dump()
+        if discarded:
+            log.info(
+                "space %s: ended with %.2f s of delayed program not yet aired; dumped",
+                self.space_id,
+                discarded,
+            )
         for speaker in list(self._returns):
             self.remove_speaker(speaker)
         if not self.packager.ended:
@@ -183,18 +239,32 @@ class SpaceMedia:
                     "space %s: media clock stalled, skipped %d ticks", self.space_id, missed
                 )
             try:
-                mix = self.mixer.tick()
-                self.ticks += 1
-                result = await loop.run_in_executor(self._worker, self._encode, mix)
-                self._deliver(result)
-                if result.parts:
-                    await self._notify()
+                await self._tick(loop)
             except Exception:  # one bad tick must not end the Space's stream
                 log.exception("space %s: media tick failed", self.space_id)
 
-    def _encode(self, mix: MixResult) -> _EncodeResult:
-        """Worker thread: AAC for the program, one Opus encode per distinct mix somebody hears."""
-        result = _EncodeResult(self._encoder.encode(mix.program), dict(mix.returns))
+    async def tick(self) -> None:
+        """Advance the stream by one tick without the clock task (tests, benchmarks, tools): mix,
+        gate and delay, encode, package, return. Not while the clock task runs."""
+        if self._task is not None:
+            raise RuntimeError("the clock task is running: it owns the ticks")
+        if self.packager.ended:
+            raise RuntimeError("the stream has ended")
+        await self._tick(asyncio.get_running_loop())
+
+    async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        mix = self.mixer.tick()
+        program = self._gate.process(mix.program)  # same loop step as the mix: no command between
+        self.ticks += 1
+        result = await loop.run_in_executor(self._worker, self._encode, mix, program)
+        self._deliver(result)
+        if result.parts:
+            await self._notify()
+
+    def _encode(self, mix: MixResult, program: PcmFrame) -> _EncodeResult:
+        """Worker thread: AAC for the listener program (gated and delayed), one Opus encode per
+        distinct mix somebody hears (straight from the mixer)."""
+        result = _EncodeResult(self._encoder.encode(program), dict(mix.returns))
         for key in set(mix.returns.values()):
             encoder = self._opus.get(key)
             if encoder is None:
