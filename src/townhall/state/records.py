@@ -1,0 +1,1089 @@
+"""Durable records: accounts, Spaces, the stage roster, bans, hands, invitations, reminders, webhooks.
+
+`Records` is an async repository over one SQLAlchemy `AsyncEngine` — SQLite (the default, one file
+in the data directory) or PostgreSQL (at scale). It takes and returns the frozen domain types of
+spaces/model.py; rows (schema.py) never leave this module. `open_records(url)` is the front door:
+it creates the engine, brings the schema to the newest Alembic revision and returns the repository.
+
+Theory of operation. Any number of processes may open the same database. Every method is one
+transaction. Writes take the database's write lock up front — `BEGIN IMMEDIATE` on SQLite, so a
+read-check-write sequence cannot interleave with another process's and never fails half-way on a
+lock upgrade — and, where a count or a check must hold (stage limits, bans), they also lock the
+Space's row with `SELECT … FOR UPDATE`, which is how the same code serialises on PostgreSQL
+(SQLite ignores the clause; its lock is already database-wide). Reads run in a plain transaction;
+in SQLite's WAL mode they never wait for a writer, and a writer waits for another writer for up
+to `busy_timeout_s` rather than failing. Compare-and-set (`update_space(expect_state=…)`) and the
+webhook outbox's leases are single conditional UPDATEs, atomic on both databases.
+
+Errors (the only ones raised on purpose; a database failure surfaces as SQLAlchemy's own)::
+
+    RecordsError
+     ├── NotFound        no such Space / stage member / webhook delivery to change
+     ├── Conflict        the record exists already, or changed under us (compare-and-set lost)
+     │    └── UsernameTaken   another account has this username (compared lower-case)
+     ├── StageFull       the role's seats (StageLimits) are all taken
+     └── Banned          the user is banned from this Space
+
+Lookups of one record (`space`, `account`, `stage_member`, …) return None when there is none.
+Timestamps are UNIX seconds as floats, passed in by the caller (the domain values carry them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection, CursorResult, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+from townhall.spaces.model import (
+    Account,
+    Ban,
+    RaisedHand,
+    Role,
+    Space,
+    SpaceId,
+    SpaceState,
+    StageLimits,
+    StageMember,
+    UserId,
+    Visibility,
+)
+from townhall.state.schema import (
+    AccountRow,
+    BanRow,
+    DeliveryStatus,
+    InvitationRow,
+    RaisedHandRow,
+    ReminderRow,
+    SpaceRow,
+    StageMemberRow,
+    WebhookDeliveryRow,
+    WebhookEndpointRow,
+)
+
+__all__ = [
+    "Banned",
+    "Conflict",
+    "DeliveryStatus",
+    "NotFound",
+    "Records",
+    "RecordsError",
+    "StageFull",
+    "UsernameTaken",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "alembic_config",
+    "create_engine",
+    "open_records",
+]
+
+log = logging.getLogger(__name__)
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class RecordsError(Exception):
+    """Base of every error the records raise on purpose."""
+
+
+class NotFound(RecordsError):
+    """The Space, stage member or webhook delivery to change does not exist."""
+
+
+class Conflict(RecordsError):
+    """The record already exists, or it changed since the caller read it."""
+
+
+class UsernameTaken(Conflict):
+    """Another account has this username (usernames are unique ignoring case)."""
+
+
+class StageFull(RecordsError):
+    """Every seat of the requested stage role is taken (see StageLimits)."""
+
+
+class Banned(RecordsError):
+    """The user is banned from this Space: no seat on its stage, no raised hand, no invitation."""
+
+
+# --- constants -------------------------------------------------------------------------------
+
+MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
+DEFAULT_BUSY_TIMEOUT_S: Final = 5.0
+DEFAULT_MAX_DELIVERY_ATTEMPTS: Final = 8
+ERROR_TEXT_MAX: Final = 1_000  # a failed delivery keeps this much of the last error
+# Arbitrary constant key of the PostgreSQL advisory lock that serialises migrations.
+_PG_MIGRATION_LOCK: Final = 7_486_803_001
+# Execution option marking a session whose transactions write (see _sqlite_begin).
+_WRITES: Final = "townhall_writes"
+
+# Our sessions hold no objects across statements: bulk UPDATE/DELETE need not sync any.
+_NO_SYNC: Final = {"synchronize_session": False}
+
+# Stage order: host, co-hosts, speakers; within a role, who joined first.
+_ROLE_RANK = sa.case({Role.HOST: 0, Role.COHOST: 1}, value=StageMemberRow.role, else_=2)
+
+
+# --- webhook values --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    id: int
+    url: str
+    secret: str = field(repr=False)  # signs the bodies; kept out of logs
+    events: tuple[str, ...]  # event types; "*" matches all, "stage.*" every "stage.…" type
+    created_at: float
+
+    def wants(self, event_type: str) -> bool:
+        return any(
+            pattern in ("*", event_type)
+            or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
+            for pattern in self.events
+        )
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event for one endpoint, in the durable outbox (delivered at least once)."""
+
+    id: int
+    endpoint: WebhookEndpoint
+    event_type: str
+    payload: str  # the JSON body, exactly as queued
+    status: DeliveryStatus
+    attempts: int  # how many times it was claimed for delivery
+    created_at: float
+    next_attempt_at: float
+    delivered_at: float | None = None
+    last_error: str | None = None
+
+
+# --- opening ---------------------------------------------------------------------------------
+
+
+def create_engine(url: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> AsyncEngine:
+    """An engine set up for the records: on SQLite, WAL, foreign keys, a busy timeout and our BEGIN.
+
+    SQLite: the parent directory is created if needed; `:memory:` is not supported (every pooled
+    connection would see its own empty database).
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return _create_async_engine(url, pool_pre_ping=True)
+    if parsed.database:
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = _create_async_engine(url)
+    busy_ms = round(busy_timeout_s * 1000)
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Python's sqlite3 would BEGIN lazily and never for DDL; we emit BEGIN ourselves instead
+        # (_sqlite_begin), which makes migrations transactional and lets writers BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")  # before anything that may lock
+            cursor.execute("PRAGMA foreign_keys = ON")
+            # WAL: readers never block the writer nor it them; it is a property of the file and
+            # sticks. NORMAL sync is safe with WAL (no corruption; a power cut may lose the last
+            # commits, a process crash loses nothing).
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    sa.event.listen(engine.sync_engine, "connect", on_connect)
+    sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    writes = connection.get_execution_options().get(_WRITES, False)
+    # IMMEDIATE takes the write lock now (waiting up to busy_timeout), so a transaction that reads
+    # before it writes cannot be refused later with SQLITE_BUSY when it tries to upgrade.
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+def alembic_config(url: str) -> Config:
+    """Alembic's Config for the packaged migrations, built in code: no alembic.ini needed."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # ConfigParser escaping
+    return config
+
+
+def _upgrade(connection: Connection, config: Config) -> tuple[str, ...]:
+    """`alembic upgrade head` inside the caller's transaction; returns the revisions applied."""
+    if connection.dialect.name == "postgresql":
+        # Two processes starting at once: the second waits here, then finds the schema current.
+        # (On SQLite the caller's BEGIN IMMEDIATE already is that lock.)
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+    applied: list[str] = []
+
+    def on_version_apply(*, step: Any, **_: Any) -> None:
+        applied.append(str(step.up_revision_id))
+
+    config.attributes["connection"] = connection
+    config.attributes["on_version_apply"] = on_version_apply
+    command.upgrade(config, "head")
+    return tuple(applied)
+
+
+async def open_records(
+    url: str,
+    *,
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    max_delivery_attempts: int = DEFAULT_MAX_DELIVERY_ATTEMPTS,
+) -> Records:
+    """Open the records at `url` (e.g. `sqlite+aiosqlite:///data/townhall.db`), schema at head.
+
+    Safe when several processes open the same database at once: the migration runs in one
+    transaction holding the write lock (SQLite) or an advisory lock (PostgreSQL), so exactly one
+    of them applies it and the others find it done.
+    """
+    engine = create_engine(url, busy_timeout_s=busy_timeout_s)
+    records = Records(engine, max_delivery_attempts=max_delivery_attempts)
+    try:
+        async with records._writer.begin() as connection:
+            applied = await connection.run_sync(_upgrade, alembic_config(url))
+    except BaseException:
+        await engine.dispose()
+        raise
+    if applied:
+        log.info("records: applied migrations %s", ", ".join(applied))
+    records.applied_migrations = applied
+    return records
+
+
+# --- rows <-> values -------------------------------------------------------------------------
+
+
+def _space(row: SpaceRow) -> Space:
+    return Space(
+        id=SpaceId(row.id),
+        title=row.title,
+        host_id=UserId(row.host_id),
+        created_at=row.created_at,
+        state=row.state,
+        description=row.description,
+        visibility=row.visibility,
+        invite_code=row.invite_code,
+        scheduled_start=row.scheduled_start,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        record=row.record,
+        limits=StageLimits(max_cohosts=row.max_cohosts, max_speakers=row.max_speakers),
+        delay_s=row.delay_s,
+        pinned_link=row.pinned_link,
+    )
+
+
+def _space_values(space: Space) -> dict[str, Any]:
+    """Everything about a Space that may change (not its id, not created_at)."""
+    return {
+        "title": space.title,
+        "description": space.description,
+        "host_id": space.host_id,
+        "state": space.state,
+        "visibility": space.visibility,
+        "invite_code": space.invite_code,
+        "scheduled_start": space.scheduled_start,
+        "started_at": space.started_at,
+        "ended_at": space.ended_at,
+        "record": space.record,
+        "max_cohosts": space.limits.max_cohosts,
+        "max_speakers": space.limits.max_speakers,
+        "delay_s": space.delay_s,
+        "pinned_link": space.pinned_link,
+    }
+
+
+def _account(row: AccountRow) -> Account:
+    return Account(
+        id=UserId(row.id),
+        username=row.username,
+        display_name=row.display_name,
+        password_hash=row.password_hash,
+        created_at=row.created_at,
+    )
+
+
+def _member(row: StageMemberRow) -> StageMember:
+    return StageMember(
+        space_id=SpaceId(row.space_id),
+        user_id=UserId(row.user_id),
+        role=row.role,
+        display_name=row.display_name,
+        joined_at=row.joined_at,
+        muted_by_host=row.muted_by_host,
+        self_muted=row.self_muted,
+    )
+
+
+def _member_values(member: StageMember) -> dict[str, Any]:
+    return {
+        "role": member.role,
+        "display_name": member.display_name,
+        "joined_at": member.joined_at,
+        "muted_by_host": member.muted_by_host,
+        "self_muted": member.self_muted,
+    }
+
+
+def _ban(row: BanRow) -> Ban:
+    return Ban(
+        space_id=SpaceId(row.space_id),
+        user_id=UserId(row.user_id),
+        banned_by=UserId(row.banned_by),
+        at=row.at,
+    )
+
+
+def _hand(row: RaisedHandRow) -> RaisedHand:
+    return RaisedHand(
+        space_id=SpaceId(row.space_id),
+        user_id=UserId(row.user_id),
+        display_name=row.display_name,
+        raised_at=row.raised_at,
+    )
+
+
+def _endpoint(row: WebhookEndpointRow) -> WebhookEndpoint:
+    return WebhookEndpoint(
+        id=row.id,
+        url=row.url,
+        secret=row.secret,
+        events=tuple(json.loads(row.events)),
+        created_at=row.created_at,
+    )
+
+
+def _delivery(row: WebhookDeliveryRow, endpoint: WebhookEndpointRow) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row.id,
+        endpoint=_endpoint(endpoint),
+        event_type=row.event_type,
+        payload=row.payload,
+        status=row.status,
+        attempts=row.attempts,
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        delivered_at=row.delivered_at,
+        last_error=row.last_error,
+    )
+
+
+def _rowcount(result: sa.Result[Any]) -> int:
+    assert isinstance(result, CursorResult)  # DML statements always give one
+    return result.rowcount
+
+
+_PerUser = (
+    type[StageMemberRow]
+    | type[BanRow]
+    | type[RaisedHandRow]
+    | type[InvitationRow]
+    | type[ReminderRow]
+)
+
+
+def _of(table: _PerUser, space_id: str, user_id: str) -> sa.ColumnElement[bool]:
+    """The row of one user in one Space."""
+    return sa.and_(table.space_id == space_id, table.user_id == user_id)
+
+
+def _seats(role: Role, limits: StageLimits) -> int:
+    return {Role.HOST: 1, Role.COHOST: limits.max_cohosts, Role.SPEAKER: limits.max_speakers}[role]
+
+
+# --- the repository --------------------------------------------------------------------------
+
+
+class Records:
+    """The durable records over one engine. Use `open_records`, which also migrates the schema."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, max_delivery_attempts: int = DEFAULT_MAX_DELIVERY_ATTEMPTS
+    ) -> None:
+        if max_delivery_attempts < 1:
+            raise ValueError("max_delivery_attempts must be at least 1")
+        self.engine = engine
+        self.max_delivery_attempts = max_delivery_attempts
+        self.applied_migrations: tuple[str, ...] = ()  # what open_records applied (empty: none)
+        self._writer = engine.execution_options(**{_WRITES: True})
+        self._read = async_sessionmaker(engine, expire_on_commit=False)
+        self._write = async_sessionmaker(self._writer, expire_on_commit=False)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- helpers --
+
+    @staticmethod
+    async def _lock_space(session: AsyncSession, space_id: SpaceId) -> None:
+        """Lock the Space's row until commit (PostgreSQL); NotFound if there is no such Space."""
+        found = await session.scalar(
+            sa.select(SpaceRow.id).where(SpaceRow.id == space_id).with_for_update()
+        )
+        if found is None:
+            raise NotFound(f"no Space {space_id}")
+
+    @staticmethod
+    async def _refuse_banned(session: AsyncSession, space_id: SpaceId, user_id: UserId) -> None:
+        banned = await session.scalar(
+            sa.select(BanRow.user_id).where(_of(BanRow, space_id, user_id))
+        )
+        if banned is not None:
+            raise Banned(f"{user_id} is banned from Space {space_id}")
+
+    @staticmethod
+    async def _delivery_exists(session: AsyncSession, delivery_id: int) -> bool:
+        found = await session.scalar(
+            sa.select(WebhookDeliveryRow.id).where(WebhookDeliveryRow.id == delivery_id)
+        )
+        return found is not None
+
+    async def _delete_one(self, table: _PerUser, space_id: SpaceId, user_id: UserId) -> bool:
+        async with self._write.begin() as session:
+            result = await session.execute(
+                sa.delete(table).where(_of(table, space_id, user_id)), execution_options=_NO_SYNC
+            )
+            return _rowcount(result) > 0
+
+    # -- accounts --
+
+    async def create_account(self, account: Account) -> Account:
+        """Store a new account; its username is stored lower-case. Returns what was stored."""
+        stored = Account(
+            id=account.id,
+            username=account.username.lower(),
+            display_name=account.display_name,
+            password_hash=account.password_hash,
+            created_at=account.created_at,
+        )
+        try:
+            async with self._write.begin() as session:
+                taken = await session.scalar(
+                    sa.select(AccountRow.id).where(AccountRow.username == stored.username)
+                )
+                if taken is not None:
+                    raise UsernameTaken(f"username {stored.username!r} is taken")
+                await session.execute(
+                    sa.insert(AccountRow).values(
+                        id=stored.id,
+                        username=stored.username,
+                        display_name=stored.display_name,
+                        password_hash=stored.password_hash,
+                        created_at=stored.created_at,
+                    )
+                )
+        except IntegrityError as exc:  # lost a race (PostgreSQL) or a duplicate id
+            if await self.account_by_username(stored.username) is not None:
+                raise UsernameTaken(f"username {stored.username!r} is taken") from exc
+            if await self.account(stored.id) is not None:
+                raise Conflict(f"account {stored.id} exists") from exc
+            raise  # a corrupt record the schema refused
+        return stored
+
+    async def account(self, user_id: UserId) -> Account | None:
+        async with self._read() as session:
+            row = await session.scalar(sa.select(AccountRow).where(AccountRow.id == user_id))
+            return None if row is None else _account(row)
+
+    async def account_by_username(self, username: str) -> Account | None:
+        async with self._read() as session:
+            row = await session.scalar(
+                sa.select(AccountRow).where(AccountRow.username == username.lower())
+            )
+            return None if row is None else _account(row)
+
+    # -- spaces --
+
+    async def create_space(self, space: Space) -> Space:
+        try:
+            async with self._write.begin() as session:
+                await session.execute(
+                    sa.insert(SpaceRow).values(
+                        id=space.id, created_at=space.created_at, **_space_values(space)
+                    )
+                )
+        except IntegrityError as exc:
+            if await self.space(space.id) is not None:
+                raise Conflict(f"Space {space.id} exists") from exc
+            raise  # a corrupt record the schema refused
+        return space
+
+    async def space(self, space_id: SpaceId) -> Space | None:
+        async with self._read() as session:
+            row = await session.scalar(sa.select(SpaceRow).where(SpaceRow.id == space_id))
+            return None if row is None else _space(row)
+
+    async def update_space(self, new: Space, *, expect_state: SpaceState | None = None) -> Space:
+        """Replace the stored Space with `new` (same id; created_at is kept).
+
+        With `expect_state`, only if the stored state still is that one — compare-and-set, so of
+        two hosts or processes pressing "Go live" or "End" at once exactly one wins; the other
+        gets Conflict and should re-read.
+        """
+        statement = sa.update(SpaceRow).where(SpaceRow.id == new.id)
+        if expect_state is not None:
+            statement = statement.where(SpaceRow.state == expect_state)
+        async with self._write.begin() as session:
+            result = await session.execute(
+                statement.values(**_space_values(new)),
+                execution_options=_NO_SYNC,
+            )
+            if _rowcount(result) == 0:
+                current = await session.scalar(
+                    sa.select(SpaceRow.state).where(SpaceRow.id == new.id)
+                )
+                if current is None:
+                    raise NotFound(f"no Space {new.id}")
+                raise Conflict(f"Space {new.id} is {current}, not {expect_state}")
+        return new
+
+    async def list_spaces(
+        self,
+        states: Collection[SpaceState],
+        *,
+        visibility: Visibility | None = None,
+        limit: int = 50,
+        before: float | None = None,
+        before_id: SpaceId | None = None,
+    ) -> list[Space]:
+        """Spaces in any of `states`, newest first (created_at, then id, descending).
+
+        Keyset pagination: pass the last item's created_at as `before` (and its id as `before_id`,
+        so that Spaces created in the same instant are neither skipped nor repeated).
+        """
+        if not states or limit <= 0:
+            return []
+        query = sa.select(SpaceRow).where(SpaceRow.state.in_(list(states)))
+        if visibility is not None:
+            query = query.where(SpaceRow.visibility == visibility)
+        if before is not None:
+            if before_id is None:
+                query = query.where(SpaceRow.created_at < before)
+            else:
+                query = query.where(
+                    sa.or_(
+                        SpaceRow.created_at < before,
+                        sa.and_(SpaceRow.created_at == before, SpaceRow.id < before_id),
+                    )
+                )
+        query = query.order_by(SpaceRow.created_at.desc(), SpaceRow.id.desc()).limit(limit)
+        async with self._read() as session:
+            return [_space(row) for row in await session.scalars(query)]
+
+    async def spaces_due(self, now: float, *, limit: int = 100) -> list[Space]:
+        """Scheduled Spaces whose start time has come, soonest first."""
+        query = (
+            sa.select(SpaceRow)
+            .where(SpaceRow.state == SpaceState.SCHEDULED, SpaceRow.scheduled_start <= now)
+            .order_by(SpaceRow.scheduled_start, SpaceRow.id)
+            .limit(limit)
+        )
+        async with self._read() as session:
+            return [_space(row) for row in await session.scalars(query)]
+
+    # -- stage roster --
+
+    async def put_stage_member(self, member: StageMember, limits: StageLimits) -> StageMember:
+        """Seat `member` on the stage, or change the role of someone already there.
+
+        Taking a role checks its seats (one host; `limits` for co-hosts and speakers) in the same
+        transaction that writes, under the Space's lock: concurrent joins, from any number of
+        processes, never seat more than the limit. Raises StageFull (Conflict for a second host),
+        Banned, or NotFound when the Space does not exist. Keeping the same role just rewrites the
+        member's other fields.
+        """
+        if not member.role.on_stage:
+            raise ValueError("listeners are not stored on the stage")
+        async with self._write.begin() as session:
+            await self._lock_space(session, member.space_id)
+            await self._refuse_banned(session, member.space_id, member.user_id)
+            current = await session.scalar(
+                sa.select(StageMemberRow.role).where(
+                    _of(StageMemberRow, member.space_id, member.user_id)
+                )
+            )
+            if current is not member.role:
+                taken = await session.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(StageMemberRow)
+                    .where(
+                        StageMemberRow.space_id == member.space_id,
+                        StageMemberRow.role == member.role,
+                        StageMemberRow.user_id != member.user_id,
+                    )
+                )
+                if (taken or 0) >= _seats(member.role, limits):
+                    if member.role is Role.HOST:
+                        raise Conflict(f"Space {member.space_id} already has a host")
+                    raise StageFull(f"all {member.role} seats in Space {member.space_id} are taken")
+            if current is None:
+                await session.execute(
+                    sa.insert(StageMemberRow).values(
+                        space_id=member.space_id, user_id=member.user_id, **_member_values(member)
+                    )
+                )
+            else:
+                await session.execute(
+                    sa.update(StageMemberRow)
+                    .where(_of(StageMemberRow, member.space_id, member.user_id))
+                    .values(**_member_values(member)),
+                    execution_options=_NO_SYNC,
+                )
+        return member
+
+    async def update_stage_member(self, member: StageMember) -> StageMember:
+        """Rewrite a seated member's name and mute flags. Role changes go through put_stage_member
+        (which checks the seats): a different role here raises Conflict; no seat raises NotFound."""
+        async with self._write.begin() as session:
+            current = await session.scalar(
+                sa.select(StageMemberRow.role).where(
+                    _of(StageMemberRow, member.space_id, member.user_id)
+                )
+            )
+            if current is None:
+                raise NotFound(f"{member.user_id} is not on the stage of Space {member.space_id}")
+            if current is not member.role:
+                raise Conflict(
+                    f"{member.user_id} is {current}, not {member.role}; use put_stage_member"
+                )
+            await session.execute(
+                sa.update(StageMemberRow)
+                .where(_of(StageMemberRow, member.space_id, member.user_id))
+                .values(**_member_values(member)),
+                execution_options=_NO_SYNC,
+            )
+        return member
+
+    async def remove_stage_member(self, space_id: SpaceId, user_id: UserId) -> bool:
+        """Take someone off the stage (back to the audience); False if they were not on it."""
+        return await self._delete_one(StageMemberRow, space_id, user_id)
+
+    async def stage(self, space_id: SpaceId) -> list[StageMember]:
+        """The stage in display order: host, co-hosts, speakers; each role by who joined first."""
+        query = (
+            sa.select(StageMemberRow)
+            .where(StageMemberRow.space_id == space_id)
+            .order_by(_ROLE_RANK, StageMemberRow.joined_at, StageMemberRow.user_id)
+        )
+        async with self._read() as session:
+            return [_member(row) for row in await session.scalars(query)]
+
+    async def stage_member(self, space_id: SpaceId, user_id: UserId) -> StageMember | None:
+        async with self._read() as session:
+            row = await session.scalar(
+                sa.select(StageMemberRow).where(_of(StageMemberRow, space_id, user_id))
+            )
+            return None if row is None else _member(row)
+
+    async def transfer_host(
+        self, space_id: SpaceId, from_host: UserId, to: UserId, limits: StageLimits
+    ) -> Space:
+        """Hand the host role from `from_host` to `to` (who must be on the stage) in one
+        transaction: the Space's host_id, the new host's seat and the old host's seat change
+        together, so there is never no host or two.
+
+        The old host stays on the stage as a co-host if a co-host seat is free (counting the one
+        `to` vacates), else as a speaker (in the seat `to` vacated, so it always fits). Raises
+        Conflict if the host is no longer `from_host` (another hand-over won), NotFound if there is
+        no such Space or `to` is not on its stage. Returns the updated Space.
+        """
+        async with self._write.begin() as session:
+            row = await session.scalar(
+                sa.select(SpaceRow).where(SpaceRow.id == space_id).with_for_update()
+            )
+            if row is None:
+                raise NotFound(f"no Space {space_id}")
+            space = _space(row)
+            if space.host_id != from_host:
+                raise Conflict(f"{from_host} is no longer the host of Space {space_id}")
+            if to == from_host:
+                return space
+            target = await session.scalar(
+                sa.select(StageMemberRow.role).where(_of(StageMemberRow, space_id, to))
+            )
+            if target is None:
+                raise NotFound(f"{to} is not on the stage of Space {space_id}")
+            cohosts = await session.scalar(
+                sa.select(sa.func.count())
+                .select_from(StageMemberRow)
+                .where(
+                    StageMemberRow.space_id == space_id,
+                    StageMemberRow.role == Role.COHOST,
+                    StageMemberRow.user_id.not_in([to, from_host]),
+                )
+            )
+            old_role = Role.COHOST if (cohosts or 0) < limits.max_cohosts else Role.SPEAKER
+            # Old host first: the one-host index must hold after every statement.
+            for user_id, role in ((from_host, old_role), (to, Role.HOST)):
+                await session.execute(
+                    sa.update(StageMemberRow)
+                    .where(_of(StageMemberRow, space_id, user_id))
+                    .values(role=role),
+                    execution_options=_NO_SYNC,
+                )
+            await session.execute(
+                sa.update(SpaceRow).where(SpaceRow.id == space_id).values(host_id=to),
+                execution_options=_NO_SYNC,
+            )
+        return replace(space, host_id=to)
+
+    # -- invitations to speak --
+
+    async def put_invitation(
+        self, space_id: SpaceId, user_id: UserId, role: Role, invited_by: UserId, at: float
+    ) -> None:
+        """Invite someone onto the stage as `role` (co-host or speaker), replacing any earlier
+        invitation. Raises Banned, or NotFound when the Space does not exist."""
+        if role not in (Role.COHOST, Role.SPEAKER):
+            raise ValueError(f"one is invited as a co-host or a speaker, not as {role}")
+        async with self._write.begin() as session:
+            await self._lock_space(session, space_id)
+            await self._refuse_banned(session, space_id, user_id)
+            await session.execute(
+                sa.delete(InvitationRow).where(_of(InvitationRow, space_id, user_id)),
+                execution_options=_NO_SYNC,
+            )
+            await session.execute(
+                sa.insert(InvitationRow).values(
+                    space_id=space_id, user_id=user_id, role=role, invited_by=invited_by, at=at
+                )
+            )
+
+    async def take_invitation(self, space_id: SpaceId, user_id: UserId) -> Role | None:
+        """Use up the user's invitation: the role offered, or None if there is none. Seating them
+        is the caller's next step (put_stage_member checks the seats)."""
+        async with self._write.begin() as session:
+            role = await session.scalar(
+                sa.select(InvitationRow.role).where(_of(InvitationRow, space_id, user_id))
+            )
+            if role is not None:
+                await session.execute(
+                    sa.delete(InvitationRow).where(_of(InvitationRow, space_id, user_id)),
+                    execution_options=_NO_SYNC,
+                )
+            return role
+
+    # -- bans --
+
+    async def ban(self, ban: Ban) -> bool:
+        """Ban a user from a Space and, in the same transaction, take them off the stage and drop
+        their raised hand and any invitation. False if they were already banned (the first ban is
+        kept)."""
+        async with self._write.begin() as session:
+            await self._lock_space(session, ban.space_id)
+            for row in (StageMemberRow, RaisedHandRow, InvitationRow):
+                await session.execute(
+                    sa.delete(row).where(_of(row, ban.space_id, ban.user_id)),
+                    execution_options=_NO_SYNC,
+                )
+            existing = await session.scalar(
+                sa.select(BanRow.at).where(_of(BanRow, ban.space_id, ban.user_id))
+            )
+            if existing is not None:
+                return False
+            await session.execute(
+                sa.insert(BanRow).values(
+                    space_id=ban.space_id, user_id=ban.user_id, banned_by=ban.banned_by, at=ban.at
+                )
+            )
+            return True
+
+    async def is_banned(self, space_id: SpaceId, user_id: UserId) -> bool:
+        async with self._read() as session:
+            found = await session.scalar(sa.select(BanRow.at).where(_of(BanRow, space_id, user_id)))
+            return found is not None
+
+    async def bans(self, space_id: SpaceId) -> list[Ban]:
+        query = (
+            sa.select(BanRow).where(BanRow.space_id == space_id).order_by(BanRow.at, BanRow.user_id)
+        )
+        async with self._read() as session:
+            return [_ban(row) for row in await session.scalars(query)]
+
+    # -- raised hands --
+
+    async def raise_hand(self, hand: RaisedHand) -> bool:
+        """Queue a raised hand; False if this user's hand is already up (no duplicates).
+        Raises Banned, or NotFound when the Space does not exist."""
+        async with self._write.begin() as session:
+            await self._lock_space(session, hand.space_id)
+            await self._refuse_banned(session, hand.space_id, hand.user_id)
+            existing = await session.scalar(
+                sa.select(RaisedHandRow.id).where(_of(RaisedHandRow, hand.space_id, hand.user_id))
+            )
+            if existing is not None:
+                return False
+            await session.execute(
+                sa.insert(RaisedHandRow).values(
+                    space_id=hand.space_id,
+                    user_id=hand.user_id,
+                    display_name=hand.display_name,
+                    raised_at=hand.raised_at,
+                )
+            )
+            return True
+
+    async def lower_hand(self, space_id: SpaceId, user_id: UserId) -> bool:
+        return await self._delete_one(RaisedHandRow, space_id, user_id)
+
+    async def hands(self, space_id: SpaceId) -> list[RaisedHand]:
+        """The queue in order: earliest raised first; equal times in the order they arrived."""
+        query = (
+            sa.select(RaisedHandRow)
+            .where(RaisedHandRow.space_id == space_id)
+            .order_by(RaisedHandRow.raised_at, RaisedHandRow.id)
+        )
+        async with self._read() as session:
+            return [_hand(row) for row in await session.scalars(query)]
+
+    # -- reminders --
+
+    async def add_reminder(self, space_id: SpaceId, user_id: UserId) -> bool:
+        """'Remind me'; False if already set. NotFound when the Space does not exist."""
+        async with self._write.begin() as session:
+            await self._lock_space(session, space_id)
+            existing = await session.scalar(
+                sa.select(ReminderRow.user_id).where(_of(ReminderRow, space_id, user_id))
+            )
+            if existing is not None:
+                return False
+            await session.execute(sa.insert(ReminderRow).values(space_id=space_id, user_id=user_id))
+            return True
+
+    async def remove_reminder(self, space_id: SpaceId, user_id: UserId) -> bool:
+        return await self._delete_one(ReminderRow, space_id, user_id)
+
+    async def reminders(self, space_id: SpaceId) -> list[UserId]:
+        query = (
+            sa.select(ReminderRow.user_id)
+            .where(ReminderRow.space_id == space_id)
+            .order_by(ReminderRow.user_id)
+        )
+        async with self._read() as session:
+            return [UserId(user_id) for user_id in await session.scalars(query)]
+
+    # -- webhooks and their outbox --
+
+    async def add_webhook(
+        self, url: str, secret: str, events: Iterable[str], *, now: float | None = None
+    ) -> WebhookEndpoint:
+        """Register an endpoint for `events` (exact types, "*" for all, "stage.*" for a family)."""
+        created_at = time.time() if now is None else now
+        patterns = sorted(set(events))
+        async with self._write.begin() as session:
+            endpoint_id = await session.scalar(
+                sa.insert(WebhookEndpointRow)
+                .values(url=url, secret=secret, events=json.dumps(patterns), created_at=created_at)
+                .returning(WebhookEndpointRow.id)
+            )
+        assert endpoint_id is not None
+        return WebhookEndpoint(endpoint_id, url, secret, tuple(patterns), created_at)
+
+    async def webhooks(self) -> list[WebhookEndpoint]:
+        async with self._read() as session:
+            rows = await session.scalars(
+                sa.select(WebhookEndpointRow).order_by(WebhookEndpointRow.id)
+            )
+            return [_endpoint(row) for row in rows]
+
+    async def remove_webhook(self, endpoint_id: int) -> bool:
+        """Unregister an endpoint; its queued and past deliveries go with it."""
+        async with self._write.begin() as session:
+            result = await session.execute(
+                sa.delete(WebhookEndpointRow).where(WebhookEndpointRow.id == endpoint_id),
+                execution_options=_NO_SYNC,
+            )
+            return _rowcount(result) > 0
+
+    async def enqueue_delivery(self, event_type: str, payload_json: str, now: float) -> int:
+        """Queue `payload_json` for every endpoint that wants `event_type`, due at once.
+
+        Call it in the same breath as the change it reports; a worker drains the queue with
+        claim_due_deliveries. Returns how many deliveries were queued.
+        """
+        async with self._write.begin() as session:
+            endpoints = [
+                _endpoint(row) for row in await session.scalars(sa.select(WebhookEndpointRow))
+            ]
+            wanted = [endpoint.id for endpoint in endpoints if endpoint.wants(event_type)]
+            if wanted:
+                await session.execute(
+                    sa.insert(WebhookDeliveryRow),
+                    [
+                        {
+                            "endpoint_id": endpoint_id,
+                            "event_type": event_type,
+                            "payload": payload_json,
+                            "status": DeliveryStatus.PENDING,
+                            "attempts": 0,
+                            "created_at": now,
+                            "next_attempt_at": now,
+                        }
+                        for endpoint_id in wanted
+                    ],
+                )
+        return len(wanted)
+
+    async def claim_due_deliveries(
+        self, now: float, limit: int, lease_s: float
+    ) -> list[WebhookDelivery]:
+        """Lease up to `limit` due deliveries to this caller for `lease_s` seconds.
+
+        A claimed row is invisible to every other claimer until its lease runs out, so two
+        processes never deliver the same row at once; if the claimer dies, the row comes back when
+        the lease lapses (delivery is at least once: receivers dedupe on the delivery id). Each
+        claim counts as an attempt; a row whose last allowed attempt's lease lapsed without an
+        outcome is given up here.
+        """
+        if limit <= 0:
+            return []
+        pending = WebhookDeliveryRow.status == DeliveryStatus.PENDING
+        lease_free = sa.or_(
+            WebhookDeliveryRow.lease_until.is_(None), WebhookDeliveryRow.lease_until <= now
+        )
+        token = secrets.token_hex(16)
+        async with self._write.begin() as session:
+            await session.execute(
+                sa.update(WebhookDeliveryRow)
+                .where(
+                    pending,
+                    WebhookDeliveryRow.attempts >= self.max_delivery_attempts,
+                    WebhookDeliveryRow.lease_until <= now,
+                )
+                .values(
+                    status=DeliveryStatus.FAILED,
+                    lease_until=None,
+                    lease_token=None,
+                    last_error=sa.func.coalesce(
+                        WebhookDeliveryRow.last_error,
+                        "no outcome reported before the lease ran out",
+                    ),
+                ),
+                execution_options=_NO_SYNC,
+            )
+            due = [
+                pending,
+                WebhookDeliveryRow.next_attempt_at <= now,
+                WebhookDeliveryRow.attempts < self.max_delivery_attempts,
+                lease_free,
+            ]
+            ids = list(
+                await session.scalars(
+                    sa.select(WebhookDeliveryRow.id)
+                    .where(*due)
+                    .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
+                    .limit(limit)
+                    # PostgreSQL: concurrent claimers pass over each other's rows instead of
+                    # queueing behind them. The UPDATE below re-checks `due` either way.
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if not ids:
+                return []
+            await session.execute(
+                sa.update(WebhookDeliveryRow)
+                .where(WebhookDeliveryRow.id.in_(ids), *due)
+                .values(
+                    lease_until=now + lease_s,
+                    lease_token=token,
+                    attempts=WebhookDeliveryRow.attempts + 1,
+                ),
+                execution_options=_NO_SYNC,
+            )
+            rows = await session.execute(
+                sa.select(WebhookDeliveryRow, WebhookEndpointRow)
+                .join(WebhookEndpointRow)
+                .where(WebhookDeliveryRow.lease_token == token)
+                .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
+            )
+            return [_delivery(delivery, endpoint) for delivery, endpoint in rows]
+
+    async def mark_delivered(self, delivery_id: int, now: float) -> None:
+        """The endpoint accepted it. A row already delivered or given up is left as it is."""
+        async with self._write.begin() as session:
+            result = await session.execute(
+                sa.update(WebhookDeliveryRow)
+                .where(
+                    WebhookDeliveryRow.id == delivery_id,
+                    WebhookDeliveryRow.status == DeliveryStatus.PENDING,
+                )
+                .values(
+                    status=DeliveryStatus.DELIVERED,
+                    delivered_at=now,
+                    lease_until=None,
+                    lease_token=None,
+                ),
+                execution_options=_NO_SYNC,
+            )
+            if _rowcount(result) == 0 and not await self._delivery_exists(session, delivery_id):
+                raise NotFound(f"no webhook delivery {delivery_id}")
+
+    async def mark_failed(
+        self, delivery_id: int, now: float, next_attempt_at: float | None, error: str
+    ) -> bool:
+        """The attempt failed: retry at `next_attempt_at`, or give up when that is None or the
+        attempts are used up (`max_delivery_attempts`). A given-up row stays, status failed, with
+        its last error, for inspection. Returns True if it will be retried."""
+        async with self._write.begin() as session:
+            row = await session.scalar(
+                sa.select(WebhookDeliveryRow).where(WebhookDeliveryRow.id == delivery_id)
+            )
+            if row is None:
+                raise NotFound(f"no webhook delivery {delivery_id}")
+            if row.status is not DeliveryStatus.PENDING:
+                return False
+            retry = next_attempt_at is not None and row.attempts < self.max_delivery_attempts
+            await session.execute(
+                sa.update(WebhookDeliveryRow)
+                .where(WebhookDeliveryRow.id == delivery_id)
+                .values(
+                    status=DeliveryStatus.PENDING if retry else DeliveryStatus.FAILED,
+                    next_attempt_at=next_attempt_at if retry else row.next_attempt_at,
+                    last_error=error[:ERROR_TEXT_MAX],
+                    lease_until=None,
+                    lease_token=None,
+                ),
+                execution_options=_NO_SYNC,
+            )
+            return retry
+
+    async def delivery(self, delivery_id: int) -> WebhookDelivery | None:
+        async with self._read() as session:
+            found = (
+                await session.execute(
+                    sa.select(WebhookDeliveryRow, WebhookEndpointRow)
+                    .join(WebhookEndpointRow)
+                    .where(WebhookDeliveryRow.id == delivery_id)
+                )
+            ).first()
+            return None if found is None else _delivery(*found)
+
+    async def deliveries(
+        self, status: DeliveryStatus | None = None, *, limit: int = 100
+    ) -> list[WebhookDelivery]:
+        """Newest first, for inspection (e.g. the ones given up on)."""
+        query = sa.select(WebhookDeliveryRow, WebhookEndpointRow).join(WebhookEndpointRow)
+        if status is not None:
+            query = query.where(WebhookDeliveryRow.status == status)
+        query = query.order_by(WebhookDeliveryRow.id.desc()).limit(limit)
+        async with self._read() as session:
+            rows = await session.execute(query)
+            return [_delivery(delivery, endpoint) for delivery, endpoint in rows]
