@@ -6,23 +6,33 @@ recent `EVENT_LOG_LIMIT` events. A stage client that reconnects asks for `events
 events it missed are no longer held (or the log was lost, e.g. the embedded store restarted) it gets
 `None` and must re-fetch the full state, then continue from `latest_seq`. `wait_for_events` blocks
 until the log passes a sequence number or a timeout; that is how WebSocket handlers on any process
-learn of new events without polling.
+learn of new events without polling. Event data travels as JSON in every implementation (tuples come
+back as lists, keys as strings), so what works on one box works on many.
 
-Reactions are counted per (Space, whole second, emoji); the listener count is approximate (distinct
-listener keys seen in the last `LISTENER_WINDOW_S` seconds — HyperLogLog in Redis); speaking flags are
-whatever the media node last published. Counters expire by themselves: nothing here grows without
-bound.
+Reactions are counted per (Space, whole second, emoji) and held for the last `REACTION_RETENTION_S`
+seconds. The listener count is approximate: distinct listener keys marked in the last
+`LISTENER_WINDOW_S` seconds, counted with HyperLogLog (about 0.8 % standard error). The window slides
+in steps of `LISTENER_BUCKET_S`, so a listener stops counting between `LISTENER_WINDOW_S` and
+`LISTENER_WINDOW_S + LISTENER_BUCKET_S` seconds after their last mark. Speaking flags are whatever the
+media node last published. Counters expire by themselves: nothing here grows without bound.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 EVENT_LOG_LIMIT = 1_000
 REACTION_RETENTION_S = 120
 LISTENER_WINDOW_S = 60
+# The listener window is made of buckets this long; both implementations use the same steps, so
+# they agree on exactly when a listener stops counting.
+LISTENER_BUCKET_S = 10
+# Speaking flags published through a shared store vanish this long after the last `set_speaking`,
+# so a media node that dies mid-sentence does not leave someone "speaking" forever. Publishers
+# re-publish at least every couple of seconds while anyone speaks.
+SPEAKING_TTL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -34,25 +44,49 @@ class Event:
 
 
 class LiveState(Protocol):
-    async def append(self, space_id: str, type: str, data: Mapping[str, Any], at: float) -> Event: ...
+    async def append(
+        self, space_id: str, type: str, data: Mapping[str, Any], at: float
+    ) -> Event: ...
 
-    async def events_since(self, space_id: str, after_seq: int, limit: int = 500) -> list[Event] | None:
-        """Events with seq > after_seq in order (at most `limit`), or None if some were already dropped."""
+    async def events_since(
+        self, space_id: str, after_seq: int, limit: int = 500
+    ) -> list[Event] | None:
+        """Events with seq > after_seq in order (at most `limit`), or None if some were already dropped.
+
+        None also when `after_seq` is beyond `latest_seq` (the log was lost and started again)."""
         ...
 
     async def latest_seq(self, space_id: str) -> int: ...
 
-    async def wait_for_events(self, space_id: str, after_seq: int, timeout: float) -> bool:
+    # A bound that answers False (rather than cancelling) lets a WebSocket loop send a keepalive.
+    async def wait_for_events(self, space_id: str, after_seq: int, timeout: float) -> bool:  # noqa: ASYNC109
         """True as soon as latest_seq > after_seq; False after `timeout` seconds."""
         ...
 
-    async def add_reaction(self, space_id: str, emoji: str, second: int, count: int = 1) -> None: ...
+    def waiting(self, space_id: str) -> int:
+        """How many `wait_for_events` calls in this process are blocked on the Space (a gauge)."""
+        ...
 
-    async def reaction_totals(self, space_id: str, since_second: int, until_second: int) -> dict[str, int]:
-        """Sum per emoji over the whole seconds in [since_second, until_second]."""
+    async def add_reaction(
+        self, space_id: str, emoji: str, second: int, count: int = 1
+    ) -> None: ...
+
+    async def reaction_totals(
+        self, space_id: str, since_second: int, until_second: int
+    ) -> dict[str, int]:
+        """Sum per emoji over the whole seconds in [since_second, until_second].
+
+        Only the last REACTION_RETENTION_S seconds up to `until_second` are held, so an older
+        `since_second` counts from there."""
         ...
 
     async def mark_listener(self, space_id: str, listener_key: str, now: float) -> None: ...
+
+    async def mark_listeners(
+        self, space_id: str, listener_keys: Collection[str], now: float
+    ) -> None:
+        """`mark_listener` for many keys in one round trip (an origin flushes what it saw each second)."""
+        ...
 
     async def listener_count(self, space_id: str, now: float) -> int:
         """Approximate distinct listeners marked in the last LISTENER_WINDOW_S seconds."""
@@ -65,7 +99,10 @@ class LiveState(Protocol):
     async def speaking(self, space_id: str) -> dict[str, float]: ...
 
     async def take_token(self, key: str, per_second: float, burst: int, now: float) -> float:
-        """Shared token bucket: 0.0 if allowed, else seconds until a token is available."""
+        """Shared token bucket: 0.0 if allowed, else seconds until a token is available.
+
+        `key` names both the caller and the limit (e.g. "react:<user id>"): use one
+        (per_second, burst) per key."""
         ...
 
     async def forget_space(self, space_id: str) -> None:

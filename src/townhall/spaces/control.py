@@ -1,0 +1,570 @@
+"""The control plane's commands: every change to a Space or its people goes through here.
+
+Theory of operation. A command names an actor (who is asking), a Space and maybe a target
+person. It (1) loads the Space and the roles involved from the durable records, (2) asks
+`rules.decide` whether that role may do that to that role and `lifecycle` whether the Space's
+state allows it, (3) writes the change to the records — atomically where a limit is involved
+(stage capacity, compare-and-set on the lifecycle state) — and (4) appends one event to the
+Space's ordered log in LiveState. Nothing else happens here: the media node applies mutes,
+removals, Go live, delay and dump by following the same event log, stage clients follow it over
+their WebSocket, and webhooks are queued in the records' outbox in step (3). Any process can run
+any command; none of them keeps state of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from townhall.spaces import lifecycle, rules
+from townhall.spaces.lifecycle import LifecycleAction, ScheduleError
+from townhall.spaces.model import (
+    Ban,
+    IllegalTransition,
+    RaisedHand,
+    Role,
+    Space,
+    SpaceId,
+    SpaceState,
+    StageLimits,
+    StageMember,
+    UserId,
+    Visibility,
+    new_space_id,
+)
+from townhall.spaces.rules import Action
+from townhall.state.live import LiveState
+from townhall.state.records import Banned, Conflict, Records, StageFull
+
+REACTIONS = ("👏", "😂", "❤️", "🔥", "💯", "👍", "😮", "🙏")
+MAX_DELAY_S = 30.0
+
+
+class ControlError(Exception):
+    """A command was refused. `code` is machine-readable; `kind` maps to an HTTP status.
+
+    kinds: not_found (404), forbidden (403), conflict (409), invalid (422), gone (410)
+    """
+
+    def __init__(self, kind: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+        self.message = message
+
+
+def _not_found(what: str = "Space") -> ControlError:
+    return ControlError(
+        "not_found", f"{what.lower().replace(' ', '_')}_not_found", f"no such {what}"
+    )
+
+
+_REFUSALS = {
+    rules.BANNED: "you are banned from this Space",
+    rules.NOT_HOST: "only the host can do this",
+    rules.NOT_MODERATOR: "only the host or a co-host can do this",
+    rules.NOT_ON_STAGE: "you are not on the stage",
+    rules.ALREADY_ON_STAGE: "you are already on the stage",
+    rules.ONLY_SELF_CAN_UNMUTE: "only the speaker can unmute themselves",
+    rules.CANNOT_TARGET_HOST: "nobody can do this to the host",
+    rules.HOST_CANNOT_LEAVE_STAGE: "the host cannot leave the stage: hand the host role over or end the Space",
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    user_id: UserId
+    display_name: str
+    is_guest: bool = False
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    default_limits: StageLimits = field(default_factory=StageLimits)
+    schedule_max_ahead_s: float = 30 * 86400
+    early_open_s: float = 30 * 60
+    react_per_second: float = 2.0
+    react_burst: int = 10
+
+
+@dataclass(frozen=True)
+class NewSpace:
+    title: str
+    description: str = ""
+    visibility: Visibility = Visibility.PUBLIC
+    scheduled_start: float | None = None
+    record: bool = False
+    limits: StageLimits | None = None
+
+
+class SpaceControl:
+    def __init__(
+        self,
+        records: Records,
+        live: LiveState,
+        config: ControlConfig = ControlConfig(),
+        *,
+        clock: Callable[[], float] = time.time,
+        invite_code: Callable[[], str] | None = None,
+    ) -> None:
+        self.records = records
+        self.live = live
+        self.config = config
+        self._clock = clock
+        self._invite_code = invite_code or _random_invite_code
+
+    # -- reading --------------------------------------------------------------------------------
+    async def space(self, space_id: str) -> Space:
+        space = await self.records.space(SpaceId(space_id))
+        if space is None:
+            raise _not_found()
+        return space
+
+    async def role_of(self, space: Space, user: UserId | None) -> Role:
+        if user is None:
+            return Role.LISTENER
+        member = await self.records.stage_member(space.id, user)
+        return member.role if member is not None else Role.LISTENER
+
+    async def _authorize(
+        self, space: Space, actor: Actor, action: Action, target: UserId | None = None
+    ) -> tuple[Role, StageMember | None]:
+        """Refuse unless `actor` may do `action` to `target`; returns the target's role and member."""
+        banned = await self.records.is_banned(space.id, actor.user_id)
+        actor_role = await self.role_of(space, actor.user_id)
+        target_member = None
+        target_role: Role | None = None
+        if target is not None:
+            target_member = await self.records.stage_member(space.id, target)
+            target_role = target_member.role if target_member is not None else Role.LISTENER
+        decision = rules.decide(
+            actor_role, action, target_role, is_self=target == actor.user_id, actor_banned=banned
+        )
+        if not decision.allowed:
+            raise ControlError(
+                "forbidden",
+                decision.reason,
+                _REFUSALS.get(decision.reason, f"not allowed: {decision.reason}"),
+            )
+        return target_role or actor_role, target_member
+
+    async def _open_space(self, space_id: str) -> Space:
+        space = await self.space(space_id)
+        if space.state.is_over:
+            raise ControlError(
+                "gone",
+                f"space_{space.state.value}",
+                f"this Space has {space.state.value.replace('_', ' ')}",
+            )
+        return space
+
+    # -- events and webhooks --------------------------------------------------------------------
+    async def _emit(self, space: Space, type: str, data: Mapping[str, Any]) -> None:
+        await self.live.append(space.id, type, {"space_id": space.id, **data}, self._clock())
+
+    async def _webhook(
+        self, type: str, space: Space, extra: Mapping[str, Any] | None = None
+    ) -> None:
+        payload = {"type": type, "at": self._clock(), "space": space_json(space), **(extra or {})}
+        await self.records.enqueue_delivery(type, json.dumps(payload), self._clock())
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def create(self, actor: Actor, spec: NewSpace) -> Space:
+        now = self._clock()
+        if spec.scheduled_start is not None:
+            try:
+                lifecycle.validate_schedule(
+                    spec.scheduled_start, now, self.config.schedule_max_ahead_s
+                )
+            except ScheduleError as exc:
+                raise ControlError("invalid", exc.code, str(exc)) from None
+        space = Space(
+            id=new_space_id(),
+            title=spec.title,
+            host_id=actor.user_id,
+            created_at=now,
+            state=SpaceState.SCHEDULED
+            if spec.scheduled_start is not None
+            else SpaceState.GREEN_ROOM,
+            description=spec.description,
+            visibility=spec.visibility,
+            invite_code=self._invite_code() if spec.visibility is Visibility.PRIVATE else "",
+            scheduled_start=spec.scheduled_start,
+            record=spec.record,
+            limits=spec.limits or self.config.default_limits,
+        )
+        await self.records.create_space(space)
+        await self.records.put_stage_member(
+            StageMember(space.id, actor.user_id, Role.HOST, actor.display_name, now), space.limits
+        )
+        await self._emit(space, "space.created", {"space": space_json(space)})
+        if space.state is SpaceState.SCHEDULED:
+            await self._webhook("space.scheduled", space)
+        return space
+
+    async def _transition(self, space: Space, action: LifecycleAction) -> Space:
+        try:
+            new = lifecycle.transition(space, action, self._clock())
+        except IllegalTransition as exc:
+            raise ControlError("conflict", "illegal_transition", str(exc)) from None
+        try:
+            await self.records.update_space(new, expect_state=space.state)
+        except Conflict:
+            raise ControlError(
+                "conflict", "state_changed", "the Space changed meanwhile; reload"
+            ) from None
+        return new
+
+    async def open(self, actor: Actor, space_id: str) -> Space:
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.GO_LIVE)  # the host's switch, like Go live
+        if not lifecycle.is_due(space, self._clock(), self.config.early_open_s):
+            raise ControlError(
+                "conflict", "not_due", "it is too early to open this Space; edit its start time"
+            )
+        space = await self._transition(space, LifecycleAction.OPEN)
+        await self._emit(space, "space.state", {"state": space.state.value})
+        return space
+
+    async def go_live(self, actor: Actor, space_id: str) -> Space:
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.GO_LIVE)
+        space = await self._transition(space, LifecycleAction.GO_LIVE)
+        await self._emit(space, "space.state", {"state": space.state.value, "on_air": True})
+        await self._webhook("space.started", space)
+        return space
+
+    async def end(self, actor: Actor | None, space_id: str) -> Space:
+        """End (or, before it went live, cancel) a Space. `actor=None` is the system (auto-end)."""
+        space = await self._open_space(space_id)
+        if actor is not None:
+            await self._authorize(space, actor, Action.END_SPACE)
+        action = LifecycleAction.END if space.state is SpaceState.LIVE else LifecycleAction.CANCEL
+        space = await self._transition(space, action)
+        await self._emit(space, "space.state", {"state": space.state.value, "on_air": False})
+        await self._webhook("space.ended", space)
+        return space
+
+    async def edit(
+        self,
+        actor: Actor,
+        space_id: str,
+        *,
+        title: str | None = None,
+        description: str | None = None,
+    ) -> Space:
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.EDIT_SPACE)
+        new = replace(
+            space,
+            title=title if title is not None else space.title,
+            description=description if description is not None else space.description,
+        )
+        return await self._save(
+            space, new, "space.edited", {"title": new.title, "description": new.description}
+        )
+
+    async def _save(self, old: Space, new: Space, event: str, data: Mapping[str, Any]) -> Space:
+        try:
+            await self.records.update_space(new, expect_state=old.state)
+        except Conflict:
+            raise ControlError(
+                "conflict", "state_changed", "the Space changed meanwhile; reload"
+            ) from None
+        await self._emit(new, event, data)
+        return new
+
+    # -- producer controls ----------------------------------------------------------------------
+    async def set_delay(self, actor: Actor, space_id: str, seconds: float) -> Space:
+        if not 0.0 <= seconds <= MAX_DELAY_S:
+            raise ControlError("invalid", "bad_delay", f"the delay is 0–{MAX_DELAY_S:g} seconds")
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.SET_DELAY)
+        return await self._save(
+            space,
+            replace(space, delay_s=round(seconds, 2)),
+            "delay.set",
+            {"delay_s": round(seconds, 2)},
+        )
+
+    async def dump(self, actor: Actor, space_id: str) -> None:
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.DUMP)
+        await self._emit(space, "delay.dumped", {"by": actor.user_id})
+
+    async def pin_link(self, actor: Actor, space_id: str, url: str | None) -> Space:
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.PIN_LINK)
+        return await self._save(
+            space, replace(space, pinned_link=url), "space.pinned", {"url": url}
+        )
+
+    # -- the stage ------------------------------------------------------------------------------
+    async def stage(self, space_id: str) -> list[StageMember]:
+        return await self.records.stage(SpaceId(space_id))
+
+    async def _put_on_stage(self, space: Space, user: UserId, name: str, role: Role) -> StageMember:
+        current = await self.records.stage(space.id)
+        verdict = rules.check_capacity(
+            [m for m in current if m.user_id != user], space.limits, role
+        )
+        if not verdict.allowed:
+            raise ControlError(
+                "conflict",
+                verdict.reason,
+                "the stage is full"
+                if verdict.reason == rules.STAGE_FULL
+                else "there are already as many co-hosts as allowed",
+            )
+        existing = next((m for m in current if m.user_id == user), None)
+        member = StageMember(
+            space.id,
+            user,
+            role,
+            name,
+            existing.joined_at if existing else self._clock(),
+            muted_by_host=existing.muted_by_host if existing else False,
+            self_muted=existing.self_muted if existing else False,
+        )
+        try:
+            await self.records.put_stage_member(member, space.limits)
+        except StageFull as exc:
+            raise ControlError(
+                "conflict", rules.STAGE_FULL, str(exc) or "the stage is full"
+            ) from None
+        except Banned:
+            raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED]) from None
+        except Conflict as exc:
+            raise ControlError("conflict", "stage_conflict", str(exc)) from None
+        await self.records.lower_hand(space.id, user)
+        await self._emit(
+            space,
+            "stage.joined" if existing is None else "stage.role",
+            {"member": member_json(member)},
+        )
+        await self._webhook("stage.changed", space, {"member": member_json(member)})
+        return member
+
+    async def _take_off_stage(self, space: Space, user: UserId, event: str, by: UserId) -> None:
+        await self.records.remove_stage_member(space.id, user)
+        await self._emit(space, event, {"user_id": user, "by": by})
+        await self._webhook("stage.changed", space, {"left": user})
+
+    async def accept_request(self, actor: Actor, space_id: str, target: UserId) -> StageMember:
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.ACCEPT_REQUEST, target)
+        hand = next((h for h in await self.records.hands(space.id) if h.user_id == target), None)
+        if hand is None:
+            raise ControlError("conflict", "no_request", "that person has not asked to speak")
+        return await self._put_on_stage(space, target, hand.display_name, Role.SPEAKER)
+
+    async def decline_request(self, actor: Actor, space_id: str, target: UserId) -> None:
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.DECLINE_REQUEST, target)
+        if await self.records.lower_hand(space.id, target):
+            await self._emit(space, "hand.declined", {"user_id": target})
+
+    async def invite_to_speak(self, actor: Actor, space_id: str, target: UserId) -> None:
+        """Offer a listener a place on the stage; they take it with `accept_invitation`."""
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.INVITE_TO_SPEAK, target)
+        await self.records.put_invitation(
+            space.id, target, Role.SPEAKER, actor.user_id, self._clock()
+        )
+        await self._emit(space, "stage.invited", {"user_id": target, "by": actor.user_id})
+
+    async def accept_invitation(self, actor: Actor, space_id: str) -> StageMember:
+        space = await self._open_space(space_id)
+        if await self.records.is_banned(space.id, actor.user_id):
+            raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED])
+        role = await self.records.take_invitation(space.id, actor.user_id)
+        if role is None:
+            raise ControlError("conflict", "no_invitation", "you have no invitation to speak here")
+        return await self._put_on_stage(space, actor.user_id, actor.display_name, role)
+
+    async def join_with_invite_link(self, actor: Actor, space_id: str, role: Role) -> StageMember:
+        """An invite link (verified by the caller) seats whoever opens it, unless banned."""
+        space = await self._open_space(space_id)
+        if await self.records.is_banned(space.id, actor.user_id):
+            raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED])
+        current = await self.role_of(space, actor.user_id)
+        if current.on_stage:
+            member = await self.records.stage_member(space.id, actor.user_id)
+            assert member is not None
+            return member
+        return await self._put_on_stage(space, actor.user_id, actor.display_name, role)
+
+    async def move_to_audience(self, actor: Actor, space_id: str, target: UserId) -> None:
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.MOVE_TO_AUDIENCE, target)
+        await self._take_off_stage(space, target, "stage.left", actor.user_id)
+
+    async def leave_stage(self, actor: Actor, space_id: str) -> None:
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.LEAVE_STAGE)
+        await self._take_off_stage(space, actor.user_id, "stage.left", actor.user_id)
+
+    async def mute(self, actor: Actor, space_id: str, target: UserId) -> StageMember:
+        space = await self._open_space(space_id)
+        _, member = await self._authorize(space, actor, Action.MUTE, target)
+        assert member is not None
+        if target == actor.user_id:
+            member = replace(member, self_muted=True)
+        else:
+            member = replace(member, muted_by_host=True)
+        return await self._update_member(space, member, actor)
+
+    async def unmute(self, actor: Actor, space_id: str, target: UserId) -> StageMember:
+        space = await self._open_space(space_id)
+        _, member = await self._authorize(space, actor, Action.UNMUTE, target)
+        assert member is not None
+        return await self._update_member(
+            space, replace(member, self_muted=False, muted_by_host=False), actor
+        )
+
+    async def _update_member(self, space: Space, member: StageMember, actor: Actor) -> StageMember:
+        await self.records.update_stage_member(member)
+        await self._emit(space, "stage.muted", {"member": member_json(member), "by": actor.user_id})
+        return member
+
+    async def remove(self, actor: Actor, space_id: str, target: UserId) -> None:
+        space = await self._open_space(space_id)
+        role, _ = await self._authorize(space, actor, Action.REMOVE, target)
+        if role.on_stage:
+            await self.records.remove_stage_member(space.id, target)
+        await self.records.lower_hand(space.id, target)
+        await self._emit(space, "user.removed", {"user_id": target, "by": actor.user_id})
+        if role.on_stage:
+            await self._webhook("stage.changed", space, {"left": target})
+
+    async def ban(self, actor: Actor, space_id: str, target: UserId) -> None:
+        space = await self._open_space(space_id)
+        role, _ = await self._authorize(space, actor, Action.BAN, target)
+        await self.records.ban(Ban(space.id, target, actor.user_id, self._clock()))
+        await self._emit(space, "user.banned", {"user_id": target, "by": actor.user_id})
+        if role.on_stage:
+            await self._webhook("stage.changed", space, {"left": target})
+
+    async def add_cohost(
+        self, actor: Actor, space_id: str, target: UserId, display_name: str | None = None
+    ) -> StageMember:
+        space = await self._open_space(space_id)
+        _, member = await self._authorize(space, actor, Action.ADD_COHOST, target)
+        name = (
+            member.display_name
+            if member
+            else (display_name or await self._display_name(space, target))
+        )
+        return await self._put_on_stage(space, target, name, Role.COHOST)
+
+    async def remove_cohost(self, actor: Actor, space_id: str, target: UserId) -> StageMember:
+        space = await self._open_space(space_id)
+        _, member = await self._authorize(space, actor, Action.REMOVE_COHOST, target)
+        assert member is not None
+        return await self._put_on_stage(space, target, member.display_name, Role.SPEAKER)
+
+    async def transfer_host(self, actor: Actor, space_id: str, target: UserId) -> Space:
+        space = await self._open_space(space_id)
+        _, member = await self._authorize(space, actor, Action.TRANSFER_HOST, target)
+        assert member is not None
+        try:
+            await self.records.transfer_host(space.id, actor.user_id, target, space.limits)
+        except (Conflict, StageFull) as exc:
+            raise ControlError(
+                "conflict", "transfer_failed", f"the host role could not be handed over: {exc}"
+            ) from None
+        new_space = await self.space(space.id)
+        await self._emit(new_space, "host.transferred", {"from": actor.user_id, "to": target})
+        await self._webhook("stage.changed", new_space, {"host": target})
+        return new_space
+
+    async def _display_name(self, space: Space, user: UserId) -> str:
+        hand = next((h for h in await self.records.hands(space.id) if h.user_id == user), None)
+        if hand is not None:
+            return hand.display_name
+        account = await self.records.account(user)
+        return account.display_name if account is not None else "Guest"
+
+    # -- the audience ---------------------------------------------------------------------------
+    async def can_listen(
+        self, actor: Actor | None, space_id: str, invite_code: str | None = None
+    ) -> Space:
+        space = await self.space(space_id)
+        if space.visibility is Visibility.PRIVATE and invite_code != space.invite_code:
+            on_stage = actor is not None and (await self.role_of(space, actor.user_id)).on_stage
+            if not on_stage:
+                raise _not_found()  # a private Space does not exist for those without the link
+        if actor is not None:
+            await self._authorize(space, actor, Action.LISTEN)
+        return space
+
+    async def raise_hand(self, actor: Actor, space_id: str) -> bool:
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.RAISE_HAND)
+        try:
+            raised = await self.records.raise_hand(
+                RaisedHand(space.id, actor.user_id, actor.display_name, self._clock())
+            )
+        except Banned:
+            raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED]) from None
+        if raised:
+            await self._emit(
+                space, "hand.raised", {"user_id": actor.user_id, "display_name": actor.display_name}
+            )
+        return raised
+
+    async def lower_hand(self, actor: Actor, space_id: str) -> bool:
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.LOWER_HAND)
+        lowered = await self.records.lower_hand(space.id, actor.user_id)
+        if lowered:
+            await self._emit(space, "hand.lowered", {"user_id": actor.user_id})
+        return lowered
+
+    async def react(self, actor: Actor, space_id: str, emoji: str) -> float:
+        """Count a reaction; returns 0.0, or the seconds to wait when the person is over their limit."""
+        if emoji not in REACTIONS:
+            raise ControlError(
+                "invalid", "bad_reaction", f"reactions are one of {' '.join(REACTIONS)}"
+            )
+        space = await self._open_space(space_id)
+        await self._authorize(space, actor, Action.REACT)
+        now = self._clock()
+        wait = await self.live.take_token(
+            f"react:{space.id}:{actor.user_id}",
+            self.config.react_per_second,
+            self.config.react_burst,
+            now,
+        )
+        if wait == 0.0:
+            await self.live.add_reaction(space.id, emoji, int(now))
+        return wait
+
+
+def _random_invite_code() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(12)
+
+
+def space_json(space: Space) -> dict[str, Any]:
+    """The public face of a Space (never the private invite code)."""
+    data = asdict(space)
+    data.pop("invite_code")
+    data["state"] = space.state.value
+    data["visibility"] = space.visibility.value
+    return data
+
+
+def member_json(member: StageMember) -> dict[str, Any]:
+    return {
+        "user_id": member.user_id,
+        "display_name": member.display_name,
+        "role": member.role.value,
+        "muted": member.muted_by_host or member.self_muted,
+        "muted_by_host": member.muted_by_host,
+        "joined_at": member.joined_at,
+    }

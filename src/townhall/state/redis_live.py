@@ -1,0 +1,549 @@
+"""LiveState in Redis, shared by every process and node of a deployment.
+
+Theory of operation.
+
+* **Event log.** One Lua script INCRs the Space's counter, XADDs the event to a Stream under the id
+  `<seq>-0` with `MAXLEN = EVENT_LOG_LIMIT`, refreshes both TTLs and PUBLISHes the seq. A script runs
+  atomically, so writers on any number of processes get 1, 2, 3, … with no gap and no reordering,
+  and nobody can be notified of an event that is not yet readable. `events_since` reads the counter
+  and an XRANGE from `<after+1>-0` in one MULTI: if the first entry is not `after+1`, history was
+  trimmed (or lost) and the answer is None.
+* **Wake-ups.** Each process holds ONE pub/sub connection and subscribes to a Space's channel once,
+  however many of its WebSocket clients wait on that Space; a reader task fans notifications out to
+  in-process waiters through an `asyncio.Event` per Space. A subscription is confirmed and then the
+  counter is read once (GET), so no append can slip between "read latest" and "start listening".
+  The same happens after a reconnect (redis-py re-subscribes; each confirmation triggers a fresh
+  GET), so notifications lost while disconnected only delay waiters, they are never missed for good.
+  A Space nobody has waited on for `_WATCH_LINGER_S` is unsubscribed.
+* **Reactions** live in a ring of `_REACTION_SLOTS` hashes per Space (slot = second mod ring size),
+  each remembering which second it holds; **listeners** in a ring of HyperLogLogs (slot = bucket
+  mod ring size) plus a small hash saying which bucket each slot holds. Rings give every Space a
+  fixed, computable set of keys, so `forget_space` deletes them with one DEL (no SCAN over the
+  keyspace), Redis memory per Space is bounded whatever the callers' clocks say, and a listener's
+  expiry follows the `now` the caller passes, exactly as in the embedded store. TTLs clean up
+  Spaces nobody forgets.
+* **Rate limits** are one hash per key updated by a Lua token-bucket script.
+
+Every key of a Space carries the hash tag `{<space id>}`, so in Redis Cluster a Space's keys share
+one slot and the scripts may touch several of them. docs/redis-keys.md lists every key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+from collections.abc import Collection, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
+
+from townhall.state.live import (
+    EVENT_LOG_LIMIT,
+    LISTENER_BUCKET_S,
+    LISTENER_WINDOW_S,
+    REACTION_RETENTION_S,
+    SPEAKING_TTL_S,
+    Event,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "townhall"
+
+# ---- Keys (docs/redis-keys.md). Format with prefix=, space= (and slot= / key=). ----------------
+
+# STRING, integer: the Space's newest sequence number. Written by the append script (INCR), read by
+# latest_seq, events_since and the wake-up refresh. TTL EVENT_LOG_TTL_S from the last append;
+# deleted by forget_space.
+EVENT_SEQ_KEY = "{prefix}:space:{{{space}}}:seq"
+# STREAM: the last EVENT_LOG_LIMIT events, entry id "<seq>-0", fields t (type), at (UNIX seconds),
+# d (JSON data). Written by the append script (XADD MAXLEN), read by events_since (XRANGE). TTL and
+# deletion as EVENT_SEQ_KEY.
+EVENT_LOG_KEY = "{prefix}:space:{{{space}}}:events"
+# PUB/SUB CHANNEL (not a key): message "<seq>" after each append, "reset" after forget_space.
+# Published by the append script and forget_space; every process waiting on the Space subscribes.
+EVENT_CHANNEL = "{prefix}:space:{{{space}}}:appended"
+# HASH, one per ring slot 0 … _REACTION_SLOTS-1 (slot = second mod _REACTION_SLOTS): field "s" is
+# the whole second the slot holds, field "e:<emoji>" its count. Written by the add-reaction script
+# (a newer second resets the slot), read by reaction_totals. TTL REACTION_RETENTION_S from the last
+# reaction; deleted by forget_space.
+REACTIONS_KEY = "{prefix}:space:{{{space}}}:reactions:{slot}"
+# HYPERLOGLOG, one per ring slot 0 … _LISTENER_SLOTS-1 (slot = bucket mod _LISTENER_SLOTS, bucket =
+# floor(now / LISTENER_BUCKET_S)): the listener keys marked in that bucket. Written by the mark
+# script (PFADD; a newer bucket resets the slot), read by the count script (PFCOUNT over the
+# window). TTL _LISTENER_TTL_S from the last mark; deleted by forget_space.
+LISTENERS_KEY = "{prefix}:space:{{{space}}}:listeners:{slot}"
+# HASH: slot number → the bucket that LISTENERS_KEY slot holds. Written by the mark script, read by
+# the count script. TTL _LISTENER_TTL_S from the last mark; deleted by forget_space.
+LISTENER_BUCKETS_KEY = "{prefix}:space:{{{space}}}:listener-buckets"
+# HASH: user id → level in dBFS of who is speaking now. Replaced (DEL + HSET in MULTI) by
+# set_speaking from the Space's media node, read by speaking. TTL SPEAKING_TTL_S from the last
+# publish, so a dead media node leaves nobody speaking; deleted by forget_space.
+SPEAKING_KEY = "{prefix}:space:{{{space}}}:speaking"
+# HASH: fields tokens, at (the caller's clock, UNIX seconds) of one token bucket. Written and read by
+# the take-token script. TTL: the time a bucket takes to refill completely (it is then the same as
+# absent). Not per Space; the key names the caller and the limit, e.g. "react:<user id>".
+RATE_KEY = "{prefix}:rate:{key}"
+
+# -------------------------------------------------------------------------------------------------
+
+# An idle Space's log is kept a day after its last event, in case forget_space never comes.
+EVENT_LOG_TTL_S = 86_400
+_REACTION_SLOTS = REACTION_RETENTION_S + 1
+_WINDOW_BUCKETS = LISTENER_WINDOW_S // LISTENER_BUCKET_S
+# The window's buckets, the one filling now, and one spare for a caller a bucket ahead.
+_LISTENER_SLOTS = _WINDOW_BUCKETS + 2
+_LISTENER_TTL_S = _LISTENER_SLOTS * LISTENER_BUCKET_S
+_RESET = "reset"
+# Keep a Space's subscription this long after its last waiter left: a WebSocket handler waits
+# again right after each batch, and re-subscribing for every event would be churn.
+_WATCH_LINGER_S = 30.0
+_RETRY_S = 1.0
+# Lua's unpack() is limited by the C stack; feed PFADD at most this many keys per call.
+_MARK_BATCH = 1_000
+
+_APPEND = """
+-- KEYS: seq, stream; ARGV: limit, ttl, type, at, data, channel
+-- A counter without its stream (or the reverse) means the log was partly evicted: start afresh
+-- rather than fail XADD on an id below the stream's top.
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+local seq = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-0', 't', ARGV[3], 'at', ARGV[4], 'd', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[6], seq)
+return seq
+"""
+
+_ADD_REACTION = """
+-- KEYS: ring slot hash; ARGV: second, field, count, ttl
+local held = tonumber(redis.call('HGET', KEYS[1], 's'))
+local second = tonumber(ARGV[1])
+if held ~= nil and held > second then return 0 end  -- the slot moved on: too old to keep
+if held == nil or held < second then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 's', ARGV[1])
+end
+redis.call('HINCRBY', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+_MARK_LISTENERS = """
+-- KEYS: bucket map, ring slot HLL; ARGV: slot, bucket, ttl, listener keys...
+local held = tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
+local bucket = tonumber(ARGV[2])
+if held ~= nil and held > bucket then return 0 end  -- the slot moved on: too old to count
+if held == nil or held < bucket then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+redis.call('PFADD', KEYS[2], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+_COUNT_LISTENERS = """
+-- KEYS: bucket map, then ring slot HLLs 0..n-1; ARGV: lowest bucket, highest bucket
+local lo, hi = tonumber(ARGV[1]), tonumber(ARGV[2])
+local held = redis.call('HGETALL', KEYS[1])
+local window = {}
+for i = 1, #held, 2 do
+  local bucket = tonumber(held[i + 1])
+  if bucket >= lo and bucket <= hi then table.insert(window, KEYS[tonumber(held[i]) + 2]) end
+end
+if #window == 0 then return 0 end
+return redis.call('PFCOUNT', unpack(window))
+"""
+
+_TAKE_TOKEN = """
+-- KEYS: bucket hash; ARGV: per_second, burst, now, ttl_ms. Returns the wait as a string (a Lua
+-- number would be truncated to an integer on the way out).
+local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]), tonumber(state[2])
+if tokens == nil or at == nil then tokens, at = burst, now end
+-- Processes' clocks differ a little: time never runs backwards for a bucket.
+local elapsed = math.max(0, now - at)
+tokens = math.min(burst, tokens + elapsed * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%.17g', math.max(at, now)))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return string.format('%.17g', wait)
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(eq=False)
+class _Watch:
+    """This process's view of one Space's log head, shared by all its waiters."""
+
+    channel: str
+    seq_key: str
+    latest: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # subscribed, then latest read
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set and replaced on news
+    refs: int = 0
+    blocked: int = 0
+    idle_since: float | None = None
+    subscribe_sent: bool = False
+
+    def bump(self, seq: int) -> None:
+        if seq > self.latest:
+            self.latest = seq
+            self.wake()
+
+    def reset(self) -> None:
+        self.latest = 0
+        self.wake()
+
+    def wake(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class RedisLiveState:
+    """LiveState on Redis (see the module docstring for the data design)."""
+
+    def __init__(
+        self, redis: Redis, *, prefix: str = DEFAULT_PREFIX, owns_client: bool = False
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._owns_client = owns_client
+        self._append_script = redis.register_script(_APPEND)
+        self._reaction_script = redis.register_script(_ADD_REACTION)
+        self._mark_script = redis.register_script(_MARK_LISTENERS)
+        self._count_script = redis.register_script(_COUNT_LISTENERS)
+        self._token_script = redis.register_script(_TAKE_TOKEN)
+        self._pubsub = redis.pubsub()
+        self._watches: dict[str, _Watch] = {}  # by channel
+        self._dirty = asyncio.Event()  # the set of watches changed: (un)subscribe
+        self._manager: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        max_connections: int = 64,
+        pool_timeout: float = 5.0,
+    ) -> RedisLiveState:
+        """A store with its own client. Connections are bounded: past `max_connections` in use,
+        callers queue for up to `pool_timeout` seconds, then get a ConnectionError (answer 503)."""
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout,
+            decode_responses=True,
+            socket_keepalive=True,  # notice a half-open subscription connection
+        )
+        return cls(Redis.from_pool(pool), prefix=prefix, owns_client=True)
+
+    def _key(self, template: str, space_id: str, **more: object) -> str:
+        return template.format(prefix=self._prefix, space=space_id, **more)
+
+    def space_keys(self, space_id: str) -> list[str]:
+        """Every key this store may hold for a Space (what forget_space deletes)."""
+        return [
+            self._key(EVENT_SEQ_KEY, space_id),
+            self._key(EVENT_LOG_KEY, space_id),
+            self._key(SPEAKING_KEY, space_id),
+            self._key(LISTENER_BUCKETS_KEY, space_id),
+            *(self._key(LISTENERS_KEY, space_id, slot=s) for s in range(_LISTENER_SLOTS)),
+            *(self._key(REACTIONS_KEY, space_id, slot=s) for s in range(_REACTION_SLOTS)),
+        ]
+
+    # -- event log ---------------------------------------------------------------------------
+
+    async def append(self, space_id: str, type: str, data: Mapping[str, Any], at: float) -> Event:
+        payload = json.dumps(data, separators=(",", ":"))
+        seq = await self._append_script(
+            keys=[self._key(EVENT_SEQ_KEY, space_id), self._key(EVENT_LOG_KEY, space_id)],
+            args=[
+                EVENT_LOG_LIMIT,
+                EVENT_LOG_TTL_S,
+                type,
+                repr(float(at)),
+                payload,
+                self._key(EVENT_CHANNEL, space_id),
+            ],
+        )
+        return Event(seq=int(seq), type=type, at=float(at), data=json.loads(payload))
+
+    async def events_since(
+        self, space_id: str, after_seq: int, limit: int = 500
+    ) -> list[Event] | None:
+        if limit < 1 or after_seq < 0:
+            raise ValueError("after_seq must be at least 0 and limit at least 1")
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self._key(EVENT_SEQ_KEY, space_id))
+            pipe.xrange(self._key(EVENT_LOG_KEY, space_id), f"{after_seq + 1}-0", "+", count=limit)
+            raw_latest, entries = await pipe.execute()
+        latest = int(raw_latest or 0)
+        if after_seq > latest:
+            # The log was lost (forget_space, expiry, a flushed Redis) and started again.
+            return None
+        if after_seq == latest:
+            return []
+        events = [self._event(entry_id, fields) for entry_id, fields in entries]
+        if not events or events[0].seq != after_seq + 1:
+            return None  # trimmed past the client's position
+        return events
+
+    @staticmethod
+    def _event(entry_id: Any, fields: Mapping[Any, Any]) -> Event:
+        values = {_text(k): _text(v) for k, v in fields.items()}
+        return Event(
+            seq=int(_text(entry_id).partition("-")[0]),
+            type=values["t"],
+            at=float(values["at"]),
+            data=json.loads(values["d"]),
+        )
+
+    async def latest_seq(self, space_id: str) -> int:
+        return int(await self._redis.get(self._key(EVENT_SEQ_KEY, space_id)) or 0)
+
+    async def wait_for_events(self, space_id: str, after_seq: int, timeout: float) -> bool:  # noqa: ASYNC109
+        if self._closed:
+            return False
+        if timeout <= 0:
+            return await self.latest_seq(space_id) > after_seq
+        channel = self._key(EVENT_CHANNEL, space_id)
+        watch = self._watches.get(channel)
+        if watch is None:
+            watch = self._watches[channel] = _Watch(channel, self._key(EVENT_SEQ_KEY, space_id))
+            self._start_manager()
+            self._dirty.set()
+        watch.refs += 1
+        watch.idle_since = None
+        try:
+            async with asyncio.timeout(timeout):
+                await watch.ready.wait()
+                while watch.latest <= after_seq and not self._closed:
+                    changed = watch.changed
+                    watch.blocked += 1
+                    try:
+                        await changed.wait()
+                    finally:
+                        watch.blocked -= 1
+        except TimeoutError:
+            pass
+        finally:
+            watch.refs -= 1
+            if watch.refs == 0:
+                watch.idle_since = asyncio.get_running_loop().time()
+        return watch.latest > after_seq
+
+    def waiting(self, space_id: str) -> int:
+        watch = self._watches.get(self._key(EVENT_CHANNEL, space_id))
+        return watch.blocked if watch is not None else 0
+
+    def _start_manager(self) -> None:
+        if self._manager is None:
+            self._manager = asyncio.create_task(self._manage_subscriptions())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _manage_subscriptions(self) -> None:
+        """The only task that sends (UN)SUBSCRIBE, so they reach Redis in the order decided."""
+        loop = asyncio.get_running_loop()
+        stale: set[str] = set()  # unsubscribes that failed, retried
+        while not self._closed:
+            # Wake on a new watch, or every linger period to drop idle ones.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_WATCH_LINGER_S):
+                    await self._dirty.wait()
+            self._dirty.clear()
+            now = loop.time()
+            for channel, watch in list(self._watches.items()):
+                if (
+                    watch.refs == 0
+                    and watch.idle_since is not None
+                    and now - watch.idle_since >= _WATCH_LINGER_S
+                ):
+                    del self._watches[channel]
+                    stale.add(channel)
+            stale -= self._watches.keys()
+            new = [w for w in self._watches.values() if not w.subscribe_sent]
+            for watch in new:
+                watch.subscribe_sent = True
+            try:
+                if stale:
+                    await self._pubsub.unsubscribe(*stale)
+                    stale.clear()
+                if new:
+                    await self._pubsub.subscribe(*(w.channel for w in new))
+                    if self._reader is None:
+                        self._reader = asyncio.create_task(self._read_notifications())
+            except (RedisError, OSError) as exc:
+                log.warning("live state: pub/sub (un)subscribe failed, retrying: %s", exc)
+                for watch in new:
+                    watch.subscribe_sent = False
+                self._dirty.set()
+                await asyncio.sleep(_RETRY_S)  # back off before retrying
+
+    async def _read_notifications(self) -> None:
+        while not self._closed:
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+            except (RedisError, OSError) as exc:
+                log.warning("live state: pub/sub connection lost, reconnecting: %s", exc)
+                await asyncio.sleep(_RETRY_S)  # back off before reconnecting
+                continue
+            if message is None:
+                continue
+            watch = self._watches.get(_text(message["channel"]))
+            if watch is None:
+                continue
+            kind = _text(message["type"])
+            if kind == "subscribe":
+                # Subscribed (first time or after a reconnect): anything appended before this
+                # point is in the counter, anything after will be published to us.
+                self._spawn(self._refresh(watch))
+            elif kind == "message":
+                data = _text(message["data"])
+                if data == _RESET:
+                    watch.reset()
+                else:
+                    watch.bump(int(data))
+
+    async def _refresh(self, watch: _Watch) -> None:
+        # Retried until it works: until then the watch's waiters would only ever time out.
+        while not self._closed and self._watches.get(watch.channel) is watch:
+            try:
+                latest = int(await self._redis.get(watch.seq_key) or 0)
+            except (RedisError, OSError) as exc:
+                log.warning("live state: reading %s failed, retrying: %s", watch.seq_key, exc)
+                await asyncio.sleep(_RETRY_S)  # back off before retrying
+                continue
+            watch.bump(latest)
+            watch.ready.set()
+            return
+
+    # -- reactions ---------------------------------------------------------------------------
+
+    async def add_reaction(self, space_id: str, emoji: str, second: int, count: int = 1) -> None:
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        await self._reaction_script(
+            keys=[self._key(REACTIONS_KEY, space_id, slot=second % _REACTION_SLOTS)],
+            args=[second, f"e:{emoji}", count, REACTION_RETENTION_S],
+        )
+
+    async def reaction_totals(
+        self, space_id: str, since_second: int, until_second: int
+    ) -> dict[str, int]:
+        seconds = range(max(since_second, until_second - REACTION_RETENTION_S), until_second + 1)
+        if not seconds:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for second in seconds:
+                pipe.hgetall(self._key(REACTIONS_KEY, space_id, slot=second % _REACTION_SLOTS))
+            slots = await pipe.execute()
+        totals: dict[str, int] = {}
+        for second, raw in zip(seconds, slots, strict=True):
+            held = {_text(k): _text(v) for k, v in raw.items()}
+            if held.get("s") != str(second):
+                continue  # empty, or holding another second
+            for name, value in held.items():
+                if name.startswith("e:"):
+                    totals[name[2:]] = totals.get(name[2:], 0) + int(value)
+        return totals
+
+    # -- listeners ---------------------------------------------------------------------------
+
+    async def mark_listener(self, space_id: str, listener_key: str, now: float) -> None:
+        await self.mark_listeners(space_id, (listener_key,), now)
+
+    async def mark_listeners(
+        self, space_id: str, listener_keys: Collection[str], now: float
+    ) -> None:
+        bucket = math.floor(now / LISTENER_BUCKET_S)
+        slot = bucket % _LISTENER_SLOTS
+        keys = [
+            self._key(LISTENER_BUCKETS_KEY, space_id),
+            self._key(LISTENERS_KEY, space_id, slot=slot),
+        ]
+        batch = list(listener_keys)
+        for start in range(0, len(batch), _MARK_BATCH):
+            await self._mark_script(
+                keys=keys,
+                args=[slot, bucket, _LISTENER_TTL_S, *batch[start : start + _MARK_BATCH]],
+            )
+
+    async def listener_count(self, space_id: str, now: float) -> int:
+        bucket = math.floor(now / LISTENER_BUCKET_S)
+        count = await self._count_script(
+            keys=[
+                self._key(LISTENER_BUCKETS_KEY, space_id),
+                *(self._key(LISTENERS_KEY, space_id, slot=s) for s in range(_LISTENER_SLOTS)),
+            ],
+            args=[bucket - _WINDOW_BUCKETS, bucket],
+        )
+        return int(count)
+
+    # -- speaking ----------------------------------------------------------------------------
+
+    async def set_speaking(self, space_id: str, speaking: Mapping[str, float], now: float) -> None:
+        key = self._key(SPEAKING_KEY, space_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if speaking:
+                pipe.hset(key, mapping={user: repr(float(v)) for user, v in speaking.items()})
+                pipe.pexpire(key, int(SPEAKING_TTL_S * 1000))
+            await pipe.execute()
+
+    async def speaking(self, space_id: str) -> dict[str, float]:
+        held = await self._redis.hgetall(self._key(SPEAKING_KEY, space_id))
+        return {_text(user): float(_text(level)) for user, level in held.items()}
+
+    # -- rate limits -------------------------------------------------------------------------
+
+    async def take_token(self, key: str, per_second: float, burst: int, now: float) -> float:
+        if per_second <= 0 or burst < 1:
+            raise ValueError("a rate limit needs per_second > 0 and burst >= 1")
+        refill_ms = math.ceil(burst / per_second * 1000) + 1000
+        wait = await self._token_script(
+            keys=[RATE_KEY.format(prefix=self._prefix, key=key)],
+            args=[repr(float(per_second)), burst, repr(float(now)), refill_ms],
+        )
+        return float(_text(wait))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def forget_space(self, space_id: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*self.space_keys(space_id))
+            pipe.publish(self._key(EVENT_CHANNEL, space_id), _RESET)
+            await pipe.execute()
+
+    async def close(self) -> None:
+        self._closed = True
+        for watch in self._watches.values():
+            watch.ready.set()
+            watch.wake()
+        tasks = [t for t in (self._manager, self._reader, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        if self._owns_client:
+            await self._redis.aclose()

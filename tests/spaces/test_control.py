@@ -1,0 +1,182 @@
+"""The control plane's commands against real records (SQLite) and the embedded live state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from townhall.spaces.control import Actor, ControlError, NewSpace, SpaceControl
+from townhall.spaces.model import Role, SpaceState, StageLimits, UserId, Visibility
+from townhall.state.embedded_live import EmbeddedLiveState
+from townhall.state.records import open_records
+
+HOST = Actor(UserId("u-host00000000"), "Hana Host")
+COHOST = Actor(UserId("u-cohost000000"), "Cole Cohost")
+SPEAKER = Actor(UserId("u-speaker00000"), "Sam Speaker")
+LISTENER = Actor(UserId("g-listener0000"), "Lee Listener", is_guest=True)
+TROLL = Actor(UserId("g-troll0000000"), "Troll", is_guest=True)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def control(tmp_path: Path) -> AsyncIterator[SpaceControl]:
+    records = await open_records(f"sqlite+aiosqlite:///{tmp_path / 'townhall.db'}")
+    live = EmbeddedLiveState()
+    yield SpaceControl(records, live, clock=Clock())
+    await live.close()
+    await records.close()
+
+
+async def events(control: SpaceControl, space_id: str) -> list[str]:
+    found = await control.live.events_since(space_id, 0)
+    assert found is not None
+    return [e.type for e in found]
+
+
+async def refused(code: str, awaitable: object) -> ControlError:
+    with pytest.raises(ControlError) as caught:
+        await awaitable  # type: ignore[misc]
+    assert caught.value.code == code, caught.value.message
+    return caught.value
+
+
+async def test_a_new_space_opens_in_the_green_room_with_its_host_on_stage(
+    control: SpaceControl,
+) -> None:
+    space = await control.create(HOST, NewSpace("Morning show"))
+    assert space.state is SpaceState.GREEN_ROOM
+    assert [(m.user_id, m.role) for m in await control.stage(space.id)] == [
+        (HOST.user_id, Role.HOST)
+    ]
+    assert await events(control, space.id) == ["space.created"]
+
+
+async def test_a_listener_asks_to_speak_and_the_host_brings_them_up(control: SpaceControl) -> None:
+    space = await control.create(HOST, NewSpace("Q&A"))
+    assert await control.raise_hand(LISTENER, space.id) is True
+    assert await control.raise_hand(LISTENER, space.id) is False  # no duplicates in the queue
+    await refused("not_moderator", control.accept_request(SPEAKER, space.id, LISTENER.user_id))
+    member = await control.accept_request(HOST, space.id, LISTENER.user_id)
+    assert member.role is Role.SPEAKER
+    assert await control.records.hands(space.id) == []
+    assert "stage.joined" in await events(control, space.id)
+
+
+async def test_only_the_speaker_can_unmute_themselves(control: SpaceControl) -> None:
+    space = await control.create(HOST, NewSpace("Mutes"))
+    await control.records.put_invitation(space.id, SPEAKER.user_id, Role.SPEAKER, HOST.user_id, 0.0)
+    await control.accept_invitation(SPEAKER, space.id)
+    muted = await control.mute(HOST, space.id, SPEAKER.user_id)
+    assert muted.muted_by_host
+    await refused("only_self_can_unmute", control.unmute(HOST, space.id, SPEAKER.user_id))
+    unmuted = await control.unmute(SPEAKER, space.id, SPEAKER.user_id)
+    assert not unmuted.muted_by_host and not unmuted.self_muted
+
+
+async def test_the_stage_limit_holds(control: SpaceControl) -> None:
+    space = await control.create(
+        HOST, NewSpace("Tiny", limits=StageLimits(max_cohosts=1, max_speakers=1))
+    )
+    for actor in (SPEAKER, LISTENER):
+        await control.raise_hand(actor, space.id)
+    await control.accept_request(HOST, space.id, SPEAKER.user_id)
+    await refused("stage_full", control.accept_request(HOST, space.id, LISTENER.user_id))
+    await control.add_cohost(HOST, space.id, COHOST.user_id, "Cole")
+    await refused("cohosts_full", control.add_cohost(HOST, space.id, LISTENER.user_id, "Lee"))
+
+
+async def test_a_banned_listener_can_do_nothing_in_the_space(control: SpaceControl) -> None:
+    space = await control.create(HOST, NewSpace("Bans"))
+    await control.raise_hand(TROLL, space.id)
+    await control.ban(HOST, space.id, TROLL.user_id)
+    assert await control.records.hands(space.id) == []
+    await refused("banned", control.raise_hand(TROLL, space.id))
+    await refused("banned", control.react(TROLL, space.id, "👏"))
+    await refused("banned", control.can_listen(TROLL, space.id))
+    await refused("banned", control.join_with_invite_link(TROLL, space.id, Role.SPEAKER))
+    await refused("banned", control.accept_invitation(TROLL, space.id))
+
+
+async def test_nobody_can_ban_or_mute_the_host(control: SpaceControl) -> None:
+    space = await control.create(HOST, NewSpace("Host"))
+    await control.add_cohost(HOST, space.id, COHOST.user_id, "Cole")
+    await refused("cannot_target_host", control.ban(COHOST, space.id, HOST.user_id))
+    await refused("cannot_target_host", control.mute(COHOST, space.id, HOST.user_id))
+
+
+async def test_go_live_delay_dump_and_end(control: SpaceControl) -> None:
+    space = await control.create(HOST, NewSpace("Show"))
+    await control.add_cohost(HOST, space.id, COHOST.user_id, "Cole")
+    await refused("not_host", control.go_live(COHOST, space.id))
+    live = await control.go_live(HOST, space.id)
+    assert live.state is SpaceState.LIVE and live.started_at is not None
+    assert (await control.set_delay(COHOST, space.id, 7.5)).delay_s == 7.5
+    await refused("bad_delay", control.set_delay(HOST, space.id, 31))
+    await control.dump(COHOST, space.id)
+    ended = await control.end(HOST, space.id)
+    assert ended.state is SpaceState.ENDED
+    await refused("space_ended", control.end(HOST, space.id))
+    assert await events(control, space.id) == [
+        "space.created",
+        "stage.joined",
+        "space.state",
+        "delay.set",
+        "delay.dumped",
+        "space.state",
+    ]
+    kinds = [json.loads(d.payload_json)["type"] for d in await control.records.deliveries()]
+    assert kinds == [] or set(kinds) <= {"space.started", "space.ended", "stage.changed"}
+
+
+async def test_ending_a_space_that_never_went_live_cancels_it(control: SpaceControl) -> None:
+    space = await control.create(HOST, NewSpace("Never mind"))
+    assert (await control.end(HOST, space.id)).state is SpaceState.CANCELLED
+
+
+async def test_a_scheduled_space_validates_its_time(control: SpaceControl) -> None:
+    now = control._clock()
+    await refused(
+        "start_in_past", control.create(HOST, NewSpace("Late", scheduled_start=now - 3600))
+    )
+    space = await control.create(HOST, NewSpace("Soon", scheduled_start=now + 600))
+    assert space.state is SpaceState.SCHEDULED
+    opened = await control.open(HOST, space.id)
+    assert opened.state is SpaceState.GREEN_ROOM
+
+
+async def test_a_private_space_does_not_exist_without_its_invite_code(
+    control: SpaceControl,
+) -> None:
+    space = await control.create(HOST, NewSpace("Secret", visibility=Visibility.PRIVATE))
+    await refused("space_not_found", control.can_listen(LISTENER, space.id))
+    assert (await control.can_listen(LISTENER, space.id, space.invite_code)).id == space.id
+    assert (await control.can_listen(HOST, space.id)).id == space.id
+
+
+async def test_reactions_are_a_fixed_set_and_rate_limited_per_person(control: SpaceControl) -> None:
+    space = await control.create(HOST, NewSpace("Claps"))
+    await refused("bad_reaction", control.react(LISTENER, space.id, "💩"))
+    waits = [await control.react(LISTENER, space.id, "👏") for _ in range(20)]
+    assert waits[0] == 0.0 and waits[-1] > 0.0
+    now = int(control._clock())
+    totals = await control.live.reaction_totals(space.id, now - 1, now)
+    assert totals == {"👏": control.config.react_burst}
+
+
+async def test_the_host_can_hand_over_and_becomes_a_cohost(control: SpaceControl) -> None:
+    space = await control.create(HOST, NewSpace("Hand-over"))
+    await control.add_cohost(HOST, space.id, COHOST.user_id, "Cole")
+    new = await control.transfer_host(HOST, space.id, COHOST.user_id)
+    assert new.host_id == COHOST.user_id
+    roles = {m.user_id: m.role for m in await control.stage(space.id)}
+    assert roles == {COHOST.user_id: Role.HOST, HOST.user_id: Role.COHOST}
