@@ -54,6 +54,19 @@ export async function api(path, { method = 'GET', body, token, keepalive = false
   return data;
 }
 
+const STATE_LABELS = {
+  scheduled: 'Scheduled',
+  green_room: 'Green room',
+  live: 'Live',
+  ended: 'Ended',
+  cancelled: 'Cancelled',
+};
+
+/** A Space's lifecycle state as people say it. */
+export function stateLabel(state) {
+  return STATE_LABELS[state] || String(state).replace(/_/g, ' ');
+}
+
 /** The Space id in /s/{id} or /s/{id}/stage, or null. */
 export function spaceIdFromPath(pathname = location.pathname) {
   const match = /^\/s\/([a-z0-9]{10})(?:\/|$)/.exec(pathname);

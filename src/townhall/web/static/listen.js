@@ -3,9 +3,14 @@
 // Theory of operation. Everything a listener fetches is a cacheable GET: the Space record once, then
 // the playlists and media. hls.js plays where Media Source Extensions exist (low-latency mode, so
 // it follows EXT-X-PART, blocking reloads and preload hints); elsewhere (iPhone Safari without
-// MSE) the browser's own HLS player takes the playlist URL. The target latency is the playlist's
-// PART-HOLD-BACK, which the origin sets; when playback drifts behind it, hls.js plays a little
-// faster to catch up, and beyond MAX_BEHIND_S the page jumps to the live edge.
+// MSE) the browser's own HLS player takes the playlist URL.
+//
+// Latency. The target is the playlist's PART-HOLD-BACK plus one PART-TARGET: parts arrive whole, so
+// the buffer ahead saws by one part, and hls.js only speeds up with more than 1 s buffered; with the
+// bare hold-back as target it can never settle and flips the playback rate forever (seen: 1.0 ↔ 1.15
+// several times a second). When playback drifts behind the target, hls.js plays up to 15 % faster;
+// beyond MAX_BEHIND_S the page jumps to the live edge. hls.js adds a second to its target after each
+// stall and never takes it back; after STALL_FORGIVE_MS without a stall the page resets it.
 //
 // Recovery: fatal media errors go to hls.recoverMediaError (swapping the codec hint if that
 // repeats quickly); fatal network errors first ask the API whether the Space has ended, and if not,
@@ -13,11 +18,12 @@
 // carries EXT-X-ENDLIST and playback reaches its end, or when the API says so.
 
 import Hls from './vendor/hls.min.mjs';
-import { ApiError, api, byId, say, spaceIdFromPath } from './api.js';
+import { ApiError, api, byId, say, spaceIdFromPath, stateLabel } from './api.js';
 
 const MAX_BEHIND_S = 6; // further behind than this after a stall: jump to live instead of speeding up
 const STALL_RECONNECTING_MS = 4000; // no progress for this long while playing: say so, check the Space
 const END_STALL_MS = 1500; // after ENDLIST, this long without progress means the end was reached
+const STALL_FORGIVE_MS = 30000;
 const MAX_BACKOFF_S = 15;
 const TICK_MS = 500;
 
@@ -48,6 +54,7 @@ const ui = {
   status: byId('status'),
   latency: byId('latency'),
   live: byId('live'),
+  controls: byId('controls'),
   volume: byId('volume'),
   error: byId('error'),
   audio: byId('player'),
@@ -64,6 +71,8 @@ const player = {
   attempt: 0,
   retryTimer: 0,
   lastMediaRecovery: -Infinity,
+  targetLatency: null, // seconds, from the playlist (see the top of this file)
+  lastStallAt: 0,
   endlist: false,
   lastTime: -1,
   lastProgressAt: 0,
@@ -81,20 +90,23 @@ function setState(state, message = '') {
   ui.status.dataset.state = state;
   ui.status.textContent = message || STATE_TEXT[state];
   const over = state === 'ended' || state === 'unavailable';
+  // Nothing left to play (replay comes later): only the status remains.
+  ui.play.hidden = over;
   ui.play.disabled = over;
+  ui.controls.hidden = over;
+  ui.latency.hidden = over;
   const playing = state === 'playing' || state === 'loading' || state === 'reconnecting';
   ui.play.setAttribute('aria-label', playing ? 'Pause' : 'Play');
   ui.playLabel.textContent = playing ? 'Pause' : 'Play';
   ui.play.querySelector('.icon').textContent = playing ? '❚❚' : '▶';
-  ui.live.disabled = over || !player.started;
-  if (over) ui.latency.textContent = '';
+  ui.live.disabled = !player.started;
 }
 
 function showSpace(space) {
   ui.title.textContent = space.title;
   document.title = `${space.title} · townhall`;
   ui.spaceState.dataset.state = space.state;
-  ui.spaceState.textContent = space.state === 'live' ? 'Live' : space.state === 'ended' ? 'Ended' : space.state;
+  ui.spaceState.textContent = stateLabel(space.state);
 }
 
 // ------------------------------------------------------------------------------- audio analysis
@@ -168,12 +180,14 @@ function jumpToLive() {
 
 function createHls() {
   const hls = new Hls(HLS_CONFIG);
+  player.targetLatency = null;
   hls.on(Hls.Events.ERROR, onHlsError);
-  hls.on(Hls.Events.LEVEL_UPDATED, (_, data) => {
-    if (data.details && !data.details.live) player.endlist = true;
-  });
-  hls.on(Hls.Events.LEVEL_LOADED, (_, data) => {
-    if (data.details && !data.details.live) player.endlist = true;
+  hls.on(Hls.Events.LEVEL_UPDATED, (_, { details }) => {
+    if (!details.live) player.endlist = true;
+    if (player.targetLatency === null && details.partTarget > 0) {
+      player.targetLatency = (details.partHoldBack || details.holdBack) + details.partTarget;
+      hls.targetLatency = player.targetLatency;
+    }
   });
   hls.on(Hls.Events.FRAG_BUFFERED, () => {
     player.attempt = 0;
@@ -235,8 +249,10 @@ function finish() {
   destroyHls();
   if (player.native) ui.audio.removeAttribute('src');
   ui.audio.pause();
-  ui.spaceState.dataset.state = 'ended';
-  ui.spaceState.textContent = 'Ended';
+  if (ui.spaceState.dataset.state !== 'cancelled') {
+    ui.spaceState.dataset.state = 'ended';
+    ui.spaceState.textContent = stateLabel('ended');
+  }
   setState('ended');
 }
 
@@ -244,13 +260,14 @@ async function spaceHasEnded() {
   try {
     const space = await api(`/api/spaces/${spaceId}`);
     showSpace(space);
-    return space.state === 'ended';
+    return space.state === 'ended' || space.state === 'cancelled';
   } catch (err) {
     return err instanceof ApiError && (err.status === 404 || err.status === 410);
   }
 }
 
 function onHlsError(_, data) {
+  if (data.details === Hls.ErrorDetails.BUFFER_STALLED_ERROR) player.lastStallAt = performance.now();
   if (!data.fatal) return;
   if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
     const now = performance.now();
@@ -286,6 +303,13 @@ async function recoverLater(canResumeLoading) {
   }, delay * 1000);
 }
 
+/** Give hls.js its original target back once playback has been smooth for a while. */
+function forgiveOldStalls(now) {
+  const { hls, targetLatency } = player;
+  if (!hls || targetLatency === null || now - player.lastStallAt < STALL_FORGIVE_MS) return;
+  if (hls.targetLatency !== null && hls.targetLatency > targetLatency + 0.01) hls.targetLatency = targetLatency;
+}
+
 /** Twice a second: show latency, notice stalls and the end of an ended playlist. */
 async function tick() {
   if (!player.started || player.state === 'ended') return;
@@ -298,6 +322,7 @@ async function tick() {
     player.lastProgressAt = now;
     player.stallChecked = false;
     if (behind !== null && behind > MAX_BEHIND_S) jumpToLive();
+    forgiveOldStalls(now);
     return;
   }
   const stalledFor = now - player.lastProgressAt;
@@ -345,7 +370,7 @@ async function main() {
   try {
     const space = await api(`/api/spaces/${spaceId}`);
     showSpace(space);
-    if (space.state === 'ended') {
+    if (space.state === 'ended' || space.state === 'cancelled') {
       finish();
       return;
     }
@@ -353,6 +378,7 @@ async function main() {
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) {
       ui.title.textContent = 'No such Space';
+      ui.spaceState.textContent = 'Not found';
       setState('unavailable', 'This Space does not exist. Check the link.');
       return;
     }

@@ -12,10 +12,21 @@
 //   ?raw=1 turns echoCancellation, noiseSuppression and autoGainControl off; each can also be set
 //   on its own, e.g. ?echoCancellation=0&autoGainControl=1.
 
-import { ApiError, api, byId, copyField, jwtClaims, listenerLink, say, spaceIdFromPath, stageLink } from './api.js';
+import {
+  ApiError,
+  api,
+  byId,
+  copyField,
+  jwtClaims,
+  listenerLink,
+  say,
+  spaceIdFromPath,
+  stageLink,
+  stateLabel,
+} from './api.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 3000;
-const DISCONNECTED_GRACE_MS = 4000; // ICE often recovers from "disconnected" on its own
+const DISCONNECTED_GRACE_MS = 2500; // ICE may recover from "disconnected" by itself; a fresh connection is cheap
 const MAX_ATTEMPTS = 8; // then stop and offer "Try again"
 const MAX_BACKOFF_S = 30;
 const SPACE_POLL_MS = 10000; // the stage is small: polling the Space's state is cheap here
@@ -38,6 +49,7 @@ const ui = {
   mute: byId('mute'),
   leave: byId('leave'),
   level: byId('level'),
+  meter: byId('meter'),
   error: byId('error'),
   remote: byId('remote'),
   listenLink: byId('listen-link'),
@@ -99,7 +111,8 @@ function setState(state, detail = '') {
   ui.connection.dataset.state = state;
   ui.connection.textContent = detail ? `${STATE_TEXT[state]} ${detail}` : STATE_TEXT[state];
   const onStage = session.stream !== null;
-  ui.start.hidden = onStage && state !== 'failed';
+  ui.start.hidden = (onStage && state !== 'failed') || session.spaceEnded;
+  ui.meter.hidden = session.spaceEnded;
   ui.start.disabled = session.spaceEnded || !token || session.opening;
   ui.start.textContent = state === 'failed' ? 'Try again' : 'Start talking';
   ui.mute.hidden = !onStage;
@@ -114,7 +127,7 @@ function showSpace(space) {
 
 function showSpaceState(state) {
   ui.spaceState.dataset.state = state;
-  ui.spaceState.textContent = state === 'live' ? 'Live' : state === 'ended' ? 'Ended' : state;
+  ui.spaceState.textContent = stateLabel(state);
 }
 
 function showError(message) {
@@ -382,7 +395,7 @@ function setMuted(muted) {
 function spaceEnded() {
   session.spaceEnded = true;
   clearInterval(spacePoll);
-  showSpaceState('ended');
+  if (ui.spaceState.dataset.state !== 'cancelled') showSpaceState('ended');
   stopSession();
   ui.hostTools.hidden = true;
   setState('ended');
@@ -433,7 +446,8 @@ async function refreshSpace() {
   try {
     const space = await api(`/api/spaces/${spaceId}`);
     showSpace(space);
-    if (space.state === 'ended' && !session.spaceEnded) spaceEnded();
+    const over = space.state === 'ended' || space.state === 'cancelled';
+    if (over && !session.spaceEnded) spaceEnded();
     return true;
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) {
@@ -466,6 +480,8 @@ function wire() {
     ui.end.focus();
   });
   ui.endYes.addEventListener('click', endSpace);
+  // Pasting another stage link into this tab changes only the fragment: start over with its token.
+  window.addEventListener('hashchange', () => location.reload());
   // Leaving the page hangs up at once rather than waiting for ICE consent to time out.
   window.addEventListener('pagehide', () => {
     if (session.stream) api(`/api/spaces/${spaceId}/rtc`, { method: 'DELETE', token, keepalive: true }).catch(() => {});
