@@ -54,15 +54,15 @@ async def test_media_objects_are_immutable_and_cors_open(
     stream = media.packager.stream_id
     for path in (
         f"/{SPACE}/{stream}/init.mp4",
-        f"/{SPACE}/{stream}/p0.0.m4s",
-        f"/{SPACE}/{stream}/s0.m4s",
+        f"/{SPACE}/{stream}/p1.0.m4s",
+        f"/{SPACE}/{stream}/s1.m4s",
     ):
         response = await client.get(path)
         assert response.status_code == 200, path
         assert "immutable" in response.headers["cache-control"]
         assert response.headers["access-control-allow-origin"] == "*"
         assert response.headers["content-type"] == "audio/mp4"
-    assert (await client.get(f"/{SPACE}/{stream}/s0.m4s")).content == media.packager.segment(0)
+    assert (await client.get(f"/{SPACE}/{stream}/s1.m4s")).content == media.packager.segment(1)
 
 
 async def test_playlists_are_fresh_for_less_than_a_part(
@@ -122,7 +122,7 @@ async def test_the_preload_hinted_part_is_served_when_it_is_produced(
         ({"_HLS_msn": "-1"}, 400),
         ({"_HLS_msn": "x"}, 400),
         ({"_HLS_msn": "99999"}, 400),  # far future
-        ({"_HLS_msn": "0", "_HLS_part": "0"}, 200),  # already there
+        ({"_HLS_msn": "1", "_HLS_part": "0"}, 200),  # already there
     ],
 )
 async def test_blocking_reload_directives_are_validated(
@@ -145,7 +145,7 @@ async def test_unknown_spaces_streams_and_objects_are_404(
         f"/{SPACE}/deadbeef/init.mp4",
         f"/{SPACE}/{stream}/p999.0.m4s",
         f"/{SPACE}/{stream}/../../etc/passwd",
-        f"/{SPACE}/{stream}/s1.m4s",  # not complete yet
+        f"/{SPACE}/{stream}/s2.m4s",  # not complete yet
     ):
         response = await client.get(path)
         assert response.status_code == 404, path

@@ -112,19 +112,24 @@ def build_api(
                 headers={"Retry-After": RateLimiter.retry_after(wait)},
             )
 
-    def space_out(space: Space) -> SpaceOut:
+    def base(request: Request) -> str:
+        """Links point where the caller reached us, unless TOWNHALL_PUBLIC_URL says otherwise
+        (so binding 0.0.0.0 or sitting behind a proxy never hands out unusable links)."""
+        return config.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+
+    def space_out(space: Space, request: Request) -> SpaceOut:
         return SpaceOut(
             id=space.id,
             title=space.title,
             state=space.state.value,
             created_at=space.created_at,
             ended_at=space.ended_at,
-            listen_url=f"{config.base_url}/s/{space.id}",
-            playlist_url=f"{config.base_url}/live/{space.id}/index.m3u8",
+            listen_url=f"{base(request)}/s/{space.id}",
+            playlist_url=f"{base(request)}/live/{space.id}/index.m3u8",
         )
 
-    def stage_url(space_id: str, token: str) -> str:
-        return f"{config.base_url}/s/{space_id}/stage#token={token}"
+    def stage_url(space_id: str, token: str, request: Request) -> str:
+        return f"{base(request)}/s/{space_id}/stage#token={token}"
 
     def valid_space_id(space_id: str) -> str:
         if not is_space_id(space_id):
@@ -169,17 +174,21 @@ def build_api(
             raise Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"}) from None
         token = signer.mint(live.space.id, StageRole.HOST, host_id)
         return CreatedSpace(
-            space=space_out(live.space), host_token=token, stage_url=stage_url(live.space.id, token)
+            space=space_out(live.space, request),
+            host_token=token,
+            stage_url=stage_url(live.space.id, token, request),
         )
 
     @router.get("/spaces", response_model=list[SpaceOut], summary="Live Spaces")
-    async def list_spaces() -> list[SpaceOut]:
-        return [space_out(s) for s in spaces.list_live()]
+    async def list_spaces(request: Request) -> list[SpaceOut]:
+        return [space_out(s, request) for s in spaces.list_live()]
 
     @router.get("/spaces/{space_id}", response_model=SpaceOut, summary="One Space")
-    async def get_space(space_id: Annotated[str, Depends(valid_space_id)]) -> SpaceOut:
+    async def get_space(
+        space_id: Annotated[str, Depends(valid_space_id)], request: Request
+    ) -> SpaceOut:
         try:
-            return space_out(spaces.get(space_id))
+            return space_out(spaces.get(space_id), request)
         except SpaceNotFound:
             raise NotFound("no such Space", code="space_not_found") from None
 
@@ -189,11 +198,15 @@ def build_api(
         response_model=Invite,
         summary="Mint a speaker invite (host only)",
     )
-    async def invite(space_id: str, _: Annotated[StageGrant, Depends(host_grant)]) -> Invite:
+    async def invite(
+        space_id: str, request: Request, _: Annotated[StageGrant, Depends(host_grant)]
+    ) -> Invite:
         live_or_error(space_id)
         token = signer.mint(space_id, StageRole.SPEAKER)
         return Invite(
-            speaker_token=token, stage_url=stage_url(space_id, token), expires_in=config.token_ttl_s
+            speaker_token=token,
+            stage_url=stage_url(space_id, token, request),
+            expires_in=config.token_ttl_s,
         )
 
     @router.post(
@@ -226,9 +239,11 @@ def build_api(
     @router.post(
         "/spaces/{space_id}/end", response_model=SpaceOut, summary="End the Space (host only)"
     )
-    async def end_space(space_id: str, _: Annotated[StageGrant, Depends(host_grant)]) -> SpaceOut:
+    async def end_space(
+        space_id: str, request: Request, _: Annotated[StageGrant, Depends(host_grant)]
+    ) -> SpaceOut:
         live_or_error(space_id)
-        return space_out(await spaces.end(space_id))
+        return space_out(await spaces.end(space_id), request)
 
     @router.get(
         "/ice-servers",

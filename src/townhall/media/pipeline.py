@@ -43,6 +43,7 @@ from townhall.media.packager import EncodedPart, LlHlsPackager, PackagerConfig
 
 log = logging.getLogger(__name__)
 
+FIRST_MEDIA_SEQUENCE = 1
 MAX_CATCH_UP_TICKS = 25  # 500 ms: beyond this a stall is skipped, not replayed in a burst
 RETURN_QUEUE_PACKETS = 10  # 200 ms of return audio per speaker at most
 
@@ -126,6 +127,9 @@ class SpaceMedia:
             stream_id=secrets.token_hex(4),
             init_section=self._encoder.init_section,
             start_time=time.time(),
+            # Not 0: hls.js (1.7, Chromium) loops re-fetching the last part of segment 0 when MSE
+            # reports its buffered end a microsecond short, stalling listeners who join early.
+            first_msn=FIRST_MEDIA_SEQUENCE,
         )
         self._returns: dict[SpeakerId, ReturnTrack] = {}
         self._opus: dict[MixKey, OpusMixEncoder] = {}  # touched by the worker thread only
