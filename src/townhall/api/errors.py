@@ -50,6 +50,14 @@ class NotFound(ApiError):
     status, code = 404, "not_found"
 
 
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class Unprocessable(ApiError):
+    status, code = 422, "invalid_input"
+
+
 class Gone(ApiError):
     status, code = 410, "gone"
 

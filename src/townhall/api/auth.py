@@ -1,0 +1,204 @@
+"""Who is calling: sign up, sign in, sign out, guests — and the dependencies that read identity.
+
+An identity travels as a signed token (see tokens.py) in the HttpOnly `th_session` cookie for the
+web app or as `Authorization: Bearer …` for API clients and bots. Anyone may listen without one;
+reacting, raising a hand or going on stage needs one — an account, or a guest: a display name
+bound to a signed cookie. Sign-in and sign-up are rate-limited per address (argon2 costs ~0.1 s of
+CPU on purpose) and the password work runs in a worker thread.
+"""
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from townhall.api.errors import Conflict, TooManyRequests, Unauthorized, Unprocessable
+from townhall.api.identity import (
+    IdentityError,
+    clean_display_name,
+    hash_password,
+    normalise_username,
+    verify_nobody,
+    verify_password,
+)
+from townhall.api.ratelimit import RateLimit, RateLimiter
+from townhall.api.tokens import Identity, IdentityKind, IdentityTokens, TokenError
+from townhall.spaces.model import Account, UserId, new_account_id, new_guest_id
+from townhall.state.records import Records, UsernameTaken
+
+COOKIE = "th_session"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignUp(Strict):
+    username: str = Field(min_length=3, max_length=32)
+    password: str = Field(min_length=8, max_length=256)
+    display_name: str = Field(min_length=1, max_length=80)
+
+
+class SignIn(Strict):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class GuestIn(Strict):
+    display_name: str = Field(min_length=1, max_length=80)
+
+
+class IdentityOut(BaseModel):
+    user_id: str
+    display_name: str
+    kind: str
+    token: str | None = None  # only when just issued: the bearer form of the same identity
+    expires_at: int
+
+
+def identity_from(request: Request) -> Identity | None:
+    """The caller's verified identity, from the bearer header or the session cookie, or None."""
+    tokens: IdentityTokens = request.app.state.identity_tokens
+    header = request.headers.get("authorization", "")
+    raw = (
+        header.removeprefix("Bearer ").strip()
+        if header.startswith("Bearer ")
+        else request.cookies.get(COOKIE)
+    )
+    if not raw:
+        return None
+    try:
+        return tokens.verify(raw)
+    except TokenError as exc:
+        if header:  # a bad bearer token is an error; a stale cookie just means "signed out"
+            raise Unauthorized(exc.message, code=exc.code) from None
+        return None
+
+
+def optional_identity(request: Request) -> Identity | None:
+    return identity_from(request)
+
+
+def required_identity(request: Request) -> Identity:
+    who = identity_from(request)
+    if who is None:
+        raise Unauthorized("sign in or pick a guest name first", code="identity_required")
+    return who
+
+
+OptionalIdentity = Annotated[Identity | None, Depends(optional_identity)]
+RequiredIdentity = Annotated[Identity, Depends(required_identity)]
+
+
+def build_auth_router(
+    records: Callable[[], Records],
+    tokens: IdentityTokens,
+    *,
+    secure_cookies: bool,
+    clock: Callable[[], float] = time.monotonic,
+) -> APIRouter:
+    router = APIRouter(prefix="/api/auth", tags=["identity"])
+    password_limit = RateLimiter(RateLimit(per_second=0.5, burst=10))
+    guest_limit = RateLimiter(RateLimit(per_second=1.0, burst=20))
+
+    def limit(limiter: RateLimiter, request: Request) -> None:
+        wait = limiter.check(request.client.host if request.client else "unknown", clock())
+        if wait > 0:
+            raise TooManyRequests(
+                "too many attempts; wait a moment",
+                headers={"Retry-After": RateLimiter.retry_after(wait)},
+            )
+
+    def issue(response: Response, user_id: str, name: str, kind: IdentityKind) -> IdentityOut:
+        token = tokens.mint(user_id, name, kind)
+        response.set_cookie(
+            COOKIE,
+            token,
+            max_age=tokens.ttl_s,
+            httponly=True,
+            samesite="lax",
+            secure=secure_cookies,
+            path="/",
+        )
+        who = tokens.verify(token)
+        return IdentityOut(
+            user_id=user_id,
+            display_name=name,
+            kind=kind.value,
+            token=token,
+            expires_at=who.expires_at,
+        )
+
+    @router.post(
+        "/signup",
+        status_code=201,
+        response_model=IdentityOut,
+        summary="Create an account and sign in",
+    )
+    async def signup(body: SignUp, request: Request, response: Response) -> IdentityOut:
+        limit(password_limit, request)
+        try:
+            username = normalise_username(body.username)
+            name = clean_display_name(body.display_name)
+            password_hash = await asyncio.to_thread(hash_password, body.password)
+        except IdentityError as exc:
+            raise Unprocessable(exc.message, code=exc.code) from None
+        account = Account(new_account_id(), username, name, password_hash, time.time())
+        try:
+            await records().create_account(account)
+        except UsernameTaken:
+            raise Conflict("that username is taken", code="username_taken") from None
+        return issue(response, account.id, name, IdentityKind.ACCOUNT)
+
+    @router.post(
+        "/signin", response_model=IdentityOut, summary="Sign in with username and password"
+    )
+    async def signin(body: SignIn, request: Request, response: Response) -> IdentityOut:
+        limit(password_limit, request)
+        account = await records().account_by_username(body.username.strip().lower())
+        if account is None:
+            await asyncio.to_thread(verify_nobody, body.password)
+            ok = False
+        else:
+            ok = await asyncio.to_thread(verify_password, account.password_hash, body.password)
+        if not ok or account is None:
+            raise Unauthorized("wrong username or password", code="bad_credentials")
+        return issue(response, account.id, account.display_name, IdentityKind.ACCOUNT)
+
+    @router.post(
+        "/guest",
+        status_code=201,
+        response_model=IdentityOut,
+        summary="Continue as a guest with a display name",
+    )
+    async def guest(body: GuestIn, request: Request, response: Response) -> IdentityOut:
+        limit(guest_limit, request)
+        try:
+            name = clean_display_name(body.display_name)
+        except IdentityError as exc:
+            raise Unprocessable(exc.message, code=exc.code) from None
+        return issue(response, new_guest_id(), name, IdentityKind.GUEST)
+
+    @router.post("/signout", status_code=204, summary="Sign out (clears the session cookie)")
+    async def signout(response: Response) -> Response:
+        response.delete_cookie(COOKIE, path="/")
+        response.status_code = 204
+        return response
+
+    @router.get("/me", response_model=IdentityOut, summary="Who am I")
+    async def me(who: RequiredIdentity) -> IdentityOut:
+        return IdentityOut(
+            user_id=who.user_id,
+            display_name=who.display_name,
+            kind=who.kind.value,
+            expires_at=who.expires_at,
+        )
+
+    return router
+
+
+def actor_id(who: Identity) -> UserId:
+    return UserId(who.user_id)

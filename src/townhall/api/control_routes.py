@@ -1,0 +1,453 @@
+"""The control API: Spaces, the stage and the audience, as thin HTTP adapters over SpaceControl.
+
+Every handler validates its input (pydantic, strict), resolves the caller's identity, calls one
+`SpaceControl` command and maps a refusal (`ControlError`) to the one JSON error shape. No rule is
+decided here: who may do what lives in spaces/rules.py, what a Space's state allows in
+spaces/lifecycle.py.
+"""
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+
+from townhall.api.auth import OptionalIdentity, RequiredIdentity
+from townhall.api.errors import (
+    ApiError,
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    TooManyRequests,
+    Unprocessable,
+)
+from townhall.api.tokens import Identity, IdentityKind, InviteTokens, TokenError
+from townhall.spaces.control import (
+    Actor,
+    ControlError,
+    NewSpace,
+    SpaceControl,
+    member_json,
+    space_json,
+)
+from townhall.spaces.model import (
+    DESCRIPTION_MAX,
+    TITLE_MAX,
+    Role,
+    Space,
+    SpaceState,
+    StageLimits,
+    UserId,
+    Visibility,
+    is_space_id,
+    is_user_id,
+)
+
+_ERRORS: dict[str, type[ApiError]] = {
+    "not_found": NotFound,
+    "forbidden": Forbidden,
+    "conflict": Conflict,
+    "invalid": Unprocessable,
+    "gone": Gone,
+}
+
+
+def _printable(value: str) -> str:
+    if any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class CreateSpaceIn(Strict):
+    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    description: str = Field(default="", max_length=DESCRIPTION_MAX)
+    visibility: Visibility = Visibility.PUBLIC
+    scheduled_start: float | None = Field(
+        default=None, description="UNIX seconds; omit to open now"
+    )
+    record: bool = False
+    max_speakers: int = Field(default=10, ge=1, le=50)
+    max_cohosts: int = Field(default=2, ge=0, le=5)
+
+    _clean = field_validator("title", "description")(_printable)
+
+
+class EditSpaceIn(Strict):
+    title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
+
+    _clean = field_validator("title", "description")(_printable)
+
+
+class DelayIn(Strict):
+    seconds: float = Field(ge=0, le=30)
+
+
+class PinIn(Strict):
+    url: AnyHttpUrl | None = None
+
+
+class InviteLinkIn(Strict):
+    role: Literal["speaker", "cohost"] = "speaker"
+
+
+class ClaimIn(Strict):
+    invite: str = Field(min_length=10, max_length=2_000)
+
+
+class TargetIn(Strict):
+    user_id: str = Field(min_length=3, max_length=20)
+
+
+class ReactionIn(Strict):
+    emoji: str = Field(min_length=1, max_length=8)
+
+
+class SpaceView(BaseModel):
+    space: dict[str, Any]
+    stage: list[dict[str, Any]]
+    links: dict[str, str]
+
+
+def build_control_router(control: Callable[[], SpaceControl], invites: InviteTokens) -> APIRouter:
+    router = APIRouter(prefix="/api/spaces", tags=["spaces"])
+
+    async def call(awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except ControlError as exc:
+            raise _ERRORS.get(exc.kind, Conflict)(exc.message, code=exc.code) from None
+
+    def actor(who: Identity) -> Actor:
+        return Actor(UserId(who.user_id), who.display_name, is_guest=who.kind is IdentityKind.GUEST)
+
+    def space_id(space_id: Annotated[str, Path()]) -> str:
+        if not is_space_id(space_id):
+            raise NotFound("no such Space", code="space_not_found")
+        return space_id
+
+    def target(user_id: Annotated[str, Path()]) -> UserId:
+        if not is_user_id(user_id):
+            raise NotFound("no such person", code="user_not_found")
+        return UserId(user_id)
+
+    SpaceIdP = Annotated[str, Depends(space_id)]
+    TargetP = Annotated[UserId, Depends(target)]
+
+    def base(request: Request) -> str:
+        public: str = request.app.state.config.public_url
+        return public.rstrip("/") or str(request.base_url).rstrip("/")
+
+    async def view(space: Space, request: Request, *, show_invite: bool = False) -> SpaceView:
+        links = {
+            "listen": f"{base(request)}/s/{space.id}",
+            "playlist": f"{base(request)}/live/{space.id}/index.m3u8",
+        }
+        if show_invite and space.visibility is Visibility.PRIVATE:
+            links["listen"] += f"?code={space.invite_code}"
+        stage = [member_json(m) for m in await control().stage(space.id)]
+        return SpaceView(space=space_json(space), stage=stage, links=links)
+
+    async def is_moderator(space: Space, who: Identity | None) -> bool:
+        if who is None:
+            return False
+        return (await control().role_of(space, UserId(who.user_id))) in (Role.HOST, Role.COHOST)
+
+    # -- Spaces -----------------------------------------------------------------------------------
+    @router.post(
+        "",
+        status_code=201,
+        response_model=SpaceView,
+        summary="Create a Space now (green room) or schedule one",
+    )
+    async def create(body: CreateSpaceIn, request: Request, who: RequiredIdentity) -> SpaceView:
+        spec = NewSpace(
+            title=body.title,
+            description=body.description,
+            visibility=body.visibility,
+            scheduled_start=body.scheduled_start,
+            record=body.record,
+            limits=StageLimits(max_cohosts=body.max_cohosts, max_speakers=body.max_speakers),
+        )
+        space = await call(control().create(actor(who), spec))
+        return await view(space, request, show_invite=True)
+
+    @router.get("", response_model=list[SpaceView], summary="Public Spaces: live now, or upcoming")
+    async def browse(
+        request: Request,
+        which: Annotated[Literal["live", "upcoming"], Query(alias="state")] = "live",
+    ) -> list[SpaceView]:
+        states = (
+            [SpaceState.LIVE, SpaceState.GREEN_ROOM] if which == "live" else [SpaceState.SCHEDULED]
+        )
+        spaces = await control().records.list_spaces(states, visibility=Visibility.PUBLIC, limit=50)
+        return [await view(s, request) for s in spaces]
+
+    @router.get(
+        "/{space_id}", response_model=SpaceView, summary="One Space (private ones need ?code=)"
+    )
+    async def get(
+        space_id: SpaceIdP,
+        request: Request,
+        who: OptionalIdentity,
+        code: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> SpaceView:
+        space = await call(control().can_listen(actor(who) if who else None, space_id, code))
+        return await view(space, request, show_invite=await is_moderator(space, who))
+
+    @router.patch(
+        "/{space_id}",
+        response_model=SpaceView,
+        summary="Edit title or description (host, co-hosts)",
+    )
+    async def edit(
+        space_id: SpaceIdP, body: EditSpaceIn, request: Request, who: RequiredIdentity
+    ) -> SpaceView:
+        space = await call(
+            control().edit(actor(who), space_id, title=body.title, description=body.description)
+        )
+        return await view(space, request)
+
+    async def lifecycle(command: str, space_id: str, request: Request, who: Identity) -> SpaceView:
+        space = await call(getattr(control(), command)(actor(who), space_id))
+        request.app.state.on_space_changed(space)
+        return await view(space, request)
+
+    @router.post(
+        "/{space_id}/open",
+        response_model=SpaceView,
+        summary="Open a scheduled Space's green room (host)",
+    )
+    async def open_(space_id: SpaceIdP, request: Request, who: RequiredIdentity) -> SpaceView:
+        return await lifecycle("open", space_id, request, who)
+
+    @router.post("/{space_id}/go-live", response_model=SpaceView, summary="Go on air (host)")
+    async def go_live(space_id: SpaceIdP, request: Request, who: RequiredIdentity) -> SpaceView:
+        return await lifecycle("go_live", space_id, request, who)
+
+    @router.post(
+        "/{space_id}/end",
+        response_model=SpaceView,
+        summary="End the Space, or cancel it before it went live (host)",
+    )
+    async def end(space_id: SpaceIdP, request: Request, who: RequiredIdentity) -> SpaceView:
+        return await lifecycle("end", space_id, request, who)
+
+    @router.put(
+        "/{space_id}/delay",
+        response_model=SpaceView,
+        summary="Broadcast delay 0–30 s (host, co-hosts)",
+    )
+    async def delay(
+        space_id: SpaceIdP, body: DelayIn, request: Request, who: RequiredIdentity
+    ) -> SpaceView:
+        return await view(
+            await call(control().set_delay(actor(who), space_id, body.seconds)), request
+        )
+
+    @router.post(
+        "/{space_id}/dump",
+        status_code=204,
+        summary="Dump what is in the delay buffer (host, co-hosts)",
+    )
+    async def dump(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
+        await call(control().dump(actor(who), space_id))
+        return Response(status_code=204)
+
+    @router.put(
+        "/{space_id}/pin",
+        response_model=SpaceView,
+        summary="Pin a link, or unpin with null (host, co-hosts)",
+    )
+    async def pin(
+        space_id: SpaceIdP, body: PinIn, request: Request, who: RequiredIdentity
+    ) -> SpaceView:
+        url = str(body.url) if body.url is not None else None
+        return await view(await call(control().pin_link(actor(who), space_id, url)), request)
+
+    @router.post("/{space_id}/remind", status_code=204, summary="Remind me when this Space starts")
+    async def remind(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
+        space = await call(control().can_listen(actor(who), space_id))
+        if space.state is not SpaceState.SCHEDULED:
+            raise Conflict("only a scheduled Space can be reminded of", code="not_scheduled")
+        await control().records.add_reminder(space.id, UserId(who.user_id))
+        return Response(status_code=204)
+
+    @router.delete("/{space_id}/remind", status_code=204, summary="Cancel my reminder")
+    async def unremind(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
+        await control().records.remove_reminder(await _space_id(space_id), UserId(who.user_id))
+        return Response(status_code=204)
+
+    async def _space_id(raw: str) -> Any:
+        return (await call(control().space(raw))).id
+
+    # -- the stage --------------------------------------------------------------------------------
+    @router.get("/{space_id}/stage", summary="Who is on stage")
+    async def stage(space_id: SpaceIdP) -> list[dict[str, Any]]:
+        await call(control().space(space_id))
+        return [member_json(m) for m in await control().stage(space_id)]
+
+    @router.post(
+        "/{space_id}/invite-links",
+        status_code=201,
+        summary="A link that seats whoever opens it (host, co-hosts)",
+    )
+    async def invite_link(
+        space_id: SpaceIdP, body: InviteLinkIn, request: Request, who: RequiredIdentity
+    ) -> dict[str, Any]:
+        space = await call(control().space(space_id))
+        if not await is_moderator(space, who):
+            raise Forbidden("only the host or a co-host can invite", code="not_moderator")
+        if (
+            body.role == "cohost"
+            and (await control().role_of(space, UserId(who.user_id))) is not Role.HOST
+        ):
+            raise Forbidden("only the host can invite a co-host", code="not_host")
+        token = invites.mint(space.id, body.role)
+        return {
+            "invite": token,
+            "url": f"{base(request)}/s/{space.id}/stage#invite={token}",
+            "expires_in": invites.ttl_s,
+        }
+
+    @router.post("/{space_id}/stage/join", summary="Take a seat on stage with an invite link")
+    async def claim(space_id: SpaceIdP, body: ClaimIn, who: RequiredIdentity) -> dict[str, Any]:
+        try:
+            seat = invites.verify(body.invite, space_id)
+        except TokenError as exc:
+            raise Forbidden(exc.message, code=exc.code) from None
+        member = await call(control().join_with_invite_link(actor(who), space_id, Role(seat.role)))
+        return member_json(member)
+
+    @router.post("/{space_id}/stage/leave", status_code=204, summary="Leave the stage")
+    async def leave(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
+        await call(control().leave_stage(actor(who), space_id))
+        return Response(status_code=204)
+
+    @router.post(
+        "/{space_id}/invitations",
+        status_code=204,
+        summary="Invite a listener to speak (host, co-hosts)",
+    )
+    async def invite_user(space_id: SpaceIdP, body: TargetIn, who: RequiredIdentity) -> Response:
+        await call(control().invite_to_speak(actor(who), space_id, target(body.user_id)))
+        return Response(status_code=204)
+
+    @router.post("/{space_id}/invitations/accept", summary="Accept my invitation to speak")
+    async def accept_invitation(space_id: SpaceIdP, who: RequiredIdentity) -> dict[str, Any]:
+        return member_json(await call(control().accept_invitation(actor(who), space_id)))
+
+    @router.post(
+        "/{space_id}/hands/{user_id}/accept",
+        summary="Bring a raised hand on stage (host, co-hosts)",
+    )
+    async def accept(space_id: SpaceIdP, user: TargetP, who: RequiredIdentity) -> dict[str, Any]:
+        return member_json(await call(control().accept_request(actor(who), space_id, user)))
+
+    @router.delete(
+        "/{space_id}/hands/{user_id}",
+        status_code=204,
+        summary="Decline a request to speak (host, co-hosts)",
+    )
+    async def decline(space_id: SpaceIdP, user: TargetP, who: RequiredIdentity) -> Response:
+        await call(control().decline_request(actor(who), space_id, user))
+        return Response(status_code=204)
+
+    def member_command(name: str, summary: str, *, returns_member: bool) -> None:
+        async def handler(space_id: SpaceIdP, user: TargetP, who: RequiredIdentity) -> Any:
+            result = await call(getattr(control(), name)(actor(who), space_id, user))
+            if returns_member:
+                return member_json(result)
+            return Response(status_code=204)
+
+        path = "/{space_id}/members/{user_id}/" + name.replace("_", "-")
+        router.add_api_route(
+            path,
+            handler,
+            methods=["POST"],
+            response_model=None,
+            summary=summary,
+            name=name,
+            status_code=200 if returns_member else 204,
+        )
+
+    member_command(
+        "mute", "Mute someone on stage (host, co-hosts) or yourself", returns_member=True
+    )
+    member_command("unmute", "Unmute yourself (only the speaker can)", returns_member=True)
+    member_command(
+        "move_to_audience",
+        "Move a speaker back to the audience (host, co-hosts)",
+        returns_member=False,
+    )
+    member_command("remove", "Remove someone from the Space (host, co-hosts)", returns_member=False)
+    member_command("ban", "Ban someone from the Space (host, co-hosts)", returns_member=False)
+    member_command("add_cohost", "Make someone a co-host (host)", returns_member=True)
+    member_command("remove_cohost", "Make a co-host a speaker again (host)", returns_member=True)
+
+    @router.post(
+        "/{space_id}/host", response_model=SpaceView, summary="Hand the host role over (host)"
+    )
+    async def transfer(
+        space_id: SpaceIdP, body: TargetIn, request: Request, who: RequiredIdentity
+    ) -> SpaceView:
+        return await view(
+            await call(control().transfer_host(actor(who), space_id, target(body.user_id))), request
+        )
+
+    # -- the audience -----------------------------------------------------------------------------
+    @router.post("/{space_id}/hand", summary="Raise my hand (ask to speak)")
+    async def raise_hand(space_id: SpaceIdP, who: RequiredIdentity) -> dict[str, bool]:
+        raised = await call(control().raise_hand(actor(who), space_id))
+        return {"raised": True, "already": not raised}
+
+    @router.delete("/{space_id}/hand", summary="Lower my hand")
+    async def lower_hand(space_id: SpaceIdP, who: RequiredIdentity) -> dict[str, bool]:
+        await call(control().lower_hand(actor(who), space_id))
+        return {"raised": False}
+
+    @router.get("/{space_id}/hands", summary="The queue of raised hands (host, co-hosts)")
+    async def hands(space_id: SpaceIdP, who: RequiredIdentity) -> list[dict[str, Any]]:
+        space = await call(control().space(space_id))
+        if not await is_moderator(space, who):
+            raise Forbidden("only the host or a co-host sees the queue", code="not_moderator")
+        return [
+            {"user_id": h.user_id, "display_name": h.display_name, "raised_at": h.raised_at}
+            for h in await control().records.hands(space.id)
+        ]
+
+    @router.post(
+        "/{space_id}/reactions",
+        status_code=202,
+        summary="React with an emoji (rate-limited per person)",
+    )
+    async def react(space_id: SpaceIdP, body: ReactionIn, who: RequiredIdentity) -> Response:
+        wait = await call(control().react(actor(who), space_id, body.emoji))
+        if wait > 0:
+            raise TooManyRequests(
+                "slow down with the reactions", headers={"Retry-After": str(max(1, round(wait)))}
+            )
+        return Response(status_code=202)
+
+    @router.get("/{space_id}/me", summary="My own state in this Space (private, not cached)")
+    async def me(space_id: SpaceIdP, response: Response, who: RequiredIdentity) -> dict[str, Any]:
+        response.headers["Cache-Control"] = "private, no-store"
+        space = await call(control().space(space_id))
+        user = UserId(who.user_id)
+        member = await control().records.stage_member(space.id, user)
+        hand = any(h.user_id == user for h in await control().records.hands(space.id))
+        return {
+            "user_id": user,
+            "role": member.role.value if member else Role.LISTENER.value,
+            "hand_raised": hand,
+            "muted": bool(member and (member.muted_by_host or member.self_muted)),
+            "muted_by_host": bool(member and member.muted_by_host),
+            "banned": await control().records.is_banned(space.id, user),
+        }
+
+    return router

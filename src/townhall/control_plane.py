@@ -1,0 +1,77 @@
+"""Wiring of the control plane (identity, Spaces, stage, audience) into a FastAPI app.
+
+Kept apart from app.py while the audio path's original API is being moved onto it: app.py will call
+`install_control_plane` once the pages and the speaker bot speak the new API. Tests build an app
+with it today.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from townhall.api import errors
+from townhall.api.auth import build_auth_router
+from townhall.api.control_routes import build_control_router
+from townhall.api.tokens import IdentityTokens, InviteTokens
+from townhall.config import Config
+from townhall.spaces.control import SpaceControl
+from townhall.spaces.model import Space
+from townhall.state.embedded_live import EmbeddedLiveState
+from townhall.state.live import LiveState
+from townhall.state.records import Records, open_records
+
+IDENTITY_TTL_S = 30 * 86400
+INVITE_TTL_S = 7 * 86400
+
+
+def records_url(data_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{data_dir / 'townhall.db'}"
+
+
+@dataclass
+class ControlPlane:
+    records: Records
+    live: LiveState
+    control: SpaceControl
+
+
+async def open_control_plane(config: Config) -> ControlPlane:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    records = await open_records(records_url(config.data_dir))
+    live = EmbeddedLiveState()
+    return ControlPlane(records, live, SpaceControl(records, live))
+
+
+def install_control_plane(
+    app: FastAPI, config: Config, plane: Callable[[], ControlPlane], on_space_changed: Callable[[Space], None]
+) -> None:
+    identity = IdentityTokens(config.secret, IDENTITY_TTL_S)
+    app.state.identity_tokens = identity
+    app.state.config = config
+    app.state.on_space_changed = on_space_changed
+    secure = config.public_url.startswith("https://")
+    app.include_router(build_auth_router(lambda: plane().records, identity, secure_cookies=secure))
+    app.include_router(build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S)))
+
+
+def control_plane_app(config: Config) -> FastAPI:
+    """A FastAPI app with only the control plane (no media): for tests and API-only processes."""
+    holder: dict[str, ControlPlane] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        holder["plane"] = await open_control_plane(config)
+        yield
+        await holder["plane"].live.close()
+        await holder["plane"].records.close()
+
+    app = FastAPI(title="townhall control plane", lifespan=lifespan)
+    errors.install(app)
+    install_control_plane(app, config, lambda: holder["plane"], lambda _space: None)
+    app.state.plane = lambda: holder["plane"]
+    return app
