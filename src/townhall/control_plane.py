@@ -48,7 +48,10 @@ async def open_control_plane(config: Config) -> ControlPlane:
 
 
 def install_control_plane(
-    app: FastAPI, config: Config, plane: Callable[[], ControlPlane], on_space_changed: Callable[[Space], None]
+    app: FastAPI,
+    config: Config,
+    plane: Callable[[], ControlPlane],
+    on_space_changed: Callable[[Space], None],
 ) -> None:
     identity = IdentityTokens(config.secret, IDENTITY_TTL_S)
     app.state.identity_tokens = identity
@@ -56,7 +59,9 @@ def install_control_plane(
     app.state.on_space_changed = on_space_changed
     secure = config.public_url.startswith("https://")
     app.include_router(build_auth_router(lambda: plane().records, identity, secure_cookies=secure))
-    app.include_router(build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S)))
+    app.include_router(
+        build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
+    )
 
 
 def control_plane_app(config: Config) -> FastAPI:
