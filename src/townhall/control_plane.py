@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from townhall.api import errors
 from townhall.api.auth import build_auth_router
 from townhall.api.control_routes import build_control_router
+from townhall.api.live_routes import build_live_router
 from townhall.api.tokens import IdentityTokens, InviteTokens
 from townhall.config import Config
 from townhall.spaces.control import SpaceControl
@@ -62,6 +63,7 @@ def install_control_plane(
     app.include_router(
         build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
     )
+    app.include_router(build_live_router(lambda: plane().control, identity))
 
 
 def control_plane_app(config: Config) -> FastAPI:

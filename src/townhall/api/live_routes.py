@@ -1,0 +1,201 @@
+"""What changes every second: the listeners' cacheable snapshot, presence beacons, and the stage's
+ordered event stream over WebSocket.
+
+Listeners never get a push from the origin: they fetch `/snapshot` about once a second, a plain GET
+that is the same for everyone (Cache-Control: public, max-age=1), so any HTTP cache answers for the
+whole audience and the origin builds it at most once per second per Space. Their own hand state
+comes from the private `/me` call. Stage members (host, co-hosts, speakers) get `/events`: every
+event of the Space's log, in order, with sequence numbers, resumable after a reconnect.
+
+The listener count is approximate by design: a sample of listeners (the snapshot tells each client
+the current `presence_sample` rate; a client beacons only if its own random draw is below it) send a
+presence beacon every 30 s, and the count is the distinct beacons in the last minute divided by
+the rate. At a million listeners the origin sees a few thousand beacons a minute.
+"""
+
+import json
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field
+
+from townhall.api.auth import COOKIE
+from townhall.api.errors import NotFound, TooManyRequests
+from townhall.api.ratelimit import RateLimit, RateLimiter
+from townhall.api.tokens import IdentityTokens, TokenError
+from townhall.spaces.control import ControlError, SpaceControl, member_json
+from townhall.spaces.model import SpaceState, UserId, Visibility, is_space_id
+
+PRESENCE_TARGET = 10_000  # beacons per minute per Space we are willing to take
+REACTION_WINDOW_S = 10
+PING_INTERVAL_S = 15.0
+
+
+class PresenceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+def presence_sample(listeners: int) -> float:
+    """The share of listeners asked to beacon: all of them until the target, then fewer."""
+    if listeners <= PRESENCE_TARGET:
+        return 1.0
+    return round(PRESENCE_TARGET / listeners, 4)
+
+
+def build_live_router(
+    control: Callable[[], SpaceControl],
+    identities: IdentityTokens,
+    clock: Callable[[], float] = time.time,
+) -> APIRouter:
+    router = APIRouter(prefix="/api/spaces", tags=["live"])
+    memo: dict[str, tuple[int, bytes]] = {}  # space → (second, body): built once per second
+    presence_limit = RateLimiter(RateLimit(per_second=1.0, burst=5))
+
+    def checked(space_id: str) -> str:
+        if not is_space_id(space_id):
+            raise NotFound("no such Space", code="space_not_found")
+        return space_id
+
+    async def build_snapshot(space_id: str, now: float) -> bytes:
+        ctl = control()
+        try:
+            space = await ctl.space(space_id)
+        except ControlError:
+            raise NotFound("no such Space", code="space_not_found") from None
+        second = int(now)
+        stage = await ctl.stage(space.id)
+        speaking = await ctl.live.speaking(space.id)
+        reactions = await ctl.live.reaction_totals(space.id, second - REACTION_WINDOW_S, second)
+        sampled = await ctl.live.listener_count(space.id, now)
+        previous = memo.get(space.id)
+        rate = presence_sample(json.loads(previous[1])["listeners"]["approx"]) if previous else 1.0
+        body = {
+            "space": {
+                "id": space.id,
+                "title": space.title,
+                "state": space.state.value,
+                "on_air": space.state is SpaceState.LIVE,
+                "starting_soon": space.state in (SpaceState.SCHEDULED, SpaceState.GREEN_ROOM),
+                "scheduled_start": space.scheduled_start,
+                "pinned_link": space.pinned_link,
+            },
+            "stage": [
+                {
+                    **member_json(m),
+                    "speaking": m.user_id in speaking,
+                    "level": speaking.get(m.user_id),
+                }
+                for m in stage
+            ],
+            "reactions": {"window_s": REACTION_WINDOW_S, "totals": reactions},
+            "listeners": {
+                "approx": round(sampled / rate),
+                "presence_sample": presence_sample(round(sampled / rate)),
+            },
+            "at": second,
+        }
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+    @router.get(
+        "/{space_id}/snapshot",
+        summary="The listener view, refreshed about once a second (cacheable)",
+    )
+    async def snapshot(
+        space_id: Annotated[str, Path()], code: Annotated[str | None, Query(max_length=64)] = None
+    ) -> Response:
+        checked(space_id)
+        now = clock()
+        cached = memo.get(space_id)
+        if cached is None or cached[0] != int(now):
+            space = await control().records.space(space_id)  # type: ignore[arg-type]
+            if space is None or (
+                space.visibility is Visibility.PRIVATE and code != space.invite_code
+            ):
+                raise NotFound("no such Space", code="space_not_found")
+            cached = (int(now), await build_snapshot(space_id, now))
+            memo[space_id] = cached
+            if len(memo) > 10_000:
+                memo.pop(next(iter(memo)))
+        return Response(
+            cached[1],
+            media_type="application/json",
+            headers={"Cache-Control": "public, max-age=1", "Access-Control-Allow-Origin": "*"},
+        )
+
+    @router.post(
+        "/{space_id}/presence",
+        status_code=204,
+        summary="A sampled listener's heartbeat (approximate count)",
+    )
+    async def presence(
+        space_id: Annotated[str, Path()], body: PresenceIn, request: Request
+    ) -> Response:
+        checked(space_id)
+        wait = presence_limit.check(
+            request.client.host if request.client else "unknown", time.monotonic()
+        )
+        if wait > 0:
+            raise TooManyRequests(
+                "too many beacons", headers={"Retry-After": RateLimiter.retry_after(wait)}
+            )
+        await control().live.mark_listener(space_id, body.key, clock())
+        return Response(status_code=204)
+
+    @router.websocket("/{space_id}/events")
+    async def events(
+        websocket: WebSocket, space_id: str, after: int = 0, token: str | None = None
+    ) -> None:
+        """Stage members only. Sends {"type": "hello", "latest_seq"}, then every event as
+        {"seq", "type", "at", "data"} in order from `after`; {"type": "reset"} means events were
+        missed beyond recall: re-read the Space and continue from the given latest_seq."""
+        ctl = control()
+        raw = token or websocket.cookies.get(COOKIE)
+        try:
+            who = identities.verify(raw or "")
+            space = await ctl.space(space_id) if is_space_id(space_id) else None
+        except (TokenError, ControlError):
+            await websocket.close(code=4401)
+            return
+        if (
+            space is None
+            or not (await ctl.role_of(space, UserId(who.user_id))).on_stage
+            or after < 0
+        ):
+            await websocket.close(code=4403)
+            return
+        await websocket.accept()
+        latest = await ctl.live.latest_seq(space.id)
+        await websocket.send_json({"type": "hello", "latest_seq": latest})
+        try:
+            while True:
+                found = await ctl.live.events_since(space.id, after)
+                if found is None:
+                    after = await ctl.live.latest_seq(space.id)
+                    await websocket.send_json({"type": "reset", "latest_seq": after})
+                    continue
+                for event in found:
+                    await websocket.send_json(
+                        {
+                            "seq": event.seq,
+                            "type": event.type,
+                            "at": event.at,
+                            "data": dict(event.data),
+                        }
+                    )
+                    after = event.seq
+                if found and any(
+                    e.type in ("stage.left", "user.removed", "user.banned")
+                    and e.data.get("user_id") == who.user_id
+                    for e in found
+                ):
+                    await websocket.close(code=4403)
+                    return
+                if not await ctl.live.wait_for_events(space.id, after, PING_INTERVAL_S):
+                    await websocket.send_json({"type": "ping"})
+        except (WebSocketDisconnect, RuntimeError):  # the client went away mid-send
+            return
+
+    return router

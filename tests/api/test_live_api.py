@@ -1,0 +1,107 @@
+"""Listeners' snapshot and presence; the stage's ordered, resumable event stream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from tests.api.test_control_api import Person, guest, signup
+from townhall.api.live_routes import PRESENCE_TARGET, presence_sample
+from townhall.config import load
+from townhall.control_plane import control_plane_app
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(control_plane_app(load({}, data_dir=tmp_path))) as c:
+        yield c
+
+
+def make_space(host: Person) -> str:
+    return str(host.post("/api/spaces", {"title": "Live"}).json()["space"]["id"])
+
+
+def test_the_snapshot_is_public_cacheable_and_shows_the_stage(client: TestClient) -> None:
+    host = signup(client, "hana")
+    space_id = make_space(host)
+    guest(client, "Lee").post(f"/api/spaces/{space_id}/reactions", {"emoji": "👏"})
+    response = client.get(f"/api/spaces/{space_id}/snapshot")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "public, max-age=1"
+    body = response.json()
+    assert body["space"]["starting_soon"] is True
+    assert body["space"]["on_air"] is False
+    assert [m["display_name"] for m in body["stage"]] == ["Hana"]
+    assert body["reactions"]["totals"] == {"👏": 1}
+    assert body["listeners"]["presence_sample"] == 1.0
+
+
+def test_a_private_space_snapshot_needs_the_code(client: TestClient) -> None:
+    host = signup(client, "hana")
+    created = host.post("/api/spaces", {"title": "Secret", "visibility": "private"}).json()
+    space_id = created["space"]["id"]
+    assert client.get(f"/api/spaces/{space_id}/snapshot").status_code == 404
+    code = created["links"]["listen"].split("?code=")[1]
+    assert client.get(f"/api/spaces/{space_id}/snapshot?code={code}").status_code == 200
+
+
+def test_presence_beacons_count_distinct_listeners_and_refuse_junk(client: TestClient) -> None:
+    host = signup(client, "hana")
+    space_id = make_space(host)
+    assert (
+        client.post(
+            f"/api/spaces/{space_id}/presence", json={"key": "listener-key-000001"}
+        ).status_code
+        == 204
+    )
+    assert client.post(f"/api/spaces/{space_id}/presence", json={"key": "no"}).status_code == 422
+    assert (
+        client.post(
+            f"/api/spaces/{space_id}/presence", json={"key": "bad key with spaces!"}
+        ).status_code
+        == 422
+    )
+
+
+def test_fewer_listeners_are_asked_to_beacon_as_the_audience_grows() -> None:
+    assert presence_sample(100) == 1.0
+    assert presence_sample(PRESENCE_TARGET * 100) == pytest.approx(0.01)
+
+
+def test_stage_events_arrive_in_order_and_resume_after_a_reconnect(client: TestClient) -> None:
+    host = signup(client, "hana")
+    space_id = make_space(host)
+    token = host.headers["Authorization"].removeprefix("Bearer ")
+    with client.websocket_connect(f"/api/spaces/{space_id}/events?token={token}") as ws:
+        hello = ws.receive_json()
+        assert hello["type"] == "hello"
+        first = ws.receive_json()
+        assert (first["seq"], first["type"]) == (1, "space.created")
+        host.put(f"/api/spaces/{space_id}/delay", {"seconds": 3})
+        event = ws.receive_json()
+        assert (event["seq"], event["type"], event["data"]["delay_s"]) == (2, "delay.set", 3)
+    # Missed while disconnected: a mute of self and Go live; resuming after seq 2 gets exactly those.
+    host.post(f"/api/spaces/{space_id}/members/{host.user_id}/mute")
+    host.post(f"/api/spaces/{space_id}/go-live")
+    with client.websocket_connect(f"/api/spaces/{space_id}/events?token={token}&after=2") as ws:
+        assert ws.receive_json()["latest_seq"] == 4
+        resumed = [ws.receive_json(), ws.receive_json()]
+        assert [(e["seq"], e["type"]) for e in resumed] == [(3, "stage.muted"), (4, "space.state")]
+
+
+def test_listeners_and_strangers_get_no_stage_events(client: TestClient) -> None:
+    host = signup(client, "hana")
+    space_id = make_space(host)
+    listener = guest(client, "Lee")
+    token = listener.headers["Authorization"].removeprefix("Bearer ")
+    for url in (
+        f"/api/spaces/{space_id}/events?token={token}",
+        f"/api/spaces/{space_id}/events?token=forged",
+    ):
+        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(url) as ws:
+            ws.receive_json()
+        assert closed.value.code in (4401, 4403)
