@@ -5,53 +5,67 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
 from townhall import __version__
 from townhall.api import errors
-from townhall.api.routes import build_api
-from townhall.api.tokens import TokenSigner
+from townhall.api.errors import Unavailable
+from townhall.api.media_routes import build_media_router
 from townhall.config import Config
+from townhall.control_plane import ControlPlane, install_control_plane, open_control_plane
 from townhall.delivery.origin import build_origin
+from townhall.media.host import MediaHost, NodeFull
 from townhall.media.pipeline import SpaceMedia
-from townhall.spaces.service import SpaceService
+from townhall.spaces.model import Space
 from townhall.web import pages
 
 log = logging.getLogger(__name__)
 
-
 REAP_INTERVAL_S = 5.0
 
 
-async def _end_abandoned_spaces(spaces: SpaceService) -> None:
+async def _end_abandoned_spaces(host: MediaHost) -> None:
     while True:
         await asyncio.sleep(REAP_INTERVAL_S)
         try:
-            for space in await spaces.end_abandoned(time.monotonic()):
-                log.info("space %s ended: its stage was empty too long", space.id)
+            await host.end_abandoned()
         except Exception:  # the reaper must outlive any one failure
             log.exception("ending abandoned Spaces failed")
 
 
+class Node:
+    """What the running process holds: the control plane and the media host, made in lifespan."""
+
+    plane: ControlPlane
+    host: MediaHost
+
+
 def create_app(config: Config) -> FastAPI:
-    spaces = SpaceService(
-        config.media,
-        config.ice_servers,
-        max_live=config.max_live_spaces,
-        empty_stage_end_s=config.empty_stage_end_s,
-    )
-    signer = TokenSigner(config.secret, config.token_ttl_s)
+    node = Node()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        reaper = asyncio.create_task(_end_abandoned_spaces(spaces))
-        yield
-        reaper.cancel()
-        # Graceful end: every live Space ends, so players see ENDLIST and speakers are hung up.
-        await spaces.close()
+        node.plane = await open_control_plane(config)
+        node.host = MediaHost(
+            node.plane.control,
+            config.media,
+            config.ice_servers,
+            max_live=config.max_live_spaces,
+            host_absent_end_s=config.empty_stage_end_s,
+        )
+        await node.host.resume_all()
+        reaper = asyncio.create_task(_end_abandoned_spaces(node.host))
+        try:
+            yield
+        finally:
+            # Graceful drain: stop streams and hang up speakers; Spaces stay open and resume on
+            # the next start.
+            reaper.cancel()
+            await node.host.close()
+            await node.plane.live.close()
+            await node.plane.records.close()
 
     app = FastAPI(
         title="townhall",
@@ -62,14 +76,21 @@ def create_app(config: Config) -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
-    app.include_router(build_api(config, spaces, signer))
+
+    async def run_media_for(space: Space) -> None:
+        try:
+            await node.host.ensure(space)
+        except NodeFull as exc:
+            raise Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"}) from None
+
+    install_control_plane(app, config, lambda: node.plane, run_media_for)
+    app.include_router(build_media_router(config, lambda: node.host))
 
     def lookup(space_id: str) -> SpaceMedia | None:
-        return spaces.media_of(space_id)
+        return node.host.media_of(space_id) if hasattr(node, "host") else None
 
     app.mount("/live", build_origin(lookup))
     for route in pages.routes():
         app.router.routes.append(route)
-    app.state.spaces = spaces
-    app.state.signer = signer
+    app.state.node = node
     return app

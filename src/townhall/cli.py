@@ -78,7 +78,9 @@ def _speak(args: argparse.Namespace) -> int:
     except (SpeakerError, OSError) as exc:
         print(f"townhall speak: {exc}", file=sys.stderr)
         return 2
-    speaker = Speaker(address, source, Path(args.record_return) if args.record_return else None)
+    speaker = Speaker(
+        address, source, Path(args.record_return) if args.record_return else None, name=args.name
+    )
 
     async def main() -> None:
         task = asyncio.current_task()
@@ -99,15 +101,56 @@ def _speak(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from townhall.api.tokens import StageRole, TokenSigner
-    from townhall.spaces.model import is_space_id
+    """Mint an identity token with this installation's secret: for bots and operator scripts."""
+    from townhall.api.identity import IdentityError, clean_display_name
+    from townhall.api.tokens import IdentityKind, IdentityTokens
+    from townhall.spaces.model import is_user_id, new_guest_id
 
-    if not is_space_id(args.space):
-        print(f"townhall token: {args.space!r} is not a Space id", file=sys.stderr)
+    if args.user_id is not None and not is_user_id(args.user_id):
+        print(f"townhall token: {args.user_id!r} is not a user id (u-… or g-…)", file=sys.stderr)
+        return 2
+    try:
+        name = clean_display_name(args.name)
+    except IdentityError as exc:
+        print(f"townhall token: {exc.message}", file=sys.stderr)
         return 2
     config = load(data_dir=Path(args.data_dir) if args.data_dir else None)
-    signer = TokenSigner(config.secret, config.token_ttl_s)
-    print(signer.mint(args.space, StageRole(args.role), ttl_s=args.ttl))
+    user_id = args.user_id or new_guest_id()
+    kind = IdentityKind.ACCOUNT if user_id.startswith("u-") else IdentityKind.GUEST
+    print(IdentityTokens(config.secret, args.ttl).mint(user_id, name, kind))
+    return 0
+
+
+def _spaces(args: argparse.Namespace) -> int:
+    """Operator commands over the HTTP API (so they work against any node, local or not)."""
+    import json
+
+    import httpx
+
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    base = args.url.rstrip("/")
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=20) as http:
+            if args.action == "list":
+                response = http.get("/api/spaces", params={"state": args.state})
+            elif args.action == "create":
+                body: dict[str, object] = {"title": args.title, "visibility": args.visibility}
+                if args.start is not None:
+                    body["scheduled_start"] = args.start
+                response = http.post("/api/spaces", json=body)
+            else:  # go-live, end
+                response = http.post(f"/api/spaces/{args.space}/{args.action}")
+    except httpx.HTTPError as exc:
+        print(f"townhall spaces: cannot reach {base}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code >= 400:
+        try:
+            error = response.json()["error"]
+            print(f"townhall spaces: {error['code']}: {error['message']}", file=sys.stderr)
+        except (ValueError, KeyError, TypeError):
+            print(f"townhall spaces: HTTP {response.status_code}", file=sys.stderr)
+        return 1
+    print(json.dumps(response.json(), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -130,9 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     speak = sub.add_parser("speak", help="join a stage as a speaker bot and publish audio")
     speak.add_argument(
-        "url", help="stage link (http://HOST/s/SPACE/stage#token=…) or Space link with --token"
+        "url", help="invite link (http://HOST/s/SPACE/stage#invite=…) or a Space link with --token"
     )
-    speak.add_argument("--token", help="stage token (if the link does not carry one)")
+    speak.add_argument(
+        "--token", help="identity token of someone already on the stage (e.g. the host's)"
+    )
+    speak.add_argument(
+        "--name", default="Speaker bot", help="display name when joining by invite link"
+    )
     source = speak.add_mutually_exclusive_group(required=True)
     source.add_argument("--tone", type=float, help="publish a sine tone of this frequency (Hz)")
     source.add_argument("--file", help="publish an audio file (anything FFmpeg reads)")
@@ -144,13 +192,34 @@ def build_parser() -> argparse.ArgumentParser:
     speak.set_defaults(func=_speak)
 
     token = sub.add_parser(
-        "token", help="mint a stage token for a Space with this installation's secret"
+        "token", help="mint an identity token (for bots) with this installation's secret"
     )
-    token.add_argument("space", help="Space id")
-    token.add_argument("--role", choices=["host", "speaker"], default="speaker")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token.add_argument("--name", required=True, help="display name")
+    token.add_argument(
+        "--user-id", help="an existing user id (u-… or g-…); default: a new guest id"
+    )
+    token.add_argument(
+        "--ttl", type=int, default=86400, help="seconds until it expires (default a day)"
+    )
     token.add_argument("--data-dir", help="data directory holding the secret (default ./data)")
     token.set_defaults(func=_token)
+
+    spaces = sub.add_parser("spaces", help="list, create, start and end Spaces over the API")
+    spaces.add_argument(
+        "--url", default="http://127.0.0.1:8080", help="server (default http://127.0.0.1:8080)"
+    )
+    spaces.add_argument("--token", help="identity token (townhall token, or from sign-in)")
+    actions = spaces.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="public Spaces")
+    listing.add_argument("--state", choices=["live", "upcoming"], default="live")
+    create = actions.add_parser("create", help="create a Space (green room) or schedule one")
+    create.add_argument("title")
+    create.add_argument("--visibility", choices=["public", "unlisted", "private"], default="public")
+    create.add_argument("--start", type=float, help="scheduled start, UNIX seconds")
+    for name in ("go-live", "end"):
+        action = actions.add_parser(name, help=f"{name.replace('-', ' ')} (host)")
+        action.add_argument("space")
+    spaces.set_defaults(func=_spaces)
     return parser
 
 

@@ -56,6 +56,8 @@ class Config:
     public_url: str = ""  # how browsers reach this server; derived from host:port when empty
     token_ttl_s: int = 12 * 3600
     ice_servers: tuple[IceServer, ...] = ()
+    database_url: str = ""  # SQLAlchemy URL; empty: SQLite file in data_dir
+    redis_url: str = ""  # empty: embedded live state (one process); set for many processes/nodes
     max_live_spaces: int = 50  # per process: each live Space costs a media clock and encoders
     empty_stage_end_s: int = 900  # a Space whose stage stays empty this long ends by itself
     media: MediaConfig = field(default_factory=MediaConfig)
@@ -129,6 +131,8 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "public_url": env.get("TOWNHALL_PUBLIC_URL", ""),
         "token_ttl_s": _int(env, "TOWNHALL_TOKEN_TTL", Config.token_ttl_s, low=60, high=30 * 86400),
         "ice_servers": parse_ice_servers(env.get("TOWNHALL_ICE_SERVERS", "")),
+        "database_url": env.get("TOWNHALL_DATABASE_URL", ""),
+        "redis_url": env.get("TOWNHALL_REDIS_URL", ""),
         "max_live_spaces": _int(
             env, "TOWNHALL_MAX_LIVE_SPACES", Config.max_live_spaces, low=1, high=10_000
         ),

@@ -1,14 +1,13 @@
 """Wiring of the control plane (identity, Spaces, stage, audience) into a FastAPI app.
 
-Kept apart from app.py while the audio path's original API is being moved onto it: app.py will call
-`install_control_plane` once the pages and the speaker bot speak the new API. Tests build an app
-with it today.
+app.py installs it beside the media node's routes; `control_plane_app` builds an app with the
+control plane alone (no media), for tests and for API-only processes.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from townhall.spaces.model import Space
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.live import LiveState
 from townhall.state.records import Records, open_records
+from townhall.state.redis_live import RedisLiveState
 
 IDENTITY_TTL_S = 30 * 86400
 INVITE_TTL_S = 7 * 86400
@@ -42,9 +42,13 @@ class ControlPlane:
 
 
 async def open_control_plane(config: Config) -> ControlPlane:
+    """Durable records in SQL (SQLite under the data directory unless TOWNHALL_DATABASE_URL says
+    otherwise); live state embedded, or in Redis when TOWNHALL_REDIS_URL is set."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    records = await open_records(records_url(config.data_dir))
-    live = EmbeddedLiveState()
+    records = await open_records(config.database_url or records_url(config.data_dir))
+    live: LiveState = (
+        RedisLiveState.from_url(config.redis_url) if config.redis_url else EmbeddedLiveState()
+    )
     return ControlPlane(records, live, SpaceControl(records, live))
 
 
@@ -52,7 +56,7 @@ def install_control_plane(
     app: FastAPI,
     config: Config,
     plane: Callable[[], ControlPlane],
-    on_space_changed: Callable[[Space], None],
+    on_space_changed: Callable[[Space], Awaitable[None]],
 ) -> None:
     identity = IdentityTokens(config.secret, IDENTITY_TTL_S)
     app.state.identity_tokens = identity
@@ -79,6 +83,10 @@ def control_plane_app(config: Config) -> FastAPI:
 
     app = FastAPI(title="townhall control plane", lifespan=lifespan)
     errors.install(app)
-    install_control_plane(app, config, lambda: holder["plane"], lambda _space: None)
+
+    async def nothing_to_run(_space: Space) -> None:
+        return None
+
+    install_control_plane(app, config, lambda: holder["plane"], nothing_to_run)
     app.state.plane = lambda: holder["plane"]
     return app

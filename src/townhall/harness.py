@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -95,28 +96,59 @@ def spawn(args: list[str], env: dict[str, str] | None = None) -> Proc:
     return Proc(popen)
 
 
+@dataclass(frozen=True)
+class HostedSpace:
+    id: str
+    host_token: str
+    stage_url: str  # for the host's bot: pass with --token host_token
+    listen_url: str
+    playlist_url: str
+
+    def host_bot_args(self) -> list[str]:
+        return [self.stage_url, "--token", self.host_token]
+
+
 @dataclass
 class Server:
     url: str
     proc: Proc
     data_dir: Path
 
-    def create_space(self, title: str = "Test Space") -> dict[str, object]:
-        response = httpx.post(f"{self.url}/api/spaces", json={"title": title}, timeout=10)
-        if response.status_code != 201:
-            raise RuntimeError(f"creating a Space failed: {response.status_code} {response.text}")
-        created: dict[str, object] = response.json()
-        return created
-
-    def invite(self, space_id: str, host_token: str) -> str:
-        response = httpx.post(
-            f"{self.url}/api/spaces/{space_id}/invites",
-            headers={"Authorization": f"Bearer {host_token}"},
-            timeout=10,
+    def call(self, method: str, path: str, token: str | None = None, json: object = None) -> Any:
+        """One API call; raises with the server's error message unless it succeeded."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = httpx.request(
+            method, f"{self.url}{path}", json=json, headers=headers, timeout=15
         )
-        if response.status_code != 201:
-            raise RuntimeError(f"inviting a speaker failed: {response.status_code} {response.text}")
-        return str(response.json()["stage_url"])
+        if response.status_code >= 400:
+            raise RuntimeError(f"{method} {path} failed: {response.status_code} {response.text}")
+        return response.json() if response.content else None
+
+    def host_identity(self, name: str = "Host") -> str:
+        """A guest identity for a test host (bearer token)."""
+        return str(self.call("POST", "/api/auth/guest", json={"display_name": name})["token"])
+
+    def create_space(self, title: str = "Test Space", *, live: bool = True) -> HostedSpace:
+        """A Space with a host identity, put on air unless `live` is False (it stays in the green room)."""
+        token = self.host_identity()
+        created = self.call("POST", "/api/spaces", token, {"title": title})
+        space_id = str(created["space"]["id"])
+        if live:
+            self.call("POST", f"/api/spaces/{space_id}/go-live", token)
+        return HostedSpace(
+            id=space_id,
+            host_token=token,
+            stage_url=f"{self.url}/s/{space_id}/stage",
+            listen_url=str(created["links"]["listen"]),
+            playlist_url=str(created["links"]["playlist"]),
+        )
+
+    def invite(self, space: HostedSpace, role: str = "speaker") -> str:
+        """An invite link (…/stage#invite=…) that seats whoever opens it."""
+        link = self.call(
+            "POST", f"/api/spaces/{space.id}/invite-links", space.host_token, {"role": role}
+        )
+        return str(link["url"])
 
 
 def start_server(tmp: Path, env: dict[str, str] | None = None) -> Server:

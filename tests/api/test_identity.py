@@ -14,9 +14,7 @@ from townhall.api.tokens import (
     IdentityKind,
     IdentityTokens,
     InviteTokens,
-    StageRole,
     TokenError,
-    TokenSigner,
 )
 
 SECRET = "k" * 40
@@ -62,10 +60,8 @@ def test_identity_tokens_round_trip_and_refuse_other_audiences() -> None:
         IdentityKind.ACCOUNT,
     )
     invite = InviteTokens(SECRET, 3600).mint("abcdefghij", "speaker")
-    stage = TokenSigner(SECRET, 3600).mint("abcdefghij", StageRole.HOST)
-    for other in (invite, stage):
-        with pytest.raises(TokenError):
-            identities.verify(other)
+    with pytest.raises(TokenError):
+        identities.verify(invite)
 
 
 def test_an_invite_opens_one_space_until_it_expires() -> None:

@@ -1,33 +1,45 @@
-"""Stage tokens open exactly one Space, in one role, until they expire."""
+"""Identity tokens say who someone is until they expire; forged, unsigned or foreign ones are refused."""
 
 from __future__ import annotations
 
 import jwt
 import pytest
 
-from townhall.api.tokens import AUDIENCE, StageRole, TokenError, TokenSigner
+from townhall.api.tokens import (
+    IDENTITY_AUDIENCE,
+    IdentityKind,
+    IdentityTokens,
+    InviteTokens,
+    TokenError,
+)
 
-SECRET = "s" * 32
+SECRET = "s" * 40
 
 
-def test_a_token_grants_its_space_and_role() -> None:
-    signer = TokenSigner(SECRET, 3600)
-    grant = signer.verify(signer.mint("abcdefghij", StageRole.HOST, "alice"), "abcdefghij")
-    assert (grant.space_id, grant.speaker_id, grant.role) == ("abcdefghij", "alice", StageRole.HOST)
+def test_an_identity_round_trips() -> None:
+    tokens = IdentityTokens(SECRET, 3600)
+    who = tokens.verify(tokens.mint("g-abcdefghijkl", "Lee", IdentityKind.GUEST))
+    assert (who.user_id, who.display_name, who.kind) == (
+        "g-abcdefghijkl",
+        "Lee",
+        IdentityKind.GUEST,
+    )
 
 
-def test_a_token_for_one_space_opens_nothing_in_another() -> None:
-    signer = TokenSigner(SECRET, 3600)
+def test_an_expired_identity_is_refused() -> None:
+    tokens = IdentityTokens(SECRET, 3600)
     with pytest.raises(TokenError) as refused:
-        signer.verify(signer.mint("abcdefghij", StageRole.SPEAKER), "zzzzzzzzzz")
-    assert refused.value.code == "token_wrong_space"
-
-
-def test_an_expired_token_is_refused() -> None:
-    signer = TokenSigner(SECRET, 3600)
-    with pytest.raises(TokenError) as refused:
-        signer.verify(signer.mint("abcdefghij", StageRole.SPEAKER, ttl_s=-10), "abcdefghij")
+        tokens.verify(tokens.mint("u-abcdefghijkl", "Ada", IdentityKind.ACCOUNT, ttl_s=-5))
     assert refused.value.code == "token_expired"
+
+
+CLAIMS = {
+    "aud": IDENTITY_AUDIENCE,
+    "sub": "u-abcdefghijkl",
+    "name": "Ada",
+    "kind": "account",
+    "exp": 2**40,
+}
 
 
 @pytest.mark.parametrize(
@@ -35,35 +47,20 @@ def test_an_expired_token_is_refused() -> None:
     [
         "",
         "not-a-token",
-        jwt.encode(
-            {"aud": AUDIENCE, "space": "abcdefghij", "sub": "x", "role": "host", "exp": 2**40},
-            "another-secret-of-enough-length-for-hs256",
-            algorithm="HS256",
-        ),
-        jwt.encode(
-            {"aud": AUDIENCE, "space": "abcdefghij", "sub": "x", "role": "god", "exp": 2**40},
-            SECRET,
-            algorithm="HS256",
-        ),
-        jwt.encode(
-            {"aud": AUDIENCE, "space": "abcdefghij", "sub": "x", "role": "host"},
-            SECRET,
-            algorithm="HS256",
-        ),
+        jwt.encode(CLAIMS, "another-secret-of-enough-length-for-hs256", algorithm="HS256"),
+        jwt.encode({**CLAIMS, "kind": "admin"}, SECRET, algorithm="HS256"),
+        jwt.encode({k: v for k, v in CLAIMS.items() if k != "exp"}, SECRET, algorithm="HS256"),
+        jwt.encode({**CLAIMS, "aud": "townhall:invite"}, SECRET, algorithm="HS256"),
+        jwt.encode(CLAIMS, None, algorithm="none"),
     ],
-    ids=["empty", "garbage", "forged", "unknown-role", "no-expiry"],
+    ids=["empty", "garbage", "forged", "unknown-kind", "no-expiry", "other-audience", "unsigned"],
 )
-def test_forged_or_malformed_tokens_are_refused(token: str) -> None:
+def test_forged_or_malformed_identities_are_refused(token: str) -> None:
     with pytest.raises(TokenError) as refused:
-        TokenSigner(SECRET, 3600).verify(token, "abcdefghij")
+        IdentityTokens(SECRET, 3600).verify(token)
     assert refused.value.code == "token_invalid"
 
 
-def test_unsigned_tokens_are_refused() -> None:
-    token = jwt.encode(
-        {"aud": AUDIENCE, "space": "abcdefghij", "sub": "x", "role": "host", "exp": 2**40},
-        None,
-        algorithm="none",
-    )
-    with pytest.raises(TokenError):
-        TokenSigner(SECRET, 3600).verify(token, "abcdefghij")
+def test_a_short_secret_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="too short"):
+        InviteTokens("short", 60)

@@ -69,12 +69,10 @@ def on_stage(proc: Proc) -> None:
 def test_a_listener_hears_the_speakers_tone(
     server: Server, speakers: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    created = server.create_space("Tone check")
-    space = created["space"]
-    assert isinstance(space, dict)
-    on_stage(speakers(str(created["stage_url"]), "--tone", "440"))
+    space = server.create_space("Tone check")
+    on_stage(speakers(*space.host_bot_args(), "--tone", "440"))
 
-    audio = decode_mono(listen_with_ffmpeg(str(space["playlist_url"]), tmp_path / "heard.wav", 4))
+    audio = decode_mono(listen_with_ffmpeg(space.playlist_url, tmp_path / "heard.wav", 4))
 
     assert len(audio) >= 3.5 * 48_000
     assert rms_dbfs(audio) > -30, "the listener got (near) silence"
@@ -84,13 +82,11 @@ def test_a_listener_hears_the_speakers_tone(
 def test_two_speakers_are_both_heard_and_each_hears_only_the_other(
     server: Server, speakers: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    created = server.create_space("Two on stage")
-    space = created["space"]
-    assert isinstance(space, dict)
-    guest_url = server.invite(str(space["id"]), str(created["host_token"]))
+    space = server.create_space("Two on stage")
+    guest_url = server.invite(space)
     returned = tmp_path / "a-hears.wav"
     a = speakers(
-        str(created["stage_url"]),
+        *space.host_bot_args(),
         "--tone",
         "440",
         "--duration",
@@ -102,7 +98,7 @@ def test_two_speakers_are_both_heard_and_each_hears_only_the_other(
     on_stage(a)
     on_stage(b)
 
-    audio = decode_mono(listen_with_ffmpeg(str(space["playlist_url"]), tmp_path / "heard.wav", 4))
+    audio = decode_mono(listen_with_ffmpeg(space.playlist_url, tmp_path / "heard.wav", 4))
     assert tone_strength(audio, 440) > 0.2
     assert tone_strength(audio, 660) > 0.2
 
@@ -148,20 +144,18 @@ def _part_lags(server: Server, space_id: str, count: int) -> list[float]:
 def test_a_speaker_who_vanishes_leaves_no_gap_for_listeners(
     server: Server, speakers: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    created = server.create_space("Crash test")
-    space = created["space"]
-    assert isinstance(space, dict)
-    doomed = speakers(str(created["stage_url"]), "--tone", "440")
+    space = server.create_space("Crash test")
+    doomed = speakers(*space.host_bot_args(), "--tone", "440")
     on_stage(doomed)
-    before = _part_lags(server, str(space["id"]), 6)
+    before = _part_lags(server, space.id, 6)
     doomed.kill()  # SIGKILL: no goodbye, the connection just goes silent
-    after = _part_lags(server, str(space["id"]), 12)
+    after = _part_lags(server, space.id, 12)
     lags = before + after
     part = 0.32
     assert max(lags) - min(lags) < part, f"the stream stalled: part lags {lags}"
 
     # The same speaker comes back with the same link, and the stage carries them again.
-    back = speakers(str(created["stage_url"]), "--tone", "550")
+    back = speakers(*space.host_bot_args(), "--tone", "550")
     on_stage(back)
-    audio = decode_mono(listen_with_ffmpeg(str(space["playlist_url"]), tmp_path / "back.wav", 3))
+    audio = decode_mono(listen_with_ffmpeg(space.playlist_url, tmp_path / "back.wav", 3))
     assert tone_strength(audio, 550) > 0.5

@@ -175,6 +175,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
             limits=StageLimits(max_cohosts=body.max_cohosts, max_speakers=body.max_speakers),
         )
         space = await call(control().create(actor(who), spec))
+        await request.app.state.on_space_changed(space)
         return await view(space, request, show_invite=True)
 
     @router.get("", response_model=list[SpaceView], summary="Public Spaces: live now, or upcoming")
@@ -215,7 +216,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
 
     async def lifecycle(command: str, space_id: str, request: Request, who: Identity) -> SpaceView:
         space = await call(getattr(control(), command)(actor(who), space_id))
-        request.app.state.on_space_changed(space)
+        await request.app.state.on_space_changed(space)
         return await view(space, request)
 
     @router.post(

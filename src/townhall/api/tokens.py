@@ -2,7 +2,6 @@
 
     identity  "townhall:identity"  who you are: an account or a guest (cookie or bearer)
     invite    "townhall:invite"    a claimable seat on one Space's stage, as speaker or co-host
-    stage     "townhall:stage"     legacy audio-path grant: publish into one Space (bots, tests)
 
 A token for one audience is refused by every other, an invite names one Space, and every token
 carries an expiry checked on each use.
@@ -19,15 +18,9 @@ from typing import Any
 import jwt
 
 ALGORITHM = "HS256"
-AUDIENCE = "townhall:stage"
 IDENTITY_AUDIENCE = "townhall:identity"
 INVITE_AUDIENCE = "townhall:invite"
 MIN_SECRET_LENGTH = 32  # HS256 wants a 256-bit key
-
-
-class StageRole(enum.StrEnum):
-    HOST = "host"
-    SPEAKER = "speaker"
 
 
 class IdentityKind(enum.StrEnum):
@@ -42,14 +35,6 @@ class TokenError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-@dataclass(frozen=True)
-class StageGrant:
-    space_id: str
-    speaker_id: str
-    role: StageRole
-    expires_at: int
 
 
 @dataclass(frozen=True)
@@ -96,38 +81,6 @@ class _Jwt:
         except jwt.PyJWTError:
             raise TokenError("token_invalid", "the token is not valid") from None
         return claims
-
-
-class TokenSigner:
-    """Stage grants for the audio path (bots and operators with `townhall token`)."""
-
-    def __init__(self, secret: str, default_ttl_s: int) -> None:
-        self._jwt = _Jwt(secret)
-        self._ttl = default_ttl_s
-
-    def mint(
-        self,
-        space_id: str,
-        role: StageRole,
-        speaker_id: str | None = None,
-        ttl_s: int | None = None,
-    ) -> str:
-        claims = {
-            "space": space_id,
-            "sub": speaker_id or f"s-{secrets.token_hex(6)}",
-            "role": role.value,
-        }
-        return self._jwt.encode(AUDIENCE, claims, ttl_s if ttl_s is not None else self._ttl)
-
-    def verify(self, token: str, space_id: str) -> StageGrant:
-        claims = self._jwt.decode(AUDIENCE, token, ["space", "sub", "role"])
-        if claims["space"] != space_id:
-            raise TokenError("token_wrong_space", "the token is for another Space")
-        try:
-            role = StageRole(claims["role"])
-        except ValueError:
-            raise TokenError("token_invalid", "the token is not valid") from None
-        return StageGrant(str(claims["space"]), str(claims["sub"]), role, int(claims["exp"]))
 
 
 class IdentityTokens:

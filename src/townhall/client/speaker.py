@@ -42,22 +42,23 @@ class SpeakerError(Exception):
 class StageAddress:
     base_url: str
     space_id: str
-    token: str
+    token: str | None  # an identity already on the stage (bearer), or None: join as a guest
+    invite: str | None  # an invite link's token: claims a seat before connecting
 
 
 def parse_stage_url(url: str, token: str | None = None) -> StageAddress:
-    """`http://host/s/SPACE/stage#token=T` (as the host page shares it), or a Space link plus a token."""
+    """`http://HOST/s/SPACE/stage#invite=I` (an invite link, as the host shares it), or a Space
+    link plus `token`, the identity of someone already on that stage."""
     parts = urlsplit(url)
     match = _STAGE_PATH.match(parts.path)
     if parts.scheme not in ("http", "https") or not parts.netloc or match is None:
-        raise SpeakerError(f"not a Space link: {url!r} (want http://HOST/s/SPACE/stage#token=…)")
-    fragment_token = (
-        parts.fragment.removeprefix("token=") if parts.fragment.startswith("token=") else None
+        raise SpeakerError(f"not a Space link: {url!r} (want http://HOST/s/SPACE/stage#invite=…)")
+    invite = (
+        parts.fragment.removeprefix("invite=") if parts.fragment.startswith("invite=") else None
     )
-    chosen = token or fragment_token
-    if not chosen:
-        raise SpeakerError("no stage token: pass --token or use the stage link that carries one")
-    return StageAddress(f"{parts.scheme}://{parts.netloc}", match.group(1), chosen)
+    if not token and not invite:
+        raise SpeakerError("no way onto the stage: use an invite link or pass --token")
+    return StageAddress(f"{parts.scheme}://{parts.netloc}", match.group(1), token, invite)
 
 
 class ReturnRecorder:
@@ -91,9 +92,15 @@ class ReturnRecorder:
 
 class Speaker:
     def __init__(
-        self, address: StageAddress, source: MediaStreamTrack, record_return: Path | None = None
+        self,
+        address: StageAddress,
+        source: MediaStreamTrack,
+        record_return: Path | None = None,
+        name: str = "Speaker bot",
     ) -> None:
         self.address = address
+        self.name = name
+        self.token = address.token
         self.source = source
         self.recorder = ReturnRecorder(record_return)
         self.pc: RTCPeerConnection | None = None
@@ -103,11 +110,24 @@ class Speaker:
 
     @property
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.address.token}"}
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     async def connect(self) -> None:
         base, space = self.address.base_url, self.address.space_id
         async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+            if self.token is None:
+                guest = await http.post("/api/auth/guest", json={"display_name": self.name})
+                if guest.status_code != 201:
+                    raise SpeakerError(_describe(guest))
+                self.token = str(guest.json()["token"])
+            if self.address.invite is not None:
+                seat = await http.post(
+                    f"/api/spaces/{space}/stage/join",
+                    json={"invite": self.address.invite},
+                    headers=self._headers,
+                )
+                if seat.status_code != 200:
+                    raise SpeakerError(_describe(seat))
             ice = await http.get("/api/ice-servers")
             servers = [RTCIceServer(**s) for s in ice.json()] if ice.status_code == 200 else []
             self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers or None))

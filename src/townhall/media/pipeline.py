@@ -141,6 +141,7 @@ class SpaceMedia:
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
         self.skipped_ticks = 0
+        self._speaking: dict[SpeakerId, float] = {}  # the last tick's speakers and their levels
 
     # -- stage -----------------------------------------------------------------------------------
     def add_speaker(self, speaker: SpeakerId) -> ReturnTrack:
@@ -153,6 +154,7 @@ class SpaceMedia:
 
     def remove_speaker(self, speaker: SpeakerId) -> None:
         track = self._returns.pop(speaker, None)
+        self._speaking.pop(speaker, None)
         if track is not None:
             track.stop()
             self.mixer.remove_speaker(speaker)
@@ -163,6 +165,11 @@ class SpaceMedia:
     @property
     def speakers(self) -> list[SpeakerId]:
         return list(self._returns)
+
+    def speaking_levels(self) -> dict[SpeakerId, float]:
+        """Who the last tick found speaking (`MixResult.speaking`), each with that tick's level in
+        dBFS: what the speaking indicators show. Read-only; the director publishes it."""
+        return dict(self._speaking)
 
     # -- listener program: on air, broadcast delay, dump -------------------------------------------
     # Called on the event loop, like the tick: each applies from the next tick's program frame.
@@ -260,6 +267,7 @@ class SpaceMedia:
         mix = self.mixer.tick()
         program = self._gate.process(mix.program)  # same loop step as the mix: no command between
         self.ticks += 1
+        self._speaking = {s: mix.levels[s] for s in mix.speaking}
         result = await loop.run_in_executor(self._worker, self._encode, mix, program)
         self._deliver(result)
         if result.parts:

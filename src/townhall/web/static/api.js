@@ -2,6 +2,11 @@
 //
 // Every API error has one shape, {"error": {"code", "message"}}; `api()` turns it (and a network
 // failure) into an ApiError whose message is written for the person in front of the page.
+//
+// Identity. Signing up, signing in and "continue as a guest" set the HttpOnly `th_session` cookie;
+// pages never see the token, they send the cookie with every same-origin call and ask
+// `GET /api/auth/me` who they are. Listening needs no identity; reacting, raising a hand and the
+// stage do: `ensureIdentity()` asks for a guest name (or offers to sign in) when there is none.
 
 export class ApiError extends Error {
   constructor(status, code, message, retryAfterSeconds = 0) {
@@ -19,23 +24,35 @@ function retryAfter(response) {
   return Number.isFinite(seconds) && seconds > 0 ? seconds : 0;
 }
 
-export async function api(path, { method = 'GET', body, token, keepalive = false } = {}) {
+/** Messages of the server written for API clients, said again for people. */
+const FRIENDLY = {
+  identity_required: 'Sign in or pick a guest name first.',
+  bad_credentials: 'Wrong username or password.',
+  username_taken: 'That username is taken: pick another one.',
+  banned: 'You are banned from this Space.',
+  token_expired: 'This invite link has expired. Ask the host for a new one.',
+  token_invalid: 'This invite link is not valid. Ask the host for a new one.',
+  stage_full: 'The stage is full.',
+  rate_limited: 'Slow down a little, then try again.',
+};
+
+export async function api(path, { method = 'GET', body, keepalive = false } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  if (token) headers.Authorization = `Bearer ${token}`;
   let response;
   try {
     response = await fetch(path, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: 'same-origin', // the session cookie is the identity
       keepalive,
       cache: 'no-store',
     });
   } catch {
     throw new ApiError(0, 'network', 'Cannot reach the server. Check your connection and try again.');
   }
-  if (response.status === 204) return null;
+  if (response.status === 204 || response.status === 202) return null;
   let data = null;
   try {
     data = await response.json();
@@ -44,19 +61,209 @@ export async function api(path, { method = 'GET', body, token, keepalive = false
   }
   if (!response.ok) {
     const error = data && typeof data.error === 'object' ? data.error : {};
-    throw new ApiError(
-      response.status,
-      error.code || `http_${response.status}`,
-      error.message || `The server answered ${response.status} ${response.statusText}.`.trim(),
-      retryAfter(response),
-    );
+    const code = error.code || `http_${response.status}`;
+    let message = FRIENDLY[code] || error.message || `The server answered ${response.status} ${response.statusText}.`;
+    message = message.trim();
+    message = message.charAt(0).toUpperCase() + message.slice(1);
+    if (!/[.!?]$/.test(message)) message += '.';
+    throw new ApiError(response.status, code, message, retryAfter(response));
   }
   return data;
 }
 
+// ------------------------------------------------------------------------------------- identity
+//
+// The session cookie is HttpOnly, so a page cannot see whether it has one, and asking the server
+// (`GET /api/auth/me`) answers 401 when it does not — which browsers log as a console error on
+// every page load of every signed-out listener. So the pages remember what they last learnt in
+// localStorage (a *hint*: id, name, kind, expiry; never the token) and ask the server only when the
+// hint says there is an identity to confirm, or when a page cannot work without one (`probe`).
+
+const HINT_KEY = 'townhall.identity';
+
+/** undefined: never learnt; null: signed out; otherwise {user_id, display_name, kind, expires_at}. */
+function readHint() {
+  try {
+    const raw = localStorage.getItem(HINT_KEY);
+    if (raw === null) return undefined;
+    const hint = JSON.parse(raw);
+    if (hint && typeof hint.expires_at === 'number' && hint.expires_at * 1000 < Date.now()) return null;
+    return hint;
+  } catch {
+    return undefined; // storage blocked: behave as a first visit
+  }
+}
+
+function remember(identity) {
+  try {
+    const hint = identity
+      ? {
+          user_id: identity.user_id,
+          display_name: identity.display_name,
+          kind: identity.kind,
+          expires_at: identity.expires_at,
+        }
+      : null;
+    localStorage.setItem(HINT_KEY, JSON.stringify(hint));
+  } catch {
+    // storage blocked: the page just asks the server more often
+  }
+  return identity;
+}
+
+/**
+ * Who this browser is ({user_id, display_name, kind}), or null when signed out. Without `probe`
+ * the server is asked only when this browser is known to have an identity (see above).
+ */
+export async function whoAmI({ probe = false } = {}) {
+  const hint = readHint();
+  if (!probe && !hint) return null;
+  try {
+    return remember(await api('/api/auth/me'));
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return remember(null);
+    throw err;
+  }
+}
+
+export async function signUp(username, password, displayName) {
+  const body = { username, password, display_name: displayName };
+  return remember(await api('/api/auth/signup', { method: 'POST', body }));
+}
+
+export async function signIn(username, password) {
+  return remember(await api('/api/auth/signin', { method: 'POST', body: { username, password } }));
+}
+
+export async function continueAsGuest(displayName) {
+  return remember(await api('/api/auth/guest', { method: 'POST', body: { display_name: displayName } }));
+}
+
+export async function signOut() {
+  remember(null);
+  await api('/api/auth/signout', { method: 'POST' });
+}
+
+/** The home page's sign-in link that brings the person back here afterwards (fragment included). */
+export function signInLink() {
+  return `/?next=${encodeURIComponent(location.pathname + location.search + location.hash)}`;
+}
+
+/** A `next=` target that is a path on this site (never another origin), or null. */
+export function safeNext(raw) {
+  if (typeof raw !== 'string' || !raw.startsWith('/') || raw.startsWith('//') || raw.startsWith('/\\')) return null;
+  return raw;
+}
+
+let identityDialog = null;
+
+function buildIdentityDialog() {
+  const dialog = document.createElement('dialog');
+  dialog.className = 'identity-dialog';
+  dialog.setAttribute('aria-labelledby', 'identity-heading');
+  const form = document.createElement('form');
+  form.method = 'dialog';
+  form.noValidate = true;
+  const heading = document.createElement('h2');
+  heading.id = 'identity-heading';
+  heading.textContent = 'Pick a name';
+  const reason = document.createElement('p');
+  reason.className = 'hint';
+  reason.id = 'identity-reason';
+  const field = document.createElement('div');
+  field.className = 'field';
+  const label = document.createElement('label');
+  label.htmlFor = 'identity-name';
+  label.textContent = 'Your name';
+  const input = document.createElement('input');
+  input.id = 'identity-name';
+  input.type = 'text';
+  input.maxLength = 40;
+  input.autocomplete = 'nickname';
+  input.required = true;
+  input.setAttribute('aria-describedby', 'identity-reason');
+  field.append(label, input);
+  const error = document.createElement('p');
+  error.className = 'error';
+  error.setAttribute('role', 'alert');
+  error.hidden = true;
+  const row = document.createElement('div');
+  row.className = 'row';
+  const ok = document.createElement('button');
+  ok.type = 'submit';
+  ok.className = 'primary';
+  ok.textContent = 'Continue as guest';
+  const cancel = document.createElement('button');
+  cancel.type = 'button';
+  cancel.textContent = 'Cancel';
+  row.append(ok, cancel);
+  const account = document.createElement('p');
+  account.className = 'hint';
+  const link = document.createElement('a');
+  link.textContent = 'Sign in or create an account instead';
+  account.append('Have an account? ', link);
+  form.append(heading, reason, field, row, error, account);
+  dialog.append(form);
+  document.body.append(dialog);
+  return { dialog, form, reason, input, error, ok, cancel, link };
+}
+
+/**
+ * The current identity, or — when there is none — the one the person picks in a small dialog
+ * (a guest name, or a link to sign in). Resolves to null when they cancel.
+ */
+export async function ensureIdentity(why, { probe = false } = {}) {
+  const current = await whoAmI({ probe });
+  if (current) return current;
+  if (identityDialog === null) identityDialog = buildIdentityDialog();
+  const ui = identityDialog;
+  ui.reason.textContent = `Listeners need a name to ${why}. Guests need no account.`;
+  ui.link.href = signInLink();
+  say(ui.error, '');
+  ui.ok.disabled = false;
+  return new Promise((resolve) => {
+    const finish = (identity) => {
+      ui.form.removeEventListener('submit', onSubmit);
+      ui.cancel.removeEventListener('click', onCancel);
+      ui.dialog.removeEventListener('cancel', onCancel);
+      if (ui.dialog.open) ui.dialog.close();
+      resolve(identity);
+    };
+    const onCancel = (event) => {
+      event.preventDefault();
+      finish(null);
+    };
+    const onSubmit = async (event) => {
+      event.preventDefault();
+      const name = ui.input.value.trim();
+      if (!name) {
+        say(ui.error, 'Type the name others will see.');
+        ui.input.setAttribute('aria-invalid', 'true');
+        ui.input.focus();
+        return;
+      }
+      ui.input.removeAttribute('aria-invalid');
+      ui.ok.disabled = true;
+      try {
+        finish(await continueAsGuest(name));
+      } catch (err) {
+        say(ui.error, err.message);
+        ui.ok.disabled = false;
+      }
+    };
+    ui.form.addEventListener('submit', onSubmit);
+    ui.cancel.addEventListener('click', onCancel);
+    ui.dialog.addEventListener('cancel', onCancel);
+    ui.dialog.showModal();
+    ui.input.focus();
+  });
+}
+
+// ------------------------------------------------------------------------------------- display
+
 const STATE_LABELS = {
   scheduled: 'Scheduled',
-  green_room: 'Green room',
+  green_room: 'Starting soon',
   live: 'Live',
   ended: 'Ended',
   cancelled: 'Cancelled',
@@ -67,35 +274,24 @@ export function stateLabel(state) {
   return STATE_LABELS[state] || String(state).replace(/_/g, ' ');
 }
 
+const ROLE_LABELS = { host: 'Host', cohost: 'Co-host', speaker: 'Speaker', listener: 'Listener' };
+
+export function roleLabel(role) {
+  return ROLE_LABELS[role] || String(role);
+}
+
+/** "about 1,200 listening": the count is sampled, and the page says so. */
+export function listenersLabel(approx) {
+  const n = Math.max(0, Math.round(Number(approx) || 0));
+  if (n === 0) return 'No listeners counted yet';
+  const shown = n >= 10000 ? new Intl.NumberFormat(undefined, { notation: 'compact' }).format(n) : n.toLocaleString();
+  return `About ${shown} listening`;
+}
+
 /** The Space id in /s/{id} or /s/{id}/stage, or null. */
 export function spaceIdFromPath(pathname = location.pathname) {
   const match = /^\/s\/([a-z0-9]{10})(?:\/|$)/.exec(pathname);
   return match ? match[1] : null;
-}
-
-/** Links are built from the address this browser used, which is the one that reaches the server. */
-export function listenerLink(spaceId) {
-  return `${location.origin}/s/${spaceId}`;
-}
-
-export function stageLink(spaceId, token) {
-  return `${location.origin}/s/${spaceId}/stage#token=${encodeURIComponent(token)}`;
-}
-
-/**
- * The claims of a JWT, decoded without verifying it: for display only (role, expiry).
- * The server checks the signature on every call.
- */
-export function jwtClaims(token) {
-  try {
-    const part = token.split('.')[1];
-    const base64 = part.replace(/-/g, '+').replace(/_/g, '/');
-    const padded = base64.padEnd(Math.ceil(base64.length / 4) * 4, '=');
-    const bytes = Uint8Array.from(atob(padded), (ch) => ch.charCodeAt(0));
-    return JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
-    return null;
-  }
 }
 
 export function byId(id) {
@@ -110,6 +306,14 @@ export function say(element, message) {
   element.hidden = !message;
 }
 
+/** A new element with a class and text: the pages build lists without innerHTML. */
+export function el(tag, className = '', text = '') {
+  const element = document.createElement(tag);
+  if (className) element.className = className;
+  if (text) element.textContent = text;
+  return element;
+}
+
 /** Copies a read-only field's text; where the clipboard is not available, selects it for Ctrl+C. */
 export async function copyField(input, feedback) {
   input.focus();
@@ -120,4 +324,10 @@ export async function copyField(input, feedback) {
   } catch {
     feedback.textContent = 'Selected: press Ctrl+C (⌘C on a Mac) to copy.';
   }
+}
+
+/** Exponential backoff with jitter (a crowd must not retry in step), in seconds. */
+export function backoff(attempt, maxSeconds, baseSeconds = 0.5) {
+  const ceiling = Math.min(maxSeconds, baseSeconds * 2 ** Math.max(0, attempt - 1));
+  return ceiling * (0.5 + Math.random() / 2);
 }

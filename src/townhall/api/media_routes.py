@@ -1,0 +1,134 @@
+"""The stage's audio connection: WebRTC signalling for people on a Space's stage, ICE servers,
+and the health check.
+
+Connecting is JOIN_STAGE in the rules: the caller's identity must be on the Space's stage roster
+and not banned. The offer goes to the node running the Space's media (this process).
+"""
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from townhall.api.auth import RequiredIdentity
+from townhall.api.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    TooManyRequests,
+    Unavailable,
+)
+from townhall.api.ratelimit import RateLimit, RateLimiter
+from townhall.config import Config
+from townhall.media.audio import SpeakerId
+from townhall.media.host import MediaHost, NodeFull
+from townhall.media.ingest import SdpError
+from townhall.spaces import rules
+from townhall.spaces.control import ControlError
+from townhall.spaces.model import SpaceState, UserId, is_space_id
+
+
+class Offer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["offer"]
+    sdp: str = Field(min_length=10, max_length=32_768)
+
+
+class Answer(BaseModel):
+    type: Literal["answer"] = "answer"
+    sdp: str
+
+
+class IceServerOut(BaseModel):
+    urls: str
+    username: str | None = None
+    credential: str | None = None
+
+
+def build_media_router(
+    config: Config, host: Callable[[], MediaHost], clock: Callable[[], float] = time.monotonic
+) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["stage audio"])
+    per_address = RateLimiter(RateLimit(per_second=5.0, burst=30))  # a whole stage behind one NAT
+    per_person = RateLimiter(RateLimit(per_second=0.5, burst=5))  # reconnect loops
+
+    def limited(limiter: RateLimiter, caller: str) -> None:
+        wait = limiter.check(caller, clock())
+        if wait > 0:
+            raise TooManyRequests(
+                "too many connection attempts; slow down",
+                headers={"Retry-After": RateLimiter.retry_after(wait)},
+            )
+
+    @router.post(
+        "/spaces/{space_id}/rtc",
+        response_model=Answer,
+        summary="Connect your microphone to the stage (WebRTC offer → answer)",
+    )
+    async def connect(
+        space_id: Annotated[str, Path()], body: Offer, request: Request, who: RequiredIdentity
+    ) -> Answer:
+        if not is_space_id(space_id):
+            raise NotFound("no such Space", code="space_not_found")
+        limited(per_address, request.client.host if request.client else "unknown")
+        limited(per_person, f"{space_id}/{who.user_id}")
+        node = host()
+        try:
+            space = await node.control.space(space_id)
+        except ControlError:
+            raise NotFound("no such Space", code="space_not_found") from None
+        if space.state.is_over:
+            raise Gone("this Space has ended", code=f"space_{space.state.value}")
+        user = UserId(who.user_id)
+        role = await node.control.role_of(space, user)
+        banned = await node.control.records.is_banned(space.id, user)
+        decision = rules.decide(role, rules.Action.JOIN_STAGE, actor_banned=banned)
+        if not decision.allowed:
+            raise Forbidden(
+                "you are not on this Space's stage"
+                if not banned
+                else "you are banned from this Space",
+                code=decision.reason,
+            )
+        if space.state is SpaceState.SCHEDULED:
+            raise Conflict(
+                "the Space has not opened yet: the host opens the green room first", code="not_open"
+            )
+        try:
+            runtime = await node.ensure(space)
+        except NodeFull as exc:
+            raise Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"}) from None
+        assert runtime is not None
+        try:
+            sdp = await runtime.ingest.connect(SpeakerId(user), body.sdp)
+        except SdpError as exc:
+            raise BadRequest(str(exc), code="bad_sdp") from None
+        runtime.director.speaker_connected(SpeakerId(user))
+        return Answer(sdp=sdp)
+
+    @router.delete("/spaces/{space_id}/rtc", status_code=204, summary="Hang up your stage audio")
+    async def disconnect(space_id: Annotated[str, Path()], who: RequiredIdentity) -> Response:
+        runtime = host().runtime(space_id) if is_space_id(space_id) else None
+        if runtime is not None:
+            connection = runtime.ingest.connections.get(SpeakerId(who.user_id))
+            if connection is not None:
+                await connection.close()
+        return Response(status_code=204)
+
+    @router.get(
+        "/ice-servers",
+        response_model=list[IceServerOut],
+        summary="STUN/TURN servers for stage clients",
+    )
+    async def ice_servers() -> list[IceServerOut]:
+        return [IceServerOut(**s.as_dict()) for s in config.ice_servers]
+
+    @router.get("/health", summary="Liveness and what this process runs")
+    async def health() -> dict[str, object]:
+        return {"ok": True, "open_spaces": len(host().running)}
+
+    return router
