@@ -17,14 +17,14 @@ pytestmark = pytest.mark.e2e
 
 
 def wait_for_fresh_segment(playlist_url: str) -> None:
-    """Block (with the playlist's own blocking reload) until a segment that starts now is complete,
-    so a listener starting at the last segment hears what is on stage from here on."""
+    """Block (with the playlist's own blocking reload) until a segment that starts after this call
+    is complete, so a listener starting at the last segment hears only what came after it."""
     media_url = playlist_url.replace("index.m3u8", "media.m3u8")
     with httpx.Client(timeout=15) as http:
         text = http.get(media_url).text
         sequence = int(re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text).group(1))  # type: ignore[union-attr]
-        next_msn = sequence + text.count("#EXTINF")  # the segment being produced now
-        response = http.get(media_url, params={"_HLS_msn": next_msn + 1})
+        producing = sequence + text.count("#EXTINF")  # the segment being produced now
+        response = http.get(media_url, params={"_HLS_msn": producing + 1})  # the next one, complete
         assert response.status_code == 200, response.text
 
 
