@@ -20,6 +20,7 @@ from townhall.media.host import MediaHost, NodeFull
 from townhall.media.pipeline import SpaceMedia
 from townhall.spaces.model import Space
 from townhall.web import pages
+from townhall.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,19 @@ def create_app(config: Config) -> FastAPI:
             host_absent_end_s=config.empty_stage_end_s,
         )
         await node.host.resume_all()
-        reaper = asyncio.create_task(_end_abandoned_spaces(node.host))
+        sender = WebhookSender(node.plane.records)
+        background = [
+            asyncio.create_task(_end_abandoned_spaces(node.host), name="end-abandoned"),
+            asyncio.create_task(sender.run(), name="webhooks"),
+        ]
         try:
             yield
         finally:
             # Graceful drain: stop streams and hang up speakers; Spaces stay open and resume on
-            # the next start.
-            reaper.cancel()
+            # the next start. Undelivered webhooks stay in the outbox for the next start.
+            for task in background:
+                task.cancel()
+            await sender.close()
             await node.host.close()
             await node.plane.live.close()
             await node.plane.records.close()

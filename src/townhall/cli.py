@@ -154,6 +154,39 @@ def _spaces(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhooks(args: argparse.Namespace) -> int:
+    """Manage webhook endpoints in this installation's database (run on the server's machine)."""
+    import secrets
+
+    from townhall.control_plane import records_url
+    from townhall.state.records import open_records
+
+    config = load(data_dir=Path(args.data_dir) if args.data_dir else None)
+
+    async def main() -> int:
+        records = await open_records(config.database_url or records_url(config.data_dir))
+        try:
+            if args.action == "add":
+                if not args.url.startswith(("https://", "http://")):
+                    print("townhall webhooks: the URL must be http(s)://…", file=sys.stderr)
+                    return 2
+                secret = secrets.token_urlsafe(32)
+                endpoint = await records.add_webhook(args.url, secret, args.events.split(","))
+                print(f"webhook {endpoint.id} → {endpoint.url} for {', '.join(endpoint.events)}")
+                print(f"signing secret (shown once): {secret}")
+            elif args.action == "list":
+                for endpoint in await records.webhooks():
+                    print(f"{endpoint.id}\t{endpoint.url}\t{','.join(endpoint.events)}")
+            elif not await records.remove_webhook(args.id):
+                print(f"townhall webhooks: no webhook {args.id}", file=sys.stderr)
+                return 1
+            return 0
+        finally:
+            await records.close()
+
+    return asyncio.run(main())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="townhall", description="Live audio rooms.")
     parser.add_argument("--version", action="version", version=f"townhall {__version__}")
@@ -220,6 +253,23 @@ def build_parser() -> argparse.ArgumentParser:
         action = actions.add_parser(name, help=f"{name.replace('-', ' ')} (host)")
         action.add_argument("space")
     spaces.set_defaults(func=_spaces)
+
+    hooks = sub.add_parser(
+        "webhooks", help="add, list or remove webhook endpoints (local database)"
+    )
+    hooks.add_argument("--data-dir", help="data directory (default ./data)")
+    hook_actions = hooks.add_subparsers(dest="action", required=True)
+    add = hook_actions.add_parser("add", help="send events to a URL (prints the signing secret)")
+    add.add_argument("url")
+    add.add_argument(
+        "--events",
+        default="space.*,stage.*",
+        help="comma-separated: space.scheduled, space.started, space.ended, stage.changed, space.*, *",
+    )
+    hook_actions.add_parser("list", help="the registered endpoints")
+    remove = hook_actions.add_parser("remove", help="stop sending to an endpoint")
+    remove.add_argument("id", type=int)
+    hooks.set_defaults(func=_webhooks)
     return parser
 
 

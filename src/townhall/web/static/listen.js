@@ -1,9 +1,18 @@
-// Listener page: play a Space's program mix over LL-HLS.
+// Listener page: play a Space's program mix over LL-HLS, see who is on stage, react, raise a hand.
 //
-// Theory of operation. Everything a listener fetches is a cacheable GET: the Space record once, then
-// the playlists and media. hls.js plays where Media Source Extensions exist (low-latency mode, so
+// Theory of operation. Everything a listener fetches is a cacheable GET: the Space's *snapshot*
+// about once a second (state, stage with speaking flags, reaction totals, approximate listener
+// count: the same body for everyone, so an HTTP cache answers for the whole audience), then the
+// playlists and media. hls.js plays where Media Source Extensions exist (low-latency mode, so
 // it follows EXT-X-PART, blocking reloads and preload hints); elsewhere (iPhone Safari without
-// MSE) the browser's own HLS player takes the playlist URL.
+// MSE) the browser's own HLS player takes the playlist URL. Before the host goes live the program
+// is silence: the listener may press Play in the green room and hears the stage the moment it is
+// on air, without doing anything.
+//
+// The few things that are about one listener are separate, small, private calls: a presence beacon
+// every 30 s from a sample of listeners (the snapshot says how large a sample: the count is an
+// estimate, and the page says "about"), reactions, the raised hand and its fate (`…/me`, asked only
+// while the hand is up). They need an identity; a guest name is enough.
 //
 // Latency. The target is the playlist's PART-HOLD-BACK plus one PART-TARGET: parts arrive whole, so
 // the buffer ahead saws by one part, and hls.js only speeds up with more than 1 s buffered; with the
@@ -15,10 +24,24 @@
 // Recovery: fatal media errors go to hls.recoverMediaError (swapping the codec hint if that
 // repeats quickly); fatal network errors first ask the API whether the Space has ended, and if not,
 // restart loading after an exponential, jittered backoff. The Space is over when the playlist
-// carries EXT-X-ENDLIST and playback reaches its end, or when the API says so.
+// carries EXT-X-ENDLIST and playback reaches its end, or when the snapshot says so (then a player
+// that is still playing gets END_FALLBACK_MS to play out what it has).
 
 import Hls from './vendor/hls.min.mjs';
-import { ApiError, api, byId, say, spaceIdFromPath, stateLabel } from './api.js';
+import {
+  ApiError,
+  api,
+  backoff,
+  byId,
+  el,
+  ensureIdentity,
+  listenersLabel,
+  roleLabel,
+  say,
+  spaceIdFromPath,
+  stateLabel,
+  whoAmI,
+} from './api.js';
 
 const MAX_BEHIND_S = 6; // further behind than this after a stall: jump to live instead of speeding up
 const STALL_RECONNECTING_MS = 4000; // no progress for this long while playing: say so, check the Space
@@ -26,6 +49,22 @@ const END_STALL_MS = 1500; // after ENDLIST, this long without progress means th
 const STALL_FORGIVE_MS = 30000;
 const MAX_BACKOFF_S = 15;
 const TICK_MS = 500;
+const SNAPSHOT_MS = 1000;
+const PRESENCE_MS = 30000;
+const HAND_POLL_MS = 5000; // only while my hand is up: was it accepted or declined?
+const END_FALLBACK_MS = 40000; // the longest broadcast delay (30 s) and a margin
+const PRESENCE_KEY = 'townhall.presence-key';
+
+const REACTIONS = [
+  ['👏', 'Applause'],
+  ['😂', 'Laughing'],
+  ['❤️', 'Love'],
+  ['🔥', 'Fire'],
+  ['💯', 'Hundred'],
+  ['👍', 'Thumbs up'],
+  ['😮', 'Wow'],
+  ['🙏', 'Thanks'],
+];
 
 const HLS_CONFIG = {
   lowLatencyMode: true,
@@ -47,8 +86,14 @@ const STATE_TEXT = {
 };
 
 const ui = {
+  who: byId('who'),
+  whoName: byId('who-name'),
   spaceState: byId('space-state'),
+  listeners: byId('listeners'),
   title: byId('space-title'),
+  pinned: byId('pinned'),
+  pinnedLink: byId('pinned-link'),
+  soon: byId('soon'),
   play: byId('play'),
   playLabel: byId('play-label'),
   status: byId('status'),
@@ -58,10 +103,36 @@ const ui = {
   volume: byId('volume'),
   error: byId('error'),
   audio: byId('player'),
+  interact: byId('interact'),
+  reactions: byId('reactions'),
+  reactStatus: byId('react-status'),
+  hand: byId('hand'),
+  handLabel: byId('hand-label'),
+  handStatus: byId('hand-status'),
+  toStage: byId('to-stage'),
+  stage: byId('stage'),
+  stageEmpty: byId('stage-empty'),
 };
 
 const spaceId = spaceIdFromPath();
 const playlistUrl = `/live/${spaceId}/index.m3u8`;
+const inviteCode = new URLSearchParams(location.search).get('code'); // private Spaces
+const snapshotUrl = `/api/spaces/${spaceId}/snapshot${inviteCode ? `?code=${encodeURIComponent(inviteCode)}` : ''}`;
+
+/** What the snapshot and the private calls said last. */
+const space = {
+  snapshot: null,
+  state: null, // scheduled, green_room, live, ended, cancelled
+  over: false,
+  overAt: 0,
+  failures: 0,
+  pollTimer: 0,
+  me: null, // identity, once known
+  hand: false,
+  handTimer: 0,
+  onStage: false,
+  reactionButtons: new Map(), // emoji → {button, count}
+};
 
 const player = {
   state: 'idle',
@@ -88,7 +159,9 @@ const player = {
 function setState(state, message = '') {
   player.state = state;
   ui.status.dataset.state = state;
-  ui.status.textContent = message || STATE_TEXT[state];
+  let text = message || STATE_TEXT[state];
+  if (!message && state === 'playing' && space.state !== 'live') text = 'Playing: waiting for the stage to go live';
+  ui.status.textContent = text;
   const over = state === 'ended' || state === 'unavailable';
   // Nothing left to play (replay comes later): only the status remains.
   ui.play.hidden = over;
@@ -102,11 +175,67 @@ function setState(state, message = '') {
   ui.live.disabled = !player.started;
 }
 
-function showSpace(space) {
-  ui.title.textContent = space.title;
-  document.title = `${space.title} · townhall`;
-  ui.spaceState.dataset.state = space.state;
-  ui.spaceState.textContent = stateLabel(space.state);
+/** The Space's state as the badge and the "starting soon" line show it. */
+function showSpaceState(state) {
+  if (ui.spaceState.dataset.state === state) return; // a live region: speak only on change
+  ui.spaceState.dataset.state = state;
+  ui.spaceState.textContent = stateLabel(state);
+}
+
+function showSnapshot(snapshot) {
+  const info = snapshot.space;
+  const previous = space.state;
+  space.snapshot = snapshot;
+  space.state = info.state;
+  ui.title.textContent = info.title;
+  document.title = `${info.title} · townhall`;
+  showSpaceState(info.state);
+  ui.soon.hidden = !info.starting_soon;
+  if (info.pinned_link) {
+    ui.pinnedLink.href = info.pinned_link;
+    ui.pinnedLink.textContent = info.pinned_link.replace(/^https?:\/\//, '');
+  }
+  ui.pinned.hidden = !info.pinned_link;
+  ui.listeners.hidden = space.over;
+  ui.listeners.textContent = listenersLabel(snapshot.listeners.approx);
+  showStage(snapshot.stage);
+  showReactionTotals(snapshot.reactions.totals || {});
+  if (previous !== info.state && player.state === 'playing') setState('playing'); // "waiting" → "live"
+  if (info.state === 'ended' || info.state === 'cancelled') spaceIsOver();
+}
+
+function showStage(members) {
+  const mine = space.me && members.find((m) => m.user_id === space.me.user_id);
+  const items = members.map((member) => {
+    const speaking = Boolean(member.speaking) && !member.muted;
+    const item = el('li', 'person');
+    item.dataset.speaking = String(speaking);
+    const avatar = el('span', 'avatar', (member.display_name.trim()[0] || '?').toUpperCase());
+    avatar.setAttribute('aria-hidden', 'true');
+    const main = el('div', 'person-main');
+    main.append(el('span', 'person-name', member.display_name));
+    const meta = [roleLabel(member.role)];
+    if (member.muted) meta.push('muted');
+    if (speaking) meta.push('speaking');
+    main.append(el('span', 'person-meta', meta.join(' · ')));
+    item.append(avatar, main);
+    return item;
+  });
+  ui.stage.replaceChildren(...items);
+  ui.stageEmpty.hidden = members.length > 0;
+  showOnStage(Boolean(mine));
+}
+
+function showOnStage(onStage) {
+  if (onStage === space.onStage) return;
+  space.onStage = onStage;
+  ui.toStage.hidden = !onStage || space.over;
+  ui.hand.hidden = onStage;
+  if (onStage) {
+    space.hand = false;
+    clearTimeout(space.handTimer);
+    ui.handStatus.textContent = 'You are on the stage now: open the stage to talk.';
+  }
 }
 
 // ------------------------------------------------------------------------------- audio analysis
@@ -249,18 +378,27 @@ function finish() {
   destroyHls();
   if (player.native) ui.audio.removeAttribute('src');
   ui.audio.pause();
-  if (ui.spaceState.dataset.state !== 'cancelled') {
-    ui.spaceState.dataset.state = 'ended';
-    ui.spaceState.textContent = stateLabel('ended');
+  if (ui.spaceState.dataset.state !== 'cancelled') showSpaceState('ended');
+  space.over = true;
+  stopInteraction();
+  setState('ended', space.state === 'cancelled' ? 'This Space was cancelled.' : '');
+}
+
+/** The snapshot says the Space is over; a playing player may still have the end to play. */
+function spaceIsOver() {
+  if (!space.over) {
+    space.over = true;
+    space.overAt = performance.now();
+    stopInteraction();
   }
-  setState('ended');
+  if (!player.started || ui.audio.paused || player.state === 'reconnecting') finish();
 }
 
 async function spaceHasEnded() {
   try {
-    const space = await api(`/api/spaces/${spaceId}`);
-    showSpace(space);
-    return space.state === 'ended' || space.state === 'cancelled';
+    const snapshot = await api(snapshotUrl);
+    showSnapshot(snapshot);
+    return space.over;
   } catch (err) {
     return err instanceof ApiError && (err.status === 404 || err.status === 410);
   }
@@ -317,6 +455,10 @@ async function tick() {
   ui.latency.textContent = behind === null ? '' : `${behind.toFixed(1)} s behind live`;
   if (ui.audio.paused) return;
   const now = performance.now();
+  if (space.over && now - space.overAt > END_FALLBACK_MS) {
+    finish(); // the end never came down the playlist
+    return;
+  }
   if (ui.audio.currentTime !== player.lastTime) {
     player.lastTime = ui.audio.currentTime;
     player.lastProgressAt = now;
@@ -336,6 +478,190 @@ async function tick() {
   }
 }
 
+// ------------------------------------------------------------------------------------- snapshot
+
+async function pollSnapshot() {
+  clearTimeout(space.pollTimer);
+  if (space.over && (player.state === 'ended' || player.state === 'unavailable')) return;
+  let wait = SNAPSHOT_MS;
+  try {
+    const snapshot = await api(snapshotUrl);
+    // A cache may answer with an older second than one already seen: keep the newest.
+    if (!space.snapshot || snapshot.at >= space.snapshot.at) showSnapshot(snapshot);
+    space.failures = 0;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      notFound();
+      return;
+    }
+    space.failures += 1;
+    wait = Math.max(err.retryAfterSeconds || 0, backoff(space.failures, MAX_BACKOFF_S)) * 1000;
+  }
+  if (!(space.over && player.state === 'ended')) space.pollTimer = setTimeout(pollSnapshot, wait);
+}
+
+function notFound() {
+  ui.title.textContent = 'No such Space';
+  showSpaceState('not found');
+  ui.spaceState.textContent = 'Not found';
+  ui.interact.hidden = true;
+  setState('unavailable', 'This Space does not exist. Check the link.');
+}
+
+// ----------------------------------------------------------------------------------- presence
+
+/** A random key of this browser, kept so that a reload is not counted as a new listener. */
+function presenceKey() {
+  try {
+    let key = localStorage.getItem(PRESENCE_KEY);
+    if (!key || !/^[A-Za-z0-9_-]{16,64}$/.test(key)) {
+      const bytes = crypto.getRandomValues(new Uint8Array(18));
+      key = btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+      localStorage.setItem(PRESENCE_KEY, key);
+    }
+    return key;
+  } catch {
+    return null; // no storage: this listener is not counted, which the estimate tolerates
+  }
+}
+
+function beacon() {
+  if (space.over) return;
+  const sample = space.snapshot ? space.snapshot.listeners.presence_sample : 1;
+  const key = presenceKey();
+  // Only a sample of listeners beacons: at a million listeners the origin sees a few thousand.
+  if (key && Math.random() < sample) {
+    api(`/api/spaces/${spaceId}/presence`, { method: 'POST', body: { key } }).catch(() => {});
+  }
+}
+
+// ------------------------------------------------------------------------- reactions and hands
+
+function buildReactions() {
+  for (const [emoji, name] of REACTIONS) {
+    const button = el('button', 'reaction');
+    button.type = 'button';
+    button.dataset.emoji = emoji;
+    button.setAttribute('aria-label', `React: ${name}`);
+    const face = el('span', 'reaction-emoji', emoji);
+    face.setAttribute('aria-hidden', 'true');
+    const count = el('span', 'reaction-count');
+    button.append(face, count);
+    button.addEventListener('click', () => react(emoji, name, button));
+    ui.reactions.append(button);
+    space.reactionButtons.set(emoji, { button, count, name });
+  }
+}
+
+function showReactionTotals(totals) {
+  for (const [emoji, { button, count, name }] of space.reactionButtons) {
+    const n = Number(totals[emoji]) || 0;
+    const shown = n > 999 ? `${Math.round(n / 100) / 10}k` : n > 0 ? String(n) : '';
+    if (count.textContent !== shown) {
+      count.textContent = shown;
+      button.setAttribute('aria-label', n > 0 ? `React: ${name} (${n} recently)` : `React: ${name}`);
+      if (n > 0) {
+        button.classList.remove('pulse');
+        void button.offsetWidth; // restart the animation
+        button.classList.add('pulse');
+      }
+    }
+  }
+}
+
+async function identity(why) {
+  if (space.me) return space.me;
+  space.me = await ensureIdentity(why);
+  showWho();
+  return space.me;
+}
+
+function showWho() {
+  ui.who.hidden = !space.me;
+  if (space.me) ui.whoName.textContent = `${space.me.display_name}${space.me.kind === 'guest' ? ' (guest)' : ''}`;
+}
+
+async function react(emoji, name, button) {
+  say(ui.reactStatus, '');
+  try {
+    if (!(await identity('react'))) return;
+    button.classList.add('sent');
+    await api(`/api/spaces/${spaceId}/reactions`, { method: 'POST', body: { emoji } });
+    ui.reactStatus.textContent = `You reacted: ${name}.`;
+  } catch (err) {
+    ui.reactStatus.textContent = err.status === 429 ? 'Slow down: too many reactions at once.' : err.message;
+    if (err.status === 401) forgetIdentity();
+  } finally {
+    setTimeout(() => button.classList.remove('sent'), 300);
+  }
+}
+
+function forgetIdentity() {
+  space.me = null;
+  showWho();
+}
+
+function showHand(raised, message) {
+  space.hand = raised;
+  ui.hand.setAttribute('aria-pressed', String(raised));
+  ui.handLabel.textContent = raised ? 'Lower hand' : 'Raise hand';
+  if (message !== undefined) ui.handStatus.textContent = message;
+  clearTimeout(space.handTimer);
+  if (raised) space.handTimer = setTimeout(checkHand, HAND_POLL_MS);
+}
+
+async function toggleHand() {
+  ui.hand.disabled = true;
+  try {
+    if (!(await identity('raise your hand'))) return;
+    if (space.hand) {
+      await api(`/api/spaces/${spaceId}/hand`, { method: 'DELETE' });
+      showHand(false, 'You lowered your hand.');
+    } else {
+      await api(`/api/spaces/${spaceId}/hand`, { method: 'POST' });
+      showHand(true, 'Your hand is up: the host sees you in the queue.');
+    }
+  } catch (err) {
+    ui.handStatus.textContent = err.message;
+    if (err.status === 401) forgetIdentity();
+  } finally {
+    ui.hand.disabled = false;
+  }
+}
+
+/** My own state in this Space (private, never cached): hand, role, ban. */
+async function checkHand() {
+  if (!space.me || space.over) return;
+  try {
+    const mine = await api(`/api/spaces/${spaceId}/me`);
+    if (mine.role !== 'listener') {
+      showOnStage(true);
+    } else if (mine.banned) {
+      showHand(false, 'You are banned from this Space.');
+      ui.interact.hidden = true;
+    } else if (space.hand && !mine.hand_raised) {
+      showHand(false, 'Your hand was lowered: the host did not bring you on stage this time.');
+    } else {
+      showHand(mine.hand_raised);
+    }
+  } catch (err) {
+    if (space.hand) space.handTimer = setTimeout(checkHand, HAND_POLL_MS * 2);
+    if (err.status === 401) forgetIdentity();
+  }
+}
+
+function stopInteraction() {
+  clearTimeout(space.handTimer);
+  ui.hand.disabled = true;
+  for (const { button } of space.reactionButtons.values()) button.disabled = true;
+  ui.toStage.hidden = true;
+  ui.interact.hidden = true;
+  ui.soon.hidden = true;
+  ui.listeners.hidden = true;
+}
+
+// -------------------------------------------------------------------------------------- startup
+
 function wire() {
   ui.play.addEventListener('click', () => (ui.audio.paused ? play() : pause()));
   ui.live.addEventListener('click', () => {
@@ -348,7 +674,19 @@ function wire() {
     if (player.state === 'playing') setState('loading', 'Buffering…');
   });
   ui.audio.addEventListener('ended', finish);
+  ui.hand.addEventListener('click', toggleHand);
   setInterval(tick, TICK_MS);
+}
+
+/** RMS level of what the listener hears, in dBFS (-Infinity for digital silence; null before playing). */
+function levelDbfs() {
+  if (!player.analyser) return null;
+  const samples = new Float32Array(player.analyser.fftSize);
+  player.analyser.getFloatTimeDomainData(samples);
+  let sum = 0;
+  for (const sample of samples) sum += sample * sample;
+  const rms = Math.sqrt(sum / samples.length);
+  return rms > 0 ? 20 * Math.log10(rms) : -Infinity;
 }
 
 // Small, stable hooks for the browser tests (and for the curious, in the console).
@@ -356,35 +694,55 @@ window.townhall = {
   get state() {
     return player.state;
   },
+  get spaceState() {
+    return space.state;
+  },
+  get onAir() {
+    return Boolean(space.snapshot && space.snapshot.space.on_air);
+  },
+  get handRaised() {
+    return space.hand;
+  },
   currentTime: () => ui.audio.currentTime,
   latency,
   dominantFrequency,
+  level: () => {
+    const value = levelDbfs();
+    return value === -Infinity ? -200 : value; // JSON has no -Infinity
+  },
 };
 
 async function main() {
   wire();
+  buildReactions();
   if (!spaceId) {
     setState('unavailable', 'This is not a Space link.');
+    ui.interact.hidden = true;
     return;
   }
+  setState('idle', 'Loading the Space…');
+  ui.play.disabled = true;
   try {
-    const space = await api(`/api/spaces/${spaceId}`);
-    showSpace(space);
-    if (space.state === 'ended' || space.state === 'cancelled') {
-      finish();
-      return;
-    }
-    setState('idle');
+    showSnapshot(await api(snapshotUrl));
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) {
-      ui.title.textContent = 'No such Space';
-      ui.spaceState.textContent = 'Not found';
-      setState('unavailable', 'This Space does not exist. Check the link.');
+      notFound();
       return;
     }
     // The API is busy or away, but the playlist may still be reachable: let the listener try.
     say(ui.error, err.message);
-    setState('idle');
+  }
+  if (space.over) return;
+  setState('idle');
+  pollSnapshot();
+  beacon();
+  setInterval(beacon, PRESENCE_MS);
+  try {
+    space.me = await whoAmI(); // only asks the server when this browser has an identity
+    showWho();
+    if (space.me) await checkHand();
+  } catch {
+    // who I am matters only to react or raise a hand: asked again then
   }
 }
 

@@ -1,12 +1,34 @@
-// Stage page (host and speakers): publish the microphone over WebRTC, hear the rest of the stage.
+// Stage page (host, co-hosts, speakers): publish the microphone over WebRTC, hear the rest of the
+// stage, follow the Space live, and — for the host and co-hosts — run it.
 //
-// Theory of operation. The stage token arrives in the URL fragment (#token=…), which browsers never
-// send to a server. "Start talking" opens the microphone once; a *session* then owns one
-// RTCPeerConnection at a time. The exchange is non-trickle: the offer is sent after ICE gathering
-// completed (or a timeout), the server answers with all its candidates. When the connection fails
-// (or stays disconnected for a few seconds) the session drops that peer connection and makes a new
-// one after an exponential, jittered backoff, keeping the same microphone track. Answers that
-// retrying cannot fix (token refused, Space ended) stop the session instead.
+// Theory of operation.
+//
+// *Who.* The page works for whoever is on the Space's stage roster, identified by the session
+// cookie. An invite link (`#invite=…`, a fragment, which browsers never send to a server) seats
+// whoever opens it: the page makes sure there is an identity (a guest name if need be), claims the
+// seat (`POST …/stage/join`) and strips the fragment so a reload does not claim it again. The role
+// comes from `GET …/me`.
+//
+// *What the Space is doing* comes from two sources that never disagree for long: a full read
+// (`GET …/{id}`, `…/me`, `…/hands`) and the stage's WebSocket of ordered events. The first socket
+// starts from the beginning of the log (`after=0`); its `hello` names the latest event, the page
+// then does a full read and skips the events up to that one (the read already contains them).
+// Events arriving while a read is in flight wait and are applied after it; applying an event twice
+// is harmless (each one sets a state). A reconnect resumes after the last event seen; `reset`
+// (history gone) means a full read again. The ON AIR / OFF AIR banner follows the Space state only
+// from these two sources — never from the listeners' cached snapshot, which may be a second old.
+//
+// *Audio.* "Start talking" opens the microphone once; a *session* then owns one RTCPeerConnection
+// at a time. The exchange is non-trickle: the offer is sent after ICE gathering completed (or a
+// timeout), the server answers with all its candidates. When the connection fails (or stays
+// disconnected for a few seconds) the session drops that peer connection and makes a new one after
+// an exponential, jittered backoff, keeping the same microphone track. Answers that retrying cannot
+// fix (not on the stage, Space ended) stop the session instead. The stage talks in the green room
+// too: nothing reaches listeners until the host goes live.
+//
+// *Mute.* Muting is a server state (the mixer applies it, the roster shows it); the page also
+// disables the microphone track at once, so a hot mic goes quiet before the round trip. Only the
+// speaker can clear a host's mute ("Unmute myself").
 //
 // Query parameters decide the capture processing, so that tests can measure a tone unaltered:
 //   ?raw=1 turns echoCancellation, noiseSuppression and autoGainControl off; each can also be set
@@ -15,56 +37,103 @@
 import {
   ApiError,
   api,
+  backoff,
   byId,
   copyField,
-  jwtClaims,
-  listenerLink,
+  el,
+  ensureIdentity,
+  listenersLabel,
+  roleLabel,
   say,
+  signInLink,
   spaceIdFromPath,
-  stageLink,
-  stateLabel,
+  whoAmI,
 } from './api.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 3000;
 const DISCONNECTED_GRACE_MS = 2500; // ICE may recover from "disconnected" by itself; a fresh connection is cheap
 const MAX_ATTEMPTS = 8; // then stop and offer "Try again"
 const MAX_BACKOFF_S = 30;
-const SPACE_POLL_MS = 10000; // the stage is small: polling the Space's state is cheap here
+const EVENTS_MAX_BACKOFF_S = 20;
+const SNAPSHOT_POLL_MS = 2000; // speaking indicators and the listener count
+const ROLE_ORDER = { host: 0, cohost: 1, speaker: 2 };
+const ROLE_PHRASE = { host: 'the host', cohost: 'a co-host', speaker: 'a speaker' };
 
 const STATE_TEXT = {
-  idle: 'Not on stage',
+  idle: 'Not connected',
   connecting: 'Connecting…',
-  connected: 'Connected: you are on stage',
+  connected: 'Connected: the stage hears you',
   reconnecting: 'Reconnecting…',
   failed: 'Connection failed',
   ended: 'This Space has ended',
+  offstage: 'You are not on the stage',
+};
+
+const AIR = {
+  live: ['ON AIR', 'Listeners hear the stage.'],
+  green_room: ['OFF AIR', 'Green room: listeners hear nothing yet.'],
+  scheduled: ['OFF AIR', 'Scheduled: listeners hear nothing yet.'],
+  ended: ['ENDED', 'This Space is over.'],
+  cancelled: ['CANCELLED', 'This Space was cancelled.'],
 };
 
 const ui = {
-  spaceState: byId('space-state'),
+  who: byId('who'),
+  whoName: byId('who-name'),
+  air: byId('air'),
+  airLabel: byId('air-label'),
+  airDetail: byId('air-detail'),
   role: byId('role'),
+  listeners: byId('listeners'),
   title: byId('space-title'),
+  announce: byId('announce'),
+  gate: byId('gate'),
+  gateText: byId('gate-text'),
+  gateGuest: byId('gate-guest'),
+  gateSignin: byId('gate-signin'),
+  gateListen: byId('gate-listen'),
+  micCard: byId('mic-card'),
   connection: byId('connection'),
+  hostMuted: byId('host-muted'),
+  unmuteSelf: byId('unmute-self'),
   start: byId('start'),
   mute: byId('mute'),
-  leave: byId('leave'),
+  hangup: byId('hangup'),
   level: byId('level'),
   meter: byId('meter'),
   error: byId('error'),
   remote: byId('remote'),
-  listenLink: byId('listen-link'),
-  copyListen: byId('copy-listen'),
-  copyListenStatus: byId('copy-listen-status'),
-  hostTools: byId('host-tools'),
-  invite: byId('invite'),
-  inviteResult: byId('invite-result'),
-  inviteLink: byId('invite-link'),
-  copyInvite: byId('copy-invite'),
-  inviteStatus: byId('invite-status'),
+  console: byId('console'),
+  goLive: byId('go-live'),
   end: byId('end'),
   endConfirm: byId('end-confirm'),
   endYes: byId('end-yes'),
   endNo: byId('end-no'),
+  delayForm: byId('delay-form'),
+  delay: byId('delay'),
+  delaySet: byId('delay-set'),
+  dump: byId('dump'),
+  delayStatus: byId('delay-status'),
+  invite: byId('invite'),
+  inviteCohost: byId('invite-cohost'),
+  inviteResult: byId('invite-result'),
+  inviteLabel: byId('invite-label'),
+  inviteLink: byId('invite-link'),
+  copyInvite: byId('copy-invite'),
+  inviteStatus: byId('invite-status'),
+  handsCard: byId('hands-card'),
+  hands: byId('hands'),
+  handsCount: byId('hands-count'),
+  handsEmpty: byId('hands-empty'),
+  rosterCard: byId('roster-card'),
+  roster: byId('roster'),
+  rosterStatus: byId('roster-status'),
+  shareCard: byId('share-card'),
+  listenLink: byId('listen-link'),
+  copyListen: byId('copy-listen'),
+  copyListenStatus: byId('copy-listen-status'),
+  leaveRow: byId('leave-row'),
+  leave: byId('leave'),
 };
 
 function captureConstraints(params) {
@@ -83,9 +152,19 @@ function captureConstraints(params) {
 }
 
 const spaceId = spaceIdFromPath();
-const token = new URLSearchParams(location.hash.slice(1)).get('token');
-const claims = token ? jwtClaims(token) : null;
 const audioConstraints = captureConstraints(new URLSearchParams(location.search));
+
+/** What the page knows about the Space and the people in it. */
+const view = {
+  me: null, // {user_id, display_name, kind}
+  space: null, // the Space as the API shows it
+  links: null,
+  members: new Map(), // user_id → stage member
+  hands: [], // [{user_id, display_name, raised_at}], in the order they were raised
+  speaking: new Set(),
+  onStage: false,
+  over: false,
+};
 
 const session = {
   state: 'idle',
@@ -99,54 +178,504 @@ const session = {
   analyser: null,
   samples: null,
   meterFrame: 0,
-  spaceEnded: false,
   opening: false, // waiting for the microphone permission
+  muting: false, // a mute asked of the server and not answered yet: the track is already silent
 };
+
+const events = {
+  socket: null,
+  after: 0, // the last event seen
+  skipUpTo: 0, // events a full read already contains
+  synced: false, // a full read happened since the page opened
+  syncing: null, // the full read in flight (a Promise)
+  pending: [], // events that arrived during a full read
+  attempt: 0,
+  retryTimer: 0,
+  stopped: false,
+};
+
+let snapshotTimer = 0;
 let iceServersCache = null;
 
-// ---------------------------------------------------------------------------------------- display
+// ------------------------------------------------------------------------------------ helpers
 
-function setState(state, detail = '') {
-  session.state = state;
-  ui.connection.dataset.state = state;
-  ui.connection.textContent = detail ? `${STATE_TEXT[state]} ${detail}` : STATE_TEXT[state];
-  const onStage = session.stream !== null;
-  ui.start.hidden = (onStage && state !== 'failed') || session.spaceEnded;
-  ui.meter.hidden = session.spaceEnded;
-  ui.start.disabled = session.spaceEnded || !token || session.opening;
-  ui.start.textContent = state === 'failed' ? 'Try again' : 'Start talking';
-  ui.mute.hidden = !onStage;
-  ui.leave.hidden = !onStage;
+function me() {
+  return view.me ? view.members.get(view.me.user_id) || null : null;
 }
 
-function showSpace(space) {
-  ui.title.textContent = space.title;
-  document.title = `${space.title} · Stage · townhall`;
-  showSpaceState(space.state);
+function myRole() {
+  const member = me();
+  return member ? member.role : 'listener';
 }
 
-function showSpaceState(state) {
-  ui.spaceState.dataset.state = state;
-  ui.spaceState.textContent = stateLabel(state);
+function isModerator() {
+  const role = myRole();
+  return role === 'host' || role === 'cohost';
+}
+
+function isHost() {
+  return myRole() === 'host';
+}
+
+function announce(message) {
+  // Re-set even when equal, so that screen readers say it again.
+  ui.announce.textContent = '';
+  requestAnimationFrame(() => {
+    ui.announce.textContent = message;
+  });
 }
 
 function showError(message) {
   say(ui.error, message);
 }
 
-function micErrorMessage(err) {
-  switch (err && err.name) {
-    case 'NotAllowedError':
-    case 'SecurityError':
-      return 'Microphone access was refused. Allow the microphone for this site and try again.';
-    case 'NotFoundError':
-    case 'OverconstrainedError':
-      return 'No microphone was found. Connect one and try again.';
-    case 'NotReadableError':
-      return 'The microphone is in use by another application or cannot be opened.';
-    default:
-      return `The microphone could not be opened (${(err && err.message) || err}).`;
+function spacePath(suffix = '') {
+  return `/api/spaces/${spaceId}${suffix}`;
+}
+
+// -------------------------------------------------------------------------------------- display
+
+function setState(state, detail = '') {
+  session.state = state;
+  ui.connection.dataset.state = state;
+  ui.connection.textContent = detail ? `${STATE_TEXT[state]} ${detail}` : STATE_TEXT[state];
+  renderMic();
+}
+
+function renderMic() {
+  const connected = session.stream !== null;
+  const usable = view.onStage && !view.over;
+  ui.start.hidden = !usable || (connected && session.state !== 'failed');
+  ui.start.disabled = !usable || session.opening;
+  ui.start.textContent = session.state === 'failed' ? 'Try again' : 'Start talking';
+  ui.hangup.hidden = !usable || !connected;
+  ui.meter.hidden = !usable;
+  renderMute();
+}
+
+function renderMute() {
+  const member = me();
+  const muted = Boolean(member && member.muted);
+  const byHost = Boolean(member && member.muted_by_host);
+  const track = session.stream && session.stream.getAudioTracks()[0];
+  if (track) track.enabled = !muted && !session.muting; // a disabled track sends silence; the call stays up
+  ui.mute.hidden = !member || view.over || byHost;
+  ui.mute.setAttribute('aria-pressed', String(muted || Boolean(session.muting)));
+  ui.mute.textContent = muted ? 'Unmute' : 'Mute';
+  ui.hostMuted.hidden = !member || view.over || !byHost;
+}
+
+function renderAir() {
+  const state = view.space ? view.space.state : 'unknown';
+  const [label, detail] = AIR[state] || ['…', ''];
+  const air = state === 'live' ? 'on' : view.over ? 'over' : 'off';
+  // Only touch the live region when something changed: it is read out each time.
+  if (ui.air.dataset.state !== state) {
+    ui.air.dataset.state = state;
+    ui.air.dataset.air = air;
+    ui.airLabel.textContent = label;
+    ui.airDetail.textContent = detail;
   }
+}
+
+function renderSpace() {
+  if (!view.space) return;
+  ui.title.textContent = view.space.title;
+  document.title = `${view.space.state === 'live' ? '● ON AIR · ' : ''}${view.space.title} · Stage · townhall`;
+  renderAir();
+  if (view.links) {
+    ui.listenLink.value = view.links.listen;
+    ui.gateListen.href = view.links.listen;
+  }
+  renderConsole();
+  renderDelay();
+  renderMic();
+}
+
+function renderRole() {
+  const role = myRole();
+  ui.role.hidden = !view.onStage;
+  ui.role.dataset.role = role;
+  ui.role.textContent = roleLabel(role);
+  const onStage = view.onStage && !view.over;
+  ui.micCard.hidden = !view.onStage;
+  ui.rosterCard.hidden = !view.onStage;
+  ui.shareCard.hidden = !view.onStage;
+  ui.leaveRow.hidden = !onStage || role === 'host'; // the host hands over or ends instead
+  renderConsole();
+}
+
+function renderConsole() {
+  const moderator = view.onStage && !view.over && isModerator();
+  ui.console.hidden = !moderator;
+  ui.handsCard.hidden = !moderator;
+  if (!moderator || !view.space) return;
+  const host = isHost();
+  const state = view.space.state;
+  ui.goLive.hidden = !host || state !== 'green_room';
+  ui.end.hidden = !host || !ui.endConfirm.hidden;
+  ui.inviteCohost.hidden = !host;
+}
+
+function renderDelay() {
+  if (!view.space) return;
+  const seconds = Number(view.space.delay_s) || 0;
+  if (document.activeElement !== ui.delay) ui.delay.value = String(seconds);
+  ui.dump.disabled = seconds === 0;
+  ui.dump.title = seconds === 0 ? 'There is no delay, so nothing to dump' : '';
+}
+
+function sortedMembers() {
+  return [...view.members.values()].sort(
+    (a, b) => (ROLE_ORDER[a.role] ?? 9) - (ROLE_ORDER[b.role] ?? 9) || a.joined_at - b.joined_at,
+  );
+}
+
+function actionButton(label, accessibleName, onClick, className = 'small') {
+  const button = el('button', className, label);
+  button.type = 'button';
+  button.setAttribute('aria-label', accessibleName);
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      await onClick();
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 410) spaceEnded();
+      else say(ui.rosterStatus, err.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
+/** May I mute / move this member? The rules are the server's (spaces/rules.py); this only hides
+ * buttons that would certainly be refused. */
+function canModerate(member, action) {
+  const role = myRole();
+  if (!view.me || member.user_id === view.me.user_id || member.role === 'host') return false;
+  if (role === 'host') return true;
+  if (role !== 'cohost') return false;
+  return action === 'mute' || member.role === 'speaker';
+}
+
+function renderRoster() {
+  const items = sortedMembers().map((member) => {
+    const mine = view.me && member.user_id === view.me.user_id;
+    const speaking = view.speaking.has(member.user_id) && !member.muted;
+    const item = el('li', 'person');
+    item.dataset.userId = member.user_id;
+    item.dataset.speaking = String(speaking);
+    const avatar = el('span', 'avatar', (member.display_name.trim()[0] || '?').toUpperCase());
+    avatar.setAttribute('aria-hidden', 'true');
+    const main = el('div', 'person-main');
+    main.append(el('span', 'person-name', mine ? `${member.display_name} (you)` : member.display_name));
+    const meta = [roleLabel(member.role)];
+    if (member.muted_by_host) meta.push('muted by host');
+    else if (member.muted) meta.push('muted');
+    if (speaking) meta.push('speaking');
+    main.append(el('span', 'person-meta', meta.join(' · ')));
+    item.append(avatar, main);
+    const actions = el('div', 'person-actions');
+    if (canModerate(member, 'mute') && !member.muted) {
+      actions.append(
+        actionButton('Mute', `Mute ${member.display_name}`, async () =>
+          upsertMember(await api(spacePath(`/members/${member.user_id}/mute`), { method: 'POST' })),
+        ),
+      );
+    }
+    if (canModerate(member, 'move')) {
+      actions.append(
+        actionButton('Move to audience', `Move ${member.display_name} to the audience`, async () => {
+          await api(spacePath(`/members/${member.user_id}/move-to-audience`), { method: 'POST' });
+          removeMember(member.user_id);
+        }),
+      );
+    }
+    if (actions.childElementCount > 0) item.append(actions);
+    return item;
+  });
+  ui.roster.replaceChildren(...items);
+}
+
+function renderHands() {
+  const items = view.hands.map((hand) => {
+    const item = el('li', 'person');
+    const avatar = el('span', 'avatar', (hand.display_name.trim()[0] || '?').toUpperCase());
+    avatar.setAttribute('aria-hidden', 'true');
+    const main = el('div', 'person-main');
+    main.append(el('span', 'person-name', hand.display_name));
+    const actions = el('div', 'person-actions');
+    actions.append(
+      actionButton(
+        'Accept',
+        `Bring ${hand.display_name} on stage`,
+        async () => {
+          upsertMember(await api(spacePath(`/hands/${hand.user_id}/accept`), { method: 'POST' }));
+          removeHand(hand.user_id);
+        },
+        'small primary',
+      ),
+      actionButton('Decline', `Decline ${hand.display_name}`, async () => {
+        await api(spacePath(`/hands/${hand.user_id}`), { method: 'DELETE' });
+        removeHand(hand.user_id);
+      }),
+    );
+    item.append(avatar, main, actions);
+    return item;
+  });
+  ui.hands.replaceChildren(...items);
+  ui.handsEmpty.hidden = view.hands.length > 0;
+  ui.handsCount.textContent = view.hands.length > 0 ? `(${view.hands.length})` : '';
+}
+
+function showGate(message, { guest = false, signIn = false, listen = true } = {}) {
+  ui.gate.hidden = false;
+  ui.gateText.textContent = message;
+  ui.gateGuest.hidden = !guest;
+  ui.gateSignin.hidden = !signIn;
+  ui.gateSignin.href = signInLink();
+  ui.gateListen.hidden = !listen;
+  if (!ui.gateListen.getAttribute('href') || ui.gateListen.getAttribute('href') === '/') {
+    ui.gateListen.href = `/s/${spaceId}`;
+  }
+}
+
+// ------------------------------------------------------------------------------ the page's model
+
+function upsertMember(member) {
+  const mine = view.me && member.user_id === view.me.user_id;
+  const before = view.members.get(member.user_id);
+  view.members.set(member.user_id, member);
+  removeHand(member.user_id);
+  if (mine) {
+    const wasOnStage = view.onStage;
+    view.onStage = true;
+    if (before && before.role !== member.role) announce(`You are now ${ROLE_PHRASE[member.role] || member.role}.`);
+    if (member.muted_by_host && !(before && before.muted_by_host)) announce('The host muted you.');
+    if (!wasOnStage || (before && before.role !== member.role)) {
+      renderRole();
+      if (isModerator()) refreshHands();
+    }
+    renderMute();
+  }
+  renderRoster();
+}
+
+function removeMember(userId) {
+  view.members.delete(userId);
+  view.speaking.delete(userId);
+  renderRoster();
+}
+
+function removeHand(userId) {
+  const before = view.hands.length;
+  view.hands = view.hands.filter((h) => h.user_id !== userId);
+  if (before !== view.hands.length) renderHands();
+}
+
+function applySpace(space, links) {
+  const wasOver = view.over;
+  view.space = space;
+  if (links) view.links = links;
+  view.over = space.state === 'ended' || space.state === 'cancelled';
+  renderSpace();
+  if (view.over && !wasOver) spaceEnded();
+}
+
+async function refreshHands() {
+  if (!isModerator() || view.over) return;
+  try {
+    view.hands = await api(spacePath('/hands'));
+    renderHands();
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 403)) say(ui.rosterStatus, err.message);
+  }
+}
+
+/** A full read of the Space, my place in it and (for moderators) the queue. One at a time. */
+function resync() {
+  if (events.syncing) return events.syncing;
+  events.syncing = (async () => {
+    try {
+      const [current, mine] = await Promise.all([api(spacePath()), api(spacePath('/me'))]);
+      view.members = new Map(current.stage.map((m) => [m.user_id, m]));
+      view.onStage = mine.role !== 'listener';
+      applySpace(current.space, current.links);
+      renderRole();
+      renderRoster();
+      if (isModerator()) await refreshHands();
+      if (!view.onStage && !view.over) offStage(mine.banned ? 'You are banned from this Space.' : 'You are not on this stage.');
+      events.synced = true;
+    } finally {
+      events.syncing = null;
+    }
+    const waiting = events.pending.splice(0);
+    for (const event of waiting) applyEvent(event);
+  })();
+  return events.syncing;
+}
+
+/** One event of the Space's log (see control.py for what each carries). */
+function applyEvent({ type, data }) {
+  const myId = view.me && view.me.user_id;
+  switch (type) {
+    case 'space.state':
+      // The ON AIR banner is a live region of its own: it says the change.
+      if (view.space) applySpace({ ...view.space, state: data.state });
+      break;
+    case 'space.edited':
+      if (view.space) applySpace({ ...view.space, title: data.title, description: data.description });
+      break;
+    case 'space.pinned':
+      if (view.space) view.space = { ...view.space, pinned_link: data.url };
+      break;
+    case 'delay.set':
+      if (view.space) applySpace({ ...view.space, delay_s: data.delay_s });
+      ui.delayStatus.textContent = data.delay_s > 0 ? `Listeners hear the stage ${data.delay_s} s late.` : 'No delay: listeners hear the stage live.';
+      break;
+    case 'delay.dumped':
+      ui.delayStatus.textContent = 'Dumped: what was in the delay will never air.';
+      announce('The delay was dumped.');
+      break;
+    case 'stage.joined':
+    case 'stage.role':
+    case 'stage.muted':
+      if (data.member) upsertMember(data.member);
+      break;
+    case 'stage.left':
+    case 'user.removed':
+    case 'user.banned':
+      removeHand(data.user_id);
+      if (data.user_id === myId) {
+        const text = {
+          'stage.left': data.by === myId ? 'You left the stage.' : 'The host moved you to the audience.',
+          'user.removed': 'You were removed from this Space.',
+          'user.banned': 'You were banned from this Space.',
+        }[type];
+        removeMember(data.user_id);
+        offStage(text, type !== 'user.banned');
+      } else if (view.members.has(data.user_id)) {
+        removeMember(data.user_id);
+      }
+      break;
+    case 'hand.raised':
+      if (!view.hands.some((h) => h.user_id === data.user_id)) {
+        view.hands.push({ user_id: data.user_id, display_name: data.display_name, raised_at: 0 });
+        renderHands();
+        if (isModerator()) announce(`${data.display_name} raised a hand.`);
+      }
+      break;
+    case 'hand.lowered':
+    case 'hand.declined':
+      removeHand(data.user_id);
+      break;
+    case 'host.transferred':
+      resync().then(() => {
+        if (data.to === myId) announce('You are now the host.');
+      });
+      break;
+    default:
+      break; // space.created, stage.invited, and whatever comes later
+  }
+}
+
+// ------------------------------------------------------------------------------ the event socket
+
+function eventsUrl() {
+  const url = new URL(spacePath(`/events?after=${events.after}`), location.href);
+  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return url.href;
+}
+
+function openEvents() {
+  if (events.stopped) return;
+  clearTimeout(events.retryTimer);
+  const socket = new WebSocket(eventsUrl());
+  events.socket = socket;
+  socket.addEventListener('message', (message) => {
+    if (socket !== events.socket) return;
+    let frame;
+    try {
+      frame = JSON.parse(message.data);
+    } catch {
+      return;
+    }
+    onFrame(frame);
+  });
+  socket.addEventListener('close', (event) => {
+    if (socket !== events.socket) return;
+    events.socket = null;
+    if (events.stopped) return;
+    if (event.code === 4401 || event.code === 4403) {
+      // Not (or no longer) allowed: find out why from a full read rather than retrying blindly.
+      resync()
+        .then(() => {
+          if (view.onStage && !view.over) retryEvents();
+        })
+        .catch(() => retryEvents());
+      return;
+    }
+    retryEvents();
+  });
+}
+
+function retryEvents() {
+  if (events.stopped) return;
+  events.attempt += 1;
+  events.retryTimer = setTimeout(openEvents, backoff(events.attempt, EVENTS_MAX_BACKOFF_S) * 1000);
+}
+
+function onFrame(frame) {
+  if (frame.type === 'hello') {
+    events.attempt = 0;
+    if (!events.synced) {
+      events.skipUpTo = frame.latest_seq;
+      resync().catch((err) => showError(err.message));
+    }
+    return;
+  }
+  if (frame.type === 'reset') {
+    events.after = frame.latest_seq;
+    events.skipUpTo = frame.latest_seq;
+    resync().catch((err) => showError(err.message));
+    return;
+  }
+  if (frame.type === 'ping' || typeof frame.seq !== 'number') return;
+  if (frame.seq <= events.after) return; // seen already
+  events.after = frame.seq;
+  if (frame.seq <= events.skipUpTo) return; // the full read already has it
+  if (events.syncing) events.pending.push(frame);
+  else applyEvent(frame);
+}
+
+function stopEvents() {
+  events.stopped = true;
+  clearTimeout(events.retryTimer);
+  if (events.socket) {
+    const socket = events.socket;
+    events.socket = null;
+    socket.close(1000);
+  }
+}
+
+// ---------------------------------------------------------------------- speaking and listeners
+
+async function pollSnapshot() {
+  clearTimeout(snapshotTimer);
+  if (view.over || !view.onStage) return;
+  try {
+    const code = view.links ? new URL(view.links.listen).searchParams.get('code') : null;
+    const snapshot = await api(spacePath(`/snapshot${code ? `?code=${encodeURIComponent(code)}` : ''}`));
+    view.speaking = new Set(snapshot.stage.filter((m) => m.speaking).map((m) => m.user_id));
+    ui.listeners.hidden = false;
+    ui.listeners.textContent = listenersLabel(snapshot.listeners.approx);
+    renderRoster();
+  } catch (err) {
+    // Indicators are a nicety: try again at the next round, unless there is nothing to read.
+    if (err instanceof ApiError && err.status === 404) return;
+  }
+  snapshotTimer = setTimeout(pollSnapshot, SNAPSHOT_POLL_MS);
 }
 
 // ------------------------------------------------------------------------------------ level meter
@@ -191,7 +720,22 @@ function micLevel() {
   return Math.min(1, Math.max(0, (dbfs + 60) / 60));
 }
 
-// ---------------------------------------------------------------------------------------- session
+function micErrorMessage(err) {
+  switch (err && err.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return 'Microphone access was refused. Allow the microphone for this site and try again.';
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return 'No microphone was found. Connect one and try again.';
+    case 'NotReadableError':
+      return 'The microphone is in use by another application or cannot be opened.';
+    default:
+      return `The microphone could not be opened (${(err && err.message) || err}).`;
+  }
+}
+
+// --------------------------------------------------------------------------------- audio session
 
 async function iceServers() {
   if (iceServersCache === null) {
@@ -253,9 +797,8 @@ async function connect() {
     await pc.setLocalDescription(await pc.createOffer());
     await gatheringComplete(pc, ICE_GATHERING_TIMEOUT_MS);
     if (!current()) return;
-    const answer = await api(`/api/spaces/${spaceId}/rtc`, {
+    const answer = await api(spacePath('/rtc'), {
       method: 'POST',
-      token,
       body: { type: 'offer', sdp: pc.localDescription.sdp },
     });
     if (!current()) return;
@@ -294,11 +837,12 @@ function onConnectError(err) {
       spaceEnded();
       return;
     }
-    if ([400, 401, 403, 404].includes(err.status)) {
-      // Retrying the same offer with the same token cannot succeed.
+    if ([400, 401, 403, 404, 409, 422].includes(err.status)) {
+      // Retrying the same offer as the same person cannot succeed.
       stopSession();
       setState('failed');
-      showError(err.status === 401 ? `${err.message} Ask the host for a new invite link.` : err.message);
+      showError(err.status === 403 ? `${err.message} Only people on the stage can talk.` : err.message);
+      if (err.status === 403) resync().catch(() => {});
       return;
     }
     retryLater(err.retryAfterSeconds);
@@ -316,8 +860,7 @@ function retryLater(minimumSeconds = 0) {
     showError('Could not reach the stage after several tries. Check your network, then try again.');
     return;
   }
-  const backoff = Math.min(MAX_BACKOFF_S, 0.5 * 2 ** (session.attempt - 1));
-  const delay = Math.max(minimumSeconds, backoff * (0.5 + Math.random())); // jitter spreads a storm
+  const delay = Math.max(minimumSeconds, backoff(session.attempt, MAX_BACKOFF_S) * 1.5);
   setState('reconnecting', `Next try in ${Math.ceil(delay)} s.`);
   session.retryTimer = setTimeout(connect, delay * 1000);
 }
@@ -357,7 +900,7 @@ async function startTalking() {
     stopSession();
     showError('Your microphone stopped (was it unplugged?). Start talking again to reconnect.');
   });
-  setMuted(false);
+  renderMute(); // a mute set before connecting applies from the first frame
   startMeter(session.stream);
   session.attempt = 0;
   connect();
@@ -371,104 +914,160 @@ function stopSession() {
     session.stream = null;
   }
   ui.remote.srcObject = null;
-  setState(session.spaceEnded ? 'ended' : 'idle');
+  setState(view.over ? 'ended' : view.onStage ? 'idle' : 'offstage');
 }
 
-async function leaveStage() {
-  const wasOnStage = session.stream !== null;
+function hangUp({ keepalive = false } = {}) {
+  const wasConnected = session.stream !== null;
   stopSession();
-  if (!wasOnStage) return;
+  if (!wasConnected || view.over) return Promise.resolve();
+  return api(spacePath('/rtc'), { method: 'DELETE', keepalive }).catch((err) => {
+    if (!(err instanceof ApiError && [401, 403, 404, 410].includes(err.status))) showError(err.message);
+  });
+}
+
+async function setMuted(muted) {
+  const member = me();
+  if (!member || !view.me) return;
+  session.muting = muted; // silence the track now; the server's answer confirms
+  renderMute();
+  ui.mute.disabled = true;
+  ui.unmuteSelf.disabled = true;
   try {
-    await api(`/api/spaces/${spaceId}/rtc`, { method: 'DELETE', token, keepalive: true });
+    upsertMember(await api(spacePath(`/members/${view.me.user_id}/${muted ? 'mute' : 'unmute'}`), { method: 'POST' }));
   } catch (err) {
-    if (!(err instanceof ApiError && [404, 410].includes(err.status))) showError(err.message);
+    if (err instanceof ApiError && err.status === 410) spaceEnded();
+    else showError(err.message);
+  } finally {
+    session.muting = false;
+    ui.mute.disabled = false;
+    ui.unmuteSelf.disabled = false;
+    renderMute();
   }
 }
 
-function setMuted(muted) {
-  const track = session.stream && session.stream.getAudioTracks()[0];
-  if (track) track.enabled = !muted; // a disabled track sends silence; the connection stays up
-  ui.mute.setAttribute('aria-pressed', String(muted));
-  ui.mute.textContent = muted ? 'Unmute' : 'Mute';
+// ------------------------------------------------------------------------------ leaving, ending
+
+function offStage(message, canListen = true) {
+  view.onStage = false;
+  stopSession();
+  stopEvents();
+  clearTimeout(snapshotTimer);
+  renderRole();
+  showGate(message, { listen: canListen });
+  announce(message);
 }
 
 function spaceEnded() {
-  session.spaceEnded = true;
-  clearInterval(spacePoll);
-  if (ui.spaceState.dataset.state !== 'cancelled') showSpaceState('ended');
+  view.over = true;
   stopSession();
-  ui.hostTools.hidden = true;
+  stopEvents();
+  clearTimeout(snapshotTimer);
+  ui.endConfirm.hidden = true;
+  renderAir();
+  renderRole();
+  renderMic();
   setState('ended');
 }
 
-// ------------------------------------------------------------------------------------ host tools
-
-async function invite() {
-  ui.invite.disabled = true;
-  ui.inviteStatus.textContent = '';
+async function leaveStage() {
+  ui.leave.disabled = true;
   try {
-    const created = await api(`/api/spaces/${spaceId}/invites`, { method: 'POST', token });
-    ui.inviteLink.value = stageLink(spaceId, created.speaker_token);
-    ui.inviteResult.hidden = false;
-    const hours = Math.round(created.expires_in / 3600);
-    ui.inviteStatus.textContent = `New invite link ready (valid for ${hours > 0 ? `${hours} h` : `${created.expires_in} s`}).`;
-    ui.inviteLink.focus();
-    ui.inviteLink.select();
+    await hangUp();
+    await api(spacePath('/stage/leave'), { method: 'POST' });
+    view.members.delete(view.me.user_id);
+    offStage('You left the stage. You can still listen.');
   } catch (err) {
     if (err instanceof ApiError && err.status === 410) spaceEnded();
     else showError(err.message);
   } finally {
-    ui.invite.disabled = false;
+    ui.leave.disabled = false;
   }
 }
 
-async function endSpace() {
-  ui.endYes.disabled = true;
+// ------------------------------------------------------------------------------- host console
+
+async function consoleCall(button, call) {
+  button.disabled = true;
   try {
-    const space = await api(`/api/spaces/${spaceId}/end`, { method: 'POST', token });
-    showSpace(space);
-    spaceEnded();
+    return await call();
   } catch (err) {
     if (err instanceof ApiError && err.status === 410) spaceEnded();
     else showError(err.message);
+    return null;
   } finally {
-    ui.endYes.disabled = false;
-    ui.endConfirm.hidden = true;
-    ui.end.hidden = false;
+    button.disabled = false;
+    renderConsole();
+    renderDelay();
   }
+}
+
+async function goLive() {
+  const result = await consoleCall(ui.goLive, () => api(spacePath('/go-live'), { method: 'POST' }));
+  if (result) applySpace(result.space, result.links);
+}
+
+async function endSpace() {
+  const result = await consoleCall(ui.endYes, () => api(spacePath('/end'), { method: 'POST' }));
+  ui.endConfirm.hidden = true;
+  if (result) applySpace(result.space, result.links);
+  renderConsole();
+}
+
+async function setDelay(event) {
+  event.preventDefault();
+  const seconds = Number(ui.delay.value);
+  if (!Number.isFinite(seconds) || seconds < 0 || seconds > 30 || ui.delay.value.trim() === '') {
+    ui.delay.setAttribute('aria-invalid', 'true');
+    ui.delayStatus.textContent = 'The delay is 0 to 30 seconds.';
+    ui.delay.focus();
+    return;
+  }
+  ui.delay.removeAttribute('aria-invalid');
+  const result = await consoleCall(ui.delaySet, () => api(spacePath('/delay'), { method: 'PUT', body: { seconds } }));
+  if (result) {
+    applySpace(result.space, result.links);
+    ui.delayStatus.textContent = seconds > 0 ? `Listeners hear the stage ${result.space.delay_s} s late.` : 'No delay: listeners hear the stage live.';
+  }
+}
+
+async function dump() {
+  const done = await consoleCall(ui.dump, async () => {
+    await api(spacePath('/dump'), { method: 'POST' });
+    return true;
+  });
+  if (done) ui.delayStatus.textContent = 'Dumped: what was in the delay will never air.';
+}
+
+async function invite(role) {
+  const button = role === 'cohost' ? ui.inviteCohost : ui.invite;
+  ui.inviteStatus.textContent = '';
+  const created = await consoleCall(button, () => api(spacePath('/invite-links'), { method: 'POST', body: { role } }));
+  if (!created) return;
+  ui.inviteLabel.textContent = role === 'cohost' ? 'Co-host invite link' : 'Speaker invite link';
+  ui.inviteLink.value = created.url;
+  ui.inviteResult.hidden = false;
+  const hours = Math.round((created.expires_in || 0) / 3600);
+  ui.inviteStatus.textContent = `New ${role === 'cohost' ? 'co-host' : 'speaker'} invite link ready${hours > 0 ? ` (valid for ${hours >= 48 ? `${Math.round(hours / 24)} days` : `${hours} h`})` : ''}.`;
+  ui.inviteLink.focus();
+  ui.inviteLink.select();
 }
 
 // -------------------------------------------------------------------------------------- startup
 
-let spacePoll = 0;
-
-async function refreshSpace() {
-  try {
-    const space = await api(`/api/spaces/${spaceId}`);
-    showSpace(space);
-    const over = space.state === 'ended' || space.state === 'cancelled';
-    if (over && !session.spaceEnded) spaceEnded();
-    return true;
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 404) {
-      clearInterval(spacePoll);
-      ui.title.textContent = 'No such Space';
-      showSpaceState('not found');
-      showError('This Space does not exist. Check the link.');
-      ui.start.disabled = true;
-      return false;
-    }
-    return true; // a blip: the next poll tries again
-  }
-}
-
 function wire() {
   ui.start.addEventListener('click', startTalking);
+  ui.hangup.addEventListener('click', () => hangUp());
+  ui.mute.addEventListener('click', () => setMuted(!(me() && me().muted)));
+  ui.unmuteSelf.addEventListener('click', () => setMuted(false));
   ui.leave.addEventListener('click', leaveStage);
-  ui.mute.addEventListener('click', () => setMuted(ui.mute.getAttribute('aria-pressed') !== 'true'));
   ui.copyListen.addEventListener('click', () => copyField(ui.listenLink, ui.copyListenStatus));
   ui.copyInvite.addEventListener('click', () => copyField(ui.inviteLink, ui.inviteStatus));
-  ui.invite.addEventListener('click', invite);
+  ui.invite.addEventListener('click', () => invite('speaker'));
+  ui.inviteCohost.addEventListener('click', () => invite('cohost'));
+  ui.goLive.addEventListener('click', goLive);
+  ui.delayForm.addEventListener('submit', setDelay);
+  ui.dump.addEventListener('click', dump);
   ui.end.addEventListener('click', () => {
     ui.end.hidden = true;
     ui.endConfirm.hidden = false;
@@ -476,15 +1075,18 @@ function wire() {
   });
   ui.endNo.addEventListener('click', () => {
     ui.endConfirm.hidden = true;
-    ui.end.hidden = false;
+    renderConsole();
     ui.end.focus();
   });
   ui.endYes.addEventListener('click', endSpace);
-  // Pasting another stage link into this tab changes only the fragment: start over with its token.
-  window.addEventListener('hashchange', () => location.reload());
+  ui.gateGuest.addEventListener('click', () => location.reload());
+  // Pasting another invite link into this tab changes only the fragment: start over with it.
+  window.addEventListener('hashchange', () => {
+    if (location.hash.includes('invite=')) location.reload();
+  });
   // Leaving the page hangs up at once rather than waiting for ICE consent to time out.
   window.addEventListener('pagehide', () => {
-    if (session.stream) api(`/api/spaces/${spaceId}/rtc`, { method: 'DELETE', token, keepalive: true }).catch(() => {});
+    if (session.stream && !view.over) api(spacePath('/rtc'), { method: 'DELETE', keepalive: true }).catch(() => {});
   });
 }
 
@@ -494,35 +1096,97 @@ window.townhall = {
     return session.state;
   },
   get role() {
-    return claims ? claims.role : null;
+    return view.onStage ? myRole() : null;
   },
   get muted() {
-    return ui.mute.getAttribute('aria-pressed') === 'true';
+    const member = me();
+    return Boolean(member && member.muted);
   },
+  get mutedByHost() {
+    const member = me();
+    return Boolean(member && member.muted_by_host);
+  },
+  get spaceState() {
+    return view.space ? view.space.state : null;
+  },
+  get onAir() {
+    return Boolean(view.space && view.space.state === 'live');
+  },
+  get eventsSeq() {
+    return events.after;
+  },
+  get eventsConnected() {
+    return events.socket !== null && events.socket.readyState === WebSocket.OPEN;
+  },
+  stage: () => sortedMembers().map((m) => ({ ...m })),
+  hands: () => view.hands.map((h) => ({ ...h })),
   micLevel,
 };
+
+/** Claims the seat an invite link offers; strips the link from the address either way. */
+async function claimInvite(invite) {
+  const strip = () => history.replaceState(history.state, '', location.pathname + location.search);
+  try {
+    await api(spacePath('/stage/join'), { method: 'POST', body: { invite } });
+    strip();
+    return true;
+  } catch (err) {
+    strip();
+    if (err instanceof ApiError && err.status === 410) {
+      showGate('This Space has ended.', { listen: false });
+    } else {
+      showGate(`${err.message}`, { listen: true });
+    }
+    return false;
+  }
+}
 
 async function main() {
   wire();
   setState('idle');
   if (!spaceId) {
-    showError('This is not a Space link.');
+    showGate('This is not a Space link.', { listen: false });
     return;
   }
-  ui.listenLink.value = listenerLink(spaceId);
-  if (!token || !claims) {
-    showError('This stage link has no valid stage token. Ask the host for an invite link.');
-    ui.start.disabled = true;
-  } else {
-    ui.role.hidden = false;
-    ui.role.textContent = claims.role === 'host' ? 'Host' : 'Speaker';
-    ui.hostTools.hidden = claims.role !== 'host';
-    if (typeof claims.exp === 'number' && claims.exp * 1000 < Date.now()) {
-      showError('This stage link has expired. Ask the host for a new invite link.');
-    }
+  ui.gateListen.href = `/s/${spaceId}`;
+  const invite = new URLSearchParams(location.hash.slice(1)).get('invite');
+  try {
+    // Someone opening an invite link may have no identity yet: ask for a name rather than the
+    // server (a 401 is noise). Everybody else must be signed in to be here: ask the server.
+    view.me = invite ? await ensureIdentity('join the stage') : await whoAmI({ probe: true });
+  } catch (err) {
+    showGate(err.message);
+    return;
   }
-  if (await refreshSpace()) spacePoll = setInterval(refreshSpace, SPACE_POLL_MS);
-  setState(session.state);
+  if (!view.me) {
+    showGate(
+      invite
+        ? 'Pick a name (or sign in) to take your seat on the stage.'
+        : 'Sign in to open the stage. Listening needs no account.',
+      { guest: Boolean(invite), signIn: true },
+    );
+    return;
+  }
+  ui.who.hidden = false;
+  ui.whoName.textContent = `${view.me.display_name}${view.me.kind === 'guest' ? ' (guest)' : ''}`;
+  if (invite && !(await claimInvite(invite))) return;
+  try {
+    await resync();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      ui.title.textContent = 'No such Space';
+      showGate('This Space does not exist. Check the link.', { listen: false });
+    } else {
+      showGate(err.message);
+    }
+    return;
+  }
+  if (!view.onStage || view.over) return;
+  if (invite) announce(`You are on the stage as ${roleLabel(myRole()).toLowerCase()}.`);
+  // The socket's first `hello` triggers one more full read; the one above lets the page show at once.
+  events.synced = false;
+  openEvents();
+  pollSnapshot();
 }
 
 main();
