@@ -278,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for chatty in ("alembic", "aioice", "httpx"):  # their INFO lines are per connection / per check
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         result: int = args.func(args)
     except ConfigError as exc:
