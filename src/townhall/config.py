@@ -54,7 +54,7 @@ class Config:
     data_dir: Path = Path("data")
     secret: str = ""  # filled from the environment or data_dir/secret.key by `load`
     public_url: str = ""  # how browsers reach this server; derived from host:port when empty
-    token_ttl_s: int = 12 * 3600
+    session_ttl_s: int = 30 * 86400  # how long a sign-in (or guest identity) lasts
     ice_servers: tuple[IceServer, ...] = ()
     database_url: str = ""  # SQLAlchemy URL; empty: SQLite file in data_dir
     redis_url: str = ""  # empty: embedded live state (one process); set for many processes/nodes
@@ -129,7 +129,9 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "data_dir": Path(env.get("TOWNHALL_DATA_DIR") or Config.data_dir),
         "secret": env.get("TOWNHALL_SECRET", ""),
         "public_url": env.get("TOWNHALL_PUBLIC_URL", ""),
-        "token_ttl_s": _int(env, "TOWNHALL_TOKEN_TTL", Config.token_ttl_s, low=60, high=30 * 86400),
+        "session_ttl_s": _int(
+            env, "TOWNHALL_SESSION_TTL", Config.session_ttl_s, low=60, high=365 * 86400
+        ),
         "ice_servers": parse_ice_servers(env.get("TOWNHALL_ICE_SERVERS", "")),
         "database_url": env.get("TOWNHALL_DATABASE_URL", ""),
         "redis_url": env.get("TOWNHALL_REDIS_URL", ""),

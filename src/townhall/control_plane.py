@@ -26,7 +26,6 @@ from townhall.state.live import LiveState
 from townhall.state.records import Records, open_records
 from townhall.state.redis_live import RedisLiveState
 
-IDENTITY_TTL_S = 30 * 86400
 INVITE_TTL_S = 7 * 86400
 
 
@@ -58,7 +57,7 @@ def install_control_plane(
     plane: Callable[[], ControlPlane],
     on_space_changed: Callable[[Space], Awaitable[None]],
 ) -> None:
-    identity = IdentityTokens(config.secret, IDENTITY_TTL_S)
+    identity = IdentityTokens(config.secret, config.session_ttl_s)
     app.state.identity_tokens = identity
     app.state.config = config
     app.state.on_space_changed = on_space_changed
