@@ -27,11 +27,15 @@ log = logging.getLogger(__name__)
 REAP_INTERVAL_S = 5.0
 
 
+NO_SHOW_CANCEL_S = 24 * 3600  # a scheduled Space nobody opened a day after its start is cancelled
+
+
 async def _end_abandoned_spaces(host: MediaHost) -> None:
     while True:
         await asyncio.sleep(REAP_INTERVAL_S)
         try:
             await host.end_abandoned()
+            await host.control.cancel_no_shows(NO_SHOW_CANCEL_S)
         except Exception:  # the reaper must outlive any one failure
             log.exception("ending abandoned Spaces failed")
 

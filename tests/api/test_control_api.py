@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from townhall.api.tokens import IdentityKind, IdentityTokens
 from townhall.config import load
 from townhall.control_plane import control_plane_app
 
@@ -128,8 +129,31 @@ def test_a_space_lives_its_whole_life_over_the_api(client: TestClient) -> None:
     )
     assert "Bob" not in roster(host, space_id)
 
-    # Reactions from listeners; a co-host cannot go live, the host can.
-    assert max_.post(f"/api/spaces/{space_id}/reactions", {"emoji": "🔥"}).status_code == 202
+    # The co-host follows the stage's events over a WebSocket from here on.
+    cohost_token = cohost.headers["Authorization"].removeprefix("Bearer ")
+    with client.websocket_connect(f"/api/spaces/{space_id}/events?token={cohost_token}") as ws:
+        latest = ws.receive_json()["latest_seq"]
+        backlog = [ws.receive_json() for _ in range(latest)]
+        assert [e["seq"] for e in backlog] == list(range(1, latest + 1))  # ordered, no gaps
+        _scenario_on_air(client, host, cohost, max_, space_id)
+        tail = [ws.receive_json() for _ in range(4)]
+    assert [(e["type"], e["data"].get("state")) for e in tail] == [
+        ("space.state", "live"),
+        ("delay.set", None),
+        ("delay.dumped", None),
+        ("space.state", "ended"),
+    ]
+    assert [e["seq"] for e in tail] == list(range(latest + 1, latest + 5))
+    assert code(host.post(f"/api/spaces/{space_id}/end")) == "space_ended"
+    assert code(lee.post(f"/api/spaces/{space_id}/hand")) == "space_ended"
+
+
+def _scenario_on_air(
+    client: TestClient, host: Person, cohost: Person, listener: Person, space_id: str
+) -> None:
+    """Reactions, Go live (the host's alone), a delay, a dump, the end."""
+    assert listener.post(f"/api/spaces/{space_id}/reactions", {"emoji": "🔥"}).status_code == 202
+    assert client.get(f"/api/spaces/{space_id}/snapshot").json()["space"]["on_air"] is False
     assert code(cohost.post(f"/api/spaces/{space_id}/go-live")) == "not_host"
     live = host.post(f"/api/spaces/{space_id}/go-live")
     assert live.json()["space"]["state"] == "live"
@@ -142,8 +166,6 @@ def test_a_space_lives_its_whole_life_over_the_api(client: TestClient) -> None:
     assert cohost.post(f"/api/spaces/{space_id}/dump").status_code == 204
     ended = host.post(f"/api/spaces/{space_id}/end")
     assert ended.json()["space"]["state"] == "ended"
-    assert code(host.post(f"/api/spaces/{space_id}/end")) == "space_ended"
-    assert code(lee.post(f"/api/spaces/{space_id}/hand")) == "space_ended"
 
 
 def test_a_banned_user_is_refused_on_every_path(client: TestClient) -> None:
@@ -184,8 +206,18 @@ def test_bad_space_input_is_refused_and_creates_nothing(
     assert client.get("/api/spaces?state=upcoming").json() == []
 
 
-def test_identity_is_required_and_forged_or_expired_tokens_are_refused(client: TestClient) -> None:
+def test_identity_is_required_and_forged_or_expired_tokens_are_refused(
+    client: TestClient, tmp_path: Path
+) -> None:
+    client.cookies.clear()
     assert code(client.post("/api/spaces", json={"title": "x"})) == "identity_required"
+    expired = IdentityTokens(load({}, data_dir=tmp_path).secret, 60).mint(
+        "g-abcdefghijkl", "Old", IdentityKind.GUEST, ttl_s=-1
+    )
+    response = client.post(
+        "/api/spaces", json={"title": "x"}, headers={"Authorization": f"Bearer {expired}"}
+    )
+    assert (response.status_code, code(response)) == (401, "token_expired")
     forged = client.post(
         "/api/spaces", json={"title": "x"}, headers={"Authorization": "Bearer abc.def.ghi"}
     )

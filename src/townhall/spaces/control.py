@@ -41,6 +41,7 @@ from townhall.state.records import Banned, Conflict, Records, StageFull
 
 REACTIONS = ("👏", "😂", "❤️", "🔥", "💯", "👍", "😮", "🙏")
 MAX_DELAY_S = 30.0
+MAX_REMINDERS_IN_WEBHOOK = 10_000
 
 
 class ControlError(Exception):
@@ -234,8 +235,24 @@ class SpaceControl:
         await self._authorize(space, actor, Action.GO_LIVE)
         space = await self._transition(space, LifecycleAction.GO_LIVE)
         await self._emit(space, "space.state", {"state": space.state.value, "on_air": True})
-        await self._webhook("space.started", space)
+        # Who asked to be reminded, so an integrator can notify them (we send no mail ourselves).
+        reminders = await self.records.reminders(space.id)
+        await self._webhook(
+            "space.started", space, {"remind": reminders[:MAX_REMINDERS_IN_WEBHOOK]}
+        )
         return space
+
+    async def cancel_no_shows(self, limit_s: float) -> list[Space]:
+        """Cancel scheduled Spaces whose host never opened them `limit_s` after their start."""
+        now = self._clock()
+        cancelled = []
+        for space in await self.records.spaces_due(now):
+            if lifecycle.should_auto_cancel(space, now, limit_s):
+                try:
+                    cancelled.append(await self.end(None, space.id))
+                except ControlError:
+                    continue  # opened or ended meanwhile
+        return cancelled
 
     async def end(self, actor: Actor | None, space_id: str) -> Space:
         """End (or, before it went live, cancel) a Space. `actor=None` is the system (auto-end)."""
