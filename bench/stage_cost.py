@@ -36,9 +36,7 @@ def run(counts: list[int], seconds: float) -> dict[str, object]:
         server = start_server(Path(tmp))
         pid = server.proc.popen.pid
         try:
-            created = server.create_space("Stage cost")
-            space = created["space"]
-            assert isinstance(space, dict)
+            space = server.create_space("Stage cost")
             time.sleep(2)  # let the idle Space settle before the reference measurement
             idle_cpu, idle_rss = measure(pid, seconds)
             rows = [
@@ -50,14 +48,14 @@ def run(counts: list[int], seconds: float) -> dict[str, object]:
                 }
             ]
             for count in counts:
+                if count > 1:
+                    space = server.create_space(f"Stage cost {count}")  # a fresh stage each time
                 bots: list[Proc] = []
                 for i in range(count):
-                    url = (
-                        str(created["stage_url"])
-                        if i == 0
-                        else server.invite(str(space["id"]), str(created["host_token"]))
-                    )
-                    bots.append(start_speaker(url, "--tone", str(300 + 40 * i)))
+                    # A full stage: the host, 2 co-hosts, 10 speakers (the default limits).
+                    role = "cohost" if i in (1, 2) else "speaker"
+                    where = space.host_bot_args() if i == 0 else [server.invite(space, role)]
+                    bots.append(start_speaker(*where, "--tone", str(300 + 40 * i)))
                 for bot in bots:
                     wait_until(
                         lambda b=bot: b.saw("connected") or b.popen.poll() is not None,

@@ -295,3 +295,10 @@ def test_a_private_space_needs_its_code_and_upcoming_spaces_are_listed(client: T
         "Tomorrow"
     ]
     assert stranger.post(f"/api/spaces/{upcoming['space']['id']}/remind").status_code == 204
+
+
+def test_who_am_i_answers_signed_out_without_an_error(client: TestClient) -> None:
+    client.cookies.clear()
+    assert client.get("/api/auth/me").json() == {"signed_in": False}
+    me = guest(client, "Lee")
+    assert client.get("/api/auth/me", headers=me.headers).json()["display_name"] == "Lee"

@@ -1,14 +1,16 @@
 """Headless Chromium on the stage and in the audience: the pages, end to end.
 
-The host's page publishes a 440 Hz tone (Chromium's fake microphone plays a WAV we write) over
+The stage pages publish a 440 Hz tone (Chromium's fake microphone plays a WAV we write) over
 WebRTC; a listener's page plays the LL-HLS program mix with hls.js and analyses what it hears with
-Web Audio. Screenshots of both pages at desktop and phone width go to test-artifacts/.
+Web Audio. Each person has a browser context of their own (their own cookies: their identity).
+Screenshots of every view at desktop and phone width go to test-artifacts/.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import (
     Browser,
+    BrowserContext,
     ConsoleMessage,
     Page,
     ViewportSize,
@@ -56,6 +59,8 @@ TONE_HZ = 440.0
 TONE_TOLERANCE_HZ = 15.0
 PLAYBACK_NEEDED_S = 3.0
 HEARING_DEADLINE_S = 30.0
+SILENCE_DBFS = -60.0  # the same bound the ffmpeg green-room test uses
+PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
@@ -94,25 +99,78 @@ def screenshots(page: Page, name: str) -> None:
     page.set_viewport_size(DESKTOP)
 
 
+def unique(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(3)}"
+
+
+def sign_up(page: Page, server: Server, display_name: str) -> dict[str, Any]:
+    """An account for this page's browser context: the session cookie lands in its cookie jar."""
+    response = page.request.post(
+        f"{server.url}/api/auth/signup",
+        data={
+            "username": unique(display_name.lower()),
+            "password": PASSWORD,
+            "display_name": display_name,
+        },
+    )
+    assert response.status == 201, response.text()
+    identity: dict[str, Any] = response.json()
+    return identity
+
+
+def create_space(page: Page, server: Server, title: str) -> str:
+    """A Space created as this page's identity (it opens in the green room); returns its id."""
+    response = page.request.post(f"{server.url}/api/spaces", data={"title": title})
+    assert response.status == 201, response.text()
+    created: dict[str, Any] = response.json()
+    assert created["space"]["state"] == "green_room"
+    return str(created["space"]["id"])
+
+
+def sample(page: Page) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate(
+        """() => ({
+            time: window.townhall.currentTime(),
+            frequency: window.townhall.dominantFrequency(),
+            level: window.townhall.level(),
+            latency: window.townhall.latency(),
+            state: window.townhall.state,
+        })"""
+    )
+    return result
+
+
+def hears_silence_while_playing(page: Page, seconds: float) -> list[dict[str, Any]]:
+    """Poll the listener page until playback advanced `seconds`; every sample meanwhile is silent."""
+    deadline = time.monotonic() + HEARING_DEADLINE_S
+    samples: list[dict[str, Any]] = []
+    started_at: float | None = None
+    while time.monotonic() < deadline:
+        now = sample(page)
+        samples.append(now)
+        if started_at is None and now["time"] > 0:
+            started_at = now["time"]
+        if started_at is not None:
+            assert now["level"] is not None, "the listener page analyses no audio"
+            assert now["level"] < SILENCE_DBFS, f"the listener heard the green room: {samples[-4:]}"
+            if now["time"] - started_at >= seconds:
+                return samples
+        page.wait_for_timeout(250)  # the poll interval; the deadline above bounds the wait
+    raise AssertionError(f"the listener's playback did not advance {seconds} s: {samples[-8:]}")
+
+
 def listen_until_the_tone_is_heard(page: Page) -> list[dict[str, Any]]:
     """Poll the listener page until playback advanced PLAYBACK_NEEDED_S while the tone is dominant."""
     deadline = time.monotonic() + HEARING_DEADLINE_S
     samples: list[dict[str, Any]] = []
     started_at: float | None = None
     while time.monotonic() < deadline:
-        sample: dict[str, Any] = page.evaluate(
-            """() => ({
-                time: window.townhall.currentTime(),
-                frequency: window.townhall.dominantFrequency(),
-                latency: window.townhall.latency(),
-                state: window.townhall.state,
-            })"""
-        )
-        samples.append(sample)
-        if started_at is None and sample["time"] > 0:
-            started_at = sample["time"]
-        played = sample["time"] - started_at if started_at is not None else 0.0
-        frequency = sample["frequency"]
+        now = sample(page)
+        samples.append(now)
+        if started_at is None and now["time"] > 0:
+            started_at = now["time"]
+        played = now["time"] - started_at if started_at is not None else 0.0
+        frequency = now["frequency"]
         if (
             played >= PLAYBACK_NEEDED_S
             and frequency is not None
@@ -125,114 +183,191 @@ def listen_until_the_tone_is_heard(page: Page) -> list[dict[str, Any]]:
     )
 
 
-def test_a_listener_page_hears_the_host_talking_from_the_stage_page(
+def pick_guest_name(page: Page, name: str) -> None:
+    """Answer the page's "pick a name" dialog as a guest."""
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    dialog.get_by_label("Your name").fill(name)
+    dialog.get_by_role("button", name="Continue as guest").click()
+    expect(dialog).to_be_hidden()
+
+
+def new_person(browser: Browser, *, microphone: bool) -> tuple[BrowserContext, Page, list[str]]:
+    context = browser.new_context(
+        permissions=["microphone"] if microphone else [], viewport=DESKTOP
+    )
+    page = context.new_page()
+    return context, page, collect_errors(page)
+
+
+def test_a_space_from_green_room_to_end_with_a_host_a_speaker_and_a_listener(
     server: Server, browser: Browser
 ) -> None:
-    created = server.create_space("Browser tone check")
-    space = created["space"]
-    assert isinstance(space, dict)
-    space_id, token = str(space["id"]), str(created["host_token"])
+    # The host: an account (signed up in the host's own browser context), a Space in the green room.
+    host_context, host, host_errors = new_person(browser, microphone=True)
+    sign_up(host, server, "Hana")
+    space_id = create_space(host, server, "Launch day")
 
-    # The host: raw capture (no echo cancellation, noise suppression or AGC) keeps the tone a tone.
-    stage_context = browser.new_context(permissions=["microphone"], viewport=DESKTOP)
-    stage = stage_context.new_page()
-    stage_errors = collect_errors(stage)
-    stage.goto(f"{server.url}/s/{space_id}/stage?raw=1#token={token}")
-    expect(stage.get_by_role("heading", level=1)).to_have_text("Browser tone check")
-    expect(stage.get_by_role("heading", name="Host tools")).to_be_visible()
-    stage.get_by_role("button", name="Start talking").click()
-    stage.wait_for_function("() => window.townhall.state === 'connected'", timeout=20_000)
-    expect(stage.get_by_role("status").first).to_contain_text("Connected")
+    # Raw capture (no echo cancellation, noise suppression or AGC) keeps the tone a tone.
+    host.goto(f"{server.url}/s/{space_id}/stage?raw=1")
+    expect(host.get_by_role("heading", level=1)).to_have_text("Launch day")
+    expect(host.locator("#role")).to_have_text("Host")
+    expect(host.locator("#air")).to_contain_text("OFF AIR")
+    expect(host.get_by_role("button", name="Go live")).to_be_visible()
+    host.get_by_role("button", name="Start talking").click()
+    host.wait_for_function("() => window.townhall.state === 'connected'", timeout=20_000)
+    expect(host.locator("#connection")).to_contain_text("Connected")
 
-    # A listener, in a context of its own (no microphone permission: listening needs none).
-    listen_context = browser.new_context(viewport=DESKTOP)
-    listener = listen_context.new_page()
-    listener_errors = collect_errors(listener)
+    # A listener presses Play in the green room: the stage is talking, the listener hears silence.
+    listen_context, listener, listener_errors = new_person(browser, microphone=False)
     listener.goto(f"{server.url}/s/{space_id}")
-    expect(listener.get_by_role("heading", level=1)).to_have_text("Browser tone check")
-    play = listener.get_by_role("button", name="Play")
-    expect(play).to_be_enabled()
-    play.click()
+    expect(listener.get_by_role("heading", level=1)).to_have_text("Launch day")
+    expect(listener.locator("#space-state")).to_have_text("Starting soon")
+    expect(listener.locator("#soon")).to_be_visible()
+    expect(listener.locator("#stage")).to_contain_text("Hana")
+    listener.get_by_role("button", name="Play").click()
+    hears_silence_while_playing(listener, 3.0)
+    expect(listener.locator("#status")).to_have_text("Playing: waiting for the stage to go live")
+    # The stage sees its host speaking; the audience, off air, sees nobody speaking.
+    expect(host.locator("#roster")).to_contain_text("Host · speaking")
+    expect(listener.locator("#stage")).not_to_contain_text("speaking")
+    screenshots(listener, "listen-starting-soon")
 
+    # The host invites a speaker by link; a guest opens it in their own browser and takes the seat.
+    host.get_by_role("button", name="Invite a speaker").click()
+    invite_field = host.get_by_label("Speaker invite link")
+    expect(invite_field).to_have_value(
+        re.compile(rf"^{re.escape(server.url)}/s/{space_id}/stage#invite=[\w.-]+$")
+    )
+    invite_url = invite_field.input_value()
+    screenshots(host, "stage-host-green-room")
+
+    speaker_context, speaker, speaker_errors = new_person(browser, microphone=True)
+    speaker.goto(invite_url.replace("/stage#", "/stage?raw=1#"))
+    pick_guest_name(speaker, "Sam")
+    expect(speaker.locator("#role")).to_have_text("Speaker")
+    speaker.wait_for_function("() => location.hash === ''")  # the invite left the address bar
+    expect(speaker.locator("#air")).to_contain_text("OFF AIR")
+    expect(host.locator("#roster")).to_contain_text("Sam")
+    speaker.get_by_role("button", name="Start talking").click()
+    speaker.wait_for_function("() => window.townhall.state === 'connected'", timeout=20_000)
+
+    # The host mutes the speaker; only the speaker can unmute themselves.
+    host.get_by_role("button", name="Mute Sam").click()
+    expect(speaker.locator("#host-muted")).to_be_visible()
+    expect(host.locator("#roster")).to_contain_text("muted by host")
+    screenshots(speaker, "stage-speaker-muted")
+    speaker.get_by_role("button", name="Unmute myself").click()
+    expect(speaker.locator("#host-muted")).to_be_hidden()
+    speaker.wait_for_function("() => window.townhall.muted === false")
+
+    # Go live: every stage page says ON AIR, the listener's page says Live and the tone arrives.
+    host.get_by_role("button", name="Go live").click()
+    expect(host.locator("#air")).to_contain_text("ON AIR")
+    expect(speaker.locator("#air")).to_contain_text("ON AIR")
+    expect(host.get_by_role("button", name="Go live")).to_be_hidden()
+    expect(listener.locator("#space-state")).to_have_text("Live")
     samples = listen_until_the_tone_is_heard(listener)
+    expect(listener.locator("#stage")).to_contain_text("Host · speaking")
     expect(listener.locator("#status")).to_have_text("Playing live")
     expect(listener.locator("#latency")).to_contain_text("behind live")
-    latencies = [s["latency"] for s in samples if s["latency"] is not None]
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "browser-listener-samples.json").write_text(json.dumps(samples, indent=1))
 
-    screenshots(stage, "stage")
-    screenshots(listener, "listen")
-
-    stage.get_by_role("button", name="Leave stage").click()
-    stage.wait_for_function("() => window.townhall.state === 'idle'", timeout=10_000)
-
-    assert latencies, "the listener page never reported its latency"
-    assert stage_errors == [], stage_errors
-    assert listener_errors == [], listener_errors
-    listen_context.close()
-    stage_context.close()
-
-
-def test_starting_a_space_from_the_home_page_opens_its_stage_as_host(
-    server: Server, browser: Browser
-) -> None:
-    context = browser.new_context(viewport=DESKTOP)
-    page = context.new_page()
-    errors = collect_errors(page)
-    page.goto(f"{server.url}/")
-    page.get_by_role("button", name="Start a Space").click()
-    expect(page.get_by_role("alert")).to_have_text("Give your Space a title.")
-
-    page.get_by_label("Title").fill("Morning news")
-    page.get_by_role("button", name="Start a Space").click()
-    page.wait_for_url("**/stage#token=*")
-    expect(page.get_by_role("heading", level=1)).to_have_text("Morning news")
-    expect(page.locator("#role")).to_have_text("Host")
-    screenshots(page, "home-then-stage")
-    page.goto(f"{server.url}/")
-    screenshots(page, "home")
-
-    assert errors == [], errors
-    context.close()
-
-
-def test_the_host_invites_a_speaker_then_ends_the_space_and_the_listener_hears_the_end(
-    server: Server, browser: Browser
-) -> None:
-    created = server.create_space("Short one")
-    space = created["space"]
-    assert isinstance(space, dict)
-    space_id, token = str(space["id"]), str(created["host_token"])
-
-    context = browser.new_context(viewport=DESKTOP)
-    stage = context.new_page()
-    listener = context.new_page()
-    stage_errors, listener_errors = collect_errors(stage), collect_errors(listener)
-    listener.goto(f"{server.url}/s/{space_id}")
-    listener.get_by_role("button", name="Play").click()
-    listener.wait_for_function("() => window.townhall.state === 'playing'", timeout=20_000)
-
-    stage.goto(f"{server.url}/s/{space_id}/stage#token={token}")
-    stage.get_by_role("button", name="Invite a speaker").click()
-    invite = stage.get_by_label("Speaker invite link")
-    expect(invite).to_have_value(
-        re.compile(rf"^{re.escape(server.url)}/s/{space_id}/stage#token=[\w.-]+$")
+    # The listener reacts and raises a hand (a guest name first); the host brings them on stage.
+    listener.get_by_role("button", name="React: Applause").click()
+    pick_guest_name(listener, "Lee")
+    expect(listener.locator("#react-status")).to_have_text("You reacted: Applause.")
+    expect(listener.locator('[data-emoji="👏"] .reaction-count')).to_have_text(
+        re.compile(r"^[1-9]")
     )
-    screenshots(stage, "stage-invite")
+    expect(listener.locator("#listeners")).to_contain_text(re.compile(r"About \d+ listening"))
+    listener.get_by_role("button", name="Raise hand").click()
+    expect(listener.locator("#hand-status")).to_contain_text("Your hand is up")
+    expect(host.locator("#hands")).to_contain_text("Lee")
+    screenshots(listener, "listen-live")
+    host.get_by_role("button", name="Bring Lee on stage").click()
+    expect(host.locator("#roster")).to_contain_text("Lee")
+    to_stage = listener.get_by_role("link", name="Open the stage")
+    expect(to_stage).to_be_visible()
+    expect(to_stage).to_have_attribute("href", f"/s/{space_id}/stage")
 
-    stage.get_by_role("button", name="End Space").click()
-    stage.get_by_role("button", name="Yes, end the Space").click()
-    expect(stage.locator("#connection")).to_have_text("This Space has ended")
-    expect(stage.locator("#space-state")).to_have_text("Ended")
-    expect(stage.get_by_role("button", name="Start talking")).to_be_hidden()
+    # The producer's tools: a broadcast delay and the dump button.
+    host.get_by_label("Delay in seconds (0–30)").fill("5")
+    host.get_by_role("button", name="Set delay").click()
+    expect(host.locator("#delay-status")).to_have_text("Listeners hear the stage 5 s late.")
+    host.get_by_role("button", name="Dump").click()
+    expect(host.locator("#delay-status")).to_have_text(
+        "Dumped: what was in the delay will never air."
+    )
+    screenshots(host, "stage-host-live")
+    screenshots(speaker, "stage-speaker-live")
 
-    # The playlist ends (EXT-X-ENDLIST): the listener page plays out what it has and says so.
-    listener.wait_for_function("() => window.townhall.state === 'ended'", timeout=20_000)
+    # The end: the host ends the Space, the stage pages say so, the listener's page plays out.
+    host.get_by_role("button", name="End Space").click()
+    host.get_by_role("button", name="Yes, end the Space").click()
+    expect(host.locator("#air")).to_contain_text("ENDED")
+    expect(host.locator("#connection")).to_have_text("This Space has ended")
+    expect(host.get_by_role("button", name="Start talking")).to_be_hidden()
+    expect(speaker.locator("#air")).to_contain_text("ENDED")
+    listener.wait_for_function("() => window.townhall.state === 'ended'", timeout=45_000)
     expect(listener.locator("#status")).to_have_text("This Space has ended.")
+    expect(listener.locator("#space-state")).to_have_text("Ended")
     expect(listener.get_by_role("button", name="Play")).to_be_hidden()
     screenshots(listener, "listen-ended")
+    screenshots(host, "stage-ended")
 
-    assert stage_errors == [], stage_errors
+    assert host_errors == [], host_errors
+    assert speaker_errors == [], speaker_errors
     assert listener_errors == [], listener_errors
+    for context in (listen_context, speaker_context, host_context):
+        context.close()
+
+
+def test_signing_up_on_the_home_page_and_starting_a_space_opens_its_green_room(
+    server: Server, browser: Browser
+) -> None:
+    context, page, errors = new_person(browser, microphone=False)
+    page.goto(f"{server.url}/")
+    expect(page.get_by_role("heading", name="Who are you?")).to_be_visible()
+    expect(page.get_by_role("button", name="Start a Space")).to_be_disabled()
+    screenshots(page, "home")
+
+    page.get_by_role("button", name="Create account").click()
+    form = page.locator("#signup-form")
+    form.get_by_label("Username").fill(unique("morgan"))
+    form.get_by_label("Display name").fill("Morgan")
+    form.get_by_label("Password").fill(PASSWORD)
+    form.get_by_role("button", name="Create account").click()
+    expect(page.locator("#who")).to_contain_text("Morgan")
+    expect(page.get_by_role("heading", name="Who are you?")).to_be_hidden()
+
+    page.get_by_role("button", name="Start a Space").click()
+    expect(page.locator("#create-error")).to_have_text("Give your Space a title.")
+    page.get_by_label("Title").fill("Morning news")
+    page.get_by_role("button", name="Start a Space").click()
+    page.wait_for_url(re.compile(r"/s/[a-z0-9]{10}/stage$"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Morning news")
+    expect(page.locator("#role")).to_have_text("Host")
+    expect(page.locator("#air")).to_contain_text("OFF AIR")
+    expect(page.get_by_role("button", name="Go live")).to_be_visible()
+    page.wait_for_function("() => window.townhall.eventsConnected")
+
+    # The home page lists it (green room: starting soon) and leads its host back to the stage.
+    page.goto(f"{server.url}/")
+    item = page.locator("#live-list li", has_text="Morning news")
+    expect(item).to_contain_text("Starting soon")
+    expect(item.get_by_role("link", name="Open the stage (Host)")).to_be_visible()
+    screenshots(page, "home-signed-in")
+
+    # Someone without an account finds it on the home page and opens the listener page.
+    visitor_context, visitor, visitor_errors = new_person(browser, microphone=False)
+    visitor.goto(f"{server.url}/")
+    visitor.get_by_role("link", name="Morning news").click()
+    expect(visitor.get_by_role("heading", level=1)).to_have_text("Morning news")
+    expect(visitor.locator("#space-state")).to_have_text("Starting soon")
+
+    assert errors == [], errors
+    assert visitor_errors == [], visitor_errors
+    visitor_context.close()
     context.close()

@@ -10,7 +10,7 @@ CPU on purpose) and the password work runs in a worker thread.
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,7 +51,12 @@ class GuestIn(Strict):
     display_name: str = Field(min_length=1, max_length=80)
 
 
+class SignedOut(BaseModel):
+    signed_in: Literal[False] = False
+
+
 class IdentityOut(BaseModel):
+    signed_in: Literal[True] = True
     user_id: str
     display_name: str
     kind: str
@@ -188,8 +193,15 @@ def build_auth_router(
         response.status_code = 204
         return response
 
-    @router.get("/me", response_model=IdentityOut, summary="Who am I")
-    async def me(who: RequiredIdentity) -> IdentityOut:
+    @router.get(
+        "/me",
+        response_model=IdentityOut | SignedOut,
+        summary="Who am I (200 with signed_in false when nobody is signed in)",
+    )
+    async def me(response: Response, who: OptionalIdentity) -> IdentityOut | SignedOut:
+        response.headers["Cache-Control"] = "private, no-store"
+        if who is None:
+            return SignedOut()
         return IdentityOut(
             user_id=who.user_id,
             display_name=who.display_name,

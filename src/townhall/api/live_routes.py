@@ -13,10 +13,12 @@ presence beacon every 30 s, and the count is the distinct beacons in the last mi
 the rate. At a million listeners the origin sees a few thousand beacons a minute.
 """
 
+import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +38,18 @@ PING_INTERVAL_S = 15.0
 class PresenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     key: str = Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+async def _until_disconnected(websocket: WebSocket) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+
+
+def _ends_membership(type: str, data: Mapping[str, Any], user_id: str) -> bool:
+    return type in ("stage.left", "user.removed", "user.banned") and data.get("user_id") == user_id
 
 
 def presence_sample(listeners: int) -> float:
@@ -67,7 +81,8 @@ def build_live_router(
             raise NotFound("no such Space", code="space_not_found") from None
         second = int(now)
         stage = await ctl.stage(space.id)
-        speaking = await ctl.live.speaking(space.id)
+        # Off air nobody is heard by listeners, so nobody is shown speaking to them.
+        speaking = await ctl.live.speaking(space.id) if space.state is SpaceState.LIVE else {}
         reactions = await ctl.live.reaction_totals(space.id, second - REACTION_WINDOW_S, second)
         sampled = await ctl.live.listener_count(space.id, now)
         previous = memo.get(space.id)
@@ -169,8 +184,11 @@ def build_live_router(
         await websocket.accept()
         latest = await ctl.live.latest_seq(space.id)
         await websocket.send_json({"type": "hello", "latest_seq": latest})
+        # The client sends nothing we need, but reading is how a close is noticed at once rather
+        # than at the next send (which may be a ping interval away).
+        gone = asyncio.create_task(_until_disconnected(websocket))
         try:
-            while True:
+            while not gone.done():
                 found = await ctl.live.events_since(space.id, after)
                 if found is None:
                     after = await ctl.live.latest_seq(space.id)
@@ -186,16 +204,21 @@ def build_live_router(
                         }
                     )
                     after = event.seq
-                if found and any(
-                    e.type in ("stage.left", "user.removed", "user.banned")
-                    and e.data.get("user_id") == who.user_id
-                    for e in found
-                ):
+                if any(_ends_membership(e.type, e.data, who.user_id) for e in found):
                     await websocket.close(code=4403)
                     return
-                if not await ctl.live.wait_for_events(space.id, after, PING_INTERVAL_S):
+                waiter = asyncio.create_task(
+                    ctl.live.wait_for_events(space.id, after, PING_INTERVAL_S)
+                )
+                done, _ = await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if waiter not in done:
+                    waiter.cancel()
+                    return
+                if not waiter.result():
                     await websocket.send_json({"type": "ping"})
         except (WebSocketDisconnect, RuntimeError):  # the client went away mid-send
             return
+        finally:
+            gone.cancel()
 
     return router

@@ -36,7 +36,12 @@ const FRIENDLY = {
   rate_limited: 'Slow down a little, then try again.',
 };
 
-export async function api(path, { method = 'GET', body, keepalive = false } = {}) {
+/**
+ * One API call. `cache: 'default'` is for the few public, cacheable reads (the listeners'
+ * snapshot): 'no-store' (the default here) makes the browser send `Cache-Control: no-cache`,
+ * which would ask every HTTP cache on the way to go to the origin.
+ */
+export async function api(path, { method = 'GET', body, keepalive = false, cache = 'no-store' } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let response;
@@ -47,7 +52,7 @@ export async function api(path, { method = 'GET', body, keepalive = false } = {}
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: 'same-origin', // the session cookie is the identity
       keepalive,
-      cache: 'no-store',
+      cache,
     });
   } catch {
     throw new ApiError(0, 'network', 'Cannot reach the server. Check your connection and try again.');
@@ -217,7 +222,7 @@ export async function ensureIdentity(why, { probe = false } = {}) {
   if (current) return current;
   if (identityDialog === null) identityDialog = buildIdentityDialog();
   const ui = identityDialog;
-  ui.reason.textContent = `Listeners need a name to ${why}. Guests need no account.`;
+  ui.reason.textContent = `Pick the name others see when you ${why}. No account needed.`;
   ui.link.href = signInLink();
   say(ui.error, '');
   ui.ok.disabled = false;

@@ -199,6 +199,7 @@ async function main() {
   try {
     showIdentity(await whoAmI());
   } catch (err) {
+    showIdentity(null);
     say(ui.identityError, err.message);
   }
   if (next && !me) chooseMode('signin');

@@ -111,6 +111,7 @@ const ui = {
   handStatus: byId('hand-status'),
   toStage: byId('to-stage'),
   stage: byId('stage'),
+  stageHeading: byId('stage-heading'),
   stageEmpty: byId('stage-empty'),
 };
 
@@ -198,16 +199,17 @@ function showSnapshot(snapshot) {
   ui.pinned.hidden = !info.pinned_link;
   ui.listeners.hidden = space.over;
   ui.listeners.textContent = listenersLabel(snapshot.listeners.approx);
-  showStage(snapshot.stage);
+  // The green room is off air: listeners hear nothing, so they must not see anyone "speaking".
+  showStage(snapshot.stage, Boolean(info.on_air));
   showReactionTotals(snapshot.reactions.totals || {});
   if (previous !== info.state && player.state === 'playing') setState('playing'); // "waiting" → "live"
   if (info.state === 'ended' || info.state === 'cancelled') spaceIsOver();
 }
 
-function showStage(members) {
+function showStage(members, onAir) {
   const mine = space.me && members.find((m) => m.user_id === space.me.user_id);
   const items = members.map((member) => {
-    const speaking = Boolean(member.speaking) && !member.muted;
+    const speaking = onAir && Boolean(member.speaking) && !member.muted;
     const item = el('li', 'person');
     item.dataset.speaking = String(speaking);
     const avatar = el('span', 'avatar', (member.display_name.trim()[0] || '?').toUpperCase());
@@ -396,7 +398,7 @@ function spaceIsOver() {
 
 async function spaceHasEnded() {
   try {
-    const snapshot = await api(snapshotUrl);
+    const snapshot = await api(snapshotUrl, { cache: 'default' });
     showSnapshot(snapshot);
     return space.over;
   } catch (err) {
@@ -485,7 +487,7 @@ async function pollSnapshot() {
   if (space.over && (player.state === 'ended' || player.state === 'unavailable')) return;
   let wait = SNAPSHOT_MS;
   try {
-    const snapshot = await api(snapshotUrl);
+    const snapshot = await api(snapshotUrl, { cache: 'default' });
     // A cache may answer with an older second than one already seen: keep the newest.
     if (!space.snapshot || snapshot.at >= space.snapshot.at) showSnapshot(snapshot);
     space.failures = 0;
@@ -658,6 +660,7 @@ function stopInteraction() {
   ui.interact.hidden = true;
   ui.soon.hidden = true;
   ui.listeners.hidden = true;
+  ui.stageHeading.textContent = 'Who was on stage';
 }
 
 // -------------------------------------------------------------------------------------- startup
@@ -720,10 +723,11 @@ async function main() {
     ui.interact.hidden = true;
     return;
   }
+  ui.toStage.href = `/s/${spaceId}/stage`;
   setState('idle', 'Loading the Space…');
   ui.play.disabled = true;
   try {
-    showSnapshot(await api(snapshotUrl));
+    showSnapshot(await api(snapshotUrl, { cache: 'default' }));
   } catch (err) {
     if (err instanceof ApiError && err.status === 404) {
       notFound();
@@ -734,7 +738,7 @@ async function main() {
   }
   if (space.over) return;
   setState('idle');
-  pollSnapshot();
+  space.pollTimer = setTimeout(pollSnapshot, SNAPSHOT_MS);
   beacon();
   setInterval(beacon, PRESENCE_MS);
   try {

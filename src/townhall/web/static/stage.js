@@ -56,6 +56,7 @@ const MAX_ATTEMPTS = 8; // then stop and offer "Try again"
 const MAX_BACKOFF_S = 30;
 const EVENTS_MAX_BACKOFF_S = 20;
 const SNAPSHOT_POLL_MS = 2000; // speaking indicators and the listener count
+const FALLBACK_POLL_MS = 4000; // full reads while the event socket cannot connect
 const ROLE_ORDER = { host: 0, cohost: 1, speaker: 2 };
 const ROLE_PHRASE = { host: 'the host', cohost: 'a co-host', speaker: 'a speaker' };
 
@@ -88,6 +89,7 @@ const ui = {
   title: byId('space-title'),
   announce: byId('announce'),
   gate: byId('gate'),
+  gateHeading: byId('gate-heading'),
   gateText: byId('gate-text'),
   gateGuest: byId('gate-guest'),
   gateSignin: byId('gate-signin'),
@@ -104,6 +106,9 @@ const ui = {
   error: byId('error'),
   remote: byId('remote'),
   console: byId('console'),
+  consoleHeading: byId('console-heading'),
+  airControls: byId('air-controls'),
+  airDivider: byId('air-divider'),
   goLive: byId('go-live'),
   end: byId('end'),
   endConfirm: byId('end-confirm'),
@@ -192,6 +197,8 @@ const events = {
   attempt: 0,
   retryTimer: 0,
   stopped: false,
+  failedOpens: 0, // sockets in a row that closed before their hello
+  fallbackTimer: 0, // polling full reads while no socket gets through (a proxy without WebSockets)
 };
 
 let snapshotTimer = 0;
@@ -300,7 +307,7 @@ function renderRole() {
   const onStage = view.onStage && !view.over;
   ui.micCard.hidden = !view.onStage;
   ui.rosterCard.hidden = !view.onStage;
-  ui.shareCard.hidden = !view.onStage;
+  ui.shareCard.hidden = !view.onStage || view.over;
   ui.leaveRow.hidden = !onStage || role === 'host'; // the host hands over or ends instead
   renderConsole();
 }
@@ -312,6 +319,9 @@ function renderConsole() {
   if (!moderator || !view.space) return;
   const host = isHost();
   const state = view.space.state;
+  ui.consoleHeading.textContent = host ? 'Host console' : 'Co-host console';
+  ui.airControls.hidden = !host;
+  ui.airDivider.hidden = !host;
   ui.goLive.hidden = !host || state !== 'green_room';
   ui.end.hidden = !host || !ui.endConfirm.hidden;
   ui.inviteCohost.hidden = !host;
@@ -353,7 +363,7 @@ function actionButton(label, accessibleName, onClick, className = 'small') {
  * buttons that would certainly be refused. */
 function canModerate(member, action) {
   const role = myRole();
-  if (!view.me || member.user_id === view.me.user_id || member.role === 'host') return false;
+  if (view.over || !view.me || member.user_id === view.me.user_id || member.role === 'host') return false;
   if (role === 'host') return true;
   if (role !== 'cohost') return false;
   return action === 'mute' || member.role === 'speaker';
@@ -429,16 +439,18 @@ function renderHands() {
   ui.handsCount.textContent = view.hands.length > 0 ? `(${view.hands.length})` : '';
 }
 
-function showGate(message, { guest = false, signIn = false, listen = true } = {}) {
+function showGate(message, { heading = 'Join the stage', guest = false, signIn = false, listen = true } = {}) {
   ui.gate.hidden = false;
+  ui.gateHeading.textContent = heading;
   ui.gateText.textContent = message;
   ui.gateGuest.hidden = !guest;
   ui.gateSignin.hidden = !signIn;
   ui.gateSignin.href = signInLink();
   ui.gateListen.hidden = !listen;
-  if (!ui.gateListen.getAttribute('href') || ui.gateListen.getAttribute('href') === '/') {
-    ui.gateListen.href = `/s/${spaceId}`;
-  }
+  ui.gateListen.textContent = heading === 'Join the stage' ? 'Listen instead' : 'Listen to the Space';
+  // ON AIR / OFF AIR is for the people on stage, and says nothing of a Space the page cannot read.
+  ui.air.hidden = !view.space || !view.onStage;
+  ui.listeners.hidden = true;
 }
 
 // ------------------------------------------------------------------------------ the page's model
@@ -592,6 +604,7 @@ function openEvents() {
   if (events.stopped) return;
   clearTimeout(events.retryTimer);
   const socket = new WebSocket(eventsUrl());
+  let greeted = false;
   events.socket = socket;
   socket.addEventListener('message', (message) => {
     if (socket !== events.socket) return;
@@ -601,12 +614,15 @@ function openEvents() {
     } catch {
       return;
     }
+    if (frame.type === 'hello') greeted = true;
     onFrame(frame);
   });
   socket.addEventListener('close', (event) => {
     if (socket !== events.socket) return;
     events.socket = null;
     if (events.stopped) return;
+    events.failedOpens = greeted ? 0 : events.failedOpens + 1;
+    if (events.failedOpens >= 2) startFallback();
     if (event.code === 4401 || event.code === 4403) {
       // Not (or no longer) allowed: find out why from a full read rather than retrying blindly.
       resync()
@@ -626,9 +642,26 @@ function retryEvents() {
   events.retryTimer = setTimeout(openEvents, backoff(events.attempt, EVENTS_MAX_BACKOFF_S) * 1000);
 }
 
+/** No socket gets through: keep the page right by full reads until one does. */
+function startFallback() {
+  if (events.fallbackTimer || events.stopped) return;
+  events.fallbackTimer = setInterval(() => {
+    if (!events.syncing) resync().catch(() => {});
+  }, FALLBACK_POLL_MS);
+}
+
+function stopFallback() {
+  clearInterval(events.fallbackTimer);
+  events.fallbackTimer = 0;
+}
+
 function onFrame(frame) {
   if (frame.type === 'hello') {
     events.attempt = 0;
+    if (events.fallbackTimer) {
+      stopFallback();
+      events.synced = false; // the polls moved the page on without sequence numbers: read afresh
+    }
     if (!events.synced) {
       events.skipUpTo = frame.latest_seq;
       resync().catch((err) => showError(err.message));
@@ -652,6 +685,7 @@ function onFrame(frame) {
 function stopEvents() {
   events.stopped = true;
   clearTimeout(events.retryTimer);
+  stopFallback();
   if (events.socket) {
     const socket = events.socket;
     events.socket = null;
@@ -666,7 +700,8 @@ async function pollSnapshot() {
   if (view.over || !view.onStage) return;
   try {
     const code = view.links ? new URL(view.links.listen).searchParams.get('code') : null;
-    const snapshot = await api(spacePath(`/snapshot${code ? `?code=${encodeURIComponent(code)}` : ''}`));
+    const query = code ? `?code=${encodeURIComponent(code)}` : '';
+    const snapshot = await api(spacePath(`/snapshot${query}`), { cache: 'default' });
     view.speaking = new Set(snapshot.stage.filter((m) => m.speaking).map((m) => m.user_id));
     ui.listeners.hidden = false;
     ui.listeners.textContent = listenersLabel(snapshot.listeners.approx);
@@ -954,7 +989,7 @@ function offStage(message, canListen = true) {
   stopEvents();
   clearTimeout(snapshotTimer);
   renderRole();
-  showGate(message, { listen: canListen });
+  showGate(message, { heading: canListen ? 'You are in the audience' : 'Not on the stage', listen: canListen });
   announce(message);
 }
 
@@ -963,7 +998,10 @@ function spaceEnded() {
   stopSession();
   stopEvents();
   clearTimeout(snapshotTimer);
+  view.speaking.clear();
+  ui.listeners.hidden = true;
   ui.endConfirm.hidden = true;
+  renderRoster();
   renderAir();
   renderRole();
   renderMic();
