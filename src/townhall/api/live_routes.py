@@ -81,8 +81,9 @@ def build_live_router(
             raise NotFound("no such Space", code="space_not_found") from None
         second = int(now)
         stage = await ctl.stage(space.id)
-        # Off air nobody is heard by listeners, so nobody is shown speaking to them.
-        speaking = await ctl.live.speaking(space.id) if space.state is SpaceState.LIVE else {}
+        # Published in the green room too: the stage's pages use it; the listener page shows it
+        # only on air, when listeners actually hear the stage.
+        speaking = await ctl.live.speaking(space.id)
         reactions = await ctl.live.reaction_totals(space.id, second - REACTION_WINDOW_S, second)
         sampled = await ctl.live.listener_count(space.id, now)
         previous = memo.get(space.id)
