@@ -62,5 +62,5 @@ fi
 
 # 3. Test-only system tools: ffmpeg (a listener we did not write) and Chromium (real browser tests).
 if [ $want_test -eq 1 ]; then
-    apt_install ffmpeg chromium redis-server
+    apt_install ffmpeg chromium redis-server fonts-noto-color-emoji
 fi
