@@ -47,6 +47,9 @@ def test_a_private_space_snapshot_needs_the_code(client: TestClient) -> None:
     assert client.get(f"/api/spaces/{space_id}/snapshot").status_code == 404
     code = created["links"]["listen"].split("?code=")[1]
     assert client.get(f"/api/spaces/{space_id}/snapshot?code={code}").status_code == 200
+    # Built and cached for someone with the code, it is still refused to someone without it.
+    assert client.get(f"/api/spaces/{space_id}/snapshot").status_code == 404
+    assert client.get(f"/api/spaces/{space_id}/snapshot?code=wrong").status_code == 404
 
 
 def test_presence_beacons_count_distinct_listeners_and_refuse_junk(client: TestClient) -> None:

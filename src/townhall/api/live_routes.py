@@ -18,6 +18,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, WebSocket, WebSocketDisconnect
@@ -28,7 +29,7 @@ from townhall.api.errors import NotFound, TooManyRequests
 from townhall.api.ratelimit import RateLimit, RateLimiter
 from townhall.api.tokens import IdentityTokens, TokenError
 from townhall.spaces.control import ControlError, SpaceControl, member_json
-from townhall.spaces.model import SpaceState, UserId, Visibility, is_space_id
+from townhall.spaces.model import SpaceId, SpaceState, UserId, Visibility, is_space_id
 
 PRESENCE_TARGET = 10_000  # beacons per minute per Space we are willing to take
 REACTION_WINDOW_S = 10
@@ -38,6 +39,13 @@ PING_INTERVAL_S = 15.0
 class PresenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     key: str = Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    second: int
+    body: bytes
+    invite_code: str | None  # private Spaces: only requests carrying it get the snapshot
 
 
 async def _until_disconnected(websocket: WebSocket) -> None:
@@ -65,7 +73,8 @@ def build_live_router(
     clock: Callable[[], float] = time.time,
 ) -> APIRouter:
     router = APIRouter(prefix="/api/spaces", tags=["live"])
-    memo: dict[str, tuple[int, bytes]] = {}  # space → (second, body): built once per second
+    memo: dict[str, _Snapshot] = {}  # space → the snapshot built this second
+    in_flight: dict[str, asyncio.Future[_Snapshot]] = {}
     presence_limit = RateLimiter(RateLimit(per_second=1.0, burst=5))
 
     def checked(space_id: str) -> str:
@@ -87,7 +96,9 @@ def build_live_router(
         reactions = await ctl.live.reaction_totals(space.id, second - REACTION_WINDOW_S, second)
         sampled = await ctl.live.listener_count(space.id, now)
         previous = memo.get(space.id)
-        rate = presence_sample(json.loads(previous[1])["listeners"]["approx"]) if previous else 1.0
+        rate = (
+            presence_sample(json.loads(previous.body)["listeners"]["approx"]) if previous else 1.0
+        )
         body = {
             "space": {
                 "id": space.id,
@@ -115,6 +126,17 @@ def build_live_router(
         }
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
+    async def build(space_id: str, now: float) -> _Snapshot:
+        space = await control().records.space(SpaceId(space_id))
+        if space is None:
+            raise NotFound("no such Space", code="space_not_found")
+        private = space.invite_code if space.visibility is Visibility.PRIVATE else None
+        snapshot = _Snapshot(int(now), await build_snapshot(space_id, now), private)
+        memo[space_id] = snapshot
+        if len(memo) > 10_000:
+            memo.pop(next(iter(memo)))
+        return snapshot
+
     @router.get(
         "/{space_id}/snapshot",
         summary="The listener view, refreshed about once a second (cacheable)",
@@ -124,19 +146,20 @@ def build_live_router(
     ) -> Response:
         checked(space_id)
         now = clock()
+        second = int(now)
         cached = memo.get(space_id)
-        if cached is None or cached[0] != int(now):
-            space = await control().records.space(space_id)  # type: ignore[arg-type]
-            if space is None or (
-                space.visibility is Visibility.PRIVATE and code != space.invite_code
-            ):
-                raise NotFound("no such Space", code="space_not_found")
-            cached = (int(now), await build_snapshot(space_id, now))
-            memo[space_id] = cached
-            if len(memo) > 10_000:
-                memo.pop(next(iter(memo)))
+        if cached is None or cached.second != second:
+            # One build per Space per second however many ask at once (single flight).
+            building = in_flight.get(space_id)
+            if building is None:
+                building = asyncio.ensure_future(build(space_id, now))
+                in_flight[space_id] = building
+                building.add_done_callback(lambda _: in_flight.pop(space_id, None))
+            cached = await asyncio.shield(building)
+        if cached.invite_code is not None and code != cached.invite_code:
+            raise NotFound("no such Space", code="space_not_found")
         return Response(
-            cached[1],
+            cached.body,
             media_type="application/json",
             headers={"Cache-Control": "public, max-age=1", "Access-Control-Allow-Origin": "*"},
         )
