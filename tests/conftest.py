@@ -5,12 +5,23 @@ Every process is started by the fixture, bound to loopback, and stopped by its o
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-from townhall.harness import REPO, Proc, Server, start_server, start_speaker, wait_until
+from townhall.harness import (
+    REPO,
+    Proc,
+    Server,
+    free_port,
+    spawn,
+    start_server,
+    start_speaker,
+    wait_until,
+)
 
 __all__ = ["REPO", "Proc", "Server", "wait_until"]
 
@@ -37,4 +48,47 @@ def speakers() -> Iterator[Callable[..., Proc]]:
 
     yield start
     for proc in started:
+        proc.stop()
+
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def _answers_ping(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_timeout=1) as client:
+            return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not Path(REDIS_SERVER).exists():
+        pytest.fail("redis-server is not installed (the project's setup installs it with apt)")
+    port = free_port()
+    proc = spawn(
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path_factory.mktemp("redis")),
+        ]
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_until(
+            lambda: proc.popen.poll() is not None or _answers_ping(url), 15, "redis-server to start"
+        )
+        if proc.popen.poll() is not None:
+            pytest.fail(f"redis-server exited:\n{proc.output()}")
+        yield url
+    finally:
         proc.stop()
