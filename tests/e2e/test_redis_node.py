@@ -19,12 +19,13 @@ from townhall.harness import start_server
 pytestmark = pytest.mark.e2e
 
 
+def node_db(redis_url: str) -> str:
+    return redis_url.rsplit("/", 1)[0] + "/3"  # the contract suite flushes database 0
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path, redis_url: str) -> Iterator[Server]:
-    # Database 3: the contract suite flushes database 0 between its tests.
-    srv = start_server(
-        tmp_path / "data", env={"TOWNHALL_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/3"}
-    )
+    srv = start_server(tmp_path / "data", env={"TOWNHALL_REDIS_URL": node_db(redis_url)})
     yield srv
     assert srv.proc.stop() == 0, srv.proc.output()
 
