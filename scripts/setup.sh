@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what townhall needs, once: a virtualenv with the pinned Python packages, hls.js for the
-# pages, and (with --test) the Debian packages the test suite drives: ffmpeg, Chromium and redis-server.
+# pages, and (with --test) the Debian packages the test suite drives: ffmpeg, Chromium, redis-server,
+# nginx (the edge-cache test) and a colour emoji font (readable screenshots).
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,5 +63,5 @@ fi
 
 # 3. Test-only system tools: ffmpeg (a listener we did not write) and Chromium (real browser tests).
 if [ $want_test -eq 1 ]; then
-    apt_install ffmpeg chromium redis-server fonts-noto-color-emoji
+    apt_install ffmpeg chromium redis-server nginx-light fonts-noto-color-emoji
 fi

@@ -199,3 +199,68 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+EDGE_CONFIG = REPO / "deploy" / "nginx" / "townhall.conf"
+NGINX = "/usr/sbin/nginx"
+
+
+@dataclass
+class Edge:
+    """nginx with the shipped edge config in front of an origin; its log names each request's
+    upstream, so a test can count what reached the origin."""
+
+    url: str
+    proc: Proc
+    access_log: Path
+
+    def origin_requests(self) -> int:
+        lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
+        return sum(1 for line in lines if not line.startswith("- "))
+
+    def client_requests(self) -> int:
+        return len(self.access_log.read_text().splitlines()) if self.access_log.exists() else 0
+
+
+def start_edge(origin_url: str, tmp: Path) -> Edge:
+    """Run nginx in the foreground with deploy/nginx/townhall.conf, rewritten for `origin_url`,
+    a free loopback port and a cache under `tmp`."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    origin = origin_url.removeprefix("http://")
+    site = EDGE_CONFIG.read_text()
+    site = site.replace("server 127.0.0.1:8080;", f"server {origin};")
+    site = site.replace("/var/cache/nginx/townhall", str(tmp / "cache"))
+    site = site.replace("listen 127.0.0.1:8081;", f"listen 127.0.0.1:{port};")
+    (tmp / "townhall.conf").write_text(site)
+    access_log = tmp / "access.log"
+    (tmp / "nginx.conf").write_text(
+        f"""daemon off;
+worker_processes 1;
+user root;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    log_format edge '$upstream_addr $upstream_cache_status $status $request_uri';
+    access_log {access_log} edge;
+    client_body_temp_path {tmp}/client_temp;
+    proxy_temp_path {tmp}/proxy_temp;
+    include {tmp}/townhall.conf;
+}}
+"""
+    )
+    proc = spawn([NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf")])
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/api/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(lambda: proc.popen.poll() is not None or answers(), 15, "nginx to start")
+    if proc.popen.poll() is not None:
+        raise RuntimeError(f"nginx exited:\n{proc.output()}\n{(tmp / 'error.log').read_text()}")
+    access_log.write_text("")  # count from here: the health probes are not listeners
+    return Edge(url, proc, access_log)
