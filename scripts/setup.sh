@@ -26,7 +26,16 @@ apt_install() {
     if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
         apt-get update -qq >/dev/null
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Packages such as nginx and redis-server start a system service on install; the tests start
+    # their own on loopback, so keep the package's own service from starting (Debian's policy-rc.d).
+    local policy=/usr/sbin/policy-rc.d added_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && added_policy=1
+    fi
+    local status=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+    if [ $added_policy -eq 1 ]; then rm -f "$policy"; fi
+    return $status
 }
 
 # 1. Python: a virtualenv in .venv, packages from pyproject pinned by constraints.txt.
