@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from townhall import __version__
 from townhall.api import errors
+from townhall.api.admission import Admission, AdmissionLimits, AdmissionMiddleware
 from townhall.api.errors import Unavailable
 from townhall.api.media_routes import build_media_router
 from townhall.config import Config
@@ -104,4 +105,14 @@ def create_app(config: Config) -> FastAPI:
     for route in pages.routes():
         app.router.routes.append(route)
     app.state.node = node
+    admission = Admission(
+        AdmissionLimits(
+            media=config.inflight_media,
+            listener=config.inflight_listener,
+            interaction=config.inflight_interaction,
+            control=config.inflight_control,
+        )
+    )
+    app.state.admission = admission
+    app.add_middleware(AdmissionMiddleware, admission=admission)
     return app

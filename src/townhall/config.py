@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -41,6 +41,9 @@ class MediaConfig:
     window_segments: int = 6  # live playlist keeps ~11.5 s
     aac_bitrate: int = 64_000
     return_bitrate: int = 32_000  # Opus mix-minus sent back to each speaker
+    # Where Spaces with `record` on keep their recordings (<dir>/<space>/<stream>/); None: nothing
+    # is recorded. `load` fills it: TOWNHALL_RECORDINGS_DIR, else <data_dir>/recordings.
+    recordings_dir: Path | None = None
 
     @property
     def part_seconds(self) -> float:
@@ -58,6 +61,11 @@ class Config:
     ice_servers: tuple[IceServer, ...] = ()
     database_url: str = ""  # SQLAlchemy URL; empty: SQLite file in data_dir
     redis_url: str = ""  # empty: embedded live state (one process); set for many processes/nodes
+    # Requests in flight per class before answering 503 + Retry-After (see api/admission.py).
+    inflight_media: int = 50_000
+    inflight_listener: int = 2_000
+    inflight_interaction: int = 500
+    inflight_control: int = 1_000
     max_live_spaces: int = 50  # per process: each live Space costs a media clock and encoders
     empty_stage_end_s: int = 900  # a Space whose stage stays empty this long ends by itself
     media: MediaConfig = field(default_factory=MediaConfig)
@@ -122,6 +130,9 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         return_bitrate=_int(
             env, "TOWNHALL_RETURN_BITRATE", MediaConfig.return_bitrate, low=8_000, high=128_000
         ),
+        recordings_dir=Path(env["TOWNHALL_RECORDINGS_DIR"])
+        if env.get("TOWNHALL_RECORDINGS_DIR")
+        else None,
     )
     values: dict[str, object] = {
         "host": env.get("TOWNHALL_HOST") or Config.host,
@@ -135,6 +146,18 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "ice_servers": parse_ice_servers(env.get("TOWNHALL_ICE_SERVERS", "")),
         "database_url": env.get("TOWNHALL_DATABASE_URL", ""),
         "redis_url": env.get("TOWNHALL_REDIS_URL", ""),
+        "inflight_media": _int(
+            env, "TOWNHALL_INFLIGHT_MEDIA", Config.inflight_media, low=1, high=10**6
+        ),
+        "inflight_listener": _int(
+            env, "TOWNHALL_INFLIGHT_LISTENER", Config.inflight_listener, low=1, high=10**6
+        ),
+        "inflight_interaction": _int(
+            env, "TOWNHALL_INFLIGHT_INTERACTION", Config.inflight_interaction, low=1, high=10**6
+        ),
+        "inflight_control": _int(
+            env, "TOWNHALL_INFLIGHT_CONTROL", Config.inflight_control, low=1, high=10**6
+        ),
         "max_live_spaces": _int(
             env, "TOWNHALL_MAX_LIVE_SPACES", Config.max_live_spaces, low=1, high=10_000
         ),
@@ -145,6 +168,9 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = Config(**values)  # type: ignore[arg-type]
+    if config.media.recordings_dir is None:  # after the overrides: follows --data-dir
+        media = replace(config.media, recordings_dir=config.data_dir / "recordings")
+        config = replace(config, media=media)
     if not config.secret:
         config = Config(**{**config.__dict__, "secret": _stored_secret(config.data_dir)})
     elif len(config.secret) < 32:

@@ -1,0 +1,123 @@
+"""Admission control: under overload, answer 503 + Retry-After at once instead of queueing.
+
+Requests are sorted into classes by path, each with its own cap on requests in flight in this
+process. The caps rank what is shed first (SPEC: "audio first under load"): reactions and hands
+before listener joins and snapshots, those before the control API, and the listener media path
+(playlists, parts — including blocking reloads held open for a part) last, with a cap high enough
+that only memory protection ever trips it. A refused request costs one small response; clients
+back off with jitter for Retry-After seconds.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import random
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class RequestClass(enum.StrEnum):
+    MEDIA = "media"  # /live/…: what listeners hear
+    LISTENER = "listener"  # joining and following a Space: GET space, snapshot, presence
+    INTERACTION = "interaction"  # reactions, hands: first to go
+    CONTROL = "control"  # everything else: the stage, identity, pages
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    media: int = 50_000
+    listener: int = 2_000
+    interaction: int = 500
+    control: int = 1_000
+
+    def of(self, kind: RequestClass) -> int:
+        limit: int = getattr(self, kind.value)
+        return limit
+
+
+def classify(method: str, path: str) -> RequestClass:
+    if path.startswith("/live/"):
+        return RequestClass.MEDIA
+    if path.startswith("/api/spaces/"):
+        tail = path.rsplit("/", 1)[-1]
+        if tail in ("reactions", "hand"):
+            return RequestClass.INTERACTION
+        if tail in ("snapshot", "presence") or (method == "GET" and path.count("/") == 3):
+            return RequestClass.LISTENER
+    return RequestClass.CONTROL
+
+
+@dataclass
+class Admission:
+    """Counts requests in flight per class; sans-I/O, one per process."""
+
+    limits: AdmissionLimits = field(default_factory=AdmissionLimits)
+    in_flight: dict[RequestClass, int] = field(
+        default_factory=lambda: dict.fromkeys(RequestClass, 0)
+    )
+    refused: dict[RequestClass, int] = field(default_factory=lambda: dict.fromkeys(RequestClass, 0))
+
+    def enter(self, kind: RequestClass) -> bool:
+        if self.in_flight[kind] >= self.limits.of(kind):
+            self.refused[kind] += 1
+            return False
+        self.in_flight[kind] += 1
+        return True
+
+    def leave(self, kind: RequestClass) -> None:
+        self.in_flight[kind] -= 1
+
+
+def retry_after(kind: RequestClass) -> str:
+    """Seconds to come back: spread so that a refused crowd does not return in one wave."""
+    base = 1 if kind is RequestClass.MEDIA else 2
+    return str(base + random.randint(0, 2))
+
+
+class AdmissionMiddleware:
+    """Pure ASGI, so it adds no per-request task or buffering to the hot path."""
+
+    def __init__(self, app: ASGIApp, admission: Admission) -> None:
+        self.app = app
+        self.admission = admission
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        kind = classify(scope["method"], scope["path"])
+        if not self.admission.enter(kind):
+            body = json.dumps(
+                {
+                    "error": {
+                        "code": "overloaded",
+                        "message": "the server is busy; try again shortly",
+                    }
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"retry-after", retry_after(kind).encode()),
+                        (b"cache-control", b"no-store"),
+                        (b"access-control-allow-origin", b"*"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.admission.leave(kind)

@@ -1,0 +1,82 @@
+"""Overload answers 503 + Retry-After at once, shedding interaction before listeners before media."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from townhall.api.admission import Admission, AdmissionLimits, RequestClass, classify
+from townhall.app import create_app
+from townhall.config import load
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kind"),
+    [
+        ("GET", "/live/abcdefghij/media.m3u8", RequestClass.MEDIA),
+        ("GET", "/live/abcdefghij/s1/p3.0.m4s", RequestClass.MEDIA),
+        ("GET", "/api/spaces/abcdefghij", RequestClass.LISTENER),
+        ("GET", "/api/spaces/abcdefghij/snapshot", RequestClass.LISTENER),
+        ("POST", "/api/spaces/abcdefghij/presence", RequestClass.LISTENER),
+        ("POST", "/api/spaces/abcdefghij/reactions", RequestClass.INTERACTION),
+        ("POST", "/api/spaces/abcdefghij/hand", RequestClass.INTERACTION),
+        ("POST", "/api/spaces/abcdefghij/go-live", RequestClass.CONTROL),
+        ("POST", "/api/spaces", RequestClass.CONTROL),
+        ("GET", "/", RequestClass.CONTROL),
+    ],
+)
+def test_requests_are_classed_by_what_they_are_for(
+    method: str, path: str, kind: RequestClass
+) -> None:
+    assert classify(method, path) is kind
+
+
+def test_each_class_has_its_own_cap_and_counts_refusals() -> None:
+    admission = Admission(AdmissionLimits(media=2, listener=1, interaction=1, control=1))
+    assert admission.enter(RequestClass.MEDIA)
+    assert admission.enter(RequestClass.MEDIA)
+    assert not admission.enter(RequestClass.MEDIA)
+    assert admission.enter(RequestClass.LISTENER)  # a full media class does not block listeners
+    admission.leave(RequestClass.MEDIA)
+    assert admission.enter(RequestClass.MEDIA)
+    assert admission.refused[RequestClass.MEDIA] == 1
+
+
+async def test_an_overloaded_class_answers_503_with_retry_after_and_recovers(
+    tmp_path: Path,
+) -> None:
+    app = create_app(load({"TOWNHALL_INFLIGHT_MEDIA": "2"}, data_dir=tmp_path))
+    admission: Admission = app.state.admission
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=15) as http:
+            guest = (await http.post("/api/auth/guest", json={"display_name": "Host"})).json()[
+                "token"
+            ]
+            headers = {"Authorization": f"Bearer {guest}"}
+            space_id = (
+                await http.post("/api/spaces", json={"title": "Busy"}, headers=headers)
+            ).json()["space"]["id"]
+            playlist = f"/live/{space_id}/media.m3u8"
+            text = (await http.get(playlist)).text
+            sequence = int(text.split("#EXT-X-MEDIA-SEQUENCE:")[1].split()[0])
+            held = {
+                "_HLS_msn": str(sequence + text.count("#EXTINF") + 1)
+            }  # completes in ≤ 2 segments
+            waiting = [asyncio.create_task(http.get(playlist, params=held)) for _ in range(2)]
+            deadline = time.monotonic() + 5
+            while admission.in_flight[RequestClass.MEDIA] < 2:
+                assert time.monotonic() < deadline, "the blocking reloads never started"
+                await asyncio.sleep(0.01)
+            refused = await http.get(playlist)
+            assert refused.status_code == 503
+            assert int(refused.headers["retry-after"]) >= 1
+            assert refused.json()["error"]["code"] == "overloaded"
+            # Other classes still get through while the media class is saturated.
+            assert (await http.get(f"/api/spaces/{space_id}")).status_code == 200
+            assert all(r.status_code == 200 for r in await asyncio.gather(*waiting))
+            assert (await http.get(playlist)).status_code == 200
