@@ -17,6 +17,7 @@ from townhall.api.media_routes import build_media_router
 from townhall.config import Config
 from townhall.control_plane import ControlPlane, install_control_plane, open_control_plane
 from townhall.delivery.origin import build_origin
+from townhall.delivery.replay import Replay
 from townhall.media.host import MediaHost, NodeFull
 from townhall.media.pipeline import SpaceMedia
 from townhall.spaces.model import Space
@@ -101,7 +102,10 @@ def create_app(config: Config) -> FastAPI:
     def lookup(space_id: str) -> SpaceMedia | None:
         return node.host.media_of(space_id) if hasattr(node, "host") else None
 
-    app.mount("/live", build_origin(lookup))
+    async def replay_of(space_id: str) -> Replay | None:
+        return await node.host.replay_of(space_id) if hasattr(node, "host") else None
+
+    app.mount("/live", build_origin(lookup, replays=replay_of))
     for route in pages.routes():
         app.router.routes.append(route)
     app.state.node = node

@@ -128,10 +128,16 @@ class Server:
         """A guest identity for a test host (bearer token)."""
         return str(self.call("POST", "/api/auth/guest", json={"display_name": name})["token"])
 
-    def create_space(self, title: str = "Test Space", *, live: bool = True) -> HostedSpace:
-        """A Space with a host identity, put on air unless `live` is False (it stays in the green room)."""
+    def create_space(
+        self, title: str = "Test Space", *, live: bool = True, record: bool = False
+    ) -> HostedSpace:
+        """A Space with a host identity, put on air unless `live` is False (it stays in the green room);
+        recorded if `record`."""
         token = self.host_identity()
-        created = self.call("POST", "/api/spaces", token, {"title": title})
+        body: dict[str, object] = {"title": title}
+        if record:
+            body["record"] = True
+        created = self.call("POST", "/api/spaces", token, body)
         space_id = str(created["space"]["id"])
         if live:
             self.call("POST", f"/api/spaces/{space_id}/go-live", token)

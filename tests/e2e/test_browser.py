@@ -371,3 +371,155 @@ def test_signing_up_on_the_home_page_and_starting_a_space_opens_its_green_room(
     assert visitor_errors == [], visitor_errors
     visitor_context.close()
     context.close()
+
+
+def continue_as_guest_at_home(page: Page, server: Server, name: str) -> None:
+    page.goto(f"{server.url}/")
+    page.locator("#guest-form").get_by_label("Your name").fill(name)
+    page.get_by_role("button", name="Continue as guest").click()
+    expect(page.locator("#who")).to_contain_text(name)
+
+
+def test_scheduling_a_space_on_the_home_page_lists_it_as_upcoming_with_a_reminder(
+    server: Server, browser: Browser
+) -> None:
+    context, page, errors = new_person(browser, microphone=False)
+    continue_as_guest_at_home(page, server, "Rosa")
+
+    # Schedule it: the date/time field appears with a start an hour from now already filled in.
+    page.get_by_label("Title").fill("Town meeting")
+    page.get_by_label("Who can find it").select_option("public")
+    page.get_by_label("Schedule for later").check()
+    expect(page.get_by_label("Starts at (your local time)")).to_be_visible()
+    page.get_by_role("button", name="Schedule the Space").click()
+    page.wait_for_url(re.compile(r"/s/[a-z0-9]{10}/stage$"))
+    expect(page.locator("#air")).to_contain_text("OFF AIR")
+    expect(page.locator("#air")).to_contain_text("Scheduled")
+    expect(page.get_by_role("button", name="Start talking")).to_be_disabled()
+    expect(page.get_by_role("button", name="Open the green room")).to_be_visible()
+
+    # Someone else finds it under "Coming up" and asks to be reminded (and changes their mind).
+    fan_context, fan, fan_errors = new_person(browser, microphone=False)
+    continue_as_guest_at_home(fan, server, "Femi")
+    item = fan.locator("#upcoming-list li", has_text="Town meeting")
+    expect(item).to_contain_text("Starts ")
+    expect(item).to_contain_text("Hosted by Rosa")
+    remind = item.get_by_role("button", name="Remind me of Town meeting")
+    remind.click()
+    expect(fan.locator("#upcoming-status")).to_have_text(
+        "We will remind you when “Town meeting” starts."
+    )
+    cancel = item.get_by_role("button", name="Cancel the reminder for Town meeting")
+    expect(cancel).to_have_attribute("aria-pressed", "true")
+    screenshots(fan, "home-upcoming")
+    fan.reload()  # the browser remembers the reminder it set
+    expect(cancel).to_have_text("Reminder set")
+    cancel.click()
+    expect(remind).to_have_attribute("aria-pressed", "false")
+
+    # The host opens the green room (within 30 minutes of the start: an hour is too early, so
+    # the page says why) — here the Space is due because we schedule one 10 minutes ahead.
+    page.get_by_role("button", name="Open the green room").click()
+    expect(page.locator("#error")).to_contain_text("too early")
+    due = page.request.post(
+        f"{server.url}/api/spaces",
+        data={"title": "Soon", "scheduled_start": time.time() + 600},
+    )
+    assert due.status == 201, due.text()
+    page.goto(f"{server.url}/s/{due.json()['space']['id']}/stage")
+    page.get_by_role("button", name="Open the green room").click()
+    expect(page.locator("#air")).to_contain_text("Green room")
+    expect(page.get_by_role("button", name="Go live")).to_be_visible()
+    expect(page.get_by_role("button", name="Start talking")).to_be_enabled()
+
+    assert [e for e in errors if "409" not in e] == [], errors  # the too-early open answers 409
+    assert fan_errors == [], fan_errors
+    fan_context.close()
+    context.close()
+
+
+def test_the_host_console_brings_a_hand_on_stage_makes_a_cohost_pins_a_link_and_bans(
+    server: Server, browser: Browser
+) -> None:
+    host_context, host, host_errors = new_person(browser, microphone=True)
+    sign_up(host, server, "Hana")
+    space_id = create_space(host, server, "Ask me anything")
+    host.goto(f"{server.url}/s/{space_id}/stage")
+    expect(host.locator("#role")).to_have_text("Host")
+    host.wait_for_function("() => window.townhall.eventsConnected")
+
+    # Two listeners, each with a name; both raise a hand.
+    people = {}
+    for name in ("Lee", "Kim"):
+        context, page, errors = new_person(browser, microphone=True)
+        page.goto(f"{server.url}/s/{space_id}")
+        page.get_by_role("button", name="Raise hand").click()
+        pick_guest_name(page, name)
+        expect(page.locator("#hand-status")).to_contain_text("Your hand is up")
+        expect(host.locator("#hands")).to_contain_text(name)
+        people[name] = (context, page, errors)
+    lee, kim = people["Lee"][1], people["Kim"][1]
+
+    # The host brings Lee on stage: Lee's page announces it.
+    host.get_by_role("button", name="Bring Lee on stage").click()
+    expect(host.locator("#roster")).to_contain_text("Lee")
+    expect(lee.locator("#announce")).to_have_text("You are now a speaker. Open the stage to talk.")
+    expect(lee.get_by_role("link", name="Open the stage")).to_be_visible()
+    screenshots(lee, "listen-accepted")
+
+    # The host bans Kim from the queue (after a confirmation); Kim's page refuses reactions.
+    host.get_by_role("button", name="Ban Kim").click()
+    dialog = host.get_by_role("dialog")
+    expect(dialog).to_contain_text("Ban Kim?")
+    dialog.get_by_role("button", name="Yes, ban").click()
+    expect(host.locator("#hands")).not_to_contain_text("Kim")
+    expect(host.locator("#roster-status")).to_have_text("Kim was banned from this Space.")
+    expect(kim.locator("#react-status")).to_have_text(
+        "You are banned from this Space: you cannot react or raise a hand.", timeout=15_000
+    )
+    expect(kim.get_by_role("button", name="React: Applause")).to_be_disabled()
+    expect(kim.locator("#announce")).to_have_text("You were banned from this Space.")
+
+    # Lee opens the stage; the host makes Lee a co-host, then mutes Lee: both are announced.
+    lee.get_by_role("link", name="Open the stage").click()
+    expect(lee.locator("#role")).to_have_text("Speaker")
+    lee.wait_for_function("() => window.townhall.eventsConnected")
+    host.get_by_role("button", name="Make Lee a co-host").click()
+    expect(lee.locator("#role")).to_have_text("Co-host")
+    expect(lee.locator("#announce")).to_have_text("You are now a co-host.")
+    host.get_by_role("button", name="Mute Lee").click()
+    expect(lee.locator("#announce")).to_have_text("You were muted by the host.")
+    expect(lee.locator("#host-muted")).to_be_visible()
+
+    # A pinned link reaches the stage and the listeners.
+    host.get_by_label("Link listeners see under the title").fill("https://example.org/agenda")
+    host.get_by_role("button", name="Pin link").click()
+    expect(host.locator("#pin-status")).to_have_text(
+        "Pinned: listeners see the link under the title."
+    )
+    kim_pinned = kim.locator("#pinned-link")
+    expect(kim_pinned).to_have_text("example.org/agenda")
+
+    # The microphone choice appears once the microphone is open (when there is a choice).
+    host.get_by_role("button", name="Start talking").click()
+    host.wait_for_function("() => window.townhall.state === 'connected'", timeout=20_000)
+    devices = host.locator("#mic-device option")
+    if devices.count() > 1:
+        host.get_by_label("Microphone", exact=True).select_option(index=1)
+        expect(host.locator("#announce")).to_contain_text("Microphone:")
+        host.wait_for_function("() => window.townhall.state === 'connected'")
+    screenshots(host, "stage-host-console")
+
+    # The host hands the host role to Lee.
+    host.get_by_role("button", name="Hand the host role to Lee").click()
+    host.get_by_role("dialog").get_by_role("button", name="Yes, make them host").click()
+    expect(lee.locator("#role")).to_have_text("Host")
+    expect(lee.get_by_role("button", name="Go live")).to_be_visible()
+    expect(host.locator("#role")).not_to_have_text("Host")
+
+    assert host_errors == [], host_errors
+    assert people["Lee"][2] == [], people["Lee"][2]
+    assert people["Kim"][2] == [], people["Kim"][2]
+    for context, _, _ in people.values():
+        context.close()
+    host_context.close()

@@ -9,18 +9,28 @@ URLs (relative to /live/{space}/):
     index.m3u8                       multivariant playlist
     media.m3u8[?_HLS_msn=N[&_HLS_part=P]]   live media playlist, blocking reloads per RFC 8216bis
     {stream}/init.mp4 | s{msn}.m4s | p{msn}.{part}.m4s
+
+Once a recorded Space has ended, the same URLs serve its replay (see `replay`): index.m3u8 names
+media.m3u8, which becomes a VOD playlist of whole segments over every run of the Space, and
+`{stream}/init.mp4`, `{stream}/s{msn}.m4s` are read from the recording, the same bytes the live
+stream served under those names. Replays come from the `replays` lookup (the media host: any ended
+Space, also after a restart) or, without one, from the recordings directory of an ended stream
+still held in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from townhall.delivery.replay import Replay, open_replay
 from townhall.media.packager import Verdict
 from townhall.media.pipeline import SpaceMedia
 
@@ -35,6 +45,9 @@ LIVE_PLAYLIST = "public, max-age=0, s-maxage=1"
 # question later, so caches may keep it.
 BLOCKING_PLAYLIST = "public, max-age=30"
 MULTIVARIANT = "public, max-age=10"
+# A replay's playlist only changes if the recording is deleted (retention), so caches may keep it
+# a while; its media objects are the live stream's immutable ones.
+REPLAY_PLAYLIST = "public, max-age=300"
 NO_STORE = "no-store"
 
 CORS = {"Access-Control-Allow-Origin": "*", "Timing-Allow-Origin": "*"}
@@ -43,6 +56,8 @@ _OBJECT = re.compile(r"^(?:init\.mp4|s(\d{1,9})\.m4s|p(\d{1,9})\.(\d{1,3})\.m4s)
 _NUMBER = re.compile(r"^\d{1,9}$")
 
 MediaLookup = Callable[[str], SpaceMedia | None]
+ReplayLookup = Callable[[str], Awaitable[Replay | None]]
+REPLAYS_KEPT = 50  # replays found through an ended stream's recordings directory (no lookup)
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -58,8 +73,35 @@ def _media_or_404(lookup: MediaLookup, request: Request) -> SpaceMedia | Respons
     return media
 
 
-def build_origin(lookup: MediaLookup) -> Starlette:
+def build_origin(lookup: MediaLookup, replays: ReplayLookup | None = None) -> Starlette:
+    found: OrderedDict[str, Replay] = OrderedDict()
+
+    async def replay_of(space: str, media: SpaceMedia | None) -> Replay | None:
+        """The replay, for a Space whose stream is not running (ended, or gone from memory)."""
+        if media is not None and not media.packager.ended:
+            return None  # live: the packager answers
+        if replays is not None:
+            return await replays(space)
+        root = media.config.recordings_dir if media is not None else None
+        if media is None or root is None:
+            return None
+        cached = found.get(space)
+        if cached is None:
+            # The host closes the recorder before it keeps the ended stream, so this is final.
+            cached = await asyncio.to_thread(open_replay, root / media.space_id)
+            if cached is None:
+                return None
+            found[space] = cached
+            while len(found) > REPLAYS_KEPT:
+                found.popitem(last=False)
+        return cached
+
     async def multivariant(request: Request) -> Response:
+        space = request.path_params["space"]
+        replay = await replay_of(space, lookup(space))
+        if replay is not None:
+            body = replay.multivariant_playlist("media.m3u8")
+            return Response(body, 200, {**CORS, "Cache-Control": MULTIVARIANT}, PLAYLIST_TYPE)
         media = _media_or_404(lookup, request)
         if isinstance(media, Response):
             return media
@@ -67,6 +109,15 @@ def build_origin(lookup: MediaLookup) -> Starlette:
         return Response(body, 200, {**CORS, "Cache-Control": MULTIVARIANT}, PLAYLIST_TYPE)
 
     async def media_playlist(request: Request) -> Response:
+        space = request.path_params["space"]
+        replay = await replay_of(space, lookup(space))
+        if replay is not None:  # a VOD: blocking-reload directives do not apply
+            return Response(
+                replay.media_playlist(),
+                200,
+                {**CORS, "Cache-Control": REPLAY_PLAYLIST},
+                PLAYLIST_TYPE,
+            )
         media = _media_or_404(lookup, request)
         if isinstance(media, Response):
             return media
@@ -99,6 +150,19 @@ def build_origin(lookup: MediaLookup) -> Starlette:
         )
 
     async def media_object(request: Request) -> Response:
+        space, stream = request.path_params["space"], request.path_params["stream"]
+        replay = await replay_of(space, lookup(space))
+        if replay is not None and stream in replay.stream_ids:
+            match = _OBJECT.fullmatch(request.path_params["name"])
+            if match is not None and match.group(2) is None:  # parts: the ended stream's, below
+                seg = match.group(1)
+                recorded = (
+                    await asyncio.to_thread(replay.segment, stream, int(seg))
+                    if seg is not None
+                    else replay.init_section(stream)
+                )
+                if recorded is not None:
+                    return Response(recorded, 200, {**CORS, "Cache-Control": IMMUTABLE}, MEDIA_TYPE)
         media = _media_or_404(lookup, request)
         if isinstance(media, Response):
             return media

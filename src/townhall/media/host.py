@@ -6,6 +6,10 @@ the end reach the audio from whichever process issued them. On start it resumes 
 records say is open (a restart loses a few seconds of audio, not the Space). A Space whose host
 has been away from the stage longer than the configured limit is ended by the system.
 
+Spaces with `record` on get a SpaceRecorder (see `delivery.recording`) that follows the packager's
+on-air parts into `MediaConfig.recordings_dir`; a recording that fails (a full disk) stops with its
+error kept in `recording_errors` and logged, while the live stream goes on.
+
 Placement across several nodes (leases, take-over) is a later step; with one process every Space
 runs here.
 """
@@ -21,12 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from townhall.config import IceServer, MediaConfig
+from townhall.delivery.recording import SpaceRecorder
+from townhall.delivery.replay import Replay, open_replay
 from townhall.media.audio import SpeakerId
 from townhall.media.director import MediaCommand, SpaceDirector, state_commands
+from townhall.media.encoder import AAC_LC_MONO_CODECS
 from townhall.media.ingest import Ingest
 from townhall.media.pipeline import SpaceMedia
 from townhall.spaces.control import ControlError, SpaceControl
-from townhall.spaces.model import Space, SpaceId, SpaceState
+from townhall.spaces.model import Space, SpaceId, SpaceState, is_space_id
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,7 @@ class SpaceRuntime:
     ingest: Ingest
     director: SpaceDirector
     host_seen_at: float
+    recorder: SpaceRecorder | None = None
 
 
 class MediaHost:
@@ -66,6 +74,9 @@ class MediaHost:
         self._running: dict[SpaceId, SpaceRuntime] = {}
         self._ended: OrderedDict[SpaceId, SpaceMedia] = OrderedDict()
         self._lock = asyncio.Lock()
+        # Why a Space's recording stopped (e.g. ENOSPC): kept for the host/operator to see.
+        self.recording_errors: dict[SpaceId, str] = {}
+        self._replays: OrderedDict[SpaceId, Replay] = OrderedDict()
 
     # -- lookups -------------------------------------------------------------------------------
     def runtime(self, space_id: str) -> SpaceRuntime | None:
@@ -91,7 +102,13 @@ class MediaHost:
                 return existing
             if len(self._running) >= self._max_live:
                 raise NodeFull(f"this server runs at most {self._max_live} open Spaces")
-            media = SpaceMedia(space.id, self._media_config, on_air=space.state is SpaceState.LIVE)
+            recorder = self._recorder_for(space)
+            media = SpaceMedia(
+                space.id,
+                self._media_config,
+                on_air=space.state is SpaceState.LIVE,
+                on_part=recorder.on_part if recorder is not None else None,
+            )
             ingest = Ingest(media, self._ice_servers)
             live, records = self.control.live, self.control.records
             after = await live.latest_seq(space.id)
@@ -118,7 +135,7 @@ class MediaHost:
                 resync=resync,
                 initial=state_commands(space, stage),
             )
-            runtime = SpaceRuntime(space.id, media, ingest, director, self._clock())
+            runtime = SpaceRuntime(space.id, media, ingest, director, self._clock(), recorder)
             self._running[space.id] = runtime
             media.start()
         await director.start()
@@ -132,11 +149,56 @@ class MediaHost:
         await runtime.director.stop()
         await runtime.ingest.close()
         await runtime.media.stop()
+        if runtime.recorder is not None:
+            runtime.recorder.close()  # after stop(): the flushed last parts are in
+            self._replays.pop(space_id, None)  # built while stopping: may lack the last parts
         if ended:
             self._ended[space_id] = runtime.media
             while len(self._ended) > ENDED_MEDIA_KEPT:
                 self._ended.popitem(last=False)
         log.info("space %s: media stopped%s", space_id, " (ended)" if ended else "")
+
+    def _recorder_for(self, space: Space) -> SpaceRecorder | None:
+        root = self._media_config.recordings_dir
+        if not space.record or root is None:
+            return None
+
+        def failed(space_id: str, error: OSError) -> None:
+            self.recording_errors[SpaceId(space_id)] = f"recording stopped: {error}"
+
+        return SpaceRecorder(
+            root,
+            space.id,
+            codecs=AAC_LC_MONO_CODECS,
+            bandwidth=self._media_config.aac_bitrate + 8_000,
+            on_error=failed,
+        )
+
+    async def replay_of(self, space_id: str) -> Replay | None:
+        """The replay of an ended recorded Space (None while it runs, or if nothing was recorded).
+
+        For the origin: cheap for unknown Spaces (one stat), one records read per ended Space the
+        first time, then kept (bounded): an ended Space's recording never changes.
+        """
+        sid = SpaceId(space_id)
+        cached = self._replays.get(sid)
+        if cached is not None:
+            self._replays.move_to_end(sid)
+            return cached
+        root = self._media_config.recordings_dir
+        if root is None or not is_space_id(space_id) or sid in self._running:
+            return None
+        if not (root / space_id).is_dir():
+            return None
+        space = await self.control.records.space(sid)
+        if space is None or not space.state.is_over or sid in self._running:
+            return None
+        replay = await asyncio.to_thread(open_replay, root / space_id)
+        if replay is not None:
+            self._replays[sid] = replay
+            while len(self._replays) > ENDED_MEDIA_KEPT:
+                self._replays.popitem(last=False)
+        return replay
 
     async def resume_all(self) -> None:
         """After a (re)start: run every Space the records say is open."""

@@ -13,7 +13,8 @@ This is the asyncio adapter around the sans-I/O cores. Theory of operation:
   The mix-minus returns bypass the gate: the stage hears itself live, on air or not.
 * Encoding (AAC for listeners, Opus for each distinct mix-minus) runs on a single worker thread so
   the event loop only moves bytes and decisions; the thread keeps tick order.
-* Finished parts go into the LL-HLS packager and wake the HTTP requests blocked on them; Opus packets
+* Finished parts go into the LL-HLS packager and wake the HTTP requests blocked on them, and to the
+  optional `on_part` observer (the recorder) as `PackagedPart`s, on the loop; Opus packets
   go to each speaker's return track, a bounded queue that drops the oldest packet when a speaker's
   connection cannot keep up.
 """
@@ -90,6 +91,19 @@ class _EncodeResult:
     packets: dict[MixKey, list[bytes]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class PackagedPart:
+    """A part as the packager numbered it, for observers such as the recorder."""
+
+    stream_id: str
+    init_section: bytes
+    msn: int
+    index: int
+    part: EncodedPart
+    pdt: float  # UNIX seconds of the part's first sample (the playlist's PROGRAM-DATE-TIME)
+    on_air: bool  # the gate was on air when the part was delivered
+
+
 IDLE_ENCODER_TICKS = 500  # a mix nobody has heard for 10 s gives its Opus encoder back
 
 
@@ -107,8 +121,10 @@ class SpaceMedia:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_air: bool = True,
+        on_part: Callable[[PackagedPart], None] | None = None,
     ) -> None:
         self.space_id = space_id
+        self._on_part = on_part
         self.config = config
         self.mixer = Mixer()
         self._gate = ProgramGate(on_air=on_air)
@@ -116,6 +132,9 @@ class SpaceMedia:
         self._encoder = AacFmp4Encoder(
             frames_per_part=config.aac_frames_per_part, bitrate=config.aac_bitrate
         )
+        start_time = time.time()
+        self._start_time = start_time  # PDT of a part: start_time + the durations before it
+        self._elapsed = 0.0
         self.packager = LlHlsPackager(
             PackagerConfig(
                 part_target=self._encoder.part_seconds,
@@ -126,7 +145,7 @@ class SpaceMedia:
             ),
             stream_id=secrets.token_hex(4),
             init_section=self._encoder.init_section,
-            start_time=time.time(),
+            start_time=start_time,
             # Not 0: hls.js (1.7, Chromium) loops re-fetching the last part of segment 0 when MSE
             # reports its buffered end a microsecond short, stalling listeners who join early.
             first_msn=FIRST_MEDIA_SEQUENCE,
@@ -229,7 +248,7 @@ class SpaceMedia:
             loop = asyncio.get_running_loop()
             parts = await loop.run_in_executor(self._worker, self._encoder.flush)
             for part in parts:
-                self.packager.add_part(part)
+                self._package(part)
             self.packager.end()
             await self._notify()
         self._worker.shutdown(wait=False)
@@ -291,12 +310,31 @@ class SpaceMedia:
 
     def _deliver(self, result: _EncodeResult) -> None:
         for part in result.parts:
-            self.packager.add_part(part)
+            self._package(part)
         for speaker, key in result.returns.items():
             track = self._returns.get(speaker)
             if track is not None:
                 for packet in result.packets.get(key, ()):
                     track.offer(packet)
+
+    def _package(self, part: EncodedPart) -> None:
+        msn, index = self.packager.add_part(part)
+        pdt = self._start_time + self._elapsed
+        self._elapsed += part.duration
+        if self._on_part is not None:
+            packaged = PackagedPart(
+                self.packager.stream_id,
+                self.packager.init_section(),
+                msn,
+                index,
+                part,
+                pdt,
+                self._gate.on_air,
+            )
+            try:
+                self._on_part(packaged)
+            except Exception:  # an observer (the recorder) must never break the live stream
+                log.exception("space %s: part observer failed", self.space_id)
 
     async def _notify(self) -> None:
         async with self._new_part:

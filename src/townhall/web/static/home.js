@@ -1,4 +1,9 @@
-// Home page: who you are (guest, sign in, sign up), start a Space, and the Spaces live now.
+// Home page: who you are (guest, sign in, sign up), start or schedule a Space, the Spaces live now
+// (with their listener count and who is on stage, from each Space's cacheable snapshot) and the
+// ones coming up, with "Remind me".
+//
+// The API has no "did I ask to be reminded?" read: this browser remembers the reminders it set
+// (localStorage), which is right for the person who set them here.
 //
 // `?next=/s/…` brings a person back to the page that sent them here to sign in.
 
@@ -7,6 +12,7 @@ import {
   byId,
   continueAsGuest,
   el,
+  listenersLabel,
   roleLabel,
   safeNext,
   say,
@@ -18,6 +24,8 @@ import {
 } from './api.js';
 
 const LIST_REFRESH_MS = 15000;
+const SNAPSHOTS_SHOWN = 12; // live Spaces whose snapshot (count, stage) the list fetches
+const REMINDERS_KEY = 'townhall.reminders';
 
 const ui = {
   who: byId('who'),
@@ -34,6 +42,14 @@ const ui = {
   createFields: byId('create-fields'),
   createSignin: byId('create-signin'),
   title: byId('title'),
+  visibility: byId('visibility'),
+  schedule: byId('schedule'),
+  whenField: byId('when-field'),
+  when: byId('when'),
+  upcomingList: byId('upcoming-list'),
+  upcomingEmpty: byId('upcoming-empty'),
+  upcomingStatus: byId('upcoming-status'),
+  upcomingError: byId('upcoming-error'),
   create: byId('create'),
   createStatus: byId('create-status'),
   createError: byId('create-error'),
@@ -101,7 +117,7 @@ function onIdentityForm(form, submit) {
       showIdentity(identity);
       form.reset();
       ui.title.focus();
-      refreshLive();
+      refreshLists();
     } catch (err) {
       say(ui.identityError, err.message);
     } finally {
@@ -123,11 +139,25 @@ async function createSpace(event) {
     return;
   }
   ui.title.removeAttribute('aria-invalid');
+  const body = { title, visibility: ui.visibility.value };
+  if (ui.schedule.checked) {
+    const start = ui.when.value ? new Date(ui.when.value).getTime() / 1000 : NaN;
+    if (!Number.isFinite(start) || start < Date.now() / 1000) {
+      say(ui.createError, 'Pick a start time in the future.');
+      ui.when.setAttribute('aria-invalid', 'true');
+      ui.when.focus();
+      return;
+    }
+    ui.when.removeAttribute('aria-invalid');
+    body.scheduled_start = Math.round(start);
+  }
   ui.create.disabled = true;
-  ui.createStatus.textContent = 'Opening your green room…';
+  ui.createStatus.textContent = body.scheduled_start ? 'Scheduling your Space…' : 'Opening your green room…';
   try {
-    const created = await api('/api/spaces', { method: 'POST', body: { title } });
-    ui.createStatus.textContent = 'Your Space is ready. Opening the stage…';
+    const created = await api('/api/spaces', { method: 'POST', body });
+    ui.createStatus.textContent = body.scheduled_start
+      ? 'Your Space is scheduled. Opening its stage…'
+      : 'Your Space is ready. Opening the stage…';
     location.assign(`/s/${created.space.id}/stage`);
   } catch (err) {
     ui.createStatus.textContent = '';
@@ -139,6 +169,18 @@ async function createSpace(event) {
 
 // ------------------------------------------------------------------------------------- live list
 
+/** The first speakers' names and the count: "Ana, Ben and 3 more on stage". */
+function stageLine(stage) {
+  const host = stage.find((m) => m.role === 'host');
+  const others = stage.filter((m) => m !== host);
+  const named = others.slice(0, 2).map((m) => m.display_name);
+  const rest = others.length - named.length;
+  const parts = [];
+  if (host) parts.push(`Hosted by ${host.display_name}`);
+  if (named.length > 0) parts.push(`with ${named.join(', ')}${rest > 0 ? ` and ${rest} more` : ''}`);
+  return parts.join(' ');
+}
+
 function spaceItem({ space, stage }) {
   const item = el('li', 'space-item');
   const head = el('div', 'space-item-head');
@@ -147,13 +189,13 @@ function spaceItem({ space, stage }) {
   const link = el('a', 'space-link', space.title);
   link.href = `/s/${space.id}`;
   head.append(link, badge);
-  const host = stage.find((m) => m.role === 'host');
-  const others = stage.length - (host ? 1 : 0);
-  const line = [host ? `Hosted by ${host.display_name}` : '', others > 0 ? `${others} more on stage` : '']
-    .filter(Boolean)
-    .join(' · ');
+  const line = stageLine(stage);
   item.append(head);
   if (line) item.append(el('p', 'hint', line));
+  const live = el('p', 'hint live-line');
+  live.dataset.space = space.id;
+  live.hidden = true;
+  item.append(live);
   const mine = me && stage.find((m) => m.user_id === me.user_id);
   if (mine) {
     const stageLink = el('a', 'stage-link', `Open the stage (${roleLabel(mine.role)})`);
@@ -169,9 +211,143 @@ async function refreshLive() {
     ui.liveList.replaceChildren(...spaces.map(spaceItem));
     ui.liveEmpty.hidden = spaces.length > 0;
     say(ui.liveError, '');
+    spaces.slice(0, SNAPSHOTS_SHOWN).forEach(({ space }) => showLiveDetails(space.id));
   } catch (err) {
     say(ui.liveError, `Could not load the live Spaces: ${err.message}`);
   }
+}
+
+/** Listener count and who is speaking, from the Space's snapshot (cacheable: the same for everyone). */
+async function showLiveDetails(spaceId) {
+  let snapshot;
+  try {
+    snapshot = await api(`/api/spaces/${spaceId}/snapshot`, { cache: 'default' });
+  } catch {
+    return; // the list still names the Space; details are a nicety
+  }
+  const line = ui.liveList.querySelector(`.live-line[data-space="${spaceId}"]`);
+  if (!line) return;
+  const parts = [listenersLabel(snapshot.listeners.approx)];
+  const speaking = snapshot.space.on_air ? snapshot.stage.filter((m) => m.speaking && !m.muted) : [];
+  if (speaking.length > 0) parts.push(`${speaking.map((m) => m.display_name).join(', ')} speaking`);
+  line.textContent = parts.join(' · ');
+  line.hidden = false;
+}
+
+// -------------------------------------------------------------------------------------- upcoming
+
+function reminders() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(REMINDERS_KEY) || '[]');
+    return new Set(Array.isArray(saved) ? saved : []);
+  } catch {
+    return new Set();
+  }
+}
+
+function saveReminders(set) {
+  try {
+    localStorage.setItem(REMINDERS_KEY, JSON.stringify([...set].slice(-200)));
+  } catch {
+    // storage blocked: the button just forgets after a reload
+  }
+}
+
+function startsLabel(seconds) {
+  if (!seconds) return 'Start time to be announced';
+  const when = new Date(seconds * 1000);
+  const format = new Intl.DateTimeFormat(undefined, { weekday: 'short', month: 'short', day: 'numeric', hour: 'numeric', minute: '2-digit' });
+  return `Starts ${format.format(when)}`;
+}
+
+function showRemind(button, on, title) {
+  button.setAttribute('aria-pressed', String(on));
+  button.textContent = on ? 'Reminder set' : 'Remind me';
+  button.setAttribute('aria-label', on ? `Cancel the reminder for ${title}` : `Remind me of ${title}`);
+}
+
+async function toggleRemind(button, space) {
+  say(ui.upcomingError, '');
+  const set = reminders();
+  const on = set.has(space.id);
+  button.disabled = true;
+  try {
+    if (!me) {
+      // The identity card is right on this page: send the person there rather than a second form.
+      say(ui.upcomingError, 'Pick a name or sign in at the top of the page to get a reminder.');
+      const first = ui.identity.querySelector('form:not([hidden]) input');
+      if (first) first.focus();
+      return;
+    }
+    await api(`/api/spaces/${space.id}/remind`, { method: on ? 'DELETE' : 'POST' });
+    if (on) set.delete(space.id);
+    else set.add(space.id);
+    saveReminders(set);
+    showRemind(button, !on, space.title);
+    ui.upcomingStatus.textContent = on
+      ? `Reminder for “${space.title}” cancelled.`
+      : `We will remind you when “${space.title}” starts.`;
+  } catch (err) {
+    say(ui.upcomingError, err.message);
+    if (err.status === 401) showIdentity(null);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function upcomingItem({ space, stage }) {
+  const item = el('li', 'space-item');
+  const head = el('div', 'space-item-head');
+  const link = el('a', 'space-link', space.title);
+  link.href = `/s/${space.id}`;
+  const badge = el('span', 'badge', stateLabel(space.state));
+  badge.dataset.state = space.state;
+  head.append(link, badge);
+  item.append(head, el('p', 'hint', startsLabel(space.scheduled_start)));
+  const line = stageLine(stage);
+  if (line) item.append(el('p', 'hint', line));
+  const row = el('div', 'row');
+  const remind = el('button', 'small remind');
+  remind.type = 'button';
+  showRemind(remind, reminders().has(space.id), space.title);
+  remind.addEventListener('click', () => toggleRemind(remind, space));
+  row.append(remind);
+  const mine = me && stage.find((m) => m.user_id === me.user_id);
+  if (mine) {
+    const stageLink = el('a', 'stage-link', `Open the stage (${roleLabel(mine.role)})`);
+    stageLink.href = `/s/${space.id}/stage`;
+    row.append(stageLink);
+  }
+  item.append(row);
+  return item;
+}
+
+async function refreshUpcoming() {
+  try {
+    const spaces = await api('/api/spaces?state=upcoming');
+    spaces.sort((a, b) => (a.space.scheduled_start || Infinity) - (b.space.scheduled_start || Infinity));
+    // Keep focus on a Remind button across refreshes: rebuild only when the list changed.
+    const ids = spaces.map((s) => s.space.id).join(',');
+    if (ui.upcomingList.dataset.ids !== ids || !ui.upcomingList.contains(document.activeElement)) {
+      ui.upcomingList.replaceChildren(...spaces.map(upcomingItem));
+      ui.upcomingList.dataset.ids = ids;
+    }
+    ui.upcomingEmpty.hidden = spaces.length > 0;
+    say(ui.upcomingError, '');
+  } catch (err) {
+    say(ui.upcomingError, `Could not load the upcoming Spaces: ${err.message}`);
+  }
+}
+
+function refreshLists() {
+  refreshLive();
+  refreshUpcoming();
+}
+
+/** A Date as a datetime-local input's value (local time, to the minute). */
+function localInputValue(date) {
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
 }
 
 // -------------------------------------------------------------------------------------- startup
@@ -188,9 +364,18 @@ function wire() {
       // the cookie may already be gone: showing the signed-out page is right either way
     }
     showIdentity(null);
-    refreshLive();
+    refreshLists();
   });
   ui.createForm.addEventListener('submit', createSpace);
+  ui.schedule.addEventListener('change', () => {
+    ui.whenField.hidden = !ui.schedule.checked;
+    ui.create.textContent = ui.schedule.checked ? 'Schedule the Space' : 'Start a Space';
+    if (ui.schedule.checked) {
+      if (!ui.when.value) ui.when.value = localInputValue(new Date(Date.now() + 3600 * 1000));
+      ui.when.min = localInputValue(new Date());
+      ui.when.focus();
+    }
+  });
 }
 
 async function main() {
@@ -203,8 +388,8 @@ async function main() {
     say(ui.identityError, err.message);
   }
   if (next && !me) chooseMode('signin');
-  await refreshLive();
-  setInterval(refreshLive, LIST_REFRESH_MS);
+  await Promise.all([refreshLive(), refreshUpcoming()]);
+  setInterval(refreshLists, LIST_REFRESH_MS);
 }
 
 main();

@@ -54,6 +54,7 @@ const PRESENCE_MS = 30000;
 const HAND_POLL_MS = 5000; // only while my hand is up: was it accepted or declined?
 const END_FALLBACK_MS = 40000; // the longest broadcast delay (30 s) and a margin
 const PRESENCE_KEY = 'townhall.presence-key';
+const ROLE_PHRASE = { host: 'the host', cohost: 'a co-host', speaker: 'a speaker' };
 
 const REACTIONS = [
   ['👏', 'Applause'],
@@ -94,6 +95,9 @@ const ui = {
   pinned: byId('pinned'),
   pinnedLink: byId('pinned-link'),
   soon: byId('soon'),
+  share: byId('share'),
+  shareStatus: byId('share-status'),
+  announce: byId('announce'),
   play: byId('play'),
   playLabel: byId('play-label'),
   status: byId('status'),
@@ -132,6 +136,8 @@ const space = {
   hand: false,
   handTimer: 0,
   onStage: false,
+  banned: false,
+  settled: false, // my own state is known: changes from now on are news worth announcing
   reactionButtons: new Map(), // emoji → {button, count}
 };
 
@@ -225,11 +231,12 @@ function showStage(members, onAir) {
   });
   ui.stage.replaceChildren(...items);
   ui.stageEmpty.hidden = members.length > 0;
-  showOnStage(Boolean(mine));
+  showOnStage(Boolean(mine), mine ? mine.role : undefined);
 }
 
-function showOnStage(onStage) {
+function showOnStage(onStage, role = 'speaker') {
   if (onStage === space.onStage) return;
+  const wasOnStage = space.onStage;
   space.onStage = onStage;
   ui.toStage.hidden = !onStage || space.over;
   ui.hand.hidden = onStage;
@@ -237,6 +244,39 @@ function showOnStage(onStage) {
     space.hand = false;
     clearTimeout(space.handTimer);
     ui.handStatus.textContent = 'You are on the stage now: open the stage to talk.';
+    if (space.me && space.settled) announce(`You are now ${ROLE_PHRASE[role] || 'on the stage'}. Open the stage to talk.`);
+  } else if (wasOnStage && space.me && space.settled && !space.over) {
+    showHand(false, 'You are back in the audience.');
+    announce('You are back in the audience.');
+  }
+}
+
+function announce(message) {
+  // Re-set even when equal, so that screen readers say it again.
+  ui.announce.textContent = '';
+  requestAnimationFrame(() => {
+    ui.announce.textContent = message;
+  });
+}
+
+/** The link to this page (a private Space's `?code=` included), shared or copied. */
+async function share() {
+  const url = `${location.origin}${location.pathname}${location.search}`;
+  const title = space.snapshot ? space.snapshot.space.title : document.title;
+  if (navigator.share) {
+    try {
+      await navigator.share({ title, text: `Listen to “${title}” live on townhall`, url });
+      ui.shareStatus.textContent = 'Shared.';
+    } catch (err) {
+      if (err.name !== 'AbortError') ui.shareStatus.textContent = `Could not share: ${err.message}`;
+    }
+    return;
+  }
+  try {
+    await navigator.clipboard.writeText(url);
+    ui.shareStatus.textContent = 'Link copied to the clipboard.';
+  } catch {
+    ui.shareStatus.textContent = `Copy this link: ${url}`;
   }
 }
 
@@ -593,9 +633,24 @@ async function react(emoji, name, button) {
   } catch (err) {
     ui.reactStatus.textContent = err.status === 429 ? 'Slow down: too many reactions at once.' : err.message;
     if (err.status === 401) forgetIdentity();
+    if (err.code === 'banned') banned();
   } finally {
     setTimeout(() => button.classList.remove('sent'), 300);
   }
+}
+
+/** The host banned me: say so once, and offer nothing the server would refuse. */
+function banned() {
+  if (space.banned) return;
+  space.banned = true;
+  clearTimeout(space.handTimer);
+  space.hand = false;
+  ui.hand.disabled = true;
+  ui.hand.hidden = true;
+  for (const { button } of space.reactionButtons.values()) button.disabled = true;
+  ui.reactStatus.textContent = 'You are banned from this Space: you cannot react or raise a hand.';
+  ui.handStatus.textContent = '';
+  announce('You were banned from this Space.');
 }
 
 function forgetIdentity() {
@@ -626,8 +681,9 @@ async function toggleHand() {
   } catch (err) {
     ui.handStatus.textContent = err.message;
     if (err.status === 401) forgetIdentity();
+    if (err.code === 'banned') banned();
   } finally {
-    ui.hand.disabled = false;
+    ui.hand.disabled = space.banned || space.over;
   }
 }
 
@@ -637,10 +693,9 @@ async function checkHand() {
   try {
     const mine = await api(`/api/spaces/${spaceId}/me`);
     if (mine.role !== 'listener') {
-      showOnStage(true);
+      showOnStage(true, mine.role);
     } else if (mine.banned) {
-      showHand(false, 'You are banned from this Space.');
-      ui.interact.hidden = true;
+      banned();
     } else if (space.hand && !mine.hand_raised) {
       showHand(false, 'Your hand was lowered: the host did not bring you on stage this time.');
     } else {
@@ -678,6 +733,14 @@ function wire() {
   });
   ui.audio.addEventListener('ended', finish);
   ui.hand.addEventListener('click', toggleHand);
+  ui.share.addEventListener('click', share);
+  // Leaving stops all audio at once and releases the player (and its requests).
+  window.addEventListener('pagehide', () => {
+    clearTimeout(player.retryTimer);
+    destroyHls();
+    ui.audio.pause();
+    if (player.audioContext) player.audioContext.close().catch(() => {});
+  });
   setInterval(tick, TICK_MS);
 }
 
@@ -705,6 +768,9 @@ window.townhall = {
   },
   get handRaised() {
     return space.hand;
+  },
+  get banned() {
+    return space.banned;
   },
   currentTime: () => ui.audio.currentTime,
   latency,
@@ -748,6 +814,7 @@ async function main() {
   } catch {
     // who I am matters only to react or raise a hand: asked again then
   }
+  space.settled = true;
 }
 
 main();

@@ -110,6 +110,17 @@ const ui = {
   airControls: byId('air-controls'),
   airDivider: byId('air-divider'),
   goLive: byId('go-live'),
+  openRoom: byId('open-room'),
+  deviceField: byId('device-field'),
+  micDevice: byId('mic-device'),
+  pinForm: byId('pin-form'),
+  pinUrl: byId('pin-url'),
+  pinSet: byId('pin-set'),
+  pinClear: byId('pin-clear'),
+  pinStatus: byId('pin-status'),
+  confirmDialog: byId('confirm-dialog'),
+  confirmQuestion: byId('confirm-question'),
+  confirmYes: byId('confirm-yes'),
   end: byId('end'),
   endConfirm: byId('end-confirm'),
   endYes: byId('end-yes'),
@@ -252,8 +263,10 @@ function setState(state, detail = '') {
 function renderMic() {
   const connected = session.stream !== null;
   const usable = view.onStage && !view.over;
+  const notOpen = Boolean(view.space && view.space.state === 'scheduled'); // no audio before the green room
   ui.start.hidden = !usable || (connected && session.state !== 'failed');
-  ui.start.disabled = !usable || session.opening;
+  ui.start.disabled = !usable || session.opening || notOpen;
+  ui.start.title = notOpen ? 'The host opens the green room first' : '';
   ui.start.textContent = session.state === 'failed' ? 'Try again' : 'Start talking';
   ui.hangup.hidden = !usable || !connected;
   ui.meter.hidden = !usable;
@@ -323,6 +336,9 @@ function renderConsole() {
   ui.airControls.hidden = !host;
   ui.airDivider.hidden = !host;
   ui.goLive.hidden = !host || state !== 'green_room';
+  ui.openRoom.hidden = !host || state !== 'scheduled';
+  ui.pinClear.hidden = !view.space.pinned_link;
+  if (document.activeElement !== ui.pinUrl && view.space.pinned_link) ui.pinUrl.value = view.space.pinned_link;
   ui.end.hidden = !host || !ui.endConfirm.hidden;
   ui.inviteCohost.hidden = !host;
 }
@@ -357,6 +373,47 @@ function actionButton(label, accessibleName, onClick, className = 'small') {
     }
   });
   return button;
+}
+
+/** Asks a yes/no question in a modal dialog (focus starts on Cancel); resolves to true on yes. */
+function confirmAction(question, yesLabel) {
+  const dialog = ui.confirmDialog;
+  ui.confirmQuestion.textContent = question;
+  ui.confirmYes.textContent = yesLabel;
+  dialog.returnValue = '';
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'yes'), { once: true });
+    dialog.showModal();
+  });
+}
+
+/** "Remove" and "Ban" for a stage member or a raised hand, each behind a confirmation. */
+function exitButtons(person) {
+  const name = person.display_name;
+  const gone = (userId) => {
+    removeMember(userId);
+    removeHand(userId);
+  };
+  return [
+    actionButton('Remove', `Remove ${name} from the Space`, async () => {
+      if (!(await confirmAction(`Remove ${name} from this Space? They can come back and listen.`, 'Yes, remove'))) return;
+      await api(spacePath(`/members/${person.user_id}/remove`), { method: 'POST' });
+      gone(person.user_id);
+      say(ui.rosterStatus, `${name} was removed.`);
+    }),
+    actionButton(
+      'Ban',
+      `Ban ${name}`,
+      async () => {
+        const question = `Ban ${name}? They cannot listen, react, raise a hand or come back to this Space.`;
+        if (!(await confirmAction(question, 'Yes, ban'))) return;
+        await api(spacePath(`/members/${person.user_id}/ban`), { method: 'POST' });
+        gone(person.user_id);
+        say(ui.rosterStatus, `${name} was banned from this Space.`);
+      },
+      'small danger',
+    ),
+  ];
 }
 
 /** May I mute / move this member? The rules are the server's (spaces/rules.py); this only hides
@@ -402,6 +459,35 @@ function renderRoster() {
         }),
       );
     }
+    if (isHost() && !mine && !view.over) {
+      if (member.role === 'speaker') {
+        actions.append(
+          actionButton('Make co-host', `Make ${member.display_name} a co-host`, async () =>
+            upsertMember(await api(spacePath(`/members/${member.user_id}/add-cohost`), { method: 'POST' })),
+          ),
+        );
+      } else if (member.role === 'cohost') {
+        actions.append(
+          actionButton('Make speaker', `Make ${member.display_name} a speaker again`, async () =>
+            upsertMember(await api(spacePath(`/members/${member.user_id}/remove-cohost`), { method: 'POST' })),
+          ),
+        );
+      }
+      actions.append(
+        actionButton('Make host', `Hand the host role to ${member.display_name}`, async () => {
+          const ok = await confirmAction(
+            `Hand the host role to ${member.display_name}? You stay on stage as a co-host or speaker; only the new host can go live or end.`,
+            'Yes, make them host',
+          );
+          if (!ok) return;
+          const result = await api(spacePath('/host'), { method: 'POST', body: { user_id: member.user_id } });
+          applySpace(result.space, result.links);
+          await resync();
+          announce(`${member.display_name} is now the host.`);
+        }),
+      );
+    }
+    if (canModerate(member, 'move')) actions.append(...exitButtons(member));
     if (actions.childElementCount > 0) item.append(actions);
     return item;
   });
@@ -430,6 +516,7 @@ function renderHands() {
         await api(spacePath(`/hands/${hand.user_id}`), { method: 'DELETE' });
         removeHand(hand.user_id);
       }),
+      ...exitButtons(hand),
     );
     item.append(avatar, main, actions);
     return item;
@@ -464,7 +551,7 @@ function upsertMember(member) {
     const wasOnStage = view.onStage;
     view.onStage = true;
     if (before && before.role !== member.role) announce(`You are now ${ROLE_PHRASE[member.role] || member.role}.`);
-    if (member.muted_by_host && !(before && before.muted_by_host)) announce('The host muted you.');
+    if (member.muted_by_host && !(before && before.muted_by_host)) announce('You were muted by the host.');
     if (!wasOnStage || (before && before.role !== member.role)) {
       renderRole();
       if (isModerator()) refreshHands();
@@ -540,7 +627,7 @@ function applyEvent({ type, data }) {
       if (view.space) applySpace({ ...view.space, title: data.title, description: data.description });
       break;
     case 'space.pinned':
-      if (view.space) view.space = { ...view.space, pinned_link: data.url };
+      if (view.space) applySpace({ ...view.space, pinned_link: data.url });
       break;
     case 'delay.set':
       if (view.space) applySpace({ ...view.space, delay_s: data.delay_s });
@@ -937,8 +1024,59 @@ async function startTalking() {
   });
   renderMute(); // a mute set before connecting applies from the first frame
   startMeter(session.stream);
+  listMicrophones().catch(() => {}); // labels are readable once the microphone is allowed
   session.attempt = 0;
   connect();
+}
+
+/** Fills the microphone choice; shown only when there is a choice to make. */
+async function listMicrophones() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+  const inputs = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === 'audioinput');
+  const track = session.stream && session.stream.getAudioTracks()[0];
+  const current = track && track.getSettings ? track.getSettings().deviceId : '';
+  const options = inputs.map((device, i) => {
+    const option = el('option', '', device.label || `Microphone ${i + 1}`);
+    option.value = device.deviceId;
+    option.selected = device.deviceId === current;
+    return option;
+  });
+  ui.micDevice.replaceChildren(...options);
+  ui.deviceField.hidden = !session.stream || inputs.length < 2;
+}
+
+/** Another microphone, without hanging up: the sender's track is replaced in place. */
+async function switchMicrophone(deviceId) {
+  if (!session.stream || !deviceId) return;
+  const old = session.stream.getAudioTracks()[0];
+  if (old && old.getSettings && old.getSettings().deviceId === deviceId) return;
+  ui.micDevice.disabled = true;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({
+      audio: { ...audioConstraints, deviceId: { exact: deviceId } },
+      video: false,
+    });
+    const [track] = stream.getAudioTracks();
+    const sender = session.pc && session.pc.getSenders().find((s) => s.track && s.track.kind === 'audio');
+    if (sender) await sender.replaceTrack(track);
+    track.addEventListener('ended', () => {
+      if (session.stream === stream) {
+        stopSession();
+        showError('Your microphone stopped (was it unplugged?). Start talking again to reconnect.');
+      }
+    });
+    session.stream = stream;
+    if (old) old.stop();
+    stopMeter();
+    startMeter(stream);
+    renderMute(); // the new track obeys the current mute at once
+    announce(`Microphone: ${ui.micDevice.selectedOptions[0] ? ui.micDevice.selectedOptions[0].textContent : 'changed'}.`);
+  } catch (err) {
+    showError(micErrorMessage(err));
+    listMicrophones().catch(() => {});
+  } finally {
+    ui.micDevice.disabled = false;
+  }
 }
 
 function stopSession() {
@@ -948,7 +1086,9 @@ function stopSession() {
     for (const track of session.stream.getTracks()) track.stop();
     session.stream = null;
   }
+  ui.remote.pause();
   ui.remote.srcObject = null;
+  ui.deviceField.hidden = true;
   setState(view.over ? 'ended' : view.onStage ? 'idle' : 'offstage');
 }
 
@@ -1045,6 +1185,41 @@ async function goLive() {
   if (result) applySpace(result.space, result.links);
 }
 
+async function openGreenRoom() {
+  const result = await consoleCall(ui.openRoom, () => api(spacePath('/open'), { method: 'POST' }));
+  if (result) {
+    applySpace(result.space, result.links);
+    announce('The green room is open: the stage can talk, listeners hear nothing until you go live.');
+  }
+}
+
+async function pinLink(event) {
+  event.preventDefault();
+  const url = ui.pinUrl.value.trim();
+  if (!/^https?:\/\/[^\s]+$/i.test(url)) {
+    ui.pinUrl.setAttribute('aria-invalid', 'true');
+    ui.pinStatus.textContent = 'Pin a web address starting with https:// (or http://).';
+    ui.pinUrl.focus();
+    return;
+  }
+  ui.pinUrl.removeAttribute('aria-invalid');
+  const result = await consoleCall(ui.pinSet, () => api(spacePath('/pin'), { method: 'PUT', body: { url } }));
+  if (result) {
+    applySpace(result.space, result.links);
+    ui.pinStatus.textContent = 'Pinned: listeners see the link under the title.';
+  }
+}
+
+async function unpinLink() {
+  const result = await consoleCall(ui.pinClear, () => api(spacePath('/pin'), { method: 'PUT', body: { url: null } }));
+  if (result) {
+    ui.pinUrl.value = '';
+    applySpace(result.space, result.links);
+    ui.pinStatus.textContent = 'Unpinned.';
+    ui.pinUrl.focus();
+  }
+}
+
 async function endSpace() {
   const result = await consoleCall(ui.endYes, () => api(spacePath('/end'), { method: 'POST' }));
   ui.endConfirm.hidden = true;
@@ -1104,6 +1279,15 @@ function wire() {
   ui.invite.addEventListener('click', () => invite('speaker'));
   ui.inviteCohost.addEventListener('click', () => invite('cohost'));
   ui.goLive.addEventListener('click', goLive);
+  ui.openRoom.addEventListener('click', openGreenRoom);
+  ui.pinForm.addEventListener('submit', pinLink);
+  ui.pinClear.addEventListener('click', unpinLink);
+  ui.micDevice.addEventListener('change', () => switchMicrophone(ui.micDevice.value));
+  if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+    navigator.mediaDevices.addEventListener('devicechange', () => {
+      if (session.stream) listMicrophones().catch(() => {});
+    });
+  }
   ui.delayForm.addEventListener('submit', setDelay);
   ui.dump.addEventListener('click', dump);
   ui.end.addEventListener('click', () => {
