@@ -286,7 +286,7 @@ async function toggleRemind(button, space) {
     showRemind(button, !on, space.title);
     ui.upcomingStatus.textContent = on
       ? `Reminder for “${space.title}” cancelled.`
-      : `We will remind you when “${space.title}” starts.`;
+      : `Reminder saved for “${space.title}”.`;
   } catch (err) {
     say(ui.upcomingError, err.message);
     if (err.status === 401) showIdentity(null);
