@@ -406,9 +406,7 @@ def test_scheduling_a_space_on_the_home_page_lists_it_as_upcoming_with_a_reminde
     expect(item).to_contain_text("Hosted by Rosa")
     remind = item.get_by_role("button", name="Remind me of Town meeting")
     remind.click()
-    expect(fan.locator("#upcoming-status")).to_have_text(
-        "Reminder saved for “Town meeting”."
-    )
+    expect(fan.locator("#upcoming-status")).to_have_text("Reminder saved for “Town meeting”.")
     cancel = item.get_by_role("button", name="Cancel the reminder for Town meeting")
     expect(cancel).to_have_attribute("aria-pressed", "true")
     screenshots(fan, "home-upcoming")
