@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from townhall import __version__
 from townhall.api import errors
-from townhall.api.admission import Admission, AdmissionLimits, AdmissionMiddleware
+from townhall.api.admission import Admission, AdmissionLimits, AdmissionMiddleware, watch_loop_lag
 from townhall.api.errors import Unavailable
 from townhall.api.media_routes import build_media_router
 from townhall.config import Config
@@ -65,6 +65,7 @@ def create_app(config: Config) -> FastAPI:
         await node.host.resume_all()
         sender = WebhookSender(node.plane.records)
         background = [
+            asyncio.create_task(watch_loop_lag(admission), name="loop-lag"),
             asyncio.create_task(_end_abandoned_spaces(node.host), name="end-abandoned"),
             asyncio.create_task(sender.run(), name="webhooks"),
         ]

@@ -80,3 +80,15 @@ async def test_an_overloaded_class_answers_503_with_retry_after_and_recovers(
             assert (await http.get(f"/api/spaces/{space_id}")).status_code == 200
             assert all(r.status_code == 200 for r in await asyncio.gather(*waiting))
             assert (await http.get(playlist)).status_code == 200
+
+
+def test_a_late_event_loop_sheds_everything_but_audio_first() -> None:
+    admission = Admission(AdmissionLimits(lag_shed_s=0.2, lag_shed_media_s=1.0))
+    admission.lag_s = 0.5
+    assert not admission.enter(RequestClass.LISTENER)
+    assert not admission.enter(RequestClass.CONTROL)
+    assert admission.enter(RequestClass.MEDIA)
+    admission.lag_s = 1.5
+    assert not admission.enter(RequestClass.MEDIA)
+    admission.lag_s = 0.0
+    assert admission.enter(RequestClass.LISTENER)

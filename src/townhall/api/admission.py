@@ -6,10 +6,17 @@ before listener joins and snapshots, those before the control API, and the liste
 (playlists, parts — including blocking reloads held open for a part) last, with a cap high enough
 that only memory protection ever trips it. A refused request costs one small response; clients
 back off with jitter for Retry-After seconds.
+
+Caps on requests in flight do not see a flood that has not reached the app yet: when the CPU is
+saturated, requests wait in the accept queue and the event loop, and time out there. So the
+process also watches its event loop's lag (how late a 50 ms timer fires): past `lag_shed_s` it
+refuses everything but the media path, past `lag_shed_media_s` the media path too, until the lag
+falls again. Refusing is cheap, so shedding is what lets the loop catch up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import random
@@ -37,6 +44,8 @@ class AdmissionLimits:
     listener: int = 2_000
     interaction: int = 500
     control: int = 1_000
+    lag_shed_s: float = 0.2  # event-loop lag above which all but the media path is refused
+    lag_shed_media_s: float = 1.0  # … and above which the media path is refused too
 
     def of(self, kind: RequestClass) -> int:
         limit: int = getattr(self, kind.value)
@@ -65,8 +74,13 @@ class Admission:
     )
     refused: dict[RequestClass, int] = field(default_factory=lambda: dict.fromkeys(RequestClass, 0))
 
+    lag_s: float = 0.0  # the event loop's current lag, kept up to date by `watch_loop_lag`
+
     def enter(self, kind: RequestClass) -> bool:
-        if self.in_flight[kind] >= self.limits.of(kind):
+        shed_at = (
+            self.limits.lag_shed_media_s if kind is RequestClass.MEDIA else self.limits.lag_shed_s
+        )
+        if self.in_flight[kind] >= self.limits.of(kind) or self.lag_s > shed_at:
             self.refused[kind] += 1
             return False
         self.in_flight[kind] += 1
@@ -74,6 +88,20 @@ class Admission:
 
     def leave(self, kind: RequestClass) -> None:
         self.in_flight[kind] -= 1
+
+
+LAG_PROBE_S = 0.05
+
+
+async def watch_loop_lag(admission: Admission) -> None:
+    """Measure how late a short timer fires, smoothed: the event loop's queueing delay."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(LAG_PROBE_S)
+        lag = max(0.0, loop.time() - start - LAG_PROBE_S)
+        # Rise at once, fall gently: shed as soon as the loop is late, resume when it has caught up.
+        admission.lag_s = lag if lag > admission.lag_s else admission.lag_s * 0.7 + lag * 0.3
 
 
 def retry_after(kind: RequestClass) -> str:

@@ -6,6 +6,7 @@ decided here: who may do what lives in spaces/rules.py, what a Space's state all
 spaces/lifecycle.py.
 """
 
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -116,6 +117,7 @@ class SpaceView(BaseModel):
 
 def build_control_router(control: Callable[[], SpaceControl], invites: InviteTokens) -> APIRouter:
     router = APIRouter(prefix="/api/spaces", tags=["spaces"])
+    anonymous_views: dict[tuple[str, str | None, str], tuple[int, bytes]] = {}
 
     async def call(awaitable: Any) -> Any:
         try:
@@ -197,8 +199,25 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         request: Request,
         who: OptionalIdentity,
         code: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> SpaceView:
-        space = await call(control().can_listen(actor(who) if who else None, space_id, code))
+    ) -> Any:
+        if who is None:
+            # What every anonymous listener's page asks when it opens: the same answer for all
+            # of them, built at most once a second per Space (a join storm is mostly this call).
+            key = (space_id, code, base(request))
+            second = int(time.time())
+            cached = anonymous_views.get(key)
+            if cached is None or cached[0] != second:
+                space = await call(control().can_listen(None, space_id, code))
+                body = (await view(space, request)).model_dump_json().encode()
+                cached = anonymous_views[key] = (second, body)
+                if len(anonymous_views) > 10_000:
+                    anonymous_views.pop(next(iter(anonymous_views)))
+            return Response(
+                cached[1],
+                media_type="application/json",
+                headers={"Cache-Control": "public, max-age=1"},
+            )
+        space = await call(control().can_listen(actor(who), space_id, code))
         return await view(space, request, show_invite=await is_moderator(space, who))
 
     @router.patch(
