@@ -108,3 +108,24 @@ def test_listeners_and_strangers_get_no_stage_events(client: TestClient) -> None
         with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(url) as ws:
             ws.receive_json()
         assert closed.value.code in (4401, 4403)
+
+
+def test_resuming_against_a_log_that_started_again_gets_a_reset_not_a_gap(
+    client: TestClient,
+) -> None:
+    host = signup(client, "hana")
+    space_id = make_space(host)
+    token = host.headers["Authorization"].removeprefix("Bearer ")
+    with client.websocket_connect(f"/api/spaces/{space_id}/events?token={token}") as ws:
+        hello = ws.receive_json()
+        assert hello["log"]
+    url = f"/api/spaces/{space_id}/events?token={token}&after=1&log=an-older-log"
+    with client.websocket_connect(url) as ws:
+        again = ws.receive_json()
+        assert again["type"] == "hello"
+        assert ws.receive_json() == {"type": "reset", "latest_seq": again["latest_seq"]}
+    with client.websocket_connect(
+        f"/api/spaces/{space_id}/events?token={token}&after=0&log={hello['log']}"
+    ) as ws:
+        ws.receive_json()
+        assert ws.receive_json()["seq"] == 1  # same log: resumes normally

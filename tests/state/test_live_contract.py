@@ -500,3 +500,17 @@ def test_the_embedded_listener_sketch_is_exact_when_small_and_close_when_large(n
     else:
         assert estimate == pytest.approx(n, rel=0.03)
     assert all(sketch.nbytes <= HyperLogLog.M for sketch in halves)
+
+
+async def test_a_log_that_starts_again_has_a_new_id_so_resuming_clients_can_tell(
+    live: LiveState,
+) -> None:
+    assert await live.log_id("logid") == ""
+    await live.append("logid", "a", {}, 1.0)
+    first = await live.log_id("logid")
+    await live.append("logid", "b", {}, 2.0)
+    assert first
+    assert await live.log_id("logid") == first  # stable while the log lives
+    await live.forget_space("logid")
+    await live.append("logid", "c", {}, 3.0)
+    assert await live.log_id("logid") not in ("", first)

@@ -185,11 +185,17 @@ def build_live_router(
 
     @router.websocket("/{space_id}/events")
     async def events(
-        websocket: WebSocket, space_id: str, after: int = 0, token: str | None = None
+        websocket: WebSocket,
+        space_id: str,
+        after: int = 0,
+        token: str | None = None,
+        log: str | None = None,
     ) -> None:
-        """Stage members only. Sends {"type": "hello", "latest_seq"}, then every event as
+        """Stage members only. Sends {"type": "hello", "latest_seq", "log"}, then every event as
         {"seq", "type", "at", "data"} in order from `after`; {"type": "reset"} means events were
-        missed beyond recall: re-read the Space and continue from the given latest_seq."""
+        missed beyond recall: re-read the Space and continue from the given latest_seq. A client
+        resuming passes the `log` id its hello carried: if the log has started again since (a
+        restart), its `after` means nothing here and it gets a reset instead of a silent gap."""
         ctl = control()
         raw = token or websocket.cookies.get(COOKIE)
         try:
@@ -207,7 +213,11 @@ def build_live_router(
             return
         await websocket.accept()
         latest = await ctl.live.latest_seq(space.id)
-        await websocket.send_json({"type": "hello", "latest_seq": latest})
+        current_log = await ctl.live.log_id(space.id)
+        await websocket.send_json({"type": "hello", "latest_seq": latest, "log": current_log})
+        if log is not None and log != current_log and after > 0:
+            await websocket.send_json({"type": "reset", "latest_seq": latest})
+            after = latest
         # The client sends nothing we need, but reading is how a close is noticed at once rather
         # than at the next send (which may be a ping interval away).
         gone = asyncio.create_task(_until_disconnected(websocket))

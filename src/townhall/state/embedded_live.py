@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import math
+import secrets
 from collections import Counter, OrderedDict, deque
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -171,6 +172,7 @@ def _tau(x: float) -> float:
 class _Log:
     events: deque[Event] = field(default_factory=lambda: deque(maxlen=EVENT_LOG_LIMIT))
     latest: int = 0
+    id: str = field(default_factory=lambda: secrets.token_hex(6))  # new for every new log
     # Set and replaced by every append: each waiter holds the one it saw, so none misses a wake-up.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: int = 0
@@ -243,6 +245,10 @@ class EmbeddedLiveState:
     async def latest_seq(self, space_id: str) -> int:
         log = self._logs.get(space_id)
         return log.latest if log is not None else 0
+
+    async def log_id(self, space_id: str) -> str:
+        log = self._logs.get(space_id)
+        return log.id if log is not None and log.latest > 0 else ""
 
     async def wait_for_events(self, space_id: str, after_seq: int, timeout: float) -> bool:  # noqa: ASYNC109
         loop = asyncio.get_running_loop()

@@ -58,6 +58,13 @@ class LiveState(Protocol):
 
     async def latest_seq(self, space_id: str) -> int: ...
 
+    async def log_id(self, space_id: str) -> str:
+        """Which incarnation of the Space's log this is: it changes whenever the log starts again
+        (a restart of the embedded store, a flushed or expired Redis log, forget_space), so a client
+        that resumes with the id it saw can tell "after seq N" of an older log from this one's.
+        "" while the log has no event."""
+        ...
+
     # A bound that answers False (rather than cancelling) lets a WebSocket loop send a keepalive.
     async def wait_for_events(self, space_id: str, after_seq: int, timeout: float) -> bool:  # noqa: ASYNC109
         """True as soon as latest_seq > after_seq; False after `timeout` seconds."""

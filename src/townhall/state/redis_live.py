@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import math
+import secrets
 from collections.abc import Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,8 @@ EVENT_SEQ_KEY = "{prefix}:space:{{{space}}}:seq"
 # d (JSON data). Written by the append script (XADD MAXLEN), read by events_since (XRANGE). TTL and
 # deletion as EVENT_SEQ_KEY.
 EVENT_LOG_KEY = "{prefix}:space:{{{space}}}:events"
+# STRING: the id of this incarnation of the log, set with its first event, same TTL as the log.
+EVENT_LOG_ID_KEY = "{prefix}:space:{{{space}}}:log-id"
 # PUB/SUB CHANNEL (not a key): message "<seq>" after each append, "reset" after forget_space.
 # Published by the append script and forget_space; every process waiting on the Space subscribes.
 EVENT_CHANNEL = "{prefix}:space:{{{space}}}:appended"
@@ -108,14 +111,16 @@ _RETRY_S = 1.0
 _MARK_BATCH = 1_000
 
 _APPEND = """
--- KEYS: seq, stream; ARGV: limit, ttl, type, at, data, channel
+-- KEYS: seq, stream, log id; ARGV: limit, ttl, type, at, data, channel, fresh log id
 -- A counter without its stream (or the reverse) means the log was partly evicted: start afresh
 -- rather than fail XADD on an id below the stream's top.
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
 local seq = redis.call('INCR', KEYS[1])
+if seq == 1 then redis.call('SET', KEYS[3], ARGV[7]) end
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-0', 't', ARGV[3], 'at', ARGV[4], 'd', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('PUBLISH', ARGV[6], seq)
 return seq
 """
@@ -262,6 +267,7 @@ class RedisLiveState:
         return [
             self._key(EVENT_SEQ_KEY, space_id),
             self._key(EVENT_LOG_KEY, space_id),
+            self._key(EVENT_LOG_ID_KEY, space_id),
             self._key(SPEAKING_KEY, space_id),
             self._key(LISTENER_BUCKETS_KEY, space_id),
             *(self._key(LISTENERS_KEY, space_id, slot=s) for s in range(_LISTENER_SLOTS)),
@@ -273,7 +279,11 @@ class RedisLiveState:
     async def append(self, space_id: str, type: str, data: Mapping[str, Any], at: float) -> Event:
         payload = json.dumps(data, separators=(",", ":"))
         seq = await self._append_script(
-            keys=[self._key(EVENT_SEQ_KEY, space_id), self._key(EVENT_LOG_KEY, space_id)],
+            keys=[
+                self._key(EVENT_SEQ_KEY, space_id),
+                self._key(EVENT_LOG_KEY, space_id),
+                self._key(EVENT_LOG_ID_KEY, space_id),
+            ],
             args=[
                 EVENT_LOG_LIMIT,
                 EVENT_LOG_TTL_S,
@@ -281,6 +291,7 @@ class RedisLiveState:
                 repr(float(at)),
                 payload,
                 self._key(EVENT_CHANNEL, space_id),
+                secrets.token_hex(6),
             ],
         )
         return Event(seq=int(seq), type=type, at=float(at), data=json.loads(payload))
@@ -317,6 +328,10 @@ class RedisLiveState:
 
     async def latest_seq(self, space_id: str) -> int:
         return int(await self._redis.get(self._key(EVENT_SEQ_KEY, space_id)) or 0)
+
+    async def log_id(self, space_id: str) -> str:
+        raw = await self._redis.get(self._key(EVENT_LOG_ID_KEY, space_id))
+        return raw.decode() if isinstance(raw, bytes) else str(raw or "")
 
     async def wait_for_events(self, space_id: str, after_seq: int, timeout: float) -> bool:  # noqa: ASYNC109
         if self._closed:
