@@ -49,3 +49,13 @@ def test_ice_servers_parse_stun_and_turn_with_credentials() -> None:
         IceServer("stun:stun.example.org:3478"),
         IceServer("turn:turn.example.org:3478", "u", "p"),
     )
+
+
+def test_recordings_are_kept_30_days_unless_configured_and_0_keeps_them_forever(
+    tmp_path: Path,
+) -> None:
+    assert load({}, data_dir=tmp_path).recording_retention_days == 30
+    env = {"TOWNHALL_RECORDING_RETENTION_DAYS": "0"}
+    assert load(env, data_dir=tmp_path).recording_retention_days == 0
+    with pytest.raises(ConfigError, match="TOWNHALL_RECORDING_RETENTION_DAYS"):
+        load({"TOWNHALL_RECORDING_RETENTION_DAYS": "-1"}, data_dir=tmp_path)

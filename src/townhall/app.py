@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -14,6 +15,7 @@ from townhall.api import errors
 from townhall.api.admission import Admission, AdmissionLimits, AdmissionMiddleware, watch_loop_lag
 from townhall.api.errors import Unavailable
 from townhall.api.media_routes import build_media_router
+from townhall.api.recording_routes import build_recording_router
 from townhall.config import Config
 from townhall.control_plane import ControlPlane, install_control_plane, open_control_plane
 from townhall.delivery.origin import build_origin
@@ -42,6 +44,20 @@ async def _end_abandoned_spaces(host: MediaHost) -> None:
             log.exception("ending abandoned Spaces failed")
 
 
+RETENTION_SWEEP_S = 600.0  # retention is counted in days: a sweep every 10 minutes is plenty
+
+
+async def _expire_recordings(host: MediaHost, retention_days: int) -> None:
+    if retention_days <= 0:  # kept forever
+        return
+    while True:
+        try:
+            await host.expire_recordings(retention_days, time.time())
+        except Exception:  # the sweep must outlive any one failure
+            log.exception("deleting expired recordings failed")
+        await asyncio.sleep(RETENTION_SWEEP_S)
+
+
 class Node:
     """What the running process holds: the control plane and the media host, made in lifespan."""
 
@@ -68,6 +84,9 @@ def create_app(config: Config) -> FastAPI:
             asyncio.create_task(watch_loop_lag(admission), name="loop-lag"),
             asyncio.create_task(_end_abandoned_spaces(node.host), name="end-abandoned"),
             asyncio.create_task(sender.run(), name="webhooks"),
+            asyncio.create_task(
+                _expire_recordings(node.host, config.recording_retention_days), name="retention"
+            ),
         ]
         try:
             yield
@@ -99,6 +118,7 @@ def create_app(config: Config) -> FastAPI:
 
     install_control_plane(app, config, lambda: node.plane, run_media_for)
     app.include_router(build_media_router(config, lambda: node.host))
+    app.include_router(build_recording_router(config, lambda: node.host))
 
     def lookup(space_id: str) -> SpaceMedia | None:
         return node.host.media_of(space_id) if hasattr(node, "host") else None
@@ -106,7 +126,10 @@ def create_app(config: Config) -> FastAPI:
     async def replay_of(space_id: str) -> Replay | None:
         return await node.host.replay_of(space_id) if hasattr(node, "host") else None
 
-    app.mount("/live", build_origin(lookup, replays=replay_of))
+    def expired(space_id: str) -> bool:
+        return hasattr(node, "host") and node.host.recording_expired(space_id)
+
+    app.mount("/live", build_origin(lookup, replays=replay_of, expired=expired))
     for route in pages.routes():
         app.router.routes.append(route)
     app.state.node = node

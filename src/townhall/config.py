@@ -68,6 +68,9 @@ class Config:
     inflight_control: int = 1_000
     max_live_spaces: int = 50  # per process: each live Space costs a media clock and encoders
     empty_stage_end_s: int = 900  # a Space whose stage stays empty this long ends by itself
+    # Days a recording (and its clips) is kept after its Space ended; 0 keeps it forever. An
+    # expired recording is deleted and its replay, download and clips answer 410.
+    recording_retention_days: int = 30
     media: MediaConfig = field(default_factory=MediaConfig)
 
     @property
@@ -163,6 +166,13 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         ),
         "empty_stage_end_s": _int(
             env, "TOWNHALL_EMPTY_STAGE_END", Config.empty_stage_end_s, low=10, high=7 * 86400
+        ),
+        "recording_retention_days": _int(
+            env,
+            "TOWNHALL_RECORDING_RETENTION_DAYS",
+            Config.recording_retention_days,
+            low=0,
+            high=100 * 365,
         ),
         "media": media,
     }

@@ -15,7 +15,8 @@ media.m3u8, which becomes a VOD playlist of whole segments over every run of the
 `{stream}/init.mp4`, `{stream}/s{msn}.m4s` are read from the recording, the same bytes the live
 stream served under those names. Replays come from the `replays` lookup (the media host: any ended
 Space, also after a restart) or, without one, from the recordings directory of an ended stream
-still held in memory.
+still held in memory. A recording deleted by retention (the `expired` check: one stat, made only
+for Spaces that are not live) answers 410 `recording_expired` on all of them.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ _NUMBER = re.compile(r"^\d{1,9}$")
 
 MediaLookup = Callable[[str], SpaceMedia | None]
 ReplayLookup = Callable[[str], Awaitable[Replay | None]]
+ExpiredLookup = Callable[[str], bool]  # space id → its recording was deleted by retention
 REPLAYS_KEPT = 50  # replays found through an ended stream's recordings directory (no lookup)
 
 
@@ -73,13 +75,26 @@ def _media_or_404(lookup: MediaLookup, request: Request) -> SpaceMedia | Respons
     return media
 
 
-def build_origin(lookup: MediaLookup, replays: ReplayLookup | None = None) -> Starlette:
+def build_origin(
+    lookup: MediaLookup,
+    replays: ReplayLookup | None = None,
+    expired: ExpiredLookup | None = None,
+) -> Starlette:
     found: OrderedDict[str, Replay] = OrderedDict()
 
-    async def replay_of(space: str, media: SpaceMedia | None) -> Replay | None:
-        """The replay, for a Space whose stream is not running (ended, or gone from memory)."""
+    async def replay_of(space: str, media: SpaceMedia | None) -> Replay | Response | None:
+        """The replay, for a Space whose stream is not running (ended, or gone from memory); a 410
+        if retention deleted it."""
         if media is not None and not media.packager.ended:
             return None  # live: the packager answers
+        if expired is not None and expired(space):
+            found.pop(space, None)
+            return _error(
+                410,
+                "recording_expired",
+                "this Space's recording was deleted after the retention period",
+                {"Cache-Control": REPLAY_PLAYLIST},
+            )
         if replays is not None:
             return await replays(space)
         root = media.config.recordings_dir if media is not None else None
@@ -99,6 +114,8 @@ def build_origin(lookup: MediaLookup, replays: ReplayLookup | None = None) -> St
     async def multivariant(request: Request) -> Response:
         space = request.path_params["space"]
         replay = await replay_of(space, lookup(space))
+        if isinstance(replay, Response):
+            return replay
         if replay is not None:
             body = replay.multivariant_playlist("media.m3u8")
             return Response(body, 200, {**CORS, "Cache-Control": MULTIVARIANT}, PLAYLIST_TYPE)
@@ -111,6 +128,8 @@ def build_origin(lookup: MediaLookup, replays: ReplayLookup | None = None) -> St
     async def media_playlist(request: Request) -> Response:
         space = request.path_params["space"]
         replay = await replay_of(space, lookup(space))
+        if isinstance(replay, Response):
+            return replay
         if replay is not None:  # a VOD: blocking-reload directives do not apply
             return Response(
                 replay.media_playlist(),
@@ -152,6 +171,8 @@ def build_origin(lookup: MediaLookup, replays: ReplayLookup | None = None) -> St
     async def media_object(request: Request) -> Response:
         space, stream = request.path_params["space"], request.path_params["stream"]
         replay = await replay_of(space, lookup(space))
+        if isinstance(replay, Response):
+            return replay
         if replay is not None and stream in replay.stream_ids:
             match = _OBJECT.fullmatch(request.path_params["name"])
             if match is not None and match.group(2) is None:  # parts: the ended stream's, below

@@ -8,7 +8,8 @@ has been away from the stage longer than the configured limit is ended by the sy
 
 Spaces with `record` on get a SpaceRecorder (see `delivery.recording`) that follows the packager's
 on-air parts into `MediaConfig.recordings_dir`; a recording that fails (a full disk) stops with its
-error kept in `recording_errors` and logged, while the live stream goes on.
+error kept in `recording_errors` and logged, while the live stream goes on. Recordings past the
+retention period are deleted by `expire_recordings` (see `delivery.storage`).
 
 Placement across several nodes (leases, take-over) is a later step; with one process every Space
 runs here.
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from townhall.config import IceServer, MediaConfig
+from townhall.delivery import storage
 from townhall.delivery.recording import SpaceRecorder
 from townhall.delivery.replay import Replay, open_replay
 from townhall.media.audio import SpeakerId
@@ -199,6 +201,27 @@ class MediaHost:
             while len(self._replays) > ENDED_MEDIA_KEPT:
                 self._replays.popitem(last=False)
         return replay
+
+    def recording_expired(self, space_id: str) -> bool:
+        """Retention deleted the Space's recording (one stat): its replay answers 410."""
+        root = self._media_config.recordings_dir
+        return root is not None and storage.expired(root, space_id)
+
+    async def expire_recordings(self, retention_days: int, now: float) -> list[str]:
+        """One retention sweep: delete the recordings (and clips) of Spaces that ended more than
+        `retention_days` ago; returns the Spaces whose recording was deleted now."""
+        root = self._media_config.recordings_dir
+        if root is None:
+            return []
+
+        async def ended_at(space_id: str) -> float | None:
+            space = await self.control.records.space(SpaceId(space_id))
+            return space.ended_at if space is not None and space.state.is_over else None
+
+        def forget(space_id: str) -> None:  # the kept replay names files that are gone
+            self._replays.pop(SpaceId(space_id), None)
+
+        return await storage.sweep(root, ended_at, retention_days, now, on_expired=forget)
 
     async def resume_all(self) -> None:
         """After a (re)start: run every Space the records say is open."""

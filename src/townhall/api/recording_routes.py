@@ -1,0 +1,347 @@
+"""A Space's recording over HTTP: storage accounting, the host's download, and clips.
+
+    GET  /api/spaces/{id}/recording      what it costs on disk, and why it stopped (host, co-hosts)
+    GET  /api/spaces/{id}/recording.m4a  the whole recording as one file (host)
+    POST /api/spaces/{id}/clips          a clip of up to a minute (anyone who may listen)
+    GET  /api/clips/{clip_id}.m4a        a clip, by its unguessable id (a share link)
+
+Files are made by remuxing the recorded AAC (`delivery.export`) on a worker thread, a few at a
+time. A download is written to a temporary file whose name is removed as soon as it is opened for
+sending, so nothing is left behind however the download ends. A clip is kept beside the recording
+(`<recordings_dir>/<space>/clips/`) and goes with it when retention deletes it. A recording
+deleted by retention answers 410 `recording_expired`.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import string
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path as FsPath
+from typing import Annotated, Any, BinaryIO, TypeVar
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.responses import FileResponse, StreamingResponse
+
+from townhall.api.auth import RequiredIdentity
+from townhall.api.errors import (
+    ApiError,
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    TooManyRequests,
+    Unavailable,
+)
+from townhall.api.ratelimit import RateLimit, RateLimiter
+from townhall.api.tokens import Identity, IdentityKind
+from townhall.config import Config
+from townhall.delivery.export import (
+    Exported,
+    ExportError,
+    NothingToExport,
+    TooLarge,
+    recorded_seconds,
+    remux,
+)
+from townhall.delivery.recording import load_runs
+from townhall.delivery.storage import CLIPS_DIR, DAY_S, expired, usage
+from townhall.media.host import MediaHost
+from townhall.spaces.control import Actor, ControlError, SpaceControl
+from townhall.spaces.model import Role, Space, SpaceId, UserId, is_space_id
+
+log = logging.getLogger(__name__)
+
+CLIP_DEFAULT_S = 30.0  # "the last 30 s"
+CLIP_MAX_S = 60.0
+EXPORTS_AT_ONCE = 2  # remuxing is cheap but reads the disk: a few at a time per process
+M4A = "audio/mp4"
+CHUNK = 256 * 1024
+_CLIP_ID = re.compile(r"^([a-z0-9]{10})-([a-z0-9]{12})$")
+_ALPHABET = string.ascii_lowercase + string.digits
+
+T = TypeVar("T")
+
+
+class RecordingOut(BaseModel):
+    recording: bool  # being written now
+    bytes: int  # on disk: runs and clips
+    seconds: float  # recorded audio
+    runs: int  # stream runs (a restart adds one)
+    error: str | None  # why the recording stopped (a full disk), for the host to see
+    expired: bool  # deleted by retention
+    expires_at: float | None  # UNIX seconds when retention deletes it; None: kept
+
+
+class ClipIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start_s: float | None = Field(default=None, ge=0, description="from the recording's start")
+    end_s: float | None = Field(default=None, gt=0, description="default: the end (live: now)")
+
+    @model_validator(mode="after")
+    def _range(self) -> "ClipIn":
+        if self.start_s is not None and self.end_s is not None:
+            if self.end_s <= self.start_s:
+                raise ValueError("end_s must be after start_s")
+            if self.end_s - self.start_s > CLIP_MAX_S:
+                raise ValueError(f"a clip is at most {CLIP_MAX_S:.0f} s")
+        return self
+
+
+class ClipOut(BaseModel):
+    id: str
+    url: str
+    space_id: str
+    start_s: float
+    end_s: float
+    seconds: float
+
+
+def clip_range(
+    start_s: float | None, end_s: float | None, recorded: float
+) -> tuple[float, float] | None:
+    """The clip's [start, end) on the recording's timeline, or None if nothing recorded is in it.
+
+    No bounds: the last 30 s. One bound: 30 s from or up to it. A range past the end is cut at
+    the end (a live Space's recording is still growing).
+    """
+    if start_s is None and end_s is None:
+        end = recorded
+        start = end - CLIP_DEFAULT_S
+    elif start_s is None:
+        assert end_s is not None
+        end = min(end_s, recorded)
+        start = end_s - CLIP_DEFAULT_S
+    elif end_s is None:
+        start = start_s
+        end = min(start_s + CLIP_DEFAULT_S, recorded)
+    else:
+        start, end = start_s, min(end_s, recorded)
+    start = max(0.0, start)
+    return (start, end) if end > start else None
+
+
+def _open_unlinked(path: FsPath) -> BinaryIO:
+    """Open the file and remove its name: the disk space returns when the handle closes, however
+    the download ends (finished, or the client went away)."""
+    file = path.open("rb")
+    path.unlink()
+    return file
+
+
+async def _chunks(file: BinaryIO) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await asyncio.to_thread(file.read, CHUNK):
+            yield chunk
+    finally:
+        file.close()
+
+
+def build_recording_router(
+    config: Config, host: Callable[[], MediaHost], clock: Callable[[], float] = time.monotonic
+) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["recordings"])
+    clip_limit = RateLimiter(RateLimit(per_second=1 / 20, burst=3))  # then one per 20 s
+    exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
+    root = config.media.recordings_dir
+
+    def control() -> SpaceControl:
+        return host().control
+
+    async def call(awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except ControlError as exc:
+            kinds: dict[str, type[ApiError]] = {
+                "not_found": NotFound,
+                "forbidden": Forbidden,
+                "gone": Gone,
+            }
+            raise kinds.get(exc.kind, Conflict)(exc.message, code=exc.code) from None
+
+    def space_id(space_id: Annotated[str, Path()]) -> str:
+        if not is_space_id(space_id):
+            raise NotFound("no such Space", code="space_not_found")
+        return space_id
+
+    SpaceIdP = Annotated[str, Depends(space_id)]
+
+    async def role(space: Space, who: Identity) -> Role:
+        return await control().role_of(space, UserId(who.user_id))
+
+    def recordings(space: Space) -> FsPath:
+        """The Space's recording directory; 404 or 410 if there is nothing to read."""
+        if root is None or not space.record:
+            raise NotFound("this Space is not recorded", code="not_recorded")
+        if expired(root, space.id):
+            raise Gone(
+                "the recording was deleted after the retention period", code="recording_expired"
+            )
+        return root / space.id
+
+    async def export(work: Callable[[], Exported]) -> Exported:
+        async with exports:
+            try:
+                return await asyncio.to_thread(work)
+            except NothingToExport as exc:
+                raise NotFound(str(exc), code="nothing_recorded") from None
+            except TooLarge as exc:
+                raise Conflict(str(exc), code="recording_too_large") from None
+            except ExportError:
+                log.exception("export failed")
+                raise Unavailable("could not make the file", code="export_failed") from None
+            except OSError as exc:  # the disk (full, failing): say what, not where
+                reason = exc.strerror or type(exc).__name__
+                raise Unavailable(
+                    f"could not make the file: {reason}", code="export_failed"
+                ) from None
+
+    def base(request: Request) -> str:
+        return config.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+
+    # -- accounting -------------------------------------------------------------------------------
+    @router.get(
+        "/spaces/{space_id}/recording",
+        response_model=RecordingOut,
+        summary="The recording's disk use and state (host, co-hosts)",
+    )
+    async def recording(space_id: SpaceIdP, who: RequiredIdentity) -> RecordingOut:
+        space = await call(control().space(space_id))
+        if await role(space, who) not in (Role.HOST, Role.COHOST):
+            raise Forbidden("only the host or a co-host sees the recording", code="not_moderator")
+        runtime = host().runtime(space.id)
+        recorder = runtime.recorder if runtime is not None else None
+        writing = recorder is not None and recorder.recording
+        gone = root is not None and expired(root, space.id)
+        used = await asyncio.to_thread(usage, root, space.id) if root is not None else None
+        days = config.recording_retention_days
+        expires_at = (
+            space.ended_at + days * DAY_S
+            if space.record and space.ended_at is not None and days > 0 and not gone
+            else None
+        )
+        return RecordingOut(
+            recording=writing,
+            bytes=used.bytes if used else 0,
+            seconds=round(used.seconds, 3) if used else 0.0,
+            runs=used.runs if used else 0,
+            error=host().recording_errors.get(SpaceId(space.id)),
+            expired=gone,
+            expires_at=expires_at,
+        )
+
+    # -- download ---------------------------------------------------------------------------------
+    @router.get(
+        "/spaces/{space_id}/recording.m4a",
+        response_class=StreamingResponse,
+        summary="Download the whole recording as one .m4a (host)",
+    )
+    async def download(space_id: SpaceIdP, who: RequiredIdentity) -> StreamingResponse:
+        space = await call(control().space(space_id))
+        if await role(space, who) is not Role.HOST:
+            raise Forbidden("only the host can download the recording", code="not_host")
+        directory = recordings(space)
+
+        def make() -> Exported:
+            fd, name = tempfile.mkstemp(prefix="townhall-", suffix=".m4a")
+            os.close(fd)
+            out = FsPath(name)
+            try:
+                return remux(load_runs(directory), out)
+            except BaseException:
+                out.unlink(missing_ok=True)
+                raise
+
+        made = await export(make)
+        file = await asyncio.to_thread(_open_unlinked, made.path)
+        return StreamingResponse(
+            _chunks(file),
+            media_type=M4A,
+            headers={
+                "Content-Length": str(made.size),
+                "Content-Disposition": f'attachment; filename="{space.id}.m4a"',
+                "Cache-Control": "private, no-store",
+            },
+        )
+
+    # -- clips ------------------------------------------------------------------------------------
+    @router.post(
+        "/spaces/{space_id}/clips",
+        status_code=201,
+        response_model=ClipOut,
+        summary="Clip up to 60 s of a recorded Space, live or replay (default: the last 30 s)",
+    )
+    async def make_clip(
+        space_id: SpaceIdP,
+        request: Request,
+        who: RequiredIdentity,
+        body: ClipIn | None = None,
+        code: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> ClipOut:
+        wanted = body or ClipIn()
+        wait = clip_limit.check(who.user_id, clock())
+        if wait > 0:
+            raise TooManyRequests(
+                "one clip at a time; wait a moment",
+                headers={"Retry-After": RateLimiter.retry_after(wait)},
+            )
+        actor = Actor(
+            UserId(who.user_id), who.display_name, is_guest=who.kind is IdentityKind.GUEST
+        )
+        space = await call(control().can_listen(actor, space_id, code))
+        directory = recordings(space)
+        runs = await asyncio.to_thread(load_runs, directory)
+        window = clip_range(wanted.start_s, wanted.end_s, recorded_seconds(runs))
+        if window is None:
+            raise NotFound("nothing is recorded in that range", code="nothing_recorded")
+        start, end = window
+        clip_id = f"{space.id}-{''.join(secrets.choice(_ALPHABET) for _ in range(12))}"
+        clips = directory / CLIPS_DIR
+        final = clips / f"{clip_id}.m4a"
+        partial = clips / f"{clip_id}.m4a.tmp"
+
+        def make() -> Exported:
+            clips.mkdir(exist_ok=True)
+            try:
+                made = remux(runs, partial, start_s=start, end_s=end)
+                os.replace(partial, final)
+            finally:
+                partial.unlink(missing_ok=True)
+            return Exported(final, made.seconds, made.size)
+
+        made = await export(make)
+        return ClipOut(
+            id=clip_id,
+            url=f"{base(request)}/api/clips/{clip_id}.m4a",
+            space_id=space.id,
+            start_s=round(start, 3),
+            end_s=round(end, 3),
+            seconds=round(made.seconds, 3),
+        )
+
+    @router.get(
+        "/clips/{clip_id}.m4a", response_class=FileResponse, summary="A clip (anyone with its link)"
+    )
+    async def clip(clip_id: str) -> Any:
+        match = _CLIP_ID.fullmatch(clip_id)
+        if match is None or root is None:
+            raise NotFound("no such clip", code="clip_not_found")
+        if expired(root, match.group(1)):
+            raise Gone(
+                "the recording was deleted after the retention period", code="recording_expired"
+            )
+        path = root / match.group(1) / CLIPS_DIR / f"{clip_id}.m4a"
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                return FileResponse(
+                    path, media_type=M4A, headers={"Cache-Control": "public, max-age=3600"}
+                )
+        raise NotFound("no such clip", code="clip_not_found")
+
+    return router
