@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -49,6 +50,11 @@ MULTIVARIANT = "public, max-age=10"
 # A replay's playlist only changes if the recording is deleted (retention), so caches may keep it
 # a while; its media objects are the live stream's immutable ones.
 REPLAY_PLAYLIST = "public, max-age=300"
+# Rewind (DVR) of a live recorded Space: everything recorded so far as one VOD playlist, rebuilt
+# at most every DVR_REFRESH_S. Only rewinding listeners load it, once; live listeners never do, so
+# what a live listener fetches per minute stays the same however long the Space runs.
+DVR_REFRESH_S = 10
+DVR_PLAYLIST = f"public, max-age={DVR_REFRESH_S}"
 NO_STORE = "no-store"
 
 CORS = {"Access-Control-Allow-Origin": "*", "Timing-Allow-Origin": "*"}
@@ -81,6 +87,25 @@ def build_origin(
     expired: ExpiredLookup | None = None,
 ) -> Starlette:
     found: OrderedDict[str, Replay] = OrderedDict()
+    rewinds: OrderedDict[str, tuple[int, Replay]] = (
+        OrderedDict()
+    )  # space → (refresh bucket, replay)
+
+    async def dvr_of(media: SpaceMedia | None) -> Replay | None:
+        """What a live recorded Space has recorded so far (None: not live, or not recorded)."""
+        root = media.config.recordings_dir if media is not None else None
+        if media is None or root is None or media.packager.ended:
+            return None
+        bucket = int(time.time() // DVR_REFRESH_S)
+        cached = rewinds.get(media.space_id)
+        if cached is None or cached[0] != bucket:
+            replay = await asyncio.to_thread(open_replay, root / media.space_id)
+            if replay is None:
+                return None
+            cached = rewinds[media.space_id] = (bucket, replay)
+            while len(rewinds) > REPLAYS_KEPT:
+                rewinds.popitem(last=False)
+        return cached[1]
 
     async def replay_of(space: str, media: SpaceMedia | None) -> Replay | Response | None:
         """The replay, for a Space whose stream is not running (ended, or gone from memory); a 410
@@ -168,6 +193,36 @@ def build_origin(
             packager.media_playlist(), 200, {**CORS, "Cache-Control": cache}, PLAYLIST_TYPE
         )
 
+    async def dvr_playlist(request: Request) -> Response:
+        replay = await dvr_of(lookup(request.path_params["space"]))
+        if replay is None or not replay.segments:
+            return _error(
+                404, "dvr_unavailable", "only a live Space that is being recorded can be rewound"
+            )
+        return Response(
+            replay.media_playlist(), 200, {**CORS, "Cache-Control": DVR_PLAYLIST}, PLAYLIST_TYPE
+        )
+
+    async def rewound_object(media: SpaceMedia | None, stream: str, name: str) -> Response | None:
+        """A segment or init section that left the live window, from the recording (DVR)."""
+        match = _OBJECT.fullmatch(name)
+        if match is None or match.group(2) is not None:  # parts are never rewound to
+            return None
+        replay = await dvr_of(media)
+        if replay is None or stream not in replay.stream_ids:
+            return None
+        seg = match.group(1)
+        data = (
+            await asyncio.to_thread(replay.segment, stream, int(seg))
+            if seg is not None
+            else replay.init_section(stream)
+        )
+        return (
+            None
+            if data is None
+            else Response(data, 200, {**CORS, "Cache-Control": IMMUTABLE}, MEDIA_TYPE)
+        )
+
     async def media_object(request: Request) -> Response:
         space, stream = request.path_params["space"], request.path_params["stream"]
         replay = await replay_of(space, lookup(space))
@@ -189,6 +244,11 @@ def build_origin(
             return media
         packager = media.packager
         if request.path_params["stream"] != packager.stream_id:
+            rewound = await rewound_object(
+                media, request.path_params["stream"], request.path_params["name"]
+            )
+            if rewound is not None:  # an earlier run of this Space, rewound to
+                return rewound
             return _error(
                 404, "not_found", "no such stream (the Space was restarted; reload the playlist)"
             )
@@ -210,6 +270,9 @@ def build_origin(
         else:
             data = packager.init_section()
         if data is None:
+            rewound = await rewound_object(media, packager.stream_id, request.path_params["name"])
+            if rewound is not None:  # left the live window, still in the recording (DVR)
+                return rewound
             return _error(
                 404, "not_found", "no such media object (not produced yet, or no longer held)"
             )
@@ -234,6 +297,7 @@ def build_origin(
         routes=[
             Route("/{space}/index.m3u8", multivariant, methods=["GET", "HEAD"]),
             Route("/{space}/media.m3u8", media_playlist, methods=["GET", "HEAD"]),
+            Route("/{space}/dvr.m3u8", dvr_playlist, methods=["GET", "HEAD"]),
             Route("/{space}/{stream}/{name}", media_object, methods=["GET", "HEAD"]),
             Route("/{path:path}", preflight, methods=["OPTIONS"]),
             Route("/{path:path}", unknown, methods=["GET", "HEAD"]),
