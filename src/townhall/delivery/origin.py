@@ -203,13 +203,10 @@ def build_origin(
             replay.media_playlist(), 200, {**CORS, "Cache-Control": DVR_PLAYLIST}, PLAYLIST_TYPE
         )
 
-    async def rewound_object(media: SpaceMedia | None, stream: str, name: str) -> Response | None:
-        """A segment or init section that left the live window, from the recording (DVR)."""
+    async def recorded_object(replay: Replay | None, stream: str, name: str) -> Response | None:
+        """A segment or init section read back from a recording (replay or DVR); parts never are."""
         match = _OBJECT.fullmatch(name)
-        if match is None or match.group(2) is not None:  # parts are never rewound to
-            return None
-        replay = await dvr_of(media)
-        if replay is None or stream not in replay.stream_ids:
+        if replay is None or stream not in replay.stream_ids or match is None or match.group(2):
             return None
         seg = match.group(1)
         data = (
@@ -217,28 +214,22 @@ def build_origin(
             if seg is not None
             else replay.init_section(stream)
         )
-        return (
-            None
-            if data is None
-            else Response(data, 200, {**CORS, "Cache-Control": IMMUTABLE}, MEDIA_TYPE)
-        )
+        if data is None:
+            return None
+        return Response(data, 200, {**CORS, "Cache-Control": IMMUTABLE}, MEDIA_TYPE)
+
+    async def rewound_object(media: SpaceMedia, stream: str, name: str) -> Response | None:
+        """What left the live window of a live recorded Space, from its recording (DVR)."""
+        return await recorded_object(await dvr_of(media), stream, name)
 
     async def media_object(request: Request) -> Response:
         space, stream = request.path_params["space"], request.path_params["stream"]
         replay = await replay_of(space, lookup(space))
         if isinstance(replay, Response):
             return replay
-        if replay is not None and stream in replay.stream_ids:
-            match = _OBJECT.fullmatch(request.path_params["name"])
-            if match is not None and match.group(2) is None:  # parts: the ended stream's, below
-                seg = match.group(1)
-                recorded = (
-                    await asyncio.to_thread(replay.segment, stream, int(seg))
-                    if seg is not None
-                    else replay.init_section(stream)
-                )
-                if recorded is not None:
-                    return Response(recorded, 200, {**CORS, "Cache-Control": IMMUTABLE}, MEDIA_TYPE)
+        recorded = await recorded_object(replay, stream, request.path_params["name"])
+        if recorded is not None:  # the replay (parts: the ended stream's, below)
+            return recorded
         media = _media_or_404(lookup, request)
         if isinstance(media, Response):
             return media
