@@ -145,19 +145,22 @@ class MediaHost:
         return runtime
 
     async def _stop(self, space_id: SpaceId, *, ended: bool) -> None:
-        runtime = self._running.pop(space_id, None)
+        runtime = self._running.get(space_id)
         if runtime is None:
             return
+        if ended:
+            # Listed as ended before it leaves the running set, with no await between: players
+            # blocked on the next part never find the Space missing; they get the final playlist.
+            self._ended[space_id] = runtime.media
+            while len(self._ended) > ENDED_MEDIA_KEPT:
+                self._ended.popitem(last=False)
+        del self._running[space_id]
         await runtime.director.stop()
         await runtime.ingest.close()
         await runtime.media.stop()
         if runtime.recorder is not None:
             runtime.recorder.close()  # after stop(): the flushed last parts are in
             self._replays.pop(space_id, None)  # built while stopping: may lack the last parts
-        if ended:
-            self._ended[space_id] = runtime.media
-            while len(self._ended) > ENDED_MEDIA_KEPT:
-                self._ended.popitem(last=False)
         log.info("space %s: media stopped%s", space_id, " (ended)" if ended else "")
 
     def _recorder_for(self, space: Space) -> SpaceRecorder | None:

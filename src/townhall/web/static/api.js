@@ -78,74 +78,36 @@ export async function api(path, { method = 'GET', body, keepalive = false, cache
 
 // ------------------------------------------------------------------------------------- identity
 //
-// The session cookie is HttpOnly, so a page cannot see whether it has one, and asking the server
-// (`GET /api/auth/me`) answers 401 when it does not — which browsers log as a console error on
-// every page load of every signed-out listener. So the pages remember what they last learnt in
-// localStorage (a *hint*: id, name, kind, expiry; never the token) and ask the server only when the
-// hint says there is an identity to confirm, or when a page cannot work without one (`probe`).
+// The session cookie is HttpOnly, so a page cannot see whether it has one: it asks the server.
+// `GET /api/auth/me` answers 200 either way ({"signed_in": false} when nobody is signed in), so
+// asking costs a signed-out listener no console error, and the pages keep no copy of who they are.
 
-const HINT_KEY = 'townhall.identity';
-
-/** undefined: never learnt; null: signed out; otherwise {user_id, display_name, kind, expires_at}. */
-function readHint() {
-  try {
-    const raw = localStorage.getItem(HINT_KEY);
-    if (raw === null) return undefined;
-    const hint = JSON.parse(raw);
-    if (hint && typeof hint.expires_at === 'number' && hint.expires_at * 1000 < Date.now()) return null;
-    return hint;
-  } catch {
-    return undefined; // storage blocked: behave as a first visit
-  }
+try {
+  localStorage.removeItem('townhall.identity'); // the hint earlier versions kept: nothing reads it now
+} catch {
+  // storage blocked: nothing was kept either
 }
 
-function remember(identity) {
-  try {
-    const hint = identity
-      ? {
-          user_id: identity.user_id,
-          display_name: identity.display_name,
-          kind: identity.kind,
-          expires_at: identity.expires_at,
-        }
-      : null;
-    localStorage.setItem(HINT_KEY, JSON.stringify(hint));
-  } catch {
-    // storage blocked: the page just asks the server more often
-  }
-  return identity;
-}
-
-/**
- * Who this browser is ({user_id, display_name, kind}), or null when signed out. Without `probe`
- * the server is asked only when this browser is known to have an identity (see above).
- */
-export async function whoAmI({ probe = false } = {}) {
-  const hint = readHint();
-  if (!probe && !hint) return null;
-  try {
-    return remember(await api('/api/auth/me'));
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 401) return remember(null);
-    throw err;
-  }
+/** Who this browser is ({user_id, display_name, kind, expires_at}), or null when signed out. */
+export async function whoAmI() {
+  const me = await api('/api/auth/me');
+  return me && me.signed_in !== false ? me : null;
 }
 
 export async function signUp(username, password, displayName) {
   const body = { username, password, display_name: displayName };
-  return remember(await api('/api/auth/signup', { method: 'POST', body }));
+  return api('/api/auth/signup', { method: 'POST', body });
 }
 
 export async function signIn(username, password) {
-  return remember(await api('/api/auth/signin', { method: 'POST', body: { username, password } }));
+  return api('/api/auth/signin', { method: 'POST', body: { username, password } });
 }
 
 export async function continueAsGuest(displayName) {
-  return remember(await api('/api/auth/guest', { method: 'POST', body: { display_name: displayName } }));
+  return api('/api/auth/guest', { method: 'POST', body: { display_name: displayName } });
 }
 
 export async function signOut() {
-  remember(null);
   await api('/api/auth/signout', { method: 'POST' });
 }
 
@@ -217,8 +179,8 @@ function buildIdentityDialog() {
  * The current identity, or — when there is none — the one the person picks in a small dialog
  * (a guest name, or a link to sign in). Resolves to null when they cancel.
  */
-export async function ensureIdentity(why, { probe = false } = {}) {
-  const current = await whoAmI({ probe });
+export async function ensureIdentity(why) {
+  const current = await whoAmI();
   if (current) return current;
   if (identityDialog === null) identityDialog = buildIdentityDialog();
   const ui = identityDialog;
@@ -272,6 +234,7 @@ const STATE_LABELS = {
   live: 'Live',
   ended: 'Ended',
   cancelled: 'Cancelled',
+  replay: 'Replay',
 };
 
 /** A Space's lifecycle state as people say it. */
@@ -317,6 +280,16 @@ export function el(tag, className = '', text = '') {
   if (className) element.className = className;
   if (text) element.textContent = text;
   return element;
+}
+
+/**
+ * Whether the keyboard focus went nowhere useful: to the page itself, into a closed dialog or onto
+ * something hidden (a disabled button loses it, a closing dialog may leave it behind).
+ */
+export function focusLost() {
+  const active = document.activeElement;
+  if (!active || active === document.body || active === document.documentElement) return true;
+  return active.closest('dialog:not([open])') !== null || active.getClientRects().length === 0;
 }
 
 /** Copies a read-only field's text; where the clipboard is not available, selects it for Ctrl+C. */

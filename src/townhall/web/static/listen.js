@@ -35,6 +35,7 @@ import {
   byId,
   el,
   ensureIdentity,
+  focusLost,
   listenersLabel,
   roleLabel,
   say,
@@ -54,6 +55,9 @@ const PRESENCE_MS = 30000;
 const HAND_POLL_MS = 5000; // only while my hand is up: was it accepted or declined?
 const END_FALLBACK_MS = 40000; // the longest broadcast delay (30 s) and a margin
 const PRESENCE_KEY = 'townhall.presence-key';
+const REPLAY_CHECKS = 20; // after the end, look for the replay this many times…
+const REPLAY_CHECK_MS = 2000; // …this far apart (the recorder closes shortly after the end)
+const SKIP_S = 15;
 const ROLE_PHRASE = { host: 'the host', cohost: 'a co-host', speaker: 'a speaker' };
 
 const REACTIONS = [
@@ -76,8 +80,21 @@ const HLS_CONFIG = {
   maxBufferLength: 10,
 };
 
+// A finished recording is a VOD (whole segments, no parts): low-latency mode stalls on ended
+// playlists (MEDIA-NOTES), and a replay wants a longer buffer to seek around in.
+const REPLAY_CONFIG = {
+  lowLatencyMode: false,
+  maxBufferLength: 30,
+  backBufferLength: 30,
+};
+
 const STATE_TEXT = {
   idle: 'Press Play to listen.',
+  'replay-ready': 'This Space has ended. Listen to the replay.',
+  'replay-loading': 'Loading the replay…',
+  'replay-playing': 'Playing the replay',
+  'replay-paused': 'Replay paused',
+  'replay-ended': 'End of the replay.',
   loading: 'Loading…',
   playing: 'Playing live',
   paused: 'Paused',
@@ -107,6 +124,12 @@ const ui = {
   volume: byId('volume'),
   error: byId('error'),
   audio: byId('player'),
+  replayControls: byId('replay-controls'),
+  seek: byId('seek'),
+  position: byId('position'),
+  duration: byId('duration'),
+  back: byId('back'),
+  forward: byId('forward'),
   interact: byId('interact'),
   reactions: byId('reactions'),
   reactStatus: byId('react-status'),
@@ -159,6 +182,12 @@ const player = {
   analyser: null,
   gain: null,
   spectrum: null,
+  replay: false, // the Space ended and its recording plays as a VOD
+  replayTimer: 0,
+  recorded: null, // whether the Space was recorded (and went on air), once asked
+  replayDuration: 0,
+  startAt: 0, // where the replay starts when first played (a seek before Play)
+  dragging: false, // the position slider is being moved: do not move it under the finger
 };
 
 // ---------------------------------------------------------------------------------------- display
@@ -170,14 +199,18 @@ function setState(state, message = '') {
   if (!message && state === 'playing' && space.state !== 'live') text = 'Playing: waiting for the stage to go live';
   ui.status.textContent = text;
   const over = state === 'ended' || state === 'unavailable';
-  // Nothing left to play (replay comes later): only the status remains.
+  const replaying = state.startsWith('replay-');
+  // Nothing left to play (until a replay turns up): only the status remains.
   ui.play.hidden = over;
   ui.play.disabled = over;
   ui.controls.hidden = over;
-  ui.latency.hidden = over;
-  const playing = state === 'playing' || state === 'loading' || state === 'reconnecting';
-  ui.play.setAttribute('aria-label', playing ? 'Pause' : 'Play');
-  ui.playLabel.textContent = playing ? 'Pause' : 'Play';
+  ui.latency.hidden = over || replaying;
+  ui.live.hidden = replaying;
+  ui.replayControls.hidden = !replaying;
+  const playing = ['playing', 'loading', 'reconnecting', 'replay-playing', 'replay-loading'].includes(state);
+  const idle = replaying ? ['Play the replay', 'Replay'] : ['Play', 'Play'];
+  ui.play.setAttribute('aria-label', playing ? 'Pause' : idle[0]);
+  ui.playLabel.textContent = playing ? 'Pause' : idle[1];
   ui.play.querySelector('.icon').textContent = playing ? '❚❚' : '▶';
   ui.live.disabled = !player.started;
 }
@@ -265,7 +298,8 @@ async function share() {
   const title = space.snapshot ? space.snapshot.space.title : document.title;
   if (navigator.share) {
     try {
-      await navigator.share({ title, text: `Listen to “${title}” live on townhall`, url });
+      const text = player.replay ? `Listen to the replay of “${title}” on townhall` : `Listen to “${title}” live on townhall`;
+      await navigator.share({ title, text, url });
       ui.shareStatus.textContent = 'Shared.';
     } catch (err) {
       if (err.name !== 'AbortError') ui.shareStatus.textContent = `Could not share: ${err.message}`;
@@ -317,6 +351,19 @@ function dominantFrequency() {
   const denominator = a - 2 * b + c;
   const offset = Number.isFinite(denominator) && denominator !== 0 ? (0.5 * (a - c)) / denominator : 0;
   return ((best + offset) * player.audioContext.sampleRate) / player.analyser.fftSize;
+}
+
+/** Strongest level (dBFS per FFT bin) within ±tolerance Hz of `hz` in what the listener hears; null before playing. */
+function levelAt(hz, tolerance = 10) {
+  if (!player.analyser) return null;
+  const bins = player.spectrum;
+  player.analyser.getFloatFrequencyData(bins);
+  const binHz = player.audioContext.sampleRate / player.analyser.fftSize;
+  let best = -Infinity;
+  for (let i = Math.max(1, Math.floor((hz - tolerance) / binHz)); i <= Math.ceil((hz + tolerance) / binHz); i += 1) {
+    if (i < bins.length && bins[i] > best) best = bins[i];
+  }
+  return Number.isFinite(best) ? best : -200;
 }
 
 function setVolume(value) {
@@ -392,6 +439,10 @@ function start() {
 
 async function play() {
   say(ui.error, '');
+  if (player.replay) {
+    await playReplay();
+    return;
+  }
   if (!player.started) {
     if (Hls.isSupported()) ensureAudioGraph(); // must happen inside the click: autoplay rules
     if (!start()) return;
@@ -412,10 +463,11 @@ async function play() {
 
 function pause() {
   ui.audio.pause();
-  setState('paused');
+  setState(player.replay ? 'replay-paused' : 'paused');
 }
 
 function finish() {
+  if (player.replay) return; // the live stream is long gone; the replay has its own end
   clearTimeout(player.retryTimer);
   destroyHls();
   if (player.native) ui.audio.removeAttribute('src');
@@ -424,10 +476,149 @@ function finish() {
   space.over = true;
   stopInteraction();
   setState('ended', space.state === 'cancelled' ? 'This Space was cancelled.' : '');
+  if (space.state !== 'cancelled') findReplay();
+}
+
+// --------------------------------------------------------------------------------------- replay
+
+function spaceViewUrl() {
+  return `/api/spaces/${spaceId}${inviteCode ? `?code=${encodeURIComponent(inviteCode)}` : ''}`;
+}
+
+/**
+ * After the end: a recorded Space that went on air gets a replay at the same playlist URL, a VOD
+ * (`#EXT-X-PLAYLIST-TYPE:VOD`) once the recorder has closed, which takes a moment: look a few times.
+ */
+async function findReplay(attempt = 0) {
+  clearTimeout(player.replayTimer);
+  if (player.replay || !spaceId) return;
+  try {
+    if (player.recorded === null) {
+      const { space: info } = await api(spaceViewUrl());
+      player.recorded = Boolean(info.record && info.started_at);
+    }
+    if (!player.recorded) return; // nothing was recorded: nothing to look for
+    const response = await fetch(`/live/${spaceId}/media.m3u8`, { credentials: 'same-origin' });
+    const text = response.ok ? await response.text() : '';
+    if (text.includes('#EXT-X-PLAYLIST-TYPE:VOD')) {
+      // Its length, before anything plays: the sum of the segments' durations.
+      player.replayDuration = [...text.matchAll(/#EXTINF:([\d.]+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+      offerReplay();
+      return;
+    }
+    if (response.status === 404) return; // recorded, yet nothing was kept
+  } catch {
+    // the API or the origin is busy or away: look again
+  }
+  if (attempt + 1 < REPLAY_CHECKS) player.replayTimer = setTimeout(() => findReplay(attempt + 1), REPLAY_CHECK_MS);
+}
+
+function offerReplay() {
+  player.replay = true;
+  player.started = false;
+  player.lastTime = -1;
+  ui.spaceState.dataset.state = 'replay';
+  ui.spaceState.textContent = stateLabel('replay');
+  setState('replay-ready');
+  showPosition();
+}
+
+function replayDuration() {
+  if (player.replayDuration > 0) return player.replayDuration;
+  return Number.isFinite(ui.audio.duration) ? ui.audio.duration : 0;
+}
+
+function startReplay() {
+  destroyHls();
+  player.started = true;
+  if (Hls.isSupported()) {
+    const hls = new Hls({ ...REPLAY_CONFIG, startPosition: player.startAt });
+    hls.on(Hls.Events.ERROR, onReplayError);
+    hls.on(Hls.Events.LEVEL_LOADED, (_, { details }) => {
+      player.replayDuration = details.totalduration;
+      showPosition();
+    });
+    hls.attachMedia(ui.audio);
+    hls.loadSource(playlistUrl);
+    player.hls = hls;
+    return true;
+  }
+  if (ui.audio.canPlayType('application/vnd.apple.mpegurl')) {
+    player.native = true;
+    ui.audio.src = playlistUrl;
+    if (player.startAt > 0) {
+      ui.audio.addEventListener('loadedmetadata', () => (ui.audio.currentTime = player.startAt), { once: true });
+    }
+    return true;
+  }
+  player.started = false;
+  setState('replay-ready', 'This browser cannot play the replay (no Media Source Extensions, no HLS).');
+  return false;
+}
+
+async function playReplay() {
+  if (!player.started) {
+    if (!startReplay()) return;
+  } else if (player.state === 'replay-ended') {
+    ui.audio.currentTime = 0;
+  }
+  ensureAudioGraph(); // inside the click: autoplay rules
+  setState('replay-loading');
+  try {
+    await ui.audio.play();
+  } catch (err) {
+    if (err.name === 'NotAllowedError') setState('replay-paused', 'Your browser blocked playback: press Play again.');
+  }
+}
+
+function onReplayError(_, data) {
+  if (!data.fatal) return;
+  if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
+    player.hls.recoverMediaError();
+    return;
+  }
+  // The replay does not go away: let the listener try again rather than retrying on their behalf.
+  player.startAt = ui.audio.currentTime;
+  destroyHls();
+  player.started = false;
+  ui.audio.pause();
+  setState('replay-paused', 'The replay could not be loaded. Press Play to try again.');
+}
+
+/** Moves the replay to `seconds` from its start (clamped); before the first Play, that is where it starts. */
+function seekTo(seconds) {
+  const duration = replayDuration();
+  const target = Math.max(0, duration > 0 ? Math.min(seconds, duration - 0.5) : seconds);
+  if (!player.started) {
+    player.startAt = target;
+    showPosition(target);
+    return;
+  }
+  ui.audio.currentTime = target;
+  showPosition(target);
+}
+
+function clock(seconds) {
+  const s = Math.max(0, Math.floor(seconds || 0));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const rest = String(s % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${rest}` : `${m}:${rest}`;
+}
+
+function showPosition(at) {
+  const duration = replayDuration();
+  const current = at ?? (player.dragging ? Number(ui.seek.value) : player.started ? ui.audio.currentTime : player.startAt);
+  ui.seek.max = String(Math.max(1, Math.ceil(duration)));
+  if (!player.dragging) ui.seek.value = String(Math.floor(current));
+  ui.position.textContent = clock(current);
+  ui.duration.textContent = clock(duration);
+  ui.seek.setAttribute('aria-valuetext', `${clock(current)} of ${clock(duration)}`);
 }
 
 /** The snapshot says the Space is over; a playing player may still have the end to play. */
 function spaceIsOver() {
+  if (player.replay) return;
   if (!space.over) {
     space.over = true;
     space.overAt = performance.now();
@@ -492,6 +683,10 @@ function forgiveOldStalls(now) {
 
 /** Twice a second: show latency, notice stalls and the end of an ended playlist. */
 async function tick() {
+  if (player.replay) {
+    if (player.started) showPosition();
+    return;
+  }
   if (!player.started || player.state === 'ended') return;
   const behind = latency();
   ui.latency.textContent = behind === null ? '' : `${behind.toFixed(1)} s behind live`;
@@ -524,7 +719,7 @@ async function tick() {
 
 async function pollSnapshot() {
   clearTimeout(space.pollTimer);
-  if (space.over && (player.state === 'ended' || player.state === 'unavailable')) return;
+  if (player.replay || (space.over && (player.state === 'ended' || player.state === 'unavailable'))) return;
   let wait = SNAPSHOT_MS;
   try {
     const snapshot = await api(snapshotUrl, { cache: 'default' });
@@ -539,7 +734,7 @@ async function pollSnapshot() {
     space.failures += 1;
     wait = Math.max(err.retryAfterSeconds || 0, backoff(space.failures, MAX_BACKOFF_S)) * 1000;
   }
-  if (!(space.over && player.state === 'ended')) space.pollTimer = setTimeout(pollSnapshot, wait);
+  if (!player.replay && !(space.over && player.state === 'ended')) space.pollTimer = setTimeout(pollSnapshot, wait);
 }
 
 function notFound() {
@@ -668,7 +863,8 @@ function showHand(raised, message) {
 }
 
 async function toggleHand() {
-  ui.hand.disabled = true;
+  const focused = document.activeElement === ui.hand;
+  ui.hand.disabled = true; // a disabled button drops the focus: it is given back below
   try {
     if (!(await identity('raise your hand'))) return;
     if (space.hand) {
@@ -684,6 +880,7 @@ async function toggleHand() {
     if (err.code === 'banned') banned();
   } finally {
     ui.hand.disabled = space.banned || space.over;
+    if (focused && focusLost() && !ui.hand.hidden && !ui.hand.disabled) ui.hand.focus();
   }
 }
 
@@ -727,16 +924,28 @@ function wire() {
     if (ui.audio.paused) play();
   });
   ui.volume.addEventListener('input', () => setVolume(Number(ui.volume.value)));
-  ui.audio.addEventListener('playing', () => setState('playing'));
+  ui.audio.addEventListener('playing', () => setState(player.replay ? 'replay-playing' : 'playing'));
   ui.audio.addEventListener('waiting', () => {
     if (player.state === 'playing') setState('loading', 'Buffering…');
+    if (player.state === 'replay-playing') setState('replay-loading', 'Buffering…');
   });
-  ui.audio.addEventListener('ended', finish);
+  ui.audio.addEventListener('ended', () => (player.replay ? setState('replay-ended') : finish()));
+  ui.seek.addEventListener('input', () => {
+    player.dragging = true;
+    showPosition(Number(ui.seek.value));
+  });
+  ui.seek.addEventListener('change', () => {
+    player.dragging = false;
+    seekTo(Number(ui.seek.value));
+  });
+  ui.back.addEventListener('click', () => seekTo((player.started ? ui.audio.currentTime : player.startAt) - SKIP_S));
+  ui.forward.addEventListener('click', () => seekTo((player.started ? ui.audio.currentTime : player.startAt) + SKIP_S));
   ui.hand.addEventListener('click', toggleHand);
   ui.share.addEventListener('click', share);
   // Leaving stops all audio at once and releases the player (and its requests).
   window.addEventListener('pagehide', () => {
     clearTimeout(player.retryTimer);
+    clearTimeout(player.replayTimer);
     destroyHls();
     ui.audio.pause();
     if (player.audioContext) player.audioContext.close().catch(() => {});
@@ -772,9 +981,14 @@ window.townhall = {
   get banned() {
     return space.banned;
   },
+  get replay() {
+    return player.replay;
+  },
+  replayDuration,
   currentTime: () => ui.audio.currentTime,
   latency,
   dominantFrequency,
+  levelAt,
   level: () => {
     const value = levelDbfs();
     return value === -Infinity ? -200 : value; // JSON has no -Infinity
@@ -808,7 +1022,7 @@ async function main() {
   beacon();
   setInterval(beacon, PRESENCE_MS);
   try {
-    space.me = await whoAmI(); // only asks the server when this browser has an identity
+    space.me = await whoAmI();
     showWho();
     if (space.me) await checkHand();
   } catch {

@@ -42,6 +42,7 @@ import {
   copyField,
   el,
   ensureIdentity,
+  focusLost,
   listenersLabel,
   roleLabel,
   say,
@@ -86,6 +87,7 @@ const ui = {
   airDetail: byId('air-detail'),
   role: byId('role'),
   listeners: byId('listeners'),
+  reactions: byId('stage-reactions'),
   title: byId('space-title'),
   announce: byId('announce'),
   gate: byId('gate'),
@@ -362,7 +364,9 @@ function actionButton(label, accessibleName, onClick, className = 'small') {
   button.type = 'button';
   button.setAttribute('aria-label', accessibleName);
   button.addEventListener('click', async () => {
-    button.disabled = true;
+    const focused = document.activeElement === button;
+    const card = button.closest('section');
+    button.disabled = true; // a disabled button drops the focus: it is given back below
     try {
       await onClick();
     } catch (err) {
@@ -370,9 +374,20 @@ function actionButton(label, accessibleName, onClick, className = 'small') {
       else say(ui.rosterStatus, err.message);
     } finally {
       button.disabled = false;
+      if (focused && focusLost()) {
+        // The button is back, or its list was redrawn without it: then its card's heading.
+        const heading = card && card.querySelector('h2');
+        if (button.isConnected) button.focus();
+        else if (heading && !card.hidden) focusHeading(heading);
+      }
     }
   });
   return button;
+}
+
+function focusHeading(heading) {
+  heading.tabIndex = -1; // focusable from script, not a Tab stop
+  heading.focus();
 }
 
 /** Asks a yes/no question in a modal dialog (focus starts on Cancel); resolves to true on yes. */
@@ -538,6 +553,7 @@ function showGate(message, { heading = 'Join the stage', guest = false, signIn =
   // ON AIR / OFF AIR is for the people on stage, and says nothing of a Space the page cannot read.
   ui.air.hidden = !view.space || !view.onStage;
   ui.listeners.hidden = true;
+  ui.reactions.hidden = true;
 }
 
 // ------------------------------------------------------------------------------ the page's model
@@ -792,12 +808,28 @@ async function pollSnapshot() {
     view.speaking = new Set(snapshot.stage.filter((m) => m.speaking).map((m) => m.user_id));
     ui.listeners.hidden = false;
     ui.listeners.textContent = listenersLabel(snapshot.listeners.approx);
+    showReactions(snapshot.reactions);
     renderRoster();
   } catch (err) {
     // Indicators are a nicety: try again at the next round, unless there is nothing to read.
     if (err instanceof ApiError && err.status === 404) return;
   }
   snapshotTimer = setTimeout(pollSnapshot, SNAPSHOT_POLL_MS);
+}
+
+/** What the audience is sending: the recent totals, most frequent first (the listeners' page sends them). */
+function showReactions(reactions) {
+  const totals = Object.entries((reactions && reactions.totals) || {})
+    .map(([emoji, n]) => [emoji, Number(n) || 0])
+    .filter(([, n]) => n > 0)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 5);
+  ui.reactions.hidden = totals.length === 0 || view.over;
+  const text = totals.map(([emoji, n]) => `${emoji} ${n > 999 ? `${Math.round(n / 100) / 10}k` : n}`).join('  ');
+  if (ui.reactions.textContent !== text) ui.reactions.textContent = text;
+  const seconds = reactions && reactions.window_s ? ` in the last ${reactions.window_s} s` : '';
+  ui.reactions.title = `Reactions from the audience${seconds}`;
+  ui.reactions.setAttribute('aria-label', `Audience reactions${seconds}: ${text}`);
 }
 
 // ------------------------------------------------------------------------------------ level meter
@@ -840,6 +872,48 @@ function micLevel() {
   const rms = Math.sqrt(sum / session.samples.length);
   const dbfs = rms > 0 ? 20 * Math.log10(rms) : -Infinity;
   return Math.min(1, Math.max(0, (dbfs + 60) / 60));
+}
+
+// What the stage sends back (the others' mix-minus), analysed for the tests' hooks. Chromium pulls a
+// remote WebRTC stream through Web Audio only while a media element plays it too: #remote does.
+const returned = { context: null, analyser: null, spectrum: null, samples: null };
+
+function analyseReturn(stream) {
+  const Context = window.AudioContext || window.webkitAudioContext;
+  if (!Context) return;
+  if (!returned.context) returned.context = new Context();
+  const analyser = returned.context.createAnalyser();
+  analyser.fftSize = 8192; // ≈ 6 Hz bins at 48 kHz
+  analyser.smoothingTimeConstant = 0.3;
+  returned.context.createMediaStreamSource(stream).connect(analyser); // not to the speakers: #remote plays it
+  Object.assign(returned, {
+    analyser,
+    spectrum: new Float32Array(analyser.frequencyBinCount),
+    samples: new Float32Array(analyser.fftSize),
+  });
+  if (returned.context.state === 'suspended') returned.context.resume().catch(() => {});
+}
+
+/** Strongest level (dBFS per FFT bin) within ±tolerance Hz of `hz` in what the stage returns; null before any. */
+function returnedLevelAt(hz, tolerance = 10) {
+  if (!returned.analyser) return null;
+  returned.analyser.getFloatFrequencyData(returned.spectrum);
+  const binHz = returned.context.sampleRate / returned.analyser.fftSize;
+  let best = -Infinity;
+  for (let i = Math.max(1, Math.floor((hz - tolerance) / binHz)); i <= Math.ceil((hz + tolerance) / binHz); i += 1) {
+    if (i < returned.spectrum.length && returned.spectrum[i] > best) best = returned.spectrum[i];
+  }
+  return Number.isFinite(best) ? best : -200;
+}
+
+/** RMS level of what the stage returns, in dBFS (-200 for digital silence); null before any. */
+function returnedLevel() {
+  if (!returned.analyser) return null;
+  returned.analyser.getFloatTimeDomainData(returned.samples);
+  let sum = 0;
+  for (const sample of returned.samples) sum += sample * sample;
+  const rms = Math.sqrt(sum / returned.samples.length);
+  return rms > 0 ? 20 * Math.log10(rms) : -200;
 }
 
 function micErrorMessage(err) {
@@ -988,7 +1062,9 @@ function retryLater(minimumSeconds = 0) {
 }
 
 function playReturn(event) {
-  ui.remote.srcObject = event.streams[0] || new MediaStream([event.track]);
+  const stream = event.streams[0] || new MediaStream([event.track]);
+  ui.remote.srcObject = stream;
+  analyseReturn(stream);
   ui.remote.play().catch((err) => {
     if (err.name === 'NotAllowedError') showError('Your browser blocked playback of the stage: click anywhere on the page.');
   });
@@ -1140,6 +1216,7 @@ function spaceEnded() {
   clearTimeout(snapshotTimer);
   view.speaking.clear();
   ui.listeners.hidden = true;
+  ui.reactions.hidden = true;
   ui.endConfirm.hidden = true;
   renderRoster();
   renderAir();
@@ -1183,6 +1260,7 @@ async function consoleCall(button, call) {
 async function goLive() {
   const result = await consoleCall(ui.goLive, () => api(spacePath('/go-live'), { method: 'POST' }));
   if (result) applySpace(result.space, result.links);
+  if (focusLost() && !ui.end.hidden) ui.end.focus(); // "Go live" is gone: the next thing a host does
 }
 
 async function openGreenRoom() {
@@ -1191,6 +1269,7 @@ async function openGreenRoom() {
     applySpace(result.space, result.links);
     announce('The green room is open: the stage can talk, listeners hear nothing until you go live.');
   }
+  if (focusLost() && !ui.goLive.hidden) ui.goLive.focus();
 }
 
 async function pinLink(event) {
@@ -1301,6 +1380,13 @@ function wire() {
     ui.end.focus();
   });
   ui.endYes.addEventListener('click', endSpace);
+  // The confirmation is a dialog in all but name: Escape takes it back.
+  ui.endConfirm.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape' && !ui.endConfirm.hidden) {
+      event.preventDefault();
+      ui.endNo.click();
+    }
+  });
   ui.gateGuest.addEventListener('click', () => location.reload());
   // Pasting another invite link into this tab changes only the fragment: start over with it.
   window.addEventListener('hashchange', () => {
@@ -1343,6 +1429,8 @@ window.townhall = {
   stage: () => sortedMembers().map((m) => ({ ...m })),
   hands: () => view.hands.map((h) => ({ ...h })),
   micLevel,
+  returnedLevel,
+  returnedLevelAt,
 };
 
 /** Claims the seat an invite link offers; strips the link from the address either way. */
@@ -1373,9 +1461,9 @@ async function main() {
   ui.gateListen.href = `/s/${spaceId}`;
   const invite = new URLSearchParams(location.hash.slice(1)).get('invite');
   try {
-    // Someone opening an invite link may have no identity yet: ask for a name rather than the
-    // server (a 401 is noise). Everybody else must be signed in to be here: ask the server.
-    view.me = invite ? await ensureIdentity('join the stage') : await whoAmI({ probe: true });
+    // Someone opening an invite link may have no identity yet: they pick a name. Everybody else
+    // must be signed in to be here.
+    view.me = invite ? await ensureIdentity('join the stage') : await whoAmI();
   } catch (err) {
     showGate(err.message);
     return;
