@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from starlette.requests import Request
@@ -14,6 +15,8 @@ from townhall.spaces.model import is_space_id
 WEB_DIR = Path(__file__).parent
 PAGES = WEB_DIR / "pages"
 STATIC = WEB_DIR / "static"
+
+_CLIP_ID = re.compile(r"([a-z0-9]{10})-[a-z0-9]{12}")  # <space id>-<12 random chars>
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -49,10 +52,18 @@ async def stage(request: Request) -> Response:
     return _page("stage.html")
 
 
+async def clip(request: Request) -> Response:
+    match = _CLIP_ID.fullmatch(request.path_params["clip"])
+    if match is None or not is_space_id(match.group(1)):
+        return HTMLResponse("<h1>No such clip</h1>", 404, headers=SECURITY_HEADERS)
+    return _page("clip.html")
+
+
 def routes() -> list[Route | Mount]:
     return [
         Route("/", home),
         Route("/s/{space}", listener),
         Route("/s/{space}/stage", stage),
+        Route("/c/{clip}", clip),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

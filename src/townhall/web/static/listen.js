@@ -33,6 +33,7 @@ import {
   api,
   backoff,
   byId,
+  copyField,
   el,
   ensureIdentity,
   focusLost,
@@ -58,6 +59,8 @@ const PRESENCE_KEY = 'townhall.presence-key';
 const REPLAY_CHECKS = 20; // after the end, look for the replay this many times…
 const REPLAY_CHECK_MS = 2000; // …this far apart (the recorder closes shortly after the end)
 const SKIP_S = 15;
+const BACK_S = 60; // "Back 1 min"
+const DVR_END_S = 1; // this close to the end of the rewind playlist (and stalled, or ended): go live
 const ROLE_PHRASE = { host: 'the host', cohost: 'a co-host', speaker: 'a speaker' };
 
 const REACTIONS = [
@@ -95,6 +98,9 @@ const STATE_TEXT = {
   'replay-playing': 'Playing the replay',
   'replay-paused': 'Replay paused',
   'replay-ended': 'End of the replay.',
+  rewound: 'Rewound',
+  'rewound-loading': 'Loading the earlier audio…',
+  'rewound-paused': 'Rewound · paused',
   loading: 'Loading…',
   playing: 'Playing live',
   paused: 'Paused',
@@ -130,6 +136,18 @@ const ui = {
   duration: byId('duration'),
   back: byId('back'),
   forward: byId('forward'),
+  rewindControls: byId('rewind-controls'),
+  fromStart: byId('from-start'),
+  backMinute: byId('back-minute'),
+  clipControls: byId('clip-controls'),
+  clip: byId('clip'),
+  clipStatus: byId('clip-status'),
+  clipShare: byId('clip-share'),
+  clipLink: byId('clip-link'),
+  clipCopy: byId('clip-copy'),
+  clipSend: byId('clip-send'),
+  clipOpen: byId('clip-open'),
+  clipCopyStatus: byId('clip-copy-status'),
   interact: byId('interact'),
   reactions: byId('reactions'),
   reactStatus: byId('react-status'),
@@ -144,6 +162,7 @@ const ui = {
 
 const spaceId = spaceIdFromPath();
 const playlistUrl = `/live/${spaceId}/index.m3u8`;
+const dvrUrl = `/live/${spaceId}/dvr.m3u8`; // everything recorded so far, a VOD (rebuilt every 10 s)
 const inviteCode = new URLSearchParams(location.search).get('code'); // private Spaces
 const snapshotUrl = `/api/spaces/${spaceId}/snapshot${inviteCode ? `?code=${encodeURIComponent(inviteCode)}` : ''}`;
 
@@ -160,6 +179,7 @@ const space = {
   handTimer: 0,
   onStage: false,
   banned: false,
+  record: undefined, // whether the Space is recorded (rewind and clips), once asked
   settled: false, // my own state is known: changes from now on are news worth announcing
   reactionButtons: new Map(), // emoji → {button, count}
 };
@@ -188,6 +208,9 @@ const player = {
   replayDuration: 0,
   startAt: 0, // where the replay starts when first played (a seek before Play)
   dragging: false, // the position slider is being moved: do not move it under the finger
+  rewound: false, // a live Space played from its recording (DVR), behind live
+  rewindDuration: 0, // length of the rewind playlist as loaded
+  rewinding: false, // a rewind is being set up
 };
 
 // ---------------------------------------------------------------------------------------- display
@@ -200,6 +223,7 @@ function setState(state, message = '') {
   ui.status.textContent = text;
   const over = state === 'ended' || state === 'unavailable';
   const replaying = state.startsWith('replay-');
+  ui.status.classList.toggle('rewound', state.startsWith('rewound'));
   // Nothing left to play (until a replay turns up): only the status remains.
   ui.play.hidden = over;
   ui.play.disabled = over;
@@ -207,12 +231,13 @@ function setState(state, message = '') {
   ui.latency.hidden = over || replaying;
   ui.live.hidden = replaying;
   ui.replayControls.hidden = !replaying;
-  const playing = ['playing', 'loading', 'reconnecting', 'replay-playing', 'replay-loading'].includes(state);
+  const playing = ['playing', 'loading', 'reconnecting', 'replay-playing', 'replay-loading', 'rewound', 'rewound-loading'].includes(state);
   const idle = replaying ? ['Play the replay', 'Replay'] : ['Play', 'Play'];
   ui.play.setAttribute('aria-label', playing ? 'Pause' : idle[0]);
   ui.playLabel.textContent = playing ? 'Pause' : idle[1];
   ui.play.querySelector('.icon').textContent = playing ? '❚❚' : '▶';
   ui.live.disabled = !player.started;
+  showRecordingControls();
 }
 
 /** The Space's state as the badge and the "starting soon" line show it. */
@@ -243,6 +268,7 @@ function showSnapshot(snapshot) {
   showReactionTotals(snapshot.reactions.totals || {});
   if (previous !== info.state && player.state === 'playing') setState('playing'); // "waiting" → "live"
   if (info.state === 'ended' || info.state === 'cancelled') spaceIsOver();
+  showRecordingControls();
 }
 
 function showStage(members, onAir) {
@@ -443,6 +469,12 @@ async function play() {
     await playReplay();
     return;
   }
+  if (player.rewound) {
+    ensureAudioGraph();
+    setState('rewound-loading');
+    ui.audio.play().catch(() => {});
+    return;
+  }
   if (!player.started) {
     if (Hls.isSupported()) ensureAudioGraph(); // must happen inside the click: autoplay rules
     if (!start()) return;
@@ -463,11 +495,12 @@ async function play() {
 
 function pause() {
   ui.audio.pause();
-  setState(player.replay ? 'replay-paused' : 'paused');
+  setState(player.replay ? 'replay-paused' : player.rewound ? 'rewound-paused' : 'paused');
 }
 
 function finish() {
   if (player.replay) return; // the live stream is long gone; the replay has its own end
+  player.rewound = false;
   clearTimeout(player.retryTimer);
   destroyHls();
   if (player.native) ui.audio.removeAttribute('src');
@@ -477,6 +510,184 @@ function finish() {
   stopInteraction();
   setState('ended', space.state === 'cancelled' ? 'This Space was cancelled.' : '');
   if (space.state !== 'cancelled') findReplay();
+}
+
+// ------------------------------------------------------------------------------- rewind (DVR)
+//
+// A live recorded Space can be rewound: the page loads `dvr.m3u8`, everything recorded so far as
+// one VOD playlist (whole segments; the origin rebuilds it at most every 10 s), in hls.js out of
+// low-latency mode, and plays it from the start or from a minute before what the listener heard.
+// Only rewinding listeners load it, once. "Jump to live" (or reaching the playlist's end) goes
+// back to the live playlist in low-latency mode.
+
+/** Whether the Space is recorded: asked once (the snapshot does not say). */
+async function checkRecorded() {
+  if (space.record !== undefined || !spaceId) return;
+  try {
+    const { space: info } = await api(spaceViewUrl());
+    space.record = Boolean(info.record);
+  } catch {
+    // unknown: no rewind or clip buttons (the API may answer on a later look)
+  }
+  showRecordingControls();
+}
+
+function showRecordingControls() {
+  const live = space.state === 'live' && !space.over && !player.replay;
+  ui.rewindControls.hidden = !(space.record && live && Hls.isSupported());
+  ui.clipControls.hidden = !(space.record && (live || player.replay));
+}
+
+async function rewind(fromStart) {
+  if (player.rewinding) return;
+  say(ui.error, '');
+  ensureAudioGraph(); // inside the click: autoplay rules
+  if (player.rewound && player.hls) {
+    // Already behind live: move within the playlist already loaded.
+    ui.audio.currentTime = fromStart ? 0 : Math.max(0, ui.audio.currentTime - BACK_S);
+    if (ui.audio.paused) play();
+    return;
+  }
+  // "Back 1 min" is a minute before what the listener heard, not before the live edge.
+  const behind = player.started && !ui.audio.paused ? latency() || 0 : 0;
+  player.rewinding = true;
+  ui.fromStart.disabled = true;
+  ui.backMinute.disabled = true;
+  try {
+    const response = await fetch(dvrUrl, { credentials: 'same-origin' });
+    if (!response.ok) {
+      say(ui.error, response.status === 404 ? 'Nothing to rewind yet: try again in a moment.' : 'Could not load the earlier audio. Try again.');
+      return;
+    }
+    const text = await response.text();
+    const duration = [...text.matchAll(/#EXTINF:([\d.]+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+    startRewind(fromStart ? 0 : Math.max(0, duration - BACK_S - behind), duration);
+  } catch {
+    say(ui.error, 'Cannot reach the server. Check your connection and try again.');
+  } finally {
+    player.rewinding = false;
+    ui.fromStart.disabled = false;
+    ui.backMinute.disabled = false;
+  }
+}
+
+function startRewind(target, duration) {
+  clearTimeout(player.retryTimer);
+  destroyHls();
+  Object.assign(player, {
+    rewound: true,
+    started: true,
+    endlist: false,
+    rewindDuration: duration,
+    lastTime: -1,
+    lastProgressAt: performance.now(),
+    stallChecked: false,
+  });
+  const hls = new Hls({ ...REPLAY_CONFIG, startPosition: target });
+  hls.on(Hls.Events.ERROR, onRewindError);
+  hls.on(Hls.Events.LEVEL_LOADED, (_, { details }) => {
+    player.rewindDuration = details.totalduration;
+  });
+  hls.attachMedia(ui.audio);
+  hls.loadSource(dvrUrl);
+  player.hls = hls;
+  setState('rewound-loading');
+  ui.latency.textContent = '';
+  announce('Rewound. Press Jump to live to catch up.');
+  ui.audio.play().catch(() => {});
+}
+
+function onRewindError(_, data) {
+  if (!data.fatal) return;
+  if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
+    player.hls.recoverMediaError();
+    return;
+  }
+  say(ui.error, 'The earlier audio could not be loaded: back to live.');
+  backToLive();
+}
+
+/** Leave the rewind for the live playlist (low-latency mode again). */
+function backToLive() {
+  if (!player.rewound) return;
+  player.rewound = false;
+  player.rewindDuration = 0;
+  destroyHls();
+  if (space.over) {
+    finish();
+    return;
+  }
+  Object.assign(player, { lastTime: -1, lastProgressAt: performance.now(), stallChecked: false, endlist: false });
+  createHls();
+  setState('loading');
+  ensureAudioGraph();
+  announce('Back to live.');
+  ui.audio.play().catch(() => {});
+}
+
+/** Twice a second while rewound: where we are, and whether the recorded end was reached. */
+function rewoundTick() {
+  const duration = player.rewindDuration || (Number.isFinite(ui.audio.duration) ? ui.audio.duration : 0);
+  const at = ui.audio.currentTime;
+  ui.latency.textContent = duration > 0 ? `At ${clock(at)} of the ${clock(duration)} recorded so far` : '';
+  if (ui.audio.paused) return;
+  const now = performance.now();
+  if (at !== player.lastTime) {
+    player.lastTime = at;
+    player.lastProgressAt = now;
+    return;
+  }
+  // The end of an ended playlist can stall a hair before its last sample (MSE rounding).
+  if (duration > 0 && at >= duration - DVR_END_S && now - player.lastProgressAt > END_STALL_MS) backToLive();
+}
+
+// ---------------------------------------------------------------------------------------- clips
+
+function clipsUrl() {
+  return `/api/spaces/${spaceId}/clips${inviteCode ? `?code=${encodeURIComponent(inviteCode)}` : ''}`;
+}
+
+async function makeClip() {
+  ui.clip.disabled = true;
+  ui.clipStatus.textContent = '';
+  try {
+    if (!(await identity('make a clip'))) return;
+    ui.clipStatus.textContent = 'Making your clip…';
+    const clip = await api(clipsUrl(), { method: 'POST', body: {} });
+    ui.clipLink.value = `${location.origin}/c/${clip.id}`;
+    ui.clipOpen.href = `/c/${clip.id}`;
+    ui.clipShare.hidden = false;
+    ui.clipCopyStatus.textContent = '';
+    ui.clipStatus.textContent = `Your clip of the last ${Math.round(clip.seconds)} s is ready: share the link.`;
+  } catch (err) {
+    if (err.status === 429) {
+      const wait = Math.ceil(err.retryAfterSeconds || 20);
+      ui.clipStatus.textContent = `You just made a clip. Please wait ${wait} s before making another one.`;
+    } else if (err.code === 'nothing_recorded') {
+      ui.clipStatus.textContent = 'Nothing has been recorded yet: try again in a moment.';
+    } else {
+      ui.clipStatus.textContent = err.message;
+      if (err.status === 401) forgetIdentity();
+    }
+  } finally {
+    ui.clip.disabled = false;
+  }
+}
+
+async function shareClip() {
+  const url = ui.clipLink.value;
+  if (!url) return;
+  if (navigator.share) {
+    try {
+      const title = space.snapshot ? space.snapshot.space.title : 'townhall';
+      await navigator.share({ title, text: `A clip from “${title}” on townhall`, url });
+      ui.clipCopyStatus.textContent = 'Shared.';
+    } catch (err) {
+      if (err.name !== 'AbortError') ui.clipCopyStatus.textContent = `Could not share: ${err.message}`;
+    }
+    return;
+  }
+  await copyField(ui.clipLink, ui.clipCopyStatus);
 }
 
 // --------------------------------------------------------------------------------------- replay
@@ -496,6 +707,7 @@ async function findReplay(attempt = 0) {
     if (player.recorded === null) {
       const { space: info } = await api(spaceViewUrl());
       player.recorded = Boolean(info.record && info.started_at);
+      space.record = Boolean(info.record);
     }
     if (!player.recorded) return; // nothing was recorded: nothing to look for
     const response = await fetch(`/live/${spaceId}/media.m3u8`, { credentials: 'same-origin' });
@@ -685,6 +897,10 @@ function forgiveOldStalls(now) {
 async function tick() {
   if (player.replay) {
     if (player.started) showPosition();
+    return;
+  }
+  if (player.rewound) {
+    rewoundTick();
     return;
   }
   if (!player.started || player.state === 'ended') return;
@@ -920,16 +1136,30 @@ function stopInteraction() {
 function wire() {
   ui.play.addEventListener('click', () => (ui.audio.paused ? play() : pause()));
   ui.live.addEventListener('click', () => {
+    if (player.rewound) {
+      backToLive();
+      return;
+    }
     jumpToLive();
     if (ui.audio.paused) play();
   });
+  ui.fromStart.addEventListener('click', () => rewind(true));
+  ui.backMinute.addEventListener('click', () => rewind(false));
+  ui.clip.addEventListener('click', makeClip);
+  ui.clipCopy.addEventListener('click', () => copyField(ui.clipLink, ui.clipCopyStatus));
+  ui.clipSend.addEventListener('click', shareClip);
   ui.volume.addEventListener('input', () => setVolume(Number(ui.volume.value)));
-  ui.audio.addEventListener('playing', () => setState(player.replay ? 'replay-playing' : 'playing'));
+  ui.audio.addEventListener('playing', () => setState(player.replay ? 'replay-playing' : player.rewound ? 'rewound' : 'playing'));
   ui.audio.addEventListener('waiting', () => {
     if (player.state === 'playing') setState('loading', 'Buffering…');
+    if (player.state === 'rewound') setState('rewound-loading', 'Buffering…');
     if (player.state === 'replay-playing') setState('replay-loading', 'Buffering…');
   });
-  ui.audio.addEventListener('ended', () => (player.replay ? setState('replay-ended') : finish()));
+  ui.audio.addEventListener('ended', () => {
+    if (player.replay) setState('replay-ended');
+    else if (player.rewound) backToLive(); // caught up with what was recorded: on to live
+    else finish();
+  });
   ui.seek.addEventListener('input', () => {
     player.dragging = true;
     showPosition(Number(ui.seek.value));
@@ -984,6 +1214,10 @@ window.townhall = {
   get replay() {
     return player.replay;
   },
+  get rewound() {
+    return player.rewound;
+  },
+  rewindDuration: () => player.rewindDuration,
   replayDuration,
   currentTime: () => ui.audio.currentTime,
   latency,
@@ -1029,6 +1263,7 @@ async function main() {
     // who I am matters only to react or raise a hand: asked again then
   }
   space.settled = true;
+  await checkRecorded();
 }
 
 main();
