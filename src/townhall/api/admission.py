@@ -44,8 +44,8 @@ class AdmissionLimits:
     listener: int = 2_000
     interaction: int = 500
     control: int = 1_000
-    lag_shed_s: float = 0.2  # event-loop lag above which all but the media path is refused
-    lag_shed_media_s: float = 1.0  # … and above which the media path is refused too
+    lag_shed_s: float = 0.5  # sustained event-loop lag above which all but the media path is refused
+    lag_shed_media_s: float = 2.0  # … and above which the media path is refused too
 
     def of(self, kind: RequestClass) -> int:
         limit: int = getattr(self, kind.value)
@@ -100,8 +100,10 @@ async def watch_loop_lag(admission: Admission) -> None:
         start = loop.time()
         await asyncio.sleep(LAG_PROBE_S)
         lag = max(0.0, loop.time() - start - LAG_PROBE_S)
-        # Rise at once, fall gently: shed as soon as the loop is late, resume when it has caught up.
-        admission.lag_s = lag if lag > admission.lag_s else admission.lag_s * 0.7 + lag * 0.3
+        # Smoothed both ways (about a second of probes): one slow tick — a page fault, a garbage
+        # collection, a browser starting on the same machine — must not turn people away; a
+        # loop that stays late does.
+        admission.lag_s = admission.lag_s * 0.8 + lag * 0.2
 
 
 def retry_after(kind: RequestClass) -> str:
