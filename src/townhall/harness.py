@@ -115,11 +115,16 @@ class Server:
     data_dir: Path
 
     def call(self, method: str, path: str, token: str | None = None, json: object = None) -> Any:
-        """One API call; raises with the server's error message unless it succeeded."""
+        """One API call, as a well-behaved client makes it: a 503 or 429 is retried after its
+        Retry-After (a few times at most); any other failure raises with the server's message."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        response = httpx.request(
-            method, f"{self.url}{path}", json=json, headers=headers, timeout=15
-        )
+        for _attempt in range(4):
+            response = httpx.request(
+                method, f"{self.url}{path}", json=json, headers=headers, timeout=15
+            )
+            if response.status_code not in (429, 503):
+                break
+            time.sleep(min(5.0, float(response.headers.get("Retry-After", "1"))))  # as told
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path} failed: {response.status_code} {response.text}")
         return response.json() if response.content else None
