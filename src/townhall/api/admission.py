@@ -44,7 +44,9 @@ class AdmissionLimits:
     listener: int = 2_000
     interaction: int = 500
     control: int = 1_000
-    lag_shed_s: float = 0.5  # sustained event-loop lag above which all but the media path is refused
+    lag_shed_s: float = (
+        0.5  # sustained event-loop lag above which all but the media path is refused
+    )
     lag_shed_media_s: float = 2.0  # … and above which the media path is refused too
 
     def of(self, kind: RequestClass) -> int:
