@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import Proc, Server, wait_until
+from tests.e2e.polling import poll_page
 from tests.e2e.test_audio_path import on_stage
 from tests.e2e.test_browser import CHROMIUM, FLAGS, new_person, screenshots
 
@@ -54,14 +55,7 @@ def ears(page: Page) -> dict[str, Any]:
 
 
 def until(page: Page, what: str, ok: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + DEADLINE_S
-    samples: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        samples.append(ears(page))
-        if ok(samples[-1]):
-            return samples
-        page.wait_for_timeout(200)  # the poll interval; the deadline above bounds the wait
-    raise AssertionError(f"{what}: not within {DEADLINE_S} s; last samples {samples[-6:]}")
+    return poll_page(page, ears, what, ok, DEADLINE_S)
 
 
 def test_an_ended_recorded_space_replays_from_the_start_on_the_listener_page_and_seeks(

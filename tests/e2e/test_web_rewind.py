@@ -19,6 +19,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import Proc, Server, wait_until
+from tests.e2e.polling import poll_page
 from tests.e2e.test_audio_path import on_stage
 from tests.e2e.test_browser import CHROMIUM, FLAGS, new_person, screenshots
 
@@ -61,14 +62,7 @@ def ears(page: Page) -> dict[str, Any]:
 
 
 def until(page: Page, what: str, ok: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + DEADLINE_S
-    samples: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        samples.append(ears(page))
-        if ok(samples[-1]):
-            return samples
-        page.wait_for_timeout(200)  # the poll interval; the deadline above bounds the wait
-    raise AssertionError(f"{what}: not within {DEADLINE_S} s; last samples {samples[-6:]}")
+    return poll_page(page, ears, what, ok, DEADLINE_S)
 
 
 def test_a_listener_rewinds_a_live_space_jumps_back_to_live_and_shares_a_clip(
