@@ -66,7 +66,11 @@ def test_a_recorded_space_killed_mid_stream_is_intact_up_to_the_kill_and_replays
     try:
         space = first.create_space("Recorded", record=True)
         on_stage(speakers(*space.host_bot_args(), "--tone", "440"))
-        time.sleep(6)
+        wait_until(  # about six seconds of talk on record before the kill
+            lambda: sum(r.duration for r in load_runs(data / "recordings" / space.id)) >= 6,
+            30,
+            "six seconds to be recorded",
+        )
         media_url = f"{first.url}/live/{space.id}/media.m3u8"
         heard = last_listed_part(httpx.get(media_url, timeout=10).text)
         killed_at = time.time()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from tests.delivery.test_export import PART_S, best_lag, chirp
 from tests.e2e.test_audio_path import on_stage
 from townhall.delivery.export import recorded_seconds
 from townhall.delivery.recording import load_runs
+from townhall.harness import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,11 @@ def test_a_live_clip_is_that_range_of_the_recording_and_the_host_downloads_all_o
     space = server.create_space("Take-away", record=True)
     sweep = chirp_wav(tmp_path / "sweep.wav", 30)
     on_stage(speakers(*space.host_bot_args(), "--file", str(sweep)))
-    time.sleep(7)
+    wait_until(  # seven seconds of the sweep on record, so the clip's range exists
+        lambda: sum(r.duration for r in load_runs(server.data_dir / "recordings" / space.id)) >= 7,
+        30,
+        "seven seconds to be recorded",
+    )
 
     fan = server.host_identity("Fan")
     clip = server.call("POST", f"/api/spaces/{space.id}/clips", fan, {"start_s": 3, "end_s": 6})
