@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what townhall needs, once: a virtualenv with the pinned Python packages, hls.js for the
 # pages, and (with --test) the Debian packages the test suite drives: ffmpeg, Chromium, redis-server,
-# nginx (the edge-cache test) and a colour emoji font (readable screenshots).
+# nginx (the edge-cache test) and a colour emoji font (readable screenshots); --bench adds what the
+# benchmarks compare and plot with (Icecast, matplotlib, py-spy).
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_test=0 want_bench=0
+case "${1:-}" in
+    --test) want_test=1 ;;
+    --bench) want_test=1 want_bench=1 ;;
+esac
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -49,10 +53,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras=""
 [ $want_test -eq 1 ] && extras="[test]"
-stamp=".venv/.townhall-installed${extras:+-test}"
+[ $want_bench -eq 1 ] && extras="[test,bench]"
+stamp=".venv/.townhall-installed${extras:+-${extras//[^a-z,]/}}"
 fingerprint=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$fingerprint" ]; then
-    say "installing Python packages${extras:+ (with test tools)}"
+    say "installing Python packages${extras:+ with extras $extras}"
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
     .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".${extras}" 2>&1 \
         | grep -v "^WARNING: Location" || true
@@ -73,4 +78,8 @@ fi
 # 3. Test-only system tools: ffmpeg (a listener we did not write) and Chromium (real browser tests).
 if [ $want_test -eq 1 ]; then
     apt_install ffmpeg chromium redis-server nginx-light fonts-noto-color-emoji
+fi
+# 4. Benchmark-only: Icecast 2.4, the established server the listener-density bench compares with.
+if [ $want_bench -eq 1 ]; then
+    apt_install icecast2
 fi

@@ -74,3 +74,32 @@ def test_origin_requests_stay_flat_as_the_audience_grows(server: Server, tmp_pat
         print(f"\nlisteners: (origin requests, edge requests, requests made) = {seen}")
     finally:
         edge.proc.stop()
+
+
+def test_the_edge_answers_anonymous_space_lookups_but_never_identified_ones(
+    server: Server, tmp_path: Path
+) -> None:
+    """A join storm is mostly anonymous pages asking for the Space; someone signed in must always
+    get the origin's own answer for them, never a cached one (nor leave theirs in the cache)."""
+    space = server.create_space("Joinable")
+    edge = start_edge(server.url, tmp_path / "edge")
+    try:
+        url = f"{edge.url}/api/spaces/{space.id}"
+        before = edge.origin_requests()
+        with httpx.Client(timeout=10) as http:
+            anonymous = [http.get(url) for _ in range(30)]
+        assert all(r.status_code == 200 for r in anonymous)
+        assert {r.json()["space"]["title"] for r in anonymous} == {"Joinable"}
+        # Fresh for a second: a slow run may cross a couple of second boundaries, not thirty.
+        assert edge.origin_requests() - before <= 4, edge.access_log.read_text()
+        assert anonymous[-1].headers.get("x-cache-status") in ("HIT", "UPDATING", "STALE")
+
+        before = edge.origin_requests()
+        with httpx.Client(timeout=10) as http:
+            headers = {"Authorization": f"Bearer {space.host_token}"}
+            identified = [http.get(url, headers=headers) for _ in range(5)]
+        assert all(r.status_code == 200 for r in identified)
+        assert all(r.headers.get("x-cache-status") == "BYPASS" for r in identified)
+        assert edge.origin_requests() - before == 5, edge.access_log.read_text()
+    finally:
+        edge.proc.stop()

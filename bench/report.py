@@ -1,0 +1,545 @@
+"""Builds `report.md`, `report.json` and the plots from the figures the benchmarks wrote.
+
+Every budget of the spec gets one row: the figure measured in this run, met or missed, and for a
+miss the reason and the fix as far as the measurements show them. The reasons are written here, by
+people who read the figures; the figures are only ever read from the run's own files, so a rebuilt
+report can never show a number that run did not measure.
+
+    .venv/bin/python -m bench.report [--out bench]     # rebuild from <out>/results/*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+Results = dict[str, Any]
+
+SPEC_LISTENER_KB = 20
+SPEC_JOINS_PER_S = 5000
+SPEC_JOIN_P99_S = 0.250
+FLAT_FACTOR = (
+    1.5  # "constant in audience size": origin req/s at the largest audience ≤ 1.5 × smallest
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One budget of the spec against this run."""
+
+    what: str
+    budget: str
+    figure: str
+    met: bool | None  # None: not measured in this run
+    note: str = ""
+
+    @property
+    def mark(self) -> str:
+        return {True: "met", False: "**missed**", None: "not measured"}[self.met]
+
+
+def _get(data: Any, *path: str | int) -> Any:
+    for key in path:
+        if isinstance(data, dict) and isinstance(key, str):
+            data = data.get(key)
+        elif isinstance(data, list) and isinstance(key, int) and -len(data) <= key < len(data):
+            data = data[key]
+        else:
+            return None
+    return data
+
+
+def _t(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds * 1000:.0f} ms" if abs(seconds) < 1 else f"{seconds:.2f} s"
+
+
+def _pct(share: float | None) -> str:
+    return "–" if share is None else f"{share * 100:.1f} %"
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _latency(r: Results) -> list[Verdict]:
+    s = _get(r, "latency", "summary") or {}
+    p95 = s.get("hlsjs_mouth_to_ear_p95_s")
+    who = "hls.js in Chromium"
+    if p95 is None:
+        p95, who = s.get("python_mouth_to_ear_p95_s"), "Python LL-HLS player"
+    p50 = s.get("hlsjs_mouth_to_ear_p50_s") if who.startswith("hls") else None
+    p50 = p50 if p50 is not None else s.get("python_mouth_to_ear_p50_s")
+    figure = f"p95 {_t(p95)}, p50 {_t(p50)} ({who})"
+    added = s.get("stage_added_p95_s")
+    return [
+        Verdict(
+            "speaker mouth → listener ear (LL-HLS, hls.js low-latency mode)",
+            "p95 ≤ 2.0 s",
+            figure,
+            None if p95 is None else p95 <= 2.0,
+            "",
+        ),
+        Verdict(
+            "… the aim",
+            "≤ 1.2 s",
+            figure,
+            None if p95 is None else p95 <= 1.2,
+            "A listener plays PART-HOLD-BACK (3 parts of 0.32 s = 0.96 s) behind the newest part, "
+            "and a part is published only when its 0.32 s are encoded, so the floor is about "
+            "1.3 s before any network or decoding. Shorter parts lower it but raise the requests "
+            "each listener makes (the real cost of a listener, see density); serving the hinted "
+            "part while it is produced (chunked transfer, as the preload hint allows) would take "
+            "about one part off without more requests.",
+        ),
+        Verdict(
+            "speaker → other speakers, added by the server",
+            "p95 ≤ 150 ms",
+            f"p95 {_t(added)} (via server {_t(s.get('stage_via_server_p95_s'))} − direct "
+            f"peer-to-peer {_t(s.get('stage_direct_p95_s'))})",
+            None if added is None else added <= 0.150,
+            "The server holds each speaker's audio in a jitter buffer before mixing and mixes on a "
+            "20 ms clock, then Opus-encodes each mix-minus; the buffer depth is the largest term. "
+            "An adaptive jitter buffer that shrinks to the measured jitter on loopback/LAN would "
+            "cut it.",
+        ),
+    ]
+
+
+def _stage_cost(r: Results) -> list[Verdict]:
+    s = _get(r, "stage_cost", "summary") or {}
+    share = s.get("full_stage_cpu_core_share")
+    return [
+        Verdict(
+            "a full stage (13 speakers) ingested, mixed, encoded, packaged, mix-minus returned",
+            "≤ 60 % of one core",
+            f"{_pct(share)} of one core (idle Space {_pct(s.get('idle_space_cpu_core_share'))})",
+            None if share is None else share <= 0.60,
+            "Most of it is per-speaker WebRTC work in aiortc (SRTP, Opus decode of every "
+            "speaker, Opus encode of every mix-minus) — see the breakdown.",
+        )
+    ]
+
+
+def _density(r: Results) -> list[Verdict]:
+    s = _get(r, "density", "summary") or {}
+
+    def held(target: str) -> str:
+        n = _get(s, target, "listeners_held")
+        limit = _get(s, target, "limited_by")
+        return f"{_num(n)} ({limit})" if limit else _num(n)
+
+    def ratio_verdict(target: str, label: str, need: float, note: str) -> Verdict:
+        ratio = s.get(f"ratio_{target}_icecast")
+        generator = _get(s, target, "limited_by") == "generator"
+        met = None if ratio is None else ratio >= need
+        if generator and met is False:
+            met = None  # a lower bound that falls short proves nothing either way
+        return Verdict(
+            label,
+            f"≥ {need:g} × Icecast 2.4 on the same core",
+            f"{held(target)} vs Icecast {held('icecast')}: {_num(ratio, 2)} ×",
+            met,
+            note,
+        )
+
+    rss = _get(s, "origin", "rss_per_listener_bytes")
+    return [
+        ratio_verdict(
+            "origin",
+            "listeners held per core, straight from one origin process",
+            0.5,
+            "An LL-HLS listener is a stream of small requests (a blocking playlist reload and a "
+            "part every 0.32 s, about 6 per second) and each costs the Python origin a few hundred "
+            "microseconds; an Icecast listener is one long response the C server writes to. "
+            "Fewer requests per listener (longer parts, or one chunked request per segment) "
+            "is the fix that keeps the latency budget; the edge is the fix that scales.",
+        ),
+        ratio_verdict(
+            "edge",
+            "listeners held per core, origin behind the nginx edge",
+            1.0,
+            "nginx answers the audience from its cache, but each listener still costs it about "
+            "6 requests per second against Icecast's one open response; the same request-rate "
+            "fix applies. proxy_cache_lock waiters also poll for the cached answer every 500 ms.",
+        ),
+        Verdict(
+            "memory per directly served listener",
+            f"≤ {SPEC_LISTENER_KB} KB",
+            "–" if rss is None else f"{rss / 1024:.1f} KB (origin RSS growth ÷ listeners)",
+            None if rss is None else rss <= SPEC_LISTENER_KB * 1024,
+            "Each listener holds two keep-alive connections (the blocking reload and the part), "
+            "each with uvicorn's protocol objects and buffers.",
+        ),
+    ]
+
+
+def _cache_collapse(r: Results) -> list[Verdict]:
+    rows = sorted(_get(r, "cache_collapse", "rows") or [], key=lambda row: row["listeners"])
+    if len(rows) < 2:
+        return [
+            Verdict(
+                "origin requests with an HTTP cache in front",
+                "constant in audience size",
+                "–",
+                None,
+            )
+        ]
+    small, large = rows[0], rows[-1]
+    ratio = large["origin_rps"] / small["origin_rps"] if small["origin_rps"] else None
+    figure = (
+        ", ".join(f"{_num(row['origin_rps'], 1)}/s at {row['listeners']:,}" for row in rows)
+        + f" (edge served {_num(large.get('edge_rps'))}/s at {large['listeners']:,})"
+    )
+    return [
+        Verdict(
+            "origin requests with an HTTP cache in front",
+            "constant in audience size",
+            figure,
+            None if ratio is None else ratio <= FLAT_FACTOR,
+            f"Counted as flat when the largest audience costs the origin ≤ {FLAT_FACTOR} × the "
+            "smallest one's requests.",
+        )
+    ]
+
+
+def _join_storm(r: Results) -> list[Verdict]:
+    rows = _get(r, "join_storm", "rows") or []
+    origin = next((row for row in rows if row.get("target") == "origin"), None)
+    if origin is None:
+        return [
+            Verdict("join storm", f"≥ {SPEC_JOINS_PER_S:,} joins/s per process", "–", None),
+        ]
+    rate, p99 = origin.get("joins_per_s"), origin.get("ttfa_p99_s")
+    polite = {"http_503", "http_429"}
+    kinds = {kind for row in rows for kind in row.get("errors", {})}
+    alive = all(row.get("server_alive_after") for row in rows)
+    impolite = sorted(kinds - polite)
+    return [
+        Verdict(
+            "join storm (everything a listener's page does before it hears audio)",
+            f"≥ {SPEC_JOINS_PER_S:,} joins/s per process, p99 ≤ {_t(SPEC_JOIN_P99_S)}",
+            f"{_num(rate)} joins/s, p99 {_t(p99)} ({origin.get('listeners', 0):,} arriving in 1 s "
+            "at one origin process)",
+            None if rate is None or p99 is None else rate >= SPEC_JOINS_PER_S and p99 <= 0.25,
+            "A join is six requests (Space, snapshot, two playlists, init, first part); the "
+            "origin spends about a millisecond of Python per join request, so one process "
+            "absorbs a few hundred joins a second. Everything a join asks is the same for every "
+            "listener of a Space, so the fix is to let the edge answer all six from its cache "
+            "(today the Space lookup passes through) and to fold the two playlists into one.",
+        ),
+        Verdict(
+            "… beyond capacity",
+            "503/429 + Retry-After, never a crash",
+            f"errors seen: {', '.join(sorted(kinds)) or 'none'}; server alive after: {alive}",
+            alive and not impolite,
+            "" if not impolite else f"Failures other than a polite refusal: {', '.join(impolite)}.",
+        ),
+    ]
+
+
+BUDGETS: tuple[Callable[[Results], list[Verdict]], ...] = (
+    _latency,
+    _stage_cost,
+    _density,
+    _cache_collapse,
+    _join_storm,
+)
+
+
+def verdicts(results: Results) -> list[Verdict]:
+    """Every budget of the spec, in the spec's order, judged on this run's figures."""
+    return [v for judge in BUDGETS for v in judge(results)]
+
+
+def load(out: Path) -> Results:
+    results: Results = {}
+    folder = out / "results"
+    for path in sorted(folder.glob("*.json")):
+        try:
+            results[path.stem] = json.loads(path.read_text())
+        except ValueError:
+            results[path.stem] = {"error": f"{path.name} is not valid JSON"}
+    return results
+
+
+def _machine_lines(runs: Results) -> list[str]:
+    m = runs.get("machine") or {}
+    versions = m.get("versions") or {}
+    memory = m.get("memory_gib")
+    lines = [
+        f"- CPU: {m.get('cpu', '?')}, {m.get('cores', '?')} cores"
+        + (f", {memory:.0f} GiB RAM" if memory else ""),
+        f"- OS: {m.get('os', '?')}, kernel {m.get('kernel', '?')}, Python {m.get('python', '?')}",
+        f"- townhall commit {m.get('townhall_commit', '?')}",
+        "- " + ", ".join(f"{name} {value}" for name, value in versions.items()),
+    ]
+    return lines
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+def _section_latency(r: Results) -> list[str]:
+    s = _get(r, "latency", "summary") or {}
+    rows = [
+        [
+            "mouth → ear, hls.js in Chromium",
+            _t(s.get("hlsjs_mouth_to_ear_p50_s")),
+            _t(s.get("hlsjs_mouth_to_ear_p95_s")),
+        ],
+        [
+            "mouth → ear, Python LL-HLS player (+ PART-HOLD-BACK)",
+            _t(s.get("python_mouth_to_ear_p50_s")),
+            _t(s.get("python_mouth_to_ear_p95_s")),
+        ],
+        [
+            "stage → stage via the server (WebRTC)",
+            _t(s.get("stage_via_server_p50_s")),
+            _t(s.get("stage_via_server_p95_s")),
+        ],
+        [
+            "stage → stage direct, peer to peer (reference)",
+            _t(s.get("stage_direct_p50_s")),
+            _t(s.get("stage_direct_p95_s")),
+        ],
+        [
+            "stage → stage, added by the server",
+            _t(s.get("stage_added_p50_s")),
+            _t(s.get("stage_added_p95_s")),
+        ],
+    ]
+    lines = _table(["path", "p50", "p95"], rows)
+    if s.get("hlsjs_requests_per_s") is not None:
+        lines += ["", f"hls.js made {s['hlsjs_requests_per_s']:.1f} requests/s to the origin."]
+    return lines
+
+
+def _section_stage_cost(r: Results) -> list[str]:
+    rows = _get(r, "stage_cost", "rows") or []
+    categories: list[str] = []
+    for row in rows:
+        for name in row.get("breakdown") or {}:
+            if name not in categories:
+                categories.append(name)
+    table = [
+        [
+            str(row.get("speakers")),
+            _pct(row.get("cpu_core_share")),
+            f"{row.get('rss_mb', 0):.0f} MB",
+            *[_pct((row.get("breakdown") or {}).get(name)) for name in categories],
+        ]
+        for row in rows
+    ]
+    return _table(["speakers", "server CPU", "RSS", *categories], table)
+
+
+def _section_density(r: Results) -> list[str]:
+    s = _get(r, "density", "summary") or {}
+    rows = []
+    for target in ("origin", "edge", "icecast"):
+        t = s.get(target) or {}
+        rss = t.get("rss_per_listener_bytes")
+        rows.append(
+            [
+                target,
+                _num(t.get("listeners_held")),
+                str(t.get("limited_by", "–")),
+                "–"
+                if t.get("cpu_per_listener") is None
+                else f"{t['cpu_per_listener'] * 1e6:.0f} µs/s",
+                "–" if rss is None else f"{rss / 1024:.1f} KB",
+                _num(t.get("requests_per_s_per_listener"), 1),
+            ]
+        )
+    table = _table(
+        [
+            "server",
+            "listeners held (one core)",
+            "stopped by",
+            "CPU per listener",
+            "memory per listener",
+            "requests/s per listener",
+        ],
+        rows,
+    )
+    return [
+        *table,
+        "",
+        f"Ratios: origin / Icecast {_num(s.get('ratio_origin_icecast'), 2)} ×, "
+        f"edge / Icecast {_num(s.get('ratio_edge_icecast'), 2)} ×. "
+        "CPU per listener is the server's core time per second of listening.",
+    ]
+
+
+def _section_cache(r: Results) -> list[str]:
+    rows = sorted(_get(r, "cache_collapse", "rows") or [], key=lambda row: row["listeners"])
+    return _table(
+        [
+            "listeners",
+            "edge req/s (expected)",
+            "origin req/s",
+            "origin req per part",
+            "hit ratio",
+            "stalls",
+            "lateness p95",
+            "generator CPU",
+        ],
+        [
+            [
+                f"{row['listeners']:,}",
+                f"{_num(row.get('edge_rps'))} ({_num(row.get('expected_edge_rps'))})",
+                _num(row.get("origin_rps"), 1),
+                _num(row.get("origin_requests_per_part"), 2),
+                _pct(row.get("hit_ratio")),
+                _num(row.get("stalls")),
+                _t(row.get("lateness_p95_s")),
+                _pct(row.get("generator_cpu_share")),
+            ]
+            for row in rows
+        ],
+    )
+
+
+def _section_join(r: Results) -> list[str]:
+    rows = _get(r, "join_storm", "rows") or []
+
+    def existing(row: dict[str, Any], when: str) -> str:
+        window = _get(row, "existing", when) or {}
+        return f"{window.get('stalls', '–')} stalls, p95 late {_t(window.get('lateness_p95_s'))}"
+
+    return _table(
+        [
+            "target",
+            "arriving in 1 s",
+            "joined",
+            "joins/s",
+            "first audio p50",
+            "p99",
+            "errors",
+            "existing listeners before",
+            "during",
+        ],
+        [
+            [
+                str(row.get("target")),
+                _num(row.get("listeners")),
+                _num(row.get("joined")),
+                _num(row.get("joins_per_s")),
+                _t(row.get("ttfa_p50_s")),
+                _t(row.get("ttfa_p99_s")),
+                ", ".join(f"{k} {v}" for k, v in (row.get("errors") or {}).items()) or "none",
+                existing(row, "before"),
+                existing(row, "during"),
+            ]
+            for row in rows
+        ],
+    )
+
+
+SECTIONS: tuple[tuple[str, str, Callable[[Results], list[str]], str], ...] = (
+    ("latency", "Glass-to-glass latency", _section_latency, "latency.png"),
+    ("stage_cost", "Stage cost", _section_stage_cost, "stage_cost.png"),
+    (
+        "density",
+        "Listener density: townhall vs nginx edge vs Icecast",
+        _section_density,
+        "density.png",
+    ),
+    ("cache_collapse", "Cache collapse behind the edge", _section_cache, "cache_collapse.png"),
+    ("join_storm", "Join storm", _section_join, "join_storm.png"),
+)
+
+
+def render(results: Results, runs: Results, made: list[str]) -> str:
+    """The report as Markdown."""
+    status = {run["name"]: run for run in runs.get("runs", [])}
+    lines = [
+        "# townhall benchmarks",
+        "",
+        f"Measured {runs.get('finished', '?')} by `{runs.get('command', 'scripts/bench.sh')}` "
+        f"in {runs.get('wall_s', 0) / 60:.1f} minutes. Every figure below comes from that one run; "
+        "the raw figures are in `report.json` and `results/`.",
+        "",
+        "## Machine",
+        "",
+        *_machine_lines(runs),
+        "",
+        "## Budgets (from the spec)",
+        "",
+    ]
+    judged = verdicts(results)
+    lines += _table(
+        ["what", "budget", "measured", "verdict"],
+        [[v.what, v.budget, v.figure, v.mark] for v in judged],
+    )
+    missed = [v for v in judged if v.met is False]
+    if missed:
+        lines += ["", "### Why the missed budgets are missed, and what would fix them", ""]
+        lines += [f"- **{v.what}** ({v.budget}; measured {v.figure}): {v.note}" for v in missed]
+    for name, title, section, plot in SECTIONS:
+        lines += ["", f"## {title}", ""]
+        run = status.get(name)
+        if run is None:
+            lines += ["Not run in this report."]
+            continue
+        if run["status"] != "ok":
+            lines += [
+                f"**This benchmark did not finish: {run['status']}.** See `results/{name}.txt`.",
+                "",
+            ]
+        if name in results:
+            lines += section(results)
+        if plot in made:
+            lines += ["", f"![{title}](plots/{plot})"]
+        notes = _get(results, name, "notes")
+        if notes:
+            lines += ["", f"Method: {notes}"]
+        lines += [
+            "",
+            f"Ran `python -m bench.{name} {' '.join(run['args'])}` in {run['wall_s']:.0f} s; "
+            f"its printed tables: `results/{name}.txt`.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def build(out: Path) -> None:
+    """Write report.md, report.json and plots/ under `out` from `out/results/`."""
+    from bench import plots  # matplotlib comes with the bench extra; the verdicts need none of it
+
+    results = load(out)
+    runs = results.pop("runs", {})
+    made = plots.draw(results, out / "plots")
+    (out / "report.md").write_text(render(results, runs, made))
+    (out / "report.json").write_text(
+        json.dumps(
+            {
+                "run": runs,
+                "budgets": [asdict(v) | {"verdict": v.mark} for v in verdicts(results)],
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent))
+    args = parser.parse_args()
+    build(Path(args.out))
+    print(f"wrote {Path(args.out) / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The benchmark report judges each budget of the spec from the run's figures, and only those."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.report import Verdict, load, render, verdicts
+
+
+def by_what(results: dict[str, Any]) -> dict[str, Verdict]:
+    return {v.what: v for v in verdicts(results)}
+
+
+def test_nothing_measured_is_never_met_or_missed() -> None:
+    judged = verdicts({})
+    assert judged, "every budget has a row even when nothing ran"
+    assert all(v.met is None and v.mark == "not measured" for v in judged)
+
+
+def test_latency_prefers_the_browser_and_judges_budget_and_aim_apart() -> None:
+    results = {
+        "latency": {
+            "summary": {
+                "hlsjs_mouth_to_ear_p95_s": 1.5,
+                "hlsjs_mouth_to_ear_p50_s": 1.3,
+                "python_mouth_to_ear_p95_s": 0.9,
+                "stage_added_p95_s": 0.151,
+            }
+        }
+    }
+    judged = by_what(results)
+    ear = judged["speaker mouth → listener ear (LL-HLS, hls.js low-latency mode)"]
+    assert ear.met is True
+    assert "1.50 s" in ear.figure
+    assert "hls.js" in ear.figure
+    assert judged["… the aim"].met is False
+    assert judged["speaker → other speakers, added by the server"].met is False
+
+
+def test_a_generator_bound_shortfall_is_not_called_a_miss() -> None:
+    summary = {
+        "origin": {"listeners_held": 300, "limited_by": "stall", "rss_per_listener_bytes": 30_000},
+        "edge": {"listeners_held": 2000, "limited_by": "generator"},
+        "icecast": {"listeners_held": 4000, "limited_by": "generator"},
+        "ratio_origin_icecast": 0.075,
+        "ratio_edge_icecast": 0.5,
+    }
+    judged = by_what({"density": {"summary": summary}})
+    assert judged["listeners held per core, straight from one origin process"].met is False
+    assert judged["listeners held per core, origin behind the nginx edge"].met is None
+    memory = judged["memory per directly served listener"]
+    assert memory.met is False
+    assert "29.3 KB" in memory.figure
+
+
+def test_cache_collapse_is_flat_only_within_the_factor() -> None:
+    def rows(large: float) -> dict[str, Any]:
+        return {
+            "cache_collapse": {
+                "rows": [
+                    {"listeners": 10_000, "origin_rps": large, "edge_rps": 60_000},
+                    {"listeners": 100, "origin_rps": 10.0, "edge_rps": 600},
+                ]
+            }
+        }
+
+    what = "origin requests with an HTTP cache in front"
+    assert by_what(rows(12.0))[what].met is True
+    assert by_what(rows(40.0))[what].met is False
+
+
+def test_join_storm_overload_must_be_polite_and_survived() -> None:
+    def storm(errors: dict[str, int], alive: bool) -> dict[str, Any]:
+        row = {
+            "target": "origin",
+            "listeners": 5000,
+            "joins_per_s": 6000,
+            "ttfa_p99_s": 0.2,
+            "errors": errors,
+            "server_alive_after": alive,
+        }
+        return {"join_storm": {"rows": [row]}}
+
+    assert (
+        by_what(storm({"http_503": 10}, True))[
+            "join storm (everything a listener's page does before it hears audio)"
+        ].met
+        is True
+    )
+    assert by_what(storm({"http_503": 10}, True))["… beyond capacity"].met is True
+    assert by_what(storm({"timeout": 1}, True))["… beyond capacity"].met is False
+    assert by_what(storm({}, False))["… beyond capacity"].met is False
+
+
+def test_report_names_a_benchmark_that_did_not_finish(tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "latency.json").write_text("{not json")
+    results = load(tmp_path)
+    runs = {"runs": [{"name": "latency", "status": "exit 1", "args": [], "wall_s": 3.0}]}
+    text = render(results, runs, made=[])
+    assert "did not finish: exit 1" in text
+    assert "not measured" in text
+    assert json.dumps(results)  # what it loaded can be written back out
