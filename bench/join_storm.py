@@ -34,7 +34,7 @@ from typing import Any
 
 from bench.http11 import Client, HTTPFailure
 from bench.llhls import PlayerStats, parse_playlist, percentile, run_listener
-from townhall.harness import cpu_seconds, start_edge, start_server
+from townhall.harness import cpu_seconds, start_edge, start_server, wait_until
 
 BUDGET_JOINS_PER_S = 5000
 BUDGET_P99 = 0.250
@@ -257,9 +257,32 @@ def _settle(media_url: str, quick: float = 0.2, limit: float = 60.0) -> float:
         else:
             if time.monotonic() - asked < quick:
                 break
-        time.sleep(0.5)
-    time.sleep(2)  # and a few more parts for the next target's existing listeners
+        time.sleep(0.5)  # poll interval
+    _wait_for_parts(media_url, 3)  # and a few more parts for the next target's existing listeners
     return time.monotonic() - began
+
+
+def _wait_for_parts(media_url: str, count: int, limit: float = 30.0) -> None:
+    """Wait (bounded) until the live playlist lists `count` more parts than it does now."""
+
+    def parts() -> int:
+        try:
+            playlist = asyncio.run(_probe(media_url))
+        except (HTTPFailure, ValueError):
+            return -1
+        return playlist.media_sequence * 1000 + len(playlist.parts)  # grows with every part
+
+    start = parts()
+    published = 0
+
+    def advanced() -> bool:
+        nonlocal published, start
+        now = parts()
+        if now > start:
+            published, start = published + 1, now
+        return published >= count
+
+    wait_until(advanced, limit, f"{count} parts to be published", interval=0.1)
 
 
 async def _probe(media_url: str) -> Any:
@@ -278,7 +301,7 @@ def run(listeners: int, procs: int, existing: int, targets: list[str]) -> dict[s
         try:
             space = server.create_space("Join storm")
             edge = start_edge(server.url, Path(tmp) / "edge")
-            time.sleep(2)  # a few parts in the playlist
+            _wait_for_parts(f"{server.url}/live/{space.id}/media.m3u8", 3)
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(procs + 1) as pool:
                 for target in targets:
