@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import random
 import re
 import statistics
@@ -71,8 +72,14 @@ class Playlist:
     hint: PartRef | None  # the preload-hinted part (duration = PART-TARGET, an estimate)
 
 
+@functools.lru_cache(maxsize=64)
 def parse_playlist(text: str, url: str) -> Playlist:
-    """The parts of a live LL-HLS media playlist with their media times (needs a PDT)."""
+    """The parts of a live LL-HLS media playlist with their media times (needs a PDT).
+
+    Memoised per process on (text, url): a thousand listeners in one load generator receive the
+    same few playlist versions, and parsing each once instead of once per listener is what lets
+    one generator core keep thousands of players at the live edge. The result is shared: callers
+    must not change it."""
     media_sequence = 0
     init_uri = ""
     part_target = 0.0
@@ -265,8 +272,9 @@ async def _play(
         assert isinstance(text, bytes)
         playlist = parse_playlist(text.decode(), media_url)
         # The reload lists the part with its real duration and start: measure against that.
-        listed = next(
-            (p for p in playlist.parts if (p.msn, p.index) == (hint.msn, hint.index)), hint
+        listed = next(  # the hinted part is at the end of the list: search from there
+            (p for p in reversed(playlist.parts) if (p.msn, p.index) == (hint.msn, hint.index)),
+            hint,
         )
         await arrived(listed, data)
 

@@ -41,8 +41,8 @@ class Module:
 SUITE: tuple[Module, ...] = (
     Module("latency", ("--seconds", "40"), ("--seconds", "10"), 300),
     Module("stage_cost", (), ("--seconds", "4", "--counts", "1,5"), 300),
-    Module("density", (), ("--max-listeners", "200", "--hold", "4"), 600),
-    Module("cache_collapse", (), ("--scales", "100,400", "--window", "6"), 300),
+    Module("density", (), ("--max-listeners", "200", "--hold", "4"), 720),
+    Module("cache_collapse", (), ("--scales", "100,400", "--window", "6"), 420),
     Module(
         "join_storm",
         ("--listeners", "2000", "--existing", "50"),

@@ -233,9 +233,18 @@ class Edge:
         return len(self.access_log.read_text().splitlines()) if self.access_log.exists() else 0
 
 
-def start_edge(origin_url: str, tmp: Path) -> Edge:
+def start_edge(
+    origin_url: str,
+    tmp: Path,
+    *,
+    worker_connections: int = 4096,
+    worker_rlimit_nofile: int | None = None,
+) -> Edge:
     """Run nginx in the foreground with deploy/nginx/townhall.conf, rewritten for `origin_url`,
-    a free loopback port and a cache under `tmp`."""
+    a free loopback port and a cache under `tmp`.
+
+    Capacity benches hold many thousand listeners (two connections each) on one worker: they raise
+    `worker_connections` and the worker's open-files limit (`worker_rlimit_nofile`)."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     origin = origin_url.removeprefix("http://")
@@ -245,13 +254,14 @@ def start_edge(origin_url: str, tmp: Path) -> Edge:
     site = site.replace("listen 127.0.0.1:8081;", f"listen 127.0.0.1:{port};")
     (tmp / "townhall.conf").write_text(site)
     access_log = tmp / "access.log"
+    rlimit = f"worker_rlimit_nofile {worker_rlimit_nofile};\n" if worker_rlimit_nofile else ""
     (tmp / "nginx.conf").write_text(
         f"""daemon off;
 worker_processes 1;
 user root;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
+{rlimit}events {{ worker_connections {worker_connections}; }}
 http {{
     log_format edge '$upstream_addr $upstream_cache_status $status $request_uri';
     access_log {access_log} edge;
