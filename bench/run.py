@@ -45,7 +45,7 @@ SUITE: tuple[Module, ...] = (
     Module("cache_collapse", (), ("--scales", "100,400", "--window", "6"), 420),
     Module(
         "join_storm",
-        ("--listeners", "2000", "--existing", "50"),
+        ("--listeners", "5000", "--existing", "50"),
         ("--listeners", "200", "--existing", "10"),
         300,
     ),
