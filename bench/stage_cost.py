@@ -236,7 +236,7 @@ def notes(rows: list[dict[str, Any]], seconds: float, profile_error: str) -> str
         "(py-spy --native would need to pause the server at every sample, so it is not used); "
         "PyAV's fMP4 muxing inside the AAC encoder counts as encode; 'other' is the asyncio loop, "
         "the media clock's scheduling, thread hand-offs, the control plane, database and GC. "
-        "Error terms: the two windows differ by load noise (other agents share this 2-core "
+        "Error terms: the two windows differ by load noise (the bots share this 2-core "
         "machine); py-spy does not pause the server but used up to "
         f"{pyspy_cpu * 100:.0f}% of a core itself beside it (compare cpu_core_share_profiled); "
         f"{errors} samples failed to read in total; a thread's samples count the time it was "

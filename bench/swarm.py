@@ -71,8 +71,8 @@ def raise_nofile() -> int:
 
 def listener_cap(processes: int = 1) -> int:
     """How many LL-HLS listeners the open-files hard limit allows when each of `processes` holds
-    two connections per listener it serves (a margin is kept for everything else). nginx, run as
-    root, raises its own limit (worker_rlimit_nofile) past the hard limit."""
+    two connections per listener it serves (a margin is kept for everything else). nginx cannot
+    raise its limit past the hard limit either: `live_space` gives it more workers instead."""
     return (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 1000) // 2 * processes
 
 
@@ -525,11 +525,17 @@ def live_space(
         front = None
         if edge:
             with affinity(server_cpus):
+                # One worker may hold no more files than the hard limit (it cannot raise that
+                # here): enough workers that each one's share of connections, plus cache files
+                # and upstream connections, fits under it.
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                workers = -(-(edge_connections + 1024) // hard)
                 front = start_edge(
                     server.url,
                     tmp / "edge",
+                    workers=workers,
                     worker_connections=edge_connections,
-                    worker_rlimit_nofile=edge_connections + 1024,
+                    worker_rlimit_nofile=min(hard, edge_connections // workers + 1024),
                 )
             started.append(front.proc)
         if server_cpus is not None:

@@ -237,6 +237,7 @@ def start_edge(
     origin_url: str,
     tmp: Path,
     *,
+    workers: int = 1,
     worker_connections: int = 4096,
     worker_rlimit_nofile: int | None = None,
 ) -> Edge:
@@ -244,7 +245,8 @@ def start_edge(
     a free loopback port and a cache under `tmp`.
 
     Capacity benches hold many thousand listeners (two connections each) on one worker: they raise
-    `worker_connections` and the worker's open-files limit (`worker_rlimit_nofile`)."""
+    `worker_connections` and the worker's open-files limit (`worker_rlimit_nofile`), and spread
+    them over several `workers` when one worker would need more files than the hard limit allows."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     origin = origin_url.removeprefix("http://")
@@ -257,7 +259,7 @@ def start_edge(
     rlimit = f"worker_rlimit_nofile {worker_rlimit_nofile};\n" if worker_rlimit_nofile else ""
     (tmp / "nginx.conf").write_text(
         f"""daemon off;
-worker_processes 1;
+worker_processes {workers};
 user root;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
