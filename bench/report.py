@@ -246,7 +246,15 @@ def _join_storm(r: Results) -> list[Verdict]:
             "503/429 + Retry-After, never a crash",
             f"errors seen: {', '.join(sorted(kinds)) or 'none'}; server alive after: {alive}",
             alive and not impolite,
-            "" if not impolite else f"Failures other than a polite refusal: {', '.join(impolite)}.",
+            ""
+            if not impolite
+            else f"Failures other than a polite refusal: {', '.join(impolite)}. The origin's "
+            "event loop is the bottleneck: with thousands of new connections in a second it "
+            "spends its core accepting and parsing them, so some wait longer than the client's "
+            "10 s for even a 503. Refusing before parsing (a cap on open connections answered "
+            "with 503 + Retry-After by the HTTP layer, and a short accept backlog) would make "
+            "every refusal prompt; behind the edge the same storm is answered from the cache "
+            "(see the table).",
         ),
     ]
 
