@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
@@ -199,7 +200,7 @@ def create_engine(url: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -
             # WAL: readers never block the writer nor it them; it is a property of the file and
             # sticks. NORMAL sync is safe with WAL (no corruption; a power cut may lose the last
             # commits, a process crash loses nothing).
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(cursor, busy_timeout_s)
             cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()
@@ -207,6 +208,20 @@ def create_engine(url: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -
     sa.event.listen(engine.sync_engine, "connect", on_connect)
     sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine
+
+
+def _switch_to_wal(cursor: Any, within_s: float) -> None:
+    """Switching a new file to WAL needs it to itself, and SQLite answers "database is locked" at
+    once (no busy handler) while a second process opens it too: retry, bounded by the timeout."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)  # a retry interval on a connecting thread, not synchronisation
 
 
 def _sqlite_begin(connection: Connection) -> None:
