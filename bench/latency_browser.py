@@ -31,7 +31,8 @@ from playwright.async_api import (
     async_playwright,
 )
 
-CHROMIUM = Path("/usr/lib/chromium/chromium")  # Debian's build; the /usr/bin wrapper prints noise
+from townhall.harness import CHROMIUM
+
 # Playwright already adds --headless, --mute-audio, --no-sandbox, --no-first-run and keeps Chromium
 # off the network (--disable-background-networking, --disable-component-update). On top of that: no
 # GPU here, and autoplay allowed, as the page's retries call play() from timers, not from a click.

@@ -40,6 +40,7 @@ from townhall.harness import (
     rss_bytes,
     start_server,
     start_speaker,
+    wait_connected,
     wait_until,
 )
 
@@ -96,13 +97,7 @@ def start_stage(server: Server, space: HostedSpace, count: int) -> list[Proc]:
         where = space.host_bot_args() if i == 0 else [server.invite(space, role)]
         bots.append(start_speaker(*where, "--tone", str(300 + 40 * i)))
     for bot in bots:
-        wait_until(
-            lambda b=bot: b.saw("connected") or b.popen.poll() is not None,  # type: ignore[misc]
-            SETTLE_TIMEOUT,
-            "a bot to connect",
-        )
-        if bot.popen.poll() is not None:
-            raise RuntimeError(f"speaker bot failed:\n{bot.output()}")
+        wait_connected(bot, SETTLE_TIMEOUT)
     # Settled when every bot's tone comes out of its jitter buffer into the mix (so the decoders,
     # jitter buffers and all the mix-minus encoders are running), not after a fixed sleep.
     wait_until(

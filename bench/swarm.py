@@ -54,6 +54,7 @@ from townhall.harness import (
     start_edge,
     start_server,
     start_speaker,
+    wait_connected,
     wait_until,
 )
 
@@ -517,11 +518,7 @@ def live_space(
         with affinity(bot_cpus):
             bot = start_speaker(*space.host_bot_args(), "--tone", "440")
         started.append(bot)
-        wait_until(
-            lambda: bot.saw("connected") or bot.popen.poll() is not None, 60, "the bot to connect"
-        )
-        if bot.popen.poll() is not None:
-            raise RuntimeError(f"speaker bot failed:\n{bot.output()}")
+        wait_connected(bot)
         front = None
         if edge:
             with affinity(server_cpus):

@@ -198,6 +198,17 @@ def start_speaker(stage_url: str, *extra: str) -> Proc:
     return spawn([sys.executable, "-m", "townhall", "speak", stage_url, *extra])
 
 
+def wait_connected(bot: Proc, timeout: float = 60) -> None:
+    """Wait until a speaker bot says it is on stage; fail with its output if it exits first."""
+    wait_until(
+        lambda: bot.saw("connected") or bot.popen.poll() is not None,
+        timeout,
+        "a speaker bot to connect",
+    )
+    if bot.popen.poll() is not None:
+        raise RuntimeError(f"speaker bot exited:\n{bot.output()}")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -212,6 +223,7 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+CHROMIUM = Path("/usr/lib/chromium/chromium")  # Debian's build; the /usr/bin wrapper prints noise
 EDGE_CONFIG = REPO / "deploy" / "nginx" / "townhall.conf"
 NGINX = "/usr/sbin/nginx"
 

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from tests.audio_analysis import decode_mono, rms_dbfs, tone_strength
-from tests.conftest import Proc, Server, wait_until
+from tests.conftest import Proc, Server
+from townhall.harness import wait_connected
 
 pytestmark = pytest.mark.e2e
 
@@ -60,10 +61,7 @@ def listen_with_ffmpeg(playlist_url: str, out: Path, seconds: float) -> Path:
 
 
 def on_stage(proc: Proc) -> None:
-    wait_until(
-        lambda: proc.saw("connected") or proc.popen.poll() is not None, 30, "the speaker to connect"
-    )
-    assert proc.popen.poll() is None, f"speaker exited:\n{proc.output()}"
+    wait_connected(proc, 30)
 
 
 def test_a_listener_hears_the_speakers_tone(

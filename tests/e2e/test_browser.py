@@ -29,8 +29,7 @@ from playwright.sync_api import (
 
 from tests.audio_analysis import tone_wav
 from tests.conftest import ARTIFACTS, Server
-
-CHROMIUM = Path("/usr/lib/chromium/chromium")  # Debian's build; the /usr/bin wrapper prints noise
+from townhall.harness import CHROMIUM
 
 pytestmark = [
     pytest.mark.e2e,
