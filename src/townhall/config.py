@@ -12,6 +12,8 @@ import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from townhall.spaces.lifecycle import DEFAULT_HOST_ABSENT_LIMIT_S
+
 
 class ConfigError(ValueError):
     """An option has a value that cannot be used; the message names the option."""
@@ -66,12 +68,31 @@ class Config:
     inflight_listener: int = 2_000
     inflight_interaction: int = 500
     inflight_control: int = 1_000
-    max_live_spaces: int = 50  # per process: each live Space costs a media clock and encoders
-    empty_stage_end_s: int = 900  # a Space whose stage stays empty this long ends by itself
+    max_live_spaces: int = 50  # per media node: each open Space costs a media clock and encoders
+    # What this process does: "all" (one box: API and media), "api" (never runs media) or "media"
+    # (runs the Spaces placed on it; answers API requests too).
+    role: str = "all"
+    # Where the other nodes reach this one (relayed /live and /rtc requests); derived from
+    # host:port when empty, which suits one machine; set it when nodes run on several machines.
+    node_url: str = ""
+    # A Space whose host stays off its stage this long ends by itself (lifecycle owns the rule).
+    empty_stage_end_s: int = int(DEFAULT_HOST_ABSENT_LIMIT_S)
     # Days a recording (and its clips) is kept after its Space ended; 0 keeps it forever. An
     # expired recording is deleted and its replay, download and clips answer 410.
     recording_retention_days: int = 30
     media: MediaConfig = field(default_factory=MediaConfig)
+
+    @property
+    def runs_media(self) -> bool:
+        return self.role in ("all", "media")
+
+    @property
+    def internal_url(self) -> str:
+        if self.node_url:
+            return self.node_url.rstrip("/")
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -92,6 +113,16 @@ def _int(env: dict[str, str], name: str, default: int, *, low: int, high: int) -
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+ROLES = ("all", "api", "media")
+
+
+def _role(raw: str) -> str:
+    role = raw.strip().lower() or Config.role
+    if role not in ROLES:
+        raise ConfigError(f"TOWNHALL_ROLE must be one of {', '.join(ROLES)}, got {raw!r}")
+    return role
 
 
 def parse_ice_servers(raw: str) -> tuple[IceServer, ...]:
@@ -161,6 +192,8 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "inflight_control": _int(
             env, "TOWNHALL_INFLIGHT_CONTROL", Config.inflight_control, low=1, high=10**6
         ),
+        "role": _role(env.get("TOWNHALL_ROLE", "")),
+        "node_url": env.get("TOWNHALL_NODE_URL", ""),
         "max_live_spaces": _int(
             env, "TOWNHALL_MAX_LIVE_SPACES", Config.max_live_spaces, low=1, high=10_000
         ),
@@ -177,6 +210,7 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "media": media,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
+    values["role"] = _role(str(values["role"]))
     config = Config(**values)  # type: ignore[arg-type]
     if config.media.recordings_dir is None:  # after the overrides: follows --data-dir
         media = replace(config.media, recordings_dir=config.data_dir / "recordings")

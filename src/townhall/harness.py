@@ -162,8 +162,10 @@ class Server:
         return str(link["url"])
 
 
-def start_server(tmp: Path, env: dict[str, str] | None = None) -> Server:
-    port = free_port()
+def start_server(tmp: Path, env: dict[str, str] | None = None, port: int | None = None) -> Server:
+    """`townhall serve` on loopback with data in `tmp`; on `port` if given (a restart), else a
+    free one."""
+    port = port or free_port()
     proc = spawn(
         [
             sys.executable,

@@ -52,7 +52,7 @@ from townhall.delivery.export import (
 )
 from townhall.delivery.recording import load_runs
 from townhall.delivery.storage import CLIPS_DIR, DAY_S, expired, usage
-from townhall.media.host import MediaHost
+from townhall.node.host import MediaHost
 from townhall.spaces.control import Actor, ControlError, SpaceControl
 from townhall.spaces.model import Role, Space, SpaceId, UserId, is_space_id
 
