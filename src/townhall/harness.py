@@ -154,6 +154,13 @@ class Server:
             playlist_url=str(created["links"]["playlist"]),
         )
 
+    def restart(self, env: dict[str, str] | None = None) -> None:
+        """Start the server again (after `proc.kill()`, say: a crash) on the same port and data
+        directory, as a supervisor would; `proc` is the new process from then on."""
+        assert self.proc.popen.poll() is not None, "stop or kill the server first"
+        port = int(self.url.rsplit(":", 1)[1])
+        self.proc = start_server(self.data_dir, env, port=port).proc
+
     def invite(self, space: HostedSpace, role: str = "speaker") -> str:
         """An invite link (…/stage#invite=…) that seats whoever opens it."""
         link = self.call(
@@ -163,8 +170,7 @@ class Server:
 
 
 def start_server(tmp: Path, env: dict[str, str] | None = None, port: int | None = None) -> Server:
-    """`townhall serve` on loopback with data in `tmp`; on `port` if given (a restart), else a
-    free one."""
+    """A `townhall serve` on loopback with its data in `tmp`, on `port` (default: a free one)."""
     port = port or free_port()
     proc = spawn(
         [
