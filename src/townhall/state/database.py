@@ -1,14 +1,20 @@
 """The SQL database under the durable records: the engine, its sessions, and the migrations.
 
 `create_engine(url)` sets an engine up the way the records need it (on SQLite: WAL, foreign keys,
-a busy timeout and our own BEGIN); `migrate(engine, url)` brings the schema to the newest Alembic
-revision; `SqlStore` is the base of every repository over the engine (records.py, webhook_outbox.py):
+a busy timeout and our own BEGIN; on PostgreSQL: the asyncpg driver and a small, bounded pool);
+`migrate(engine)` brings the schema to the newest Alembic revision; `SqlStore` is the base of every repository over the engine (records.py, webhook_outbox.py):
 one read and one write session factory, every method one transaction.
 
 Transactions. Writes take the database's write lock up front — `BEGIN IMMEDIATE` on SQLite, so a
 read-check-write sequence cannot interleave with another process's and never fails half-way on a
 lock upgrade. Reads run in a plain transaction; in SQLite's WAL mode they never wait for a writer,
 and a writer waits for another writer for up to `busy_timeout_s` rather than failing.
+
+Connections. Each process keeps a pool of `pool_size` connections and opens up to `max_overflow`
+more under a burst; a transaction that finds none free within `pool_timeout_s` fails (sqlalchemy's
+TimeoutError) rather than queueing without end. PostgreSQL serves 100 connections by default
+(3 kept for superusers): the defaults, 3 + 1 per process, let 20 single-process nodes share one
+server with room for an operator's psql and a migration's lock connection.
 """
 
 from __future__ import annotations
@@ -27,17 +33,24 @@ from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_S",
+    "DEFAULT_MAX_OVERFLOW",
+    "DEFAULT_POOL_SIZE",
+    "DEFAULT_POOL_TIMEOUT_S",
     "MIGRATIONS_DIR",
     "NO_SYNC",
     "SqlStore",
     "alembic_config",
     "create_engine",
+    "driver_url",
     "migrate",
     "rowcount",
 ]
 
 MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
 DEFAULT_BUSY_TIMEOUT_S: Final = 5.0
+DEFAULT_POOL_SIZE: Final = 3
+DEFAULT_MAX_OVERFLOW: Final = 1
+DEFAULT_POOL_TIMEOUT_S: Final = 5.0
 # Arbitrary constant key of the PostgreSQL advisory lock that serialises migrations.
 _PG_MIGRATION_LOCK: Final = 7_486_803_001
 # Execution option marking a session whose transactions write (see _sqlite_begin).
@@ -47,18 +60,71 @@ _WRITES: Final = "townhall_writes"
 NO_SYNC: Final = {"synchronize_session": False}
 
 
-def create_engine(url: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> AsyncEngine:
-    """An engine set up for the records: on SQLite, WAL, foreign keys, a busy timeout and our BEGIN.
+# The async driver each database is reached through; a URL naming no driver (`postgresql://…`, as
+# operators write it) gets this one.
+_DRIVERS: Final = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 
-    SQLite: the parent directory is created if needed; `:memory:` is not supported (every pooled
-    connection would see its own empty database).
+
+def driver_url(url: str) -> str:
+    """`url` with the async driver townhall ships for its database: `postgresql://…` and
+    `postgres://…` become `postgresql+asyncpg://…`, `sqlite:///…` becomes `sqlite+aiosqlite:///…`.
+
+    Raises ValueError for a database other than SQLite or PostgreSQL, or another driver (a sync
+    one such as psycopg2 cannot serve the async engine, and only asyncpg is a dependency).
     """
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise ValueError(f"cannot read the database URL {_redacted(url)!r}") from None
+    backend = "postgresql" if parsed.get_backend_name() == "postgres" else parsed.get_backend_name()
+    driver = _DRIVERS.get(backend)
+    if driver is None:
+        raise ValueError(f"the database must be SQLite or PostgreSQL, not {backend!r}")
+    if "+" in parsed.drivername and parsed.get_driver_name() != driver:
+        raise ValueError(
+            f"{parsed.drivername}:// is not supported: use {backend}:// (townhall uses {driver})"
+        )
+    return parsed.set(drivername=f"{backend}+{driver}").render_as_string(hide_password=False)
+
+
+def _redacted(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}…@{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
+def create_engine(
+    url: str,
+    *,
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
+) -> AsyncEngine:
+    """An engine set up for the records, with a bounded pool (see Connections above).
+
+    On SQLite: WAL, foreign keys, a busy timeout and our BEGIN; the parent directory is created if
+    needed; `:memory:` is not supported (every pooled connection would see its own empty
+    database). On PostgreSQL: connections are checked before use (a restarted server costs one
+    failed ping, not a failed request) and sessions run in UTC.
+    """
+    parsed = make_url(driver_url(url))
+    pool: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
+        "pool_timeout": pool_timeout_s,
+    }
     if parsed.get_backend_name() != "sqlite":
-        return _create_async_engine(url, pool_pre_ping=True)
+        return _create_async_engine(
+            parsed,
+            pool_pre_ping=True,
+            # Nothing stores a timestamp type (times are UNIX seconds), but now() and logs should
+            # not depend on the server's zone.
+            connect_args={"server_settings": {"timezone": "UTC"}},
+            **pool,
+        )
     if parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = _create_async_engine(url)
+    engine = _create_async_engine(parsed, **pool)
     busy_ms = round(busy_timeout_s * 1000)
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -116,16 +182,13 @@ def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("path_separator", "os")
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # ConfigParser escaping
+    # ConfigParser escaping
+    config.set_main_option("sqlalchemy.url", driver_url(url).replace("%", "%%"))
     return config
 
 
 def _upgrade(connection: Connection, config: Config) -> tuple[str, ...]:
     """`alembic upgrade head` inside the caller's transaction; returns the revisions applied."""
-    if connection.dialect.name == "postgresql":
-        # Two processes starting at once: the second waits here, then finds the schema current.
-        # (On SQLite the caller's BEGIN IMMEDIATE already is that lock.)
-        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
     applied: list[str] = []
 
     def on_version_apply(*, step: Any, **_: Any) -> None:
@@ -137,15 +200,30 @@ def _upgrade(connection: Connection, config: Config) -> tuple[str, ...]:
     return tuple(applied)
 
 
-async def migrate(engine: AsyncEngine, url: str) -> tuple[str, ...]:
-    """Bring the schema at `url` to head; returns the revisions applied (empty: it was current).
+async def migrate(engine: AsyncEngine) -> tuple[str, ...]:
+    """Bring the engine's database schema to head; returns the revisions applied (empty: it was current).
 
-    Safe when several processes open the same database at once: the migration runs in one
-    transaction holding the write lock (SQLite) or an advisory lock (PostgreSQL), so exactly one
-    of them applies it and the others find it done.
+    Safe when several processes open the same database at once: exactly one of them applies a
+    migration and the others wait, then find it done. On SQLite the migration's transaction
+    holds the database's write lock (BEGIN IMMEDIATE). On PostgreSQL one connection takes a
+    session-level advisory lock, runs the migration in its own transaction, then lets go: the lock
+    spans the whole upgrade whatever a migration does with transactions, and the server drops it
+    with the session if the process dies half-way.
     """
-    async with writer(engine).begin() as connection:
-        return await connection.run_sync(_upgrade, alembic_config(url))
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    if engine.dialect.name != "postgresql":
+        async with writer(engine).begin() as connection:
+            return await connection.run_sync(_upgrade, config)
+    async with engine.connect() as connection:
+        await connection.exec_driver_sql(f"SELECT pg_advisory_lock({_PG_MIGRATION_LOCK})")
+        await connection.commit()
+        try:
+            async with connection.begin():
+                return await connection.run_sync(_upgrade, config)
+        finally:
+            if not connection.invalidated:
+                await connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_PG_MIGRATION_LOCK})")
+                await connection.commit()
 
 
 # --- the base of the repositories ------------------------------------------------------------

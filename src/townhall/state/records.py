@@ -48,6 +48,9 @@ from townhall.spaces.model import (
 )
 from townhall.state.database import (
     DEFAULT_BUSY_TIMEOUT_S,
+    DEFAULT_MAX_OVERFLOW,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_POOL_TIMEOUT_S,
     NO_SYNC,
     alembic_config,
     create_engine,
@@ -101,17 +104,27 @@ async def open_records(
     url: str,
     *,
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
     max_delivery_attempts: int = DEFAULT_MAX_DELIVERY_ATTEMPTS,
 ) -> Records:
-    """Open the records at `url` (e.g. `sqlite+aiosqlite:///data/townhall.db`), schema at head.
+    """Open the records at `url` (`sqlite:///data/townhall.db`, `postgresql://user@host/db`; the
+    async driver is filled in), schema at head.
 
     Safe when several processes open the same database at once (see database.migrate): exactly
     one of them applies a migration and the others find it done.
     """
-    engine = create_engine(url, busy_timeout_s=busy_timeout_s)
+    engine = create_engine(
+        url,
+        busy_timeout_s=busy_timeout_s,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout_s=pool_timeout_s,
+    )
     records = Records(engine, max_delivery_attempts=max_delivery_attempts)
     try:
-        applied = await migrate(engine, url)
+        applied = await migrate(engine)
     except BaseException:
         await engine.dispose()
         raise
