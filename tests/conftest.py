@@ -1,10 +1,12 @@
-"""Fixtures that start real processes (see townhall.harness): the server and speaker bots.
+"""Fixtures that start real processes (see townhall.harness): the server, speaker bots, and the
+engines a cluster runs on (redis-server, PostgreSQL).
 
 Every process is started by the fixture, bound to loopback, and stopped by its own PID.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,10 +16,13 @@ import redis
 
 from townhall.harness import (
     REPO,
+    Postgres,
     Proc,
     Server,
     free_port,
+    postgres_bin,
     spawn,
+    start_postgres,
     start_server,
     start_speaker,
     wait_until,
@@ -92,3 +97,26 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL server for the session (on loopback, in a temporary directory);
+    tests get a database each from `postgres_url`."""
+    if postgres_bin() is None:
+        pytest.fail("PostgreSQL is not installed (the project's setup installs it with apt)")
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres: Postgres) -> Iterator[str]:
+    """A new, empty database on the session's PostgreSQL (`postgresql://…`), dropped afterwards."""
+    name = f"test_{next(_database_numbers)}"
+    url = postgres.create_database(name)
+    yield url
+    postgres.drop_database(name)

@@ -178,13 +178,12 @@ def _webhooks(args: argparse.Namespace) -> int:
     """Manage webhook endpoints in this installation's database (run on the server's machine)."""
     import secrets
 
-    from townhall.control_plane import records_url
-    from townhall.state.records import open_records
+    from townhall.control_plane import open_config_records
 
     config = load(data_dir=Path(args.data_dir) if args.data_dir else None)
 
     async def main() -> int:
-        records = await open_records(config.database_url or records_url(config.data_dir))
+        records = await open_config_records(config)
         try:
             if args.action == "add":
                 if not args.url.startswith(("https://", "http://")):

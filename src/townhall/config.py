@@ -1,8 +1,8 @@
 """Configuration: one dataclass per component, combined here and read from the environment.
 
 Every option has an embedded default so that `townhall serve` runs with nothing configured; each can
-be set with a `TOWNHALL_*` environment variable, and the CLI's flags override both. `docs/config.md`
-lists them all.
+be set with a `TOWNHALL_*` environment variable, and the CLI's flags override both. The README's
+configuration table lists them all; `docs/config.md` says more about those a cluster needs.
 """
 
 from __future__ import annotations
@@ -61,7 +61,13 @@ class Config:
     public_url: str = ""  # how browsers reach this server; derived from host:port when empty
     session_ttl_s: int = 30 * 86400  # how long a sign-in (or guest identity) lasts
     ice_servers: tuple[IceServer, ...] = ()
-    database_url: str = ""  # SQLAlchemy URL; empty: SQLite file in data_dir
+    database_url: str = ""  # sqlite:///… or postgresql://…; empty: SQLite file in data_dir
+    # Connections each process keeps to the database, the extra ones a burst may open, and how long
+    # a transaction waits for one before failing. 3 + 1 lets 20 processes share PostgreSQL's
+    # default 100 connections (see state/database.py).
+    database_pool_size: int = 3
+    database_max_overflow: int = 1
+    database_pool_timeout_s: int = 5
     redis_url: str = ""  # empty: embedded live state (one process); set for many processes/nodes
     # Requests in flight per class before answering 503 + Retry-After (see api/admission.py).
     inflight_media: int = 50_000
@@ -125,6 +131,19 @@ def _role(raw: str) -> str:
     return role
 
 
+def _database_url(raw: str) -> str:
+    """TOWNHALL_DATABASE_URL with townhall's async driver filled in (`postgresql://…` →
+    `postgresql+asyncpg://…`); refused at start rather than at the first query if it cannot work."""
+    if not raw:
+        return ""
+    from townhall.state.database import driver_url  # SQLAlchemy: imported only when configured
+
+    try:
+        return driver_url(raw)
+    except ValueError as exc:
+        raise ConfigError(f"TOWNHALL_DATABASE_URL: {exc}") from None
+
+
 def parse_ice_servers(raw: str) -> tuple[IceServer, ...]:
     """`stun:host:3478,turn:user:pass@host:3478` → ICE servers (credentials only for turn/turns)."""
     servers = []
@@ -178,7 +197,16 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
             env, "TOWNHALL_SESSION_TTL", Config.session_ttl_s, low=60, high=365 * 86400
         ),
         "ice_servers": parse_ice_servers(env.get("TOWNHALL_ICE_SERVERS", "")),
-        "database_url": env.get("TOWNHALL_DATABASE_URL", ""),
+        "database_url": _database_url(env.get("TOWNHALL_DATABASE_URL", "")),
+        "database_pool_size": _int(
+            env, "TOWNHALL_DATABASE_POOL_SIZE", Config.database_pool_size, low=1, high=1_000
+        ),
+        "database_max_overflow": _int(
+            env, "TOWNHALL_DATABASE_MAX_OVERFLOW", Config.database_max_overflow, low=0, high=1_000
+        ),
+        "database_pool_timeout_s": _int(
+            env, "TOWNHALL_DATABASE_POOL_TIMEOUT", Config.database_pool_timeout_s, low=1, high=300
+        ),
         "redis_url": env.get("TOWNHALL_REDIS_URL", ""),
         "inflight_media": _int(
             env, "TOWNHALL_INFLIGHT_MEDIA", Config.inflight_media, low=1, high=10**6

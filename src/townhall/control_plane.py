@@ -33,6 +33,16 @@ def records_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / 'townhall.db'}"
 
 
+async def open_config_records(config: Config) -> Records:
+    """The records `config` names, with its pool settings, schema at head."""
+    return await open_records(
+        config.database_url or records_url(config.data_dir),
+        pool_size=config.database_pool_size,
+        max_overflow=config.database_max_overflow,
+        pool_timeout_s=config.database_pool_timeout_s,
+    )
+
+
 @dataclass
 class ControlPlane:
     records: Records
@@ -44,7 +54,7 @@ async def open_control_plane(config: Config) -> ControlPlane:
     """Durable records in SQL (SQLite under the data directory unless TOWNHALL_DATABASE_URL says
     otherwise); live state embedded, or in Redis when TOWNHALL_REDIS_URL is set."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    records = await open_records(config.database_url or records_url(config.data_dir))
+    records = await open_config_records(config)
     live: LiveState = (
         RedisLiveState.from_url(config.redis_url) if config.redis_url else EmbeddedLiveState()
     )
