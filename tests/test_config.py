@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from townhall.config import ConfigError, IceServer, load, parse_ice_servers
+from townhall.config import (
+    ConfigError,
+    IceServer,
+    load,
+    parse_ice_servers,
+    parse_trusted_proxies,
+)
 
 
 def test_defaults_bind_loopback_8080_with_data_under_data(tmp_path: Path) -> None:
@@ -35,6 +41,7 @@ def test_environment_and_flags_override_defaults(tmp_path: Path) -> None:
         ({"TOWNHALL_PORT": "70000"}, "between 0 and 65535"),
         ({"TOWNHALL_SECRET": "short"}, "at least 32"),
         ({"TOWNHALL_ICE_SERVERS": "http://x"}, "cannot read"),
+        ({"TOWNHALL_TRUSTED_PROXIES": "nginx.local"}, "not an IP address or network"),
     ],
 )
 def test_bad_values_are_named_in_the_error(
@@ -48,6 +55,15 @@ def test_ice_servers_parse_stun_and_turn_with_credentials() -> None:
     assert parse_ice_servers("stun:stun.example.org:3478, turn:u:p@turn.example.org:3478") == (
         IceServer("stun:stun.example.org:3478"),
         IceServer("turn:turn.example.org:3478", "u", "p"),
+    )
+
+
+def test_no_proxy_is_trusted_unless_listed_as_addresses_or_networks(tmp_path: Path) -> None:
+    assert load({}, data_dir=tmp_path).trusted_proxies == ()
+    assert parse_trusted_proxies(" 127.0.0.1, 10.1.2.3/8,::1/128 ,") == (
+        "127.0.0.1",
+        "10.0.0.0/8",
+        "::1",
     )
 
 
