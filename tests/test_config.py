@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from townhall.config import ConfigError, IceServer, load, parse_ice_servers
+from townhall.config import (
+    ConfigError,
+    IceServer,
+    load,
+    parse_ice_servers,
+    parse_trusted_proxies,
+)
 
 
 def test_defaults_bind_loopback_8080_with_data_under_data(tmp_path: Path) -> None:
@@ -41,6 +47,7 @@ def test_environment_and_flags_override_defaults(tmp_path: Path) -> None:
         ({"TOWNHALL_DATABASE_POOL_SIZE": "0"}, "TOWNHALL_DATABASE_POOL_SIZE must be between"),
         ({"TOWNHALL_DATABASE_MAX_OVERFLOW": "-1"}, "TOWNHALL_DATABASE_MAX_OVERFLOW"),
         ({"TOWNHALL_DATABASE_POOL_TIMEOUT": "0"}, "TOWNHALL_DATABASE_POOL_TIMEOUT"),
+        ({"TOWNHALL_TRUSTED_PROXIES": "nginx.local"}, "not an IP address or network"),
     ],
 )
 def test_bad_values_are_named_in_the_error(
@@ -54,6 +61,15 @@ def test_ice_servers_parse_stun_and_turn_with_credentials() -> None:
     assert parse_ice_servers("stun:stun.example.org:3478, turn:u:p@turn.example.org:3478") == (
         IceServer("stun:stun.example.org:3478"),
         IceServer("turn:turn.example.org:3478", "u", "p"),
+    )
+
+
+def test_no_proxy_is_trusted_unless_listed_as_addresses_or_networks(tmp_path: Path) -> None:
+    assert load({}, data_dir=tmp_path).trusted_proxies == ()
+    assert parse_trusted_proxies(" 127.0.0.1, 10.1.2.3/8,::1/128 ,") == (
+        "127.0.0.1",
+        "10.0.0.0/8",
+        "::1",
     )
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from townhall import __version__
 from townhall.api import errors
@@ -204,4 +205,9 @@ def create_app(config: Config) -> FastAPI:
     )
     app.state.admission = admission
     app.add_middleware(AdmissionMiddleware, admission=admission)
+    if config.trusted_proxies:
+        # Outermost (added last), so everything inside sees the real client and scheme: per-address
+        # limits, listener counts and the links built from the request. Only these peers' headers
+        # are believed (uvicorn's own copy of this is switched off in cli.py).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(config.trusted_proxies))
     return app

@@ -69,6 +69,9 @@ def _serve(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             timeout_graceful_shutdown=5,
             lifespan="on",
+            # The app believes X-Forwarded-* from TOWNHALL_TRUSTED_PROXIES only; uvicorn's own
+            # handling would trust any loopback peer first.
+            proxy_headers=False,
         )
     )
 

@@ -7,6 +7,7 @@ configuration table lists them all; `docs/config.md` says more about those a clu
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,10 @@ class Config:
     data_dir: Path = Path("data")
     secret: str = ""  # filled from the environment or data_dir/secret.key by `load`
     public_url: str = ""  # how browsers reach this server; derived from host:port when empty
+    # Addresses and networks of the proxies (the edge) whose X-Forwarded-For/-Proto are believed:
+    # the client address every per-address limit and count keys on, and the scheme of the links
+    # the server builds. Empty: nobody's, so a peer cannot claim to be someone else (or many).
+    trusted_proxies: tuple[str, ...] = ()
     session_ttl_s: int = 30 * 86400  # how long a sign-in (or guest identity) lasts
     ice_servers: tuple[IceServer, ...] = ()
     database_url: str = ""  # sqlite:///… or postgresql://…; empty: SQLite file in data_dir
@@ -164,6 +169,24 @@ def parse_ice_servers(raw: str) -> tuple[IceServer, ...]:
     return tuple(servers)
 
 
+def parse_trusted_proxies(raw: str) -> tuple[str, ...]:
+    """`127.0.0.1,10.0.0.0/8,::1` → addresses and networks, each checked, so that a typo is an
+    error at start rather than a proxy silently not trusted (uvicorn would take it as a name)."""
+    proxies = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"TOWNHALL_TRUSTED_PROXIES: {item!r} is not an IP address or network (e.g. 127.0.0.1, 10.0.0.0/8)"
+            ) from None
+        one = network.num_addresses == 1
+        proxies.append(str(network.network_address) if one else str(network))
+    return tuple(proxies)
+
+
 def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
     """Build the config: defaults ← environment ← explicit overrides (CLI flags); then the secret."""
     env = dict(os.environ if env is None else env)
@@ -193,6 +216,7 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "data_dir": Path(env.get("TOWNHALL_DATA_DIR") or Config.data_dir),
         "secret": env.get("TOWNHALL_SECRET", ""),
         "public_url": env.get("TOWNHALL_PUBLIC_URL", ""),
+        "trusted_proxies": parse_trusted_proxies(env.get("TOWNHALL_TRUSTED_PROXIES", "")),
         "session_ttl_s": _int(
             env, "TOWNHALL_SESSION_TTL", Config.session_ttl_s, low=60, high=365 * 86400
         ),

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,24 +260,25 @@ class Edge:
 
 
 def start_edge(
-    origin_url: str,
+    origin_url: str | Sequence[str],
     tmp: Path,
     *,
     workers: int = 1,
     worker_connections: int = 4096,
     worker_rlimit_nofile: int | None = None,
 ) -> Edge:
-    """Run nginx in the foreground with deploy/nginx/townhall.conf, rewritten for `origin_url`,
-    a free loopback port and a cache under `tmp`.
+    """Run nginx in the foreground with deploy/nginx/townhall.conf, rewritten for `origin_url`
+    (one node, or several that nginx takes in turn), a free loopback port and a cache under `tmp`.
 
     Capacity benches hold many thousand listeners (two connections each) on one worker: they raise
     `worker_connections` and the worker's open-files limit (`worker_rlimit_nofile`), and spread
     them over several `workers` when one worker would need more files than the hard limit allows."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    origin = origin_url.removeprefix("http://")
+    origins = [origin_url] if isinstance(origin_url, str) else list(origin_url)
+    nodes = "\n    ".join(f"server {url.removeprefix('http://')};" for url in origins)
     site = EDGE_CONFIG.read_text()
-    site = site.replace("server 127.0.0.1:8080;", f"server {origin};")
+    site = site.replace("server 127.0.0.1:8080;", nodes)
     site = site.replace("/var/cache/nginx/townhall", str(tmp / "cache"))
     site = site.replace("listen 127.0.0.1:8081;", f"listen 127.0.0.1:{port};")
     (tmp / "townhall.conf").write_text(site)
