@@ -62,7 +62,11 @@ def install_control_plane(
     app.state.config = config
     app.state.on_space_changed = on_space_changed
     secure = config.public_url.startswith("https://")
-    app.include_router(build_auth_router(lambda: plane().records, identity, secure_cookies=secure))
+    app.include_router(
+        build_auth_router(
+            lambda: plane().records, lambda: plane().live, identity, secure_cookies=secure
+        )
+    )
     app.include_router(
         build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
     )

@@ -6,7 +6,7 @@ ApiError                    {"error": {"code", "message"}} with a status
 ├── Forbidden         403   valid token, not allowed to do this
 ├── NotFound          404   no such Space / object
 ├── Gone              410   existed, has ended
-├── TooManyRequests   429   rate limit hit (Retry-After)
+├── TooManyRequests   429   rate limit hit (Retry-After); ratelimit.table.Limited maps here too
 └── Unavailable       503   try again later (Retry-After)
 """
 
@@ -18,6 +18,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+
+from townhall.ratelimit.table import Limited
 
 
 class ApiError(Exception):
@@ -113,10 +115,20 @@ def install(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
+    async def on_limited(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Limited)
+        return error_response(
+            TooManyRequests.status,
+            TooManyRequests.code,
+            exc.limit.message,
+            {"Retry-After": exc.retry_after},
+        )
+
     async def on_crash(_: Request, exc: Exception) -> JSONResponse:
         return error_response(500, "internal", "internal error; it has been logged")
 
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(Limited, on_limited)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_crash)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from townhall.ratelimit.table import HAND, REACT, take
 from townhall.spaces import lifecycle, rules
 from townhall.spaces.lifecycle import LifecycleAction, ScheduleError
 from townhall.spaces.model import (
@@ -87,8 +88,6 @@ class ControlConfig:
     default_limits: StageLimits = field(default_factory=StageLimits)
     schedule_max_ahead_s: float = 30 * 86400
     early_open_s: float = 30 * 60
-    react_per_second: float = 2.0
-    react_burst: int = 10
 
 
 @dataclass(frozen=True)
@@ -519,8 +518,10 @@ class SpaceControl:
         return space
 
     async def raise_hand(self, actor: Actor, space_id: str) -> bool:
+        """Ask to speak; raises `Limited` when the person toggles their hand too fast."""
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.RAISE_HAND)
+        await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
         try:
             raised = await self.records.raise_hand(
                 RaisedHand(space.id, actor.user_id, actor.display_name, self._clock())
@@ -536,13 +537,14 @@ class SpaceControl:
     async def lower_hand(self, actor: Actor, space_id: str) -> bool:
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.LOWER_HAND)
+        await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
         lowered = await self.records.lower_hand(space.id, actor.user_id)
         if lowered:
             await self._emit(space, "hand.lowered", {"user_id": actor.user_id})
         return lowered
 
-    async def react(self, actor: Actor, space_id: str, emoji: str) -> float:
-        """Count a reaction; returns 0.0, or the seconds to wait when the person is over their limit."""
+    async def react(self, actor: Actor, space_id: str, emoji: str) -> None:
+        """Count a reaction; raises `Limited` when the person is over their limit."""
         if emoji not in REACTIONS:
             raise ControlError(
                 "invalid", "bad_reaction", f"reactions are one of {' '.join(REACTIONS)}"
@@ -550,15 +552,8 @@ class SpaceControl:
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.REACT)
         now = self._clock()
-        wait = await self.live.take_token(
-            f"react:{space.id}:{actor.user_id}",
-            self.config.react_per_second,
-            self.config.react_burst,
-            now,
-        )
-        if wait == 0.0:
-            await self.live.add_reaction(space.id, emoji, int(now))
-        return wait
+        await take(self.live, REACT, f"{space.id}:{actor.user_id}", now)
+        await self.live.add_reaction(space.id, emoji, int(now))
 
 
 def _random_invite_code() -> str:
