@@ -97,8 +97,7 @@ def create_app(config: Config) -> FastAPI:
                 task.cancel()
             await sender.close()
             await node.host.close()
-            await node.plane.live.close()
-            await node.plane.records.close()
+            await node.plane.close()
 
     app = FastAPI(
         title="townhall",

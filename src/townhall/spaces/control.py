@@ -5,7 +5,10 @@ person. It (1) loads the Space and the roles involved from the durable records, 
 `rules.decide` whether that role may do that to that role and `lifecycle` whether the Space's
 state allows it, (3) writes the change to the records — atomically where a limit is involved
 (stage capacity, compare-and-set on the lifecycle state) — and (4) appends one event to the
-Space's ordered log in LiveState. Nothing else happens here: the media node applies mutes,
+Space's ordered log in LiveState, through the event outbox (state/outbox.py): a command first
+checks the live store answers, so with the store down it fails before (3) and nothing changes;
+an event whose append fails after (3) is held and delivered when the store is back, so the
+records and the log never disagree for good. Nothing else happens here: the media node applies mutes,
 removals, Go live, delay and dump by following the same event log, stage clients follow it over
 their WebSocket, and webhooks are queued in the records' outbox in step (3). Any process can run
 any command; none of them keeps state of its own.
@@ -38,6 +41,7 @@ from townhall.spaces.model import (
 )
 from townhall.spaces.rules import Action
 from townhall.state.live import LiveState
+from townhall.state.outbox import EventOutbox
 from townhall.state.records import Banned, Conflict, Records, StageFull
 
 REACTIONS = ("👏", "😂", "❤️", "🔥", "💯", "👍", "😮", "🙏")
@@ -109,9 +113,12 @@ class SpaceControl:
         *,
         clock: Callable[[], float] = time.time,
         invite_code: Callable[[], str] | None = None,
+        events: EventOutbox | None = None,
     ) -> None:
         self.records = records
         self.live = live
+        # In memory unless the composition root gives it a spool directory (durable per node).
+        self.events = events or EventOutbox(live)
         self.config = config
         self._clock = clock
         self._invite_code = invite_code or _random_invite_code
@@ -152,6 +159,9 @@ class SpaceControl:
         return target_role or actor_role, target_member
 
     async def _open_space(self, space_id: str) -> Space:
+        """The Space a command acts on. Every command but `create` starts here, so this is where
+        a live store that cannot take the command's event refuses it, before any record changes."""
+        await self.events.ready()
         space = await self.space(space_id)
         if space.state.is_over:
             raise ControlError(
@@ -163,7 +173,7 @@ class SpaceControl:
 
     # -- events and webhooks --------------------------------------------------------------------
     async def _emit(self, space: Space, type: str, data: Mapping[str, Any]) -> None:
-        await self.live.append(space.id, type, {"space_id": space.id, **data}, self._clock())
+        await self.events.append(space.id, type, {"space_id": space.id, **data}, self._clock())
 
     async def _webhook(
         self, type: str, space: Space, extra: Mapping[str, Any] | None = None
@@ -173,6 +183,7 @@ class SpaceControl:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def create(self, actor: Actor, spec: NewSpace) -> Space:
+        await self.events.ready()
         now = self._clock()
         if spec.scheduled_start is not None:
             try:

@@ -374,6 +374,9 @@ class EmbeddedLiveState:
         self._listeners.pop(space_id, None)
         self._speaking.pop(space_id, None)
 
+    async def ping(self) -> None:
+        return None  # in this process: reachable whenever the caller is running
+
     async def close(self) -> None:
         self._closed = True
         for log in self._logs.values():
