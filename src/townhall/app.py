@@ -139,8 +139,7 @@ def create_app(config: Config) -> FastAPI:
             await node.host.close()
             await node.forwarder.close()
             await node.placement.close()
-            await node.plane.live.close()
-            await node.plane.records.close()
+            await node.plane.close()
 
     app = FastAPI(
         title="townhall",

@@ -23,10 +23,12 @@ from townhall.spaces.control import SpaceControl
 from townhall.spaces.model import Space
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.live import LiveState
+from townhall.state.outbox import EventOutbox
 from townhall.state.records import Records, open_records
 from townhall.state.redis_live import RedisLiveState
 
 INVITE_TTL_S = 7 * 86400
+PENDING_EVENTS_DIR = "pending-events"  # under the data directory: see state/outbox.py
 
 
 def records_url(data_dir: Path) -> str:
@@ -49,6 +51,12 @@ class ControlPlane:
     live: LiveState
     control: SpaceControl
 
+    async def close(self) -> None:
+        """Stop retrying held events (they stay spooled for the next start), then the stores."""
+        await self.control.events.close()
+        await self.live.close()
+        await self.records.close()
+
 
 async def open_control_plane(config: Config) -> ControlPlane:
     """Durable records in SQL (SQLite under the data directory unless TOWNHALL_DATABASE_URL says
@@ -58,7 +66,10 @@ async def open_control_plane(config: Config) -> ControlPlane:
     live: LiveState = (
         RedisLiveState.from_url(config.redis_url) if config.redis_url else EmbeddedLiveState()
     )
-    return ControlPlane(records, live, SpaceControl(records, live))
+    # Events of committed changes that could not reach the live store wait here, per node.
+    events = EventOutbox(live, config.data_dir / PENDING_EVENTS_DIR)
+    await events.recover()
+    return ControlPlane(records, live, SpaceControl(records, live, events=events))
 
 
 def install_control_plane(
@@ -72,7 +83,11 @@ def install_control_plane(
     app.state.config = config
     app.state.on_space_changed = on_space_changed
     secure = config.public_url.startswith("https://")
-    app.include_router(build_auth_router(lambda: plane().records, identity, secure_cookies=secure))
+    app.include_router(
+        build_auth_router(
+            lambda: plane().records, lambda: plane().live, identity, secure_cookies=secure
+        )
+    )
     app.include_router(
         build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
     )
@@ -87,8 +102,7 @@ def control_plane_app(config: Config) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         holder["plane"] = await open_control_plane(config)
         yield
-        await holder["plane"].live.close()
-        await holder["plane"].records.close()
+        await holder["plane"].close()
 
     app = FastAPI(title="townhall control plane", lifespan=lifespan)
     errors.install(app)

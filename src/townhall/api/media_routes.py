@@ -13,23 +13,22 @@ from typing import Annotated, Literal, Protocol
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from townhall.api.auth import RequiredIdentity
+from townhall.api.auth import RequiredIdentity, client_address
 from townhall.api.errors import (
     BadRequest,
     Conflict,
     Forbidden,
     Gone,
     NotFound,
-    TooManyRequests,
     Unavailable,
 )
-from townhall.api.ratelimit import RateLimit, RateLimiter
 from townhall.config import Config
 from townhall.media.audio import SpeakerId
 from townhall.media.ingest import SdpError
 from townhall.node.forward import Forwarder
 from townhall.node.host import MediaHost, NodeFull
 from townhall.node.keeper import OPEN_STATES, NodeKeeper
+from townhall.ratelimit.table import RTC_PER_ADDRESS, RTC_PER_PERSON, take
 from townhall.spaces import rules
 from townhall.spaces.control import ControlError
 from townhall.spaces.model import SpaceState, UserId, is_space_id
@@ -61,19 +60,9 @@ class StageNode(Protocol):
 
 
 def build_media_router(
-    config: Config, current: Callable[[], StageNode], clock: Callable[[], float] = time.monotonic
+    config: Config, current: Callable[[], StageNode], clock: Callable[[], float] = time.time
 ) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["stage audio"])
-    per_address = RateLimiter(RateLimit(per_second=5.0, burst=30))  # a whole stage behind one NAT
-    per_person = RateLimiter(RateLimit(per_second=0.5, burst=5))  # reconnect loops
-
-    def limited(limiter: RateLimiter, caller: str) -> None:
-        wait = limiter.check(caller, clock())
-        if wait > 0:
-            raise TooManyRequests(
-                "too many connection attempts; slow down",
-                headers={"Retry-After": RateLimiter.retry_after(wait)},
-            )
 
     @router.post(
         "/spaces/{space_id}/rtc",
@@ -85,10 +74,11 @@ def build_media_router(
     ) -> Answer | Response:
         if not is_space_id(space_id):
             raise NotFound("no such Space", code="space_not_found")
-        limited(per_address, request.client.host if request.client else "unknown")
-        limited(per_person, f"{space_id}/{who.user_id}")
         stage = current()
         node = stage.host
+        now = clock()
+        await take(node.control.live, RTC_PER_ADDRESS, client_address(request), now)
+        await take(node.control.live, RTC_PER_PERSON, f"{space_id}:{who.user_id}", now)
         try:
             space = await node.control.space(space_id)
         except ControlError:
