@@ -1,5 +1,5 @@
 """A Space outlives its server: several real `townhall serve` processes sharing a real redis-server
-(placement, leases, live state), one records database and one recordings directory.
+(placement, leases, live state), a real PostgreSQL (records) and one recordings directory.
 
 Every node answers any request: a Space's `/live/…` and `/rtc` requests reach its one owner, so
 listeners see one stream whichever node they ask. When the owner is killed, another media node
@@ -35,6 +35,7 @@ _STREAM = re.compile(r'#EXT-X-MAP:URI="([^/"]+)/init\.mp4"')
 class Cluster:
     shared: Path
     redis_url: str
+    database_url: str
     nodes: dict[str, Server] = field(default_factory=dict)
 
     def start(self, name: str, role: str, port: int | None = None) -> Server:
@@ -42,7 +43,7 @@ class Cluster:
             "TOWNHALL_ROLE": role,
             "TOWNHALL_REDIS_URL": self.redis_url,
             "TOWNHALL_SECRET": SECRET,
-            "TOWNHALL_DATABASE_URL": f"sqlite+aiosqlite:///{self.shared / 'townhall.db'}",
+            "TOWNHALL_DATABASE_URL": self.database_url,
             "TOWNHALL_RECORDINGS_DIR": str(self.shared / "recordings"),
         }
         server = start_server(self.shared / name, env=env, port=port)
@@ -61,7 +62,7 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, redis_url: str) -> Iterator[Cluster]:
+def cluster(tmp_path: Path, redis_url: str, postgres_url: str) -> Iterator[Cluster]:
     import redis
 
     url = redis_url.rsplit("/", 1)[0] + "/5"  # the contract suite flushes database 0
@@ -69,7 +70,7 @@ def cluster(tmp_path: Path, redis_url: str) -> Iterator[Cluster]:
         client.flushdb()
     shared = tmp_path / "shared"
     shared.mkdir()
-    made = Cluster(shared, url)
+    made = Cluster(shared, url, postgres_url)
     yield made
     for server in made.nodes.values():
         server.proc.stop()
