@@ -3,15 +3,17 @@
 # pages, and (with --test) the Debian packages the test suite drives: ffmpeg, Chromium, redis-server,
 # PostgreSQL (the records on their second database), nginx (the edge-cache test) and a colour emoji
 # font (readable screenshots); --bench adds what the
-# benchmarks compare and plot with (Icecast, matplotlib, py-spy).
+# benchmarks compare and plot with (Icecast, matplotlib, py-spy); --cluster installs only what
+# scripts/cluster.sh runs (redis-server, PostgreSQL, nginx).
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_test=0 want_bench=0
+want_test=0 want_bench=0 want_cluster=0
 case "${1:-}" in
     --test) want_test=1 ;;
     --bench) want_test=1 want_bench=1 ;;
+    --cluster) want_cluster=1 ;;
 esac
 
 say() { printf 'setup: %s\n' "$*" >&2; }
@@ -79,6 +81,10 @@ fi
 # 3. Test-only system tools: ffmpeg (a listener we did not write) and Chromium (real browser tests).
 if [ $want_test -eq 1 ]; then
     apt_install ffmpeg chromium redis-server postgresql nginx-light fonts-noto-color-emoji
+fi
+# A local cluster (scripts/cluster.sh): the shared state, the records and the edge.
+if [ $want_cluster -eq 1 ]; then
+    apt_install redis-server postgresql nginx-light
 fi
 # 4. Benchmark-only: Icecast 2.4, the established server the listener-density bench compares with.
 if [ $want_bench -eq 1 ]; then

@@ -7,13 +7,11 @@ Every process is started by the fixture, bound to loopback, and stopped by its o
 from __future__ import annotations
 
 import itertools
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
 from townhall.harness import (
     REPO,
@@ -22,8 +20,8 @@ from townhall.harness import (
     Server,
     free_port,
     postgres_bin,
-    spawn,
     start_postgres,
+    start_redis,
     start_server,
     start_speaker,
     wait_until,
@@ -55,54 +53,6 @@ def speakers() -> Iterator[Callable[..., Proc]]:
     yield start
     for proc in started:
         proc.stop()
-
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def _answers_ping(url: str) -> bool:
-    try:
-        with redis.Redis.from_url(url, socket_timeout=1) as client:
-            return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-
-
-def start_redis(port: int, data_dir: Path, *, persist: bool = False) -> Proc:
-    """A redis-server on loopback `port`, started and answering PING; with `persist` it keeps an
-    append-only file in `data_dir`, so a restart comes back with its data (as a production Redis
-    does), else it persists nothing.
-
-    Tests that take Redis away and bring it back call this twice with the same port."""
-    if not Path(REDIS_SERVER).exists():
-        pytest.fail("redis-server is not installed (the project's setup installs it with apt)")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    proc = spawn(
-        [
-            REDIS_SERVER,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes" if persist else "no",
-            "--dir",
-            str(data_dir),
-        ]
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        wait_until(
-            lambda: proc.popen.poll() is not None or _answers_ping(url), 15, "redis-server to start"
-        )
-    except TimeoutError:
-        proc.kill()
-        raise
-    if proc.popen.poll() is not None:
-        pytest.fail(f"redis-server exited:\n{proc.output()}")
-    return proc
 
 
 @pytest.fixture(scope="session")

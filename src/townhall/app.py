@@ -112,6 +112,7 @@ def create_app(config: Config) -> FastAPI:
             node_id,
             config.internal_url,
             runs_media=config.runs_media,
+            exclusive=not config.redis_url,
         )
         node.forwarder = Forwarder(node.placement, node_id)
         node.keeper.start()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -276,9 +277,12 @@ def start_edge(
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     origins = [origin_url] if isinstance(origin_url, str) else list(origin_url)
-    nodes = "\n    ".join(f"server {url.removeprefix('http://')};" for url in origins)
     site = EDGE_CONFIG.read_text()
-    site = site.replace("server 127.0.0.1:8080;", nodes)
+    shipped = re.search(r"server 127\.0\.0\.1:8080( [^;]*)?;", site)
+    assert shipped is not None, "the shipped edge config names no origin to replace"
+    params = shipped.group(1) or ""
+    nodes = "\n    ".join(f"server {url.removeprefix('http://')}{params};" for url in origins)
+    site = site.replace(shipped.group(0), nodes)
     site = site.replace("/var/cache/nginx/townhall", str(tmp / "cache"))
     site = site.replace("listen 127.0.0.1:8081;", f"listen 127.0.0.1:{port};")
     (tmp / "townhall.conf").write_text(site)
@@ -292,7 +296,7 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
 {rlimit}events {{ worker_connections {worker_connections}; }}
 http {{
-    log_format edge '$upstream_addr $upstream_cache_status $status $request_uri';
+    log_format edge '$upstream_addr $upstream_cache_status $status $request_uri $request_time';
     access_log {access_log} edge;
     client_body_temp_path {tmp}/client_temp;
     proxy_temp_path {tmp}/proxy_temp;
@@ -458,3 +462,54 @@ def start_postgres(*, max_connections: int = 100) -> Postgres:
         server.stop()
         raise
     return server
+
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def _answers_ping(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_timeout=1) as client:
+            return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def start_redis(port: int, data_dir: Path, *, persist: bool = False) -> Proc:
+    """A redis-server on loopback `port`, started and answering PING; with `persist` it keeps an
+    append-only file in `data_dir`, so a restart comes back with its data (as a production Redis
+    does), else it persists nothing.
+
+    Tests that take Redis away and bring it back call this twice with the same port; the cluster
+    script and the failover bench start theirs here too."""
+    if not Path(REDIS_SERVER).exists():
+        raise RuntimeError(
+            "redis-server is not installed (the project's setup installs it with apt)"
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    proc = spawn(
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if persist else "no",
+            "--dir",
+            str(data_dir),
+        ]
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_until(
+            lambda: proc.popen.poll() is not None or _answers_ping(url), 15, "redis-server to start"
+        )
+    except TimeoutError:
+        proc.kill()
+        raise
+    if proc.popen.poll() is not None:
+        raise RuntimeError(f"redis-server exited:\n{proc.output()}")
+    return proc

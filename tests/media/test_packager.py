@@ -702,3 +702,27 @@ def test_full_length_parts_keep_the_spec_time_horizons(
         for msn, (seen, duration) in first_listed.items():
             if elapsed - seen <= duration + longest_playlist[msn] - 1e-9:
                 assert packager.segment(msn) is not None, (msn, seen, elapsed)
+
+
+# -- a run that continues an earlier one (restart, take-over) -------------------------------------
+def test_a_continuing_run_holds_a_question_about_the_earlier_run_until_its_first_part() -> None:
+    packager = LlHlsPackager(
+        PackagerConfig(part_target=AAC_PART),
+        stream_id=STREAM,
+        init_section=b"ftyp+moov",
+        start_time=START,
+        first_msn=40,
+        discontinuity_sequence=40,
+    )
+    assert packager.verdict(37, 3) == WAIT  # the earlier run's blocking reload: nothing to give yet
+    packager.add_part(EncodedPart(b"p", AAC_PART))
+    assert packager.verdict(37, 3) == READY  # now the live edge, with the first part
+    assert not packager.answers(37, 3)  # ...which is not what was asked: not for caching long
+    assert packager.answers(40, 0)
+    assert not packager.answers(None, None)
+    playlist = packager.media_playlist()
+    assert "#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-DISCONTINUITY-SEQUENCE:40\n" in playlist
+
+
+def test_a_stream_of_its_own_writes_no_discontinuity_sequence() -> None:
+    assert "DISCONTINUITY-SEQUENCE" not in make().media_playlist()

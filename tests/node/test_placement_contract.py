@@ -193,3 +193,17 @@ async def test_a_lease_carries_what_a_forwarder_needs(subject: Subject) -> None:
     assert isinstance(lease, Lease)
     assert lease.url == A.url
     assert lease.space_id == SPACE
+
+
+async def test_the_next_owner_learns_the_newest_position_the_last_one_reported(
+    subject: Subject,
+) -> None:
+    first = await subject.placement.acquire(SPACE, A, 60)
+    assert first is not None
+    assert first.previous_msn == 0
+    assert await subject.placement.renew(first, 60, msn=41)
+    assert await subject.placement.renew(first, 60, msn=40)  # a report never moves back
+    await subject.placement.release(first, msn=42)
+    second = await subject.peer.acquire(SPACE, B, TTL)
+    assert second is not None
+    assert second.previous_msn == 42

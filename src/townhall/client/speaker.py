@@ -45,7 +45,9 @@ _STAGE_PATH = re.compile(r"^/s/([a-z0-9]{10})(?:/stage)?/?$")
 
 CONNECT_ATTEMPTS = 5  # before the first connection succeeded; once on stage, no limit
 MAX_BACKOFF_S = 10.0
-RETURN_TIMEOUT_S = 3.0  # no mix-minus packet for this long: the server is gone
+RETURN_TIMEOUT_S = (
+    2.0  # no mix-minus packet for this long (one comes every 20 ms): the server is gone
+)
 WATCH_INTERVAL_S = 0.5
 # Answers that retrying the same request as the same person cannot change.
 DEFINITE_REFUSALS = frozenset({400, 401, 403, 404, 410, 422})

@@ -87,25 +87,30 @@ def build_origin(
     expired: ExpiredLookup | None = None,
 ) -> Starlette:
     found: OrderedDict[str, Replay] = OrderedDict()
-    rewinds: OrderedDict[str, tuple[int, Replay]] = (
-        OrderedDict()
-    )  # space → (refresh bucket, replay)
+    # space → (refresh bucket, when it was read, replay)
+    rewinds: OrderedDict[str, tuple[int, float, Replay]] = OrderedDict()
 
-    async def dvr_of(media: SpaceMedia | None) -> Replay | None:
-        """What a live recorded Space has recorded so far (None: not live, or not recorded)."""
+    async def dvr_of(media: SpaceMedia | None, max_age_s: float | None = None) -> Replay | None:
+        """What a live recorded Space has recorded so far (None: not live, or not recorded);
+        re-read if older than `max_age_s` (an object of an earlier run asked for)."""
         root = media.config.recordings_dir if media is not None else None
         if media is None or root is None or media.packager.ended:
             return None
-        bucket = int(time.time() // DVR_REFRESH_S)
+        now = time.time()
+        bucket = int(now // DVR_REFRESH_S)
         cached = rewinds.get(media.space_id)
-        if cached is None or cached[0] != bucket:
+        if (
+            cached is None
+            or cached[0] != bucket
+            or (max_age_s is not None and now - cached[1] > max_age_s)
+        ):
             replay = await asyncio.to_thread(open_replay, root / media.space_id)
             if replay is None:
                 return None
-            cached = rewinds[media.space_id] = (bucket, replay)
+            cached = rewinds[media.space_id] = (bucket, now, replay)
             while len(rewinds) > REPLAYS_KEPT:
                 rewinds.popitem(last=False)
-        return cached[1]
+        return cached[2]
 
     async def replay_of(space: str, media: SpaceMedia | None) -> Replay | Response | None:
         """The replay, for a Space whose stream is not running (ended, or gone from memory); a 410
@@ -188,7 +193,9 @@ def build_origin(
                     "the requested part is late",
                     {"Retry-After": "1", "Cache-Control": NO_STORE},
                 )
-        cache = LIVE_PLAYLIST if msn is None else BLOCKING_PLAYLIST
+        # Only an answer that holds what was asked for is right for later askers of the same
+        # question; one that sends an old question back to the live edge is a plain reload.
+        cache = BLOCKING_PLAYLIST if packager.answers(msn, part) else LIVE_PLAYLIST
         return Response(
             packager.media_playlist(), 200, {**CORS, "Cache-Control": cache}, PLAYLIST_TYPE
         )
@@ -204,23 +211,29 @@ def build_origin(
         )
 
     async def recorded_object(replay: Replay | None, stream: str, name: str) -> Response | None:
-        """A segment or init section read back from a recording (replay or DVR); parts never are."""
+        """A segment, part or init section read back from a recording (replay or DVR)."""
         match = _OBJECT.fullmatch(name)
-        if replay is None or stream not in replay.stream_ids or match is None or match.group(2):
+        if replay is None or stream not in replay.stream_ids or match is None:
             return None
-        seg = match.group(1)
-        data = (
-            await asyncio.to_thread(replay.segment, stream, int(seg))
-            if seg is not None
-            else replay.init_section(stream)
-        )
+        seg, part_msn, part_index = match.groups()
+        if seg is not None:
+            data = await asyncio.to_thread(replay.segment, stream, int(seg))
+        elif part_msn is not None:
+            data = await asyncio.to_thread(replay.part, stream, int(part_msn), int(part_index))
+        else:
+            data = replay.init_section(stream)
         if data is None:
             return None
         return Response(data, 200, {**CORS, "Cache-Control": IMMUTABLE}, MEDIA_TYPE)
 
     async def rewound_object(media: SpaceMedia, stream: str, name: str) -> Response | None:
-        """What left the live window of a live recorded Space, from its recording (DVR)."""
-        return await recorded_object(await dvr_of(media), stream, name)
+        """What left the live window of a live recorded Space, from its recording (DVR); also
+        what an earlier run of the Space produced just before its node died (listeners' last
+        playlist named it), read again from the recording if the DVR's view predates it."""
+        found = await recorded_object(await dvr_of(media), stream, name)
+        if found is None and stream != media.packager.stream_id:
+            found = await recorded_object(await dvr_of(media, max_age_s=1.0), stream, name)
+        return found
 
     async def media_object(request: Request) -> Response:
         space, stream = request.path_params["space"], request.path_params["stream"]

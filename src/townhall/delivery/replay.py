@@ -42,6 +42,7 @@ class _Run:
     run: RecordedRun
     segments: tuple[ReplaySegment, ...]
     by_msn: dict[int, ReplaySegment]
+    parts: dict[tuple[int, int], IndexEntry]
 
 
 def _segments(run: RecordedRun) -> tuple[ReplaySegment, ...]:
@@ -79,7 +80,8 @@ class Replay:
         self._runs: dict[str, _Run] = {}
         for run in runs:
             segments = _segments(run)
-            self._runs[run.stream_id] = _Run(run, segments, {s.msn: s for s in segments})
+            parts = {(e.msn, e.index): e for e in run.entries}
+            self._runs[run.stream_id] = _Run(run, segments, {s.msn: s for s in segments}, parts)
         self.codecs = runs[-1].codecs
         self.bandwidth = max(r.bandwidth for r in runs)
         self._playlist = self._render()
@@ -125,17 +127,17 @@ class Replay:
         segment = run.by_msn.get(msn) if run is not None else None
         if run is None or segment is None:
             return None
-        try:
-            fd = os.open(run.run.media_path, os.O_RDONLY)
-        except OSError:
+        return _read(run.run.media_path, segment.offset, segment.length)
+
+    def part(self, stream_id: str, msn: int, index: int) -> bytes | None:
+        """One recorded part's bytes, the same the live stream served under its name (blocking
+        file read). A stream whose node died leaves listeners holding a playlist that names
+        parts its node produced; the node that took the Space over serves them from here."""
+        run = self._runs.get(stream_id)
+        entry = run.parts.get((msn, index)) if run is not None else None
+        if run is None or entry is None:
             return None
-        try:
-            data = os.pread(fd, segment.length, segment.offset)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        return data if len(data) == segment.length else None
+        return _read(run.run.media_path, entry.offset, entry.length)
 
     def _render(self) -> str:
         segments = self.segments
@@ -161,6 +163,20 @@ class Replay:
         lines.append("#EXT-X-ENDLIST")
         lines.append("")
         return "\n".join(lines)
+
+
+def _read(path: Path, offset: int, length: int) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, length, offset)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) == length else None
 
 
 def _iso8601_ms(unix_seconds: float) -> str:

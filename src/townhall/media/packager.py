@@ -305,6 +305,17 @@ class LlHlsPackager:
         segment = self._find(msn)
         return segment.data if segment is not None else None
 
+    def answers(self, msn: int | None, part: int | None) -> bool:
+        """Whether the current playlist holds what a blocking reload asked for (so the answer
+        stays right for everyone asking the same question later), as opposed to a READY verdict
+        that hands a client back the live edge (it asked for something older than the window,
+        or of an earlier run of the stream)."""
+        return (
+            msn is not None
+            and msn >= self.media_sequence
+            and self.verdict(msn, part)[0] is (Verdict.READY)
+        )
+
     def is_future(self, msn: int, index: int) -> bool:
         """True if (msn, index) is the preload-hinted next part, which the origin may wait for."""
         return not self._ended and (msn, index) == self.next_part
@@ -336,11 +347,16 @@ class LlHlsPackager:
             return Verdict.BAD_REQUEST, "_HLS_msn and _HLS_part must not be negative"
         if self._ended:
             return ready  # §6.2.5.2: directives MUST be ignored once the playlist has EXT-X-ENDLIST
-        if msn < self.media_sequence:
-            # Already slid out of the window: §6.2.5.2 says deliver the whole playlist even if the
-            # requested segment is no longer in it; the client resynchronises from it.
-            return ready
         last_segment = self._open_msn - 1  # the last complete segment's msn (may not exist yet)
+        if self._last_part is None and msn <= last_segment + 2:
+            # Nothing produced yet (a stream that just started, e.g. after a take-over): whatever
+            # older part was asked for, the first answer worth giving lists the first part.
+            return Verdict.WAIT, ""
+        if msn < self.media_sequence:
+            # Already slid out of the window (or asked of an earlier run of the stream): §6.2.5.2
+            # says deliver the whole playlist even if the requested segment is no longer in it;
+            # the client resynchronises from it.
+            return ready
         if msn > last_segment + 2:
             # §6.2.5.2: more than two segments past the last one SHOULD get Bad Request at once.
             return (

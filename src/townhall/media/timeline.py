@@ -34,11 +34,21 @@ class RunStart:
         return self.first_msn * samples_per_segment
 
 
-def run_start(epoch: float, now: float, segment_s: float) -> RunStart:
+# Past the newest msn an earlier run reported: it reports at most every half segment, so it may
+# have opened one more segment since.
+REPORTED_MARGIN = 2
+
+
+def run_start(epoch: float, now: float, segment_s: float, reported_msn: int = 0) -> RunStart:
     """The start of a run beginning at `now` (UNIX seconds) of a Space whose timeline began at
-    `epoch`. A clock before the epoch (a skewed node) still gets a valid start."""
+    `epoch`, past `reported_msn`, the newest msn an earlier run reported (0: none known). The
+    clock alone keeps runs apart once a segment's time has passed between them; the report keeps
+    them apart when a run hands over sooner (a drain). A clock before the epoch (a skewed node)
+    still gets a valid start."""
     if segment_s <= 0:
         raise ValueError("segment_s must be positive")
     elapsed_segments = max(0, int((now - epoch) // segment_s))
     first = elapsed_segments + MARGIN_SEGMENTS
+    if reported_msn > 0:
+        first = max(first, reported_msn + REPORTED_MARGIN)
     return RunStart(first, first)

@@ -20,6 +20,7 @@ class EmbeddedPlacement:
         self._nodes: dict[NodeId, tuple[NodeInfo, float]] = {}  # node → (info, expires at)
         self._leases: dict[str, tuple[Lease, float]] = {}  # space → (lease, expires at)
         self._tokens: dict[str, int] = {}
+        self._positions: dict[str, int] = {}  # space → newest msn an owner reported
 
     def _held(self, space_id: str) -> Lease | None:
         found = self._leases.get(space_id)
@@ -46,25 +47,31 @@ class EmbeddedPlacement:
         if self._held(space_id) is not None:
             return None
         token = self._tokens[space_id] = self._tokens.get(space_id, 0) + 1
-        lease = Lease(space_id, node.node_id, node.url, token)
+        previous = self._positions.get(space_id, 0)
+        lease = Lease(space_id, node.node_id, node.url, token, previous_msn=previous)
         self._leases[space_id] = (lease, self._clock() + ttl_s)
         return lease
 
-    async def renew(self, lease: Lease, ttl_s: float) -> bool:
+    async def renew(self, lease: Lease, ttl_s: float, msn: int = 0) -> bool:
         held = self._held(lease.space_id)
         if held is None or held.token != lease.token or held.ended:
             return False
+        self._note(lease.space_id, msn)
         self._leases[lease.space_id] = (held, self._clock() + ttl_s)
         return True
 
-    async def release(self, lease: Lease, linger_s: float = 0.0) -> None:
+    async def release(self, lease: Lease, linger_s: float = 0.0, msn: int = 0) -> None:
         held = self._held(lease.space_id)
         if held is None or held.token != lease.token:
             return
+        self._note(lease.space_id, msn)
         if linger_s > 0:
             self._leases[lease.space_id] = (replace(held, ended=True), self._clock() + linger_s)
         else:
             del self._leases[lease.space_id]
+
+    def _note(self, space_id: str, msn: int) -> None:
+        self._positions[space_id] = max(msn, self._positions.get(space_id, 0))
 
     async def owners(self, space_ids: list[str]) -> dict[str, Lease]:
         found = {space_id: self._held(space_id) for space_id in space_ids}

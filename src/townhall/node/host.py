@@ -129,7 +129,7 @@ class MediaHost:
                 self._media_config,
                 on_air=space.state is SpaceState.LIVE,
                 on_part=recorder.on_part if recorder is not None else None,
-                run=run_start(space.created_at, time.time(), segment_s),
+                run=run_start(space.created_at, time.time(), segment_s, lease.previous_msn),
                 may_publish=may_publish,
             )
             ingest = Ingest(media, self._ice_servers)
@@ -166,6 +166,11 @@ class MediaHost:
         await director.start()
         log.info("space %s: media running (%s, lease %d)", space.id, space.state.value, lease.token)
         return runtime
+
+    def position(self, space_id: str) -> int:
+        """The newest media sequence number of the Space's stream here (0: not running)."""
+        runtime = self._running.get(SpaceId(space_id))
+        return runtime.media.packager.next_part[0] if runtime is not None else 0
 
     async def stop(self, space_id: SpaceId) -> None:
         """Stop a Space's media here without ending the Space (drain, a lapsed lease): the stage

@@ -56,9 +56,9 @@ class KeeperConfig:
     lease_ttl_s: float = LEASE_TTL_S
     renew_every_s: float = RENEW_EVERY_S
     node_ttl_s: float = NODE_TTL_S
-    scan_every_s: float = 0.5
-    tick_s: float = 0.25
-    fence_margin_s: float = 0.75  # stop publishing this long before the lease could lapse
+    scan_every_s: float = 0.25
+    tick_s: float = 0.125
+    fence_margin_s: float = 0.5  # stop publishing this long before the lease could lapse
     orphan_scans: int = 3  # a Space unowned this many scans is taken by any node with room
     scan_limit: int = 10_000  # open Spaces looked at per scan
     drain_wait_s: float = 10.0  # per Space: how long a drain waits for another node to take it
@@ -99,6 +99,7 @@ class NodeKeeper:
         url: str,
         *,
         runs_media: bool = True,
+        exclusive: bool = False,
         config: KeeperConfig = KeeperConfig(),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -108,6 +109,9 @@ class NodeKeeper:
         self.node_id = node_id
         self.url = url
         self.runs_media = runs_media
+        # The only process there is (embedded placement): nobody else can take a Space over, so a
+        # stalled event loop must not make it stop its own Spaces.
+        self.exclusive = exclusive
         self.config = config
         self.stats = KeeperStats()
         self._clock = clock
@@ -132,7 +136,7 @@ class NodeKeeper:
         """Whether this node may still publish the Space: it holds the lease and its last renewal
         is recent enough that the lease cannot have lapsed in the shared store."""
         held = self._held.get(space_id)
-        return held is not None and self._clock() < self._deadline(held)
+        return held is not None and (self.exclusive or self._clock() < self._deadline(held))
 
     def _deadline(self, held: _Held) -> float:
         return held.renewed_at + self.config.lease_ttl_s - self.config.fence_margin_s
@@ -184,6 +188,8 @@ class NodeKeeper:
             self._wake.clear()
 
     def _enforce_deadlines(self) -> None:
+        if self.exclusive:
+            return
         now = self._clock()
         for space_id, held in list(self._held.items()):
             if now >= self._deadline(held):
@@ -205,7 +211,9 @@ class NodeKeeper:
         async def renew(space_id: str, held: _Held) -> None:
             sent = self._clock()
             try:
-                kept = await self.placement.renew(held.lease, self.config.lease_ttl_s)
+                kept = await self.placement.renew(
+                    held.lease, self.config.lease_ttl_s, self.host.position(space_id)
+                )
             except Exception:
                 self.stats.renew_failures += 1
                 log.warning("space %s: renewing the lease failed", space_id, exc_info=True)
@@ -278,7 +286,9 @@ class NodeKeeper:
         if held is None:
             return
         try:
-            await self.placement.release(held.lease, linger_s=ENDED_LINGER_S)
+            await self.placement.release(
+                held.lease, linger_s=ENDED_LINGER_S, msn=runtime.media.packager.next_part[0]
+            )
         except Exception:
             log.warning("space %s: releasing the lease failed", runtime.space_id, exc_info=True)
 
@@ -294,7 +304,7 @@ class NodeKeeper:
             if held is None:
                 continue
             try:
-                await self.placement.release(held.lease)
+                await self.placement.release(held.lease, msn=self.host.position(space_id))
                 self.stats.released += 1
                 await self._wait_taken(space_id)
             except Exception:

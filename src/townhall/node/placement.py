@@ -23,9 +23,10 @@ from typing import NewType, Protocol
 NodeId = NewType("NodeId", str)
 
 # How long a lease lives unless renewed, and how often its owner renews it: a dead owner is
-# replaced within about LEASE_TTL_S + one scan, and two missed renewals are tolerated.
-LEASE_TTL_S = 3.0
-RENEW_EVERY_S = 1.0
+# replaced within about LEASE_TTL_S + one scan (the budget for the silence a listener hears after a
+# node dies is 5 s), and several missed renewals are tolerated.
+LEASE_TTL_S = 2.5
+RENEW_EVERY_S = 0.5
 # How long a node's heartbeat lives unless renewed.
 NODE_TTL_S = 3.0
 
@@ -58,6 +59,9 @@ class Lease:
     url: str  # the owner's NodeInfo.url, so a request can be forwarded without another lookup
     token: int  # fencing token: larger for every later acquisition of the same Space
     ended: bool = False  # a lingering pointer to an ended stream's node (not renewable)
+    # The newest media sequence number an earlier owner reported (0: none): a new run starts
+    # past it even when it starts within the same segment's time (see media.timeline).
+    previous_msn: int = 0
 
 
 class Placement(Protocol):
@@ -77,13 +81,15 @@ class Placement(Protocol):
         """The Space's lease for `node` if nobody holds it now, else None."""
         ...
 
-    async def renew(self, lease: Lease, ttl_s: float) -> bool:
-        """Extend a lease still held with the same token; False if it lapsed or was taken."""
+    async def renew(self, lease: Lease, ttl_s: float, msn: int = 0) -> bool:
+        """Extend a lease still held with the same token, noting the stream's newest media
+        sequence number `msn` for the next owner; False if it lapsed or was taken."""
         ...
 
-    async def release(self, lease: Lease, linger_s: float = 0.0) -> None:
-        """Give a held lease up (no-op if it is no longer ours). With `linger_s` > 0 an `ended`
-        pointer to this node stays for that long; nobody can acquire the Space meanwhile."""
+    async def release(self, lease: Lease, linger_s: float = 0.0, msn: int = 0) -> None:
+        """Give a held lease up (no-op if it is no longer ours), noting `msn` as `renew` does.
+        With `linger_s` > 0 an `ended` pointer to this node stays for that long; nobody can
+        acquire the Space meanwhile."""
         ...
 
     async def owners(self, space_ids: list[str]) -> dict[str, Lease]:

@@ -27,8 +27,9 @@ DEFAULT_PREFIX = "townhall"
 # STRING "<token> <ended 0|1> <node id> <node url>": the Space's media lease. Set NX with a PX expiry
 # by the acquire script, extended by renew, deleted (or turned into an `ended` pointer) by release.
 LEASE_KEY = "{prefix}:space:{{{space}}}:lease"
-# STRING, integer: the Space's fencing counter, INCRed by every acquisition. TTL FENCE_TTL_S from the
-# last acquisition (longer than any Space stays open without a media owner).
+# HASH: field "token" is the Space's fencing counter, HINCRBY'd by every acquisition; field "msn" the
+# newest media sequence number an owner reported (renew, release), for the next owner to start past.
+# TTL FENCE_TTL_S from the last acquisition (longer than any Space stays open without an owner).
 FENCE_KEY = "{prefix}:space:{{{space}}}:fence"
 # STRING, JSON NodeInfo: a media node's heartbeat, with a PX expiry of the heartbeat's ttl.
 NODE_KEY = "{prefix}:node:{node}"
@@ -39,30 +40,36 @@ NODES_KEY = "{prefix}:nodes"
 FENCE_TTL_S = 30 * 86_400
 
 _ACQUIRE = """
--- KEYS: lease, fence; ARGV: node id, url, ttl ms, fence ttl s
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local token = redis.call('INCR', KEYS[2])
+-- KEYS: lease, fence; ARGV: node id, url, ttl ms, fence ttl s. Returns {token, previous msn}.
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
+local token = redis.call('HINCRBY', KEYS[2], 'token', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('SET', KEYS[1], token .. ' 0 ' .. ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
-return token
+return {token, tonumber(redis.call('HGET', KEYS[2], 'msn') or '0')}
 """
 
 _RENEW = """
--- KEYS: lease; ARGV: token, ttl ms
+-- KEYS: lease, fence; ARGV: token, ttl ms, msn
 local held = redis.call('GET', KEYS[1])
 if not held then return 0 end
 local token, ended = string.match(held, '^(%d+) (%d) ')
 if token ~= ARGV[1] or ended ~= '0' then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if tonumber(ARGV[3]) > tonumber(redis.call('HGET', KEYS[2], 'msn') or '0') then
+  redis.call('HSET', KEYS[2], 'msn', ARGV[3])
+end
 return 1
 """
 
 _RELEASE = """
--- KEYS: lease; ARGV: token, linger ms
+-- KEYS: lease, fence; ARGV: token, linger ms, msn
 local held = redis.call('GET', KEYS[1])
 if not held then return 0 end
 local token, rest = string.match(held, '^(%d+) %d (.*)$')
 if token ~= ARGV[1] then return 0 end
+if tonumber(ARGV[3]) > tonumber(redis.call('HGET', KEYS[2], 'msn') or '0') then
+  redis.call('HSET', KEYS[2], 'msn', ARGV[3])
+end
 if tonumber(ARGV[2]) > 0 then
   redis.call('SET', KEYS[1], token .. ' 1 ' .. rest, 'PX', ARGV[2])
 else
@@ -149,17 +156,23 @@ class RedisPlacement:
         return found
 
     async def acquire(self, space_id: str, node: NodeInfo, ttl_s: float) -> Lease | None:
-        keys = [self._key(LEASE_KEY, space=space_id), self._key(FENCE_KEY, space=space_id)]
-        token = int(await self._acquire(keys, [node.node_id, node.url, _ms(ttl_s), FENCE_TTL_S]))
-        return Lease(space_id, node.node_id, node.url, token) if token > 0 else None
+        keys = self._lease_keys(space_id)
+        got = await self._acquire(keys, [node.node_id, node.url, _ms(ttl_s), FENCE_TTL_S])
+        token, previous = int(got[0]), int(got[1])
+        if token <= 0:
+            return None
+        return Lease(space_id, node.node_id, node.url, token, previous_msn=previous)
 
-    async def renew(self, lease: Lease, ttl_s: float) -> bool:
-        key = self._key(LEASE_KEY, space=lease.space_id)
-        return bool(int(await self._renew([key], [lease.token, _ms(ttl_s)])))
+    async def renew(self, lease: Lease, ttl_s: float, msn: int = 0) -> bool:
+        keys = self._lease_keys(lease.space_id)
+        return bool(int(await self._renew(keys, [lease.token, _ms(ttl_s), msn])))
 
-    async def release(self, lease: Lease, linger_s: float = 0.0) -> None:
-        key = self._key(LEASE_KEY, space=lease.space_id)
-        await self._release([key], [lease.token, _ms(linger_s) if linger_s > 0 else 0])
+    async def release(self, lease: Lease, linger_s: float = 0.0, msn: int = 0) -> None:
+        linger = _ms(linger_s) if linger_s > 0 else 0
+        await self._release(self._lease_keys(lease.space_id), [lease.token, linger, msn])
+
+    def _lease_keys(self, space_id: str) -> list[str]:
+        return [self._key(LEASE_KEY, space=space_id), self._key(FENCE_KEY, space=space_id)]
 
     async def owners(self, space_ids: list[str]) -> dict[str, Lease]:
         if not space_ids:

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# One command: install what a local cluster needs (the virtualenv, and with apt-get: redis-server,
+# postgresql, nginx), then start Redis, PostgreSQL, two API nodes, two media nodes and the nginx
+# edge on loopback and print the URL. Ctrl-C stops them all. Arguments go to scripts/cluster.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --cluster
+exec .venv/bin/python scripts/cluster.py "$@"
