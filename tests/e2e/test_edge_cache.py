@@ -16,11 +16,15 @@ import httpx
 import pytest
 
 from tests.conftest import Server
-from townhall.harness import Edge, start_edge
+from townhall.config import MediaConfig
+from townhall.harness import Edge, start_edge, wait_until
 
 pytestmark = pytest.mark.e2e
 
 HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]+)/p(\d+)\.(\d+)\.m4s"')
+PART = re.compile(r'#EXT-X-PART:.*URI="[^"]*/p(\d+)\.(\d+)\.m4s"')
+PART_TARGET = re.compile(r"#EXT-X-PART-INF:PART-TARGET=([\d.]+)")
+LIFETIME = re.compile(r"(?:s-maxage|max-age)=(\d+)")
 
 
 async def listener(http: httpx.AsyncClient, media_url: str, until: float) -> int:
@@ -101,5 +105,48 @@ def test_the_edge_answers_anonymous_space_lookups_but_never_identified_ones(
         assert all(r.status_code == 200 for r in identified)
         assert all(r.headers.get("x-cache-status") == "BYPASS" for r in identified)
         assert edge.origin_requests() - before == 5, edge.access_log.read_text()
+    finally:
+        edge.proc.stop()
+
+
+def newest_part(playlist: str) -> int:
+    """The newest complete part a live playlist lists, counted from the start of the stream."""
+    parts = PART.findall(playlist)
+    assert parts, playlist
+    msn, part = parts[-1]
+    return int(msn) * MediaConfig.parts_per_segment + int(part)
+
+
+def test_a_live_playlist_from_an_edge_left_idle_is_fresh(server: Server, tmp_path: Path) -> None:
+    """A listener who arrives after nobody has asked the edge for a while must get the stream's
+    live edge, not the copy the last listener got (a player given an old playlist starts in the
+    past, or waits for the stream to catch up with it)."""
+    space = server.create_space("Idle edge")
+    edge = start_edge(server.url, tmp_path / "edge")
+    try:
+        origin_url = f"{server.url}/live/{space.id}/media.m3u8"
+        edge_url = f"{edge.url}/live/{space.id}/media.m3u8"
+        with httpx.Client(timeout=10) as http:
+            wait_until(lambda: PART.search(http.get(origin_url).text) is not None, 30, "parts")
+            cached = http.get(edge_url)  # the edge now holds this copy
+            assert cached.status_code == 200
+            lifetime = max(int(s) for s in LIFETIME.findall(cached.headers["cache-control"]))
+            part_s = float(PART_TARGET.findall(cached.text)[0])
+            # Idle (no request reaches the edge) until the stream has moved on by more than the
+            # copy's lifetime plus a few parts: a copy served now would be visibly old.
+            moved_on = newest_part(cached.text) + int(lifetime / part_s) + 4
+            wait_until(
+                lambda: newest_part(http.get(origin_url).text) >= moved_on,
+                30,
+                "the stream to move on",
+            )
+            live = newest_part(http.get(origin_url).text)
+            served = http.get(edge_url)
+        assert served.status_code == 200
+        behind = live - newest_part(served.text)
+        assert behind <= 1, (
+            f"the edge served a playlist {behind} parts behind the origin "
+            f"({served.headers.get('x-cache-status')}):\n{served.text}"
+        )
     finally:
         edge.proc.stop()
