@@ -21,9 +21,15 @@
 // beyond MAX_BEHIND_S the page jumps to the live edge. hls.js adds a second to its target after each
 // stall and never takes it back; after STALL_FORGIVE_MS without a stall the page resets it.
 //
-// Recovery: fatal media errors go to hls.recoverMediaError (swapping the codec hint if that
-// repeats quickly); fatal network errors first ask the API whether the Space has ended, and if not,
-// restart loading after an exponential, jittered backoff. The Space is over when the playlist
+// Recovery (recovery.js): fatal media errors go to hls.recoverMediaError (swapping the codec hint
+// if that repeats quickly). Any other fatal error, and a stall (no progress of currentTime for
+// STALL_RECONNECTING_MS while playing), first ask the API whether the Space has ended; if not, the
+// page re-creates the player — at once the first time, then after an exponential wait with full
+// jitter (at most RECONNECT_MAX_S while the Space is live) — which starts again at the live edge.
+// A new player rather than hls.startLoad: after a server restart or a take-over the stream may
+// number its segments from 1 again, and a player that saw higher numbers waits for the new ones to
+// pass them (seen: 85–111 s); a new player also follows a stream that continues its numbering
+// across an EXT-X-DISCONTINUITY, so the same recovery serves both. The Space is over when the playlist
 // carries EXT-X-ENDLIST and playback reaches its end, or when the snapshot says so (then a player
 // that is still playing gets END_FALLBACK_MS to play out what it has).
 
@@ -44,9 +50,11 @@ import {
   stateLabel,
   whoAmI,
 } from './api.js';
+import { retryDelay } from './recovery.js';
 
 const MAX_BEHIND_S = 6; // further behind than this after a stall: jump to live instead of speeding up
-const STALL_RECONNECTING_MS = 4000; // no progress for this long while playing: say so, check the Space
+const STALL_RECONNECTING_MS = 3000; // no progress for this long while playing: re-create the player
+const RECONNECT_MAX_S = 3; // back within ~5 s of a live stream's return; the jitter spreads the crowd
 const END_STALL_MS = 1500; // after ENDLIST, this long without progress means the end was reached
 const STALL_FORGIVE_MS = 30000;
 const MAX_BACKOFF_S = 15;
@@ -197,7 +205,8 @@ const player = {
   endlist: false,
   lastTime: -1,
   lastProgressAt: 0,
-  stallChecked: false,
+  stallChecked: false, // this stall was acted on: the re-created player gets a stall window of its own
+  reconnecting: false, // a re-created player is due (one at a time)
   audioContext: null,
   analyser: null,
   gain: null,
@@ -422,8 +431,18 @@ function jumpToLive() {
 
 // ------------------------------------------------------------------------------------- playback
 
-function createHls() {
-  const hls = new Hls(HLS_CONFIG);
+// A re-created player asks for its playlists past the browser's cache: a stream that started again
+// at 1 (a restart on a server that does not continue the numbering) repeats the URLs of blocking
+// reloads the browser still holds from the old stream (max-age=30), and hls.js rejects those
+// playlists ("media sequence mismatch"). Parts and segments live under a per-stream path.
+function freshPlaylists(xhr, url) {
+  if (!url.includes('.m3u8')) return;
+  if (!xhr.readyState) xhr.open('GET', url, true);
+  xhr.setRequestHeader('Cache-Control', 'no-cache');
+}
+
+function createHls({ recovering = false } = {}) {
+  const hls = new Hls(recovering ? { ...HLS_CONFIG, xhrSetup: freshPlaylists } : HLS_CONFIG);
   player.targetLatency = null;
   hls.on(Hls.Events.ERROR, onHlsError);
   hls.on(Hls.Events.LEVEL_UPDATED, (_, { details }) => {
@@ -432,9 +451,6 @@ function createHls() {
       player.targetLatency = (details.partHoldBack || details.holdBack) + details.partTarget;
       hls.targetLatency = player.targetLatency;
     }
-  });
-  hls.on(Hls.Events.FRAG_BUFFERED, () => {
-    player.attempt = 0;
   });
   hls.attachMedia(ui.audio);
   hls.loadSource(playlistUrl);
@@ -859,31 +875,42 @@ function onHlsError(_, data) {
     player.hls.recoverMediaError();
     return;
   }
-  setState('reconnecting');
-  recoverLater(data.type === Hls.ErrorTypes.NETWORK_ERROR && player.hls.levels.length > 0);
+  reconnect();
 }
 
-async function recoverLater(canResumeLoading) {
+/** The stream stopped: unless the Space ended, a new player after a jittered wait (see the top). */
+async function reconnect() {
+  if (player.reconnecting) return;
+  player.reconnecting = true;
   clearTimeout(player.retryTimer);
+  const resume = player.state !== 'paused';
+  if (resume) setState('reconnecting');
   if (await spaceHasEnded()) {
+    player.reconnecting = false;
     finish();
     return;
   }
   player.attempt += 1;
-  const backoff = Math.min(MAX_BACKOFF_S, 0.5 * 2 ** (player.attempt - 1));
-  const delay = backoff * (0.5 + Math.random()); // jitter: a million players must not retry in step
-  setState('reconnecting', `Reconnecting in ${Math.ceil(delay)} s…`);
-  player.retryTimer = setTimeout(() => {
-    if (player.state === 'ended') return;
-    if (canResumeLoading && player.hls) {
-      player.hls.startLoad(-1);
-    } else {
-      destroyHls();
-      createHls();
-    }
-    setState('reconnecting');
-    ui.audio.play().catch(() => {});
-  }, delay * 1000);
+  const delay = retryDelay(player.attempt, space.state === 'live' ? RECONNECT_MAX_S : MAX_BACKOFF_S);
+  if (resume && delay >= 1) setState('reconnecting', `Reconnecting in ${Math.ceil(delay)} s…`);
+  player.retryTimer = setTimeout(restartPlayer, delay * 1000);
+}
+
+function restartPlayer() {
+  player.reconnecting = false;
+  if (player.state === 'ended' || player.replay || player.rewound) return;
+  const resume = player.state !== 'paused';
+  if (player.hls) {
+    destroyHls();
+    createHls({ recovering: true });
+  } else if (player.native) {
+    ui.audio.src = playlistUrl; // assigning it again loads it afresh
+  }
+  player.lastProgressAt = performance.now();
+  player.stallChecked = false;
+  if (!resume) return;
+  setState('reconnecting');
+  ui.audio.play().catch(() => {}); // AbortError if replaced again meanwhile: that one plays
 }
 
 /** Give hls.js its original target back once playback has been smooth for a while. */
@@ -894,7 +921,7 @@ function forgiveOldStalls(now) {
 }
 
 /** Twice a second: show latency, notice stalls and the end of an ended playlist. */
-async function tick() {
+function tick() {
   if (player.replay) {
     if (player.started) showPosition();
     return;
@@ -916,6 +943,7 @@ async function tick() {
     player.lastTime = ui.audio.currentTime;
     player.lastProgressAt = now;
     player.stallChecked = false;
+    player.attempt = 0;
     if (behind !== null && behind > MAX_BEHIND_S) jumpToLive();
     forgiveOldStalls(now);
     return;
@@ -926,8 +954,7 @@ async function tick() {
     finish();
   } else if (stalledFor > STALL_RECONNECTING_MS && !player.stallChecked) {
     player.stallChecked = true;
-    setState('reconnecting');
-    if (await spaceHasEnded()) finish();
+    reconnect();
   }
 }
 

@@ -20,10 +20,14 @@
 //
 // *Audio.* "Start talking" opens the microphone once; a *session* then owns one RTCPeerConnection
 // at a time. The exchange is non-trickle: the offer is sent after ICE gathering completed (or a
-// timeout), the server answers with all its candidates. When the connection fails (or stays
-// disconnected for a few seconds) the session drops that peer connection and makes a new one after
-// an exponential, jittered backoff, keeping the same microphone track. Answers that retrying cannot
-// fix (not on the stage, Space ended) stop the session instead. The stage talks in the green room
+// timeout), the server answers with all its candidates. The connection is lost when it fails,
+// stays disconnected for a few seconds, or — what a crashed or restarted server leaves behind,
+// while the browser may still call the connection "connected" — when the audio the stage sends
+// back (a packet every 20 ms, silence included) stands still for RETURN_TIMEOUT_MS. Then the
+// session drops that peer connection and makes a new one, at once and then after exponential
+// waits with full jitter (recovery.js), keeping the same microphone track; the page says
+// "Reconnecting…" until the new one carries audio. Answers that retrying cannot fix (not on the
+// stage, Space ended) stop the session instead. The stage talks in the green room
 // too: nothing reaches listeners until the host goes live.
 //
 // *Mute.* Muting is a server state (the mixer applies it, the roster shows it); the page also
@@ -50,11 +54,14 @@ import {
   spaceIdFromPath,
   whoAmI,
 } from './api.js';
+import { retryDelay, Stillness } from './recovery.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 3000;
 const DISCONNECTED_GRACE_MS = 2500; // ICE may recover from "disconnected" by itself; a fresh connection is cheap
-const MAX_ATTEMPTS = 8; // then stop and offer "Try again"
-const MAX_BACKOFF_S = 30;
+const MAX_ATTEMPTS = 12; // then stop and offer "Try again" (about a minute of tries)
+const MAX_BACKOFF_S = 10;
+const RETURN_TIMEOUT_MS = 3000; // no audio back from the stage this long: the connection is gone
+const WATCH_MS = 1000;
 const EVENTS_MAX_BACKOFF_S = 20;
 const SNAPSHOT_POLL_MS = 2000; // speaking indicators and the listener count
 const FALLBACK_POLL_MS = 4000; // full reads while the event socket cannot connect
@@ -192,6 +199,8 @@ const session = {
   attempt: 0,
   retryTimer: 0,
   graceTimer: 0,
+  watchTimer: 0, // checks that the stage's audio still arrives (see the top of this file)
+  returned: new Stillness(0), // packets received from the stage
   audioContext: null,
   analyser: null,
   samples: null,
@@ -966,6 +975,7 @@ function dropPeer() {
   session.generation += 1;
   clearTimeout(session.retryTimer);
   clearTimeout(session.graceTimer);
+  clearInterval(session.watchTimer);
   if (session.pc) {
     session.pc.close();
     session.pc = null;
@@ -1011,6 +1021,7 @@ function onConnectionState(pc) {
       session.attempt = 0;
       showError('');
       setState('connected');
+      watchReturn(pc);
       break;
     case 'disconnected':
       setState('reconnecting');
@@ -1020,11 +1031,34 @@ function onConnectionState(pc) {
       }, DISCONNECTED_GRACE_MS);
       break;
     case 'failed':
+    case 'closed':
       retryLater();
       break;
     default:
       break;
   }
+}
+
+/** While connected: the connection is lost once the stage's audio stops arriving. */
+function watchReturn(pc) {
+  const generation = session.generation;
+  clearInterval(session.watchTimer);
+  session.returned.reset(performance.now());
+  session.watchTimer = setInterval(async () => {
+    let packets = 0;
+    try {
+      (await pc.getStats()).forEach((stats) => {
+        if (stats.type === 'inbound-rtp' && stats.kind === 'audio') packets += stats.packetsReceived;
+      });
+    } catch {
+      return; // closed meanwhile: a newer connection has its own watch
+    }
+    if (generation !== session.generation || session.state !== 'connected') return;
+    if (session.returned.stillFor(packets, performance.now()) > RETURN_TIMEOUT_MS) {
+      showError('The stage stopped answering.');
+      retryLater();
+    }
+  }, WATCH_MS);
 }
 
 function onConnectError(err) {
@@ -1056,8 +1090,8 @@ function retryLater(minimumSeconds = 0) {
     showError('Could not reach the stage after several tries. Check your network, then try again.');
     return;
   }
-  const delay = Math.max(minimumSeconds, backoff(session.attempt, MAX_BACKOFF_S) * 1.5);
-  setState('reconnecting', `Next try in ${Math.ceil(delay)} s.`);
+  const delay = retryDelay(session.attempt, MAX_BACKOFF_S, minimumSeconds);
+  setState('reconnecting', delay >= 1 ? `Next try in ${Math.ceil(delay)} s.` : '');
   session.retryTimer = setTimeout(connect, delay * 1000);
 }
 
