@@ -96,7 +96,8 @@ def test_the_edge_answers_anonymous_space_lookups_but_never_identified_ones(
         assert {r.json()["space"]["title"] for r in anonymous} == {"Joinable"}
         # Fresh for a second: a slow run may cross a couple of second boundaries, not thirty.
         assert edge.origin_requests() - before <= 4, edge.access_log.read_text()
-        assert anonymous[-1].headers.get("x-cache-status") in ("HIT", "UPDATING", "STALE")
+        answered_here = [r.headers.get("x-cache-status") for r in anonymous].count("HIT")
+        assert answered_here >= len(anonymous) - 4, [r.headers for r in anonymous]
 
         before = edge.origin_requests()
         with httpx.Client(timeout=10) as http:
@@ -105,6 +106,44 @@ def test_the_edge_answers_anonymous_space_lookups_but_never_identified_ones(
         assert all(r.status_code == 200 for r in identified)
         assert all(r.headers.get("x-cache-status") == "BYPASS" for r in identified)
         assert edge.origin_requests() - before == 5, edge.access_log.read_text()
+    finally:
+        edge.proc.stop()
+
+
+async def pollers(urls: list[str], count: int, seconds: float) -> None:
+    """`count` clients each asking for every url over and over, as fast as they are answered."""
+    limits = httpx.Limits(max_connections=count + 4)
+    async with httpx.AsyncClient(timeout=15, limits=limits) as http:
+        until = time.monotonic() + seconds
+
+        async def poll() -> None:
+            while time.monotonic() < until:
+                for response in await asyncio.gather(*(http.get(url) for url in urls)):
+                    assert response.status_code == 200, response.text
+
+        await asyncio.gather(*(poll() for _ in range(count)))
+
+
+def test_objects_fresh_for_a_second_cost_the_origin_about_one_request_a_second(
+    server: Server, tmp_path: Path
+) -> None:
+    """The plain playlist, the snapshot and the anonymous Space lookup expire every second and are
+    never served expired: still, a crowd asking for them at once must not all go to the origin
+    when they expire."""
+    space = server.create_space("Polled")
+    edge = start_edge(server.url, tmp_path / "edge")
+    try:
+        paths = [f"/live/{space.id}/media.m3u8", f"/api/spaces/{space.id}/snapshot"]
+        paths.append(f"/api/spaces/{space.id}")
+        before = edge.origin_requests()
+        began = time.monotonic()
+        asyncio.run(pollers([edge.url + path for path in paths], count=20, seconds=3.0))
+        seconds = time.monotonic() - began
+        asked = edge.client_requests()
+        # One request per object per second (started seconds are counted whole), plus one.
+        budget = len(paths) * (int(seconds) + 2)
+        assert edge.origin_requests() - before <= budget, (seconds, edge.access_log.read_text())
+        assert asked > 10 * budget  # the crowd really asked
     finally:
         edge.proc.stop()
 
