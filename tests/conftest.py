@@ -1,12 +1,15 @@
-"""Fixtures that start real processes (see townhall.harness): the server and speaker bots.
+"""Fixtures that start real processes (see townhall.harness): the server, speaker bots, and the
+engines a cluster runs on (redis-server, PostgreSQL).
 
 Every process is started by the fixture, bound to loopback, and stopped by its own PID.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,10 +17,13 @@ import redis
 
 from townhall.harness import (
     REPO,
+    Postgres,
     Proc,
     Server,
     free_port,
+    postgres_bin,
     spawn,
+    start_postgres,
     start_server,
     start_speaker,
     wait_until,
@@ -62,11 +68,15 @@ def _answers_ping(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def start_redis(port: int, data_dir: Path, *, persist: bool = False) -> Proc:
+    """A redis-server on loopback `port`, started and answering PING; with `persist` it keeps an
+    append-only file in `data_dir`, so a restart comes back with its data (as a production Redis
+    does), else it persists nothing.
+
+    Tests that take Redis away and bring it back call this twice with the same port."""
     if not Path(REDIS_SERVER).exists():
         pytest.fail("redis-server is not installed (the project's setup installs it with apt)")
-    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
     proc = spawn(
         [
             REDIS_SERVER,
@@ -77,9 +87,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if persist else "no",
             "--dir",
-            str(tmp_path_factory.mktemp("redis")),
+            str(data_dir),
         ]
     )
     url = f"redis://127.0.0.1:{port}/0"
@@ -87,8 +97,70 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_until(
             lambda: proc.popen.poll() is not None or _answers_ping(url), 15, "redis-server to start"
         )
-        if proc.popen.poll() is not None:
-            pytest.fail(f"redis-server exited:\n{proc.output()}")
-        yield url
+    except TimeoutError:
+        proc.kill()
+        raise
+    if proc.popen.poll() is not None:
+        pytest.fail(f"redis-server exited:\n{proc.output()}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    proc = start_redis(port, tmp_path_factory.mktemp("redis"))
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL server for the session (on loopback, in a temporary directory);
+    tests get a database each from `postgres_url`."""
+    if postgres_bin() is None:
+        pytest.fail("PostgreSQL is not installed (the project's setup installs it with apt)")
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres: Postgres) -> Iterator[str]:
+    """A new, empty database on the session's PostgreSQL (`postgresql://…`), dropped afterwards."""
+    name = f"test_{next(_database_numbers)}"
+    url = postgres.create_database(name)
+    yield url
+    postgres.drop_database(name)
+
+
+@dataclass
+class FlakyRedis:
+    """A redis-server we can stop (by PID) and start again on the same port, with its data."""
+
+    port: int
+    data_dir: Path
+    proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = start_redis(self.port, self.data_dir, persist=True)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+
+@pytest.fixture
+def flaky_redis(tmp_path: Path) -> Iterator[FlakyRedis]:
+    server = FlakyRedis(free_port(), tmp_path / "redis")
+    yield server
+    server.stop()

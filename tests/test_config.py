@@ -41,6 +41,12 @@ def test_environment_and_flags_override_defaults(tmp_path: Path) -> None:
         ({"TOWNHALL_PORT": "70000"}, "between 0 and 65535"),
         ({"TOWNHALL_SECRET": "short"}, "at least 32"),
         ({"TOWNHALL_ICE_SERVERS": "http://x"}, "cannot read"),
+        ({"TOWNHALL_DATABASE_URL": "mysql://db/townhall"}, "SQLite or PostgreSQL"),
+        ({"TOWNHALL_DATABASE_URL": "postgresql+psycopg2://db/t"}, "use postgresql://"),
+        ({"TOWNHALL_DATABASE_URL": "not a url"}, "TOWNHALL_DATABASE_URL: cannot read"),
+        ({"TOWNHALL_DATABASE_POOL_SIZE": "0"}, "TOWNHALL_DATABASE_POOL_SIZE must be between"),
+        ({"TOWNHALL_DATABASE_MAX_OVERFLOW": "-1"}, "TOWNHALL_DATABASE_MAX_OVERFLOW"),
+        ({"TOWNHALL_DATABASE_POOL_TIMEOUT": "0"}, "TOWNHALL_DATABASE_POOL_TIMEOUT"),
         ({"TOWNHALL_TRUSTED_PROXIES": "nginx.local"}, "not an IP address or network"),
     ],
 )
@@ -75,3 +81,33 @@ def test_recordings_are_kept_30_days_unless_configured_and_0_keeps_them_forever(
     assert load(env, data_dir=tmp_path).recording_retention_days == 0
     with pytest.raises(ConfigError, match="TOWNHALL_RECORDING_RETENTION_DAYS"):
         load({"TOWNHALL_RECORDING_RETENTION_DAYS": "-1"}, data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        (
+            "postgresql://th:pw@db.internal:5432/townhall",
+            "postgresql+asyncpg://th:pw@db.internal:5432/townhall",
+        ),
+        ("postgres://th@db/townhall", "postgresql+asyncpg://th@db/townhall"),
+        ("postgresql+asyncpg://th@db/townhall", "postgresql+asyncpg://th@db/townhall"),
+        ("sqlite:////var/lib/townhall/t.db", "sqlite+aiosqlite:////var/lib/townhall/t.db"),
+        ("", ""),
+    ],
+)
+def test_a_database_url_gets_the_async_driver_townhall_ships(
+    tmp_path: Path, given: str, used: str
+) -> None:
+    assert load({"TOWNHALL_DATABASE_URL": given}, data_dir=tmp_path).database_url == used
+
+
+def test_the_database_pool_is_small_by_default_so_twenty_nodes_fit_postgresql(
+    tmp_path: Path,
+) -> None:
+    config = load({}, data_dir=tmp_path)
+    per_process = config.database_pool_size + config.database_max_overflow
+    assert 20 * per_process <= 100 - 3 - 10  # PostgreSQL's default, its superuser seats, headroom
+    env = {"TOWNHALL_DATABASE_POOL_SIZE": "10", "TOWNHALL_DATABASE_MAX_OVERFLOW": "0"}
+    configured = load(env, data_dir=tmp_path)
+    assert (configured.database_pool_size, configured.database_max_overflow) == (10, 0)

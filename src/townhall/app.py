@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -21,9 +23,15 @@ from townhall.config import Config
 from townhall.control_plane import ControlPlane, install_control_plane, open_control_plane
 from townhall.delivery.origin import build_origin
 from townhall.delivery.replay import Replay
-from townhall.media.host import MediaHost, NodeFull
 from townhall.media.pipeline import SpaceMedia
-from townhall.spaces.model import Space
+from townhall.node.embedded_placement import EmbeddedPlacement
+from townhall.node.forward import Forwarder
+from townhall.node.host import MediaHost, NodeFull, SpaceRuntime
+from townhall.node.keeper import OPEN_STATES, NodeKeeper
+from townhall.node.placement import NodeId, Placement
+from townhall.node.redis_placement import RedisPlacement
+from townhall.node.routing import LiveRouter
+from townhall.spaces.model import Space, SpaceId
 from townhall.web import pages
 from townhall.webhooks.sender import WebhookSender
 
@@ -60,10 +68,19 @@ async def _expire_recordings(host: MediaHost, retention_days: int) -> None:
 
 
 class Node:
-    """What the running process holds: the control plane and the media host, made in lifespan."""
+    """What the running process holds, made in lifespan: the control plane, the Spaces it runs
+    (host), its leases (keeper) and the way to reach other nodes (forwarder)."""
 
     plane: ControlPlane
     host: MediaHost
+    keeper: NodeKeeper
+    forwarder: Forwarder
+    placement: Placement
+
+
+def _node_id(config: Config) -> NodeId:
+    """Unique per process start: a restarted node is a new node (its old leases lapse)."""
+    return NodeId(f"{socket.gethostname()}-{config.port}-{secrets.token_hex(3)}")
 
 
 def create_app(config: Config) -> FastAPI:
@@ -72,14 +89,32 @@ def create_app(config: Config) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         node.plane = await open_control_plane(config)
+        node.placement = (
+            RedisPlacement.from_url(config.redis_url) if config.redis_url else EmbeddedPlacement()
+        )
+        node_id = _node_id(config)
+
+        async def ended(runtime: SpaceRuntime) -> None:
+            await node.keeper.on_ended(runtime)
+
         node.host = MediaHost(
             node.plane.control,
             config.media,
             config.ice_servers,
             max_live=config.max_live_spaces,
             host_absent_end_s=config.empty_stage_end_s,
+            on_ended=ended,
         )
-        await node.host.resume_all()
+        node.keeper = NodeKeeper(
+            node.host,
+            node.placement,
+            node.plane.records,
+            node_id,
+            config.internal_url,
+            runs_media=config.runs_media,
+        )
+        node.forwarder = Forwarder(node.placement, node_id)
+        node.keeper.start()
         sender = WebhookSender(node.plane.records)
         background = [
             asyncio.create_task(watch_loop_lag(admission), name="loop-lag"),
@@ -89,17 +124,22 @@ def create_app(config: Config) -> FastAPI:
                 _expire_recordings(node.host, config.recording_retention_days), name="retention"
             ),
         ]
+        log.info("node %s (%s) reachable at %s", node_id, config.role, config.internal_url)
         try:
             yield
         finally:
-            # Graceful drain: stop streams and hang up speakers; Spaces stay open and resume on
-            # the next start. Undelivered webhooks stay in the outbox for the next start.
+            # Graceful drain: hand this node's Spaces to other nodes (if any can take them), then
+            # stop streams and hang up speakers. Spaces stay open: another node, or this one at
+            # its next start, resumes them. Undelivered webhooks stay in the outbox.
             for task in background:
                 task.cancel()
+            await node.keeper.drain()
+            await node.keeper.close()
             await sender.close()
             await node.host.close()
-            await node.plane.live.close()
-            await node.plane.records.close()
+            await node.forwarder.close()
+            await node.placement.close()
+            await node.plane.close()
 
     app = FastAPI(
         title="townhall",
@@ -113,12 +153,12 @@ def create_app(config: Config) -> FastAPI:
 
     async def run_media_for(space: Space) -> None:
         try:
-            await node.host.ensure(space)
+            await node.keeper.place_now(space)
         except NodeFull as exc:
             raise Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"}) from None
 
     install_control_plane(app, config, lambda: node.plane, run_media_for)
-    app.include_router(build_media_router(config, lambda: node.host))
+    app.include_router(build_media_router(config, lambda: node))
     app.include_router(build_recording_router(config, lambda: node.host))
 
     def lookup(space_id: str) -> SpaceMedia | None:
@@ -130,7 +170,27 @@ def create_app(config: Config) -> FastAPI:
     def expired(space_id: str) -> bool:
         return hasattr(node, "host") and node.host.recording_expired(space_id)
 
-    app.mount("/live", build_origin(lookup, replays=replay_of, expired=expired))
+    async def is_open(space_id: str) -> bool:
+        space = await node.plane.records.space(SpaceId(space_id))
+        return space is not None and space.state in OPEN_STATES
+
+    origin = build_origin(lookup, replays=replay_of, expired=expired)
+    app.mount(
+        "/live",
+        LiveRouter(
+            origin,
+            lambda: node.forwarder if hasattr(node, "forwarder") else None,
+            lambda space_id: lookup(space_id) is not None,
+            is_open,
+        ),
+    )
+
+    async def drain() -> None:
+        """Hand this node's Spaces over before the server stops accepting requests (SIGTERM)."""
+        if hasattr(node, "keeper"):
+            await node.keeper.drain()
+
+    app.state.drain = drain
     for route in pages.routes():
         app.router.routes.append(route)
     app.state.node = node

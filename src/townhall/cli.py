@@ -21,14 +21,31 @@ def _serve(args: argparse.Namespace) -> int:
     from townhall.app import create_app
 
     class Server(uvicorn.Server):
-        """uvicorn's server, but a SIGTERM/Ctrl-C that ends in a clean drain exits with status 0
+        """uvicorn's server, but (1) the first SIGTERM/Ctrl-C first hands this node's Spaces to
+        other nodes while it still answers the requests relayed to it, and only then stops
+        accepting (a second signal stops at once), and (2) a clean drain exits with status 0
         (uvicorn re-raises the signal after draining, which reports a clean stop as a kill)."""
+
+        draining: asyncio.Task[None] | None = None
+
+        def on_signal(self, sig: int) -> None:
+            if self.draining is not None or not self.started:
+                self.handle_exit(sig, None)
+                return
+
+            async def drain_then_exit() -> None:
+                try:
+                    await app.state.drain()
+                finally:
+                    self.handle_exit(sig, None)
+
+            self.draining = asyncio.create_task(drain_then_exit(), name="drain")
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+                loop.add_signal_handler(sig, self.on_signal, sig)
             try:
                 yield
             finally:
@@ -36,7 +53,10 @@ def _serve(args: argparse.Namespace) -> int:
                     loop.remove_signal_handler(sig)
 
     config = load(
-        host=args.host, port=args.port, data_dir=Path(args.data_dir) if args.data_dir else None
+        host=args.host,
+        port=args.port,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        role=args.role,
     )
     config.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(config)
@@ -161,13 +181,12 @@ def _webhooks(args: argparse.Namespace) -> int:
     """Manage webhook endpoints in this installation's database (run on the server's machine)."""
     import secrets
 
-    from townhall.control_plane import records_url
-    from townhall.state.records import open_records
+    from townhall.control_plane import open_config_records
 
     config = load(data_dir=Path(args.data_dir) if args.data_dir else None)
 
     async def main() -> int:
-        records = await open_records(config.database_url or records_url(config.data_dir))
+        records = await open_config_records(config)
         try:
             if args.action == "add":
                 if not args.url.startswith(("https://", "http://")):
@@ -200,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8080, env TOWNHALL_PORT)")
     serve.add_argument(
         "--data-dir", help="where data lives (default ./data, env TOWNHALL_DATA_DIR)"
+    )
+    serve.add_argument(
+        "--role",
+        choices=["all", "api", "media"],
+        help="all: API and media in one process (default); api: never runs media; media: runs "
+        "the Spaces placed on it (env TOWNHALL_ROLE)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(

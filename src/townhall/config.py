@@ -1,8 +1,8 @@
 """Configuration: one dataclass per component, combined here and read from the environment.
 
 Every option has an embedded default so that `townhall serve` runs with nothing configured; each can
-be set with a `TOWNHALL_*` environment variable, and the CLI's flags override both. README.md's
-"Configuration" table lists them all.
+be set with a `TOWNHALL_*` environment variable, and the CLI's flags override both. The README's
+configuration table lists them all; `docs/config.md` says more about those a cluster needs.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import os
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from townhall.spaces.lifecycle import DEFAULT_HOST_ABSENT_LIMIT_S
 
 
 class ConfigError(ValueError):
@@ -64,19 +66,44 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()
     session_ttl_s: int = 30 * 86400  # how long a sign-in (or guest identity) lasts
     ice_servers: tuple[IceServer, ...] = ()
-    database_url: str = ""  # SQLAlchemy URL; empty: SQLite file in data_dir
+    database_url: str = ""  # sqlite:///… or postgresql://…; empty: SQLite file in data_dir
+    # Connections each process keeps to the database, the extra ones a burst may open, and how long
+    # a transaction waits for one before failing. 3 + 1 lets 20 processes share PostgreSQL's
+    # default 100 connections (see state/database.py).
+    database_pool_size: int = 3
+    database_max_overflow: int = 1
+    database_pool_timeout_s: int = 5
     redis_url: str = ""  # empty: embedded live state (one process); set for many processes/nodes
     # Requests in flight per class before answering 503 + Retry-After (see api/admission.py).
     inflight_media: int = 50_000
     inflight_listener: int = 2_000
     inflight_interaction: int = 500
     inflight_control: int = 1_000
-    max_live_spaces: int = 50  # per process: each live Space costs a media clock and encoders
-    empty_stage_end_s: int = 900  # a Space whose stage stays empty this long ends by itself
+    max_live_spaces: int = 50  # per media node: each open Space costs a media clock and encoders
+    # What this process does: "all" (one box: API and media), "api" (never runs media) or "media"
+    # (runs the Spaces placed on it; answers API requests too).
+    role: str = "all"
+    # Where the other nodes reach this one (relayed /live and /rtc requests); derived from
+    # host:port when empty, which suits one machine; set it when nodes run on several machines.
+    node_url: str = ""
+    # A Space whose host stays off its stage this long ends by itself (lifecycle owns the rule).
+    empty_stage_end_s: int = int(DEFAULT_HOST_ABSENT_LIMIT_S)
     # Days a recording (and its clips) is kept after its Space ended; 0 keeps it forever. An
     # expired recording is deleted and its replay, download and clips answer 410.
     recording_retention_days: int = 30
     media: MediaConfig = field(default_factory=MediaConfig)
+
+    @property
+    def runs_media(self) -> bool:
+        return self.role in ("all", "media")
+
+    @property
+    def internal_url(self) -> str:
+        if self.node_url:
+            return self.node_url.rstrip("/")
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -97,6 +124,29 @@ def _int(env: dict[str, str], name: str, default: int, *, low: int, high: int) -
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+ROLES = ("all", "api", "media")
+
+
+def _role(raw: str) -> str:
+    role = raw.strip().lower() or Config.role
+    if role not in ROLES:
+        raise ConfigError(f"TOWNHALL_ROLE must be one of {', '.join(ROLES)}, got {raw!r}")
+    return role
+
+
+def _database_url(raw: str) -> str:
+    """TOWNHALL_DATABASE_URL with townhall's async driver filled in (`postgresql://…` →
+    `postgresql+asyncpg://…`); refused at start rather than at the first query if it cannot work."""
+    if not raw:
+        return ""
+    from townhall.state.database import driver_url  # SQLAlchemy: imported only when configured
+
+    try:
+        return driver_url(raw)
+    except ValueError as exc:
+        raise ConfigError(f"TOWNHALL_DATABASE_URL: {exc}") from None
 
 
 def parse_ice_servers(raw: str) -> tuple[IceServer, ...]:
@@ -171,7 +221,16 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
             env, "TOWNHALL_SESSION_TTL", Config.session_ttl_s, low=60, high=365 * 86400
         ),
         "ice_servers": parse_ice_servers(env.get("TOWNHALL_ICE_SERVERS", "")),
-        "database_url": env.get("TOWNHALL_DATABASE_URL", ""),
+        "database_url": _database_url(env.get("TOWNHALL_DATABASE_URL", "")),
+        "database_pool_size": _int(
+            env, "TOWNHALL_DATABASE_POOL_SIZE", Config.database_pool_size, low=1, high=1_000
+        ),
+        "database_max_overflow": _int(
+            env, "TOWNHALL_DATABASE_MAX_OVERFLOW", Config.database_max_overflow, low=0, high=1_000
+        ),
+        "database_pool_timeout_s": _int(
+            env, "TOWNHALL_DATABASE_POOL_TIMEOUT", Config.database_pool_timeout_s, low=1, high=300
+        ),
         "redis_url": env.get("TOWNHALL_REDIS_URL", ""),
         "inflight_media": _int(
             env, "TOWNHALL_INFLIGHT_MEDIA", Config.inflight_media, low=1, high=10**6
@@ -185,6 +244,8 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "inflight_control": _int(
             env, "TOWNHALL_INFLIGHT_CONTROL", Config.inflight_control, low=1, high=10**6
         ),
+        "role": _role(env.get("TOWNHALL_ROLE", "")),
+        "node_url": env.get("TOWNHALL_NODE_URL", ""),
         "max_live_spaces": _int(
             env, "TOWNHALL_MAX_LIVE_SPACES", Config.max_live_spaces, low=1, high=10_000
         ),
@@ -201,6 +262,7 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "media": media,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
+    values["role"] = _role(str(values["role"]))
     config = Config(**values)  # type: ignore[arg-type]
     if config.media.recordings_dir is None:  # after the overrides: follows --data-dir
         media = replace(config.media, recordings_dir=config.data_dir / "recordings")

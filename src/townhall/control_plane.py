@@ -23,14 +23,26 @@ from townhall.spaces.control import SpaceControl
 from townhall.spaces.model import Space
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.live import LiveState
+from townhall.state.outbox import EventOutbox
 from townhall.state.records import Records, open_records
 from townhall.state.redis_live import RedisLiveState
 
 INVITE_TTL_S = 7 * 86400
+PENDING_EVENTS_DIR = "pending-events"  # under the data directory: see state/outbox.py
 
 
 def records_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / 'townhall.db'}"
+
+
+async def open_config_records(config: Config) -> Records:
+    """The records `config` names, with its pool settings, schema at head."""
+    return await open_records(
+        config.database_url or records_url(config.data_dir),
+        pool_size=config.database_pool_size,
+        max_overflow=config.database_max_overflow,
+        pool_timeout_s=config.database_pool_timeout_s,
+    )
 
 
 @dataclass
@@ -39,16 +51,25 @@ class ControlPlane:
     live: LiveState
     control: SpaceControl
 
+    async def close(self) -> None:
+        """Stop retrying held events (they stay spooled for the next start), then the stores."""
+        await self.control.events.close()
+        await self.live.close()
+        await self.records.close()
+
 
 async def open_control_plane(config: Config) -> ControlPlane:
     """Durable records in SQL (SQLite under the data directory unless TOWNHALL_DATABASE_URL says
     otherwise); live state embedded, or in Redis when TOWNHALL_REDIS_URL is set."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    records = await open_records(config.database_url or records_url(config.data_dir))
+    records = await open_config_records(config)
     live: LiveState = (
         RedisLiveState.from_url(config.redis_url) if config.redis_url else EmbeddedLiveState()
     )
-    return ControlPlane(records, live, SpaceControl(records, live))
+    # Events of committed changes that could not reach the live store wait here, per node.
+    events = EventOutbox(live, config.data_dir / PENDING_EVENTS_DIR)
+    await events.recover()
+    return ControlPlane(records, live, SpaceControl(records, live, events=events))
 
 
 def install_control_plane(
@@ -62,7 +83,11 @@ def install_control_plane(
     app.state.config = config
     app.state.on_space_changed = on_space_changed
     secure = config.public_url.startswith("https://")
-    app.include_router(build_auth_router(lambda: plane().records, identity, secure_cookies=secure))
+    app.include_router(
+        build_auth_router(
+            lambda: plane().records, lambda: plane().live, identity, secure_cookies=secure
+        )
+    )
     app.include_router(
         build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
     )
@@ -77,8 +102,7 @@ def control_plane_app(config: Config) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         holder["plane"] = await open_control_plane(config)
         yield
-        await holder["plane"].live.close()
-        await holder["plane"].records.close()
+        await holder["plane"].close()
 
     app = FastAPI(title="townhall control plane", lifespan=lifespan)
     errors.install(app)

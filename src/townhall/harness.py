@@ -1,4 +1,5 @@
-"""Start and stop real townhall processes on loopback: the server, speaker bots.
+"""Start and stop real townhall processes on loopback: the server, speaker bots, and the engines
+they run on (PostgreSQL, the nginx edge).
 
 Used by the end-to-end tests and the benchmarks, so both drive the product the way an operator
 would: as separate processes, stopped by their own PID.
@@ -6,11 +7,16 @@ would: as separate processes, stopped by their own PID.
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -154,6 +160,13 @@ class Server:
             playlist_url=str(created["links"]["playlist"]),
         )
 
+    def restart(self, env: dict[str, str] | None = None) -> None:
+        """Start the server again (after `proc.kill()`, say: a crash) on the same port and data
+        directory, as a supervisor would; `proc` is the new process from then on."""
+        assert self.proc.popen.poll() is not None, "stop or kill the server first"
+        port = int(self.url.rsplit(":", 1)[1])
+        self.proc = start_server(self.data_dir, env, port=port).proc
+
     def invite(self, space: HostedSpace, role: str = "speaker") -> str:
         """An invite link (…/stage#invite=…) that seats whoever opens it."""
         link = self.call(
@@ -162,8 +175,9 @@ class Server:
         return str(link["url"])
 
 
-def start_server(tmp: Path, env: dict[str, str] | None = None) -> Server:
-    port = free_port()
+def start_server(tmp: Path, env: dict[str, str] | None = None, port: int | None = None) -> Server:
+    """A `townhall serve` on loopback with its data in `tmp`, on `port` (default: a free one)."""
+    port = port or free_port()
     proc = spawn(
         [
             sys.executable,
@@ -300,3 +314,147 @@ http {{
         raise RuntimeError(f"nginx exited:\n{proc.output()}\n{(tmp / 'error.log').read_text()}")
     access_log.write_text("")  # count from here: the health probes are not listeners
     return Edge(url, proc, access_log)
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+POSTGRES_USER = "postgres"  # Debian's system user for the server, and the superuser initdb makes
+_DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def postgres_bin() -> Path | None:
+    """The newest installed PostgreSQL's programs (Debian keeps them off PATH), or None."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=_version_key)
+    return Path(found[-1]).parent if found else None
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", path))
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL server on loopback: trust authentication for the `postgres`
+    superuser over TCP, durability off (fsync), everything under its own temporary directory."""
+
+    host: str
+    port: int
+    proc: Proc
+    directory: Path
+    bin_dir: Path
+
+    def url(self, database: str = "postgres") -> str:
+        """A URL for `database`, in the form an operator writes (the driver is filled in later)."""
+        return f"postgresql://{POSTGRES_USER}@{self.host}:{self.port}/{database}"
+
+    def sql(self, statement: str, database: str = "postgres") -> str:
+        """Run one statement with psql; its output, tuples only."""
+        done = subprocess.run(
+            [
+                str(self.bin_dir / "psql"),
+                *("-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"),
+                *("-h", self.host, "-p", str(self.port), "-U", POSTGRES_USER, "-d", database),
+                *("-c", statement),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"psql {statement!r} failed: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def create_database(self, name: str) -> str:
+        """A new, empty database; returns its URL."""
+        if not _DATABASE_NAME.fullmatch(name):
+            raise ValueError(f"not a plain database name: {name!r}")
+        self.sql(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop it, disconnecting whoever is still connected."""
+        if not _DATABASE_NAME.fullmatch(name):
+            raise ValueError(f"not a plain database name: {name!r}")
+        self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def stop(self) -> int:
+        """Fast shutdown (SIGINT: disconnect clients, checkpoint, exit), then remove the files."""
+        if self.proc.popen.poll() is None:
+            self.proc.popen.send_signal(signal.SIGINT)
+        code = self.proc.stop(timeout=30)
+        shutil.rmtree(self.directory, ignore_errors=True)
+        return code
+
+
+def start_postgres(*, max_connections: int = 100) -> Postgres:
+    """initdb and start a PostgreSQL server on 127.0.0.1 and a free port, in a new temporary
+    directory that the server's user owns; stop it with `Postgres.stop`.
+
+    PostgreSQL refuses to run as root: as root, initdb and the server run as the `postgres` system
+    user (the directory is made theirs, outside root-only test directories); as anyone else, as
+    that user. `max_connections` is PostgreSQL's own default unless a test needs another.
+    """
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        raise RuntimeError("PostgreSQL is not installed (scripts/setup.sh --test installs it)")
+    as_user: dict[str, Any] = {}
+    directory = Path(tempfile.mkdtemp(prefix="townhall-pg-"))
+    if os.getuid() == 0:
+        account = pwd.getpwnam(POSTGRES_USER)
+        os.chown(directory, account.pw_uid, account.pw_gid)
+        as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+    data = directory / "data"
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "TZ": "UTC"}
+    initdb = subprocess.run(
+        [
+            *(str(bin_dir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "--auth=trust"),
+            *("--encoding=UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=directory,
+        env=env,
+        timeout=120,
+        check=False,
+        **as_user,
+    )
+    if initdb.returncode != 0:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise RuntimeError(f"initdb failed:\n{initdb.stdout}{initdb.stderr}")
+    port = free_port()
+    settings = {
+        "listen_addresses": "127.0.0.1",
+        "port": str(port),
+        "unix_socket_directories": str(directory),
+        "max_connections": str(max_connections),
+        # A test server: losing it in a power cut loses nothing anyone needs.
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+    }
+    args = [str(bin_dir / "postgres"), "-D", str(data)]
+    for name, value in settings.items():
+        args += ["-c", f"{name}={value}"]
+    popen = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=directory,
+        env=env,
+        **as_user,
+    )
+    server = Postgres("127.0.0.1", port, Proc(popen), directory, bin_dir)
+    try:
+        wait_until(
+            lambda: server.proc.saw("ready to accept connections") or popen.poll() is not None,
+            60,
+            "PostgreSQL to start",
+        )
+        if popen.poll() is not None:
+            raise RuntimeError(f"PostgreSQL exited:\n{server.proc.output()}")
+    except BaseException:
+        server.stop()
+        raise
+    return server

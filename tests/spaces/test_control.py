@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from townhall.ratelimit.table import HAND, REACT, Limited
 from townhall.spaces.control import Actor, ControlError, NewSpace, SpaceControl
 from townhall.spaces.model import Role, SpaceState, StageLimits, UserId, Visibility
 from townhall.state.embedded_live import EmbeddedLiveState
@@ -169,12 +170,28 @@ async def test_a_private_space_does_not_exist_without_its_invite_code(
 async def test_reactions_are_a_fixed_set_and_rate_limited_per_person(control: SpaceControl) -> None:
     space = await control.create(HOST, NewSpace("Claps"))
     await refused("bad_reaction", control.react(LISTENER, space.id, "💩"))
-    waits = [await control.react(LISTENER, space.id, "👏") for _ in range(20)]
-    assert waits[0] == 0.0
-    assert waits[-1] > 0.0
+    for _ in range(REACT.burst):
+        await control.react(LISTENER, space.id, "👏")
+    with pytest.raises(Limited) as limited:
+        await control.react(LISTENER, space.id, "👏")
+    assert limited.value.limit is REACT
+    assert limited.value.wait > 0
+    await control.react(COHOST, space.id, "👏")  # everybody has their own bucket
     now = int(control._clock())
     totals = await control.live.reaction_totals(space.id, now - 1, now)
-    assert totals == {"👏": control.config.react_burst}
+    assert totals == {"👏": REACT.burst + 1}
+
+
+async def test_toggling_a_hand_too_fast_is_refused_and_changes_nothing(
+    control: SpaceControl,
+) -> None:
+    space = await control.create(HOST, NewSpace("Hands"))
+    for _ in range(HAND.burst // 2):
+        assert await control.raise_hand(LISTENER, space.id)
+        assert await control.lower_hand(LISTENER, space.id)
+    with pytest.raises(Limited):
+        await control.raise_hand(LISTENER, space.id)
+    assert await control.records.hands(space.id) == []
 
 
 async def test_the_host_can_hand_over_and_becomes_a_cohost(control: SpaceControl) -> None:

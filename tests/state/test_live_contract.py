@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
+from townhall.ratelimit.table import LIMITS, Limit, Limited, take
 from townhall.state import redis_live as redis_live_module
 from townhall.state.embedded_live import EmbeddedLiveState, HyperLogLog
 from townhall.state.live import (
@@ -314,6 +315,19 @@ async def test_rate_limits_for_different_callers_are_independent(live: LiveState
     assert await live.take_token("react:alice", 1.0, 1, T0) == 0.0
     assert await live.take_token("react:alice", 1.0, 1, T0) > 0
     assert await live.take_token("react:bob", 1.0, 1, T0) == 0.0
+
+
+@pytest.mark.parametrize("limit", LIMITS, ids=lambda limit: limit.name)
+async def test_every_named_limit_allows_its_burst_across_processes_then_refuses(
+    live: LiveState, peer: LiveState, limit: Limit
+) -> None:
+    for i in range(limit.burst):  # spread over two processes, as over two nodes
+        await take(live if i % 2 else peer, limit, "10.0.0.7", T0)
+    with pytest.raises(Limited) as refused:
+        await take(live, limit, "10.0.0.7", T0)
+    assert refused.value.wait == pytest.approx(1 / limit.per_second)
+    await take(peer, limit, "10.0.0.8", T0)  # another caller has their own bucket
+    await take(peer, limit, "10.0.0.7", T0 + 1 / limit.per_second)  # one token refilled
 
 
 # -- forgetting a Space -----------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The durable records on SQLite files: every method round-trips, the invariants hold across
-processes (two `Records` on one file stand for two server processes), and data survives a restart."""
+"""The durable records on both databases they run on, a SQLite file and a real PostgreSQL server:
+every method round-trips, the invariants hold across processes (two `Records` on one database
+stand for two server processes), and data survives a restart."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from townhall.harness import Postgres
 from townhall.spaces.model import (
     Account,
     Ban,
@@ -56,9 +58,12 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return sqlite_url(tmp_path / "data" / "townhall.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database: a SQLite file, or a database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "data" / "townhall.db")
+    return str(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture
@@ -145,11 +150,15 @@ async def test_the_migrated_schema_matches_the_models(records: Records) -> None:
         assert await connection.run_sync(differences) == []
 
 
-async def test_the_database_runs_in_wal_mode_with_foreign_keys(records: Records) -> None:
-    async with records.engine.connect() as connection:
-        assert await connection.scalar(sa.text("PRAGMA journal_mode")) == "wal"
-        assert await connection.scalar(sa.text("PRAGMA foreign_keys")) == 1
-        assert await connection.scalar(sa.text("PRAGMA busy_timeout")) == 5000
+async def test_a_sqlite_database_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    records = await open_records(sqlite_url(tmp_path / "townhall.db"))
+    try:
+        async with records.engine.connect() as connection:
+            assert await connection.scalar(sa.text("PRAGMA journal_mode")) == "wal"
+            assert await connection.scalar(sa.text("PRAGMA foreign_keys")) == 1
+            assert await connection.scalar(sa.text("PRAGMA busy_timeout")) == 5000
+    finally:
+        await records.close()
 
 
 async def test_two_servers_opening_a_new_database_at_once_migrate_it_once(url: str) -> None:
@@ -161,8 +170,8 @@ async def test_two_servers_opening_a_new_database_at_once_migrate_it_once(url: s
             await opened.close()
 
 
-def test_processes_starting_together_on_a_new_file_all_come_up(tmp_path: Path) -> None:
-    db_url = sqlite_url(tmp_path / "shared.db")
+def test_processes_starting_together_on_a_new_database_all_come_up(url: str) -> None:
+    db_url = url
     script = textwrap.dedent(
         f"""
         import asyncio
@@ -185,6 +194,32 @@ def test_processes_starting_together_on_a_new_file_all_come_up(tmp_path: Path) -
     results = [proc.communicate(timeout=60) for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * 4, [err.decode() for _, err in results]
     assert sorted(out.decode().strip() for out, _ in results) == ["-", "-", "-", "0001"]
+
+
+async def test_a_process_keeps_to_its_postgresql_pool_and_fails_fast_when_it_is_used_up(
+    postgres: Postgres, postgres_url: str
+) -> None:
+    records = await open_records(postgres_url, pool_size=2, max_overflow=1, pool_timeout_s=1)
+    database = postgres_url.rsplit("/", 1)[1]
+
+    def connections() -> int:
+        return int(
+            postgres.sql(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'")
+        )
+
+    try:
+        await records.create_space(a_space())
+        await asyncio.gather(*[records.stage(SPACE) for _ in range(30)])
+        assert connections() <= 2  # the overflow connection closed when it came back
+        engine = records.engine
+        async with engine.connect() as one, engine.connect() as two, engine.connect() as three:
+            await asyncio.gather(*(c.execute(sa.text("SELECT 1")) for c in (one, two, three)))
+            assert connections() == 3
+            with pytest.raises(sa.exc.TimeoutError):
+                await records.space(SPACE)
+    finally:
+        await records.close()
+    assert connections() == 0
 
 
 async def test_everything_is_still_there_after_a_restart(url: str) -> None:
@@ -261,7 +296,10 @@ async def test_a_valid_raw_space_row_is_accepted(records: Records) -> None:
 async def test_the_schema_refuses_a_corrupt_space(
     records: Records, corruption: dict[str, object]
 ) -> None:
-    with pytest.raises(IntegrityError):
+    # SQLite's CHECK refuses a flag that is not 0/1; PostgreSQL's boolean type refuses it sooner,
+    # in the driver (DataError, not an integrity error).
+    refusal = DBAPIError if "record" in corruption else IntegrityError
+    with pytest.raises(refusal):
         await raw(records, SPACE_INSERT, **{**GOOD_SPACE, **corruption})
 
 
@@ -271,7 +309,7 @@ async def test_the_schema_refuses_a_listener_on_the_stage_or_a_seat_in_no_space(
     await records.create_space(a_space())
     insert = (
         "INSERT INTO stage_members (space_id, user_id, role, display_name, joined_at,"
-        " muted_by_host, self_muted) VALUES (:space, 'u-1', :role, 'x', 0, 0, 0)"
+        " muted_by_host, self_muted) VALUES (:space, 'u-1', :role, 'x', 0, false, false)"
     )
     with pytest.raises(IntegrityError):
         await raw(records, insert, space=SPACE, role="listener")

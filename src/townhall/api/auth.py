@@ -3,8 +3,10 @@
 An identity travels as a signed token (see tokens.py) in the HttpOnly `th_session` cookie for the
 web app or as `Authorization: Bearer …` for API clients and bots. Anyone may listen without one;
 reacting, raising a hand or going on stage needs one — an account, or a guest: a display name
-bound to a signed cookie. Sign-in and sign-up are rate-limited per address (argon2 costs ~0.1 s of
-CPU on purpose) and the password work runs in a worker thread.
+bound to a signed cookie. Sign-in is rate-limited per address and per account, sign-up and guest
+names per address (argon2 costs ~0.1 s of CPU on purpose), in the shared store, so every process
+of a deployment counts the same tries (ratelimit/table.py). The password work runs in a worker
+thread.
 """
 
 import asyncio
@@ -15,7 +17,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from townhall.api.errors import Conflict, TooManyRequests, Unauthorized, Unprocessable
+from townhall.api.errors import Conflict, Unauthorized, Unprocessable
 from townhall.api.identity import (
     IdentityError,
     clean_display_name,
@@ -24,8 +26,16 @@ from townhall.api.identity import (
     verify_nobody,
     verify_password,
 )
-from townhall.api.ratelimit import RateLimit, RateLimiter
 from townhall.api.tokens import Identity, IdentityKind, IdentityTokens, TokenError
+from townhall.ratelimit.table import (
+    GUEST,
+    SIGNIN_PER_ACCOUNT,
+    SIGNIN_PER_ADDRESS,
+    SIGNUP,
+    Limit,
+    TokenStore,
+    take,
+)
 from townhall.spaces.model import Account, UserId, new_account_id, new_guest_id
 from townhall.state.records import Records, UsernameTaken
 
@@ -98,24 +108,23 @@ OptionalIdentity = Annotated[Identity | None, Depends(optional_identity)]
 RequiredIdentity = Annotated[Identity, Depends(required_identity)]
 
 
+def client_address(request: Request) -> str:
+    """The caller's address, as the server sees it (after trusted proxy headers)."""
+    return request.client.host if request.client else "unknown"
+
+
 def build_auth_router(
     records: Callable[[], Records],
+    limits: Callable[[], TokenStore],
     tokens: IdentityTokens,
     *,
     secure_cookies: bool,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = time.time,
 ) -> APIRouter:
     router = APIRouter(prefix="/api/auth", tags=["identity"])
-    password_limit = RateLimiter(RateLimit(per_second=0.5, burst=10))
-    guest_limit = RateLimiter(RateLimit(per_second=1.0, burst=20))
 
-    def limit(limiter: RateLimiter, request: Request) -> None:
-        wait = limiter.check(request.client.host if request.client else "unknown", clock())
-        if wait > 0:
-            raise TooManyRequests(
-                "too many attempts; wait a moment",
-                headers={"Retry-After": RateLimiter.retry_after(wait)},
-            )
+    async def limit(which: Limit, caller: str) -> None:
+        await take(limits(), which, caller, clock())
 
     def issue(response: Response, user_id: str, name: str, kind: IdentityKind) -> IdentityOut:
         token = tokens.mint(user_id, name, kind)
@@ -144,7 +153,7 @@ def build_auth_router(
         summary="Create an account and sign in",
     )
     async def signup(body: SignUp, request: Request, response: Response) -> IdentityOut:
-        limit(password_limit, request)
+        await limit(SIGNUP, client_address(request))
         try:
             username = normalise_username(body.username)
             name = clean_display_name(body.display_name)
@@ -162,8 +171,11 @@ def build_auth_router(
         "/signin", response_model=IdentityOut, summary="Sign in with username and password"
     )
     async def signin(body: SignIn, request: Request, response: Response) -> IdentityOut:
-        limit(password_limit, request)
-        account = await records().account_by_username(body.username.strip().lower())
+        username = body.username.strip().lower()
+        await limit(SIGNIN_PER_ADDRESS, client_address(request))
+        # Counted whether or not the account exists, so the limit tells a guesser nothing.
+        await limit(SIGNIN_PER_ACCOUNT, username)
+        account = await records().account_by_username(username)
         if account is None:
             await asyncio.to_thread(verify_nobody, body.password)
             ok = False
@@ -180,7 +192,7 @@ def build_auth_router(
         summary="Continue as a guest with a display name",
     )
     async def guest(body: GuestIn, request: Request, response: Response) -> IdentityOut:
-        limit(guest_limit, request)
+        await limit(GUEST, client_address(request))
         try:
             name = clean_display_name(body.display_name)
         except IdentityError as exc:

@@ -20,7 +20,6 @@ from townhall.api.errors import (
     Forbidden,
     Gone,
     NotFound,
-    TooManyRequests,
     Unprocessable,
 )
 from townhall.api.tokens import Identity, IdentityKind, InviteTokens, TokenError
@@ -447,11 +446,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         summary="React with an emoji (rate-limited per person)",
     )
     async def react(space_id: SpaceIdP, body: ReactionIn, who: RequiredIdentity) -> Response:
-        wait = await call(control().react(actor(who), space_id, body.emoji))
-        if wait > 0:
-            raise TooManyRequests(
-                "slow down with the reactions", headers={"Retry-After": str(max(1, round(wait)))}
-            )
+        await call(control().react(actor(who), space_id, body.emoji))
         return Response(status_code=202)
 
     @router.get("/{space_id}/me", summary="My own state in this Space (private, not cached)")

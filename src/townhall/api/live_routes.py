@@ -24,10 +24,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 
-from townhall.api.auth import COOKIE
-from townhall.api.errors import NotFound, TooManyRequests
-from townhall.api.ratelimit import RateLimit, RateLimiter
+from townhall.api.auth import COOKIE, client_address
+from townhall.api.errors import NotFound
 from townhall.api.tokens import IdentityTokens, TokenError
+from townhall.ratelimit.table import PRESENCE, take
 from townhall.spaces.control import ControlError, SpaceControl, member_json
 from townhall.spaces.model import SpaceId, SpaceState, UserId, Visibility, is_space_id
 
@@ -75,7 +75,6 @@ def build_live_router(
     router = APIRouter(prefix="/api/spaces", tags=["live"])
     memo: dict[str, _Snapshot] = {}  # space → the snapshot built this second
     in_flight: dict[str, asyncio.Future[_Snapshot]] = {}
-    presence_limit = RateLimiter(RateLimit(per_second=1.0, burst=5))
 
     def checked(space_id: str) -> str:
         if not is_space_id(space_id):
@@ -173,14 +172,9 @@ def build_live_router(
         space_id: Annotated[str, Path()], body: PresenceIn, request: Request
     ) -> Response:
         checked(space_id)
-        wait = presence_limit.check(
-            request.client.host if request.client else "unknown", time.monotonic()
-        )
-        if wait > 0:
-            raise TooManyRequests(
-                "too many beacons", headers={"Retry-After": RateLimiter.retry_after(wait)}
-            )
-        await control().live.mark_listener(space_id, body.key, clock())
+        now = clock()
+        await take(control().live, PRESENCE, client_address(request), now)
+        await control().live.mark_listener(space_id, body.key, now)
         return Response(status_code=204)
 
     @router.websocket("/{space_id}/events")

@@ -2,31 +2,33 @@
 and the health check.
 
 Connecting is JOIN_STAGE in the rules: the caller's identity must be on the Space's stage roster
-and not banned. The offer goes to the node running the Space's media (this process).
+and not banned. The offer goes to the node running the Space's media: this process, or the owner
+the request is relayed to (see `node.forward`), which checks the rules again itself.
 """
 
 import time
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from townhall.api.auth import RequiredIdentity
+from townhall.api.auth import RequiredIdentity, client_address
 from townhall.api.errors import (
     BadRequest,
     Conflict,
     Forbidden,
     Gone,
     NotFound,
-    TooManyRequests,
     Unavailable,
 )
-from townhall.api.ratelimit import RateLimit, RateLimiter
 from townhall.config import Config
 from townhall.media.audio import SpeakerId
-from townhall.media.host import MediaHost, NodeFull
 from townhall.media.ingest import SdpError
+from townhall.node.forward import Forwarder
+from townhall.node.host import MediaHost, NodeFull
+from townhall.node.keeper import OPEN_STATES, NodeKeeper
+from townhall.ratelimit.table import RTC_PER_ADDRESS, RTC_PER_PERSON, take
 from townhall.spaces import rules
 from townhall.spaces.control import ControlError
 from townhall.spaces.model import SpaceState, UserId, is_space_id
@@ -49,20 +51,18 @@ class IceServerOut(BaseModel):
     credential: str | None = None
 
 
+class StageNode(Protocol):
+    """What the stage's routes need of the running node (app.Node)."""
+
+    host: MediaHost
+    keeper: NodeKeeper
+    forwarder: Forwarder
+
+
 def build_media_router(
-    config: Config, host: Callable[[], MediaHost], clock: Callable[[], float] = time.monotonic
+    config: Config, current: Callable[[], StageNode], clock: Callable[[], float] = time.time
 ) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["stage audio"])
-    per_address = RateLimiter(RateLimit(per_second=5.0, burst=30))  # a whole stage behind one NAT
-    per_person = RateLimiter(RateLimit(per_second=0.5, burst=5))  # reconnect loops
-
-    def limited(limiter: RateLimiter, caller: str) -> None:
-        wait = limiter.check(caller, clock())
-        if wait > 0:
-            raise TooManyRequests(
-                "too many connection attempts; slow down",
-                headers={"Retry-After": RateLimiter.retry_after(wait)},
-            )
 
     @router.post(
         "/spaces/{space_id}/rtc",
@@ -71,12 +71,14 @@ def build_media_router(
     )
     async def connect(
         space_id: Annotated[str, Path()], body: Offer, request: Request, who: RequiredIdentity
-    ) -> Answer:
+    ) -> Answer | Response:
         if not is_space_id(space_id):
             raise NotFound("no such Space", code="space_not_found")
-        limited(per_address, request.client.host if request.client else "unknown")
-        limited(per_person, f"{space_id}/{who.user_id}")
-        node = host()
+        stage = current()
+        node = stage.host
+        now = clock()
+        await take(node.control.live, RTC_PER_ADDRESS, client_address(request), now)
+        await take(node.control.live, RTC_PER_PERSON, f"{space_id}:{who.user_id}", now)
         try:
             space = await node.control.space(space_id)
         except ControlError:
@@ -99,10 +101,23 @@ def build_media_router(
                 "the Space has not opened yet: the host opens the green room first", code="not_open"
             )
         try:
-            runtime = await node.ensure(space)
+            await stage.keeper.place_now(space)
         except NodeFull as exc:
             raise Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"}) from None
-        assert runtime is not None
+
+        async def still_open() -> bool:
+            return space.state in OPEN_STATES
+
+        relayed = await stage.forwarder.relay(
+            request, space.id, lambda: node.runtime(space.id) is not None, still_open
+        )
+        if relayed is not None:
+            return relayed
+        runtime = node.runtime(space.id)
+        if runtime is None:
+            raise Unavailable(
+                "the Space's audio is starting; try again", headers={"Retry-After": "1"}
+            )
         try:
             sdp = await runtime.ingest.connect(SpeakerId(user), body.sdp)
         except SdpError as exc:
@@ -111,8 +126,22 @@ def build_media_router(
         return Answer(sdp=sdp)
 
     @router.delete("/spaces/{space_id}/rtc", status_code=204, summary="Hang up your stage audio")
-    async def disconnect(space_id: Annotated[str, Path()], who: RequiredIdentity) -> Response:
-        runtime = host().runtime(space_id) if is_space_id(space_id) else None
+    async def disconnect(
+        space_id: Annotated[str, Path()], request: Request, who: RequiredIdentity
+    ) -> Response:
+        if not is_space_id(space_id):
+            return Response(status_code=204)
+        stage = current()
+
+        async def open_elsewhere() -> bool:
+            return True  # only the owner can hang up: wait for it during a take-over
+
+        relayed = await stage.forwarder.relay(
+            request, space_id, lambda: stage.host.runtime(space_id) is not None, open_elsewhere
+        )
+        if relayed is not None:
+            return relayed
+        runtime = stage.host.runtime(space_id)
         if runtime is not None:
             connection = runtime.ingest.connections.get(SpeakerId(who.user_id))
             if connection is not None:
@@ -129,6 +158,12 @@ def build_media_router(
 
     @router.get("/health", summary="Liveness and what this process runs")
     async def health() -> dict[str, object]:
-        return {"ok": True, "open_spaces": len(host().running)}
+        stage = current()
+        return {
+            "ok": True,
+            "role": config.role,
+            "node": stage.keeper.node_id,
+            "open_spaces": len(stage.host.running),
+        }
 
     return router

@@ -36,10 +36,8 @@ from townhall.api.errors import (
     Forbidden,
     Gone,
     NotFound,
-    TooManyRequests,
     Unavailable,
 )
-from townhall.api.ratelimit import RateLimit, RateLimiter
 from townhall.api.tokens import Identity, IdentityKind
 from townhall.config import Config
 from townhall.delivery.export import (
@@ -52,7 +50,8 @@ from townhall.delivery.export import (
 )
 from townhall.delivery.recording import load_runs
 from townhall.delivery.storage import CLIPS_DIR, DAY_S, expired, usage
-from townhall.media.host import MediaHost
+from townhall.node.host import MediaHost
+from townhall.ratelimit.table import CLIP, take
 from townhall.spaces.control import Actor, ControlError, SpaceControl
 from townhall.spaces.model import Role, Space, SpaceId, UserId, is_space_id
 
@@ -144,10 +143,9 @@ async def _chunks(file: BinaryIO) -> AsyncIterator[bytes]:
 
 
 def build_recording_router(
-    config: Config, host: Callable[[], MediaHost], clock: Callable[[], float] = time.monotonic
+    config: Config, host: Callable[[], MediaHost], clock: Callable[[], float] = time.time
 ) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["recordings"])
-    clip_limit = RateLimiter(RateLimit(per_second=1 / 20, burst=3))  # then one per 20 s
     exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
     root = config.media.recordings_dir
 
@@ -285,12 +283,7 @@ def build_recording_router(
         code: Annotated[str | None, Query(max_length=64)] = None,
     ) -> ClipOut:
         wanted = body or ClipIn()
-        wait = clip_limit.check(who.user_id, clock())
-        if wait > 0:
-            raise TooManyRequests(
-                "one clip at a time; wait a moment",
-                headers={"Retry-After": RateLimiter.retry_after(wait)},
-            )
+        await take(control().live, CLIP, who.user_id, clock())
         actor = Actor(
             UserId(who.user_id), who.display_name, is_guest=who.kind is IdentityKind.GUEST
         )

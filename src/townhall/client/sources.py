@@ -13,10 +13,14 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+MAX_LATE_S = 0.2  # further behind than this (nobody pulled: a reconnect), skip instead of bursting
 
 
 class PacedTrack(MediaStreamTrack):
-    """An audio track that hands out one 20 ms frame per 20 ms of wall clock, like a microphone."""
+    """An audio track that hands out one 20 ms frame per 20 ms of wall clock, like a microphone.
+
+    Like a microphone it goes on in real time while nobody reads it (between two connections of
+    a reconnecting bot): the frames of that gap are skipped, not sent late in a burst."""
 
     kind = "audio"
 
@@ -28,6 +32,10 @@ class PacedTrack(MediaStreamTrack):
     def next_samples(self) -> np.ndarray | None:
         raise NotImplementedError
 
+    def skip(self, frames: int) -> bool:
+        """Move the source on by `frames` frames unheard; False if it ran out meanwhile."""
+        return all(self.next_samples() is not None for _ in range(frames))
+
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
@@ -37,6 +45,12 @@ class PacedTrack(MediaStreamTrack):
             wait = self._start + self._pts / SAMPLE_RATE - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+            elif wait < -MAX_LATE_S:
+                missed = int(-wait * SAMPLE_RATE) // FRAME_SAMPLES
+                self._pts += missed * FRAME_SAMPLES
+                if not self.skip(missed):
+                    self.stop()
+                    raise MediaStreamError
         samples = self.next_samples()
         if samples is None:
             self.stop()
@@ -61,6 +75,10 @@ class ToneTrack(PacedTrack):
         self._n += FRAME_SAMPLES
         return (np.sin(2 * np.pi * self.frequency * t) * self.amplitude * 32767).astype(np.int16)
 
+    def skip(self, frames: int) -> bool:
+        self._n += frames * FRAME_SAMPLES
+        return True
+
 
 class FileTrack(PacedTrack):
     """Decodes a whole audio file up front (bots play short clips) and plays it, looping if asked."""
@@ -83,6 +101,15 @@ class FileTrack(PacedTrack):
         if len(chunk) < FRAME_SAMPLES:
             chunk = np.concatenate([chunk, np.zeros(FRAME_SAMPLES - len(chunk), dtype=np.int16)])
         return chunk
+
+    def skip(self, frames: int) -> bool:
+        self._pos += frames * FRAME_SAMPLES
+        if self._pos < len(self._pcm):
+            return True
+        if not self.loop or len(self._pcm) == 0:
+            return False
+        self._pos %= len(self._pcm)
+        return True
 
 
 def decode_file(path: str, max_seconds: float) -> np.ndarray:

@@ -37,21 +37,33 @@ class _Sink(io.RawIOBase):
 class AacFmp4Encoder:
     """Turns a continuous run of PCM frames into an init section and AAC parts."""
 
-    def __init__(self, *, frames_per_part: int = 15, bitrate: int = 64_000) -> None:
+    def __init__(
+        self, *, frames_per_part: int = 15, bitrate: int = 64_000, start_sample: int = 0
+    ) -> None:
+        """`start_sample`: where on the Space's timeline this run's first sample lies. A stream
+        that continues an earlier run of the same Space (a restart, a take-over) starts there, so
+        its fragments' decode times (tfdt) carry on from the earlier run's instead of going back
+        to 0, which players that ignore discontinuities (ffmpeg) would read as time running back."""
         if frames_per_part < 1:
             raise ValueError("frames_per_part must be at least 1")
+        if start_sample < 0:
+            raise ValueError("start_sample must not be negative")
         self.frames_per_part = frames_per_part
         self.part_seconds = frames_per_part * AAC_FRAME_SAMPLES / SAMPLE_RATE
         self._sink = _Sink()
         self._splitter = BoxSplitter()
         # Just under N frames: the muxer closes the fragment when the next frame would pass it.
         frag_us = int((frames_per_part - 0.5) * AAC_FRAME_SAMPLES / SAMPLE_RATE * 1_000_000)
+        movflags = "empty_moov+default_base_moof+cmaf+skip_trailer"
+        if start_sample > 0:
+            # Without frag_discont the muxer rebases the first fragment's decode time to 0.
+            movflags += "+frag_discont"
         self._container = av.open(
             self._sink,
             "w",
             format="mp4",
             options={
-                "movflags": "empty_moov+default_base_moof+cmaf+skip_trailer",
+                "movflags": movflags,
                 "frag_duration": str(frag_us),
                 "flush_packets": "1",
             },
@@ -59,7 +71,7 @@ class AacFmp4Encoder:
         self._stream = self._container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
         self._stream.bit_rate = bitrate
         self._time_base = fractions.Fraction(1, SAMPLE_RATE)
-        self._samples_in = 0
+        self._samples_in = start_sample
         self._moof: bytes | None = None
         self._container.start_encoding()
         self._init = self._take_init()

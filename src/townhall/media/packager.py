@@ -117,6 +117,7 @@ class LlHlsPackager:
         init_section: bytes,
         start_time: float,
         first_msn: int = 0,
+        discontinuity_sequence: int | None = None,
     ) -> None:
         if not _STREAM_ID.fullmatch(stream_id):
             raise ValueError(
@@ -128,6 +129,12 @@ class LlHlsPackager:
             raise ValueError("start_time must be finite")
         if first_msn < 0:
             raise ValueError("first_msn must not be negative")
+        if discontinuity_sequence is not None and discontinuity_sequence < 0:
+            raise ValueError("discontinuity_sequence must not be negative")
+        # A run that continues an earlier stream of the same playlist URL (a restart, a
+        # take-over) starts a new discontinuity sequence (§4.4.3.3), so a player that reloads
+        # across the break knows the timestamps and init section changed. Constant within a run.
+        self._discontinuity_sequence = discontinuity_sequence
         self.config = config
         self._stream_id = stream_id
         self._init = init_section
@@ -412,6 +419,11 @@ class LlHlsPackager:
             f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={_fixed(phb, 1000, 3)}",
             f"#EXT-X-PART-INF:PART-TARGET={_fixed(pt, _UNITS_PER_SECOND, 5)}",
             f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence}",
+            *(
+                [f"#EXT-X-DISCONTINUITY-SEQUENCE:{self._discontinuity_sequence}"]
+                if self._discontinuity_sequence is not None
+                else []
+            ),
             f'#EXT-X-MAP:URI="{self._uri("init.mp4")}"',
         ]
         if listed or self._open_parts:

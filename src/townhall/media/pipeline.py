@@ -41,6 +41,7 @@ from townhall.media.encoder import AAC_LC_MONO_CODECS, AacFmp4Encoder
 from townhall.media.mixer import Mixer, MixKey, MixResult
 from townhall.media.opus_return import TIME_BASE, OpusMixEncoder
 from townhall.media.packager import EncodedPart, LlHlsPackager, PackagerConfig
+from townhall.media.timeline import RunStart
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +123,25 @@ class SpaceMedia:
         clock: Callable[[], float] = time.monotonic,
         on_air: bool = True,
         on_part: Callable[[PackagedPart], None] | None = None,
+        run: RunStart | None = None,
+        may_publish: Callable[[], bool] | None = None,
     ) -> None:
+        """`run`: where this run starts on the Space's timeline (see `timeline`); None starts a
+        stream of its own at sequence 1. `may_publish`: asked before each finished part is
+        packaged or recorded; False (this node's lease on the Space may have lapsed) drops the
+        part, so an ex-owner never publishes beside the Space's new owner."""
         self.space_id = space_id
+        self._may_publish = may_publish
         self._on_part = on_part
         self.config = config
         self.mixer = Mixer()
         self._gate = ProgramGate(on_air=on_air)
         self._clock = clock
+        samples_per_segment = config.aac_frames_per_part * config.parts_per_segment * 1024
         self._encoder = AacFmp4Encoder(
-            frames_per_part=config.aac_frames_per_part, bitrate=config.aac_bitrate
+            frames_per_part=config.aac_frames_per_part,
+            bitrate=config.aac_bitrate,
+            start_sample=run.start_sample(samples_per_segment) if run is not None else 0,
         )
         start_time = time.time()
         self._start_time = start_time  # PDT of a part: start_time + the durations before it
@@ -148,7 +159,8 @@ class SpaceMedia:
             start_time=start_time,
             # Not 0: hls.js (1.7, Chromium) loops re-fetching the last part of segment 0 when MSE
             # reports its buffered end a microsecond short, stalling listeners who join early.
-            first_msn=FIRST_MEDIA_SEQUENCE,
+            first_msn=run.first_msn if run is not None else FIRST_MEDIA_SEQUENCE,
+            discontinuity_sequence=run.discontinuity_sequence if run is not None else None,
         )
         self._returns: dict[SpeakerId, ReturnTrack] = {}
         self._opus: dict[MixKey, OpusMixEncoder] = {}  # touched by the worker thread only
@@ -160,6 +172,7 @@ class SpaceMedia:
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
         self.skipped_ticks = 0
+        self.fenced_parts = 0  # finished parts dropped because `may_publish` said no
         self._speaking: dict[SpeakerId, float] = {}  # the last tick's speakers and their levels
 
     # -- stage -----------------------------------------------------------------------------------
@@ -309,6 +322,9 @@ class SpaceMedia:
         return result
 
     def _deliver(self, result: _EncodeResult) -> None:
+        if result.parts and self._may_publish is not None and not self._may_publish():
+            self.fenced_parts += len(result.parts)
+            result.parts.clear()
         for part in result.parts:
             self._package(part)
         for speaker, key in result.returns.items():

@@ -5,7 +5,10 @@ person. It (1) loads the Space and the roles involved from the durable records, 
 `rules.decide` whether that role may do that to that role and `lifecycle` whether the Space's
 state allows it, (3) writes the change to the records — atomically where a limit is involved
 (stage capacity, compare-and-set on the lifecycle state) — and (4) appends one event to the
-Space's ordered log in LiveState. Nothing else happens here: the media node applies mutes,
+Space's ordered log in LiveState, through the event outbox (state/outbox.py): a command first
+checks the live store answers, so with the store down it fails before (3) and nothing changes;
+an event whose append fails after (3) is held and delivered when the store is back, so the
+records and the log never disagree for good. Nothing else happens here: the media node applies mutes,
 removals, Go live, delay and dump by following the same event log, stage clients follow it over
 their WebSocket, and webhooks are queued in the records' outbox in step (3). Any process can run
 any command; none of them keeps state of its own.
@@ -19,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from townhall.ratelimit.table import HAND, REACT, take
 from townhall.spaces import lifecycle, rules
 from townhall.spaces.lifecycle import LifecycleAction, ScheduleError
 from townhall.spaces.model import (
@@ -37,6 +41,7 @@ from townhall.spaces.model import (
 )
 from townhall.spaces.rules import Action
 from townhall.state.live import LiveState
+from townhall.state.outbox import EventOutbox
 from townhall.state.records import Banned, Conflict, Records, StageFull
 
 REACTIONS = ("👏", "😂", "❤️", "🔥", "💯", "👍", "😮", "🙏")
@@ -87,8 +92,6 @@ class ControlConfig:
     default_limits: StageLimits = field(default_factory=StageLimits)
     schedule_max_ahead_s: float = 30 * 86400
     early_open_s: float = 30 * 60
-    react_per_second: float = 2.0
-    react_burst: int = 10
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,12 @@ class SpaceControl:
         *,
         clock: Callable[[], float] = time.time,
         invite_code: Callable[[], str] | None = None,
+        events: EventOutbox | None = None,
     ) -> None:
         self.records = records
         self.live = live
+        # In memory unless the composition root gives it a spool directory (durable per node).
+        self.events = events or EventOutbox(live)
         self.config = config
         self._clock = clock
         self._invite_code = invite_code or _random_invite_code
@@ -153,6 +159,9 @@ class SpaceControl:
         return target_role or actor_role, target_member
 
     async def _open_space(self, space_id: str) -> Space:
+        """The Space a command acts on. Every command but `create` starts here, so this is where
+        a live store that cannot take the command's event refuses it, before any record changes."""
+        await self.events.ready()
         space = await self.space(space_id)
         if space.state.is_over:
             raise ControlError(
@@ -164,7 +173,7 @@ class SpaceControl:
 
     # -- events and webhooks --------------------------------------------------------------------
     async def _emit(self, space: Space, type: str, data: Mapping[str, Any]) -> None:
-        await self.live.append(space.id, type, {"space_id": space.id, **data}, self._clock())
+        await self.events.append(space.id, type, {"space_id": space.id, **data}, self._clock())
 
     async def _webhook(
         self, type: str, space: Space, extra: Mapping[str, Any] | None = None
@@ -174,6 +183,7 @@ class SpaceControl:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def create(self, actor: Actor, spec: NewSpace) -> Space:
+        await self.events.ready()
         now = self._clock()
         if spec.scheduled_start is not None:
             try:
@@ -519,8 +529,10 @@ class SpaceControl:
         return space
 
     async def raise_hand(self, actor: Actor, space_id: str) -> bool:
+        """Ask to speak; raises `Limited` when the person toggles their hand too fast."""
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.RAISE_HAND)
+        await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
         try:
             raised = await self.records.raise_hand(
                 RaisedHand(space.id, actor.user_id, actor.display_name, self._clock())
@@ -536,13 +548,14 @@ class SpaceControl:
     async def lower_hand(self, actor: Actor, space_id: str) -> bool:
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.LOWER_HAND)
+        await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
         lowered = await self.records.lower_hand(space.id, actor.user_id)
         if lowered:
             await self._emit(space, "hand.lowered", {"user_id": actor.user_id})
         return lowered
 
-    async def react(self, actor: Actor, space_id: str, emoji: str) -> float:
-        """Count a reaction; returns 0.0, or the seconds to wait when the person is over their limit."""
+    async def react(self, actor: Actor, space_id: str, emoji: str) -> None:
+        """Count a reaction; raises `Limited` when the person is over their limit."""
         if emoji not in REACTIONS:
             raise ControlError(
                 "invalid", "bad_reaction", f"reactions are one of {' '.join(REACTIONS)}"
@@ -550,15 +563,8 @@ class SpaceControl:
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.REACT)
         now = self._clock()
-        wait = await self.live.take_token(
-            f"react:{space.id}:{actor.user_id}",
-            self.config.react_per_second,
-            self.config.react_burst,
-            now,
-        )
-        if wait == 0.0:
-            await self.live.add_reaction(space.id, emoji, int(now))
-        return wait
+        await take(self.live, REACT, f"{space.id}:{actor.user_id}", now)
+        await self.live.add_reaction(space.id, emoji, int(now))
 
 
 def _random_invite_code() -> str:

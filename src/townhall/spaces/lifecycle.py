@@ -146,7 +146,7 @@ def _explain(space: Space, action: LifecycleAction) -> str:
 # A host whose connection dropped gets this long to come back before their Space ends by itself.
 # Long enough for a phone to switch networks or a browser to be restarted, short enough that an
 # audience is not left listening to a stage with nobody in charge (nobody can mute or remove).
-DEFAULT_HOST_ABSENT_LIMIT_S: Final = 5 * 60.0
+DEFAULT_HOST_ABSENT_LIMIT_S: Final = 15 * 60.0
 
 
 def auto_end_at(space: Space, host_last_seen: float, host_absent_limit_s: float) -> float | None:

@@ -13,8 +13,9 @@ contract says. Memory per Space is bounded whatever the audience:
   no listener key string is ever held. (Exact sets capped at some size would either stop counting
   at the cap or hold the cap's worth of strings; HyperLogLog is what Redis uses, so both
   implementations have the same error.)
-* rate-limit buckets reuse `townhall.api.ratelimit.RateLimiter`, which forgets the least recently
-  seen caller past its table size.
+* rate-limit buckets reuse the sans-I/O `townhall.ratelimit.bucket.RateLimiter` (one per distinct
+  (per_second, burst), at most `_MAX_LIMITS`), which forgets the least recently seen caller past
+  its table size.
 
 `wait_for_events` sleeps on one `asyncio.Event` per Space that `append` sets and replaces, so every
 waiter wakes once per append and nothing polls.
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from townhall.api.ratelimit import RateLimit, RateLimiter
+from townhall.ratelimit.bucket import RateLimit, RateLimiter
 from townhall.state.live import (
     EVENT_LOG_LIMIT,
     LISTENER_BUCKET_S,
@@ -48,7 +49,7 @@ from townhall.state.live import (
 # by a bucket (the Redis ring holds the same number).
 _WINDOW_BUCKETS = LISTENER_WINDOW_S // LISTENER_BUCKET_S
 _LISTENER_BUCKETS_HELD = _WINDOW_BUCKETS + 2
-# Distinct (per_second, burst) limits come from configuration; a handful in practice.
+# Distinct (per_second, burst) limits come from ratelimit/table.py; a handful in practice.
 _MAX_LIMITS = 64
 
 
@@ -372,6 +373,9 @@ class EmbeddedLiveState:
         self._reactions.pop(space_id, None)
         self._listeners.pop(space_id, None)
         self._speaking.pop(space_id, None)
+
+    async def ping(self) -> None:
+        return None  # in this process: reachable whenever the caller is running
 
     async def close(self) -> None:
         self._closed = True

@@ -116,4 +116,11 @@ class LiveState(Protocol):
         """Drop everything held for a Space (it ended a while ago)."""
         ...
 
+    async def ping(self) -> None:
+        """Return if the store answers now; raise the driver's error (state.unavailable) if not.
+
+        A command asks this before it writes any record, so that a store that is down refuses
+        the command before anything changes (see state/outbox.py)."""
+        ...
+
     async def close(self) -> None: ...

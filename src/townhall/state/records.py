@@ -4,25 +4,19 @@
 in the data directory) or PostgreSQL (at scale). It takes and returns the frozen domain types of
 spaces/model.py; rows (schema.py) never leave this module. `open_records(url)` is the front door:
 it creates the engine, brings the schema to the newest Alembic revision and returns the repository.
+The engine, its transactions and the migrations are database.py's; the webhook outbox, which
+`Records` inherits, is webhook_outbox.py's; the errors are errors.py's (all re-exported here).
 
 Theory of operation. Any number of processes may open the same database. Every method is one
-transaction. Writes take the database's write lock up front — `BEGIN IMMEDIATE` on SQLite, so a
-read-check-write sequence cannot interleave with another process's and never fails half-way on a
-lock upgrade — and, where a count or a check must hold (stage limits, bans), they also lock the
+transaction. Writes take the database's write lock up front (`BEGIN IMMEDIATE` on SQLite, see
+database.py) and, where a count or a check must hold (stage limits, bans), they also lock the
 Space's row with `SELECT … FOR UPDATE`, which is how the same code serialises on PostgreSQL
-(SQLite ignores the clause; its lock is already database-wide). Reads run in a plain transaction;
-in SQLite's WAL mode they never wait for a writer, and a writer waits for another writer for up
-to `busy_timeout_s` rather than failing. Compare-and-set (`update_space(expect_state=…)`) and the
-webhook outbox's leases are single conditional UPDATEs, atomic on both databases.
+(SQLite ignores the clause; its lock is already database-wide). Compare-and-set
+(`update_space(expect_state=…)`) and the webhook outbox's leases are single conditional UPDATEs,
+atomic on both databases.
 
-Errors (the only ones raised on purpose; a database failure surfaces as SQLAlchemy's own)::
-
-    RecordsError
-     ├── NotFound        no such Space / stage member / webhook delivery to change
-     ├── Conflict        the record exists already, or changed under us (compare-and-set lost)
-     │    └── UsernameTaken   another account has this username (compared lower-case)
-     ├── StageFull       the role's seats (StageLimits) are all taken
-     └── Banned          the user is banned from this Space
+Errors: the tree in errors.py (NotFound, Conflict, UsernameTaken, StageFull, Banned); a database
+failure surfaces as SQLAlchemy's own.
 
 Lookups of one record (`space`, `account`, `stage_member`, …) return None when there is none.
 Timestamps are UNIX seconds as floats, passed in by the caller (the domain values carry them).
@@ -30,23 +24,14 @@ Timestamps are UNIX seconds as floats, passed in by the caller (the domain value
 
 from __future__ import annotations
 
-import json
 import logging
-import secrets
-import sqlite3
-import time
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, Final
+from collections.abc import Collection
+from dataclasses import replace
+from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.engine import Connection, CursorResult, make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from townhall.spaces.model import (
     Account,
@@ -61,17 +46,33 @@ from townhall.spaces.model import (
     UserId,
     Visibility,
 )
+from townhall.state.database import (
+    DEFAULT_BUSY_TIMEOUT_S,
+    DEFAULT_MAX_OVERFLOW,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_POOL_TIMEOUT_S,
+    NO_SYNC,
+    alembic_config,
+    create_engine,
+    migrate,
+    rowcount,
+)
+from townhall.state.errors import Banned, Conflict, NotFound, RecordsError, StageFull, UsernameTaken
 from townhall.state.schema import (
     AccountRow,
     BanRow,
-    DeliveryStatus,
     InvitationRow,
     RaisedHandRow,
     ReminderRow,
     SpaceRow,
     StageMemberRow,
-    WebhookDeliveryRow,
-    WebhookEndpointRow,
+)
+from townhall.state.webhook_outbox import (
+    DEFAULT_MAX_DELIVERY_ATTEMPTS,
+    DeliveryStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookOutbox,
 )
 
 __all__ = [
@@ -92,188 +93,38 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# --- errors ----------------------------------------------------------------------------------
-
-
-class RecordsError(Exception):
-    """Base of every error the records raise on purpose."""
-
-
-class NotFound(RecordsError):
-    """The Space, stage member or webhook delivery to change does not exist."""
-
-
-class Conflict(RecordsError):
-    """The record already exists, or it changed since the caller read it."""
-
-
-class UsernameTaken(Conflict):
-    """Another account has this username (usernames are unique ignoring case)."""
-
-
-class StageFull(RecordsError):
-    """Every seat of the requested stage role is taken (see StageLimits)."""
-
-
-class Banned(RecordsError):
-    """The user is banned from this Space: no seat on its stage, no raised hand, no invitation."""
-
-
-# --- constants -------------------------------------------------------------------------------
-
-MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
-DEFAULT_BUSY_TIMEOUT_S: Final = 5.0
-DEFAULT_MAX_DELIVERY_ATTEMPTS: Final = 8
-ERROR_TEXT_MAX: Final = 1_000  # a failed delivery keeps this much of the last error
-# Arbitrary constant key of the PostgreSQL advisory lock that serialises migrations.
-_PG_MIGRATION_LOCK: Final = 7_486_803_001
-# Execution option marking a session whose transactions write (see _sqlite_begin).
-_WRITES: Final = "townhall_writes"
-
-# Our sessions hold no objects across statements: bulk UPDATE/DELETE need not sync any.
-_NO_SYNC: Final = {"synchronize_session": False}
-
 # Stage order: host, co-hosts, speakers; within a role, who joined first.
 _ROLE_RANK = sa.case({Role.HOST: 0, Role.COHOST: 1}, value=StageMemberRow.role, else_=2)
 
 
-# --- webhook values --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WebhookEndpoint:
-    id: int
-    url: str
-    secret: str = field(repr=False)  # signs the bodies; kept out of logs
-    events: tuple[str, ...]  # event types; "*" matches all, "stage.*" every "stage.…" type
-    created_at: float
-
-    def wants(self, event_type: str) -> bool:
-        return any(
-            pattern in ("*", event_type)
-            or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
-            for pattern in self.events
-        )
-
-
-@dataclass(frozen=True)
-class WebhookDelivery:
-    """One event for one endpoint, in the durable outbox (delivered at least once)."""
-
-    id: int
-    endpoint: WebhookEndpoint
-    event_type: str
-    payload: str  # the JSON body, exactly as queued
-    status: DeliveryStatus
-    attempts: int  # how many times it was claimed for delivery
-    created_at: float
-    next_attempt_at: float
-    delivered_at: float | None = None
-    last_error: str | None = None
-
-
 # --- opening ---------------------------------------------------------------------------------
-
-
-def create_engine(url: str, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> AsyncEngine:
-    """An engine set up for the records: on SQLite, WAL, foreign keys, a busy timeout and our BEGIN.
-
-    SQLite: the parent directory is created if needed; `:memory:` is not supported (every pooled
-    connection would see its own empty database).
-    """
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return _create_async_engine(url, pool_pre_ping=True)
-    if parsed.database:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = _create_async_engine(url)
-    busy_ms = round(busy_timeout_s * 1000)
-
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Python's sqlite3 would BEGIN lazily and never for DDL; we emit BEGIN ourselves instead
-        # (_sqlite_begin), which makes migrations transactional and lets writers BEGIN IMMEDIATE.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")  # before anything that may lock
-            cursor.execute("PRAGMA foreign_keys = ON")
-            # WAL: readers never block the writer nor it them; it is a property of the file and
-            # sticks. NORMAL sync is safe with WAL (no corruption; a power cut may lose the last
-            # commits, a process crash loses nothing).
-            _switch_to_wal(cursor, busy_timeout_s)
-            cursor.execute("PRAGMA synchronous = NORMAL")
-        finally:
-            cursor.close()
-
-    sa.event.listen(engine.sync_engine, "connect", on_connect)
-    sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
-    return engine
-
-
-def _switch_to_wal(cursor: Any, within_s: float) -> None:
-    """Switching a new file to WAL needs it to itself, and SQLite answers "database is locked" at
-    once (no busy handler) while a second process opens it too: retry, bounded by the timeout."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)  # a retry interval on a connecting thread, not synchronisation
-
-
-def _sqlite_begin(connection: Connection) -> None:
-    writes = connection.get_execution_options().get(_WRITES, False)
-    # IMMEDIATE takes the write lock now (waiting up to busy_timeout), so a transaction that reads
-    # before it writes cannot be refused later with SQLITE_BUSY when it tries to upgrade.
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
-
-
-def alembic_config(url: str) -> Config:
-    """Alembic's Config for the packaged migrations, built in code: no alembic.ini needed."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("path_separator", "os")
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # ConfigParser escaping
-    return config
-
-
-def _upgrade(connection: Connection, config: Config) -> tuple[str, ...]:
-    """`alembic upgrade head` inside the caller's transaction; returns the revisions applied."""
-    if connection.dialect.name == "postgresql":
-        # Two processes starting at once: the second waits here, then finds the schema current.
-        # (On SQLite the caller's BEGIN IMMEDIATE already is that lock.)
-        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
-    applied: list[str] = []
-
-    def on_version_apply(*, step: Any, **_: Any) -> None:
-        applied.append(str(step.up_revision_id))
-
-    config.attributes["connection"] = connection
-    config.attributes["on_version_apply"] = on_version_apply
-    command.upgrade(config, "head")
-    return tuple(applied)
 
 
 async def open_records(
     url: str,
     *,
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
     max_delivery_attempts: int = DEFAULT_MAX_DELIVERY_ATTEMPTS,
 ) -> Records:
-    """Open the records at `url` (e.g. `sqlite+aiosqlite:///data/townhall.db`), schema at head.
+    """Open the records at `url` (`sqlite:///data/townhall.db`, `postgresql://user@host/db`; the
+    async driver is filled in), schema at head.
 
-    Safe when several processes open the same database at once: the migration runs in one
-    transaction holding the write lock (SQLite) or an advisory lock (PostgreSQL), so exactly one
-    of them applies it and the others find it done.
+    Safe when several processes open the same database at once (see database.migrate): exactly
+    one of them applies a migration and the others find it done.
     """
-    engine = create_engine(url, busy_timeout_s=busy_timeout_s)
+    engine = create_engine(
+        url,
+        busy_timeout_s=busy_timeout_s,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout_s=pool_timeout_s,
+    )
     records = Records(engine, max_delivery_attempts=max_delivery_attempts)
     try:
-        async with records._writer.begin() as connection:
-            applied = await connection.run_sync(_upgrade, alembic_config(url))
+        applied = await migrate(engine)
     except BaseException:
         await engine.dispose()
         raise
@@ -376,36 +227,6 @@ def _hand(row: RaisedHandRow) -> RaisedHand:
     )
 
 
-def _endpoint(row: WebhookEndpointRow) -> WebhookEndpoint:
-    return WebhookEndpoint(
-        id=row.id,
-        url=row.url,
-        secret=row.secret,
-        events=tuple(json.loads(row.events)),
-        created_at=row.created_at,
-    )
-
-
-def _delivery(row: WebhookDeliveryRow, endpoint: WebhookEndpointRow) -> WebhookDelivery:
-    return WebhookDelivery(
-        id=row.id,
-        endpoint=_endpoint(endpoint),
-        event_type=row.event_type,
-        payload=row.payload,
-        status=row.status,
-        attempts=row.attempts,
-        created_at=row.created_at,
-        next_attempt_at=row.next_attempt_at,
-        delivered_at=row.delivered_at,
-        last_error=row.last_error,
-    )
-
-
-def _rowcount(result: sa.Result[Any]) -> int:
-    assert isinstance(result, CursorResult)  # DML statements always give one
-    return result.rowcount
-
-
 _PerUser = (
     type[StageMemberRow]
     | type[BanRow]
@@ -427,23 +248,14 @@ def _seats(role: Role, limits: StageLimits) -> int:
 # --- the repository --------------------------------------------------------------------------
 
 
-class Records:
+class Records(WebhookOutbox):
     """The durable records over one engine. Use `open_records`, which also migrates the schema."""
 
     def __init__(
         self, engine: AsyncEngine, *, max_delivery_attempts: int = DEFAULT_MAX_DELIVERY_ATTEMPTS
     ) -> None:
-        if max_delivery_attempts < 1:
-            raise ValueError("max_delivery_attempts must be at least 1")
-        self.engine = engine
-        self.max_delivery_attempts = max_delivery_attempts
+        super().__init__(engine, max_delivery_attempts=max_delivery_attempts)
         self.applied_migrations: tuple[str, ...] = ()  # what open_records applied (empty: none)
-        self._writer = engine.execution_options(**{_WRITES: True})
-        self._read = async_sessionmaker(engine, expire_on_commit=False)
-        self._write = async_sessionmaker(self._writer, expire_on_commit=False)
-
-    async def close(self) -> None:
-        await self.engine.dispose()
 
     # -- helpers --
 
@@ -464,19 +276,12 @@ class Records:
         if banned is not None:
             raise Banned(f"{user_id} is banned from Space {space_id}")
 
-    @staticmethod
-    async def _delivery_exists(session: AsyncSession, delivery_id: int) -> bool:
-        found = await session.scalar(
-            sa.select(WebhookDeliveryRow.id).where(WebhookDeliveryRow.id == delivery_id)
-        )
-        return found is not None
-
     async def _delete_one(self, table: _PerUser, space_id: SpaceId, user_id: UserId) -> bool:
         async with self._write.begin() as session:
             result = await session.execute(
-                sa.delete(table).where(_of(table, space_id, user_id)), execution_options=_NO_SYNC
+                sa.delete(table).where(_of(table, space_id, user_id)), execution_options=NO_SYNC
             )
-            return _rowcount(result) > 0
+            return rowcount(result) > 0
 
     # -- accounts --
 
@@ -559,9 +364,9 @@ class Records:
         async with self._write.begin() as session:
             result = await session.execute(
                 statement.values(**_space_values(new)),
-                execution_options=_NO_SYNC,
+                execution_options=NO_SYNC,
             )
-            if _rowcount(result) == 0:
+            if rowcount(result) == 0:
                 current = await session.scalar(
                     sa.select(SpaceRow.state).where(SpaceRow.id == new.id)
                 )
@@ -660,7 +465,7 @@ class Records:
                     sa.update(StageMemberRow)
                     .where(_of(StageMemberRow, member.space_id, member.user_id))
                     .values(**_member_values(member)),
-                    execution_options=_NO_SYNC,
+                    execution_options=NO_SYNC,
                 )
         return member
 
@@ -683,7 +488,7 @@ class Records:
                 sa.update(StageMemberRow)
                 .where(_of(StageMemberRow, member.space_id, member.user_id))
                 .values(**_member_values(member)),
-                execution_options=_NO_SYNC,
+                execution_options=NO_SYNC,
             )
         return member
 
@@ -752,11 +557,11 @@ class Records:
                     sa.update(StageMemberRow)
                     .where(_of(StageMemberRow, space_id, user_id))
                     .values(role=role),
-                    execution_options=_NO_SYNC,
+                    execution_options=NO_SYNC,
                 )
             await session.execute(
                 sa.update(SpaceRow).where(SpaceRow.id == space_id).values(host_id=to),
-                execution_options=_NO_SYNC,
+                execution_options=NO_SYNC,
             )
         return replace(space, host_id=to)
 
@@ -774,7 +579,7 @@ class Records:
             await self._refuse_banned(session, space_id, user_id)
             await session.execute(
                 sa.delete(InvitationRow).where(_of(InvitationRow, space_id, user_id)),
-                execution_options=_NO_SYNC,
+                execution_options=NO_SYNC,
             )
             await session.execute(
                 sa.insert(InvitationRow).values(
@@ -792,7 +597,7 @@ class Records:
             if role is not None:
                 await session.execute(
                     sa.delete(InvitationRow).where(_of(InvitationRow, space_id, user_id)),
-                    execution_options=_NO_SYNC,
+                    execution_options=NO_SYNC,
                 )
             return role
 
@@ -807,7 +612,7 @@ class Records:
             for row in (StageMemberRow, RaisedHandRow, InvitationRow):
                 await session.execute(
                     sa.delete(row).where(_of(row, ban.space_id, ban.user_id)),
-                    execution_options=_NO_SYNC,
+                    execution_options=NO_SYNC,
                 )
             existing = await session.scalar(
                 sa.select(BanRow.at).where(_of(BanRow, ban.space_id, ban.user_id))
@@ -894,211 +699,3 @@ class Records:
         )
         async with self._read() as session:
             return [UserId(user_id) for user_id in await session.scalars(query)]
-
-    # -- webhooks and their outbox --
-
-    async def add_webhook(
-        self, url: str, secret: str, events: Iterable[str], *, now: float | None = None
-    ) -> WebhookEndpoint:
-        """Register an endpoint for `events` (exact types, "*" for all, "stage.*" for a family)."""
-        created_at = time.time() if now is None else now
-        patterns = sorted(set(events))
-        async with self._write.begin() as session:
-            endpoint_id = await session.scalar(
-                sa.insert(WebhookEndpointRow)
-                .values(url=url, secret=secret, events=json.dumps(patterns), created_at=created_at)
-                .returning(WebhookEndpointRow.id)
-            )
-        assert endpoint_id is not None
-        return WebhookEndpoint(endpoint_id, url, secret, tuple(patterns), created_at)
-
-    async def webhooks(self) -> list[WebhookEndpoint]:
-        async with self._read() as session:
-            rows = await session.scalars(
-                sa.select(WebhookEndpointRow).order_by(WebhookEndpointRow.id)
-            )
-            return [_endpoint(row) for row in rows]
-
-    async def remove_webhook(self, endpoint_id: int) -> bool:
-        """Unregister an endpoint; its queued and past deliveries go with it."""
-        async with self._write.begin() as session:
-            result = await session.execute(
-                sa.delete(WebhookEndpointRow).where(WebhookEndpointRow.id == endpoint_id),
-                execution_options=_NO_SYNC,
-            )
-            return _rowcount(result) > 0
-
-    async def enqueue_delivery(self, event_type: str, payload_json: str, now: float) -> int:
-        """Queue `payload_json` for every endpoint that wants `event_type`, due at once.
-
-        Call it in the same breath as the change it reports; a worker drains the queue with
-        claim_due_deliveries. Returns how many deliveries were queued.
-        """
-        async with self._write.begin() as session:
-            endpoints = [
-                _endpoint(row) for row in await session.scalars(sa.select(WebhookEndpointRow))
-            ]
-            wanted = [endpoint.id for endpoint in endpoints if endpoint.wants(event_type)]
-            if wanted:
-                await session.execute(
-                    sa.insert(WebhookDeliveryRow),
-                    [
-                        {
-                            "endpoint_id": endpoint_id,
-                            "event_type": event_type,
-                            "payload": payload_json,
-                            "status": DeliveryStatus.PENDING,
-                            "attempts": 0,
-                            "created_at": now,
-                            "next_attempt_at": now,
-                        }
-                        for endpoint_id in wanted
-                    ],
-                )
-        return len(wanted)
-
-    async def claim_due_deliveries(
-        self, now: float, limit: int, lease_s: float
-    ) -> list[WebhookDelivery]:
-        """Lease up to `limit` due deliveries to this caller for `lease_s` seconds.
-
-        A claimed row is invisible to every other claimer until its lease runs out, so two
-        processes never deliver the same row at once; if the claimer dies, the row comes back when
-        the lease lapses (delivery is at least once: receivers dedupe on the delivery id). Each
-        claim counts as an attempt; a row whose last allowed attempt's lease lapsed without an
-        outcome is given up here.
-        """
-        if limit <= 0:
-            return []
-        pending = WebhookDeliveryRow.status == DeliveryStatus.PENDING
-        lease_free = sa.or_(
-            WebhookDeliveryRow.lease_until.is_(None), WebhookDeliveryRow.lease_until <= now
-        )
-        token = secrets.token_hex(16)
-        async with self._write.begin() as session:
-            await session.execute(
-                sa.update(WebhookDeliveryRow)
-                .where(
-                    pending,
-                    WebhookDeliveryRow.attempts >= self.max_delivery_attempts,
-                    WebhookDeliveryRow.lease_until <= now,
-                )
-                .values(
-                    status=DeliveryStatus.FAILED,
-                    lease_until=None,
-                    lease_token=None,
-                    last_error=sa.func.coalesce(
-                        WebhookDeliveryRow.last_error,
-                        "no outcome reported before the lease ran out",
-                    ),
-                ),
-                execution_options=_NO_SYNC,
-            )
-            due = [
-                pending,
-                WebhookDeliveryRow.next_attempt_at <= now,
-                WebhookDeliveryRow.attempts < self.max_delivery_attempts,
-                lease_free,
-            ]
-            ids = list(
-                await session.scalars(
-                    sa.select(WebhookDeliveryRow.id)
-                    .where(*due)
-                    .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
-                    .limit(limit)
-                    # PostgreSQL: concurrent claimers pass over each other's rows instead of
-                    # queueing behind them. The UPDATE below re-checks `due` either way.
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if not ids:
-                return []
-            await session.execute(
-                sa.update(WebhookDeliveryRow)
-                .where(WebhookDeliveryRow.id.in_(ids), *due)
-                .values(
-                    lease_until=now + lease_s,
-                    lease_token=token,
-                    attempts=WebhookDeliveryRow.attempts + 1,
-                ),
-                execution_options=_NO_SYNC,
-            )
-            rows = await session.execute(
-                sa.select(WebhookDeliveryRow, WebhookEndpointRow)
-                .join(WebhookEndpointRow)
-                .where(WebhookDeliveryRow.lease_token == token)
-                .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
-            )
-            return [_delivery(delivery, endpoint) for delivery, endpoint in rows]
-
-    async def mark_delivered(self, delivery_id: int, now: float) -> None:
-        """The endpoint accepted it. A row already delivered or given up is left as it is."""
-        async with self._write.begin() as session:
-            result = await session.execute(
-                sa.update(WebhookDeliveryRow)
-                .where(
-                    WebhookDeliveryRow.id == delivery_id,
-                    WebhookDeliveryRow.status == DeliveryStatus.PENDING,
-                )
-                .values(
-                    status=DeliveryStatus.DELIVERED,
-                    delivered_at=now,
-                    lease_until=None,
-                    lease_token=None,
-                ),
-                execution_options=_NO_SYNC,
-            )
-            if _rowcount(result) == 0 and not await self._delivery_exists(session, delivery_id):
-                raise NotFound(f"no webhook delivery {delivery_id}")
-
-    async def mark_failed(
-        self, delivery_id: int, now: float, next_attempt_at: float | None, error: str
-    ) -> bool:
-        """The attempt failed: retry at `next_attempt_at`, or give up when that is None or the
-        attempts are used up (`max_delivery_attempts`). A given-up row stays, status failed, with
-        its last error, for inspection. Returns True if it will be retried."""
-        async with self._write.begin() as session:
-            row = await session.scalar(
-                sa.select(WebhookDeliveryRow).where(WebhookDeliveryRow.id == delivery_id)
-            )
-            if row is None:
-                raise NotFound(f"no webhook delivery {delivery_id}")
-            if row.status is not DeliveryStatus.PENDING:
-                return False
-            retry = next_attempt_at is not None and row.attempts < self.max_delivery_attempts
-            await session.execute(
-                sa.update(WebhookDeliveryRow)
-                .where(WebhookDeliveryRow.id == delivery_id)
-                .values(
-                    status=DeliveryStatus.PENDING if retry else DeliveryStatus.FAILED,
-                    next_attempt_at=next_attempt_at if retry else row.next_attempt_at,
-                    last_error=error[:ERROR_TEXT_MAX],
-                    lease_until=None,
-                    lease_token=None,
-                ),
-                execution_options=_NO_SYNC,
-            )
-            return retry
-
-    async def delivery(self, delivery_id: int) -> WebhookDelivery | None:
-        async with self._read() as session:
-            found = (
-                await session.execute(
-                    sa.select(WebhookDeliveryRow, WebhookEndpointRow)
-                    .join(WebhookEndpointRow)
-                    .where(WebhookDeliveryRow.id == delivery_id)
-                )
-            ).first()
-            return None if found is None else _delivery(*found)
-
-    async def deliveries(
-        self, status: DeliveryStatus | None = None, *, limit: int = 100
-    ) -> list[WebhookDelivery]:
-        """Newest first, for inspection (e.g. the ones given up on)."""
-        query = sa.select(WebhookDeliveryRow, WebhookEndpointRow).join(WebhookEndpointRow)
-        if status is not None:
-            query = query.where(WebhookDeliveryRow.status == status)
-        query = query.order_by(WebhookDeliveryRow.id.desc()).limit(limit)
-        async with self._read() as session:
-            rows = await session.execute(query)
-            return [_delivery(delivery, endpoint) for delivery, endpoint in rows]

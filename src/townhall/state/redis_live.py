@@ -256,6 +256,8 @@ class RedisLiveState:
             timeout=pool_timeout,
             decode_responses=True,
             socket_keepalive=True,  # notice a half-open subscription connection
+            # An unreachable host fails a call (503) within seconds instead of hanging it.
+            socket_connect_timeout=pool_timeout,
         )
         return cls(Redis.from_pool(pool), prefix=prefix, owns_client=True)
 
@@ -549,6 +551,9 @@ class RedisLiveState:
             pipe.delete(*self.space_keys(space_id))
             pipe.publish(self._key(EVENT_CHANNEL, space_id), _RESET)
             await pipe.execute()
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def close(self) -> None:
         self._closed = True

@@ -16,7 +16,7 @@ constraint change on both SQLite and PostgreSQL.
 User ids are deliberately not foreign keys: guests (`g-…`) and the audio path's ad-hoc hosts have
 no account row, and a user's stage seat, hand or ban is about the Space, not the account.
 Everything that belongs to a Space is deleted with it (ON DELETE CASCADE; SQLite needs
-`PRAGMA foreign_keys = ON`, which records.py sets on every connection).
+`PRAGMA foreign_keys = ON`, which database.py sets on every connection).
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Alembic migrations of the durable records; run by `townhall.state.records.open_records`."""
+"""Alembic migrations of the durable records; run by `townhall.state.database.migrate`."""

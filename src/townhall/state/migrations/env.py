@@ -1,6 +1,6 @@
 """Alembic environment for townhall's records; there is no alembic.ini.
 
-`townhall.state.records.open_records` runs `upgrade head` programmatically: it builds the Config
+`townhall.state.database.migrate` runs `upgrade head` programmatically: it builds the Config
 with `alembic_config(url)` and hands over an open connection, already inside the transaction that
 holds the migration lock, in `config.attributes["connection"]`. The migration then runs in that
 transaction and commits (or rolls back) with it.
@@ -17,7 +17,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from townhall.state.records import create_engine
+from townhall.state.database import create_engine
 from townhall.state.schema import Base
 
 config = context.config

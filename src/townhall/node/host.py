@@ -1,18 +1,20 @@
-"""The media node: runs the audio engine of every green-room or live Space placed on this process.
+"""The Spaces this node runs: each one's audio engine, stage ingest and event-log director.
 
-For each Space it holds a SpaceMedia (mixer → encoders → packager), its speakers' WebRTC ingest and
-a SpaceDirector that follows the Space's event log, so Go live, mutes, removals, delay, dump and
-the end reach the audio from whichever process issued them. On start it resumes every Space the
-records say is open (a restart loses a few seconds of audio, not the Space). A Space whose host
-has been away from the stage longer than the configured limit is ended by the system.
+For each Space placed here (see `node.keeper`, which holds the Space's lease and decides what runs
+where) it holds a SpaceMedia (mixer → encoders → packager), its speakers' WebRTC ingest and a
+SpaceDirector that follows the Space's event log, so Go live, mutes, removals, delay, dump and the
+end reach the audio from whichever process issued them. A Space started here after a restart or a
+take-over resumes from the records (on air or not, delay, mutes) and continues the Space's
+timeline (see `media.timeline`): listeners keep their URL and never see numbers go back. A Space
+whose host has been away from its stage longer than the configured limit is ended by the system
+(`lifecycle.should_auto_end`; every stage connection of a Space is on its owner, so the owner's
+connections are the cluster's).
 
 Spaces with `record` on get a SpaceRecorder (see `delivery.recording`) that follows the packager's
-on-air parts into `MediaConfig.recordings_dir`; a recording that fails (a full disk) stops with its
+on-air parts into `MediaConfig.recordings_dir` (shared by every media node of a cluster, so a
+take-over continues the same recording); a recording that fails (a full disk) stops with its
 error kept in `recording_errors` and logged, while the live stream goes on. Recordings past the
 retention period are deleted by `expire_recordings` (see `delivery.storage`).
-
-Placement across several nodes (leases, take-over) is a later step; with one process every Space
-runs here.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from townhall.config import IceServer, MediaConfig
@@ -34,6 +36,9 @@ from townhall.media.director import MediaCommand, SpaceDirector, state_commands
 from townhall.media.encoder import AAC_LC_MONO_CODECS
 from townhall.media.ingest import Ingest
 from townhall.media.pipeline import SpaceMedia
+from townhall.media.timeline import run_start
+from townhall.node.placement import Lease
+from townhall.spaces import lifecycle
 from townhall.spaces.control import ControlError, SpaceControl
 from townhall.spaces.model import Space, SpaceId, SpaceState, is_space_id
 
@@ -43,7 +48,7 @@ ENDED_MEDIA_KEPT = 50  # recently ended streams keep serving their final playlis
 
 
 class NodeFull(Exception):
-    """This process already runs as many Spaces as it is allowed to."""
+    """No media node (this one included) has room for another open Space."""
 
 
 @dataclass
@@ -53,6 +58,7 @@ class SpaceRuntime:
     ingest: Ingest
     director: SpaceDirector
     host_seen_at: float
+    lease: Lease
     recorder: SpaceRecorder | None = None
 
 
@@ -66,13 +72,17 @@ class MediaHost:
         max_live: int = 50,
         host_absent_end_s: float = 900.0,
         clock: Callable[[], float] = time.monotonic,
+        on_ended: Callable[[SpaceRuntime], Awaitable[None]] | None = None,
     ) -> None:
+        """`on_ended`: awaited after a Space that ended has stopped here (the keeper releases its
+        lease, leaving a pointer to this node while it still serves the final playlist)."""
         self.control = control
         self._media_config = media_config
         self._ice_servers = ice_servers
         self._max_live = max_live
         self._host_absent_end_s = host_absent_end_s
         self._clock = clock
+        self._on_ended = on_ended
         self._running: dict[SpaceId, SpaceRuntime] = {}
         self._ended: OrderedDict[SpaceId, SpaceMedia] = OrderedDict()
         self._lock = asyncio.Lock()
@@ -94,8 +104,16 @@ class MediaHost:
         return list(self._running)
 
     # -- starting and stopping -----------------------------------------------------------------
-    async def ensure(self, space: Space) -> SpaceRuntime | None:
-        """Run the Space's media if its state calls for it (green room or live)."""
+    @property
+    def capacity(self) -> int:
+        return self._max_live
+
+    async def start(
+        self, space: Space, lease: Lease, may_publish: Callable[[], bool] | None = None
+    ) -> SpaceRuntime | None:
+        """Run the Space's media under `lease` if its state calls for it (green room or live).
+
+        The caller holds the lease; `may_publish` tells the stream whether it still does."""
         if space.state not in (SpaceState.GREEN_ROOM, SpaceState.LIVE):
             return None
         async with self._lock:
@@ -103,13 +121,16 @@ class MediaHost:
             if existing is not None:
                 return existing
             if len(self._running) >= self._max_live:
-                raise NodeFull(f"this server runs at most {self._max_live} open Spaces")
+                raise NodeFull(f"this node runs at most {self._max_live} open Spaces")
             recorder = self._recorder_for(space)
+            segment_s = self._media_config.part_seconds * self._media_config.parts_per_segment
             media = SpaceMedia(
                 space.id,
                 self._media_config,
                 on_air=space.state is SpaceState.LIVE,
                 on_part=recorder.on_part if recorder is not None else None,
+                run=run_start(space.created_at, time.time(), segment_s),
+                may_publish=may_publish,
             )
             ingest = Ingest(media, self._ice_servers)
             live, records = self.control.live, self.control.records
@@ -137,12 +158,19 @@ class MediaHost:
                 resync=resync,
                 initial=state_commands(space, stage),
             )
-            runtime = SpaceRuntime(space.id, media, ingest, director, self._clock(), recorder)
+            runtime = SpaceRuntime(
+                space.id, media, ingest, director, self._clock(), lease, recorder
+            )
             self._running[space.id] = runtime
             media.start()
         await director.start()
-        log.info("space %s: media running (%s)", space.id, space.state.value)
+        log.info("space %s: media running (%s, lease %d)", space.id, space.state.value, lease.token)
         return runtime
+
+    async def stop(self, space_id: SpaceId) -> None:
+        """Stop a Space's media here without ending the Space (drain, a lapsed lease): the stage
+        is hung up and reconnects to the Space's next owner."""
+        await self._stop(space_id, ended=False)
 
     async def _stop(self, space_id: SpaceId, *, ended: bool) -> None:
         runtime = self._running.get(space_id)
@@ -162,6 +190,8 @@ class MediaHost:
             runtime.recorder.close()  # after stop(): the flushed last parts are in
             self._replays.pop(space_id, None)  # built while stopping: may lack the last parts
         log.info("space %s: media stopped%s", space_id, " (ended)" if ended else "")
+        if ended and self._on_ended is not None:
+            await self._on_ended(runtime)
 
     def _recorder_for(self, space: Space) -> SpaceRecorder | None:
         root = self._media_config.recordings_dir
@@ -226,17 +256,6 @@ class MediaHost:
 
         return await storage.sweep(root, ended_at, retention_days, now, on_expired=forget)
 
-    async def resume_all(self) -> None:
-        """After a (re)start: run every Space the records say is open."""
-        for space in await self.control.records.list_spaces(
-            [SpaceState.GREEN_ROOM, SpaceState.LIVE], limit=self._max_live
-        ):
-            try:
-                await self.ensure(space)
-            except NodeFull:
-                log.error("space %s: not resumed, this node is full", space.id)
-                break
-
     async def end_abandoned(self) -> list[SpaceId]:
         """End Spaces whose host has been off the stage's audio longer than the limit."""
         now = self._clock()
@@ -247,7 +266,9 @@ class MediaHost:
                 continue
             if SpeakerId(space.host_id) in runtime.ingest.connections:  # the host may have changed
                 runtime.host_seen_at = now
-            elif now - runtime.host_seen_at > self._host_absent_end_s:
+            elif lifecycle.should_auto_end(
+                space, runtime.host_seen_at, now, self._host_absent_end_s
+            ):
                 abandoned.append(runtime.space_id)
         for space_id in abandoned:
             with contextlib.suppress(ControlError):  # already ended by someone else

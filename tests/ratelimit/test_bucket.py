@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from townhall.api.ratelimit import RateLimit, RateLimiter
+from townhall.ratelimit.bucket import RateLimit, RateLimiter, retry_after
 
 
 def test_a_burst_is_allowed_then_callers_wait_for_refill() -> None:
@@ -21,9 +21,16 @@ def test_memory_stays_bounded_under_a_flood_of_new_callers() -> None:
     limiter = RateLimiter(RateLimit(per_second=1.0, burst=1), max_callers=100)
     for i in range(10_000):
         limiter.check(f"10.0.{i // 256}.{i % 256}", float(i))
-    assert len(limiter._buckets) == 100
+    assert len(limiter) == 100
 
 
 def test_retry_after_is_a_whole_number_of_seconds_at_least_one() -> None:
-    assert RateLimiter.retry_after(0.01) == "1"
-    assert RateLimiter.retry_after(2.2) == "3"
+    assert retry_after(0.01) == "1"
+    assert retry_after(2.2) == "3"
+
+
+def test_a_caller_whose_clock_is_behind_neither_gains_nor_loses_tokens() -> None:
+    limiter = RateLimiter(RateLimit(per_second=1.0, burst=2))
+    assert limiter.check("a", 10.0) == 0.0
+    assert limiter.check("a", 9.5) == 0.0  # another process, half a second behind
+    assert limiter.check("a", 9.5) == 1.0  # nothing refilled by going back in time

@@ -2,6 +2,8 @@
 
 Sans-I/O: time is passed in. When the table of callers is full the least recently seen caller is
 forgotten (it simply starts again with a full bucket), so a flood of new addresses cannot grow it.
+This is the in-process bucket behind `EmbeddedLiveState.take_token`; the Redis store runs the same
+arithmetic in a Lua script, and the contract suite holds both to the same answers.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ class RateLimit:
     burst: int
 
 
+def retry_after(wait: float) -> str:
+    """A wait in seconds as a Retry-After value: whole seconds, at least one."""
+    return str(max(1, math.ceil(wait)))
+
+
 class RateLimiter:
     def __init__(self, limit: RateLimit, max_callers: int = 100_000) -> None:
         self.limit = limit
@@ -28,17 +35,19 @@ class RateLimiter:
     def check(self, caller: str, now: float) -> float:
         """Take one token for `caller`: 0.0 if allowed, else the seconds until one is available."""
         tokens, at = self._buckets.pop(caller, (float(self.limit.burst), now))
-        tokens = min(float(self.limit.burst), tokens + (now - at) * self.limit.per_second)
+        # Callers' clocks may differ a little (several processes): time never runs backwards.
+        tokens = min(float(self.limit.burst), tokens + max(0.0, now - at) * self.limit.per_second)
+        at = max(at, now)
         if tokens >= 1.0:
-            self._buckets[caller] = (tokens - 1.0, now)
+            self._buckets[caller] = (tokens - 1.0, at)
             wait = 0.0
         else:
-            self._buckets[caller] = (tokens, now)
+            self._buckets[caller] = (tokens, at)
             wait = (1.0 - tokens) / self.limit.per_second
         while len(self._buckets) > self._max:
             self._buckets.popitem(last=False)
         return wait
 
-    @staticmethod
-    def retry_after(wait: float) -> str:
-        return str(max(1, math.ceil(wait)))
+    def __len__(self) -> int:
+        """Callers held now (at most `max_callers`)."""
+        return len(self._buckets)

@@ -1,0 +1,7 @@
+"""Rate limiting, shared by the state layer and the HTTP layer (it imports neither).
+
+bucket.py  the sans-I/O token bucket (time passed in); the embedded store keeps its buckets
+           in it, the Redis store runs the same arithmetic in a Lua script
+table.py   every limit a stranger can hit, named once, and `take`: one token from the
+           shared store (`LiveState.take_token`), or `Limited` (HTTP 429 + Retry-After)
+"""

@@ -1,0 +1,99 @@
+"""Every limit a stranger can hit, defined once, and the one way to take a token from one.
+
+A limit is a token bucket per caller: `burst` tries at once, then `per_second` more. The buckets
+live in the shared store (`LiveState.take_token`): in-process when embedded, in Redis when many
+processes share it, so a deployment of N processes allows what one process allows — a password
+guesser gets the same ten tries whichever node each guess reaches. Times are wall-clock UNIX
+seconds (`time.time()`), the one clock every process of a deployment shares.
+
+Refusal is an exception, `Limited`, mapped once to 429 + Retry-After by the API's error seam
+(api/errors.py), wherever it is raised: in a route or in a domain command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from townhall.ratelimit.bucket import retry_after
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One named limit. The name prefixes every bucket key, so two limits never share a bucket."""
+
+    name: str
+    per_second: float
+    burst: int
+    message: str  # what a refused caller is told
+    why: str = ""
+
+    def key(self, caller: str) -> str:
+        return f"{self.name}:{caller}"
+
+
+# Password work costs ~0.1 s of CPU (argon2) on purpose; these bound guessing from one address and,
+# whatever the number of addresses, against one account. Ten tries, then one every 2 s / 10 s.
+SIGNIN_PER_ADDRESS = Limit(
+    "signin-address", 0.5, 10, "too many sign-in attempts; wait a moment", "password guessing"
+)
+SIGNIN_PER_ACCOUNT = Limit(
+    "signin-account",
+    0.1,
+    10,
+    "too many sign-in attempts for this account; wait a moment",
+    "password guessing from many addresses",
+)
+SIGNUP = Limit("signup", 0.5, 10, "too many sign-ups; wait a moment", "argon2 CPU, account spam")
+GUEST = Limit("guest", 1.0, 20, "too many guest names; wait a moment", "identity minting")
+# A listener beacons every 30 s; five at once leaves room for a few tabs behind one address.
+PRESENCE = Limit("presence", 1.0, 5, "too many beacons", "inflating the listener count")
+RTC_PER_ADDRESS = Limit(
+    "rtc-address", 5.0, 30, "too many connection attempts; slow down", "a whole stage behind a NAT"
+)
+RTC_PER_PERSON = Limit(
+    "rtc-person", 0.5, 5, "too many connection attempts; slow down", "reconnect loops"
+)
+CLIP = Limit("clip", 1 / 20, 3, "one clip at a time; wait a moment", "remux work per clip")
+REACT = Limit("react", 2.0, 10, "slow down with the reactions", "per person per Space")
+# Raising and lowering a hand each reach every stage client as an event: toggling is log spam.
+HAND = Limit("hand", 0.2, 6, "slow down with the hand; wait a moment", "per person per Space")
+
+LIMITS: tuple[Limit, ...] = (
+    SIGNIN_PER_ADDRESS,
+    SIGNIN_PER_ACCOUNT,
+    SIGNUP,
+    GUEST,
+    PRESENCE,
+    RTC_PER_ADDRESS,
+    RTC_PER_PERSON,
+    CLIP,
+    REACT,
+    HAND,
+)
+
+
+class Limited(Exception):
+    """A caller is over a limit; they may try again after `wait` seconds (429 + Retry-After)."""
+
+    def __init__(self, limit: Limit, wait: float) -> None:
+        super().__init__(limit.message)
+        self.limit = limit
+        self.wait = wait
+
+    @property
+    def retry_after(self) -> str:
+        return retry_after(self.wait)
+
+
+class TokenStore(Protocol):
+    """What `take` needs of a store: `LiveState.take_token` (embedded or Redis)."""
+
+    async def take_token(self, key: str, per_second: float, burst: int, now: float) -> float: ...
+
+
+async def take(store: TokenStore, limit: Limit, caller: str, now: float) -> None:
+    """Take one of `caller`'s tokens for `limit` from the shared store, or raise `Limited`."""
+    wait = await store.take_token(limit.key(caller), limit.per_second, limit.burst, now)
+    if wait > 0:
+        raise Limited(limit, wait)

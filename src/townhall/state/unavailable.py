@@ -1,0 +1,39 @@
+"""Which of the storage drivers' errors mean "the store is unreachable: try again shortly".
+
+The state layer lets these propagate unchanged (no wrapping at every call); the API maps them to
+503 + Retry-After in its one error seam (api/errors.py), and the event outbox (state/outbox.py)
+holds an event when its append fails with one of them.
+
+    redis-py     ConnectionError   refused, reset, pool exhausted, AuthenticationError, and
+                                   BusyLoadingError while a restarted server loads its data
+                 TimeoutError      a socket or connect timeout
+    SQLAlchemy   OperationalError  the database is down, unreachable or locked (SQLite's
+                                   "database is locked" under a long writer)
+                 DBAPIError        only with `connection_invalidated`: a connection lost mid-query
+                 DisconnectionError, TimeoutError (its pool had no connection to give)
+
+Anything else — an IntegrityError, a Redis script error — is a bug or a conflict, not an outage,
+and is left to whoever handles it (a 500 that gets logged, at worst).
+"""
+
+from __future__ import annotations
+
+from redis import exceptions as redis_errors
+from sqlalchemy import exc as sql_errors
+
+# The classes an error handler must be registered for; `is_unavailable` then says which instances
+# of them are outages (a DBAPIError is one only when its connection was lost).
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    sql_errors.DBAPIError,
+    sql_errors.DisconnectionError,
+    sql_errors.TimeoutError,
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when `exc` says a store could not be reached (worth a retry), not that a call was wrong."""
+    if isinstance(exc, sql_errors.DBAPIError):
+        return isinstance(exc, sql_errors.OperationalError) or exc.connection_invalidated
+    return isinstance(exc, UNAVAILABLE_ERRORS)

@@ -1,0 +1,322 @@
+"""The webhook outbox: registered endpoints and the durable queue of deliveries to them.
+
+An event is queued once per endpoint that wants it (`enqueue_delivery`); any number of sender
+processes work the queue off (webhooks/sender.py) by claiming due rows under a lease
+(`claim_due_deliveries`) and reporting the outcome (`mark_delivered`, `mark_failed`). A claim and
+its lease are single conditional UPDATEs, atomic on SQLite and PostgreSQL alike; on PostgreSQL
+concurrent claimers also skip each other's locked rows instead of queueing behind them. Delivery
+is at least once: a claimer that dies leaves its rows to come back when the lease lapses, and
+receivers dedupe on the delivery id.
+
+`WebhookOutbox` is one part of the records (`Records` in records.py inherits it), so callers use
+it as `records.add_webhook(…)`, `records.claim_due_deliveries(…)`, ….
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from townhall.state.database import NO_SYNC, SqlStore, rowcount
+from townhall.state.errors import NotFound
+from townhall.state.schema import DeliveryStatus, WebhookDeliveryRow, WebhookEndpointRow
+
+__all__ = [
+    "DEFAULT_MAX_DELIVERY_ATTEMPTS",
+    "DeliveryStatus",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookOutbox",
+]
+
+DEFAULT_MAX_DELIVERY_ATTEMPTS: Final = 8
+ERROR_TEXT_MAX: Final = 1_000  # a failed delivery keeps this much of the last error
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    id: int
+    url: str
+    secret: str = field(repr=False)  # signs the bodies; kept out of logs
+    events: tuple[str, ...]  # event types; "*" matches all, "stage.*" every "stage.…" type
+    created_at: float
+
+    def wants(self, event_type: str) -> bool:
+        return any(
+            pattern in ("*", event_type)
+            or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
+            for pattern in self.events
+        )
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event for one endpoint, in the durable outbox (delivered at least once)."""
+
+    id: int
+    endpoint: WebhookEndpoint
+    event_type: str
+    payload: str  # the JSON body, exactly as queued
+    status: DeliveryStatus
+    attempts: int  # how many times it was claimed for delivery
+    created_at: float
+    next_attempt_at: float
+    delivered_at: float | None = None
+    last_error: str | None = None
+
+
+def _endpoint(row: WebhookEndpointRow) -> WebhookEndpoint:
+    return WebhookEndpoint(
+        id=row.id,
+        url=row.url,
+        secret=row.secret,
+        events=tuple(json.loads(row.events)),
+        created_at=row.created_at,
+    )
+
+
+def _delivery(row: WebhookDeliveryRow, endpoint: WebhookEndpointRow) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row.id,
+        endpoint=_endpoint(endpoint),
+        event_type=row.event_type,
+        payload=row.payload,
+        status=row.status,
+        attempts=row.attempts,
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        delivered_at=row.delivered_at,
+        last_error=row.last_error,
+    )
+
+
+class WebhookOutbox(SqlStore):
+    """Webhook endpoints and their delivery queue, over one engine."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, max_delivery_attempts: int = DEFAULT_MAX_DELIVERY_ATTEMPTS
+    ) -> None:
+        if max_delivery_attempts < 1:
+            raise ValueError("max_delivery_attempts must be at least 1")
+        super().__init__(engine)
+        self.max_delivery_attempts = max_delivery_attempts
+
+    @staticmethod
+    async def _delivery_exists(session: AsyncSession, delivery_id: int) -> bool:
+        found = await session.scalar(
+            sa.select(WebhookDeliveryRow.id).where(WebhookDeliveryRow.id == delivery_id)
+        )
+        return found is not None
+
+    async def add_webhook(
+        self, url: str, secret: str, events: Iterable[str], *, now: float | None = None
+    ) -> WebhookEndpoint:
+        """Register an endpoint for `events` (exact types, "*" for all, "stage.*" for a family)."""
+        created_at = time.time() if now is None else now
+        patterns = sorted(set(events))
+        async with self._write.begin() as session:
+            endpoint_id = await session.scalar(
+                sa.insert(WebhookEndpointRow)
+                .values(url=url, secret=secret, events=json.dumps(patterns), created_at=created_at)
+                .returning(WebhookEndpointRow.id)
+            )
+        assert endpoint_id is not None
+        return WebhookEndpoint(endpoint_id, url, secret, tuple(patterns), created_at)
+
+    async def webhooks(self) -> list[WebhookEndpoint]:
+        async with self._read() as session:
+            rows = await session.scalars(
+                sa.select(WebhookEndpointRow).order_by(WebhookEndpointRow.id)
+            )
+            return [_endpoint(row) for row in rows]
+
+    async def remove_webhook(self, endpoint_id: int) -> bool:
+        """Unregister an endpoint; its queued and past deliveries go with it."""
+        async with self._write.begin() as session:
+            result = await session.execute(
+                sa.delete(WebhookEndpointRow).where(WebhookEndpointRow.id == endpoint_id),
+                execution_options=NO_SYNC,
+            )
+            return rowcount(result) > 0
+
+    async def enqueue_delivery(self, event_type: str, payload_json: str, now: float) -> int:
+        """Queue `payload_json` for every endpoint that wants `event_type`, due at once.
+
+        Call it in the same breath as the change it reports; a worker drains the queue with
+        claim_due_deliveries. Returns how many deliveries were queued.
+        """
+        async with self._write.begin() as session:
+            endpoints = [
+                _endpoint(row) for row in await session.scalars(sa.select(WebhookEndpointRow))
+            ]
+            wanted = [endpoint.id for endpoint in endpoints if endpoint.wants(event_type)]
+            if wanted:
+                await session.execute(
+                    sa.insert(WebhookDeliveryRow),
+                    [
+                        {
+                            "endpoint_id": endpoint_id,
+                            "event_type": event_type,
+                            "payload": payload_json,
+                            "status": DeliveryStatus.PENDING,
+                            "attempts": 0,
+                            "created_at": now,
+                            "next_attempt_at": now,
+                        }
+                        for endpoint_id in wanted
+                    ],
+                )
+        return len(wanted)
+
+    async def claim_due_deliveries(
+        self, now: float, limit: int, lease_s: float
+    ) -> list[WebhookDelivery]:
+        """Lease up to `limit` due deliveries to this caller for `lease_s` seconds.
+
+        A claimed row is invisible to every other claimer until its lease runs out, so two
+        processes never deliver the same row at once; if the claimer dies, the row comes back when
+        the lease lapses (delivery is at least once: receivers dedupe on the delivery id). Each
+        claim counts as an attempt; a row whose last allowed attempt's lease lapsed without an
+        outcome is given up here.
+        """
+        if limit <= 0:
+            return []
+        pending = WebhookDeliveryRow.status == DeliveryStatus.PENDING
+        lease_free = sa.or_(
+            WebhookDeliveryRow.lease_until.is_(None), WebhookDeliveryRow.lease_until <= now
+        )
+        token = secrets.token_hex(16)
+        async with self._write.begin() as session:
+            await session.execute(
+                sa.update(WebhookDeliveryRow)
+                .where(
+                    pending,
+                    WebhookDeliveryRow.attempts >= self.max_delivery_attempts,
+                    WebhookDeliveryRow.lease_until <= now,
+                )
+                .values(
+                    status=DeliveryStatus.FAILED,
+                    lease_until=None,
+                    lease_token=None,
+                    last_error=sa.func.coalesce(
+                        WebhookDeliveryRow.last_error,
+                        "no outcome reported before the lease ran out",
+                    ),
+                ),
+                execution_options=NO_SYNC,
+            )
+            due = [
+                pending,
+                WebhookDeliveryRow.next_attempt_at <= now,
+                WebhookDeliveryRow.attempts < self.max_delivery_attempts,
+                lease_free,
+            ]
+            ids = list(
+                await session.scalars(
+                    sa.select(WebhookDeliveryRow.id)
+                    .where(*due)
+                    .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
+                    .limit(limit)
+                    # PostgreSQL: concurrent claimers pass over each other's rows instead of
+                    # queueing behind them. The UPDATE below re-checks `due` either way.
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if not ids:
+                return []
+            await session.execute(
+                sa.update(WebhookDeliveryRow)
+                .where(WebhookDeliveryRow.id.in_(ids), *due)
+                .values(
+                    lease_until=now + lease_s,
+                    lease_token=token,
+                    attempts=WebhookDeliveryRow.attempts + 1,
+                ),
+                execution_options=NO_SYNC,
+            )
+            rows = await session.execute(
+                sa.select(WebhookDeliveryRow, WebhookEndpointRow)
+                .join(WebhookEndpointRow)
+                .where(WebhookDeliveryRow.lease_token == token)
+                .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
+            )
+            return [_delivery(delivery, endpoint) for delivery, endpoint in rows]
+
+    async def mark_delivered(self, delivery_id: int, now: float) -> None:
+        """The endpoint accepted it. A row already delivered or given up is left as it is."""
+        async with self._write.begin() as session:
+            result = await session.execute(
+                sa.update(WebhookDeliveryRow)
+                .where(
+                    WebhookDeliveryRow.id == delivery_id,
+                    WebhookDeliveryRow.status == DeliveryStatus.PENDING,
+                )
+                .values(
+                    status=DeliveryStatus.DELIVERED,
+                    delivered_at=now,
+                    lease_until=None,
+                    lease_token=None,
+                ),
+                execution_options=NO_SYNC,
+            )
+            if rowcount(result) == 0 and not await self._delivery_exists(session, delivery_id):
+                raise NotFound(f"no webhook delivery {delivery_id}")
+
+    async def mark_failed(
+        self, delivery_id: int, now: float, next_attempt_at: float | None, error: str
+    ) -> bool:
+        """The attempt failed: retry at `next_attempt_at`, or give up when that is None or the
+        attempts are used up (`max_delivery_attempts`). A given-up row stays, status failed, with
+        its last error, for inspection. Returns True if it will be retried."""
+        async with self._write.begin() as session:
+            row = await session.scalar(
+                sa.select(WebhookDeliveryRow).where(WebhookDeliveryRow.id == delivery_id)
+            )
+            if row is None:
+                raise NotFound(f"no webhook delivery {delivery_id}")
+            if row.status is not DeliveryStatus.PENDING:
+                return False
+            retry = next_attempt_at is not None and row.attempts < self.max_delivery_attempts
+            await session.execute(
+                sa.update(WebhookDeliveryRow)
+                .where(WebhookDeliveryRow.id == delivery_id)
+                .values(
+                    status=DeliveryStatus.PENDING if retry else DeliveryStatus.FAILED,
+                    next_attempt_at=next_attempt_at if retry else row.next_attempt_at,
+                    last_error=error[:ERROR_TEXT_MAX],
+                    lease_until=None,
+                    lease_token=None,
+                ),
+                execution_options=NO_SYNC,
+            )
+            return retry
+
+    async def delivery(self, delivery_id: int) -> WebhookDelivery | None:
+        async with self._read() as session:
+            found = (
+                await session.execute(
+                    sa.select(WebhookDeliveryRow, WebhookEndpointRow)
+                    .join(WebhookEndpointRow)
+                    .where(WebhookDeliveryRow.id == delivery_id)
+                )
+            ).first()
+            return None if found is None else _delivery(*found)
+
+    async def deliveries(
+        self, status: DeliveryStatus | None = None, *, limit: int = 100
+    ) -> list[WebhookDelivery]:
+        """Newest first, for inspection (e.g. the ones given up on)."""
+        query = sa.select(WebhookDeliveryRow, WebhookEndpointRow).join(WebhookEndpointRow)
+        if status is not None:
+            query = query.where(WebhookDeliveryRow.status == status)
+        query = query.order_by(WebhookDeliveryRow.id.desc()).limit(limit)
+        async with self._read() as session:
+            rows = await session.execute(query)
+            return [_delivery(delivery, endpoint) for delivery, endpoint in rows]
