@@ -83,10 +83,21 @@ def token(person: Person) -> str:
     return person.headers["Authorization"].removeprefix("Bearer ")
 
 
-def test_driver_errors_that_mean_unreachable_are_told_apart_from_bugs(tmp_path: Path) -> None:
+def test_driver_errors_that_mean_unreachable_are_told_apart_from_bugs(
+    tmp_path: Path, flaky_redis: FlakyRedis
+) -> None:
+    flaky_redis.start()
     with pytest.raises(redis.RedisError) as refused:
         redis.Redis(port=free_port(), socket_connect_timeout=2).ping()
     assert is_unavailable(refused.value)
+    with redis.Redis(port=flaky_redis.port) as client:  # a reachable server's "not now"
+        client.config_set("maxmemory", 1)
+        with pytest.raises(redis.RedisError) as full:
+            client.set("key", "value")
+        assert is_unavailable(full.value)
+        with pytest.raises(redis.RedisError) as wrong:
+            client.eval("return redis.call('NOSUCHCOMMAND')", 0)
+        assert not is_unavailable(wrong.value), "a script error is a bug, not an outage"
 
     missing = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
     with pytest.raises(sqlalchemy.exc.DBAPIError) as down:

@@ -7,6 +7,9 @@ holds an event when its append fails with one of them.
     redis-py     ConnectionError   refused, reset, pool exhausted, AuthenticationError, and
                                    BusyLoadingError while a restarted server loads its data
                  TimeoutError      a socket or connect timeout
+                 OutOfMemoryError, ReadOnlyError, MasterDownError, ClusterDownError,
+                 TryAgainError     a reachable server saying "not now": maxmemory reached, a
+                                   replica after a failover, a cluster or replica still healing
     SQLAlchemy   OperationalError  the database is down, unreachable or locked (SQLite's
                                    "database is locked" under a long writer)
                  DBAPIError        only with `connection_invalidated`: a connection lost mid-query
@@ -26,6 +29,11 @@ from sqlalchemy import exc as sql_errors
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.ReadOnlyError,
+    redis_errors.MasterDownError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
     sql_errors.DBAPIError,
     sql_errors.DisconnectionError,
     sql_errors.TimeoutError,
