@@ -8,16 +8,36 @@ ApiError                    {"error": {"code", "message"}} with a status
 ├── Gone              410   existed, has ended
 ├── TooManyRequests   429   rate limit hit (Retry-After)
 └── Unavailable       503   try again later (Retry-After)
+
+A database that cannot be reached (refused, timed out, connection lost, no pooled connection free
+in time, SQLite busy past its timeout) is an unavailable dependency too: 503 + Retry-After, never
+a 500 with a stack trace, whichever route met it.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+# What the database driver raises when the database is down or overloaded, as opposed to a bug.
+# asyncpg lets a refused or timed-out connect through as the built-in OSError subclasses.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DisconnectionError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection free within the pool timeout
+    ConnectionError,
+    TimeoutError,
+)
+DATABASE_RETRY_AFTER_S = 2
 
 
 class ApiError(Exception):
@@ -113,10 +133,23 @@ def install(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
-    async def on_crash(_: Request, exc: Exception) -> JSONResponse:
+    async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: database unavailable: %r", request.method, request.url.path, exc)
+        return error_response(
+            503,
+            "unavailable",
+            "the database is not answering; try again shortly",
+            {"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+
+    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+            return await on_unavailable(request, exc)  # the connection dropped mid-statement
         return error_response(500, "internal", "internal error; it has been logged")
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, on_unavailable)
     app.add_exception_handler(Exception, on_crash)
