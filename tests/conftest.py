@@ -114,3 +114,12 @@ def flaky_redis(tmp_path: Path) -> Iterator[FlakyRedis]:
     server = FlakyRedis(free_port(), tmp_path / "redis")
     yield server
     server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database for the records, once on each kind they run on: a SQLite file (in a
+    directory not made yet), and a database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'townhall.db'}"
+    return str(request.getfixturevalue("postgres_url"))

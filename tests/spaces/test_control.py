@@ -1,10 +1,10 @@
-"""The control plane's commands against real records (SQLite) and the embedded live state."""
+"""The control plane's commands against real records (SQLite and PostgreSQL) and the embedded live
+state."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -30,8 +30,9 @@ class Clock:
 
 
 @pytest.fixture
-async def control(tmp_path: Path) -> AsyncIterator[SpaceControl]:
-    records = await open_records(f"sqlite+aiosqlite:///{tmp_path / 'townhall.db'}")
+async def control(database_url: str) -> AsyncIterator[SpaceControl]:
+    """The control plane on each database the records run on (SQLite, PostgreSQL)."""
+    records = await open_records(database_url)
     live = EmbeddedLiveState()
     yield SpaceControl(records, live, clock=Clock())
     await live.close()

@@ -58,12 +58,10 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture
+def url(database_url: str) -> str:
     """A new, empty database: a SQLite file, or a database on the session's PostgreSQL server."""
-    if request.param == "sqlite":
-        return sqlite_url(tmp_path / "data" / "townhall.db")
-    return str(request.getfixturevalue("postgres_url"))
+    return database_url
 
 
 @pytest.fixture

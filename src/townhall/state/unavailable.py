@@ -14,6 +14,10 @@ holds an event when its append fails with one of them.
                                    "database is locked" under a long writer)
                  DBAPIError        only with `connection_invalidated`: a connection lost mid-query
                  DisconnectionError, TimeoutError (its pool had no connection to give)
+                 InterfaceError    asyncpg: the connection was closed under the statement
+    built-in     ConnectionError   asyncpg lets a refused or reset connect through as
+                 TimeoutError      ConnectionRefusedError / OSError subclasses, and a connect
+                                   timeout as the built-in TimeoutError
 
 Anything else — an IntegrityError, a Redis script error — is a bug or a conflict, not an outage,
 and is left to whoever handles it (a 500 that gets logged, at worst).
@@ -37,11 +41,16 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     sql_errors.DBAPIError,
     sql_errors.DisconnectionError,
     sql_errors.TimeoutError,
+    ConnectionError,
+    TimeoutError,
 )
 
 
 def is_unavailable(exc: BaseException) -> bool:
     """True when `exc` says a store could not be reached (worth a retry), not that a call was wrong."""
     if isinstance(exc, sql_errors.DBAPIError):
-        return isinstance(exc, sql_errors.OperationalError) or exc.connection_invalidated
+        return (
+            isinstance(exc, sql_errors.OperationalError | sql_errors.InterfaceError)
+            or exc.connection_invalidated
+        )
     return isinstance(exc, UNAVAILABLE_ERRORS)
