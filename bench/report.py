@@ -22,6 +22,7 @@ Results = dict[str, Any]
 SPEC_LISTENER_KB = 20
 SPEC_JOINS_PER_S = 5000
 SPEC_JOIN_P99_S = 0.250
+SPEC_FAILOVER_GAP_S = 5.0
 FLAT_FACTOR = (
     1.5  # "constant in audience size": origin req/s at the largest audience ≤ 1.5 × smallest
 )
@@ -258,12 +259,37 @@ def _join_storm(r: Results) -> list[Verdict]:
     ]
 
 
+def _failover(r: Results) -> list[Verdict]:
+    data = _get(r, "failover") or {}
+    p50, p95 = data.get("gap_p50_s"), data.get("gap_p95_s")
+    statuses = data.get("listener_statuses") or {}
+    failed = {k: v for k, v in statuses.items() if not str(k).startswith("2")}
+    rounds = len(data.get("rounds") or [])
+    figure = (
+        f"p50 {_t(p50)}, p95 {_t(p95)} over {rounds} kills; stage back after p50 "
+        f"{_t(data.get('reconnect_p50_s'))}; listener answers other than 2xx: "
+        f"{', '.join(f'{k}: {v}' for k, v in failed.items()) or 'none'}"
+    )
+    return [
+        Verdict(
+            "kill -9 of a Space's media node: silence at the listener",
+            f"≤ {SPEC_FAILOVER_GAP_S:.0f} s, same link, nothing recorded lost but the gap",
+            figure if p95 is not None else "–",
+            None if p95 is None else p95 <= SPEC_FAILOVER_GAP_S and not failed,
+            "The gap is the lease's time to live (2.5 s) plus a scan, the new owner's first part "
+            "and the speaker's reconnection; a shorter lease would cut it at the price of "
+            "take-overs after long event-loop stalls.",
+        )
+    ]
+
+
 BUDGETS: tuple[Callable[[Results], list[Verdict]], ...] = (
     _latency,
     _stage_cost,
     _density,
     _cache_collapse,
     _join_storm,
+    _failover,
 )
 
 
@@ -460,6 +486,22 @@ def _section_join(r: Results) -> list[str]:
     )
 
 
+def _section_failover(r: Results) -> list[str]:
+    rows = _get(r, "failover", "rounds") or []
+    return _table(
+        ["kill", "silence at the listener", "new stream listed after", "stage reconnected after"],
+        [
+            [
+                str(row.get("round")),
+                _t(row.get("gap_s")),
+                _t(row.get("takeover_s")),
+                _t(row.get("reconnect_s")),
+            ]
+            for row in rows
+        ],
+    )
+
+
 SECTIONS: tuple[tuple[str, str, Callable[[Results], list[str]], str], ...] = (
     ("latency", "Glass-to-glass latency", _section_latency, "latency.png"),
     ("stage_cost", "Stage cost", _section_stage_cost, "stage_cost.png"),
@@ -471,6 +513,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Results], list[str]], str], ...] = (
     ),
     ("cache_collapse", "Cache collapse behind the edge", _section_cache, "cache_collapse.png"),
     ("join_storm", "Join storm", _section_join, "join_storm.png"),
+    ("failover", "Failover: kill -9 of the Space's media node", _section_failover, "failover.png"),
 )
 
 

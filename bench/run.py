@@ -49,6 +49,7 @@ SUITE: tuple[Module, ...] = (
         ("--listeners", "200", "--existing", "10"),
         300,
     ),
+    Module("failover", ("--rounds", "5"), ("--rounds", "2"), 300),
 )
 
 

@@ -136,3 +136,21 @@ def test_report_names_a_benchmark_that_did_not_finish(tmp_path: Path) -> None:
     assert "did not finish: exit 1" in text
     assert "not measured" in text
     assert json.dumps(results)  # what it loaded can be written back out
+
+
+def test_failover_misses_on_a_long_gap_or_any_failed_listener_request() -> None:
+    what = "kill -9 of a Space's media node: silence at the listener"
+    good = {
+        "gap_p50_s": 2.9,
+        "gap_p95_s": 3.1,
+        "rounds": [{}] * 5,
+        "listener_statuses": {"200": 99},
+    }
+    assert by_what({"failover": good})[what].met is True
+    assert "3.10 s" in by_what({"failover": good})[what].figure
+    slow = {**good, "gap_p95_s": 5.5}
+    assert by_what({"failover": slow})[what].met is False
+    refused = {**good, "listener_statuses": {"200": 90, "502": 3}}
+    judged = by_what({"failover": refused})[what]
+    assert judged.met is False
+    assert "502: 3" in judged.figure

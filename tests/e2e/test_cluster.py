@@ -22,7 +22,7 @@ import pytest
 from tests.audio_analysis import decode_mono, tone_strength
 from tests.conftest import Proc, Server
 from tests.e2e.test_audio_path import listen_with_ffmpeg
-from townhall.harness import start_server, wait_connected, wait_until
+from townhall.harness import start_edge, start_server, wait_connected, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -85,33 +85,37 @@ def playlist(url: str) -> tuple[int, str, str]:
     return int(msn.group(1)), stream.group(1), answer.text
 
 
-def test_every_node_serves_the_one_stream_of_a_space(
+def test_every_node_and_the_edge_serve_the_one_stream_of_a_space(
     cluster: Cluster, speakers: Callable[..., Proc], tmp_path: Path
 ) -> None:
     api = cluster.start("api", "api")
     cluster.start("media-1", "media")
     cluster.start("media-2", "media")
-    space = api.create_space("One stream")  # through a node that never runs media
-    bot = speakers(*space.host_bot_args(), "--tone", "440")  # its /rtc is relayed to the owner
-    wait_connected(bot)
-    owner = cluster.owner(space.id)
-    assert owner != "api"
+    edge = start_edge([s.url for s in cluster.nodes.values()], tmp_path / "edge")  # round robin
+    try:
+        space = api.create_space("One stream")  # through a node that never runs media
+        stage_url = space.stage_url.replace(api.url, edge.url)
+        bot = speakers(stage_url, "--token", space.host_token, "--tone", "440")  # relayed /rtc
+        wait_connected(bot)
+        owner = cluster.owner(space.id)
+        assert owner != "api"
 
-    seen: list[tuple[int, str]] = []
-    deadline = time.monotonic() + 6
-    while time.monotonic() < deadline:  # round robin, as a plain edge would
-        for server in cluster.nodes.values():
-            msn, stream, _ = playlist(f"{server.url}/live/{space.id}/media.m3u8")
-            seen.append((msn, stream))
-    assert len({stream for _, stream in seen}) == 1, "listeners saw more than one stream"
-    numbers = [msn for msn, _ in seen]
-    assert numbers == sorted(numbers), "a media sequence number went back"
+        seen: list[tuple[int, str]] = []
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:  # every node in turn, and the edge in front of them
+            for url in [*(s.url for s in cluster.nodes.values()), edge.url]:
+                msn, stream, _ = playlist(f"{url}/live/{space.id}/media.m3u8")
+                seen.append((msn, stream))
+        assert len({stream for _, stream in seen}) == 1, "listeners saw more than one stream"
+        numbers = [msn for msn, _ in seen]
+        assert numbers == sorted(numbers), "a media sequence number went back"
 
-    non_owner = next(s for n, s in cluster.nodes.items() if n not in (owner,))
-    audio = decode_mono(
-        listen_with_ffmpeg(f"{non_owner.url}/live/{space.id}/index.m3u8", tmp_path / "a.wav", 2)
-    )
-    assert tone_strength(audio, 440) > 0.5
+        audio = decode_mono(
+            listen_with_ffmpeg(f"{edge.url}/live/{space.id}/index.m3u8", tmp_path / "a.wav", 2)
+        )
+        assert tone_strength(audio, 440) > 0.5
+    finally:
+        edge.proc.stop()
 
 
 class PlaylistWatcher:
