@@ -25,7 +25,7 @@ from townhall.delivery.origin import build_origin
 from townhall.delivery.replay import Replay
 from townhall.media.pipeline import SpaceMedia
 from townhall.node.embedded_placement import EmbeddedPlacement
-from townhall.node.forward import Forwarder
+from townhall.node.forward import Forwarder, relay_key
 from townhall.node.host import MediaHost, NodeFull, SpaceRuntime
 from townhall.node.keeper import OPEN_STATES, NodeKeeper
 from townhall.node.placement import NodeId, Placement
@@ -114,7 +114,7 @@ def create_app(config: Config) -> FastAPI:
             runs_media=config.runs_media,
             exclusive=not config.redis_url,
         )
-        node.forwarder = Forwarder(node.placement, node_id)
+        node.forwarder = Forwarder(node.placement, node_id, relay_key(config.secret))
         node.keeper.start()
         sender = WebhookSender(node.plane.records)
         background = [

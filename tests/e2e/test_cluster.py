@@ -127,6 +127,7 @@ class PlaylistWatcher:
         self.statuses: list[int] = []
         self.numbers: list[int] = []
         self.streams: list[str] = []
+        self.texts: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -144,6 +145,7 @@ class PlaylistWatcher:
                 if msn and stream:
                     self.numbers.append(int(msn.group(1)))
                     self.streams.append(stream.group(1))
+                    self.texts.append(answer.text)
                 self._stop.wait(0.3)
 
     def stop(self) -> None:
@@ -185,6 +187,14 @@ def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
     wait_until(heard_again, 60, "the reconnected bot's tone on the same URL", interval=0.5)
     watcher.stop()
     assert bot.popen.poll() is None, "the speaker bot gave up instead of reconnecting"
+    # The parts the dead node's last playlist named are still there: read from the recording.
+    old_stream = watcher.streams[0]
+    last_seen = [t for t, s in zip(watcher.texts, watcher.streams, strict=True) if s == old_stream]
+    named = re.findall(r'#EXT-X-PART:[^\n]*URI="([^"]+)"', last_seen[-1])[-6:]  # not the hint
+    assert named
+    for uri in named:
+        answer = httpx.get(f"{second.url}/live/{space.id}/{uri}", timeout=10)
+        assert answer.status_code == 200, (uri, answer.status_code, answer.text)
     assert set(watcher.statuses) == {200}, f"listener got {sorted(set(watcher.statuses))}"
     assert watcher.numbers == sorted(watcher.numbers), "a media sequence number went back"
     state = second.call("GET", f"/api/spaces/{space.id}", space.host_token)

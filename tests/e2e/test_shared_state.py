@@ -30,7 +30,8 @@ pytestmark = pytest.mark.e2e
 def cluster(tmp_path: Path, flaky_redis: FlakyRedis) -> Iterator[list[Server]]:
     """Two server processes sharing one Redis and one records database (the same data dir)."""
     flaky_redis.start()
-    env = {"TOWNHALL_REDIS_URL": flaky_redis.url}
+    # The guesses come "through an edge" on loopback that names each client in X-Forwarded-For.
+    env = {"TOWNHALL_REDIS_URL": flaky_redis.url, "TOWNHALL_TRUSTED_PROXIES": "127.0.0.1"}
     servers: list[Server] = []
     try:
         for _ in range(2):

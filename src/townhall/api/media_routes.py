@@ -76,9 +76,10 @@ def build_media_router(
             raise NotFound("no such Space", code="space_not_found")
         stage = current()
         node = stage.host
-        now = clock()
-        await take(node.control.live, RTC_PER_ADDRESS, client_address(request), now)
-        await take(node.control.live, RTC_PER_PERSON, f"{space_id}:{who.user_id}", now)
+        if not stage.forwarder.relayed(request):  # a relaying node has charged them already
+            now = clock()
+            await take(node.control.live, RTC_PER_ADDRESS, client_address(request), now)
+            await take(node.control.live, RTC_PER_PERSON, f"{space_id}:{who.user_id}", now)
         try:
             space = await node.control.space(space_id)
         except ControlError:

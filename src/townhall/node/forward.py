@@ -4,8 +4,10 @@ A request for a Space whose media runs here is served here. Otherwise the forwar
 Space's owner in the placement (cached for a moment: a busy edge asks about the same Space many
 times a second) and relays the request there, headers and body as they came (the owner checks
 identity and rules itself) and the answer back as it is — status, Cache-Control, body — so an HTTP
-cache in front sees exactly what the owner would have said. A relayed request carries FORWARDED_BY;
-a node never relays a request that already has it, so there are no loops.
+cache in front sees exactly what the owner would have said. A relayed request carries RELAY_HEADER
+with the cluster's relay key (derived from the shared secret, so a stranger cannot forge it): a
+node never relays such a request again (no loops), and the owner does not charge the caller's rate
+limits a second time (the relaying node did).
 
 During a take-over there is briefly no owner, or the recorded owner is dead: the forwarder waits
 (bounded by `wait_s`) for a live owner and relays to it, so a listener's request is late rather
@@ -15,6 +17,8 @@ than failed; past the bound the answer is 503 with Retry-After.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,8 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from townhall.node.placement import Lease, NodeId, Placement
+from townhall.state.unavailable import is_unavailable
 
-FORWARDED_BY = "x-townhall-forwarded-by"
+RELAY_HEADER = "x-townhall-relay"
 # The owner says "not mine (any more)" with this header on a 503, so the forwarder looks again.
 NOT_OWNER = "x-townhall-not-owner"
 
@@ -42,6 +47,13 @@ _HOP_BY_HOP = {
     "content-length",
 }
 _RESPONSE_SKIP = _HOP_BY_HOP | {"content-encoding", "date", "server"}
+# Set by the relaying node from what it knows (its trusted-proxy view), never copied from the caller.
+_REWRITTEN = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", RELAY_HEADER}
+
+
+def relay_key(secret: str) -> str:
+    """The credential nodes of one cluster show each other on relayed requests."""
+    return hmac.new(secret.encode(), b"townhall node relay", hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -74,12 +86,14 @@ class Forwarder:
         self,
         placement: Placement,
         node_id: NodeId,
+        key: str,
         *,
         config: ForwardConfig = ForwardConfig(),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.placement = placement
         self.node_id = node_id
+        self._key = key
         self.config = config
         self._clock = clock
         self._owners: dict[str, tuple[float, Lease | None]] = {}
@@ -88,15 +102,25 @@ class Forwarder:
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
             follow_redirects=False,
         )
-        self.relayed = 0
+        self.sent = 0  # requests answered by an owner elsewhere
         self.failed = 0
+
+    def relayed(self, request: Request) -> bool:
+        """Whether another node of this cluster relayed `request` (a forged header is not)."""
+        shown = request.headers.get(RELAY_HEADER)
+        return shown is not None and hmac.compare_digest(shown, self._key)
 
     async def owner(self, space_id: str, *, fresh: bool = False) -> Lease | None:
         now = self._clock()
         cached = self._owners.get(space_id)
         if not fresh and cached is not None and now - cached[0] < self.config.owner_cache_s:
             return cached[1]
-        lease = (await self.placement.owners([space_id])).get(space_id)
+        try:
+            lease = (await self.placement.owners([space_id])).get(space_id)
+        except Exception as exc:
+            if cached is None or not is_unavailable(exc):
+                raise
+            return cached[1]  # the store is down: the last owner we knew is the best guess
         self._owners[space_id] = (now, lease)
         if len(self._owners) > 10_000:
             self._owners.clear()
@@ -114,7 +138,7 @@ class Forwarder:
         (bounded) through a take-over. A request already relayed once is never relayed again."""
         if runs_here():
             return None
-        if request.headers.get(FORWARDED_BY):
+        if self.relayed(request):
             return None if not await is_open() else not_owner()
         body = await request.body()
         loop = asyncio.get_running_loop()
@@ -126,6 +150,8 @@ class Forwarder:
                 answer = await self._send(request, lease, body)
                 if answer is not None:
                     return answer
+                if lease.ended:  # the node that held the ended stream is gone: the replay is here
+                    return None
             elif lease is None and not await is_open():
                 return None
             if runs_here():
@@ -138,12 +164,16 @@ class Forwarder:
 
     async def _send(self, request: Request, lease: Lease, body: bytes) -> Response | None:
         """The owner's answer, or None if the owner could not be reached or is not the owner."""
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        headers[FORWARDED_BY] = self.node_id
-        client = request.client.host if request.client else ""
-        if client:
-            prior = request.headers.get("x-forwarded-for")
-            headers["x-forwarded-for"] = f"{prior}, {client}" if prior else client
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in _HOP_BY_HOP and k.lower() not in _REWRITTEN
+        }
+        headers[RELAY_HEADER] = self._key
+        # What this node believes (after its trusted-proxy check), not what the caller claimed.
+        if request.client is not None:
+            headers["x-forwarded-for"] = request.client.host
+        headers["x-forwarded-proto"] = request.url.scheme
         # The path as the client sent it: inside a mounted app `url.path` may be rewritten.
         raw_path = request.scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else request.url.path
@@ -158,7 +188,7 @@ class Forwarder:
         if answer.status_code == 503 and answer.headers.get(NOT_OWNER):
             self._owners.pop(lease.space_id, None)
             return None
-        self.relayed += 1
+        self.sent += 1
         kept = {k: v for k, v in answer.headers.items() if k.lower() not in _RESPONSE_SKIP}
         return Response(answer.content, answer.status_code, kept)
 

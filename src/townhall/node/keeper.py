@@ -3,11 +3,13 @@ unowned open Spaces over, and hands its Spaces to other nodes when it drains.
 
 Theory of operation. One task per media node wakes every `tick_s`:
 * it renews each held lease every `renew_every_s`; a renewal that says "no longer yours" stops the
-  Space here at once. A renewal that cannot reach the shared store is retried; the Space keeps
-  running only while the last successful renewal is younger than the lease's time to live minus a
-  safety margin (`fence_margin_s`). Past that, `may_publish` answers False to the stream (no part
-  is published or recorded any more) and the Space is stopped, all before the lease can lapse in
-  the store, so a paused or partitioned ex-owner never publishes beside the next owner.
+  Space here at once. The Space keeps running only while the last renewal that was not refused is
+  younger than the lease's time to live minus a safety margin (`fence_margin_s`). Past that,
+  `may_publish` answers False to the stream (no part is published or recorded any more) and the
+  Space is stopped, all before the lease can lapse in the store: a paused ex-owner (SIGSTOP, a
+  stalled loop) never publishes beside the next owner. A renewal that cannot reach the store at
+  all counts as not refused: while Redis is down nobody can acquire a Space, and stopping every
+  stream for a Redis restart would end the event the cluster exists to keep.
 * it announces itself (NodeInfo: where peers reach it, capacity, load, draining) every
   `renew_every_s`;
 * every `scan_every_s` it lists the open Spaces from the records and their owners from the
@@ -44,6 +46,7 @@ from townhall.node.placement import (
 )
 from townhall.spaces.model import Space, SpaceId, SpaceState
 from townhall.state.records import Records
+from townhall.state.unavailable import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +217,17 @@ class NodeKeeper:
                 kept = await self.placement.renew(
                     held.lease, self.config.lease_ttl_s, self.host.position(space_id)
                 )
-            except Exception:
+            except Exception as exc:
                 self.stats.renew_failures += 1
-                log.warning("space %s: renewing the lease failed", space_id, exc_info=True)
+                if is_unavailable(exc) and self._held.get(space_id) is held:
+                    # The store cannot be reached, so nobody can acquire the Space either: the
+                    # audience keeps its audio through a Redis outage. (A node cut off from Redis
+                    # while the others reach it may publish beside the next owner until it
+                    # reaches Redis again and is told; listeners are routed to the new owner.)
+                    held.renewed_at = sent
+                    log.warning("space %s: cannot reach the placement store: %s", space_id, exc)
+                else:
+                    log.warning("space %s: renewing the lease failed", space_id, exc_info=True)
                 return
             if not kept:
                 log.error("space %s: lease %d was lost; stopping here", space_id, held.lease.token)
