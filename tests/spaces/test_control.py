@@ -3,16 +3,19 @@ state."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from townhall.ratelimit.table import HAND, REACT, Limited
-from townhall.spaces.control import Actor, ControlError, NewSpace, SpaceControl
+from townhall.spaces.control import Actor, ControlError, NewSpace, SpaceControl, space_json
 from townhall.spaces.model import Role, SpaceState, StageLimits, UserId, Visibility
 from townhall.state.embedded_live import EmbeddedLiveState
-from townhall.state.records import open_records
+from townhall.state.records import Records, open_records
 
 HOST = Actor(UserId("u-host00000000"), "Hana Host")
 COHOST = Actor(UserId("u-cohost000000"), "Cole Cohost")
@@ -227,3 +230,155 @@ async def test_going_live_tells_integrators_who_asked_to_be_reminded(control: Sp
     await control.go_live(HOST, space.id)
     [delivery] = await control.records.deliveries()
     assert json.loads(delivery.payload)["remind"] == [LISTENER.user_id]
+
+
+# -- a webhook commits with the change it announces, or neither does ----------------------------
+
+# A trigger that makes the database itself refuse every webhook delivery: a command's transaction
+# then fails after its own writes, at the moment it queues its webhook.
+_REFUSE_DELIVERIES = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_deliveries BEFORE INSERT ON webhook_deliveries"
+        " BEGIN SELECT RAISE(ABORT, 'deliveries refused'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_deliveries() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'deliveries refused'; END $$",
+        "CREATE TRIGGER refuse_deliveries BEFORE INSERT ON webhook_deliveries"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_deliveries()",
+    ],
+}
+_ALLOW_DELIVERIES = {
+    "sqlite": ["DROP TRIGGER refuse_deliveries"],
+    "postgresql": [
+        "DROP TRIGGER refuse_deliveries ON webhook_deliveries",
+        "DROP FUNCTION refuse_deliveries()",
+    ],
+}
+
+
+async def _run_sql(records: Records, statements: dict[str, list[str]]) -> None:
+    async with records.engine.begin() as connection:
+        for statement in statements[records.engine.dialect.name]:
+            await connection.exec_driver_sql(statement)
+
+
+@contextlib.asynccontextmanager
+async def deliveries_refused(records: Records) -> AsyncIterator[None]:
+    await _run_sql(records, _REFUSE_DELIVERIES)
+    try:
+        yield
+    finally:
+        await _run_sql(records, _ALLOW_DELIVERIES)
+
+
+async def recorded(control: SpaceControl, space_id: str) -> tuple[Any, ...]:
+    """Everything a command could have changed about a Space, its webhooks and its event log."""
+    records = control.records
+    space = await control.space(space_id)
+    return (
+        space,
+        await records.stage(space.id),
+        await records.bans(space.id),
+        await records.hands(space.id),
+        [(d.id, d.event_type) for d in await records.deliveries()],
+        await events(control, space.id),
+    )
+
+
+Command = Callable[[SpaceControl, str], Awaitable[object]]
+
+
+async def _with_speaker(control: SpaceControl, space_id: str) -> None:
+    await control.raise_hand(SPEAKER, space_id)
+    await control.accept_request(HOST, space_id, SPEAKER.user_id)
+
+
+# (what the command does, set-up before it, the command, the webhook it announces)
+ANNOUNCED: list[tuple[str, Command | None, Command, str]] = [
+    ("going live", None, lambda c, s: c.go_live(HOST, s), "space.started"),
+    (
+        "ending",
+        lambda c, s: c.go_live(HOST, s),
+        lambda c, s: c.end(HOST, s),
+        "space.ended",
+    ),
+    (
+        "bringing a listener up",
+        lambda c, s: c.raise_hand(LISTENER, s),
+        lambda c, s: c.accept_request(HOST, s, LISTENER.user_id),
+        "stage.changed",
+    ),
+    (
+        "sending a speaker back to the audience",
+        _with_speaker,
+        lambda c, s: c.move_to_audience(HOST, s, SPEAKER.user_id),
+        "stage.changed",
+    ),
+    (
+        "removing a speaker",
+        _with_speaker,
+        lambda c, s: c.remove(HOST, s, SPEAKER.user_id),
+        "stage.changed",
+    ),
+    (
+        "banning a speaker",
+        _with_speaker,
+        lambda c, s: c.ban(HOST, s, SPEAKER.user_id),
+        "stage.changed",
+    ),
+    (
+        "handing the host role over",
+        lambda c, s: c.add_cohost(HOST, s, COHOST.user_id, "Cole"),
+        lambda c, s: c.transfer_host(HOST, s, COHOST.user_id),
+        "stage.changed",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("setup", "command", "webhook"),
+    [case[1:] for case in ANNOUNCED],
+    ids=[case[0] for case in ANNOUNCED],
+)
+async def test_a_change_whose_webhook_cannot_be_queued_does_not_happen(
+    control: SpaceControl, setup: Command | None, command: Command, webhook: str
+) -> None:
+    await control.records.add_webhook("http://127.0.0.1:9/hooks", "secret-for-tests", ["*"])
+    space = await control.create(HOST, NewSpace("All or nothing"))
+    if setup is not None:
+        await setup(control, space.id)
+    before = await recorded(control, space.id)
+    async with deliveries_refused(control.records):
+        with pytest.raises(sa.exc.DBAPIError, match="deliveries refused"):
+            await command(control, space.id)
+    assert await recorded(control, space.id) == before  # no change, no webhook, no event
+
+    await command(control, space.id)  # the same command, the database willing: both stand
+    after = await recorded(control, space.id)
+    assert after[:4] != before[:4]
+    [new] = [d for d in await control.records.deliveries() if (d.id, d.event_type) not in before[4]]
+    assert new.event_type == webhook
+    # Built from what the transaction wrote: the Space as it is now stored.
+    assert json.loads(new.payload)["space"] == space_json(await control.space(space.id))
+
+
+async def test_a_scheduled_space_whose_webhook_cannot_be_queued_is_not_created(
+    control: SpaceControl,
+) -> None:
+    await control.records.add_webhook("http://127.0.0.1:9/hooks", "secret-for-tests", ["*"])
+    start = control._clock() + 600
+    async with deliveries_refused(control.records):
+        with pytest.raises(sa.exc.DBAPIError, match="deliveries refused"):
+            await control.create(HOST, NewSpace("Later", scheduled_start=start))
+    assert await control.records.spaces_due(start) == []
+    assert await control.records.deliveries() == []
+
+    space = await control.create(HOST, NewSpace("Later", scheduled_start=start))
+    assert await control.records.spaces_due(start) == [space]
+    [delivery] = await control.records.deliveries()
+    assert json.loads(delivery.payload) == {
+        "type": "space.scheduled",
+        "at": control._clock(),
+        "space": space_json(space),
+    }

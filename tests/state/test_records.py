@@ -35,6 +35,8 @@ from townhall.spaces.model import (
     Visibility,
 )
 from townhall.state.records import (
+    Announced,
+    Announcement,
     Banned,
     Conflict,
     DeliveryStatus,
@@ -779,6 +781,55 @@ async def test_an_event_is_queued_once_for_each_endpoint_that_wants_it(records: 
         (stage_only, "stage.changed", '{"n": 2}'),
     ]
     assert all(d.status is DeliveryStatus.PENDING and d.attempts == 1 for d in claimed)
+
+
+def announcement(event_type: str, *, reminders: int = 0) -> Announcement:
+    """An announcement whose payload shows what the transaction wrote."""
+
+    def payload(written: Announced) -> str:
+        space = written.space
+        return f"{space.state} {space.host_id} remind={','.join(written.reminders)}"
+
+    return Announcement(event_type, T0, payload, reminders)
+
+
+async def test_an_announced_change_queues_its_webhook_from_what_it_wrote(records: Records) -> None:
+    await records.add_webhook("https://a.test", "a", ["*"], now=T0)
+    await records.create_space(a_space(), announce=announcement("space.scheduled"))
+    await records.put_stage_member(a_member(1), LIMITS, announce=announcement("stage.changed"))
+    for n in (3, 2):
+        await records.add_reminder(SPACE, user(n))
+    live = replace(a_space(), state=SpaceState.LIVE, started_at=T0)
+    started = announcement("space.started", reminders=1)
+    await records.update_space(live, expect_state=SpaceState.GREEN_ROOM, announce=started)
+    await records.transfer_host(SPACE, HOST, user(1), LIMITS, announce=announcement("host"))
+    queued = [(d.event_type, d.payload, d.created_at) for d in await records.deliveries()]
+    assert queued[::-1] == [
+        ("space.scheduled", f"green_room {HOST} remind=", T0),
+        ("stage.changed", f"green_room {HOST} remind=", T0),
+        ("space.started", f"live {HOST} remind={user(2)}", T0),  # the first, by user id
+        ("host", f"live {user(1)} remind=", T0),  # the hand-over, as written
+    ]
+
+
+async def test_a_refused_change_queues_none_of_its_webhooks(records: Records) -> None:
+    await records.add_webhook("https://a.test", "a", ["*"], now=T0)
+    await records.create_space(a_space())
+    with pytest.raises(Conflict):
+        await records.update_space(
+            replace(a_space(), state=SpaceState.ENDED),
+            expect_state=SpaceState.LIVE,
+            announce=announcement("space.ended"),
+        )
+    with pytest.raises(StageFull):
+        await records.put_stage_member(
+            a_member(1), StageLimits(max_speakers=0), announce=announcement("stage.changed")
+        )
+    with pytest.raises(Conflict):
+        await records.transfer_host(SPACE, user(9), HOST, LIMITS, announce=announcement("x"))
+    with pytest.raises(Conflict):
+        await records.create_space(a_space(), announce=announcement("space.scheduled"))
+    assert await records.deliveries() == []
 
 
 async def test_a_delivered_webhook_is_not_claimed_again(records: Records) -> None:

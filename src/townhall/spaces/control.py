@@ -10,8 +10,10 @@ checks the live store answers, so with the store down it fails before (3) and no
 an event whose append fails after (3) is held and delivered when the store is back, so the
 records and the log never disagree for good. Nothing else happens here: the media node applies mutes,
 removals, Go live, delay and dump by following the same event log, stage clients follow it over
-their WebSocket, and webhooks are queued in the records' outbox in step (3). Any process can run
-any command; none of them keeps state of its own.
+their WebSocket, and webhooks are queued in the records' outbox in step (3), in the same
+transaction as the change they announce (an `Announcement` handed to the Records write), so a
+change and its webhook commit together or not at all. Any process can run any command; none of
+them keeps state of its own.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from townhall.spaces.model import (
 from townhall.spaces.rules import Action
 from townhall.state.live import LiveState
 from townhall.state.outbox import EventOutbox
-from townhall.state.records import Banned, Conflict, Records, StageFull
+from townhall.state.records import Announced, Announcement, Banned, Conflict, Records, StageFull
 
 REACTIONS = ("👏", "😂", "❤️", "🔥", "💯", "👍", "😮", "🙏")
 MAX_DELAY_S = 30.0
@@ -175,11 +177,22 @@ class SpaceControl:
     async def _emit(self, space: Space, type: str, data: Mapping[str, Any]) -> None:
         await self.events.append(space.id, type, {"space_id": space.id, **data}, self._clock())
 
-    async def _webhook(
-        self, type: str, space: Space, extra: Mapping[str, Any] | None = None
-    ) -> None:
-        payload = {"type": type, "at": self._clock(), "space": space_json(space), **(extra or {})}
-        await self.records.enqueue_delivery(type, json.dumps(payload), self._clock())
+    def _announcement(
+        self, type: str, extra: Mapping[str, Any] | None = None, *, remind: bool = False
+    ) -> Announcement:
+        """The webhook `type` for the Records write to queue in the change's own transaction. Its
+        payload: the Space as that transaction left it, `extra`, and with `remind` who asked to be
+        reminded (read in the same transaction, so nobody who asked before the change is missed).
+        """
+        at = self._clock()
+
+        def payload(written: Announced) -> str:
+            body = {"type": type, "at": at, "space": space_json(written.space), **(extra or {})}
+            if remind:
+                body["remind"] = list(written.reminders)
+            return json.dumps(body)
+
+        return Announcement(type, at, payload, MAX_REMINDERS_IN_WEBHOOK if remind else 0)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def create(self, actor: Actor, spec: NewSpace) -> Space:
@@ -207,22 +220,25 @@ class SpaceControl:
             record=spec.record,
             limits=spec.limits or self.config.default_limits,
         )
-        await self.records.create_space(space)
+        scheduled = space.state is SpaceState.SCHEDULED
+        await self.records.create_space(
+            space, announce=self._announcement("space.scheduled") if scheduled else None
+        )
         await self.records.put_stage_member(
             StageMember(space.id, actor.user_id, Role.HOST, actor.display_name, now), space.limits
         )
         await self._emit(space, "space.created", {"space": space_json(space)})
-        if space.state is SpaceState.SCHEDULED:
-            await self._webhook("space.scheduled", space)
         return space
 
-    async def _transition(self, space: Space, action: LifecycleAction) -> Space:
+    async def _transition(
+        self, space: Space, action: LifecycleAction, announce: Announcement | None = None
+    ) -> Space:
         try:
             new = lifecycle.transition(space, action, self._clock())
         except IllegalTransition as exc:
             raise ControlError("conflict", "illegal_transition", str(exc)) from None
         try:
-            await self.records.update_space(new, expect_state=space.state)
+            await self.records.update_space(new, expect_state=space.state, announce=announce)
         except Conflict:
             raise ControlError(
                 "conflict", "state_changed", "the Space changed meanwhile; reload"
@@ -243,13 +259,11 @@ class SpaceControl:
     async def go_live(self, actor: Actor, space_id: str) -> Space:
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.GO_LIVE)
-        space = await self._transition(space, LifecycleAction.GO_LIVE)
+        # The webhook says who asked to be reminded, so an integrator can notify them (we send no
+        # mail ourselves).
+        started = self._announcement("space.started", remind=True)
+        space = await self._transition(space, LifecycleAction.GO_LIVE, started)
         await self._emit(space, "space.state", {"state": space.state.value, "on_air": True})
-        # Who asked to be reminded, so an integrator can notify them (we send no mail ourselves).
-        reminders = await self.records.reminders(space.id)
-        await self._webhook(
-            "space.started", space, {"remind": reminders[:MAX_REMINDERS_IN_WEBHOOK]}
-        )
         return space
 
     async def cancel_no_shows(self, limit_s: float) -> list[Space]:
@@ -270,9 +284,8 @@ class SpaceControl:
         if actor is not None:
             await self._authorize(space, actor, Action.END_SPACE)
         action = LifecycleAction.END if space.state is SpaceState.LIVE else LifecycleAction.CANCEL
-        space = await self._transition(space, action)
+        space = await self._transition(space, action, self._announcement("space.ended"))
         await self._emit(space, "space.state", {"state": space.state.value, "on_air": False})
-        await self._webhook("space.ended", space)
         return space
 
     async def edit(
@@ -356,8 +369,9 @@ class SpaceControl:
             muted_by_host=existing.muted_by_host if existing else False,
             self_muted=existing.self_muted if existing else False,
         )
+        changed = self._announcement("stage.changed", {"member": member_json(member)})
         try:
-            await self.records.put_stage_member(member, space.limits)
+            await self.records.put_stage_member(member, space.limits, announce=changed)
         except StageFull as exc:
             raise ControlError(
                 "conflict", rules.STAGE_FULL, str(exc) or "the stage is full"
@@ -372,13 +386,12 @@ class SpaceControl:
             "stage.joined" if existing is None else "stage.role",
             {"member": member_json(member)},
         )
-        await self._webhook("stage.changed", space, {"member": member_json(member)})
         return member
 
     async def _take_off_stage(self, space: Space, user: UserId, event: str, by: UserId) -> None:
-        await self.records.remove_stage_member(space.id, user)
+        left = self._announcement("stage.changed", {"left": user})
+        await self.records.remove_stage_member(space.id, user, announce=left)
         await self._emit(space, event, {"user_id": user, "by": by})
-        await self._webhook("stage.changed", space, {"left": user})
 
     async def accept_request(self, actor: Actor, space_id: str, target: UserId) -> StageMember:
         space = await self._open_space(space_id)
@@ -461,19 +474,17 @@ class SpaceControl:
         space = await self._open_space(space_id)
         role, _ = await self._authorize(space, actor, Action.REMOVE, target)
         if role.on_stage:
-            await self.records.remove_stage_member(space.id, target)
+            left = self._announcement("stage.changed", {"left": target})
+            await self.records.remove_stage_member(space.id, target, announce=left)
         await self.records.lower_hand(space.id, target)
         await self._emit(space, "user.removed", {"user_id": target, "by": actor.user_id})
-        if role.on_stage:
-            await self._webhook("stage.changed", space, {"left": target})
 
     async def ban(self, actor: Actor, space_id: str, target: UserId) -> None:
         space = await self._open_space(space_id)
         role, _ = await self._authorize(space, actor, Action.BAN, target)
-        await self.records.ban(Ban(space.id, target, actor.user_id, self._clock()))
+        left = self._announcement("stage.changed", {"left": target}) if role.on_stage else None
+        await self.records.ban(Ban(space.id, target, actor.user_id, self._clock()), announce=left)
         await self._emit(space, "user.banned", {"user_id": target, "by": actor.user_id})
-        if role.on_stage:
-            await self._webhook("stage.changed", space, {"left": target})
 
     async def add_cohost(
         self, actor: Actor, space_id: str, target: UserId, display_name: str | None = None
@@ -497,15 +508,16 @@ class SpaceControl:
         space = await self._open_space(space_id)
         _, member = await self._authorize(space, actor, Action.TRANSFER_HOST, target)
         assert member is not None
+        handed_over = self._announcement("stage.changed", {"host": target})
         try:
-            await self.records.transfer_host(space.id, actor.user_id, target, space.limits)
+            new_space = await self.records.transfer_host(
+                space.id, actor.user_id, target, space.limits, announce=handed_over
+            )
         except (Conflict, StageFull) as exc:
             raise ControlError(
                 "conflict", "transfer_failed", f"the host role could not be handed over: {exc}"
             ) from None
-        new_space = await self.space(space.id)
         await self._emit(new_space, "host.transferred", {"from": actor.user_id, "to": target})
-        await self._webhook("stage.changed", new_space, {"host": target})
         return new_space
 
     async def _display_name(self, space: Space, user: UserId) -> str:

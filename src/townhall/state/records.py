@@ -13,7 +13,10 @@ database.py) and, where a count or a check must hold (stage limits, bans), they 
 Space's row with `SELECT … FOR UPDATE`, which is how the same code serialises on PostgreSQL
 (SQLite ignores the clause; its lock is already database-wide). Compare-and-set
 (`update_space(expect_state=…)`) and the webhook outbox's leases are single conditional UPDATEs,
-atomic on both databases.
+atomic on both databases. The writes a command announces to webhooks (`create_space`,
+`update_space`, `put_stage_member`, `remove_stage_member`, `ban`, `transfer_host`) take an
+`Announcement` and queue its deliveries in their own transaction, so the change and its webhook
+commit together or not at all (webhook_outbox.py).
 
 Errors: the tree in errors.py (NotFound, Conflict, UsernameTaken, StageFull, Banned); a database
 failure surfaces as SQLAlchemy's own.
@@ -69,13 +72,18 @@ from townhall.state.schema import (
 )
 from townhall.state.webhook_outbox import (
     DEFAULT_MAX_DELIVERY_ATTEMPTS,
+    Announced,
+    Announcement,
     DeliveryStatus,
     WebhookDelivery,
     WebhookEndpoint,
     WebhookOutbox,
+    queue_deliveries,
 )
 
 __all__ = [
+    "Announced",
+    "Announcement",
     "Banned",
     "Conflict",
     "DeliveryStatus",
@@ -245,6 +253,15 @@ def _seats(role: Role, limits: StageLimits) -> int:
     return {Role.HOST: 1, Role.COHOST: limits.max_cohosts, Role.SPEAKER: limits.max_speakers}[role]
 
 
+def _reminders(space_id: SpaceId) -> sa.Select[str]:
+    """Who asked to be reminded of a Space, by user id."""
+    return (
+        sa.select(ReminderRow.user_id)
+        .where(ReminderRow.space_id == space_id)
+        .order_by(ReminderRow.user_id)
+    )
+
+
 # --- the repository --------------------------------------------------------------------------
 
 
@@ -276,11 +293,41 @@ class Records(WebhookOutbox):
         if banned is not None:
             raise Banned(f"{user_id} is banned from Space {space_id}")
 
-    async def _delete_one(self, table: _PerUser, space_id: SpaceId, user_id: UserId) -> bool:
+    @staticmethod
+    async def _announce(
+        session: AsyncSession, space_id: SpaceId, announce: Announcement | None
+    ) -> None:
+        """Queue `announce`'s webhook deliveries in the change's own transaction, after its
+        writes, with the payload built from the Space as this transaction left it."""
+        if announce is None:
+            return
+        row = await session.scalar(
+            sa.select(SpaceRow)
+            .where(SpaceRow.id == space_id)
+            # A row loaded earlier in this session is stale after a bulk UPDATE: read it afresh.
+            .execution_options(populate_existing=True)
+        )
+        if row is None:
+            raise NotFound(f"no Space {space_id}")
+        reminders: tuple[UserId, ...] = ()
+        if announce.reminders > 0:
+            found = await session.scalars(_reminders(space_id).limit(announce.reminders))
+            reminders = tuple(UserId(user_id) for user_id in found)
+        payload = announce.payload(Announced(_space(row), reminders))
+        await queue_deliveries(session, announce.event_type, payload, announce.at)
+
+    async def _delete_one(
+        self,
+        table: _PerUser,
+        space_id: SpaceId,
+        user_id: UserId,
+        announce: Announcement | None = None,
+    ) -> bool:
         async with self._write.begin() as session:
             result = await session.execute(
                 sa.delete(table).where(_of(table, space_id, user_id)), execution_options=NO_SYNC
             )
+            await self._announce(session, space_id, announce)
             return rowcount(result) > 0
 
     # -- accounts --
@@ -332,7 +379,7 @@ class Records(WebhookOutbox):
 
     # -- spaces --
 
-    async def create_space(self, space: Space) -> Space:
+    async def create_space(self, space: Space, *, announce: Announcement | None = None) -> Space:
         try:
             async with self._write.begin() as session:
                 await session.execute(
@@ -340,6 +387,7 @@ class Records(WebhookOutbox):
                         id=space.id, created_at=space.created_at, **_space_values(space)
                     )
                 )
+                await self._announce(session, space.id, announce)
         except IntegrityError as exc:
             if await self.space(space.id) is not None:
                 raise Conflict(f"Space {space.id} exists") from exc
@@ -351,7 +399,13 @@ class Records(WebhookOutbox):
             row = await session.scalar(sa.select(SpaceRow).where(SpaceRow.id == space_id))
             return None if row is None else _space(row)
 
-    async def update_space(self, new: Space, *, expect_state: SpaceState | None = None) -> Space:
+    async def update_space(
+        self,
+        new: Space,
+        *,
+        expect_state: SpaceState | None = None,
+        announce: Announcement | None = None,
+    ) -> Space:
         """Replace the stored Space with `new` (same id; created_at is kept).
 
         With `expect_state`, only if the stored state still is that one — compare-and-set, so of
@@ -373,6 +427,7 @@ class Records(WebhookOutbox):
                 if current is None:
                     raise NotFound(f"no Space {new.id}")
                 raise Conflict(f"Space {new.id} is {current}, not {expect_state}")
+            await self._announce(session, new.id, announce)
         return new
 
     async def list_spaces(
@@ -421,7 +476,9 @@ class Records(WebhookOutbox):
 
     # -- stage roster --
 
-    async def put_stage_member(self, member: StageMember, limits: StageLimits) -> StageMember:
+    async def put_stage_member(
+        self, member: StageMember, limits: StageLimits, *, announce: Announcement | None = None
+    ) -> StageMember:
         """Seat `member` on the stage, or change the role of someone already there.
 
         Taking a role checks its seats (one host; `limits` for co-hosts and speakers) in the same
@@ -467,6 +524,7 @@ class Records(WebhookOutbox):
                     .values(**_member_values(member)),
                     execution_options=NO_SYNC,
                 )
+            await self._announce(session, member.space_id, announce)
         return member
 
     async def update_stage_member(self, member: StageMember) -> StageMember:
@@ -492,9 +550,12 @@ class Records(WebhookOutbox):
             )
         return member
 
-    async def remove_stage_member(self, space_id: SpaceId, user_id: UserId) -> bool:
-        """Take someone off the stage (back to the audience); False if they were not on it."""
-        return await self._delete_one(StageMemberRow, space_id, user_id)
+    async def remove_stage_member(
+        self, space_id: SpaceId, user_id: UserId, *, announce: Announcement | None = None
+    ) -> bool:
+        """Take someone off the stage (back to the audience); False if they were not on it.
+        `announce` is queued either way (the caller decided the change, as it logs its event)."""
+        return await self._delete_one(StageMemberRow, space_id, user_id, announce)
 
     async def stage(self, space_id: SpaceId) -> list[StageMember]:
         """The stage in display order: host, co-hosts, speakers; each role by who joined first."""
@@ -514,7 +575,13 @@ class Records(WebhookOutbox):
             return None if row is None else _member(row)
 
     async def transfer_host(
-        self, space_id: SpaceId, from_host: UserId, to: UserId, limits: StageLimits
+        self,
+        space_id: SpaceId,
+        from_host: UserId,
+        to: UserId,
+        limits: StageLimits,
+        *,
+        announce: Announcement | None = None,
     ) -> Space:
         """Hand the host role from `from_host` to `to` (who must be on the stage) in one
         transaction: the Space's host_id, the new host's seat and the old host's seat change
@@ -526,43 +593,52 @@ class Records(WebhookOutbox):
         no such Space or `to` is not on its stage. Returns the updated Space.
         """
         async with self._write.begin() as session:
-            row = await session.scalar(
-                sa.select(SpaceRow).where(SpaceRow.id == space_id).with_for_update()
+            space = await self._hand_over(session, space_id, from_host, to, limits)
+            await self._announce(session, space_id, announce)
+            return space
+
+    @staticmethod
+    async def _hand_over(
+        session: AsyncSession, space_id: SpaceId, from_host: UserId, to: UserId, limits: StageLimits
+    ) -> Space:
+        """transfer_host's writes, in the caller's transaction."""
+        row = await session.scalar(
+            sa.select(SpaceRow).where(SpaceRow.id == space_id).with_for_update()
+        )
+        if row is None:
+            raise NotFound(f"no Space {space_id}")
+        space = _space(row)
+        if space.host_id != from_host:
+            raise Conflict(f"{from_host} is no longer the host of Space {space_id}")
+        if to == from_host:
+            return space
+        target = await session.scalar(
+            sa.select(StageMemberRow.role).where(_of(StageMemberRow, space_id, to))
+        )
+        if target is None:
+            raise NotFound(f"{to} is not on the stage of Space {space_id}")
+        cohosts = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(StageMemberRow)
+            .where(
+                StageMemberRow.space_id == space_id,
+                StageMemberRow.role == Role.COHOST,
+                StageMemberRow.user_id.not_in([to, from_host]),
             )
-            if row is None:
-                raise NotFound(f"no Space {space_id}")
-            space = _space(row)
-            if space.host_id != from_host:
-                raise Conflict(f"{from_host} is no longer the host of Space {space_id}")
-            if to == from_host:
-                return space
-            target = await session.scalar(
-                sa.select(StageMemberRow.role).where(_of(StageMemberRow, space_id, to))
-            )
-            if target is None:
-                raise NotFound(f"{to} is not on the stage of Space {space_id}")
-            cohosts = await session.scalar(
-                sa.select(sa.func.count())
-                .select_from(StageMemberRow)
-                .where(
-                    StageMemberRow.space_id == space_id,
-                    StageMemberRow.role == Role.COHOST,
-                    StageMemberRow.user_id.not_in([to, from_host]),
-                )
-            )
-            old_role = Role.COHOST if (cohosts or 0) < limits.max_cohosts else Role.SPEAKER
-            # Old host first: the one-host index must hold after every statement.
-            for user_id, role in ((from_host, old_role), (to, Role.HOST)):
-                await session.execute(
-                    sa.update(StageMemberRow)
-                    .where(_of(StageMemberRow, space_id, user_id))
-                    .values(role=role),
-                    execution_options=NO_SYNC,
-                )
+        )
+        old_role = Role.COHOST if (cohosts or 0) < limits.max_cohosts else Role.SPEAKER
+        # Old host first: the one-host index must hold after every statement.
+        for user_id, role in ((from_host, old_role), (to, Role.HOST)):
             await session.execute(
-                sa.update(SpaceRow).where(SpaceRow.id == space_id).values(host_id=to),
+                sa.update(StageMemberRow)
+                .where(_of(StageMemberRow, space_id, user_id))
+                .values(role=role),
                 execution_options=NO_SYNC,
             )
+        await session.execute(
+            sa.update(SpaceRow).where(SpaceRow.id == space_id).values(host_id=to),
+            execution_options=NO_SYNC,
+        )
         return replace(space, host_id=to)
 
     # -- invitations to speak --
@@ -603,10 +679,10 @@ class Records(WebhookOutbox):
 
     # -- bans --
 
-    async def ban(self, ban: Ban) -> bool:
+    async def ban(self, ban: Ban, *, announce: Announcement | None = None) -> bool:
         """Ban a user from a Space and, in the same transaction, take them off the stage and drop
         their raised hand and any invitation. False if they were already banned (the first ban is
-        kept)."""
+        kept); `announce` is queued either way."""
         async with self._write.begin() as session:
             await self._lock_space(session, ban.space_id)
             for row in (StageMemberRow, RaisedHandRow, InvitationRow):
@@ -617,14 +693,17 @@ class Records(WebhookOutbox):
             existing = await session.scalar(
                 sa.select(BanRow.at).where(_of(BanRow, ban.space_id, ban.user_id))
             )
-            if existing is not None:
-                return False
-            await session.execute(
-                sa.insert(BanRow).values(
-                    space_id=ban.space_id, user_id=ban.user_id, banned_by=ban.banned_by, at=ban.at
+            if existing is None:
+                await session.execute(
+                    sa.insert(BanRow).values(
+                        space_id=ban.space_id,
+                        user_id=ban.user_id,
+                        banned_by=ban.banned_by,
+                        at=ban.at,
+                    )
                 )
-            )
-            return True
+            await self._announce(session, ban.space_id, announce)
+            return existing is None
 
     async def is_banned(self, space_id: SpaceId, user_id: UserId) -> bool:
         async with self._read() as session:
@@ -692,10 +771,5 @@ class Records(WebhookOutbox):
         return await self._delete_one(ReminderRow, space_id, user_id)
 
     async def reminders(self, space_id: SpaceId) -> list[UserId]:
-        query = (
-            sa.select(ReminderRow.user_id)
-            .where(ReminderRow.space_id == space_id)
-            .order_by(ReminderRow.user_id)
-        )
         async with self._read() as session:
-            return [UserId(user_id) for user_id in await session.scalars(query)]
+            return [UserId(user_id) for user_id in await session.scalars(_reminders(space_id))]

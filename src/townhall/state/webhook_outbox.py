@@ -1,6 +1,6 @@
 """The webhook outbox: registered endpoints and the durable queue of deliveries to them.
 
-An event is queued once per endpoint that wants it (`enqueue_delivery`); any number of sender
+An event is queued once per endpoint that wants it (`queue_deliveries`); any number of sender
 processes work the queue off (webhooks/sender.py) by claiming due rows under a lease
 (`claim_due_deliveries`) and reporting the outcome (`mark_delivered`, `mark_failed`). A claim and
 its lease are single conditional UPDATEs, atomic on SQLite and PostgreSQL alike; on PostgreSQL
@@ -10,6 +10,13 @@ receivers dedupe on the delivery id.
 
 `WebhookOutbox` is one part of the records (`Records` in records.py inherits it), so callers use
 it as `records.add_webhook(…)`, `records.claim_due_deliveries(…)`, ….
+
+Queued with the change it announces. A webhook reports a change, so it must be committed exactly
+when the change is: a command hands the Records write an `Announcement`, and the write queues its
+deliveries inside its own transaction, after its own statements (records.py, `_announce`). If the
+change fails the deliveries were never queued; if the queueing fails the change is rolled back.
+The payload is built there from what the transaction wrote (`Announced`), not from what the caller
+expected it to write.
 """
 
 from __future__ import annotations
@@ -17,23 +24,27 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from townhall.spaces.model import Space, UserId
 from townhall.state.database import NO_SYNC, SqlStore, rowcount
 from townhall.state.errors import NotFound
 from townhall.state.schema import DeliveryStatus, WebhookDeliveryRow, WebhookEndpointRow
 
 __all__ = [
     "DEFAULT_MAX_DELIVERY_ATTEMPTS",
+    "Announced",
+    "Announcement",
     "DeliveryStatus",
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookOutbox",
+    "queue_deliveries",
 ]
 
 DEFAULT_MAX_DELIVERY_ATTEMPTS: Final = 8
@@ -72,6 +83,29 @@ class WebhookDelivery:
     last_error: str | None = None
 
 
+@dataclass(frozen=True)
+class Announced:
+    """What a change's transaction wrote, as its announcement's payload is built from it."""
+
+    space: Space  # the Space as the transaction left it
+    reminders: tuple[UserId, ...] = ()  # who asked to be reminded, if the announcement asked
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A webhook event that a Records write queues in its own transaction (see the module doc).
+
+    `payload` turns what the transaction wrote into the JSON body; it runs inside the transaction,
+    so it must be quick and must not do I/O. `reminders`: how many of the Space's reminders
+    (first by user id) the transaction should read for it (none by default).
+    """
+
+    event_type: str
+    at: float  # when it was announced: the deliveries are due from then
+    payload: Callable[[Announced], str]
+    reminders: int = 0
+
+
 def _endpoint(row: WebhookEndpointRow) -> WebhookEndpoint:
     return WebhookEndpoint(
         id=row.id,
@@ -95,6 +129,32 @@ def _delivery(row: WebhookDeliveryRow, endpoint: WebhookEndpointRow) -> WebhookD
         delivered_at=row.delivered_at,
         last_error=row.last_error,
     )
+
+
+async def queue_deliveries(
+    session: AsyncSession, event_type: str, payload_json: str, now: float
+) -> int:
+    """Queue `payload_json` for every endpoint that wants `event_type`, due at `now`, in the
+    caller's transaction: committed with it or not at all. Returns how many were queued."""
+    endpoints = [_endpoint(row) for row in await session.scalars(sa.select(WebhookEndpointRow))]
+    wanted = [endpoint.id for endpoint in endpoints if endpoint.wants(event_type)]
+    if wanted:
+        await session.execute(
+            sa.insert(WebhookDeliveryRow),
+            [
+                {
+                    "endpoint_id": endpoint_id,
+                    "event_type": event_type,
+                    "payload": payload_json,
+                    "status": DeliveryStatus.PENDING,
+                    "attempts": 0,
+                    "created_at": now,
+                    "next_attempt_at": now,
+                }
+                for endpoint_id in wanted
+            ],
+        )
+    return len(wanted)
 
 
 class WebhookOutbox(SqlStore):
@@ -147,33 +207,11 @@ class WebhookOutbox(SqlStore):
             return rowcount(result) > 0
 
     async def enqueue_delivery(self, event_type: str, payload_json: str, now: float) -> int:
-        """Queue `payload_json` for every endpoint that wants `event_type`, due at once.
-
-        Call it in the same breath as the change it reports; a worker drains the queue with
-        claim_due_deliveries. Returns how many deliveries were queued.
-        """
+        """Queue `payload_json` for every endpoint that wants `event_type`, due at once, in a
+        transaction of its own (a change's announcement goes in the change's: see the module doc).
+        Returns how many deliveries were queued."""
         async with self._write.begin() as session:
-            endpoints = [
-                _endpoint(row) for row in await session.scalars(sa.select(WebhookEndpointRow))
-            ]
-            wanted = [endpoint.id for endpoint in endpoints if endpoint.wants(event_type)]
-            if wanted:
-                await session.execute(
-                    sa.insert(WebhookDeliveryRow),
-                    [
-                        {
-                            "endpoint_id": endpoint_id,
-                            "event_type": event_type,
-                            "payload": payload_json,
-                            "status": DeliveryStatus.PENDING,
-                            "attempts": 0,
-                            "created_at": now,
-                            "next_attempt_at": now,
-                        }
-                        for endpoint_id in wanted
-                    ],
-                )
-        return len(wanted)
+            return await queue_deliveries(session, event_type, payload_json, now)
 
     async def claim_due_deliveries(
         self, now: float, limit: int, lease_s: float
