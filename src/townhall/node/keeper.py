@@ -229,13 +229,31 @@ class NodeKeeper:
                 else:
                     log.warning("space %s: renewing the lease failed", space_id, exc_info=True)
                 return
-            if not kept:
-                log.error("space %s: lease %d was lost; stopping here", space_id, held.lease.token)
-                self._lose(space_id)
-            elif self._held.get(space_id) is held:
+            if not kept and self._held.get(space_id) is held:
+                # Lapsed with nobody else holding it (the store restarted, a long stall): take it
+                # again and go on; held by another node: stop here.
+                again = await self._reacquire(held)
+                if again is None:
+                    log.error(
+                        "space %s: lease %d was lost; stopping here", space_id, held.lease.token
+                    )
+                    self._lose(space_id)
+                    return
+                log.warning("space %s: lease lapsed; taken again as %d", space_id, again.token)
+                held.lease = again
+            if self._held.get(space_id) is held:
                 held.renewed_at = sent
 
         await asyncio.gather(*(renew(s, h) for s, h in list(self._held.items())))
+
+    async def _reacquire(self, held: _Held) -> Lease | None:
+        try:
+            return await self.placement.acquire(
+                held.lease.space_id, self.info(), self.config.lease_ttl_s
+            )
+        except Exception:
+            log.warning("space %s: taking the lease again failed", held.lease.space_id)
+            return None
 
     async def scan(self) -> None:
         """One pass over the open Spaces: take over what nobody runs and this node should."""
