@@ -12,8 +12,6 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,11 +22,10 @@ from playwright.sync_api import (
     Page,
     ViewportSize,
     expect,
-    sync_playwright,
 )
 
-from tests.audio_analysis import tone_wav
 from tests.conftest import ARTIFACTS, Server
+from tests.e2e.conftest import FAKE_MIC_HZ
 from townhall.harness import CHROMIUM
 
 pytestmark = [
@@ -54,27 +51,12 @@ FLAGS = [
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
-TONE_HZ = 440.0
+TONE_HZ = FAKE_MIC_HZ  # what the shared `browser` fixture's microphone plays
 TONE_TOLERANCE_HZ = 15.0
 PLAYBACK_NEEDED_S = 3.0
 HEARING_DEADLINE_S = 30.0
 SILENCE_DBFS = -60.0  # the same bound the ffmpeg green-room test uses
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    # 20 s of 440 Hz is a whole number of cycles, so Chromium's looping of the file is seamless.
-    tone = tone_wav(tmp_path / "tone-440.wav", TONE_HZ, 20.0, amplitude=0.5)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[*FLAGS, f"--use-file-for-fake-audio-capture={tone}"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def collect_errors(page: Page) -> list[str]:

@@ -22,7 +22,7 @@ import pytest
 from tests.audio_analysis import decode_mono, tone_strength
 from tests.conftest import Proc, Server
 from tests.e2e.test_audio_path import listen_with_ffmpeg
-from townhall.harness import start_edge, start_server, wait_connected, wait_until
+from townhall.harness import HostedSpace, start_edge, start_server, wait_connected, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -153,19 +153,30 @@ class PlaylistWatcher:
         self._thread.join(40)
 
 
-def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
-    cluster: Cluster, speakers: Callable[..., Proc], tmp_path: Path
-) -> None:
+def live_on_the_first_of_two(
+    cluster: Cluster, speakers: Callable[..., Proc], title: str, *, record: bool = False
+) -> tuple[Server, Server, HostedSpace, Proc, PlaylistWatcher]:
+    """Two media nodes, a live Space on the first with a tone bot, and a listener on the second.
+
+    The bot knows the Space's link on the node that survives (as it would know the edge's)."""
     first = cluster.start("media-1", "media")
-    space = first.create_space("Survives a crash", record=True)
+    space = first.create_space(title, record=record)
     second = cluster.start("media-2", "media")
-    # The bot knows the Space's link on a node that survives (as it would know the edge's).
     stage_url = space.stage_url.replace(first.url, second.url)
     bot = speakers(stage_url, "--token", space.host_token, "--tone", "440")
     wait_connected(bot)
     assert cluster.owner(space.id) == "media-1"
     watcher = PlaylistWatcher(f"{second.url}/live/{space.id}/media.m3u8")
     wait_until(lambda: len(watcher.numbers) >= 3, 30, "the listener to load playlists")
+    return first, second, space, bot, watcher
+
+
+def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
+    cluster: Cluster, speakers: Callable[..., Proc], tmp_path: Path
+) -> None:
+    first, second, space, bot, watcher = live_on_the_first_of_two(
+        cluster, speakers, "Survives a crash", record=True
+    )
     before = decode_mono(
         listen_with_ffmpeg(f"{second.url}/live/{space.id}/index.m3u8", tmp_path / "b.wav", 2)
     )
@@ -210,15 +221,9 @@ def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
 def test_a_draining_node_hands_its_space_over_before_it_exits(
     cluster: Cluster, speakers: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    first = cluster.start("media-1", "media")
-    space = first.create_space("Rolling restart")
-    second = cluster.start("media-2", "media")
-    stage_url = space.stage_url.replace(first.url, second.url)
-    bot = speakers(stage_url, "--token", space.host_token, "--tone", "440")
-    wait_connected(bot)
-    assert cluster.owner(space.id) == "media-1"
-    watcher = PlaylistWatcher(f"{second.url}/live/{space.id}/media.m3u8")
-    wait_until(lambda: len(watcher.numbers) >= 3, 30, "the listener to load playlists")
+    first, second, space, _bot, watcher = live_on_the_first_of_two(
+        cluster, speakers, "Rolling restart"
+    )
 
     assert first.proc.stop(timeout=30) == 0, first.proc.output()  # SIGTERM: drain, then exit
     assert first.proc.saw("handed over to node"), first.proc.output()

@@ -8,18 +8,19 @@ page's microphone is Chromium's fake one playing a 440 Hz WAV, heard by ffmpeg a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.audio_analysis import decode_mono, tone_strength, tone_wav
+from tests.audio_analysis import decode_mono, tone_strength
 from tests.conftest import Proc, Server
+from tests.e2e.conftest import FAKE_MIC_HZ
 from tests.e2e.polling import Sample, poll_page
 from tests.e2e.test_audio_path import listen_with_ffmpeg, on_stage
-from tests.e2e.test_browser import CHROMIUM, FLAGS, create_space, new_person, sign_up
+from tests.e2e.test_browser import CHROMIUM, create_space, new_person, sign_up
 
 pytestmark = [
     pytest.mark.e2e,
@@ -27,7 +28,7 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed"),
 ]
 
-TONE_HZ = 440.0
+TONE_HZ = FAKE_MIC_HZ  # what the shared `browser` fixture's microphone plays
 HEARD_DB = -50.0  # the tone's FFT bin at least this loud (dBFS) is heard (it plays near -16)
 GONE_DB = -60.0
 DEADLINE_S = 40.0  # generous for a busy machine; the measured times are printed
@@ -35,21 +36,6 @@ DEADLINE_S = 40.0  # generous for a busy machine; the measured times are printed
 # the restarted stream's numbers to pass those (today's server starts again at 1) needs > 20 s.
 PLAYED_BEFORE_CRASH_S = 20.0
 BACK_AFTER_RESTART_S = 15.0  # the page itself retries within ~3 s; the bot needs ~1–2 s more
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Browser]:
-    # 20 s of 440 Hz is a whole number of cycles, so Chromium's looping of the file is seamless.
-    tone = tone_wav(tmp_path / "tone-440.wav", TONE_HZ, 20.0, amplitude=0.5)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[*FLAGS, f"--use-file-for-fake-audio-capture={tone}"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def network_error(message: str) -> bool:
