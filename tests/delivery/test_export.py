@@ -22,7 +22,7 @@ from townhall.delivery.recording import SpaceRecorder, load_runs
 from townhall.media.audio import FRAME_SAMPLES
 from townhall.media.encoder import AacFmp4Encoder
 from townhall.media.fmp4 import iter_boxes
-from townhall.media.pipeline import PackagedPart
+from townhall.media.packager import PackagedPart
 
 SPACE = "abcdefghij"
 PART_S = 15 * 1024 / SAMPLE_RATE

@@ -17,8 +17,7 @@ from townhall.delivery.recording import (
     parse_index,
 )
 from townhall.delivery.replay import Replay, open_replay
-from townhall.media.packager import EncodedPart
-from townhall.media.pipeline import PackagedPart
+from townhall.media.packager import EncodedPart, PackagedPart
 
 INIT = b"ftyp-moov-init"
 PART_S = 0.32

@@ -26,6 +26,8 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,8 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from townhall.delivery.replay import Replay, open_replay
-from townhall.media.packager import Verdict
-from townhall.media.pipeline import SpaceMedia
+from townhall.media.packager import LlHlsPackager, Verdict
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MEDIA_TYPE = "audio/mp4"
@@ -62,7 +63,25 @@ CORS = {"Access-Control-Allow-Origin": "*", "Timing-Allow-Origin": "*"}
 _OBJECT = re.compile(r"^(?:init\.mp4|s(\d{1,9})\.m4s|p(\d{1,9})\.(\d{1,3})\.m4s)$")
 _NUMBER = re.compile(r"^\d{1,9}$")
 
-MediaLookup = Callable[[str], SpaceMedia | None]
+
+class LiveStream(Protocol):
+    """What the origin needs of a Space's running stream (media.pipeline.LiveStream is one)."""
+
+    @property
+    def space_id(self) -> str: ...
+
+    @property
+    def packager(self) -> LlHlsPackager: ...
+
+    @property
+    def recordings_dir(self) -> Path | None: ...
+
+    async def wait_for(self, predicate: Callable[[], bool], within: float) -> bool:
+        """Hold until the packager satisfies `predicate` (True) or `within` seconds pass."""
+        ...
+
+
+MediaLookup = Callable[[str], LiveStream | None]
 ReplayLookup = Callable[[str], Awaitable[Replay | None]]
 ExpiredLookup = Callable[[str], bool]  # space id → its recording was deleted by retention
 REPLAYS_KEPT = 50  # replays found through an ended stream's recordings directory (no lookup)
@@ -74,7 +93,7 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     )
 
 
-def _media_or_404(lookup: MediaLookup, request: Request) -> SpaceMedia | Response:
+def _media_or_404(lookup: MediaLookup, request: Request) -> LiveStream | Response:
     media = lookup(request.path_params["space"])
     if media is None:
         return _error(404, "not_found", "no such live Space")
@@ -90,10 +109,10 @@ def build_origin(
     # space → (refresh bucket, when it was read, replay)
     rewinds: OrderedDict[str, tuple[int, float, Replay]] = OrderedDict()
 
-    async def dvr_of(media: SpaceMedia | None, max_age_s: float | None = None) -> Replay | None:
+    async def dvr_of(media: LiveStream | None, max_age_s: float | None = None) -> Replay | None:
         """What a live recorded Space has recorded so far (None: not live, or not recorded);
         re-read if older than `max_age_s` (an object of an earlier run asked for)."""
-        root = media.config.recordings_dir if media is not None else None
+        root = media.recordings_dir if media is not None else None
         if media is None or root is None or media.packager.ended:
             return None
         now = time.time()
@@ -112,7 +131,7 @@ def build_origin(
                 rewinds.popitem(last=False)
         return cached[2]
 
-    async def replay_of(space: str, media: SpaceMedia | None) -> Replay | Response | None:
+    async def replay_of(space: str, media: LiveStream | None) -> Replay | Response | None:
         """The replay, for a Space whose stream is not running (ended, or gone from memory); a 410
         if retention deleted it."""
         if media is not None and not media.packager.ended:
@@ -127,7 +146,7 @@ def build_origin(
             )
         if replays is not None:
             return await replays(space)
-        root = media.config.recordings_dir if media is not None else None
+        root = media.recordings_dir if media is not None else None
         if media is None or root is None:
             return None
         cached = found.get(space)
@@ -226,7 +245,7 @@ def build_origin(
             return None
         return Response(data, 200, {**CORS, "Cache-Control": IMMUTABLE}, MEDIA_TYPE)
 
-    async def rewound_object(media: SpaceMedia, stream: str, name: str) -> Response | None:
+    async def rewound_object(media: LiveStream, stream: str, name: str) -> Response | None:
         """What left the live window of a live recorded Space, from its recording (DVR); also
         what an earlier run of the Space produced just before its node died (listeners' last
         playlist named it), read again from the recording if the DVR's view predates it."""

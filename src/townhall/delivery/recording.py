@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from townhall.media.pipeline import PackagedPart
+from townhall.media.packager import PackagedPart
 
 __all__ = [
     "INDEX_NAME",

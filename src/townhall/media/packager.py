@@ -40,7 +40,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["EncodedPart", "LlHlsPackager", "PackagerConfig", "Verdict"]
+__all__ = ["EncodedPart", "LlHlsPackager", "PackagedPart", "PackagerConfig", "Verdict"]
 
 # The lowest version that covers what we write: EXT-X-MAP in a non-I-frame playlist needs 6 (RFC
 # 8216 §7), and §6.2.1 says the version SHOULD NOT be higher than the tags need. The LL-HLS tags
@@ -83,6 +83,19 @@ class EncodedPart:  # what the encoder hands over: one moof+mdat
     data: bytes
     duration: float  # seconds
     independent: bool = True  # AAC: every part starts with a sync sample
+
+
+@dataclass(frozen=True, slots=True)
+class PackagedPart:
+    """A part as the packager numbered it, for observers such as the recorder."""
+
+    stream_id: str
+    init_section: bytes
+    msn: int
+    index: int
+    part: EncodedPart
+    pdt: float  # UNIX seconds of the part's first sample (the playlist's PROGRAM-DATE-TIME)
+    on_air: bool  # the gate was on air when the part was delivered
 
 
 class Verdict(enum.Enum):

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -40,7 +41,7 @@ from townhall.media.delay import ProgramGate, ProgramStats
 from townhall.media.encoder import AAC_LC_MONO_CODECS, AacFmp4Encoder
 from townhall.media.mixer import Mixer, MixKey, MixResult
 from townhall.media.opus_return import TIME_BASE, OpusMixEncoder
-from townhall.media.packager import EncodedPart, LlHlsPackager, PackagerConfig
+from townhall.media.packager import EncodedPart, LlHlsPackager, PackagedPart, PackagerConfig
 from townhall.media.timeline import RunStart
 
 log = logging.getLogger(__name__)
@@ -90,19 +91,6 @@ class _EncodeResult:
     parts: list[EncodedPart]
     returns: dict[SpeakerId, MixKey]
     packets: dict[MixKey, list[bytes]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class PackagedPart:
-    """A part as the packager numbered it, for observers such as the recorder."""
-
-    stream_id: str
-    init_section: bytes
-    msn: int
-    index: int
-    part: EncodedPart
-    pdt: float  # UNIX seconds of the part's first sample (the playlist's PROGRAM-DATE-TIME)
-    on_air: bool  # the gate was on air when the part was delivered
 
 
 IDLE_ENCODER_TICKS = 500  # a mix nobody has heard for 10 s gives its Opus encoder back
@@ -193,6 +181,11 @@ class SpaceMedia:
 
     def push(self, speaker: SpeakerId, pcm: PcmFrame, pts: int | None) -> None:
         self.mixer.push(speaker, pcm, pts)
+
+    @property
+    def recordings_dir(self) -> Path | None:
+        """Where this Space's recording and its earlier runs' are (None: nothing is recorded)."""
+        return self.config.recordings_dir
 
     @property
     def speakers(self) -> list[SpeakerId]:
