@@ -14,9 +14,10 @@ killed node again (same port) for the next round. Per round:
   as silence);
 * take-over: from the kill until the playlist names a new stream;
 * stage reconnect: from the kill until the bot says it is connected again.
-Printed side by side with the SPEC budget (≤ 5 s of silence at the listener).
+Then the same with SIGTERM (`--drains` rounds): the node hands its Space over before it exits.
+Printed side by side with the budgets (≤ 5 s of silence after a kill, ≤ 1 s after a drain).
 
-    .venv/bin/python -m bench.failover [--rounds 5] [--json out.json]
+    .venv/bin/python -m bench.failover [--rounds 5] [--drains 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from townhall.harness import (
 )
 
 BUDGET_GAP_S = 5.0
+BUDGET_DRAIN_GAP_S = 1.0  # issue: restarting one node at a time, no audible gap over a second
 _PART = re.compile(r'#EXT-X-PART:DURATION=[\d.]+,URI="([^"]+)"')
 _MAP = re.compile(r'#EXT-X-MAP:URI="([^"]+)"')
 _ADDRESS = re.compile(r'#EXT-X-PART:[^\n]*URI="[^"]*/p(\d+)\.(\d+)\.m4s"')
@@ -156,7 +158,7 @@ def owner_of(nodes: dict[int, Server]) -> int:
     raise RuntimeError("no node runs the Space")
 
 
-def run(rounds: int, root: Path) -> dict[str, object]:
+def run(rounds: int, drains: int, root: Path) -> dict[str, object]:
     stopping: list[Proc] = []
     postgres = start_postgres()
     try:
@@ -191,14 +193,19 @@ def run(rounds: int, root: Path) -> dict[str, object]:
         listener.start()
         wait_until(lambda: any(h for _, h, _ in listener.arrivals), 30, "the tone at the listener")
         rows = []
-        for number in range(1, rounds + 1):
+        plan = [("kill", n) for n in range(1, rounds + 1)]
+        plan += [("drain", n) for n in range(1, drains + 1)]
+        for how, number in plan:
             port = owner_of(nodes)
             victim = nodes[port]
             connected_before = sum(1 for line in bot.lines if "connected" in line)
             time.sleep(2.0)  # pacing: the listener settles on the current stream
             killed = time.monotonic()
             old_stream = listener.stream_at(killed)
-            victim.proc.kill()
+            if how == "kill":
+                victim.proc.kill()
+            else:  # SIGTERM: the node hands its Space over, then exits (waited for below)
+                victim.proc.popen.terminate()
             reconnected: list[float] = []
 
             def recovered(
@@ -211,7 +218,7 @@ def run(rounds: int, root: Path) -> dict[str, object]:
                     marks.append(time.monotonic())
                 return bool(marks) and listener.first_loud_after(killed, old) is not None
 
-            wait_until(recovered, 60, f"round {number}: tone and stage back")
+            wait_until(recovered, 60, f"{how} {number}: tone and stage back")
             last = listener.last_loud_of(old_stream)
             back = listener.first_loud_after(killed, old_stream)
             new_stream = min(
@@ -220,6 +227,7 @@ def run(rounds: int, root: Path) -> dict[str, object]:
             )
             assert back is not None
             row = {
+                "how": how,
                 "round": number,
                 "gap_s": back - (last if last is not None else killed),
                 "takeover_s": (new_stream - killed) if new_stream is not None else None,
@@ -227,20 +235,26 @@ def run(rounds: int, root: Path) -> dict[str, object]:
             }
             rows.append(row)
             print(
-                f"round {number}: silence at the listener {row['gap_s']:.2f} s, new stream after "
+                f"{how} {number}: silence at the listener {row['gap_s']:.2f} s, new stream after "
                 f"{row['takeover_s']:.2f} s, stage reconnected after {row['reconnect_s']:.2f} s",
                 flush=True,
             )
+            victim.proc.wait(60)
             nodes[port] = start_server(victim.data_dir, env=env, port=port)  # back for next round
         listener.stop()
-        gaps = [float(r["gap_s"]) for r in rows]
-        reconnects = [float(r["reconnect_s"]) for r in rows]
+        kills = [r for r in rows if r["how"] == "kill"]
+        drained = [r for r in rows if r["how"] == "drain"]
+        gaps = [float(r["gap_s"]) for r in kills]
+        reconnects = [float(r["reconnect_s"]) for r in kills]
+        drain_gaps = [float(r["gap_s"]) for r in drained]
         return {
             "rounds": rows,
             "gap_p50_s": percentile(gaps, 50),
             "gap_p95_s": percentile(gaps, 95),
             "reconnect_p50_s": percentile(reconnects, 50),
             "reconnect_p95_s": percentile(reconnects, 95),
+            "drain_gap_p50_s": percentile(drain_gaps, 50) if drain_gaps else None,
+            "drain_gap_p95_s": percentile(drain_gaps, 95) if drain_gaps else None,
             "listener_statuses": {str(k): v for k, v in sorted(listener.statuses.items())},
             "budget_gap_s": BUDGET_GAP_S,
         }
@@ -255,15 +269,16 @@ def run(rounds: int, root: Path) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="kill -9 rounds")
+    parser.add_argument("--drains", type=int, default=3, help="SIGTERM (drain) rounds after them")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--keep", help="keep the cluster's files (logs, edge log) in this folder")
     args = parser.parse_args()
     if args.keep:
-        result = run(args.rounds, Path(args.keep).resolve())
+        result = run(args.rounds, args.drains, Path(args.keep).resolve())
     else:
         with tempfile.TemporaryDirectory(prefix="townhall-failover-") as tmp:
-            result = run(args.rounds, Path(tmp))
+            result = run(args.rounds, args.drains, Path(tmp))
     print()
     print("| measure | p50 | p95 | budget |")
     print("| --- | --- | --- | --- |")
@@ -275,6 +290,11 @@ def main() -> None:
         f"| stage reconnected after kill -9 | {result['reconnect_p50_s']:.2f} s "
         f"| {result['reconnect_p95_s']:.2f} s | – |"
     )
+    if result["drain_gap_p50_s"] is not None:
+        print(
+            f"| silence at the listener after a SIGTERM drain | {result['drain_gap_p50_s']:.2f} s "
+            f"| {result['drain_gap_p95_s']:.2f} s | ≤ {BUDGET_DRAIN_GAP_S:.0f} s |"
+        )
     print(f"listener answers by status: {result['listener_statuses']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -23,6 +23,7 @@ SPEC_LISTENER_KB = 20
 SPEC_JOINS_PER_S = 5000
 SPEC_JOIN_P99_S = 0.250
 SPEC_FAILOVER_GAP_S = 5.0
+DRAIN_GAP_S = 1.0  # restarting one node at a time: no audible gap longer than a second
 FLAT_FACTOR = (
     1.5  # "constant in audience size": origin req/s at the largest audience ≤ 1.5 × smallest
 )
@@ -270,6 +271,7 @@ def _failover(r: Results) -> list[Verdict]:
         f"{_t(data.get('reconnect_p50_s'))}; listener answers other than 2xx: "
         f"{', '.join(f'{k}: {v}' for k, v in failed.items()) or 'none'}"
     )
+    drain50, drain95 = data.get("drain_gap_p50_s"), data.get("drain_gap_p95_s")
     return [
         Verdict(
             "kill -9 of a Space's media node: silence at the listener",
@@ -279,7 +281,17 @@ def _failover(r: Results) -> list[Verdict]:
             "The gap is the lease's time to live (2.5 s) plus a scan, the new owner's first part "
             "and the speaker's reconnection; a shorter lease would cut it at the price of "
             "take-overs after long event-loop stalls.",
-        )
+        ),
+        Verdict(
+            "… a SIGTERM drain (one node restarted at a time)",
+            f"no audible gap longer than {DRAIN_GAP_S:.0f} s",
+            f"p50 {_t(drain50)}, p95 {_t(drain95)}" if drain95 is not None else "–",
+            None if drain95 is None else drain95 <= DRAIN_GAP_S,
+            "A drain hands the lease over at once, but the stage's WebRTC connections are on the "
+            "old node: the new owner's stream is silent until the speakers have reconnected to "
+            "it. Bringing the new owner up first and moving each speaker with a renegotiation "
+            "(or keeping the old mix flowing to the new owner until they arrive) would close it.",
+        ),
     ]
 
 
@@ -489,10 +501,15 @@ def _section_join(r: Results) -> list[str]:
 def _section_failover(r: Results) -> list[str]:
     rows = _get(r, "failover", "rounds") or []
     return _table(
-        ["kill", "silence at the listener", "new stream listed after", "stage reconnected after"],
+        [
+            "node stopped by",
+            "silence at the listener",
+            "new stream listed after",
+            "stage back after",
+        ],
         [
             [
-                str(row.get("round")),
+                f"{'SIGTERM' if row.get('how') == 'drain' else 'kill -9'} #{row.get('round')}",
                 _t(row.get("gap_s")),
                 _t(row.get("takeover_s")),
                 _t(row.get("reconnect_s")),

@@ -49,7 +49,7 @@ SUITE: tuple[Module, ...] = (
         ("--listeners", "200", "--existing", "10"),
         300,
     ),
-    Module("failover", ("--rounds", "5"), ("--rounds", "2"), 300),
+    Module("failover", ("--rounds", "5", "--drains", "3"), ("--rounds", "2", "--drains", "1"), 300),
 )
 
 

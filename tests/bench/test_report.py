@@ -154,3 +154,11 @@ def test_failover_misses_on_a_long_gap_or_any_failed_listener_request() -> None:
     judged = by_what({"failover": refused})[what]
     assert judged.met is False
     assert "502: 3" in judged.figure
+
+
+def test_a_drain_is_judged_apart_from_a_kill() -> None:
+    what = "… a SIGTERM drain (one node restarted at a time)"
+    figures = {"gap_p95_s": 3.0, "listener_statuses": {"200": 9}}
+    assert by_what({"failover": figures})[what].met is None  # no drain rounds: not measured
+    assert by_what({"failover": {**figures, "drain_gap_p95_s": 0.8}})[what].met is True
+    assert by_what({"failover": {**figures, "drain_gap_p95_s": 2.4}})[what].met is False
