@@ -3,7 +3,7 @@ went through each time.
 
 A cluster on loopback — redis-server, PostgreSQL, two media nodes and the shipped nginx edge in
 front of both (round robin) — holds one live Space with a tone bot on its stage that joined through
-the edge. A listener follows the live playlist through the edge as an LL-HLS player does (blocking
+the edge, recorded. A listener follows the live playlist through the edge as an LL-HLS player does (blocking
 reloads for the next part) and fetches every new part, noting when each arrived and whether it
 carries the tone. Each round kills the Space's
 owner with SIGKILL, waits until the tone is heard again and the bot has reconnected, then starts the
@@ -179,7 +179,7 @@ def run(rounds: int, drains: int, root: Path) -> dict[str, object]:
         edge = start_edge([s.url for s in nodes.values()], root / "edge")
         stopping.append(edge.proc)
         first = next(iter(nodes.values()))
-        space = first.create_space("Failover")
+        space = first.create_space("Failover", record=True)  # as the chaos test
         bot = start_speaker(
             space.stage_url.replace(first.url, edge.url),
             "--token",
@@ -241,6 +241,7 @@ def run(rounds: int, drains: int, root: Path) -> dict[str, object]:
             )
             victim.proc.wait(60)
             nodes[port] = start_server(victim.data_dir, env=env, port=port)  # back for next round
+            time.sleep(3.0)  # pacing: the edge takes the restarted node back before the next stop
         listener.stop()
         kills = [r for r in rows if r["how"] == "kill"]
         drained = [r for r in rows if r["how"] == "drain"]
