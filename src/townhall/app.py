@@ -160,7 +160,7 @@ def create_app(config: Config) -> FastAPI:
 
     install_control_plane(app, config, lambda: node.plane, run_media_for)
     app.include_router(build_media_router(config, lambda: node))
-    app.include_router(build_recording_router(config, lambda: node.host))
+    app.include_router(build_recording_router(config, lambda: node))
 
     def lookup(space_id: str) -> SpaceMedia | None:
         return node.host.media_of(space_id) if hasattr(node, "host") else None

@@ -182,6 +182,9 @@ def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
     )
     assert tone_strength(before, 440) > 0.5
 
+    # What only the owner knows (is it writing?) is asked of the other node: relayed.
+    assert second.call("GET", f"/api/spaces/{space.id}/recording", space.host_token)["recording"]
+
     first.proc.kill()  # kill -9: no drain, no goodbye
     killed_at = time.monotonic()
     wait_until(

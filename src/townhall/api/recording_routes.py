@@ -27,7 +27,7 @@ from typing import Annotated, Any, BinaryIO, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from starlette.responses import FileResponse, StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from townhall.api.auth import RequiredIdentity
 from townhall.api.errors import (
@@ -38,6 +38,7 @@ from townhall.api.errors import (
     NotFound,
     Unavailable,
 )
+from townhall.api.media_routes import StageNode
 from townhall.api.tokens import Identity, IdentityKind
 from townhall.config import Config
 from townhall.delivery.export import (
@@ -51,6 +52,7 @@ from townhall.delivery.export import (
 from townhall.delivery.recording import load_runs
 from townhall.delivery.storage import CLIPS_DIR, DAY_S, expired, usage
 from townhall.node.host import MediaHost
+from townhall.node.keeper import OPEN_STATES
 from townhall.ratelimit.table import CLIP, take
 from townhall.spaces.control import Actor, ControlError, SpaceControl
 from townhall.spaces.model import Role, Space, SpaceId, UserId, is_space_id
@@ -143,11 +145,14 @@ async def _chunks(file: BinaryIO) -> AsyncIterator[bytes]:
 
 
 def build_recording_router(
-    config: Config, host: Callable[[], MediaHost], clock: Callable[[], float] = time.time
+    config: Config, current: Callable[[], StageNode], clock: Callable[[], float] = time.time
 ) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["recordings"])
     exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
     root = config.media.recordings_dir
+
+    def host() -> MediaHost:
+        return current().host
 
     def control() -> SpaceControl:
         return host().control
@@ -209,10 +214,22 @@ def build_recording_router(
         response_model=RecordingOut,
         summary="The recording's disk use and state (host, co-hosts)",
     )
-    async def recording(space_id: SpaceIdP, who: RequiredIdentity) -> RecordingOut:
+    async def recording(
+        space_id: SpaceIdP, who: RequiredIdentity, request: Request
+    ) -> RecordingOut | Response:
         space = await call(control().space(space_id))
         if await role(space, who) not in (Role.HOST, Role.COHOST):
             raise Forbidden("only the host or a co-host sees the recording", code="not_moderator")
+
+        async def still_open() -> bool:
+            return space.state in OPEN_STATES
+
+        # Whether it is writing, and why it stopped, only the node running the Space knows.
+        relayed = await current().forwarder.relay(
+            request, space.id, lambda: host().runtime(space.id) is not None, still_open
+        )
+        if relayed is not None:
+            return relayed
         runtime = host().runtime(space.id)
         recorder = runtime.recorder if runtime is not None else None
         writing = recorder is not None and recorder.recording

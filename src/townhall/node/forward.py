@@ -146,6 +146,8 @@ class Forwarder:
         fresh = False
         while True:
             lease = await self.owner(space_id, fresh=fresh)
+            if lease is not None and lease.node_id == self.node_id and lease.ended:
+                return None  # the pointer names this node (an ended stream it held): answer here
             if lease is not None and lease.node_id != self.node_id:
                 answer = await self._send(request, lease, body)
                 if answer is not None:
