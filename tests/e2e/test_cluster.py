@@ -9,6 +9,7 @@ media sequence numbers never go back and the replay holds both sides of the gap.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -22,7 +23,15 @@ import pytest
 from tests.audio_analysis import decode_mono, tone_strength
 from tests.conftest import Proc, Server
 from tests.e2e.test_audio_path import listen_with_ffmpeg
-from townhall.harness import HostedSpace, start_edge, start_server, wait_connected, wait_until
+from tests.e2e.test_recording import decode
+from townhall.harness import (
+    Edge,
+    HostedSpace,
+    start_edge,
+    start_server,
+    wait_connected,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -37,9 +46,17 @@ class Cluster:
     redis_url: str
     database_url: str
     nodes: dict[str, Server] = field(default_factory=dict)
+    edges: list[Edge] = field(default_factory=list)
 
-    def start(self, name: str, role: str, port: int | None = None) -> Server:
+    def edge(self, servers: list[Server]) -> Edge:
+        """The shipped nginx edge in front of `servers`, round robin; stopped with the cluster."""
+        started = start_edge([s.url for s in servers], self.shared / f"edge-{len(self.edges)}")
+        self.edges.append(started)
+        return started
+
+    def start(self, name: str, role: str, port: int | None = None, **more: str) -> Server:
         env = {
+            **more,
             "TOWNHALL_ROLE": role,
             "TOWNHALL_REDIS_URL": self.redis_url,
             "TOWNHALL_SECRET": SECRET,
@@ -72,8 +89,55 @@ def cluster(tmp_path: Path, redis_url: str, postgres_url: str) -> Iterator[Clust
     shared.mkdir()
     made = Cluster(shared, url, postgres_url)
     yield made
+    for edge in made.edges:
+        edge.proc.stop()
     for server in made.nodes.values():
         server.proc.stop()
+
+
+def running(server: Server) -> int:
+    return int(httpx.get(f"{server.url}/api/health", timeout=5).json()["open_spaces"])
+
+
+def announced_running(redis_url: str) -> dict[str, int]:
+    """What each media node's heartbeat in Redis says it runs (what placement decides on)."""
+    import redis
+
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        keys = client.keys("townhall:node:*")
+        return {key: json.loads(client.get(key) or "{}").get("running", -1) for key in keys}
+
+
+def test_new_spaces_go_to_the_least_loaded_media_node_until_every_node_is_full(
+    cluster: Cluster,
+) -> None:
+    one = cluster.start("media-1", "media", TOWNHALL_MAX_LIVE_SPACES="1")
+    two = cluster.start("media-2", "media", TOWNHALL_MAX_LIVE_SPACES="1")
+    wait_until(lambda: len(announced_running(cluster.redis_url)) == 2, 30, "both nodes announced")
+    one.create_space("First", live=False)  # the green room is open: its media runs somewhere
+    wait_until(
+        lambda: sorted(announced_running(cluster.redis_url).values()) == [0, 1],
+        30,
+        "the first Space placed and announced",
+    )
+    two.create_space("Second", live=False)
+    wait_until(lambda: running(one) == running(two) == 1, 30, "the second Space on the other node")
+    wait_until(
+        lambda: sorted(announced_running(cluster.redis_url).values()) == [1, 1],
+        30,
+        "both nodes announced as full",
+    )
+
+    host = one.host_identity("Third host")
+    refused = httpx.post(
+        f"{one.url}/api/spaces",
+        json={"title": "Third"},
+        headers={"Authorization": f"Bearer {host}"},
+        timeout=15,
+    )
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "capacity"
+    assert int(refused.headers["Retry-After"]) >= 1
 
 
 def playlist(url: str) -> tuple[int, str, str]:
@@ -91,31 +155,31 @@ def test_every_node_and_the_edge_serve_the_one_stream_of_a_space(
     api = cluster.start("api", "api")
     cluster.start("media-1", "media")
     cluster.start("media-2", "media")
-    edge = start_edge([s.url for s in cluster.nodes.values()], tmp_path / "edge")  # round robin
-    try:
-        space = api.create_space("One stream")  # through a node that never runs media
-        stage_url = space.stage_url.replace(api.url, edge.url)
-        bot = speakers(stage_url, "--token", space.host_token, "--tone", "440")  # relayed /rtc
-        wait_connected(bot)
-        owner = cluster.owner(space.id)
-        assert owner != "api"
+    edge = cluster.edge(list(cluster.nodes.values()))
+    space = api.create_space("One stream")  # through a node that never runs media
+    stage_url = space.stage_url.replace(api.url, edge.url)
+    bot = speakers(stage_url, "--token", space.host_token, "--tone", "440")  # relayed /rtc
+    wait_connected(bot)
+    owner = cluster.owner(space.id)
+    assert owner != "api"
 
-        seen: list[tuple[int, str]] = []
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:  # every node in turn, and the edge in front of them
-            for url in [*(s.url for s in cluster.nodes.values()), edge.url]:
-                msn, stream, _ = playlist(f"{url}/live/{space.id}/media.m3u8")
-                seen.append((msn, stream))
-        assert len({stream for _, stream in seen}) == 1, "listeners saw more than one stream"
-        numbers = [msn for msn, _ in seen]
-        assert numbers == sorted(numbers), "a media sequence number went back"
+    sources = [*(s.url for s in cluster.nodes.values()), edge.url]
+    seen: dict[str, list[tuple[int, str]]] = {url: [] for url in sources}
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:  # every node in turn, and the edge in front of them
+        for url in sources:
+            msn, stream, _ = playlist(f"{url}/live/{space.id}/media.m3u8")
+            seen[url].append((msn, stream))
+    streams = {stream for answers in seen.values() for _, stream in answers}
+    assert len(streams) == 1, "listeners saw more than one stream"
+    for url, answers in seen.items():  # (the edge may answer from its one-second copy)
+        numbers = [msn for msn, _ in answers]
+        assert numbers == sorted(numbers), f"{url}: a media sequence number went back"
 
-        audio = decode_mono(
-            listen_with_ffmpeg(f"{edge.url}/live/{space.id}/index.m3u8", tmp_path / "a.wav", 2)
-        )
-        assert tone_strength(audio, 440) > 0.5
-    finally:
-        edge.proc.stop()
+    audio = decode_mono(
+        listen_with_ffmpeg(f"{edge.url}/live/{space.id}/index.m3u8", tmp_path / "a.wav", 2)
+    )
+    assert tone_strength(audio, 440) > 0.5
 
 
 class PlaylistWatcher:
@@ -177,6 +241,9 @@ def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
     first, second, space, bot, watcher = live_on_the_first_of_two(
         cluster, speakers, "Survives a crash", record=True
     )
+    edge = cluster.edge([first, second])
+    through_edge = PlaylistWatcher(f"{edge.url}/live/{space.id}/media.m3u8")
+    wait_until(lambda: len(through_edge.numbers) >= 3, 30, "the edge's listener to load playlists")
     before = decode_mono(
         listen_with_ffmpeg(f"{second.url}/live/{space.id}/index.m3u8", tmp_path / "b.wav", 2)
     )
@@ -199,7 +266,12 @@ def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
         return tone_strength(after, 440) > 0.5
 
     wait_until(heard_again, 60, "the reconnected bot's tone on the same URL", interval=0.5)
+    wait_until(lambda: len(set(through_edge.streams)) >= 2, 30, "the edge to list the new stream")
     watcher.stop()
+    through_edge.stop()
+    for name, seen in (("direct", watcher), ("through the edge", through_edge)):
+        assert set(seen.statuses) == {200}, f"{name}: listener got {sorted(set(seen.statuses))}"
+        assert seen.numbers == sorted(seen.numbers), f"{name}: a media sequence number went back"
     assert bot.popen.poll() is None, "the speaker bot gave up instead of reconnecting"
     # The parts the dead node's last playlist named are still there: read from the recording.
     old_stream = watcher.streams[0]
@@ -209,8 +281,6 @@ def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
     for uri in named:
         answer = httpx.get(f"{second.url}/live/{space.id}/{uri}", timeout=10)
         assert answer.status_code == 200, (uri, answer.status_code, answer.text)
-    assert set(watcher.statuses) == {200}, f"listener got {sorted(set(watcher.statuses))}"
-    assert watcher.numbers == sorted(watcher.numbers), "a media sequence number went back"
     state = second.call("GET", f"/api/spaces/{space.id}", space.host_token)
     assert state["space"]["state"] == "live"
     assert taken_over_s < 30  # generous for a loaded machine; the bench measures the real gap
@@ -219,6 +289,23 @@ def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
     replay = httpx.get(f"{second.url}/live/{space.id}/media.m3u8", timeout=10).text
     assert "#EXT-X-ENDLIST" in replay
     assert replay.count("#EXT-X-DISCONTINUITY\n") >= 1, "the replay does not mark the gap"
+    # Both sides of the gap are in the replay: each run ends with the tone (the first run's end
+    # is the moment of the kill, the second's the end of the Space).
+    runs = replay.split("#EXT-X-DISCONTINUITY\n")
+    assert len(runs) == 2
+    for n, run in enumerate(runs):
+        init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', run)
+        assert init is not None
+        names = [init.group(1), *re.findall(r"^(\S+\.m4s)$", run, re.MULTILINE)]
+        media = tmp_path / f"run-{n}.mp4"
+        media.write_bytes(
+            b"".join(
+                httpx.get(f"{second.url}/live/{space.id}/{name}", timeout=10).content
+                for name in names
+            )
+        )
+        audio = decode_mono(decode(media, tmp_path / f"run-{n}.wav"))
+        assert tone_strength(audio[-48_000:], 440) > 0.5, f"the end of run {n + 1} is missing"
 
 
 def test_a_draining_node_hands_its_space_over_before_it_exits(

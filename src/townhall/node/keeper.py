@@ -151,10 +151,7 @@ class NodeKeeper:
             return
         if (await self.placement.owners([space.id])).get(space.id) is not None:
             return
-        nodes = await self.placement.nodes()
-        if self.runs_media and not any(n.node_id == self.node_id for n in nodes):
-            nodes.append(self.info())  # not announced yet (the first moments after a start)
-        ranked = rank(nodes, space.id)
+        ranked = rank(await self._view(), space.id)
         if not ranked:
             raise NodeFull("every media node is full; try again shortly")
         if self.runs_media and not self._draining and ranked[0].node_id == self.node_id:
@@ -267,14 +264,18 @@ class NodeKeeper:
             if space.id in owners or space.id in self._held:
                 continue
             if nodes is None:
-                nodes = await self.placement.nodes()
-                if not any(n.node_id == self.node_id for n in nodes):
-                    nodes.append(self.info())
+                nodes = await self._view()
             seen = unowned_seen[space.id] = unowned_seen.get(space.id, 0) + 1
             ranked = rank(nodes, space.id)
             mine = bool(ranked) and ranked[0].node_id == self.node_id
             if mine or (seen >= self.config.orphan_scans and self.info().has_room):
                 await self._take(space)
+
+    async def _view(self) -> list[NodeInfo]:
+        """The media nodes as announced, with this node as it is now (its own announcement may
+        be half a renewal old, or not made yet in the first moments after a start)."""
+        others = [n for n in await self.placement.nodes() if n.node_id != self.node_id]
+        return [*others, self.info()] if self.runs_media else others
 
     async def _take(self, space: Space) -> SpaceRuntime | None:
         if space.id in self._acquiring or space.id in self._held:
