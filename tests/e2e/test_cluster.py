@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ import pytest
 
 from tests.audio_analysis import decode_mono, tone_strength
 from tests.conftest import Proc, Server
-from tests.e2e.test_audio_path import listen_with_ffmpeg
+from tests.e2e.test_audio_path import listen_with_ffmpeg, wait_for_fresh_segment
 from tests.e2e.test_recording import decode
 from townhall.harness import (
     Edge,
@@ -252,6 +253,24 @@ def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
     # What only the owner knows (is it writing?) is asked of the other node: relayed.
     assert second.call("GET", f"/api/spaces/{space.id}/recording", space.host_token)["recording"]
 
+    # ffmpeg (a player we did not write) plays on across the kill without being restarted.
+    wait_for_fresh_segment(f"{second.url}/live/{space.id}/media.m3u8")
+    across = subprocess.Popen(
+        [
+            *("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error"),
+            *("-live_start_index", "-1", "-i", f"{second.url}/live/{space.id}/index.m3u8"),
+            *("-t", "12", "-ac", "1", "-ar", "48000", "-y", str(tmp_path / "across.wav")),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    playing = tmp_path / "across.wav"
+    wait_until(
+        lambda: playing.exists() and playing.stat().st_size > 2 * 48_000,  # a second written
+        30,
+        "ffmpeg to play",
+    )
+
     first.proc.kill()  # kill -9: no drain, no goodbye
     killed_at = time.monotonic()
     wait_until(
@@ -266,6 +285,10 @@ def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
         return tone_strength(after, 440) > 0.5
 
     wait_until(heard_again, 60, "the reconnected bot's tone on the same URL", interval=0.5)
+    _, errors = across.communicate(timeout=90)
+    assert across.returncode == 0, f"ffmpeg gave up across the take-over: {errors}"
+    played = decode_mono(playing)
+    assert tone_strength(played[-48_000:], 440) > 0.5, "ffmpeg did not hear the stage again"
     wait_until(lambda: len(set(through_edge.streams)) >= 2, 30, "the edge to list the new stream")
     watcher.stop()
     through_edge.stop()
