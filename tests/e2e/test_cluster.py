@@ -20,11 +20,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Browser
 
 from tests.audio_analysis import decode_mono, tone_strength
 from tests.conftest import Proc, Server
+from tests.e2e.polling import poll_page
 from tests.e2e.test_audio_path import listen_with_ffmpeg, wait_for_fresh_segment
+from tests.e2e.test_browser import new_person
 from tests.e2e.test_recording import decode
+from tests.e2e.test_web_reconnect import (
+    DEADLINE_S,
+    hearing_the_tone,
+    listener_sample,
+    network_error,
+)
 from townhall.harness import (
     Edge,
     HostedSpace,
@@ -353,3 +362,36 @@ def test_a_draining_node_hands_its_space_over_before_it_exits(
     assert set(watcher.statuses) == {200}, f"listener got {sorted(set(watcher.statuses))}"
     assert watcher.numbers == sorted(watcher.numbers), "a media sequence number went back"
     assert len(set(watcher.streams)) == 2
+
+
+@pytest.mark.browser
+def test_a_listener_page_plays_on_across_a_take_over_without_a_reload(
+    cluster: Cluster, speakers: Callable[..., Proc], browser: Browser
+) -> None:
+    """hls.js in the real listener page, on the node that survives, through a kill -9 of the
+    Space's owner: the same page hears the stage again, never reloaded."""
+    first, second, space, _bot, watcher = live_on_the_first_of_two(
+        cluster, speakers, "Watched in a browser"
+    )
+    watcher.stop()
+    context, page, errors = new_person(browser, microphone=False)
+    page.goto(space.listen_url.replace(first.url, second.url))
+    page.get_by_role("button", name="Play").click()
+    poll_page(page, listener_sample, "the tone before the kill", hearing_the_tone(), DEADLINE_S)
+    page.evaluate("() => { window.sameDocument = true; }")  # gone if the page reloaded
+    played_before = listener_sample(page)["time"]
+
+    first.proc.kill()
+    killed_at = time.monotonic()
+    heard = hearing_the_tone()
+    poll_page(
+        page,
+        listener_sample,
+        "the tone from the new owner",
+        lambda s: s["time"] > played_before + 2 and heard(s),
+        DEADLINE_S,
+    )
+    print(f"listener page: tone again {time.monotonic() - killed_at:.1f} s after the kill")
+    assert listener_sample(page)["sameDocument"], "the page was reloaded"
+    assert [e for e in errors if not network_error(e)] == [], errors
+    context.close()

@@ -445,12 +445,21 @@ function createHls({ recovering = false } = {}) {
   const hls = new Hls(recovering ? { ...HLS_CONFIG, xhrSetup: freshPlaylists } : HLS_CONFIG);
   player.targetLatency = null;
   hls.on(Hls.Events.ERROR, onHlsError);
+  let runCC = null; // the discontinuity sequence of the run being played
   hls.on(Hls.Events.LEVEL_UPDATED, (_, { details }) => {
     if (!details.live) player.endlist = true;
     if (player.targetLatency === null && details.partTarget > 0) {
       player.targetLatency = (details.partHoldBack || details.holdBack) + details.partTarget;
       hls.targetLatency = player.targetLatency;
     }
+    // A new run of the stream (the server restarted, or another node took the Space over): its
+    // segments follow a gap in time that hls.js would wait out as a stall. Go to its live edge
+    // at once; the stall recovery below stays the fallback.
+    if (runCC !== null && details.endCC > runCC) {
+      jumpToLive();
+      player.lastProgressAt = performance.now(); // moving again: not a stall to recover from
+    }
+    runCC = details.endCC;
   });
   hls.attachMedia(ui.audio);
   hls.loadSource(playlistUrl);
