@@ -283,7 +283,10 @@ async function toggleRemind(button, space) {
     if (on) set.delete(space.id);
     else set.add(space.id);
     saveReminders(set);
-    showRemind(button, !on, space.title);
+    // The list may have been rebuilt while the request was out (a refresh that began before it
+    // answered): show the new state on the button the list holds now, not only the one clicked.
+    const shown = ui.upcomingList.querySelector(`button.remind[data-space="${space.id}"]`);
+    for (const each of new Set([button, shown].filter(Boolean))) showRemind(each, !on, space.title);
     ui.upcomingStatus.textContent = on
       ? `Reminder for “${space.title}” cancelled.`
       : `Reminder saved for “${space.title}”.`;
@@ -309,6 +312,7 @@ function upcomingItem({ space, stage }) {
   const row = el('div', 'row');
   const remind = el('button', 'small remind');
   remind.type = 'button';
+  remind.dataset.space = space.id;
   showRemind(remind, reminders().has(space.id), space.title);
   remind.addEventListener('click', () => toggleRemind(remind, space));
   row.append(remind);
