@@ -15,6 +15,7 @@ from tests.audio_analysis import decode_mono, tone_strength
 from tests.conftest import Proc, Server, wait_until
 from tests.e2e.test_audio_path import on_stage
 from tests.e2e.test_recording import decode
+from townhall.delivery.origin import DVR_REFRESH_S
 
 pytestmark = pytest.mark.e2e
 
@@ -50,9 +51,11 @@ def test_a_listener_can_rewind_to_the_start_of_a_live_space(
     assert dvr.status_code == 200
     assert "#EXT-X-ENDLIST" in dvr.text
     recorded = sum(float(d) for d in re.findall(r"#EXTINF:([\d.]+),", dvr.text))
-    assert recorded == pytest.approx(
-        time.time() - went_live, abs=2 * SEGMENT_S + 1.0
-    )  # first build: fresh
+    # Everything since going live, give or take: the playlist may be up to DVR_REFRESH_S old (an
+    # earlier request in this window may have built it), a starved machine's media clock skips
+    # what it could not produce in time, and the open segment is not listed.
+    elapsed = time.time() - went_live
+    assert elapsed - DVR_REFRESH_S - 2 * SEGMENT_S - 1.0 <= recorded <= elapsed + 1.0
 
     # The rewound start is served from the recording although the live stream no longer holds it.
     first = re.search(r"^(\S+/s\d+\.m4s)$", dvr.text, re.MULTILINE)
