@@ -42,6 +42,7 @@ from townhall.harness import (
     Proc,
     Server,
     free_port,
+    redis_url_of,
     start_edge,
     start_postgres,
     start_redis,
@@ -166,7 +167,7 @@ def run(rounds: int, drains: int, root: Path) -> dict[str, object]:
         stopping.append(redis)
         env = {
             "TOWNHALL_ROLE": "media",
-            "TOWNHALL_REDIS_URL": f"redis://127.0.0.1:{redis.popen.args[2]}/0",  # type: ignore[index]
+            "TOWNHALL_REDIS_URL": redis_url_of(redis),
             "TOWNHALL_DATABASE_URL": postgres.create_database("failover"),
             "TOWNHALL_SECRET": "failover-bench-" + "s" * 40,
             "TOWNHALL_RECORDINGS_DIR": str(root / "recordings"),

@@ -19,6 +19,7 @@ from townhall.harness import (
     Proc,
     Server,
     free_port,
+    redis_url_of,
     start_edge,
     start_postgres,
     start_redis,
@@ -75,11 +76,6 @@ def main() -> int:
         if postgres is not None:
             postgres.stop()
     return 0
-
-
-def redis_url_of(proc: Proc) -> str:
-    port = proc.popen.args[proc.popen.args.index("--port") + 1]  # type: ignore[union-attr]
-    return f"redis://127.0.0.1:{port}/0"
 
 
 if __name__ == "__main__":

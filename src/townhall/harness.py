@@ -513,3 +513,9 @@ def start_redis(port: int, data_dir: Path, *, persist: bool = False) -> Proc:
     if proc.popen.poll() is not None:
         raise RuntimeError(f"redis-server exited:\n{proc.output()}")
     return proc
+
+
+def redis_url_of(proc: Proc) -> str:
+    """The URL of a redis-server that `start_redis` started."""
+    args = [str(arg) for arg in proc.popen.args]  # type: ignore[union-attr]
+    return f"redis://127.0.0.1:{args[args.index('--port') + 1]}/0"
