@@ -240,3 +240,21 @@ class WebhookDeliveryRow(Base):
     lease_token: Mapped[str | None] = mapped_column(sa.String(ID_LEN))
     delivered_at: Mapped[float | None] = mapped_column(sa.Double)
     last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class EventOutboxRow(Base):
+    """A command's event, committed with its change and waiting for the Space's live log
+    (state/event_outbox.py). Rows live for milliseconds unless the live store is out of reach or
+    the process that wrote them died; `id` orders a Space's events as their changes committed."""
+
+    __tablename__ = "event_outbox"
+    __table_args__ = (
+        sa.Index(None, "space_id", "id"),
+        sa.Index(None, "at"),  # the sweep: events older than a few seconds
+    )
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk())
+    type: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    data: Mapped[str] = mapped_column(sa.Text)  # the event's JSON object
+    at: Mapped[float] = mapped_column(sa.Double)
