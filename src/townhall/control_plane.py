@@ -28,7 +28,6 @@ from townhall.state.records import Records, open_records
 from townhall.state.redis_live import RedisLiveState
 
 INVITE_TTL_S = 7 * 86400
-PENDING_EVENTS_DIR = "pending-events"  # under the data directory: see state/outbox.py
 
 
 def records_url(data_dir: Path) -> str:
@@ -52,7 +51,7 @@ class ControlPlane:
     control: SpaceControl
 
     async def close(self) -> None:
-        """Stop retrying held events (they stay spooled for the next start), then the stores."""
+        """Stop sweeping queued events (they stay in the records for any process), then the stores."""
         await self.control.events.close()
         await self.live.close()
         await self.records.close()
@@ -66,9 +65,9 @@ async def open_control_plane(config: Config) -> ControlPlane:
     live: LiveState = (
         RedisLiveState.from_url(config.redis_url) if config.redis_url else EmbeddedLiveState()
     )
-    # Events of committed changes that could not reach the live store wait here, per node.
-    events = EventOutbox(live, config.data_dir / PENDING_EVENTS_DIR)
-    await events.recover()
+    # Delivers committed changes' events that their own process could not (state/outbox.py).
+    events = EventOutbox(records, live)
+    events.start()
     return ControlPlane(records, live, SpaceControl(records, live, events=events))
 
 

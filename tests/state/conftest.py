@@ -16,6 +16,7 @@ import redis.asyncio
 
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.live import LiveState
+from townhall.state.records import Records, open_records
 from townhall.state.redis_live import RedisLiveState
 
 
@@ -61,3 +62,19 @@ async def redis_live(redis_url: str) -> AsyncIterator[RedisLiveState]:
     state = RedisLiveState.from_url(redis_url)
     yield state
     await state.close()
+
+
+@pytest.fixture
+async def records(database_url: str) -> AsyncIterator[Records]:
+    """The records on a new database, once on SQLite and once on PostgreSQL (`database_url`)."""
+    opened = await open_records(database_url)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def other_process(database_url: str, records: Records) -> AsyncIterator[Records]:
+    """A second Records on the same database: another server process, as far as it can tell."""
+    opened = await open_records(database_url)
+    yield opened
+    await opened.close()

@@ -1,19 +1,21 @@
-"""The event outbox against a real redis-server that goes away and comes back on the same port.
+"""The event outbox: a command's change and its event commit together, and the event reaches the
+live log — once the change is committed, whatever happens to Redis or to the process after the
+commit, and in the order the changes committed, whichever process delivers it.
 
-A command's change is refused while Redis is down, or — when Redis dies after the check — its
-event is held (in order, spooled to disk) and reaches the log once Redis is back, also after the
-process holding it died. Nothing sleeps: every wait is on a condition with a deadline.
+Real parts: a redis-server that goes away and comes back on the same port, SQLite and a real
+PostgreSQL server. Nothing sleeps: every wait is on a condition with a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import pytest
 import redis.exceptions
+import sqlalchemy as sa
 
 from tests.conftest import FlakyRedis
 from tests.media.test_director import FAST, until
@@ -22,13 +24,17 @@ from townhall.media.audio import SpeakerId
 from townhall.media.director import SpaceDirector
 from townhall.media.pipeline import SpaceMedia
 from townhall.spaces.control import Actor, NewSpace, SpaceControl
-from townhall.spaces.model import StageMember, UserId
+from townhall.spaces.model import Role, SpaceId, StageLimits, StageMember, UserId
+from townhall.state.embedded_live import EmbeddedLiveState
+from townhall.state.errors import StageFull
+from townhall.state.event_outbox import QueuedEvent
 from townhall.state.outbox import EventOutbox
-from townhall.state.records import Records, open_records
+from townhall.state.records import LogEvent, Records, open_records
 from townhall.state.redis_live import RedisLiveState
 
-SPACE = "sp_outbox"
 HOST = Actor(UserId("u-host00000000"), "Hana Host")
+GUEST = UserId("u-guest0000000")
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -38,87 +44,72 @@ async def live(flaky_redis: FlakyRedis) -> AsyncIterator[RedisLiveState]:
     await state.close()
 
 
-async def logged(live: RedisLiveState, space_id: str = SPACE) -> list[tuple[str, object]]:
+async def logged_mutes(live: RedisLiveState | EmbeddedLiveState, space_id: str) -> list[bool]:
+    """The host's mute flag in each `stage.muted` event of the Space's log, in log order."""
     events = await live.events_since(space_id, 0)
     assert events is not None
-    return [(e.type, dict(e.data).get("n")) for e in events]
+    return [e.data["member"]["muted"] for e in events if e.type == "stage.muted"]
 
 
-def spooled(spool: Path) -> list[str]:
-    return [line for f in spool.glob("*.jsonl") for line in f.read_text().splitlines()]
+async def host_muted(records: Records, space_id: str) -> bool:
+    member = await records.stage_member(SpaceId(space_id), HOST.user_id)
+    assert member is not None
+    return member.self_muted
 
 
-async def test_events_that_cannot_be_appended_are_held_in_order_and_delivered_when_redis_returns(
-    flaky_redis: FlakyRedis, live: RedisLiveState, tmp_path: Path
-) -> None:
-    spool = tmp_path / "spool"
-    outbox = EventOutbox(live, spool, retry_s=0.05)
-    with pytest.raises(redis.exceptions.ConnectionError):
-        await outbox.ready()  # a command would be refused here, before changing anything
+# -- the records' queue ---------------------------------------------------------------------------
+
+
+async def test_a_write_queues_its_event_only_if_it_commits(records: Records) -> None:
+    control = SpaceControl(records, EmbeddedLiveState())
+    space = await control.create(HOST, NewSpace("Queue", limits=StageLimits(0, 0)))
+    assert await records.queued_events() == 0, "the create's own event was delivered"
+
+    speaker = StageMember(space.id, GUEST, Role.SPEAKER, "Gus", 1.0)
+    with pytest.raises(StageFull):
+        await records.put_stage_member(
+            speaker, space.limits, event=LogEvent("stage.joined", {"n": 1}, 1.0)
+        )
+    assert await records.queued_events() == 0, "a refused seat queues no event"
+
+    host = await records.stage_member(space.id, HOST.user_id)
+    assert host is not None
+    await records.update_stage_member(
+        replace(host, self_muted=True), event=LogEvent("stage.muted", {"n": 2}, 2.0)
+    )
+    await records.log_event(space.id, LogEvent("delay.dumped", {"n": 3}, 3.0))
+    assert await records.queued_events() == 2
+    assert await records.spaces_with_events(queued_before=2.5) == [space.id]
+    assert await records.spaces_with_events(queued_before=1.5) == []
+
+
+async def test_events_stay_queued_when_appending_fails_part_way(records: Records) -> None:
+    control = SpaceControl(records, EmbeddedLiveState())
+    space = await control.create(HOST, NewSpace("Part way"))
     for n in (1, 2, 3):
-        await outbox.append(SPACE, "stage.muted", {"n": n}, 1.0)
-    assert outbox.held == 3
-    assert len(spooled(spool)) == 3, "held events are on disk before append returns"
+        await records.log_event(space.id, LogEvent("delay.dumped", {"n": n}, float(n)))
+    handed: list[object] = []
 
-    flaky_redis.start()
-    await until(lambda: outbox.held == 0, "the held events to be delivered", 15)
-    assert await logged(live) == [("stage.muted", 1), ("stage.muted", 2), ("stage.muted", 3)]
-    assert spooled(spool) == []
-    await outbox.ready()
-    await outbox.close()
-    assert list(spool.glob("*.jsonl")) == [], "nothing held: no spool file left behind"
+    async def fails_on_the_second(event: QueuedEvent) -> None:
+        if len(handed) == 1:
+            raise ConnectionError("the live store went away")
+        handed.append(event.data["n"])
 
+    with pytest.raises(ConnectionError):
+        await records.deliver_events(space.id, fails_on_the_second)
+    assert await records.queued_events() == 3, "nothing dropped that may not have arrived"
 
-async def test_a_process_that_died_holding_events_hands_them_to_the_next_start(
-    flaky_redis: FlakyRedis, live: RedisLiveState, tmp_path: Path
-) -> None:
-    spool = tmp_path / "spool"
-    first = EventOutbox(live, spool, retry_s=60)
-    await first.append(SPACE, "stage.muted", {"n": 1}, 1.0)
-    await first.append(SPACE, "hand.raised", {"n": 2}, 2.0)
+    got: list[object] = []
 
-    second = EventOutbox(live, spool, retry_s=0.05)
-    await second.recover()
-    assert second.held == 0, "a live process's spool is its own (locked)"
+    async def takes(event: QueuedEvent) -> None:
+        got.append(event.data["n"])
 
-    await first.close()  # it stops as a dying process would: the events stay on disk
-    assert len(spooled(spool)) == 2
-    flaky_redis.start()
-    third = EventOutbox(live, spool, retry_s=0.05)
-    await third.recover()
-    await until(lambda: third.held == 0, "the adopted events to be delivered", 15)
-    assert await logged(live) == [("stage.muted", 1), ("hand.raised", 2)]
-    assert spooled(spool) == []
-    await second.close()
-    await third.close()
+    assert await records.deliver_events(space.id, takes) == 3
+    assert got == [1, 2, 3], "in the order they were queued"
+    assert await records.queued_events() == 0
 
 
-@dataclass
-class NoIngest:
-    connections: dict[SpeakerId, object] = field(default_factory=dict)
-
-
-class StopsRedisAfterWriting:
-    """Records whose next member update is followed, once committed, by Redis going down: the
-    window between a command's check and its append, made to happen every time."""
-
-    def __init__(self, records: Records, redis_server: FlakyRedis) -> None:
-        self._records = records
-        self._redis = redis_server
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._records, name)
-
-    async def update_stage_member(self, member: StageMember) -> None:
-        await self._records.update_stage_member(member)
-        await asyncio.to_thread(self._redis.stop)
-
-
-@pytest.fixture
-async def records(tmp_path: Path) -> AsyncIterator[Records]:
-    opened = await open_records(f"sqlite+aiosqlite:///{tmp_path / 'townhall.db'}")
-    yield opened
-    await opened.close()
+# -- Redis going away ---------------------------------------------------------------------------
 
 
 async def test_a_self_mute_while_redis_is_down_is_refused_and_not_recorded(
@@ -130,22 +121,44 @@ async def test_a_self_mute_while_redis_is_down_is_refused_and_not_recorded(
     flaky_redis.stop()
     with pytest.raises(redis.exceptions.ConnectionError):
         await control.mute(HOST, space.id, HOST.user_id)
-    member = await records.stage_member(space.id, HOST.user_id)
-    assert member is not None
-    assert not member.self_muted, "refused, so nothing changed"
+    assert not await host_muted(records, space.id), "refused, so nothing changed"
+    assert await records.queued_events() == 0
 
     flaky_redis.start()
     await control.mute(HOST, space.id, HOST.user_id)  # the same call succeeds once Redis is back
-    member = await records.stage_member(space.id, HOST.user_id)
-    assert member is not None
-    assert member.self_muted
+    assert await host_muted(records, space.id)
+    assert await logged_mutes(live, space.id) == [True]
+
+
+@dataclass
+class NoIngest:
+    connections: dict[SpeakerId, object] = field(default_factory=dict)
+
+
+class StopsRedisAfterWriting:
+    """Records whose next member update is followed, once committed, by Redis going down: the
+    window between a command's check and its delivery, made to happen every time."""
+
+    def __init__(self, records: Records, redis_server: FlakyRedis) -> None:
+        self._records = records
+        self._redis = redis_server
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._records, name)
+
+    async def update_stage_member(
+        self, member: StageMember, *, event: LogEvent | None = None
+    ) -> StageMember:
+        written = await self._records.update_stage_member(member, event=event)
+        await asyncio.to_thread(self._redis.stop)
+        return written
 
 
 async def test_a_self_mute_committed_as_redis_dies_reaches_the_log_and_the_media_director(
     flaky_redis: FlakyRedis, live: RedisLiveState, records: Records
 ) -> None:
     flaky_redis.start()
-    control = SpaceControl(records, live, events=EventOutbox(live, retry_s=0.05))
+    control = SpaceControl(records, live)
     space = await control.create(HOST, NewSpace("Outage"))
     media = SpaceMedia(space.id, MediaConfig(), on_air=False)
     director = SpaceDirector(
@@ -159,29 +172,122 @@ async def test_a_self_mute_committed_as_redis_dies_reaches_the_log_and_the_media
         config=FAST,
     )
     await director.start()
+    sweeper = EventOutbox(records, live, sweep_every_s=0.05, stale_after_s=60)
+    flaky = SpaceControl(
+        StopsRedisAfterWriting(records, flaky_redis),  # type: ignore[arg-type]
+        live,
+        events=sweeper,
+    )
     try:
-        flaky = SpaceControl(
-            StopsRedisAfterWriting(records, flaky_redis),  # type: ignore[arg-type]
-            live,
-            events=control.events,
-        )
-        await flaky.mute(HOST, space.id, HOST.user_id)  # committed; Redis died before the append
-        member = await records.stage_member(space.id, HOST.user_id)
-        assert member is not None
-        assert member.self_muted
-        assert control.events.held == 1
+        await flaky.mute(HOST, space.id, HOST.user_id)  # committed; Redis died before delivery
+        assert await host_muted(records, space.id)
+        assert await records.queued_events() == 1
         assert SpeakerId(HOST.user_id) not in director.muted
 
+        sweeper.start()  # what failed here is swept without waiting for it to grow stale
         flaky_redis.start()
-        await until(lambda: control.events.held == 0, "the held mute to be delivered", 15)
-        types = [e.type for e in await live.events_since(space.id, 0) or []]
-        assert types[-1] == "stage.muted"
         await until(
             lambda: director.muted.get(SpeakerId(HOST.user_id)) is True,
             "the media director to apply the mute",
             15,
         )
+        assert await logged_mutes(live, space.id) == [True]
+        assert await records.queued_events() == 0
     finally:
+        await sweeper.close()
         await director.stop()
         await media.stop()
-        await control.events.close()
+
+
+# -- a process dying after its commit -------------------------------------------------------------
+
+
+async def test_an_event_a_dead_process_left_queued_is_delivered_by_another_process(
+    flaky_redis: FlakyRedis, live: RedisLiveState, records: Records, other_process: Records
+) -> None:
+    flaky_redis.start()
+    control = SpaceControl(records, live)
+    space = await control.create(HOST, NewSpace("Crash"))
+    await mute_without_delivering(records, space.id, at=0.0)  # long enough ago for any sweep
+    await records.close()
+    assert await logged_mutes(live, space.id) == []
+
+    survivor = EventOutbox(other_process, live, sweep_every_s=0.05)
+    survivor.start()
+    try:
+        await eventually(lambda: logged_mutes(live, space.id), [True], "the survivor's sweep")
+        assert await other_process.queued_events() == 0
+    finally:
+        await survivor.close()
+
+
+async def mute_without_delivering(records: Records, space_id: SpaceId, *, at: float) -> None:
+    """What a process killed between its commit and its delivery leaves: the host's self-mute
+    committed, its event queued."""
+    host = await records.stage_member(space_id, HOST.user_id)
+    assert host is not None
+    await records.update_stage_member(
+        replace(host, self_muted=True),
+        event=LogEvent(
+            "stage.muted",
+            {"space_id": space_id, "member": {"user_id": HOST.user_id, "muted": True}},
+            at,
+        ),
+    )
+
+
+async def eventually(
+    read: Callable[[], Awaitable[T]], expected: T, what: str, within: float = 15.0
+) -> None:
+    """Poll `read` until it returns `expected`; fail after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while (got := await read()) != expected:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what}: still {got!r}, not {expected!r}")
+        await asyncio.sleep(0.02)
+
+
+# -- order across processes ---------------------------------------------------------------------
+
+
+async def test_events_reach_the_log_in_commit_order_when_two_processes_deliver_at_once(
+    postgres_url: str,
+) -> None:
+    """Process A commits a mute and is slow to deliver it; process B commits the unmute and
+    delivers at once. B must wait for A: a log that ended with A's mute would leave the media node
+    muting a speaker the records say is unmuted."""
+    live = EmbeddedLiveState()  # one log both processes reach; the order is the records' work
+    a_records = await open_records(postgres_url)
+    b_records = await open_records(postgres_url)
+    try:
+        a = SpaceControl(a_records, live)
+        b = SpaceControl(b_records, live)
+        space = await a.create(HOST, NewSpace("Order"))
+        await mute_without_delivering(a_records, space.id, at=1.0)
+        holding, gate = asyncio.Event(), asyncio.Event()
+
+        async def slow_append(event: QueuedEvent) -> None:
+            holding.set()
+            await gate.wait()
+            await live.append(event.space_id, event.type, event.data, event.at)
+
+        a_delivers = asyncio.create_task(a_records.deliver_events(space.id, slow_append))
+        await asyncio.wait_for(holding.wait(), 15)
+        b_unmutes = asyncio.create_task(b.unmute(HOST, space.id, HOST.user_id))
+        # B's delivery queues behind A's.
+        await eventually(lambda: backends_waiting_on_a_lock(a_records), True, "B to wait on A")
+        assert await logged_mutes(live, space.id) == []
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(a_delivers, b_unmutes), 15)
+
+        assert await logged_mutes(live, space.id) == [True, False]
+        assert not await host_muted(b_records, space.id)
+    finally:
+        await a_records.close()
+        await b_records.close()
+
+
+async def backends_waiting_on_a_lock(records: Records) -> bool:
+    query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    async with records.engine.connect() as connection:
+        return bool(await connection.scalar(query))

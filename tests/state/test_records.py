@@ -8,7 +8,6 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,21 +65,6 @@ def url(database_url: str) -> str:
     return database_url
 
 
-@pytest.fixture
-async def records(url: str) -> AsyncIterator[Records]:
-    opened = await open_records(url)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def other_process(url: str, records: Records) -> AsyncIterator[Records]:
-    """A second Records on the same file: another server process, as far as SQLite can tell."""
-    opened = await open_records(url)
-    yield opened
-    await opened.close()
-
-
 def a_space(space_id: SpaceId = SPACE, *, created_at: float = T0, **changes: object) -> Space:
     space = Space(id=space_id, title="Launch", host_id=HOST, created_at=created_at)
     return replace(space, **changes)  # type: ignore[arg-type]
@@ -121,6 +105,12 @@ def head_revision(url: str) -> str:
     return head
 
 
+def every_revision(url: str) -> tuple[str, ...]:
+    """The migrations a new database gets, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config(url))
+    return tuple(reversed([r.revision for r in script.walk_revisions()]))
+
+
 async def stored_revision(records: Records) -> str | None:
     async with records.engine.connect() as connection:
         return await connection.scalar(sa.text("SELECT version_num FROM alembic_version"))
@@ -129,7 +119,8 @@ async def stored_revision(records: Records) -> str | None:
 async def test_a_fresh_database_is_migrated_to_head_and_reopening_applies_nothing(url: str) -> None:
     first = await open_records(url)
     try:
-        assert first.applied_migrations == ("0001",)
+        assert first.applied_migrations == every_revision(url)
+        assert first.applied_migrations[0] == "0001"
         assert await stored_revision(first) == head_revision(url)
     finally:
         await first.close()
@@ -164,7 +155,7 @@ async def test_a_sqlite_database_runs_in_wal_mode_with_foreign_keys(tmp_path: Pa
 async def test_two_servers_opening_a_new_database_at_once_migrate_it_once(url: str) -> None:
     both = await asyncio.gather(open_records(url), open_records(url))
     try:
-        assert sorted(r.applied_migrations for r in both) == [(), ("0001",)]
+        assert sorted(r.applied_migrations for r in both) == [(), every_revision(url)]
     finally:
         for opened in both:
             await opened.close()
@@ -193,7 +184,12 @@ def test_processes_starting_together_on_a_new_database_all_come_up(url: str) -> 
     ]
     results = [proc.communicate(timeout=60) for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * 4, [err.decode() for _, err in results]
-    assert sorted(out.decode().strip() for out, _ in results) == ["-", "-", "-", "0001"]
+    assert sorted(out.decode().strip() for out, _ in results) == [
+        "-",
+        "-",
+        "-",
+        ",".join(every_revision(url)),
+    ]
 
 
 async def test_a_process_keeps_to_its_postgresql_pool_and_fails_fast_when_it_is_used_up(

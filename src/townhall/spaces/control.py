@@ -44,7 +44,15 @@ from townhall.spaces.model import (
 from townhall.spaces.rules import Action
 from townhall.state.live import LiveState
 from townhall.state.outbox import EventOutbox
-from townhall.state.records import Announced, Announcement, Banned, Conflict, Records, StageFull
+from townhall.state.records import (
+    Announced,
+    Announcement,
+    Banned,
+    Conflict,
+    LogEvent,
+    Records,
+    StageFull,
+)
 
 REACTIONS = ("👏", "😂", "❤️", "🔥", "💯", "👍", "😮", "🙏")
 MAX_DELAY_S = 30.0
@@ -119,8 +127,8 @@ class SpaceControl:
     ) -> None:
         self.records = records
         self.live = live
-        # In memory unless the composition root gives it a spool directory (durable per node).
-        self.events = events or EventOutbox(live)
+        # The composition root gives one that also sweeps what other processes left queued.
+        self.events = events or EventOutbox(records, live)
         self.config = config
         self._clock = clock
         self._invite_code = invite_code or _random_invite_code
@@ -174,8 +182,13 @@ class SpaceControl:
         return space
 
     # -- events and webhooks --------------------------------------------------------------------
-    async def _emit(self, space: Space, type: str, data: Mapping[str, Any]) -> None:
-        await self.events.append(space.id, type, {"space_id": space.id, **data}, self._clock())
+    def _event(self, space: Space, type: str, data: Mapping[str, Any]) -> LogEvent:
+        """The live-log event for the Records write to queue in the change's own transaction;
+        `_delivered` then moves it into the log (state/outbox.py)."""
+        return LogEvent(type, {"space_id": space.id, **data}, self._clock())
+
+    async def _delivered(self, space: Space) -> None:
+        await self.events.deliver(space.id)
 
     def _announcement(
         self, type: str, extra: Mapping[str, Any] | None = None, *, remind: bool = False
@@ -222,28 +235,30 @@ class SpaceControl:
         )
         scheduled = space.state is SpaceState.SCHEDULED
         await self.records.create_space(
-            space, announce=self._announcement("space.scheduled") if scheduled else None
+            space,
+            host=StageMember(space.id, actor.user_id, Role.HOST, actor.display_name, now),
+            announce=self._announcement("space.scheduled") if scheduled else None,
+            event=self._event(space, "space.created", {"space": space_json(space)}),
         )
-        await self.records.put_stage_member(
-            StageMember(space.id, actor.user_id, Role.HOST, actor.display_name, now), space.limits
-        )
-        await self._emit(space, "space.created", {"space": space_json(space)})
+        await self._delivered(space)
         return space
 
     async def _transition(
-        self, space: Space, action: LifecycleAction, announce: Announcement | None = None
+        self,
+        space: Space,
+        action: LifecycleAction,
+        announce: Announcement | None = None,
+        on_air: bool | None = None,
     ) -> Space:
+        """Move the Space to its next state; its event says the state (and `on_air` if given)."""
         try:
             new = lifecycle.transition(space, action, self._clock())
         except IllegalTransition as exc:
             raise ControlError("conflict", "illegal_transition", str(exc)) from None
-        try:
-            await self.records.update_space(new, expect_state=space.state, announce=announce)
-        except Conflict:
-            raise ControlError(
-                "conflict", "state_changed", "the Space changed meanwhile; reload"
-            ) from None
-        return new
+        data: dict[str, Any] = {"state": new.state.value}
+        if on_air is not None:
+            data["on_air"] = on_air
+        return await self._save(space, new, "space.state", data, announce)
 
     async def open(self, actor: Actor, space_id: str) -> Space:
         space = await self._open_space(space_id)
@@ -252,9 +267,7 @@ class SpaceControl:
             raise ControlError(
                 "conflict", "not_due", "it is too early to open this Space; edit its start time"
             )
-        space = await self._transition(space, LifecycleAction.OPEN)
-        await self._emit(space, "space.state", {"state": space.state.value})
-        return space
+        return await self._transition(space, LifecycleAction.OPEN)
 
     async def go_live(self, actor: Actor, space_id: str) -> Space:
         space = await self._open_space(space_id)
@@ -262,9 +275,7 @@ class SpaceControl:
         # The webhook says who asked to be reminded, so an integrator can notify them (we send no
         # mail ourselves).
         started = self._announcement("space.started", remind=True)
-        space = await self._transition(space, LifecycleAction.GO_LIVE, started)
-        await self._emit(space, "space.state", {"state": space.state.value, "on_air": True})
-        return space
+        return await self._transition(space, LifecycleAction.GO_LIVE, started, on_air=True)
 
     async def cancel_no_shows(self, limit_s: float) -> list[Space]:
         """Cancel scheduled Spaces whose host never opened them `limit_s` after their start."""
@@ -284,9 +295,9 @@ class SpaceControl:
         if actor is not None:
             await self._authorize(space, actor, Action.END_SPACE)
         action = LifecycleAction.END if space.state is SpaceState.LIVE else LifecycleAction.CANCEL
-        space = await self._transition(space, action, self._announcement("space.ended"))
-        await self._emit(space, "space.state", {"state": space.state.value, "on_air": False})
-        return space
+        return await self._transition(
+            space, action, self._announcement("space.ended"), on_air=False
+        )
 
     async def edit(
         self,
@@ -307,14 +318,27 @@ class SpaceControl:
             space, new, "space.edited", {"title": new.title, "description": new.description}
         )
 
-    async def _save(self, old: Space, new: Space, event: str, data: Mapping[str, Any]) -> Space:
+    async def _save(
+        self,
+        old: Space,
+        new: Space,
+        event: str,
+        data: Mapping[str, Any],
+        announce: Announcement | None = None,
+    ) -> Space:
+        """Write `new` over `old` if the Space is still in `old`'s state (else 409)."""
         try:
-            await self.records.update_space(new, expect_state=old.state)
+            await self.records.update_space(
+                new,
+                expect_state=old.state,
+                announce=announce,
+                event=self._event(new, event, data),
+            )
         except Conflict:
             raise ControlError(
                 "conflict", "state_changed", "the Space changed meanwhile; reload"
             ) from None
-        await self._emit(new, event, data)
+        await self._delivered(new)
         return new
 
     # -- producer controls ----------------------------------------------------------------------
@@ -333,7 +357,10 @@ class SpaceControl:
     async def dump(self, actor: Actor, space_id: str) -> None:
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.DUMP)
-        await self._emit(space, "delay.dumped", {"by": actor.user_id})
+        await self.records.log_event(
+            space.id, self._event(space, "delay.dumped", {"by": actor.user_id})
+        )
+        await self._delivered(space)
 
     async def pin_link(self, actor: Actor, space_id: str, url: str | None) -> Space:
         space = await self._open_space(space_id)
@@ -370,8 +397,15 @@ class SpaceControl:
             self_muted=existing.self_muted if existing else False,
         )
         changed = self._announcement("stage.changed", {"member": member_json(member)})
+        seated = self._event(
+            space,
+            "stage.joined" if existing is None else "stage.role",
+            {"member": member_json(member)},
+        )
         try:
-            await self.records.put_stage_member(member, space.limits, announce=changed)
+            await self.records.put_stage_member(
+                member, space.limits, announce=changed, event=seated
+            )
         except StageFull as exc:
             raise ControlError(
                 "conflict", rules.STAGE_FULL, str(exc) or "the stage is full"
@@ -380,18 +414,18 @@ class SpaceControl:
             raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED]) from None
         except Conflict as exc:
             raise ControlError("conflict", "stage_conflict", str(exc)) from None
-        await self.records.lower_hand(space.id, user)
-        await self._emit(
-            space,
-            "stage.joined" if existing is None else "stage.role",
-            {"member": member_json(member)},
-        )
+        await self._delivered(space)
         return member
 
-    async def _take_off_stage(self, space: Space, user: UserId, event: str, by: UserId) -> None:
+    async def _take_off_stage(self, space: Space, user: UserId, by: UserId) -> None:
         left = self._announcement("stage.changed", {"left": user})
-        await self.records.remove_stage_member(space.id, user, announce=left)
-        await self._emit(space, event, {"user_id": user, "by": by})
+        await self.records.remove_stage_member(
+            space.id,
+            user,
+            announce=left,
+            event=self._event(space, "stage.left", {"user_id": user, "by": by}),
+        )
+        await self._delivered(space)
 
     async def accept_request(self, actor: Actor, space_id: str, target: UserId) -> StageMember:
         space = await self._open_space(space_id)
@@ -404,17 +438,23 @@ class SpaceControl:
     async def decline_request(self, actor: Actor, space_id: str, target: UserId) -> None:
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.DECLINE_REQUEST, target)
-        if await self.records.lower_hand(space.id, target):
-            await self._emit(space, "hand.declined", {"user_id": target})
+        declined = self._event(space, "hand.declined", {"user_id": target})
+        if await self.records.lower_hand(space.id, target, event=declined):
+            await self._delivered(space)
 
     async def invite_to_speak(self, actor: Actor, space_id: str, target: UserId) -> None:
         """Offer a listener a place on the stage; they take it with `accept_invitation`."""
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.INVITE_TO_SPEAK, target)
         await self.records.put_invitation(
-            space.id, target, Role.SPEAKER, actor.user_id, self._clock()
+            space.id,
+            target,
+            Role.SPEAKER,
+            actor.user_id,
+            self._clock(),
+            event=self._event(space, "stage.invited", {"user_id": target, "by": actor.user_id}),
         )
-        await self._emit(space, "stage.invited", {"user_id": target, "by": actor.user_id})
+        await self._delivered(space)
 
     async def accept_invitation(self, actor: Actor, space_id: str) -> StageMember:
         space = await self._open_space(space_id)
@@ -440,12 +480,12 @@ class SpaceControl:
     async def move_to_audience(self, actor: Actor, space_id: str, target: UserId) -> None:
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.MOVE_TO_AUDIENCE, target)
-        await self._take_off_stage(space, target, "stage.left", actor.user_id)
+        await self._take_off_stage(space, target, actor.user_id)
 
     async def leave_stage(self, actor: Actor, space_id: str) -> None:
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.LEAVE_STAGE)
-        await self._take_off_stage(space, actor.user_id, "stage.left", actor.user_id)
+        await self._take_off_stage(space, actor.user_id, actor.user_id)
 
     async def mute(self, actor: Actor, space_id: str, target: UserId) -> StageMember:
         space = await self._open_space(space_id)
@@ -466,25 +506,37 @@ class SpaceControl:
         )
 
     async def _update_member(self, space: Space, member: StageMember, actor: Actor) -> StageMember:
-        await self.records.update_stage_member(member)
-        await self._emit(space, "stage.muted", {"member": member_json(member), "by": actor.user_id})
+        muted = self._event(
+            space, "stage.muted", {"member": member_json(member), "by": actor.user_id}
+        )
+        await self.records.update_stage_member(member, event=muted)
+        await self._delivered(space)
         return member
 
     async def remove(self, actor: Actor, space_id: str, target: UserId) -> None:
         space = await self._open_space(space_id)
         role, _ = await self._authorize(space, actor, Action.REMOVE, target)
-        if role.on_stage:
-            left = self._announcement("stage.changed", {"left": target})
-            await self.records.remove_stage_member(space.id, target, announce=left)
-        await self.records.lower_hand(space.id, target)
-        await self._emit(space, "user.removed", {"user_id": target, "by": actor.user_id})
+        await self.records.remove_stage_member(
+            space.id,
+            target,
+            lower_hand=True,
+            announce=self._announcement("stage.changed", {"left": target})
+            if role.on_stage
+            else None,
+            event=self._event(space, "user.removed", {"user_id": target, "by": actor.user_id}),
+        )
+        await self._delivered(space)
 
     async def ban(self, actor: Actor, space_id: str, target: UserId) -> None:
         space = await self._open_space(space_id)
         role, _ = await self._authorize(space, actor, Action.BAN, target)
         left = self._announcement("stage.changed", {"left": target}) if role.on_stage else None
-        await self.records.ban(Ban(space.id, target, actor.user_id, self._clock()), announce=left)
-        await self._emit(space, "user.banned", {"user_id": target, "by": actor.user_id})
+        await self.records.ban(
+            Ban(space.id, target, actor.user_id, self._clock()),
+            announce=left,
+            event=self._event(space, "user.banned", {"user_id": target, "by": actor.user_id}),
+        )
+        await self._delivered(space)
 
     async def add_cohost(
         self, actor: Actor, space_id: str, target: UserId, display_name: str | None = None
@@ -511,13 +563,18 @@ class SpaceControl:
         handed_over = self._announcement("stage.changed", {"host": target})
         try:
             new_space = await self.records.transfer_host(
-                space.id, actor.user_id, target, space.limits, announce=handed_over
+                space.id,
+                actor.user_id,
+                target,
+                space.limits,
+                announce=handed_over,
+                event=self._event(space, "host.transferred", {"from": actor.user_id, "to": target}),
             )
         except (Conflict, StageFull) as exc:
             raise ControlError(
                 "conflict", "transfer_failed", f"the host role could not be handed over: {exc}"
             ) from None
-        await self._emit(new_space, "host.transferred", {"from": actor.user_id, "to": target})
+        await self._delivered(new_space)
         return new_space
 
     async def _display_name(self, space: Space, user: UserId) -> str:
@@ -545,25 +602,26 @@ class SpaceControl:
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.RAISE_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
+        hand = RaisedHand(space.id, actor.user_id, actor.display_name, self._clock())
+        event = self._event(
+            space, "hand.raised", {"user_id": actor.user_id, "display_name": actor.display_name}
+        )
         try:
-            raised = await self.records.raise_hand(
-                RaisedHand(space.id, actor.user_id, actor.display_name, self._clock())
-            )
+            raised = await self.records.raise_hand(hand, event=event)
         except Banned:
             raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED]) from None
         if raised:
-            await self._emit(
-                space, "hand.raised", {"user_id": actor.user_id, "display_name": actor.display_name}
-            )
+            await self._delivered(space)
         return raised
 
     async def lower_hand(self, actor: Actor, space_id: str) -> bool:
         space = await self._open_space(space_id)
         await self._authorize(space, actor, Action.LOWER_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
-        lowered = await self.records.lower_hand(space.id, actor.user_id)
+        event = self._event(space, "hand.lowered", {"user_id": actor.user_id})
+        lowered = await self.records.lower_hand(space.id, actor.user_id, event=event)
         if lowered:
-            await self._emit(space, "hand.lowered", {"user_id": actor.user_id})
+            await self._delivered(space)
         return lowered
 
     async def react(self, actor: Actor, space_id: str, emoji: str) -> None:

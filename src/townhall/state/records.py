@@ -4,8 +4,9 @@
 in the data directory) or PostgreSQL (at scale). It takes and returns the frozen domain types of
 spaces/model.py; rows (schema.py) never leave this module. `open_records(url)` is the front door:
 it creates the engine, brings the schema to the newest Alembic revision and returns the repository.
-The engine, its transactions and the migrations are database.py's; the webhook outbox, which
-`Records` inherits, is webhook_outbox.py's; the errors are errors.py's (all re-exported here).
+The engine, its transactions and the migrations are database.py's; the webhook outbox and the
+event outbox, which `Records` inherits, are webhook_outbox.py's and event_outbox.py's; the errors
+are errors.py's (all re-exported here).
 
 Theory of operation. Any number of processes may open the same database. Every method is one
 transaction. Writes take the database's write lock up front (`BEGIN IMMEDIATE` on SQLite, see
@@ -16,7 +17,9 @@ Space's row with `SELECT … FOR UPDATE`, which is how the same code serialises 
 atomic on both databases. The writes a command announces to webhooks (`create_space`,
 `update_space`, `put_stage_member`, `remove_stage_member`, `ban`, `transfer_host`) take an
 `Announcement` and queue its deliveries in their own transaction, so the change and its webhook
-commit together or not at all (webhook_outbox.py).
+commit together or not at all (webhook_outbox.py). The same way, every write a command makes
+takes the `LogEvent` for the Space's live log and queues it in the event outbox in its own
+transaction (event_outbox.py); such a write locks the Space's row before anything else.
 
 Errors: the tree in errors.py (NotFound, Conflict, UsernameTaken, StageFull, Banned); a database
 failure surfaces as SQLAlchemy's own.
@@ -61,6 +64,7 @@ from townhall.state.database import (
     rowcount,
 )
 from townhall.state.errors import Banned, Conflict, NotFound, RecordsError, StageFull, UsernameTaken
+from townhall.state.event_outbox import EventQueue, LogEvent, lock_space, queue_event
 from townhall.state.schema import (
     AccountRow,
     BanRow,
@@ -87,6 +91,7 @@ __all__ = [
     "Banned",
     "Conflict",
     "DeliveryStatus",
+    "LogEvent",
     "NotFound",
     "Records",
     "RecordsError",
@@ -265,7 +270,7 @@ def _reminders(space_id: SpaceId) -> sa.Select[str]:
 # --- the repository --------------------------------------------------------------------------
 
 
-class Records(WebhookOutbox):
+class Records(WebhookOutbox, EventQueue):
     """The durable records over one engine. Use `open_records`, which also migrates the schema."""
 
     def __init__(
@@ -277,15 +282,6 @@ class Records(WebhookOutbox):
     # -- helpers --
 
     @staticmethod
-    async def _lock_space(session: AsyncSession, space_id: SpaceId) -> None:
-        """Lock the Space's row until commit (PostgreSQL); NotFound if there is no such Space."""
-        found = await session.scalar(
-            sa.select(SpaceRow.id).where(SpaceRow.id == space_id).with_for_update()
-        )
-        if found is None:
-            raise NotFound(f"no Space {space_id}")
-
-    @staticmethod
     async def _refuse_banned(session: AsyncSession, space_id: SpaceId, user_id: UserId) -> None:
         banned = await session.scalar(
             sa.select(BanRow.user_id).where(_of(BanRow, space_id, user_id))
@@ -294,11 +290,16 @@ class Records(WebhookOutbox):
             raise Banned(f"{user_id} is banned from Space {space_id}")
 
     @staticmethod
-    async def _announce(
-        session: AsyncSession, space_id: SpaceId, announce: Announcement | None
+    async def _publish(
+        session: AsyncSession,
+        space_id: SpaceId,
+        announce: Announcement | None,
+        event: LogEvent | None = None,
     ) -> None:
-        """Queue `announce`'s webhook deliveries in the change's own transaction, after its
-        writes, with the payload built from the Space as this transaction left it."""
+        """Queue the change's live-log event and `announce`'s webhook deliveries in the change's
+        own transaction, after its writes (the payload is built from the Space as this
+        transaction left it)."""
+        await queue_event(session, space_id, event)
         if announce is None:
             return
         row = await session.scalar(
@@ -316,19 +317,34 @@ class Records(WebhookOutbox):
         payload = announce.payload(Announced(_space(row), reminders))
         await queue_deliveries(session, announce.event_type, payload, announce.at)
 
-    async def _delete_one(
+    async def _delete(
         self,
-        table: _PerUser,
+        tables: tuple[_PerUser, ...],
         space_id: SpaceId,
         user_id: UserId,
         announce: Announcement | None = None,
+        event: LogEvent | None = None,
+        *,
+        publish_always: bool = True,
     ) -> bool:
+        """Delete the user's row from each of `tables`; True if the first had one. The change is
+        published (`announce`, `event`) either way, or with `publish_always=False` only if so."""
         async with self._write.begin() as session:
-            result = await session.execute(
-                sa.delete(table).where(_of(table, space_id, user_id)), execution_options=NO_SYNC
-            )
-            await self._announce(session, space_id, announce)
-            return rowcount(result) > 0
+            if event is not None:
+                await lock_space(session, space_id)
+            deleted = [
+                rowcount(
+                    await session.execute(
+                        sa.delete(table).where(_of(table, space_id, user_id)),
+                        execution_options=NO_SYNC,
+                    )
+                )
+                > 0
+                for table in tables
+            ]
+            if publish_always or deleted[0]:
+                await self._publish(session, space_id, announce, event)
+            return deleted[0]
 
     # -- accounts --
 
@@ -379,7 +395,18 @@ class Records(WebhookOutbox):
 
     # -- spaces --
 
-    async def create_space(self, space: Space, *, announce: Announcement | None = None) -> Space:
+    async def create_space(
+        self,
+        space: Space,
+        *,
+        host: StageMember | None = None,
+        announce: Announcement | None = None,
+        event: LogEvent | None = None,
+    ) -> Space:
+        """Store a new Space and, in the same transaction, seat its `host` (the Space and its
+        host exist together or not at all)."""
+        if host is not None and (host.role is not Role.HOST or host.space_id != space.id):
+            raise ValueError("the host is seated as the host of the Space being created")
         try:
             async with self._write.begin() as session:
                 await session.execute(
@@ -387,7 +414,13 @@ class Records(WebhookOutbox):
                         id=space.id, created_at=space.created_at, **_space_values(space)
                     )
                 )
-                await self._announce(session, space.id, announce)
+                if host is not None:
+                    await session.execute(
+                        sa.insert(StageMemberRow).values(
+                            space_id=space.id, user_id=host.user_id, **_member_values(host)
+                        )
+                    )
+                await self._publish(session, space.id, announce, event)
         except IntegrityError as exc:
             if await self.space(space.id) is not None:
                 raise Conflict(f"Space {space.id} exists") from exc
@@ -405,6 +438,7 @@ class Records(WebhookOutbox):
         *,
         expect_state: SpaceState | None = None,
         announce: Announcement | None = None,
+        event: LogEvent | None = None,
     ) -> Space:
         """Replace the stored Space with `new` (same id; created_at is kept).
 
@@ -427,7 +461,7 @@ class Records(WebhookOutbox):
                 if current is None:
                     raise NotFound(f"no Space {new.id}")
                 raise Conflict(f"Space {new.id} is {current}, not {expect_state}")
-            await self._announce(session, new.id, announce)
+            await self._publish(session, new.id, announce, event)
         return new
 
     async def list_spaces(
@@ -477,7 +511,12 @@ class Records(WebhookOutbox):
     # -- stage roster --
 
     async def put_stage_member(
-        self, member: StageMember, limits: StageLimits, *, announce: Announcement | None = None
+        self,
+        member: StageMember,
+        limits: StageLimits,
+        *,
+        announce: Announcement | None = None,
+        event: LogEvent | None = None,
     ) -> StageMember:
         """Seat `member` on the stage, or change the role of someone already there.
 
@@ -485,12 +524,13 @@ class Records(WebhookOutbox):
         transaction that writes, under the Space's lock: concurrent joins, from any number of
         processes, never seat more than the limit. Raises StageFull (Conflict for a second host),
         Banned, or NotFound when the Space does not exist. Keeping the same role just rewrites the
-        member's other fields.
+        member's other fields. Whoever is seated no longer waits with a raised hand: theirs is
+        lowered in the same transaction.
         """
         if not member.role.on_stage:
             raise ValueError("listeners are not stored on the stage")
         async with self._write.begin() as session:
-            await self._lock_space(session, member.space_id)
+            await lock_space(session, member.space_id)
             await self._refuse_banned(session, member.space_id, member.user_id)
             current = await session.scalar(
                 sa.select(StageMemberRow.role).where(
@@ -524,13 +564,21 @@ class Records(WebhookOutbox):
                     .values(**_member_values(member)),
                     execution_options=NO_SYNC,
                 )
-            await self._announce(session, member.space_id, announce)
+            await session.execute(
+                sa.delete(RaisedHandRow).where(_of(RaisedHandRow, member.space_id, member.user_id)),
+                execution_options=NO_SYNC,
+            )
+            await self._publish(session, member.space_id, announce, event)
         return member
 
-    async def update_stage_member(self, member: StageMember) -> StageMember:
+    async def update_stage_member(
+        self, member: StageMember, *, event: LogEvent | None = None
+    ) -> StageMember:
         """Rewrite a seated member's name and mute flags. Role changes go through put_stage_member
         (which checks the seats): a different role here raises Conflict; no seat raises NotFound."""
         async with self._write.begin() as session:
+            if event is not None:
+                await lock_space(session, member.space_id)
             current = await session.scalar(
                 sa.select(StageMemberRow.role).where(
                     _of(StageMemberRow, member.space_id, member.user_id)
@@ -548,14 +596,25 @@ class Records(WebhookOutbox):
                 .values(**_member_values(member)),
                 execution_options=NO_SYNC,
             )
+            await queue_event(session, member.space_id, event)
         return member
 
     async def remove_stage_member(
-        self, space_id: SpaceId, user_id: UserId, *, announce: Announcement | None = None
+        self,
+        space_id: SpaceId,
+        user_id: UserId,
+        *,
+        lower_hand: bool = False,
+        announce: Announcement | None = None,
+        event: LogEvent | None = None,
     ) -> bool:
-        """Take someone off the stage (back to the audience); False if they were not on it.
-        `announce` is queued either way (the caller decided the change, as it logs its event)."""
-        return await self._delete_one(StageMemberRow, space_id, user_id, announce)
+        """Take someone off the stage (back to the audience), with `lower_hand` also out of the
+        queue of raised hands; False if they were not on the stage. `announce` and `event` are
+        queued either way (the caller decided the change)."""
+        tables: tuple[_PerUser, ...] = (StageMemberRow,)
+        if lower_hand:
+            tables += (RaisedHandRow,)
+        return await self._delete(tables, space_id, user_id, announce, event)
 
     async def stage(self, space_id: SpaceId) -> list[StageMember]:
         """The stage in display order: host, co-hosts, speakers; each role by who joined first."""
@@ -582,6 +641,7 @@ class Records(WebhookOutbox):
         limits: StageLimits,
         *,
         announce: Announcement | None = None,
+        event: LogEvent | None = None,
     ) -> Space:
         """Hand the host role from `from_host` to `to` (who must be on the stage) in one
         transaction: the Space's host_id, the new host's seat and the old host's seat change
@@ -594,7 +654,7 @@ class Records(WebhookOutbox):
         """
         async with self._write.begin() as session:
             space = await self._hand_over(session, space_id, from_host, to, limits)
-            await self._announce(session, space_id, announce)
+            await self._publish(session, space_id, announce, event)
             return space
 
     @staticmethod
@@ -644,14 +704,21 @@ class Records(WebhookOutbox):
     # -- invitations to speak --
 
     async def put_invitation(
-        self, space_id: SpaceId, user_id: UserId, role: Role, invited_by: UserId, at: float
+        self,
+        space_id: SpaceId,
+        user_id: UserId,
+        role: Role,
+        invited_by: UserId,
+        at: float,
+        *,
+        event: LogEvent | None = None,
     ) -> None:
         """Invite someone onto the stage as `role` (co-host or speaker), replacing any earlier
         invitation. Raises Banned, or NotFound when the Space does not exist."""
         if role not in (Role.COHOST, Role.SPEAKER):
             raise ValueError(f"one is invited as a co-host or a speaker, not as {role}")
         async with self._write.begin() as session:
-            await self._lock_space(session, space_id)
+            await lock_space(session, space_id)
             await self._refuse_banned(session, space_id, user_id)
             await session.execute(
                 sa.delete(InvitationRow).where(_of(InvitationRow, space_id, user_id)),
@@ -662,6 +729,7 @@ class Records(WebhookOutbox):
                     space_id=space_id, user_id=user_id, role=role, invited_by=invited_by, at=at
                 )
             )
+            await queue_event(session, space_id, event)
 
     async def take_invitation(self, space_id: SpaceId, user_id: UserId) -> Role | None:
         """Use up the user's invitation: the role offered, or None if there is none. Seating them
@@ -679,12 +747,14 @@ class Records(WebhookOutbox):
 
     # -- bans --
 
-    async def ban(self, ban: Ban, *, announce: Announcement | None = None) -> bool:
+    async def ban(
+        self, ban: Ban, *, announce: Announcement | None = None, event: LogEvent | None = None
+    ) -> bool:
         """Ban a user from a Space and, in the same transaction, take them off the stage and drop
         their raised hand and any invitation. False if they were already banned (the first ban is
-        kept); `announce` is queued either way."""
+        kept); `announce` and `event` are queued either way."""
         async with self._write.begin() as session:
-            await self._lock_space(session, ban.space_id)
+            await lock_space(session, ban.space_id)
             for row in (StageMemberRow, RaisedHandRow, InvitationRow):
                 await session.execute(
                     sa.delete(row).where(_of(row, ban.space_id, ban.user_id)),
@@ -702,7 +772,7 @@ class Records(WebhookOutbox):
                         at=ban.at,
                     )
                 )
-            await self._announce(session, ban.space_id, announce)
+            await self._publish(session, ban.space_id, announce, event)
             return existing is None
 
     async def is_banned(self, space_id: SpaceId, user_id: UserId) -> bool:
@@ -719,11 +789,11 @@ class Records(WebhookOutbox):
 
     # -- raised hands --
 
-    async def raise_hand(self, hand: RaisedHand) -> bool:
-        """Queue a raised hand; False if this user's hand is already up (no duplicates).
-        Raises Banned, or NotFound when the Space does not exist."""
+    async def raise_hand(self, hand: RaisedHand, *, event: LogEvent | None = None) -> bool:
+        """Queue a raised hand; False if this user's hand is already up (no duplicates; `event`
+        is queued only for a new hand). Raises Banned, or NotFound when the Space does not exist."""
         async with self._write.begin() as session:
-            await self._lock_space(session, hand.space_id)
+            await lock_space(session, hand.space_id)
             await self._refuse_banned(session, hand.space_id, hand.user_id)
             existing = await session.scalar(
                 sa.select(RaisedHandRow.id).where(_of(RaisedHandRow, hand.space_id, hand.user_id))
@@ -738,10 +808,16 @@ class Records(WebhookOutbox):
                     raised_at=hand.raised_at,
                 )
             )
+            await queue_event(session, hand.space_id, event)
             return True
 
-    async def lower_hand(self, space_id: SpaceId, user_id: UserId) -> bool:
-        return await self._delete_one(RaisedHandRow, space_id, user_id)
+    async def lower_hand(
+        self, space_id: SpaceId, user_id: UserId, *, event: LogEvent | None = None
+    ) -> bool:
+        """Take a hand out of the queue; False if it was not up (`event` is queued only if it was)."""
+        return await self._delete(
+            (RaisedHandRow,), space_id, user_id, event=event, publish_always=False
+        )
 
     async def hands(self, space_id: SpaceId) -> list[RaisedHand]:
         """The queue in order: earliest raised first; equal times in the order they arrived."""
@@ -758,7 +834,7 @@ class Records(WebhookOutbox):
     async def add_reminder(self, space_id: SpaceId, user_id: UserId) -> bool:
         """'Remind me'; False if already set. NotFound when the Space does not exist."""
         async with self._write.begin() as session:
-            await self._lock_space(session, space_id)
+            await lock_space(session, space_id)
             existing = await session.scalar(
                 sa.select(ReminderRow.user_id).where(_of(ReminderRow, space_id, user_id))
             )
@@ -768,7 +844,7 @@ class Records(WebhookOutbox):
             return True
 
     async def remove_reminder(self, space_id: SpaceId, user_id: UserId) -> bool:
-        return await self._delete_one(ReminderRow, space_id, user_id)
+        return await self._delete((ReminderRow,), space_id, user_id)
 
     async def reminders(self, space_id: SpaceId) -> list[UserId]:
         async with self._read() as session:
