@@ -241,7 +241,8 @@ class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._read = async_sessionmaker(engine, expire_on_commit=False)
-        self._write = async_sessionmaker(writer(engine), expire_on_commit=False)
+        self._writer = writer(engine)  # for Core statements where a session's work is not needed
+        self._write = async_sessionmaker(self._writer, expire_on_commit=False)
 
     async def close(self) -> None:
         await self.engine.dispose()
