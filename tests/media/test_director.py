@@ -448,6 +448,24 @@ async def test_a_log_that_restarted_behind_the_director_is_noticed_without_new_e
     assert rig.media.program_stats.dumps == 1
 
 
+async def test_a_log_that_restarted_and_already_passed_the_director_is_not_read_from_its_middle(
+    rig: Rig,
+) -> None:
+    # Redis came back empty and took three commands before the director looked: the new log's
+    # seq 3 is past the director's 2, so only the log's id tells that 1 and 2 are not old news.
+    await rig.emit("space.created", {})
+    director = await rig.start()
+    await rig.applied(await rig.emit("delay.set", {"delay_s": 4}))
+    await rig.live.forget_space(SPACE)
+    rig.resync_commands = [SetDelay(9.0)]  # what the records say now
+    await rig.emit("delay.set", {"delay_s": 9})  # 1: missed if the log were read from 2 on
+    await rig.emit("hand.raised", {"user_id": "g-000000000001"})
+    third = await rig.emit("hand.raised", {"user_id": "g-000000000002"})
+    await until(lambda: rig.resyncs == 1, "a resync on the new log")
+    assert rig.media.delay_s == 9.0
+    await until(lambda: director.after_seq >= third.seq, "the director to catch up")
+
+
 class FlakyLive:
     """The embedded store, but `events_since` fails the first `failures` times (Redis down)."""
 

@@ -34,8 +34,10 @@ counted, never raised. A bad event must not stop the audio, and the ones after i
 *The adapter* (`SpaceDirector`) is two tasks. The follower loops `wait_for_events(after, ~5 s)` →
 `events_since(after)` → apply each event's commands in order → `after = event.seq`. It asks
 `events_since` after a timeout too, so a log that was lost and started again (a restarted embedded
-store, `forget_space`) is noticed even when no new event would wake it. When `events_since` answers
-`None` the history it needed is gone: it reads `latest_seq` *first*, then awaits the caller's
+store, `forget_space`) is noticed even when no new event would wake it; and it compares the log's
+id (`LiveState.log_id`) whenever events arrive, so a log that started again and has already
+passed `after` (Redis restarted empty, then a few commands) is noticed too rather than read from
+its middle. When `events_since` answers `None`, or the log id changed, the history it needed is gone: it reads `latest_seq` *first*, then awaits the caller's
 `resync()`, which re-reads the Space and its stage from the records and returns `state_commands`
 for them; it applies those and continues after that `latest_seq`. Events appended while the
 records were read are applied again, which is harmless: every command but Dump sets a state
@@ -304,6 +306,7 @@ class SpaceDirector:
         self.config = config
         self.stats = DirectorStats()
         self._after = start_after_seq
+        self._log_id = ""  # the log incarnation `_after` counts in ("" before it is known)
         self._on_end = on_end
         self._resync = resync
         self._initial = list(initial)
@@ -341,6 +344,8 @@ class SpaceDirector:
         if self._started:
             return
         self._started = True
+        with contextlib.suppress(Exception):  # unknown stays "": the first events set it
+            self._log_id = await self.live.log_id(self.space_id)
         await self._apply_all(self._initial)
         self._initial = []
         if self._over() or self._stopped:  # already over (on_end has run) or stopped meanwhile
@@ -382,15 +387,17 @@ class SpaceDirector:
                     self.space_id, self._after, self.config.wait_timeout_s
                 )
                 events = await self.live.events_since(self.space_id, self._after)
+                log_id = await self.live.log_id(self.space_id) if events else self._log_id
             except Exception:
                 self.stats.store_errors += 1
                 log.warning("space %s: reading the event log failed", self.space_id, exc_info=True)
                 await asyncio.sleep(self.config.retry_s)
                 continue
-            if events is None:
+            if events is None or (self._log_id and log_id != self._log_id):
                 if not await self._resync_now():
                     await asyncio.sleep(self.config.retry_s)
                 continue
+            self._log_id = log_id
             for event in events:
                 if self._over():
                     break
@@ -417,6 +424,7 @@ class SpaceDirector:
         self.stats.resyncs += 1
         try:
             latest = await self.live.latest_seq(self.space_id)
+            log_id = await self.live.log_id(self.space_id)
             commands = await self._resync()
         except Exception:
             self.stats.resyncs_failed += 1
@@ -424,7 +432,7 @@ class SpaceDirector:
             return False
         log.info("space %s: event history lost after %d; resynced", self.space_id, self._after)
         await self._apply_all(commands)
-        self._after = latest
+        self._after, self._log_id = latest, log_id
         return True
 
     async def _apply_all(self, commands: Iterable[MediaCommand]) -> None:
