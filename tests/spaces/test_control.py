@@ -167,8 +167,8 @@ async def test_a_private_space_does_not_exist_without_its_invite_code(
 ) -> None:
     space = await control.create(HOST, NewSpace("Secret", visibility=Visibility.PRIVATE))
     await refused("space_not_found", control.can_listen(LISTENER, space.id))
-    assert (await control.can_listen(LISTENER, space.id, space.invite_code)).id == space.id
-    assert (await control.can_listen(HOST, space.id)).id == space.id
+    assert (await control.can_listen(LISTENER, space.id, space.invite_code)).space.id == space.id
+    assert (await control.can_listen(HOST, space.id)).space.id == space.id
 
 
 async def test_reactions_are_a_fixed_set_and_rate_limited_per_person(control: SpaceControl) -> None:

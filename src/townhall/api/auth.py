@@ -93,11 +93,11 @@ def identity_from(request: Request) -> Identity | None:
         return None
 
 
-def optional_identity(request: Request) -> Identity | None:
+async def optional_identity(request: Request) -> Identity | None:
     return identity_from(request)
 
 
-def required_identity(request: Request) -> Identity:
+async def required_identity(request: Request) -> Identity:
     who = identity_from(request)
     if who is None:
         raise Unauthorized("sign in or pick a guest name first", code="identity_required")

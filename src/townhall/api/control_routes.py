@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from townhall.api.auth import OptionalIdentity, RequiredIdentity
@@ -22,6 +22,7 @@ from townhall.api.errors import (
     NotFound,
     Unprocessable,
 )
+from townhall.api.params import SpaceIdP, TargetP, checked_user_id
 from townhall.api.tokens import Identity, IdentityKind, InviteTokens, TokenError
 from townhall.spaces.control import (
     Actor,
@@ -40,8 +41,6 @@ from townhall.spaces.model import (
     StageLimits,
     UserId,
     Visibility,
-    is_space_id,
-    is_user_id,
 )
 
 _ERRORS: dict[str, type[ApiError]] = {
@@ -127,19 +126,6 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
     def actor(who: Identity) -> Actor:
         return Actor(UserId(who.user_id), who.display_name, is_guest=who.kind is IdentityKind.GUEST)
 
-    def space_id(space_id: Annotated[str, Path()]) -> str:
-        if not is_space_id(space_id):
-            raise NotFound("no such Space", code="space_not_found")
-        return space_id
-
-    def target(user_id: Annotated[str, Path()]) -> UserId:
-        if not is_user_id(user_id):
-            raise NotFound("no such person", code="user_not_found")
-        return UserId(user_id)
-
-    SpaceIdP = Annotated[str, Depends(space_id)]
-    TargetP = Annotated[UserId, Depends(target)]
-
     def base(request: Request) -> str:
         public: str = request.app.state.config.public_url
         return public.rstrip("/") or str(request.base_url).rstrip("/")
@@ -154,10 +140,12 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         stage = [member_json(m) for m in await control().stage(space.id)]
         return SpaceView(space=space_json(space), stage=stage, links=links)
 
-    async def is_moderator(space: Space, who: Identity | None) -> bool:
-        if who is None:
-            return False
-        return (await control().role_of(space, UserId(who.user_id))) in (Role.HOST, Role.COHOST)
+    async def moderator_role(space_id: str, who: Identity, refusal: str) -> tuple[Space, Role]:
+        """The Space and the caller's role in it, if they are its host or a co-host (else 403)."""
+        standing = await call(control().standing(space_id, UserId(who.user_id)))
+        if standing.role not in (Role.HOST, Role.COHOST):
+            raise Forbidden(refusal, code="not_moderator")
+        return standing.space, standing.role
 
     # -- Spaces -----------------------------------------------------------------------------------
     @router.post(
@@ -199,25 +187,29 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         who: OptionalIdentity,
         code: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Any:
-        if who is None:
-            # What every anonymous listener's page asks when it opens: the same answer for all
-            # of them, built at most once a second per Space (a join storm is mostly this call).
-            key = (space_id, code, base(request))
-            second = int(time.time())
-            cached = anonymous_views.get(key)
-            if cached is None or cached[0] != second:
-                space = await call(control().can_listen(None, space_id, code))
-                body = (await view(space, request)).model_dump_json().encode()
-                cached = anonymous_views[key] = (second, body)
-                if len(anonymous_views) > 10_000:
-                    anonymous_views.pop(next(iter(anonymous_views)))
-            return Response(
-                cached[1],
-                media_type="application/json",
-                headers={"Cache-Control": "public, max-age=1"},
-            )
-        space = await call(control().can_listen(actor(who), space_id, code))
-        return await view(space, request, show_invite=await is_moderator(space, who))
+        if who is not None:
+            standing = await call(control().can_listen(actor(who), space_id, code))
+            moderator = standing.role in (Role.HOST, Role.COHOST)
+            if moderator or standing.space.visibility is Visibility.PRIVATE:
+                # Not the shared answer: a moderator sees the invite, and a private Space's
+                # view must not be cached where a stranger's request would find it.
+                return await view(standing.space, request, show_invite=moderator)
+        # What every listener's page asks when it opens: the same answer for all of them,
+        # built at most once a second per Space (a join storm is mostly this call).
+        key = (space_id, code, base(request))
+        second = int(time.time())
+        cached = anonymous_views.get(key)
+        if cached is None or cached[0] != second:
+            space = (await call(control().can_listen(None, space_id, code))).space
+            body = (await view(space, request)).model_dump_json().encode()
+            cached = anonymous_views[key] = (second, body)
+            if len(anonymous_views) > 10_000:
+                anonymous_views.pop(next(iter(anonymous_views)))
+        return Response(
+            cached[1],
+            media_type="application/json",
+            headers={"Cache-Control": "private, max-age=1" if who else "public, max-age=1"},
+        )
 
     @router.patch(
         "/{space_id}",
@@ -291,7 +283,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
 
     @router.post("/{space_id}/remind", status_code=204, summary="Remind me when this Space starts")
     async def remind(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
-        space = await call(control().can_listen(actor(who), space_id))
+        space = (await call(control().can_listen(actor(who), space_id))).space
         if space.state is not SpaceState.SCHEDULED:
             raise Conflict("only a scheduled Space can be reminded of", code="not_scheduled")
         await control().records.add_reminder(space.id, UserId(who.user_id))
@@ -319,13 +311,8 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
     async def invite_link(
         space_id: SpaceIdP, body: InviteLinkIn, request: Request, who: RequiredIdentity
     ) -> dict[str, Any]:
-        space = await call(control().space(space_id))
-        if not await is_moderator(space, who):
-            raise Forbidden("only the host or a co-host can invite", code="not_moderator")
-        if (
-            body.role == "cohost"
-            and (await control().role_of(space, UserId(who.user_id))) is not Role.HOST
-        ):
+        space, role = await moderator_role(space_id, who, "only the host or a co-host can invite")
+        if body.role == "cohost" and role is not Role.HOST:
             raise Forbidden("only the host can invite a co-host", code="not_host")
         token = invites.mint(space.id, body.role)
         return {
@@ -354,7 +341,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         summary="Invite a listener to speak (host, co-hosts)",
     )
     async def invite_user(space_id: SpaceIdP, body: TargetIn, who: RequiredIdentity) -> Response:
-        await call(control().invite_to_speak(actor(who), space_id, target(body.user_id)))
+        await call(control().invite_to_speak(actor(who), space_id, checked_user_id(body.user_id)))
         return Response(status_code=204)
 
     @router.post("/{space_id}/invitations/accept", summary="Accept my invitation to speak")
@@ -416,7 +403,10 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         space_id: SpaceIdP, body: TargetIn, request: Request, who: RequiredIdentity
     ) -> SpaceView:
         return await view(
-            await call(control().transfer_host(actor(who), space_id, target(body.user_id))), request
+            await call(
+                control().transfer_host(actor(who), space_id, checked_user_id(body.user_id))
+            ),
+            request,
         )
 
     # -- the audience -----------------------------------------------------------------------------
@@ -432,9 +422,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
 
     @router.get("/{space_id}/hands", summary="The queue of raised hands (host, co-hosts)")
     async def hands(space_id: SpaceIdP, who: RequiredIdentity) -> list[dict[str, Any]]:
-        space = await call(control().space(space_id))
-        if not await is_moderator(space, who):
-            raise Forbidden("only the host or a co-host sees the queue", code="not_moderator")
+        space, _ = await moderator_role(space_id, who, "only the host or a co-host sees the queue")
         return [
             {"user_id": h.user_id, "display_name": h.display_name, "raised_at": h.raised_at}
             for h in await control().records.hands(space.id)
@@ -452,17 +440,16 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
     @router.get("/{space_id}/me", summary="My own state in this Space (private, not cached)")
     async def me(space_id: SpaceIdP, response: Response, who: RequiredIdentity) -> dict[str, Any]:
         response.headers["Cache-Control"] = "private, no-store"
-        space = await call(control().space(space_id))
         user = UserId(who.user_id)
-        member = await control().records.stage_member(space.id, user)
-        hand = any(h.user_id == user for h in await control().records.hands(space.id))
+        standing = await call(control().standing(space_id, user))
+        member = standing.member
         return {
             "user_id": user,
-            "role": member.role.value if member else Role.LISTENER.value,
-            "hand_raised": hand,
+            "role": standing.role.value,
+            "hand_raised": standing.hand_raised,
             "muted": bool(member and (member.muted_by_host or member.self_muted)),
             "muted_by_host": bool(member and member.muted_by_host),
-            "banned": await control().records.is_banned(space.id, user),
+            "banned": standing.banned,
         }
 
     return router

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path as FsPath
 from typing import Annotated, Any, BinaryIO, TypeVar
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import FileResponse, Response, StreamingResponse
 
@@ -39,6 +39,7 @@ from townhall.api.errors import (
     Unavailable,
 )
 from townhall.api.media_routes import StageNode
+from townhall.api.params import SpaceIdP
 from townhall.api.tokens import Identity, IdentityKind
 from townhall.config import Config
 from townhall.delivery.export import (
@@ -55,7 +56,7 @@ from townhall.node.host import MediaHost
 from townhall.node.keeper import OPEN_STATES
 from townhall.ratelimit.table import CLIP, take
 from townhall.spaces.control import Actor, ControlError, SpaceControl
-from townhall.spaces.model import Role, Space, SpaceId, UserId, is_space_id
+from townhall.spaces.model import Role, Space, SpaceId, UserId
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +168,6 @@ def build_recording_router(
                 "gone": Gone,
             }
             raise kinds.get(exc.kind, Conflict)(exc.message, code=exc.code) from None
-
-    def space_id(space_id: Annotated[str, Path()]) -> str:
-        if not is_space_id(space_id):
-            raise NotFound("no such Space", code="space_not_found")
-        return space_id
-
-    SpaceIdP = Annotated[str, Depends(space_id)]
 
     async def role(space: Space, who: Identity) -> Role:
         return await control().role_of(space, UserId(who.user_id))
@@ -304,7 +298,7 @@ def build_recording_router(
         actor = Actor(
             UserId(who.user_id), who.display_name, is_guest=who.kind is IdentityKind.GUEST
         )
-        space = await call(control().can_listen(actor, space_id, code))
+        space = (await call(control().can_listen(actor, space_id, code))).space
         directory = recordings(space)
         runs = await asyncio.to_thread(load_runs, directory)
         window = clip_range(wanted.start_s, wanted.end_s, recorded_seconds(runs))

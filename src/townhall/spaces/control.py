@@ -52,6 +52,7 @@ from townhall.state.records import (
     LogEvent,
     Records,
     StageFull,
+    Standing,
 )
 
 REACTIONS = ("👏", "😂", "❤️", "🔥", "💯", "👍", "😮", "🙏")
@@ -146,19 +147,31 @@ class SpaceControl:
         member = await self.records.stage_member(space.id, user)
         return member.role if member is not None else Role.LISTENER
 
-    async def _authorize(
-        self, space: Space, actor: Actor, action: Action, target: UserId | None = None
+    async def standing(
+        self, space_id: str, user: UserId | None, target: UserId | None = None
+    ) -> Standing:
+        """The Space and where `user` (and `target`) stand in it, in one read; 404 if none."""
+        found = await self.records.standing(SpaceId(space_id), user, target)
+        if found is None:
+            raise _not_found()
+        return found
+
+    @staticmethod
+    def _authorize(
+        standing: Standing, actor: Actor, action: Action, target: UserId | None = None
     ) -> tuple[Role, StageMember | None]:
-        """Refuse unless `actor` may do `action` to `target`; returns the target's role and member."""
-        banned = await self.records.is_banned(space.id, actor.user_id)
-        actor_role = await self.role_of(space, actor.user_id)
-        target_member = None
+        """Refuse unless `actor` may do `action` to `target`; returns the target's role and
+        member. `standing` was read for this actor and target."""
+        target_member = standing.target if target is not None else None
         target_role: Role | None = None
         if target is not None:
-            target_member = await self.records.stage_member(space.id, target)
             target_role = target_member.role if target_member is not None else Role.LISTENER
         decision = rules.decide(
-            actor_role, action, target_role, is_self=target == actor.user_id, actor_banned=banned
+            standing.role,
+            action,
+            target_role,
+            is_self=target == actor.user_id,
+            actor_banned=standing.banned,
         )
         if not decision.allowed:
             raise ControlError(
@@ -166,20 +179,24 @@ class SpaceControl:
                 decision.reason,
                 _REFUSALS.get(decision.reason, f"not allowed: {decision.reason}"),
             )
-        return target_role or actor_role, target_member
+        return target_role or standing.role, target_member
 
-    async def _open_space(self, space_id: str) -> Space:
-        """The Space a command acts on. Every command but `create` starts here, so this is where
-        a live store that cannot take the command's event refuses it, before any record changes."""
+    async def _open_space(
+        self, space_id: str, actor: Actor | None = None, target: UserId | None = None
+    ) -> Standing:
+        """The Space a command acts on, and where its actor and target stand. Every command but
+        `create` starts here, so this is where a live store that cannot take the command's event
+        refuses it, before any record changes."""
         await self.events.ready()
-        space = await self.space(space_id)
+        standing = await self.standing(space_id, actor.user_id if actor else None, target)
+        space = standing.space
         if space.state.is_over:
             raise ControlError(
                 "gone",
                 f"space_{space.state.value}",
                 f"this Space has {space.state.value.replace('_', ' ')}",
             )
-        return space
+        return standing
 
     # -- events and webhooks --------------------------------------------------------------------
     def _event(self, space: Space, type: str, data: Mapping[str, Any]) -> LogEvent:
@@ -261,8 +278,9 @@ class SpaceControl:
         return await self._save(space, new, "space.state", data, announce)
 
     async def open(self, actor: Actor, space_id: str) -> Space:
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.GO_LIVE)  # the host's switch, like Go live
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        self._authorize(standing, actor, Action.GO_LIVE)  # the host's switch, like Go live
         if not lifecycle.is_due(space, self._clock(), self.config.early_open_s):
             raise ControlError(
                 "conflict", "not_due", "it is too early to open this Space; edit its start time"
@@ -270,8 +288,9 @@ class SpaceControl:
         return await self._transition(space, LifecycleAction.OPEN)
 
     async def go_live(self, actor: Actor, space_id: str) -> Space:
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.GO_LIVE)
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        self._authorize(standing, actor, Action.GO_LIVE)
         # The webhook says who asked to be reminded, so an integrator can notify them (we send no
         # mail ourselves).
         started = self._announcement("space.started", remind=True)
@@ -291,9 +310,10 @@ class SpaceControl:
 
     async def end(self, actor: Actor | None, space_id: str) -> Space:
         """End (or, before it went live, cancel) a Space. `actor=None` is the system (auto-end)."""
-        space = await self._open_space(space_id)
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
         if actor is not None:
-            await self._authorize(space, actor, Action.END_SPACE)
+            self._authorize(standing, actor, Action.END_SPACE)
         action = LifecycleAction.END if space.state is SpaceState.LIVE else LifecycleAction.CANCEL
         return await self._transition(
             space, action, self._announcement("space.ended"), on_air=False
@@ -307,8 +327,9 @@ class SpaceControl:
         title: str | None = None,
         description: str | None = None,
     ) -> Space:
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.EDIT_SPACE)
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        self._authorize(standing, actor, Action.EDIT_SPACE)
         new = replace(
             space,
             title=title if title is not None else space.title,
@@ -345,8 +366,9 @@ class SpaceControl:
     async def set_delay(self, actor: Actor, space_id: str, seconds: float) -> Space:
         if not 0.0 <= seconds <= MAX_DELAY_S:
             raise ControlError("invalid", "bad_delay", f"the delay is 0–{MAX_DELAY_S:g} seconds")
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.SET_DELAY)
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        self._authorize(standing, actor, Action.SET_DELAY)
         return await self._save(
             space,
             replace(space, delay_s=round(seconds, 2)),
@@ -355,16 +377,18 @@ class SpaceControl:
         )
 
     async def dump(self, actor: Actor, space_id: str) -> None:
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.DUMP)
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        self._authorize(standing, actor, Action.DUMP)
         await self.records.log_event(
             space.id, self._event(space, "delay.dumped", {"by": actor.user_id})
         )
         await self._delivered(space)
 
     async def pin_link(self, actor: Actor, space_id: str, url: str | None) -> Space:
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.PIN_LINK)
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        self._authorize(standing, actor, Action.PIN_LINK)
         return await self._save(
             space, replace(space, pinned_link=url), "space.pinned", {"url": url}
         )
@@ -428,24 +452,27 @@ class SpaceControl:
         await self._delivered(space)
 
     async def accept_request(self, actor: Actor, space_id: str, target: UserId) -> StageMember:
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.ACCEPT_REQUEST, target)
+        standing = await self._open_space(space_id, actor, target)
+        space = standing.space
+        self._authorize(standing, actor, Action.ACCEPT_REQUEST, target)
         hand = next((h for h in await self.records.hands(space.id) if h.user_id == target), None)
         if hand is None:
             raise ControlError("conflict", "no_request", "that person has not asked to speak")
         return await self._put_on_stage(space, target, hand.display_name, Role.SPEAKER)
 
     async def decline_request(self, actor: Actor, space_id: str, target: UserId) -> None:
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.DECLINE_REQUEST, target)
+        standing = await self._open_space(space_id, actor, target)
+        space = standing.space
+        self._authorize(standing, actor, Action.DECLINE_REQUEST, target)
         declined = self._event(space, "hand.declined", {"user_id": target})
         if await self.records.lower_hand(space.id, target, event=declined):
             await self._delivered(space)
 
     async def invite_to_speak(self, actor: Actor, space_id: str, target: UserId) -> None:
         """Offer a listener a place on the stage; they take it with `accept_invitation`."""
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.INVITE_TO_SPEAK, target)
+        standing = await self._open_space(space_id, actor, target)
+        space = standing.space
+        self._authorize(standing, actor, Action.INVITE_TO_SPEAK, target)
         await self.records.put_invitation(
             space.id,
             target,
@@ -457,8 +484,9 @@ class SpaceControl:
         await self._delivered(space)
 
     async def accept_invitation(self, actor: Actor, space_id: str) -> StageMember:
-        space = await self._open_space(space_id)
-        if await self.records.is_banned(space.id, actor.user_id):
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        if standing.banned:
             raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED])
         role = await self.records.take_invitation(space.id, actor.user_id)
         if role is None:
@@ -467,29 +495,29 @@ class SpaceControl:
 
     async def join_with_invite_link(self, actor: Actor, space_id: str, role: Role) -> StageMember:
         """An invite link (verified by the caller) seats whoever opens it, unless banned."""
-        space = await self._open_space(space_id)
-        if await self.records.is_banned(space.id, actor.user_id):
+        standing = await self._open_space(space_id, actor)
+        if standing.banned:
             raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED])
-        current = await self.role_of(space, actor.user_id)
-        if current.on_stage:
-            member = await self.records.stage_member(space.id, actor.user_id)
-            assert member is not None
-            return member
-        return await self._put_on_stage(space, actor.user_id, actor.display_name, role)
+        if standing.member is not None:
+            return standing.member
+        return await self._put_on_stage(standing.space, actor.user_id, actor.display_name, role)
 
     async def move_to_audience(self, actor: Actor, space_id: str, target: UserId) -> None:
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.MOVE_TO_AUDIENCE, target)
+        standing = await self._open_space(space_id, actor, target)
+        space = standing.space
+        self._authorize(standing, actor, Action.MOVE_TO_AUDIENCE, target)
         await self._take_off_stage(space, target, actor.user_id)
 
     async def leave_stage(self, actor: Actor, space_id: str) -> None:
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.LEAVE_STAGE)
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        self._authorize(standing, actor, Action.LEAVE_STAGE)
         await self._take_off_stage(space, actor.user_id, actor.user_id)
 
     async def mute(self, actor: Actor, space_id: str, target: UserId) -> StageMember:
-        space = await self._open_space(space_id)
-        _, member = await self._authorize(space, actor, Action.MUTE, target)
+        standing = await self._open_space(space_id, actor, target)
+        space = standing.space
+        _, member = self._authorize(standing, actor, Action.MUTE, target)
         assert member is not None
         if target == actor.user_id:
             member = replace(member, self_muted=True)
@@ -498,8 +526,9 @@ class SpaceControl:
         return await self._update_member(space, member, actor)
 
     async def unmute(self, actor: Actor, space_id: str, target: UserId) -> StageMember:
-        space = await self._open_space(space_id)
-        _, member = await self._authorize(space, actor, Action.UNMUTE, target)
+        standing = await self._open_space(space_id, actor, target)
+        space = standing.space
+        _, member = self._authorize(standing, actor, Action.UNMUTE, target)
         assert member is not None
         return await self._update_member(
             space, replace(member, self_muted=False, muted_by_host=False), actor
@@ -514,8 +543,9 @@ class SpaceControl:
         return member
 
     async def remove(self, actor: Actor, space_id: str, target: UserId) -> None:
-        space = await self._open_space(space_id)
-        role, _ = await self._authorize(space, actor, Action.REMOVE, target)
+        standing = await self._open_space(space_id, actor, target)
+        space = standing.space
+        role, _ = self._authorize(standing, actor, Action.REMOVE, target)
         await self.records.remove_stage_member(
             space.id,
             target,
@@ -528,8 +558,9 @@ class SpaceControl:
         await self._delivered(space)
 
     async def ban(self, actor: Actor, space_id: str, target: UserId) -> None:
-        space = await self._open_space(space_id)
-        role, _ = await self._authorize(space, actor, Action.BAN, target)
+        standing = await self._open_space(space_id, actor, target)
+        space = standing.space
+        role, _ = self._authorize(standing, actor, Action.BAN, target)
         left = self._announcement("stage.changed", {"left": target}) if role.on_stage else None
         await self.records.ban(
             Ban(space.id, target, actor.user_id, self._clock()),
@@ -541,8 +572,9 @@ class SpaceControl:
     async def add_cohost(
         self, actor: Actor, space_id: str, target: UserId, display_name: str | None = None
     ) -> StageMember:
-        space = await self._open_space(space_id)
-        _, member = await self._authorize(space, actor, Action.ADD_COHOST, target)
+        standing = await self._open_space(space_id, actor, target)
+        space = standing.space
+        _, member = self._authorize(standing, actor, Action.ADD_COHOST, target)
         name = (
             member.display_name
             if member
@@ -551,14 +583,16 @@ class SpaceControl:
         return await self._put_on_stage(space, target, name, Role.COHOST)
 
     async def remove_cohost(self, actor: Actor, space_id: str, target: UserId) -> StageMember:
-        space = await self._open_space(space_id)
-        _, member = await self._authorize(space, actor, Action.REMOVE_COHOST, target)
+        standing = await self._open_space(space_id, actor, target)
+        space = standing.space
+        _, member = self._authorize(standing, actor, Action.REMOVE_COHOST, target)
         assert member is not None
         return await self._put_on_stage(space, target, member.display_name, Role.SPEAKER)
 
     async def transfer_host(self, actor: Actor, space_id: str, target: UserId) -> Space:
-        space = await self._open_space(space_id)
-        _, member = await self._authorize(space, actor, Action.TRANSFER_HOST, target)
+        standing = await self._open_space(space_id, actor, target)
+        space = standing.space
+        _, member = self._authorize(standing, actor, Action.TRANSFER_HOST, target)
         assert member is not None
         handed_over = self._announcement("stage.changed", {"host": target})
         try:
@@ -587,20 +621,23 @@ class SpaceControl:
     # -- the audience ---------------------------------------------------------------------------
     async def can_listen(
         self, actor: Actor | None, space_id: str, invite_code: str | None = None
-    ) -> Space:
-        space = await self.space(space_id)
-        if space.visibility is Visibility.PRIVATE and invite_code != space.invite_code:
-            on_stage = actor is not None and (await self.role_of(space, actor.user_id)).on_stage
-            if not on_stage:
-                raise _not_found()  # a private Space does not exist for those without the link
+    ) -> Standing:
+        """The Space and the listener's standing in it, if they may listen; 404 for a private
+        Space without its code (unless they are on its stage), 403 for someone banned."""
+        standing = await self.standing(space_id, actor.user_id if actor else None)
+        space = standing.space
+        private = space.visibility is Visibility.PRIVATE and invite_code != space.invite_code
+        if private and not standing.role.on_stage:
+            raise _not_found()  # a private Space does not exist for those without the link
         if actor is not None:
-            await self._authorize(space, actor, Action.LISTEN)
-        return space
+            self._authorize(standing, actor, Action.LISTEN)
+        return standing
 
     async def raise_hand(self, actor: Actor, space_id: str) -> bool:
         """Ask to speak; raises `Limited` when the person toggles their hand too fast."""
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.RAISE_HAND)
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        self._authorize(standing, actor, Action.RAISE_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
         hand = RaisedHand(space.id, actor.user_id, actor.display_name, self._clock())
         event = self._event(
@@ -615,8 +652,9 @@ class SpaceControl:
         return raised
 
     async def lower_hand(self, actor: Actor, space_id: str) -> bool:
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.LOWER_HAND)
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        self._authorize(standing, actor, Action.LOWER_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
         event = self._event(space, "hand.lowered", {"user_id": actor.user_id})
         lowered = await self.records.lower_hand(space.id, actor.user_id, event=event)
@@ -630,8 +668,9 @@ class SpaceControl:
             raise ControlError(
                 "invalid", "bad_reaction", f"reactions are one of {' '.join(REACTIONS)}"
             )
-        space = await self._open_space(space_id)
-        await self._authorize(space, actor, Action.REACT)
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        self._authorize(standing, actor, Action.REACT)
         now = self._clock()
         await take(self.live, REACT, f"{space.id}:{actor.user_id}", now)
         await self.live.add_reaction(space.id, emoji, int(now))

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -96,6 +96,7 @@ __all__ = [
     "Records",
     "RecordsError",
     "StageFull",
+    "Standing",
     "UsernameTaken",
     "WebhookDelivery",
     "WebhookEndpoint",
@@ -108,6 +109,21 @@ log = logging.getLogger(__name__)
 
 # Stage order: host, co-hosts, speakers; within a role, who joined first.
 _ROLE_RANK = sa.case({Role.HOST: 0, Role.COHOST: 1}, value=StageMemberRow.role, else_=2)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A Space and where one person stands in it (and, for a command on someone, the target)."""
+
+    space: Space
+    member: StageMember | None  # their seat on the stage; None for a listener
+    banned: bool
+    hand_raised: bool
+    target: StageMember | None = None  # the target's seat (the same as `member` for oneself)
+
+    @property
+    def role(self) -> Role:
+        return self.member.role if self.member is not None else Role.LISTENER
 
 
 # --- opening ---------------------------------------------------------------------------------
@@ -632,6 +648,45 @@ class Records(WebhookOutbox, EventQueue):
                 sa.select(StageMemberRow).where(_of(StageMemberRow, space_id, user_id))
             )
             return None if row is None else _member(row)
+
+    async def standing(
+        self, space_id: SpaceId, user_id: UserId | None, target: UserId | None = None
+    ) -> Standing | None:
+        """The Space and where `user_id` (and `target`) stand in it, read together in one
+        transaction: what every command and the caller's own view need before anything else.
+        None when there is no such Space; `user_id` None stands for an anonymous listener."""
+        users = [u for u in (user_id, target) if u is not None]
+        banned = sa.exists().where(_of(BanRow, space_id, user_id or ""))
+        hand = sa.exists().where(_of(RaisedHandRow, space_id, user_id or ""))
+        async with self._read() as session:
+            found = (
+                await session.execute(
+                    sa.select(SpaceRow, banned.label("banned"), hand.label("hand")).where(
+                        SpaceRow.id == space_id
+                    )
+                )
+            ).first()
+            if found is None:
+                return None
+            seats = (
+                {
+                    row.user_id: _member(row)
+                    for row in await session.scalars(
+                        sa.select(StageMemberRow).where(
+                            StageMemberRow.space_id == space_id, StageMemberRow.user_id.in_(users)
+                        )
+                    )
+                }
+                if users
+                else {}
+            )
+        return Standing(
+            space=_space(found[0]),
+            member=seats.get(user_id) if user_id is not None else None,
+            banned=user_id is not None and bool(found.banned),
+            hand_raised=user_id is not None and bool(found.hand),
+            target=seats.get(target) if target is not None else None,
+        )
 
     async def transfer_host(
         self,

@@ -1,0 +1,33 @@
+"""Path parameters shared by the routers, checked before any handler runs.
+
+Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
+request for what is one regular-expression match.
+"""
+
+from typing import Annotated
+
+from fastapi import Depends, Path
+
+from townhall.api.errors import NotFound
+from townhall.spaces.model import UserId, is_space_id, is_user_id
+
+
+async def _space_id(space_id: Annotated[str, Path()]) -> str:
+    if not is_space_id(space_id):
+        raise NotFound("no such Space", code="space_not_found")
+    return space_id
+
+
+def checked_user_id(raw: str) -> UserId:
+    """A user id from the path or a body; 404 for what cannot be one."""
+    if not is_user_id(raw):
+        raise NotFound("no such person", code="user_not_found")
+    return UserId(raw)
+
+
+async def _user_id(user_id: Annotated[str, Path()]) -> UserId:
+    return checked_user_id(user_id)
+
+
+SpaceIdP = Annotated[str, Depends(_space_id)]
+TargetP = Annotated[UserId, Depends(_user_id)]
