@@ -528,3 +528,19 @@ async def test_a_log_that_starts_again_has_a_new_id_so_resuming_clients_can_tell
     await live.forget_space("logid")
     await live.append("logid", "c", {}, 3.0)
     assert await live.log_id("logid") not in ("", first)
+
+
+async def test_the_position_of_a_log_changes_with_every_event_and_every_new_log(
+    live: LiveState, peer: LiveState
+) -> None:
+    assert await live.position("pos") == ("", 0)
+    await live.append("pos", "a", {}, 1.0)
+    first = await peer.position("pos")
+    assert first == (await live.log_id("pos"), 1)
+    await peer.append("pos", "b", {}, 2.0)
+    assert await live.position("pos") == (first[0], 2)
+    await live.forget_space("pos")
+    await live.append("pos", "c", {}, 3.0)
+    log_id, seq = await peer.position("pos")
+    assert seq == 1
+    assert log_id not in ("", first[0]), "same number, new log: the position still differs"

@@ -12,14 +12,17 @@ records and the log never disagree for good. Nothing else happens here: the medi
 removals, Go live, delay and dump by following the same event log, stage clients follow it over
 their WebSocket, and webhooks are queued in the records' outbox in step (3), in the same
 transaction as the change they announce (an `Announcement` handed to the Records write), so a
-change and its webhook commit together or not at all. Any process can run any command; none of
-them keeps state of its own.
+change and its webhook commit together or not at all. Any process can run any command; all a
+process keeps is who stands where in recently used Spaces, and only while the Space's log has
+not moved since it read them (`standing`), which is what makes an authenticated read or a
+reaction cost no database round trip.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -54,10 +57,12 @@ from townhall.state.records import (
     StageFull,
     Standing,
 )
+from townhall.state.unavailable import UNAVAILABLE_ERRORS, is_unavailable
 
 REACTIONS = ("👏", "😂", "❤️", "🔥", "💯", "👍", "😮", "🙏")
 MAX_DELAY_S = 30.0
 MAX_REMINDERS_IN_WEBHOOK = 10_000
+STANDINGS_KEPT = 50_000  # ~ one per person active in any Space in the last moments
 
 
 class ControlError(Exception):
@@ -133,6 +138,10 @@ class SpaceControl:
         self.config = config
         self._clock = clock
         self._invite_code = invite_code or _random_invite_code
+        # Standings read recently, with the log position they are current for (`standing`).
+        self._standings: OrderedDict[
+            tuple[str, UserId | None, UserId | None], tuple[tuple[str, int], Standing]
+        ] = OrderedDict()
 
     # -- reading --------------------------------------------------------------------------------
     async def space(self, space_id: str) -> Space:
@@ -150,10 +159,33 @@ class SpaceControl:
     async def standing(
         self, space_id: str, user: UserId | None, target: UserId | None = None
     ) -> Standing:
-        """The Space and where `user` (and `target`) stand in it, in one read; 404 if none."""
+        """The Space and where `user` (and `target`) stand in it; 404 if there is no such Space.
+
+        Read from the records once, then kept while the Space's log stays where it was: every
+        change to a Space's records is followed by an event in its log (this module, through
+        the event outbox), so an unchanged position means an unchanged standing. The position
+        is read before the records, so a standing is never tagged newer than what it holds.
+        With the live store out of reach it is read from the records each time (reads keep
+        working; commands are refused later, by `_open_space`)."""
+        try:
+            position: tuple[str, int] | None = await self.live.position(space_id)
+        except UNAVAILABLE_ERRORS as exc:
+            if not is_unavailable(exc):
+                raise
+            position = None
+        key = (space_id, user, target)
+        kept = self._standings.get(key)
+        if kept is not None and kept[0] == position:
+            self._standings.move_to_end(key)
+            return kept[1]
         found = await self.records.standing(SpaceId(space_id), user, target)
         if found is None:
             raise _not_found()
+        if position is None:
+            return found
+        self._standings[key] = (position, found)
+        if len(self._standings) > STANDINGS_KEPT:
+            self._standings.popitem(last=False)
         return found
 
     @staticmethod

@@ -251,6 +251,12 @@ class EmbeddedLiveState:
         log = self._logs.get(space_id)
         return log.id if log is not None and log.latest > 0 else ""
 
+    async def position(self, space_id: str) -> tuple[str, int]:
+        log = self._logs.get(space_id)
+        if log is None or log.latest == 0:
+            return "", 0
+        return log.id, log.latest
+
     async def wait_for_events(self, space_id: str, after_seq: int, timeout: float) -> bool:  # noqa: ASYNC109
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -65,6 +65,12 @@ class LiveState(Protocol):
         "" while the log has no event."""
         ...
 
+    async def position(self, space_id: str) -> tuple[str, int]:
+        """`(log_id, latest_seq)` read together: where the Space's log stands. Anything derived
+        from the records of a Space and tagged with this is current while it does not change,
+        since every change to a Space's records is followed by an event in its log."""
+        ...
+
     # A bound that answers False (rather than cancelling) lets a WebSocket loop send a keepalive.
     async def wait_for_events(self, space_id: str, after_seq: int, timeout: float) -> bool:  # noqa: ASYNC109
         """True as soon as latest_seq > after_seq; False after `timeout` seconds."""

@@ -335,6 +335,13 @@ class RedisLiveState:
         raw = await self._redis.get(self._key(EVENT_LOG_ID_KEY, space_id))
         return raw.decode() if isinstance(raw, bytes) else str(raw or "")
 
+    async def position(self, space_id: str) -> tuple[str, int]:
+        log_id, seq = await self._redis.mget(
+            self._key(EVENT_LOG_ID_KEY, space_id), self._key(EVENT_SEQ_KEY, space_id)
+        )
+        text = log_id.decode() if isinstance(log_id, bytes) else str(log_id or "")
+        return (text, int(seq or 0)) if seq else ("", 0)
+
     async def wait_for_events(self, space_id: str, after_seq: int, timeout: float) -> bool:  # noqa: ASYNC109
         if self._closed:
             return False
