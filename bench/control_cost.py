@@ -67,9 +67,10 @@ from bench.reference_app import key as reference_key
 from bench.swarm import (
     affinity,
     core_busy_seconds,
+    end_processes,
+    generator_process,
     machine,
     pin,
-    raise_nofile,
     tree_cpu_seconds,
     wait_interval,
 )
@@ -253,14 +254,7 @@ async def _drive(spec: dict[str, Any], counters: Any) -> dict[str, Any]:
 
 
 def _worker(conn: Connection, counters: Any, cpus: set[int]) -> None:
-    os.sched_setaffinity(0, cpus)
-    raise_nofile()
-    try:
-        import uvloop  # a faster event loop, when installed: the generator's CPU is a limit
-
-        runner: Any = uvloop.run
-    except ImportError:
-        runner = asyncio.run
+    runner = generator_process(cpus)
     while True:
         spec = conn.recv()
         if spec is None:
@@ -323,13 +317,7 @@ class Generator:
         for conn in self.conns:
             with contextlib.suppress(OSError):
                 conn.send(None)
-        for proc in self.procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-        for conn in self.conns:
-            conn.close()
+        end_processes(self.procs, self.conns)
 
 
 # --- measuring ------------------------------------------------------------------------------------
