@@ -1,4 +1,4 @@
-"""A minimal HTTP/1.1 keep-alive GET client on asyncio streams, for load generators.
+"""A minimal HTTP/1.1 keep-alive client on asyncio streams, for load generators.
 
 Why not httpx for thousands of listeners: httpcore's connection pool rescans every pooled
 connection (and polls each idle socket) on every request, so with one shared `AsyncClient` the cost
@@ -6,12 +6,14 @@ of a request grows with the number of open connections — profiled here at 20 l
 connections): 79 % of a core for ~90 requests/s, two thirds of it in `_assign_requests_to_connections`.
 This client keeps a tiny pool per `Client` (one `Client` per simulated listener, at most a few
 connections each), parses only what GETs need (status, headers, Content-Length or chunked bodies),
-and maps failures to the kinds the benches count.
+and maps failures to the kinds the benches count. Other methods (`request`) send a small body with
+its Content-Length and extra headers, for benches of the control API.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
@@ -41,8 +43,9 @@ class _Connection:
     def close(self) -> None:
         self.writer.close()
 
-    async def get(self, host: str, target: str) -> tuple[Response, bool]:
-        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode("latin-1"))
+    async def exchange(self, head: bytes, body: bytes) -> tuple[Response, bool]:
+        """Send one request (its head already formatted, blank line included) and read the answer."""
+        self.writer.write(head + body if body else head)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
@@ -91,11 +94,36 @@ class Client:
 
     async def get(self, url: str, params: dict[str, int] | None = None) -> Response:
         """GET a path or an absolute URL on this origin."""
+        return await self.request("GET", url, params=params)
+
+    def head(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> bytes:
+        """The request line and headers for `target` on this origin; a body gets its length."""
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.authority}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        params: dict[str, int] | None = None,
+    ) -> Response:
+        """One request to a path or an absolute URL on this origin, on a pooled connection."""
         parts = urlsplit(url)
         target = parts.path or "/"
         query = "&".join(q for q in (parts.query, urlencode(params or {})) if q)
         if query:
             target += "?" + query
+        return await self.send(self.head(method, target, headers or {}, body), body)
+
+    async def send(self, head: bytes, body: bytes = b"") -> Response:
+        """Send a request whose head `head()` formatted (a generator that sends the same few
+        requests again and again formats each once), on a pooled connection."""
         connection: _Connection | None = None
         try:
             async with asyncio.timeout(self.timeout):
@@ -107,7 +135,7 @@ class Client:
                     except OSError:
                         raise HTTPFailure("connect") from None
                     connection = _Connection(reader, writer)
-                response, reusable = await connection.get(self.authority, target)
+                response, reusable = await connection.exchange(head, body)
         except TimeoutError:
             self._drop(connection)
             raise HTTPFailure("timeout") from None

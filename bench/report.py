@@ -65,6 +65,11 @@ def _pct(share: float | None) -> str:
     return "–" if share is None else f"{share * 100:.1f} %"
 
 
+def _ms(value: float | None) -> str:
+    """A CPU time per request, in milliseconds (given in milliseconds)."""
+    return "–" if value is None else f"{value:.2f} ms"
+
+
 def _num(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
@@ -295,6 +300,79 @@ def _failover(r: Results) -> list[Verdict]:
     ]
 
 
+CONTROL_DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+# The goal rows of issue 12: (group in bench.control_cost, what, goal in ms of server CPU per
+# request, and why a call costs more than the reference app: what the code does per request).
+CONTROL_GOALS: tuple[tuple[str, str, float, str], ...] = (
+    (
+        "read",
+        "server CPU per authenticated read (/me, Space lookup)",
+        0.5,
+        "Each call verifies the bearer token, then reads the Space and the caller's standing in "
+        "it (seat, hand, ban) in separate queries, each its own session; the reference app's one "
+        "indexed query on the same driver is the floor beside it.",
+    ),
+    (
+        "live",
+        "server CPU per reaction, hand, presence (live state, embedded store)",
+        0.5,
+        "A reaction or a hand first reads the Space and the caller's role and ban state from the "
+        "records; a hand is also a durable write with its event (outbox) and its delivery. "
+        "Presence, which touches live state only, shows what the path costs without them.",
+    ),
+    ("guest", "server CPU per guest sign-in", 1.0, "Minting and verifying the identity token."),
+    (
+        "cheap",
+        "server CPU per health check and cached snapshot",
+        0.15,
+        "The reference app's constant JSON is the framework's floor on this core; what townhall "
+        "adds is its middleware on every request (admission, trusted proxy headers).",
+    ),
+    (
+        "stage",
+        "server CPU per stage command (host mutes/unmutes themself)",
+        3.0,
+        "A stage command is a durable write of the member with its event in the same "
+        "transaction, then the event's delivery to the live log.",
+    ),
+)
+
+
+def _control_cost(r: Results) -> list[Verdict]:
+    summary = _get(r, "control_cost", "summary") or {}
+    out = []
+    for group, what, goal, why in CONTROL_GOALS:
+        figures, met = [], []
+        for db, label in CONTROL_DATABASES.items():
+            judged = _get(summary, db, "groups", group)
+            if judged is None:
+                figures.append(f"{label}: not measured")
+                met.append(None)
+                continue
+            calls = ", ".join(f"{call} {_ms(ms)}" for call, ms in judged["calls"].items())
+            floor = "reference_constant_ms" if group == "cheap" else "reference_query_ms"
+            invalid = judged["invalid_calls"]
+            valid = f" (not valid: {', '.join(invalid)}; see the table)" if invalid else ""
+            figures.append(f"{label}: {calls} (reference {_ms(_get(summary, db, floor))}){valid}")
+            # One validly measured call over the goal is a miss; met needs every call valid.
+            worst = judged["worst_valid_ms"]
+            if worst is not None and worst > goal:
+                met.append(False)
+            else:
+                met.append(None if invalid or worst is None else True)
+        verdict = False if False in met else (True if all(m is True for m in met) else None)
+        out.append(
+            Verdict(
+                what,
+                f"≤ {goal:g} ms on SQLite and on PostgreSQL (issue 12)",
+                "; ".join(figures),
+                verdict,
+                why,
+            )
+        )
+    return out
+
+
 BUDGETS: tuple[Callable[[Results], list[Verdict]], ...] = (
     _latency,
     _stage_cost,
@@ -302,6 +380,7 @@ BUDGETS: tuple[Callable[[Results], list[Verdict]], ...] = (
     _cache_collapse,
     _join_storm,
     _failover,
+    _control_cost,
 )
 
 
@@ -519,6 +598,61 @@ def _section_failover(r: Results) -> list[str]:
     )
 
 
+def _section_control_cost(r: Results) -> list[str]:
+    data = _get(r, "control_cost") or {}
+    lines: list[str] = []
+    for db, label in CONTROL_DATABASES.items():
+        result = _get(data, "databases", db)
+        if result is None:
+            continue
+        pg = db == "postgresql"
+        reference = result.get("reference") or {}
+        rows = [*(result.get("rows") or []), *reference.values()]
+        table = []
+        for row in rows:
+            flags = [] if row.get("valid") else ["not valid"]
+            if row.get("generator_limited"):
+                flags.append("generator-limited")
+            table.append(
+                [
+                    str(row.get("label")) + (f" ({', '.join(flags)})" if flags else ""),
+                    _num(row.get("requests")),
+                    f"{row.get('ok', 0)}/{row.get('limited_429', 0)}/{row.get('other', 0)}",
+                    _ms(row.get("ms_per_request")),
+                    "–" if row.get("goal_ms") is None else f"{row['goal_ms']:g} ms",
+                    _ms(row.get("reference_ms_per_request")),
+                    *([_ms(row.get("db_ms_per_request"))] if pg else []),
+                    _num(row.get("requests_per_s")),
+                    _pct(row.get("server_cpu_share")),
+                    "/".join(_pct(s) for s in row.get("generator_cpu_shares") or []),
+                    _pct(row.get("others_on_server_core")),
+                ]
+            )
+        lines += [
+            f"**{label}** ({data.get('concurrency', '?')} connections, "
+            f"{data.get('seconds', '?')} s windows)",
+            "",
+        ]
+        lines += _table(
+            [
+                "call",
+                "requests",
+                "2xx/429/other",
+                "server CPU per request",
+                "goal",
+                "reference",
+                *(["PostgreSQL CPU per request"] if pg else []),
+                "requests/s",
+                "server's core",
+                "generator's core",
+                "others on the server's core",
+            ],
+            table,
+        )
+        lines.append("")
+    return lines[:-1] if lines else ["Nothing measured."]
+
+
 SECTIONS: tuple[tuple[str, str, Callable[[Results], list[str]], str], ...] = (
     ("latency", "Glass-to-glass latency", _section_latency, "latency.png"),
     ("stage_cost", "Stage cost", _section_stage_cost, "stage_cost.png"),
@@ -531,6 +665,12 @@ SECTIONS: tuple[tuple[str, str, Callable[[Results], list[str]], str], ...] = (
     ("cache_collapse", "Cache collapse behind the edge", _section_cache, "cache_collapse.png"),
     ("join_storm", "Join storm", _section_join, "join_storm.png"),
     ("failover", "Failover: kill -9 of the Space's media node", _section_failover, "failover.png"),
+    (
+        "control_cost",
+        "Control cost: server CPU per audience call (issue 12)",
+        _section_control_cost,
+        "control_cost.png",
+    ),
 )
 
 

@@ -50,6 +50,12 @@ SUITE: tuple[Module, ...] = (
         300,
     ),
     Module("failover", ("--rounds", "5", "--drains", "3"), ("--rounds", "2", "--drains", "1"), 300),
+    Module(
+        "control_cost",
+        ("--seconds", "5"),
+        ("--seconds", "1.5", "--databases", "sqlite", "--guests", "100"),
+        900,
+    ),
 )
 
 

@@ -372,17 +372,34 @@ async def _serve(conn: Connection, kind: str, url: str, options: dict[str, float
             return
 
 
-def _worker(conn: Connection, kind: str, url: str, cpus: set[int] | None, options: Any) -> None:
+def generator_process(cpus: set[int] | None) -> Any:
+    """Set up this load-generator process: pinned to `cpus`, its open-files limit raised. Returns
+    how to run its event loop: uvloop's when installed (the generator's CPU is the limit)."""
     if cpus is not None:
         os.sched_setaffinity(0, cpus)
     raise_nofile()
     try:
-        import uvloop  # a faster event loop, when installed: the generator's CPU is the limit
+        import uvloop
 
-        runner: Any = uvloop.run
+        return uvloop.run
     except ImportError:
-        runner = asyncio.run
-    runner(_serve(conn, kind, url, options))
+        return asyncio.run
+
+
+def end_processes(procs: list[Any], conns: list[Connection]) -> None:
+    """Wait for worker processes told to stop (each killed by its own PID if it hangs), then
+    close their pipes."""
+    for proc in procs:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+    for conn in conns:
+        conn.close()
+
+
+def _worker(conn: Connection, kind: str, url: str, cpus: set[int] | None, options: Any) -> None:
+    generator_process(cpus)(_serve(conn, kind, url, options))
 
 
 class Swarm:
@@ -458,13 +475,7 @@ class Swarm:
             with contextlib.suppress(OSError, EOFError):
                 if conn.poll(20):
                     conn.recv()
-        for proc in self.procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-        for conn in self.conns:
-            conn.close()
+        end_processes(self.procs, self.conns)
 
     def __enter__(self) -> Swarm:
         return self

@@ -162,3 +162,56 @@ def test_a_drain_is_judged_apart_from_a_kill() -> None:
     assert by_what({"failover": figures})[what].met is None  # no drain rounds: not measured
     assert by_what({"failover": {**figures, "drain_gap_p95_s": 0.8}})[what].met is True
     assert by_what({"failover": {**figures, "drain_gap_p95_s": 2.4}})[what].met is False
+
+
+def control_cost(**calls: tuple[float, bool]) -> dict[str, Any]:
+    """A control_cost result on both databases; `calls` maps a call to (ms per request, valid)."""
+    from bench.control_cost import CALLS, summarise
+
+    rows = [
+        {
+            "call": c.key,
+            "label": c.label,
+            "goal_ms": c.goal_ms,
+            "ms_per_request": calls.get(c.key, (0.1, True))[0],
+            "valid": calls.get(c.key, (0.1, True))[1],
+        }
+        for c in CALLS
+    ]
+    reference = {"constant": {"ms_per_request": 0.1}, "query": {"ms_per_request": 0.4}}
+    databases = {db: {"rows": rows, "reference": reference} for db in ("sqlite", "postgresql")}
+    return {"control_cost": {"databases": databases, "summary": summarise(databases)}}
+
+
+def test_control_cost_judges_each_goal_row_on_its_worst_validly_measured_call() -> None:
+    read = "server CPU per authenticated read (/me, Space lookup)"
+    judged = by_what(control_cost())
+    assert all(judged[what].met is True for what in judged if what.startswith("server CPU per"))
+    slow = by_what(control_cost(me=(8.3, True)))[read]
+    assert slow.met is False
+    assert "me 8.30 ms" in slow.figure
+    assert "reference 0.40 ms" in slow.figure
+    # A call answered mostly with 429s measured a refusal, not the call: not judged either way...
+    refused = by_what(control_cost(me=(0.2, False)))[read]
+    assert refused.met is None
+    assert "not valid: me" in refused.figure
+    # ... unless another call of the same row was validly measured over the goal.
+    assert by_what(control_cost(me=(0.2, False), space=(12.8, True)))[read].met is False
+    stage = by_what(control_cost(stage=(2.9, True)))[
+        "server CPU per stage command (host mutes/unmutes themself)"
+    ]
+    assert stage.met is True
+
+
+def test_control_cost_needs_both_databases_and_renders_a_table_per_database() -> None:
+    one = control_cost(health=(0.12, True))
+    del one["control_cost"]["databases"]["postgresql"]
+    del one["control_cost"]["summary"]["postgresql"]
+    cheap = by_what(one)["server CPU per health check and cached snapshot"]
+    assert cheap.met is None  # met on SQLite, PostgreSQL not measured
+    assert "PostgreSQL: not measured" in cheap.figure
+    runs = {"runs": [{"name": "control_cost", "status": "ok", "args": [], "wall_s": 60.0}]}
+    text = render(one, runs, made=[])
+    assert "**SQLite**" in text
+    assert "**PostgreSQL**" not in text
+    assert "| GET /api/health | – | 0/0/0 | 0.12 ms | 0.15 ms | – |" in text
