@@ -385,21 +385,21 @@ async def test_a_scheduled_space_whose_webhook_cannot_be_queued_is_not_created(
 
 
 class CountingRecords:
-    """The records, counting how often a standing is read from them."""
+    """The records, counting how often a Space's roster is read from them."""
 
     def __init__(self, records: Records) -> None:
         self._records = records
-        self.standings_read = 0
+        self.rosters_read = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._records, name)
 
-    async def standing(self, *args: Any, **kwargs: Any) -> Any:
-        self.standings_read += 1
-        return await self._records.standing(*args, **kwargs)
+    async def roster(self, *args: Any, **kwargs: Any) -> Any:
+        self.rosters_read += 1
+        return await self._records.roster(*args, **kwargs)
 
 
-async def test_a_standing_is_read_from_the_records_once_until_the_space_changes(
+async def test_a_roster_is_read_from_the_records_once_until_the_space_changes(
     control: SpaceControl,
 ) -> None:
     counting = CountingRecords(control.records)
@@ -407,9 +407,15 @@ async def test_a_standing_is_read_from_the_records_once_until_the_space_changes(
     space = await control.create(HOST, NewSpace("Cached"))
     for _ in range(5):
         await cached.react(LISTENER, space.id, "👏")
-    assert counting.standings_read == 1, "reactions alone change nothing a standing holds"
+        await cached.react(TROLL, space.id, "👏")
+    assert (await cached.standing(space.id, HOST.user_id)).role is Role.HOST
+    assert counting.rosters_read == 1, "reactions change nothing a roster holds"
 
-    await control.ban(HOST, space.id, LISTENER.user_id)  # another process: the log moves
-    await refused("banned", cached.react(LISTENER, space.id, "👏"))
-    assert counting.standings_read == 2
-    assert (await cached.standing(space.id, LISTENER.user_id)).banned
+    await control.ban(HOST, space.id, TROLL.user_id)  # another process: the log moves
+    await refused("banned", cached.react(TROLL, space.id, "👏"))
+    assert counting.rosters_read == 2
+    assert (await cached.standing(space.id, TROLL.user_id)).banned
+    assert not (await cached.standing(space.id, LISTENER.user_id)).banned
+    await control.raise_hand(LISTENER, space.id)
+    assert (await cached.standing(space.id, LISTENER.user_id)).hand_raised
+    assert counting.rosters_read == 3

@@ -13,9 +13,9 @@ removals, Go live, delay and dump by following the same event log, stage clients
 their WebSocket, and webhooks are queued in the records' outbox in step (3), in the same
 transaction as the change they announce (an `Announcement` handed to the Records write), so a
 change and its webhook commit together or not at all. Any process can run any command; all a
-process keeps is who stands where in recently used Spaces, and only while the Space's log has
-not moved since it read them (`standing`), which is what makes an authenticated read or a
-reaction cost no database round trip.
+process keeps is the rosters of recently used Spaces (stage, bans, hands), and only while the
+Space's log has not moved since it read them (`roster`), which is what makes an authenticated
+read or a reaction cost no database round trip.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from townhall.state.records import (
     Conflict,
     LogEvent,
     Records,
+    Roster,
     StageFull,
     Standing,
 )
@@ -62,7 +63,7 @@ from townhall.state.unavailable import UNAVAILABLE_ERRORS, is_unavailable
 REACTIONS = ("👏", "😂", "❤️", "🔥", "💯", "👍", "😮", "🙏")
 MAX_DELAY_S = 30.0
 MAX_REMINDERS_IN_WEBHOOK = 10_000
-STANDINGS_KEPT = 50_000  # ~ one per person active in any Space in the last moments
+ROSTERS_KEPT = 10_000  # Spaces: more than a node has open at once
 
 
 class ControlError(Exception):
@@ -138,10 +139,8 @@ class SpaceControl:
         self.config = config
         self._clock = clock
         self._invite_code = invite_code or _random_invite_code
-        # Standings read recently, with the log position they are current for (`standing`).
-        self._standings: OrderedDict[
-            tuple[str, UserId | None, UserId | None], tuple[tuple[str, int], Standing]
-        ] = OrderedDict()
+        # Rosters read recently, with the log position they are current for (`roster`).
+        self._rosters: OrderedDict[str, tuple[tuple[str, int], Roster]] = OrderedDict()
 
     # -- reading --------------------------------------------------------------------------------
     async def space(self, space_id: str) -> Space:
@@ -159,33 +158,36 @@ class SpaceControl:
     async def standing(
         self, space_id: str, user: UserId | None, target: UserId | None = None
     ) -> Standing:
-        """The Space and where `user` (and `target`) stand in it; 404 if there is no such Space.
+        """The Space and where `user` (and `target`) stand in it; 404 if there is no such Space."""
+        return (await self.roster(space_id)).standing(user, target)
+
+    async def roster(self, space_id: str) -> Roster:
+        """The Space, its stage, bans and raised hands; 404 if there is no such Space.
 
         Read from the records once, then kept while the Space's log stays where it was: every
         change to a Space's records is followed by an event in its log (this module, through
-        the event outbox), so an unchanged position means an unchanged standing. The position
-        is read before the records, so a standing is never tagged newer than what it holds.
-        With the live store out of reach it is read from the records each time (reads keep
-        working; commands are refused later, by `_open_space`)."""
+        the event outbox), so an unchanged position means an unchanged roster, and a join storm
+        of listeners nobody has seen before costs no database round trip each. The position is
+        read before the records, so a roster is never tagged newer than what it holds. With the
+        live store out of reach it is read from the records each time (reads keep working;
+        commands are refused later, by `_open_space`)."""
         try:
             position: tuple[str, int] | None = await self.live.position(space_id)
         except UNAVAILABLE_ERRORS as exc:
             if not is_unavailable(exc):
                 raise
             position = None
-        key = (space_id, user, target)
-        kept = self._standings.get(key)
+        kept = self._rosters.get(space_id)
         if kept is not None and kept[0] == position:
-            self._standings.move_to_end(key)
+            self._rosters.move_to_end(space_id)
             return kept[1]
-        found = await self.records.standing(SpaceId(space_id), user, target)
+        found = await self.records.roster(SpaceId(space_id))
         if found is None:
             raise _not_found()
-        if position is None:
-            return found
-        self._standings[key] = (position, found)
-        if len(self._standings) > STANDINGS_KEPT:
-            self._standings.popitem(last=False)
+        if position is not None:
+            self._rosters[space_id] = (position, found)
+            if len(self._rosters) > ROSTERS_KEPT:
+                self._rosters.popitem(last=False)
         return found
 
     @staticmethod
@@ -427,7 +429,7 @@ class SpaceControl:
 
     # -- the stage ------------------------------------------------------------------------------
     async def stage(self, space_id: str) -> list[StageMember]:
-        return await self.records.stage(SpaceId(space_id))
+        return list((await self.roster(space_id)).stage)
 
     async def _put_on_stage(self, space: Space, user: UserId, name: str, role: Role) -> StageMember:
         current = await self.records.stage(space.id)

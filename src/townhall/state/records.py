@@ -95,6 +95,7 @@ __all__ = [
     "NotFound",
     "Records",
     "RecordsError",
+    "Roster",
     "StageFull",
     "Standing",
     "UsernameTaken",
@@ -124,6 +125,30 @@ class Standing:
     @property
     def role(self) -> Role:
         return self.member.role if self.member is not None else Role.LISTENER
+
+
+@dataclass(frozen=True)
+class Roster:
+    """A Space and everyone in it who is not simply in the audience: the stage, the banned and
+    those with a hand up. Small next to the audience, and enough to answer `standing` for anyone."""
+
+    space: Space
+    stage: tuple[StageMember, ...]  # display order: host, co-hosts, speakers
+    banned: frozenset[UserId]
+    hands: frozenset[UserId]
+
+    def seat(self, user: UserId) -> StageMember | None:
+        return next((m for m in self.stage if m.user_id == user), None)
+
+    def standing(self, user: UserId | None, target: UserId | None = None) -> Standing:
+        """Where `user` (None: an anonymous listener) and `target` stand in this Space."""
+        return Standing(
+            space=self.space,
+            member=self.seat(user) if user is not None else None,
+            banned=user in self.banned,
+            hand_raised=user in self.hands,
+            target=self.seat(target) if target is not None else None,
+        )
 
 
 # --- opening ---------------------------------------------------------------------------------
@@ -649,44 +674,29 @@ class Records(WebhookOutbox, EventQueue):
             )
             return None if row is None else _member(row)
 
-    async def standing(
-        self, space_id: SpaceId, user_id: UserId | None, target: UserId | None = None
-    ) -> Standing | None:
-        """The Space and where `user_id` (and `target`) stand in it, read together in one
-        transaction: what every command and the caller's own view need before anything else.
-        None when there is no such Space; `user_id` None stands for an anonymous listener."""
-        users = [u for u in (user_id, target) if u is not None]
-        banned = sa.exists().where(_of(BanRow, space_id, user_id or ""))
-        hand = sa.exists().where(_of(RaisedHandRow, space_id, user_id or ""))
+    async def roster(self, space_id: SpaceId) -> Roster | None:
+        """The Space with its stage (in display order), its bans and its raised hands, read
+        together in one transaction: enough to tell where anyone stands in it. None when there
+        is no such Space."""
         async with self._read() as session:
-            found = (
-                await session.execute(
-                    sa.select(SpaceRow, banned.label("banned"), hand.label("hand")).where(
-                        SpaceRow.id == space_id
-                    )
-                )
-            ).first()
-            if found is None:
+            row = await session.scalar(sa.select(SpaceRow).where(SpaceRow.id == space_id))
+            if row is None:
                 return None
-            seats = (
-                {
-                    row.user_id: _member(row)
-                    for row in await session.scalars(
-                        sa.select(StageMemberRow).where(
-                            StageMemberRow.space_id == space_id, StageMemberRow.user_id.in_(users)
-                        )
-                    )
-                }
-                if users
-                else {}
+            stage = await session.scalars(
+                sa.select(StageMemberRow)
+                .where(StageMemberRow.space_id == space_id)
+                .order_by(_ROLE_RANK, StageMemberRow.joined_at, StageMemberRow.user_id)
             )
-        return Standing(
-            space=_space(found[0]),
-            member=seats.get(user_id) if user_id is not None else None,
-            banned=user_id is not None and bool(found.banned),
-            hand_raised=user_id is not None and bool(found.hand),
-            target=seats.get(target) if target is not None else None,
-        )
+            members = tuple(_member(member) for member in stage)
+            bans = await session.scalars(
+                sa.select(BanRow.user_id).where(BanRow.space_id == space_id)
+            )
+            banned = frozenset(UserId(user_id) for user_id in bans)
+            hands = await session.scalars(
+                sa.select(RaisedHandRow.user_id).where(RaisedHandRow.space_id == space_id)
+            )
+            raised = frozenset(UserId(user_id) for user_id in hands)
+        return Roster(_space(row), members, banned, raised)
 
     async def transfer_host(
         self,
