@@ -107,6 +107,8 @@ def build_live_router(
                 "starting_soon": space.state in (SpaceState.SCHEDULED, SpaceState.GREEN_ROOM),
                 "scheduled_start": space.scheduled_start,
                 "pinned_link": space.pinned_link,
+                # Everyone hears whether they are recorded, from the body they already poll.
+                "record": space.record,
             },
             "stage": [
                 {

@@ -248,6 +248,30 @@ export function roleLabel(role) {
   return ROLE_LABELS[role] || String(role);
 }
 
+/**
+ * The REC badge every page of a Space shows (stage and listeners alike), in a live region so that
+ * screen readers say it when it appears or changes: "REC" on air, "Will be recorded" before
+ * (nothing is recorded off air), nothing when the Space is not recorded or is over. Only writes
+ * on change, so a poll does not make it speak again.
+ */
+export function showRecording(element, record, state) {
+  const mode = !record ? '' : state === 'live' ? 'on' : state === 'scheduled' || state === 'green_room' ? 'soon' : '';
+  if ((element.dataset.rec || '') === mode) return;
+  element.dataset.rec = mode;
+  if (mode === 'on') {
+    const mark = el('span', 'rec-mark', 'REC');
+    mark.setAttribute('aria-hidden', 'true');
+    element.replaceChildren(mark, ' ', el('span', 'visually-hidden', 'This Space is being recorded.'));
+    element.title = 'This Space is being recorded';
+  } else if (mode === 'soon') {
+    element.replaceChildren('Will be recorded');
+    element.title = 'Recording starts when the Space goes live';
+  } else {
+    element.replaceChildren();
+    element.title = '';
+  }
+}
+
 /** "about 1,200 listening": the count is sampled, and the page says so. */
 export function listenersLabel(approx) {
   const n = Math.max(0, Math.round(Number(approx) || 0));

@@ -43,6 +43,7 @@ const ui = {
   createSignin: byId('create-signin'),
   title: byId('title'),
   visibility: byId('visibility'),
+  record: byId('record'),
   schedule: byId('schedule'),
   whenField: byId('when-field'),
   when: byId('when'),
@@ -139,7 +140,7 @@ async function createSpace(event) {
     return;
   }
   ui.title.removeAttribute('aria-invalid');
-  const body = { title, visibility: ui.visibility.value };
+  const body = { title, visibility: ui.visibility.value, record: ui.record.checked };
   if (ui.schedule.checked) {
     const start = ui.when.value ? new Date(ui.when.value).getTime() / 1000 : NaN;
     if (!Number.isFinite(start) || start < Date.now() / 1000) {

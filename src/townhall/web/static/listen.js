@@ -46,6 +46,7 @@ import {
   listenersLabel,
   roleLabel,
   say,
+  showRecording,
   spaceIdFromPath,
   stateLabel,
   whoAmI,
@@ -121,6 +122,7 @@ const ui = {
   who: byId('who'),
   whoName: byId('who-name'),
   spaceState: byId('space-state'),
+  rec: byId('rec'),
   listeners: byId('listeners'),
   title: byId('space-title'),
   pinned: byId('pinned'),
@@ -187,7 +189,7 @@ const space = {
   handTimer: 0,
   onStage: false,
   banned: false,
-  record: undefined, // whether the Space is recorded (rewind and clips), once asked
+  record: undefined, // whether the Space is recorded (REC badge, rewind and clips): the snapshot says
   settled: false, // my own state is known: changes from now on are news worth announcing
   reactionButtons: new Map(), // emoji → {button, count}
 };
@@ -264,6 +266,8 @@ function showSnapshot(snapshot) {
   ui.title.textContent = info.title;
   document.title = `${info.title} · townhall`;
   showSpaceState(info.state);
+  space.record = Boolean(info.record);
+  showRecording(ui.rec, space.record, info.state);
   ui.soon.hidden = !info.starting_soon;
   if (info.pinned_link) {
     ui.pinnedLink.href = info.pinned_link;
@@ -544,18 +548,6 @@ function finish() {
 // low-latency mode, and plays it from the start or from a minute before what the listener heard.
 // Only rewinding listeners load it, once. "Jump to live" (or reaching the playlist's end) goes
 // back to the live playlist in low-latency mode.
-
-/** Whether the Space is recorded: asked once (the snapshot does not say). */
-async function checkRecorded() {
-  if (space.record !== undefined || !spaceId) return;
-  try {
-    const { space: info } = await api(spaceViewUrl());
-    space.record = Boolean(info.record);
-  } catch {
-    // unknown: no rewind or clip buttons (the API may answer on a later look)
-  }
-  showRecordingControls();
-}
 
 function showRecordingControls() {
   const live = space.state === 'live' && !space.over && !player.replay;
@@ -1299,7 +1291,6 @@ async function main() {
     // who I am matters only to react or raise a hand: asked again then
   }
   space.settled = true;
-  await checkRecorded();
 }
 
 main();

@@ -50,6 +50,7 @@ import {
   listenersLabel,
   roleLabel,
   say,
+  showRecording,
   signInLink,
   spaceIdFromPath,
   whoAmI,
@@ -93,6 +94,7 @@ const ui = {
   airLabel: byId('air-label'),
   airDetail: byId('air-detail'),
   role: byId('role'),
+  rec: byId('rec'),
   listeners: byId('listeners'),
   reactions: byId('stage-reactions'),
   title: byId('space-title'),
@@ -153,6 +155,11 @@ const ui = {
   rosterCard: byId('roster-card'),
   roster: byId('roster'),
   rosterStatus: byId('roster-status'),
+  recordingCard: byId('recording-card'),
+  recordingText: byId('recording-text'),
+  download: byId('download'),
+  downloadError: byId('download-error'),
+  downloadStatus: byId('download-status'),
   shareCard: byId('share-card'),
   listenLink: byId('listen-link'),
   copyListen: byId('copy-listen'),
@@ -321,6 +328,57 @@ function renderSpace() {
   renderConsole();
   renderDelay();
   renderMic();
+  renderRecording();
+}
+
+/** The REC badge for everyone on stage; the host's recording card with its download. */
+function renderRecording() {
+  const space = view.space;
+  showRecording(ui.rec, Boolean(space && space.record && view.onStage), space ? space.state : '');
+  const shown = Boolean(space && space.record && view.onStage && isHost());
+  ui.recordingCard.hidden = !shown;
+  if (!shown) return;
+  const aired = Boolean(space.started_at) || space.state === 'live';
+  ui.download.hidden = !aired;
+  let text;
+  if (space.state === 'live') text = 'Everything listeners hear is recorded. Download what has been recorded so far at any time.';
+  else if (aired) text = 'The Space is over: download the whole recording.';
+  else if (space.state === 'cancelled') text = 'The Space was cancelled before it went live: nothing was recorded.';
+  else text = 'Recording starts when you go live: nothing in the green room is recorded.';
+  if (ui.recordingText.textContent !== text) ui.recordingText.textContent = text;
+}
+
+/** Checks that there is something to download (a clear sentence if not), then downloads it. */
+async function downloadRecording() {
+  say(ui.downloadError, '');
+  ui.downloadStatus.textContent = '';
+  ui.download.disabled = true;
+  try {
+    const info = await api(spacePath('/recording'));
+    if (info.expired) {
+      say(ui.downloadError, 'This recording was deleted after the retention period.');
+      return;
+    }
+    if (!(info.seconds > 0)) {
+      say(ui.downloadError, 'Nothing has been recorded yet: try again in a moment.');
+      return;
+    }
+    // A link with `download` saves the file without leaving the stage (the call stays up).
+    const link = el('a');
+    link.href = spacePath('/recording.m4a');
+    link.download = `${spaceId}.m4a`;
+    link.hidden = true;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    const seconds = Math.round(info.seconds);
+    const length = seconds < 60 ? `${seconds} s` : `${Math.round(seconds / 60)} min`;
+    ui.downloadStatus.textContent = `Downloading the recording (${length} so far).`;
+  } catch (err) {
+    say(ui.downloadError, err.message);
+  } finally {
+    ui.download.disabled = false;
+  }
 }
 
 function renderRole() {
@@ -334,6 +392,7 @@ function renderRole() {
   ui.shareCard.hidden = !view.onStage || view.over;
   ui.leaveRow.hidden = !onStage || role === 'host'; // the host hands over or ends instead
   renderConsole();
+  renderRecording();
 }
 
 function renderConsole() {
@@ -646,7 +705,10 @@ function applyEvent({ type, data }) {
   switch (type) {
     case 'space.state':
       // The ON AIR banner is a live region of its own: it says the change.
-      if (view.space) applySpace({ ...view.space, state: data.state });
+      if (view.space) {
+        const started = view.space.started_at || (data.state === 'live' ? data.at || Date.now() / 1000 : null);
+        applySpace({ ...view.space, state: data.state, started_at: started });
+      }
       break;
     case 'space.edited':
       if (view.space) applySpace({ ...view.space, title: data.title, description: data.description });
@@ -1387,6 +1449,7 @@ function wire() {
   ui.mute.addEventListener('click', () => setMuted(!(me() && me().muted)));
   ui.unmuteSelf.addEventListener('click', () => setMuted(false));
   ui.leave.addEventListener('click', leaveStage);
+  ui.download.addEventListener('click', downloadRecording);
   ui.copyListen.addEventListener('click', () => copyField(ui.listenLink, ui.copyListenStatus));
   ui.copyInvite.addEventListener('click', () => copyField(ui.inviteLink, ui.inviteStatus));
   ui.invite.addEventListener('click', () => invite('speaker'));
