@@ -93,9 +93,9 @@ class ClipIn(BaseModel):
     def _range(self) -> "ClipIn":
         if self.start_s is not None and self.end_s is not None:
             if self.end_s <= self.start_s:
-                raise ValueError("end_s must be after start_s")
+                raise ValueError("the clip's end must be after its start")
             if self.end_s - self.start_s > CLIP_MAX_S:
-                raise ValueError(f"a clip is at most {CLIP_MAX_S:.0f} s")
+                raise ValueError(f"a clip is at most {CLIP_MAX_S:.0f} seconds long")
         return self
 
 

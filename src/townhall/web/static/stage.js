@@ -43,9 +43,11 @@ import {
   api,
   backoff,
   byId,
+  clearErrors,
   copyField,
   el,
   ensureIdentity,
+  errorAt,
   focusLost,
   listenersLabel,
   roleLabel,
@@ -68,6 +70,10 @@ const SNAPSHOT_POLL_MS = 2000; // speaking indicators and the listener count
 const FALLBACK_POLL_MS = 4000; // full reads while the event socket cannot connect
 const ROLE_ORDER = { host: 0, cohost: 1, speaker: 2 };
 const ROLE_PHRASE = { host: 'the host', cohost: 'a co-host', speaker: 'a speaker' };
+// A ban as the server enforces it: no stage, reactions, hands or clips; the stream is not refused.
+const BANNED_TEXT =
+  'You are banned from this Space: you cannot come back on stage, react, raise a hand or make clips here. ' +
+  'The stream is open to anyone with the link, so you can still listen.';
 
 const STATE_TEXT = {
   idle: 'Not connected',
@@ -158,7 +164,6 @@ const ui = {
   recordingCard: byId('recording-card'),
   recordingText: byId('recording-text'),
   download: byId('download'),
-  downloadError: byId('download-error'),
   downloadStatus: byId('download-status'),
   shareCard: byId('share-card'),
   listenLink: byId('listen-link'),
@@ -350,17 +355,16 @@ function renderRecording() {
 
 /** Checks that there is something to download (a clear sentence if not), then downloads it. */
 async function downloadRecording() {
-  say(ui.downloadError, '');
   ui.downloadStatus.textContent = '';
   ui.download.disabled = true;
   try {
     const info = await api(spacePath('/recording'));
     if (info.expired) {
-      say(ui.downloadError, 'This recording was deleted after the retention period.');
+      errorAt(ui.download, 'This recording was deleted after the retention period.');
       return;
     }
     if (!(info.seconds > 0)) {
-      say(ui.downloadError, 'Nothing has been recorded yet: try again in a moment.');
+      errorAt(ui.download, 'Nothing has been recorded yet: try again in a moment.');
       return;
     }
     // A link with `download` saves the file without leaving the stage (the call stays up).
@@ -373,9 +377,10 @@ async function downloadRecording() {
     link.remove();
     const seconds = Math.round(info.seconds);
     const length = seconds < 60 ? `${seconds} s` : `${Math.round(seconds / 60)} min`;
-    ui.downloadStatus.textContent = `Downloading the recording (${length} so far).`;
+    ui.downloadStatus.textContent = `Downloading the recording (${length}${info.recording ? ' so far' : ''}).`;
+    clearErrors();
   } catch (err) {
-    say(ui.downloadError, err.message);
+    errorAt(ui.download, err.message);
   } finally {
     ui.download.disabled = false;
   }
@@ -437,9 +442,11 @@ function actionButton(label, accessibleName, onClick, className = 'small') {
     button.disabled = true; // a disabled button drops the focus: it is given back below
     try {
       await onClick();
+      clearErrors(); // what failed before is history now
     } catch (err) {
       if (err instanceof ApiError && err.status === 410) spaceEnded();
-      else say(ui.rosterStatus, err.message);
+      else if (button.isConnected) errorAt(button, err.message); // right by the button pressed
+      else say(ui.rosterStatus, err.message); // its list was redrawn meanwhile
     } finally {
       button.disabled = false;
       if (focused && focusLost()) {
@@ -470,6 +477,27 @@ function confirmAction(question, yesLabel) {
   });
 }
 
+/**
+ * What a removal and a ban do, as the server enforces them (spaces/rules.py, control.py): removing
+ * takes someone off the stage and out of the hand queue and bars nothing; banning also refuses them
+ * reacting, raising a hand, clips and the stage from then on. Neither can stop the stream: it is an
+ * open HTTP broadcast (a private Space's to anyone who has its listener link).
+ */
+function removeQuestion(name) {
+  return (
+    `Remove ${name}? They leave the stage and their raised hand is taken down. ` +
+    'They are not banned: they can keep listening and raise a hand again.'
+  );
+}
+
+function banQuestion(name) {
+  const stream =
+    view.space && view.space.visibility === 'private'
+      ? `The stream still plays for anyone who has this private Space's listener link, ${name} included if they have it.`
+      : `The stream stays public: anyone with the link, ${name} included, can still listen.`;
+  return `Ban ${name}? They leave the stage and can no longer react, raise a hand, make clips or come on stage in this Space. ${stream}`;
+}
+
 /** "Remove" and "Ban" for a stage member or a raised hand, each behind a confirmation. */
 function exitButtons(person) {
   const name = person.display_name;
@@ -479,7 +507,7 @@ function exitButtons(person) {
   };
   return [
     actionButton('Remove', `Remove ${name} from the Space`, async () => {
-      if (!(await confirmAction(`Remove ${name} from this Space? They can come back and listen.`, 'Yes, remove'))) return;
+      if (!(await confirmAction(removeQuestion(name), 'Yes, remove'))) return;
       await api(spacePath(`/members/${person.user_id}/remove`), { method: 'POST' });
       gone(person.user_id);
       say(ui.rosterStatus, `${name} was removed.`);
@@ -488,8 +516,7 @@ function exitButtons(person) {
       'Ban',
       `Ban ${name}`,
       async () => {
-        const question = `Ban ${name}? They cannot listen, react, raise a hand or come back to this Space.`;
-        if (!(await confirmAction(question, 'Yes, ban'))) return;
+        if (!(await confirmAction(banQuestion(name), 'Yes, ban'))) return;
         await api(spacePath(`/members/${person.user_id}/ban`), { method: 'POST' });
         gone(person.user_id);
         say(ui.rosterStatus, `${name} was banned from this Space.`);
@@ -688,7 +715,7 @@ function resync() {
       renderRole();
       renderRoster();
       if (isModerator()) await refreshHands();
-      if (!view.onStage && !view.over) offStage(mine.banned ? 'You are banned from this Space.' : 'You are not on this stage.');
+      if (!view.onStage && !view.over) offStage(mine.banned ? BANNED_TEXT : 'You are not on this stage.', mine.banned ? 'You were banned' : undefined);
       events.synced = true;
     } finally {
       events.syncing = null;
@@ -736,11 +763,12 @@ function applyEvent({ type, data }) {
       if (data.user_id === myId) {
         const text = {
           'stage.left': data.by === myId ? 'You left the stage.' : 'The host moved you to the audience.',
-          'user.removed': 'You were removed from this Space.',
-          'user.banned': 'You were banned from this Space.',
+          'user.removed':
+            'You were removed from this Space: you are off the stage. You are not banned: you can keep listening and raise your hand to ask to come back.',
+          'user.banned': BANNED_TEXT,
         }[type];
         removeMember(data.user_id);
-        offStage(text, type !== 'user.banned');
+        offStage(text, { 'user.removed': 'You were removed', 'user.banned': 'You were banned' }[type]);
       } else if (view.members.has(data.user_id)) {
         removeMember(data.user_id);
       }
@@ -1282,9 +1310,10 @@ async function setMuted(muted) {
   ui.unmuteSelf.disabled = true;
   try {
     upsertMember(await api(spacePath(`/members/${view.me.user_id}/${muted ? 'mute' : 'unmute'}`), { method: 'POST' }));
+    clearErrors();
   } catch (err) {
     if (err instanceof ApiError && err.status === 410) spaceEnded();
-    else showError(err.message);
+    else errorAt(member.muted_by_host ? ui.unmuteSelf : ui.mute, err.message);
   } finally {
     session.muting = false;
     ui.mute.disabled = false;
@@ -1295,13 +1324,14 @@ async function setMuted(muted) {
 
 // ------------------------------------------------------------------------------ leaving, ending
 
-function offStage(message, canListen = true) {
+/** Off the stage (left, moved, removed, banned): the page says why, and offers to listen. */
+function offStage(message, heading = 'You are in the audience') {
   view.onStage = false;
   stopSession();
   stopEvents();
   clearTimeout(snapshotTimer);
   renderRole();
-  showGate(message, { heading: canListen ? 'You are in the audience' : 'Not on the stage', listen: canListen });
+  showGate(message, { heading, listen: true });
   announce(message);
 }
 
@@ -1341,10 +1371,12 @@ async function leaveStage() {
 async function consoleCall(button, call) {
   button.disabled = true;
   try {
-    return await call();
+    const result = await call();
+    clearErrors();
+    return result;
   } catch (err) {
     if (err instanceof ApiError && err.status === 410) spaceEnded();
-    else showError(err.message);
+    else errorAt(button, err.message);
     return null;
   } finally {
     button.disabled = false;
@@ -1372,12 +1404,11 @@ async function pinLink(event) {
   event.preventDefault();
   const url = ui.pinUrl.value.trim();
   if (!/^https?:\/\/[^\s]+$/i.test(url)) {
-    ui.pinUrl.setAttribute('aria-invalid', 'true');
-    ui.pinStatus.textContent = 'Pin a web address starting with https:// (or http://).';
+    errorAt(ui.pinUrl, 'Pin a web address starting with https:// (or http://).');
     ui.pinUrl.focus();
     return;
   }
-  ui.pinUrl.removeAttribute('aria-invalid');
+  errorAt(ui.pinUrl, '');
   const result = await consoleCall(ui.pinSet, () => api(spacePath('/pin'), { method: 'PUT', body: { url } }));
   if (result) {
     applySpace(result.space, result.links);
@@ -1406,12 +1437,11 @@ async function setDelay(event) {
   event.preventDefault();
   const seconds = Number(ui.delay.value);
   if (!Number.isFinite(seconds) || seconds < 0 || seconds > 30 || ui.delay.value.trim() === '') {
-    ui.delay.setAttribute('aria-invalid', 'true');
-    ui.delayStatus.textContent = 'The delay is 0 to 30 seconds.';
+    errorAt(ui.delay, 'The delay is 0 to 30 seconds.');
     ui.delay.focus();
     return;
   }
-  ui.delay.removeAttribute('aria-invalid');
+  errorAt(ui.delay, '');
   const result = await consoleCall(ui.delaySet, () => api(spacePath('/delay'), { method: 'PUT', body: { seconds } }));
   if (result) {
     applySpace(result.space, result.links);
