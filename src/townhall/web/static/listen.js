@@ -80,8 +80,11 @@ const MODERATED_TEXT = {
   banned:
     'You were banned from this Space: you can no longer react, raise your hand, make clips or come on stage here. ' +
     'The stream is open to anyone with the link, so you can still listen.',
+  removedFromStage:
+    'You were removed from this Space: you are off the stage. ' +
+    'You are not banned: you can keep listening and raise your hand to ask to come back.',
   removed:
-    'You were removed from this Space: you are off the stage and your raised hand was taken down. ' +
+    'You were removed from this Space: your raised hand was taken down. ' +
     'You are not banned: you can keep listening and raise your hand again.',
 };
 
@@ -1140,7 +1143,7 @@ function removed() {
   if (space.banned) return;
   clearTimeout(space.handTimer);
   showHand(false, '');
-  showModerated(MODERATED_TEXT.removed);
+  showModerated(space.onStage ? MODERATED_TEXT.removedFromStage : MODERATED_TEXT.removed);
 }
 
 function forgetIdentity() {
