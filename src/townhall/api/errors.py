@@ -136,6 +136,13 @@ _FIELD_SENTENCES = {
 # What a number of that field counts.
 _FIELD_UNITS = {"seconds": "seconds", "start_s": "seconds", "end_s": "seconds"}
 _WHERE = frozenset({"body", "query", "path", "header", "cookie"})
+# A number out of range: pydantic's error type → (its bound in the context, how people say it).
+_BOUNDS = {
+    "greater_than_equal": ("ge", "must be at least"),
+    "greater_than": ("gt", "must be more than"),
+    "less_than_equal": ("le", "can be at most"),
+    "less_than": ("lt", "must be less than"),
+}
 
 
 def _amount(value: Any, field: str | None) -> str:
@@ -174,14 +181,9 @@ def human_validation_message(error: dict[str, Any]) -> tuple[str, str | None]:
         text = f"{subject} can be at most {ctx.get('max_length')} characters long"
     elif kind == "string_pattern_mismatch":
         text = f"{subject} has characters that are not allowed"
-    elif kind == "greater_than_equal":
-        text = f"{subject} must be at least {_amount(ctx.get('ge'), field)}"
-    elif kind == "greater_than":
-        text = f"{subject} must be more than {_amount(ctx.get('gt'), field)}"
-    elif kind == "less_than_equal":
-        text = f"{subject} can be at most {_amount(ctx.get('le'), field)}"
-    elif kind == "less_than":
-        text = f"{subject} must be less than {_amount(ctx.get('lt'), field)}"
+    elif kind in _BOUNDS:
+        key, phrase = _BOUNDS[kind]
+        text = f"{subject} {phrase} {_amount(ctx.get(key), field)}"
     elif kind in ("int_parsing", "int_type", "float_parsing", "float_type", "int_from_float"):
         text = f"{subject} must be a number"
     elif kind in ("url_parsing", "url_scheme", "url_type"):
