@@ -41,6 +41,7 @@ const FRIENDLY = {
   banned: 'You are banned from this Space.',
   token_expired: 'This invite link has expired. Ask the host for a new one.',
   token_invalid: 'This invite link is not valid. Ask the host for a new one.',
+  token_wrong_space: 'This invite link is for another Space. Open the link exactly as it was sent to you.',
   rate_limited: 'Slow down a little, then try again.',
 };
 
