@@ -323,13 +323,15 @@ function errorSlotOf(control) {
     errorIds += 1;
     control.id = `control-${errorIds}`;
   }
-  let slot = container.nextElementSibling;
-  if (!(slot && slot.classList.contains('inline-error') && slot.dataset.for === control.id)) {
+  let slot = document.getElementById(`${control.id}-error`);
+  if (slot === null) {
     slot = el('p', 'error inline-error');
     slot.id = `${control.id}-error`;
     slot.dataset.for = control.id;
     slot.setAttribute('role', 'alert');
-    container.after(slot);
+    // Inside a field (under its hint), else right after the row of buttons it is about.
+    if (container.classList.contains('field')) container.append(slot);
+    else container.after(slot);
   }
   return slot;
 }
