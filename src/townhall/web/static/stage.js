@@ -483,19 +483,20 @@ function confirmAction(question, yesLabel) {
  * reacting, raising a hand, clips and the stage from then on. Neither can stop the stream: it is an
  * open HTTP broadcast (a private Space's to anyone who has its listener link).
  */
-function removeQuestion(name) {
+function removeQuestion(name, onStage) {
   return (
-    `Remove ${name}? They leave the stage and their raised hand is taken down. ` +
+    `Remove ${name}? ${onStage ? 'They leave the stage.' : 'Their raised hand is taken down.'} ` +
     'They are not banned: they can keep listening and raise a hand again.'
   );
 }
 
-function banQuestion(name) {
+function banQuestion(name, onStage) {
   const stream =
     view.space && view.space.visibility === 'private'
       ? `The stream still plays for anyone who has this private Space's listener link, ${name} included if they have it.`
       : `The stream stays public: anyone with the link, ${name} included, can still listen.`;
-  return `Ban ${name}? They leave the stage and can no longer react, raise a hand, make clips or come on stage in this Space. ${stream}`;
+  const now = onStage ? 'They leave the stage and can' : 'Their raised hand is taken down and they can';
+  return `Ban ${name}? ${now} no longer react, raise a hand, make clips or come on stage in this Space. ${stream}`;
 }
 
 /** "Remove" and "Ban" for a stage member or a raised hand, each behind a confirmation. */
@@ -507,7 +508,7 @@ function exitButtons(person) {
   };
   return [
     actionButton('Remove', `Remove ${name} from the Space`, async () => {
-      if (!(await confirmAction(removeQuestion(name), 'Yes, remove'))) return;
+      if (!(await confirmAction(removeQuestion(name, Boolean(person.role)), 'Yes, remove'))) return;
       await api(spacePath(`/members/${person.user_id}/remove`), { method: 'POST' });
       gone(person.user_id);
       say(ui.rosterStatus, `${name} was removed.`);
@@ -516,7 +517,7 @@ function exitButtons(person) {
       'Ban',
       `Ban ${name}`,
       async () => {
-        if (!(await confirmAction(banQuestion(name), 'Yes, ban'))) return;
+        if (!(await confirmAction(banQuestion(name, Boolean(person.role)), 'Yes, ban'))) return;
         await api(spacePath(`/members/${person.user_id}/ban`), { method: 'POST' });
         gone(person.user_id);
         say(ui.rosterStatus, `${name} was banned from this Space.`);
