@@ -338,6 +338,10 @@ function errorSlotOf(control) {
 
 /** Shows `message` right by `control` (an input or a button); an empty message clears it. */
 export function errorAt(control, message) {
+  if (!message && !(control.id && document.getElementById(`${control.id}-error`))) {
+    control.removeAttribute('aria-invalid'); // nothing was said here: nothing to take back
+    return;
+  }
   const slot = errorSlotOf(control);
   say(slot, message);
   const described = (control.getAttribute('aria-describedby') || '').split(' ').filter((id) => id && id !== slot.id);

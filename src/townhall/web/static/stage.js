@@ -734,7 +734,8 @@ function applyEvent({ type, data }) {
     case 'space.state':
       // The ON AIR banner is a live region of its own: it says the change.
       if (view.space) {
-        const started = view.space.started_at || (data.state === 'live' ? data.at || Date.now() / 1000 : null);
+        // Went on air: the host's download appears (the full read would say when exactly).
+        const started = view.space.started_at || (data.state === 'live' ? Date.now() / 1000 : null);
         applySpace({ ...view.space, state: data.state, started_at: started });
       }
       break;
