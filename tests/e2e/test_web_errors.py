@@ -150,6 +150,9 @@ def test_a_recorded_space_shows_rec_to_all_the_host_downloads_it_and_a_removal_i
 
     # --- A listener opens the page; on air, everyone sees REC (and a screen reader hears it).
     lee_context, lee, lee_errors = new_person(browser, microphone=False)
+    lee.goto(f"{server.url}/")  # the home page's list says it before anyone opens the Space
+    listed = lee.locator(".space-item", has_text="On the record").locator(".rec")
+    expect(listed).to_have_text("Will be recorded")
     lee.goto(f"{server.url}/s/{space_id}")
     expect(lee.locator("#rec")).to_have_text("Will be recorded")
     host.get_by_role("button", name="Go live").click()

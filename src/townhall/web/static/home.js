@@ -18,6 +18,7 @@ import {
   roleLabel,
   safeNext,
   say,
+  showRecording,
   signIn,
   signOut,
   signUp,
@@ -206,7 +207,7 @@ function spaceItem({ space, stage }) {
   badge.dataset.state = space.state;
   const link = el('a', 'space-link', space.title);
   link.href = `/s/${space.id}`;
-  head.append(link, badge);
+  head.append(link, badge, recBadge(space));
   const line = stageLine(stage);
   item.append(head);
   if (line) item.append(el('p', 'hint', line));
@@ -221,6 +222,13 @@ function spaceItem({ space, stage }) {
     item.append(stageLink);
   }
   return item;
+}
+
+/** REC (or "Will be recorded") beside a recorded Space's name, before anyone opens it. */
+function recBadge(space) {
+  const badge = el('span', 'badge rec');
+  showRecording(badge, space.record, space.state);
+  return badge;
 }
 
 async function refreshLive() {
@@ -324,7 +332,7 @@ function upcomingItem({ space, stage }) {
   link.href = `/s/${space.id}`;
   const badge = el('span', 'badge', stateLabel(space.state));
   badge.dataset.state = space.state;
-  head.append(link, badge);
+  head.append(link, badge, recBadge(space));
   item.append(head, el('p', 'hint', startsLabel(space.scheduled_start)));
   const line = stageLine(stage);
   if (line) item.append(el('p', 'hint', line));
