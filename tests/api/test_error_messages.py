@@ -79,3 +79,14 @@ def test_no_refusal_uses_the_validators_wording(client: TestClient) -> None:
         "The title must not contain control characters.",
         "title",
     )
+
+
+def test_the_frameworks_own_refusals_are_sentences_too(client: TestClient) -> None:
+    nowhere = client.get("/api/no-such-thing")
+    assert nowhere.status_code == 404
+    assert nowhere.json()["error"]["message"] == "There is nothing at this address."
+    wrong_method = client.delete("/api/auth/me")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["message"] == (
+        "This address does not take that kind of request."
+    )

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import Server, wait_until
 from townhall import cli
+from townhall.delivery.storage import expire
 
 pytestmark = pytest.mark.e2e
 
@@ -155,3 +156,9 @@ def test_a_private_spaces_clip_page_is_not_indexed_and_links_nowhere_private(
     assert preview.meta["robots"] == "noindex"
     assert not any(link.startswith("/s/") for link in preview.links)
     assert code not in page.text
+
+    # Once retention deleted the recording, the page says the clip went with it.
+    expire(server.data_dir / "recordings", space_id, time.time())
+    gone = httpx.get(f"{server.url}/c/{clip['id']}", headers=CRAWLER, timeout=15)
+    assert gone.status_code == 410
+    assert "deleted with its recording" in gone.text

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -214,6 +215,22 @@ _HTTP_CODES = {
 }
 
 
+# The framework's own refusals (no route, wrong method, ...), said for people.
+_HTTP_SENTENCES = {
+    404: "There is nothing at this address.",
+    405: "This address does not take that kind of request.",
+    413: "That is more than this request may carry.",
+    415: "This request must be sent as JSON.",
+}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
 def install(app: FastAPI) -> None:
     """Map every error, including the framework's own, to the one JSON error shape."""
 
@@ -230,7 +247,12 @@ def install(app: FastAPI) -> None:
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+        message = str(exc.detail)
+        if message == _phrase(
+            exc.status_code
+        ):  # the framework's bare "Not Found": say it for people
+            message = _HTTP_SENTENCES.get(exc.status_code, message)
+        return error_response(exc.status_code, code, message, dict(exc.headers or {}))
 
     async def on_limited(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Limited)
