@@ -157,7 +157,11 @@ def _spaces(args: argparse.Namespace) -> int:
             if args.action == "list":
                 response = http.get("/api/spaces", params={"state": args.state})
             elif args.action == "create":
-                body: dict[str, object] = {"title": args.title, "visibility": args.visibility}
+                body: dict[str, object] = {
+                    "title": args.title,
+                    "visibility": args.visibility,
+                    "record": args.record,
+                }
                 if args.start is not None:
                     body["scheduled_start"] = args.start
                 response = http.post("/api/spaces", json=body)
@@ -277,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("title")
     create.add_argument("--visibility", choices=["public", "unlisted", "private"], default="public")
     create.add_argument("--start", type=float, help="scheduled start, UNIX seconds")
+    create.add_argument(
+        "--record",
+        action="store_true",
+        help="record it (everyone sees a REC badge; replay, clips and the host's download)",
+    )
     for name in ("go-live", "end"):
         action = actions.add_parser(name, help=f"{name.replace('-', ' ')} (host)")
         action.add_argument("space")

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from tests.api.test_control_api import Person, guest, signup
+from tests.conftest import wait_until
 from townhall.api.live_routes import PRESENCE_TARGET, presence_sample
 from townhall.config import load
 from townhall.control_plane import control_plane_app
@@ -129,3 +130,31 @@ def test_resuming_against_a_log_that_started_again_gets_a_reset_not_a_gap(
     ) as ws:
         ws.receive_json()
         assert ws.receive_json()["seq"] == 1  # same log: resumes normally
+
+
+def test_the_snapshot_tells_a_removed_or_banned_listener_and_whether_the_space_is_recorded(
+    client: TestClient,
+) -> None:
+    """A listener's page learns of its own removal or ban from the snapshot it already polls."""
+    host = signup(client, "hana")
+    space_id = str(
+        host.post("/api/spaces", {"title": "On record", "record": True}).json()["space"]["id"]
+    )
+    lee, kim = guest(client, "Lee"), guest(client, "Kim")
+    for person in (lee, kim):
+        assert person.post(f"/api/spaces/{space_id}/hand").status_code == 200
+    first = client.get(f"/api/spaces/{space_id}/snapshot").json()
+    assert first["space"]["record"] is True
+    assert first["moderation"] == []
+    assert host.post(f"/api/spaces/{space_id}/members/{lee.user_id}/remove").status_code == 204
+    assert host.post(f"/api/spaces/{space_id}/members/{kim.user_id}/ban").status_code == 204
+
+    def told() -> list[tuple[str, str]]:
+        body = client.get(f"/api/spaces/{space_id}/snapshot").json()
+        return [(m["user_id"], m["action"]) for m in body["moderation"]]
+
+    # The snapshot is built at most once a second: the next one carries both.
+    wait_until(lambda: len(told()) == 2, 10, "the removal and the ban in the snapshot")
+    assert told() == [(lee.user_id, "removed"), (kim.user_id, "banned")]
+    unrecorded = make_space(host)
+    assert client.get(f"/api/spaces/{unrecorded}/snapshot").json()["space"]["record"] is False

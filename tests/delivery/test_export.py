@@ -17,6 +17,7 @@ from townhall.delivery.export import (
     TooLarge,
     recorded_seconds,
     remux,
+    wall_clock_at,
 )
 from townhall.delivery.recording import SpaceRecorder, load_runs
 from townhall.media.audio import FRAME_SAMPLES
@@ -169,3 +170,18 @@ def test_damaged_media_is_an_export_error_and_leaves_no_file(tmp_path: Path) -> 
     with pytest.raises(ExportError):
         remux(runs, tmp_path / "damaged.m4a")
     assert not (tmp_path / "damaged.m4a").exists()
+
+
+def test_the_wall_clock_of_a_moment_in_the_recording_follows_each_run_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A clip's page says when its audio was on air: a second run, started after a gap, is on the
+    timeline right after the first but on the wall clock after the gap."""
+    record_audio(tmp_path, tone(440), 2.0, stream="aaaa0001", t0=T0)
+    record_audio(tmp_path, tone(440), 2.0, stream="aaaa0002", t0=T0 + 100)
+    runs = load_runs(tmp_path / SPACE)
+    first = recorded_seconds(runs[:1])
+    assert wall_clock_at(runs, 0.0) == pytest.approx(T0)
+    assert wall_clock_at(runs, 1.0) == pytest.approx(T0 + 1.0)
+    assert wall_clock_at(runs, first + 0.5) == pytest.approx(T0 + 100.5)
+    assert wall_clock_at(runs, recorded_seconds(runs) + 1) is None

@@ -154,7 +154,9 @@ def test_a_listener_rewinds_a_live_space_jumps_back_to_live_and_shares_a_clip(
     clip_page.on("console", lambda m: clip_errors.append(m.text) if m.type == "error" else None)
     clip_page.on("pageerror", lambda exc: clip_errors.append(str(exc)))
     clip_page.goto(clip_url)
-    expect(clip_page.get_by_role("heading", name="A clip from a townhall Space")).to_be_visible()
+    # It names the Space and who was on stage (see tests/web/test_clip_page.py for the previews).
+    expect(clip_page.get_by_role("heading", name="Rewind me")).to_be_visible()
+    expect(clip_page.locator("#clip-speakers")).to_have_text("On stage: Host")
     expect(clip_page.get_by_role("link", name="Listen to the Space")).to_have_attribute(
         "href", f"/s/{space.id}"
     )

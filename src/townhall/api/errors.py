@@ -9,6 +9,11 @@ ApiError                    {"error": {"code", "message"}} with a status
 ├── TooManyRequests   429   rate limit hit (Retry-After); ratelimit.table.Limited maps here too
 └── Unavailable       503   try again later (Retry-After)
 
+Input the schema refuses (pydantic's RequestValidationError) answers 422 `invalid_input` with a
+sentence written for people, never the validator's wording ("The password must be at least 8
+characters long.", not "String should have at least 8 characters"), and the name of the field
+it is about, `{"error": {"code", "message", "field"}}`, so that a page shows it next to that field.
+
 Besides these, two kinds of exception from below the API are mapped here and nowhere else:
 `ratelimit.table.Limited` → 429 + Retry-After, and a store that cannot be reached (Redis or the
 database; `state.unavailable` says which driver errors those are) → 503 + Retry-After, or close
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -89,11 +95,112 @@ class Unavailable(ApiError):
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    field: str | None = None,
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
-    )
+    error = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+# The fields people fill in, as a sentence names them; others are named by their JSON name.
+_FIELD_NAMES = {
+    "username": "The username",
+    "password": "The password",
+    "display_name": "The name",
+    "title": "The title",
+    "description": "The description",
+    "visibility": "Who can find it",
+    "scheduled_start": "The start time",
+    "record": "Record this Space",
+    "max_speakers": "The number of speakers",
+    "max_cohosts": "The number of co-hosts",
+    "seconds": "The delay",
+    "url": "The link",
+    "role": "The role",
+    "user_id": "The person",
+    "emoji": "The reaction",
+    "start_s": "The clip's start",
+    "end_s": "The clip's end",
+}
+# Fields whose every fault means one thing to the person in front of the page.
+_FIELD_SENTENCES = {
+    "invite": "This invite link is not valid. Ask the host for a new one.",
+    "key": "This browser's listener key is not valid: reload the page.",
+    "sdp": "The browser's audio offer was not valid: reload the page and try again.",
+}
+# What a number of that field counts.
+_FIELD_UNITS = {"seconds": "seconds", "start_s": "seconds", "end_s": "seconds"}
+_WHERE = frozenset({"body", "query", "path", "header", "cookie"})
+# A number out of range: pydantic's error type → (its bound in the context, how people say it).
+_BOUNDS = {
+    "greater_than_equal": ("ge", "must be at least"),
+    "greater_than": ("gt", "must be more than"),
+    "less_than_equal": ("le", "can be at most"),
+    "less_than": ("lt", "must be less than"),
+}
+
+
+def _amount(value: Any, field: str | None) -> str:
+    """30.0 → "30 seconds" for the delay; numbers as people write them."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    unit = _FIELD_UNITS.get(field or "")
+    return f"{value} {unit}" if unit else str(value)
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else f"{text}."
+
+
+def human_validation_message(error: dict[str, Any]) -> tuple[str, str | None]:
+    """(a sentence for people, the field it is about) for one pydantic error."""
+    path = [str(p) for p in error.get("loc", ()) if not isinstance(p, int) and p not in _WHERE]
+    field = path[-1] if path else None
+    if field in _FIELD_SENTENCES:
+        return _FIELD_SENTENCES[field], field
+    subject = _FIELD_NAMES.get(field or "", f"“{field}”" if field else "The request")
+    kind = str(error.get("type", ""))
+    ctx: dict[str, Any] = error.get("ctx") or {}
+    if kind == "missing":
+        text = f"{subject} is missing"
+    elif kind == "string_too_short":
+        n = int(ctx.get("min_length", 1))
+        text = (
+            f"{subject} cannot be empty"
+            if n <= 1
+            else f"{subject} must be at least {n} characters long"
+        )
+    elif kind == "string_too_long":
+        text = f"{subject} can be at most {ctx.get('max_length')} characters long"
+    elif kind == "string_pattern_mismatch":
+        text = f"{subject} has characters that are not allowed"
+    elif kind in _BOUNDS:
+        key, phrase = _BOUNDS[kind]
+        text = f"{subject} {phrase} {_amount(ctx.get(key), field)}"
+    elif kind in ("int_parsing", "int_type", "float_parsing", "float_type", "int_from_float"):
+        text = f"{subject} must be a number"
+    elif kind in ("url_parsing", "url_scheme", "url_type"):
+        text = f"{subject} must be a web address starting with https:// or http://"
+    elif kind in ("literal_error", "enum"):
+        text = f"{subject} must be one of {ctx.get('expected', 'the offered choices')}"
+    elif kind == "extra_forbidden":
+        text = f"The request has a field this call does not take: {field}"
+    elif kind == "json_invalid":
+        text = "The request is not valid JSON"
+    elif kind == "value_error":  # our own validators say what is wrong, in words
+        reason = str(ctx.get("error") or error.get("msg", "")).removeprefix("Value error, ")
+        text = f"{subject} {reason}" if field else reason
+    else:
+        text = f"{subject} is not valid"
+    return _sentence(text), field
 
 
 _HTTP_CODES = {
@@ -108,6 +215,22 @@ _HTTP_CODES = {
 }
 
 
+# The framework's own refusals (no route, wrong method, ...), said for people.
+_HTTP_SENTENCES = {
+    404: "There is nothing at this address.",
+    405: "This address does not take that kind of request.",
+    413: "That is more than this request may carry.",
+    415: "This request must be sent as JSON.",
+}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
 def install(app: FastAPI) -> None:
     """Map every error, including the framework's own, to the one JSON error shape."""
 
@@ -118,18 +241,18 @@ def install(app: FastAPI) -> None:
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = (
-            f"{where}: {first.get('msg', 'invalid')}"
-            if where
-            else str(first.get("msg", "invalid input"))
-        )
-        return error_response(422, "invalid_input", message)
+        message, field = human_validation_message(first)
+        return error_response(422, "invalid_input", message, field=field)
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+        message = str(exc.detail)
+        if message == _phrase(
+            exc.status_code
+        ):  # the framework's bare "Not Found": say it for people
+            message = _HTTP_SENTENCES.get(exc.status_code, message)
+        return error_response(exc.status_code, code, message, dict(exc.headers or {}))
 
     async def on_limited(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Limited)

@@ -7,6 +7,11 @@ whole audience and the origin builds it at most once per second per Space. Their
 comes from the private `/me` call. Stage members (host, co-hosts, speakers) get `/events`: every
 event of the Space's log, in order, with sequence numbers, resumable after a reconnect.
 
+A removal or a ban reaches the person's listener page the same way: the snapshot lists who was
+removed or banned in the last MODERATION_WINDOW_S seconds (user ids only, as the stage list does),
+read from the Space's event log once per build, so their page says so within a second without a
+private call per listener. (The stage's pages get the same events on their WebSocket.)
+
 The listener count is approximate by design: a sample of listeners (the snapshot tells each client
 the current `presence_sample` rate; a client beacons only if its own random draw is below it) send a
 presence beacon every 30 s, and the count is the distinct beacons in the last minute divided by
@@ -17,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -34,11 +40,23 @@ from townhall.spaces.model import SpaceId, SpaceState, UserId, Visibility, is_sp
 PRESENCE_TARGET = 10_000  # beacons per minute per Space we are willing to take
 REACTION_WINDOW_S = 10
 PING_INTERVAL_S = 15.0
+MODERATION_WINDOW_S = 60  # how long a removal or ban stays in the snapshot for its person to see
+MODERATION_KEPT = 100  # at most this many of them per Space (a flood of bans drops the oldest)
+MODERATION_EVENTS = {"user.removed": "removed", "user.banned": "banned"}
 
 
 class PresenceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     key: str = Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass
+class _Moderation:
+    """What one process has read of a Space's event log for the snapshot's moderation list."""
+
+    log_id: str
+    after: int  # the last event read
+    recent: deque[dict[str, Any]]  # {"user_id", "action", "at"}, oldest first
 
 
 @dataclass(frozen=True)
@@ -74,12 +92,45 @@ def build_live_router(
 ) -> APIRouter:
     router = APIRouter(prefix="/api/spaces", tags=["live"])
     memo: dict[str, _Snapshot] = {}  # space → the snapshot built this second
+    moderation: dict[str, _Moderation] = {}  # space → the removals and bans read so far
     in_flight: dict[str, asyncio.Future[_Snapshot]] = {}
 
     def checked(space_id: str) -> str:
         if not is_space_id(space_id):
             raise NotFound("no such Space", code="space_not_found")
         return space_id
+
+    async def recent_moderation(space_id: SpaceId, now: float) -> list[dict[str, Any]]:
+        """Who was removed or banned in the last MODERATION_WINDOW_S seconds, oldest first.
+
+        Reads only the events appended since the last build (one cheap call when nothing
+        happened); a log that started again (restart, flushed Redis) is read afresh."""
+        live = control().live
+        log_id = await live.log_id(space_id)
+        latest = await live.latest_seq(space_id)
+        seen = moderation.get(space_id)
+        if seen is None or seen.log_id != log_id or seen.after > latest:
+            # First look at this Space here: only the log's tail can fall inside the window.
+            seen = _Moderation(
+                log_id, max(0, latest - MODERATION_KEPT), deque(maxlen=MODERATION_KEPT)
+            )
+            moderation[space_id] = seen
+            if len(moderation) > 10_000:
+                moderation.pop(next(iter(moderation)))
+        while seen.after < latest:
+            found = await live.events_since(space_id, seen.after)
+            if not found:  # older events already dropped: the tail is all there is
+                seen.after = latest
+                break
+            for event in found:
+                action = MODERATION_EVENTS.get(event.type)
+                if action is not None:
+                    user = event.data.get("user_id")
+                    seen.recent.append({"user_id": user, "action": action, "at": event.at})
+            seen.after = found[-1].seq
+        while seen.recent and seen.recent[0]["at"] < now - MODERATION_WINDOW_S:
+            seen.recent.popleft()
+        return list(seen.recent)
 
     async def build_snapshot(space_id: str, now: float) -> bytes:
         ctl = control()
@@ -107,6 +158,8 @@ def build_live_router(
                 "starting_soon": space.state in (SpaceState.SCHEDULED, SpaceState.GREEN_ROOM),
                 "scheduled_start": space.scheduled_start,
                 "pinned_link": space.pinned_link,
+                # Everyone hears whether they are recorded, from the body they already poll.
+                "record": space.record,
             },
             "stage": [
                 {
@@ -117,6 +170,7 @@ def build_live_router(
                 for m in stage
             ],
             "reactions": {"window_s": REACTION_WINDOW_S, "totals": reactions},
+            "moderation": await recent_moderation(space.id, now),
             "listeners": {
                 "approx": round(sampled / rate),
                 "presence_sample": presence_sample(round(sampled / rate)),

@@ -8,7 +8,8 @@
 Files are made by remuxing the recorded AAC (`delivery.export`) on a worker thread, a few at a
 time. A download is written to a temporary file whose name is removed as soon as it is opened for
 sending, so nothing is left behind however the download ends. A clip is kept beside the recording
-(`<recordings_dir>/<space>/clips/`) and goes with it when retention deletes it. A recording
+(`<recordings_dir>/<space>/clips/`), with the card its share page shows (`delivery.clip_card`),
+and goes with it when retention deletes it. A recording
 deleted by retention answers 410 `recording_expired`.
 """
 
@@ -42,6 +43,7 @@ from townhall.api.media_routes import StageNode
 from townhall.api.params import SpaceIdP
 from townhall.api.tokens import Identity, IdentityKind
 from townhall.config import Config
+from townhall.delivery.clip_card import ClipCard, write_card
 from townhall.delivery.export import (
     Exported,
     ExportError,
@@ -49,6 +51,7 @@ from townhall.delivery.export import (
     TooLarge,
     recorded_seconds,
     remux,
+    wall_clock_at,
 )
 from townhall.delivery.recording import load_runs
 from townhall.delivery.storage import CLIPS_DIR, DAY_S, expired, usage
@@ -90,9 +93,9 @@ class ClipIn(BaseModel):
     def _range(self) -> "ClipIn":
         if self.start_s is not None and self.end_s is not None:
             if self.end_s <= self.start_s:
-                raise ValueError("end_s must be after start_s")
+                raise ValueError("the clip's end must be after its start")
             if self.end_s - self.start_s > CLIP_MAX_S:
-                raise ValueError(f"a clip is at most {CLIP_MAX_S:.0f} s")
+                raise ValueError(f"a clip is at most {CLIP_MAX_S:.0f} seconds long")
         return self
 
 
@@ -320,6 +323,20 @@ def build_recording_router(
             return Exported(final, made.seconds, made.size)
 
         made = await export(make)
+        assert root is not None  # recordings() answered 404 otherwise
+        card = ClipCard(
+            clip_id=clip_id,
+            space_id=space.id,
+            title=space.title,
+            speakers=tuple(m.display_name for m in await control().stage(space.id)),
+            recorded_at=wall_clock_at(runs, start),
+            seconds=round(made.seconds, 3),
+            visibility=space.visibility.value,
+        )
+        try:
+            await asyncio.to_thread(write_card, root, card)
+        except OSError as exc:  # the clip plays without it; its page just says less
+            log.warning("clip %s: its card could not be written: %s", clip_id, exc)
         return ClipOut(
             id=clip_id,
             url=f"{base(request)}/api/clips/{clip_id}.m4a",

@@ -44,6 +44,7 @@ __all__ = [
     "Unreadable",
     "recorded_seconds",
     "remux",
+    "wall_clock_at",
 ]
 
 # An export reads at most this much media: about 37 hours at the default 64 kbit/s.
@@ -83,6 +84,18 @@ class Exported:
 def recorded_seconds(runs: Sequence[RecordedRun]) -> float:
     """The length of the recording's timeline (runs back to back)."""
     return math.fsum(r.duration for r in runs)
+
+
+def wall_clock_at(runs: Sequence[RecordedRun], timeline_s: float) -> float | None:
+    """When the audio at `timeline_s` of the recording was on air (UNIX seconds, from the parts'
+    program date-times), or None if the timeline does not reach that far."""
+    at = 0.0
+    for run in runs:
+        for entry in run.entries:
+            if at + entry.duration > timeline_s:
+                return entry.pdt + max(0.0, timeline_s - at)
+            at += entry.duration
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,18 @@ _REFUSALS = {
     rules.ONLY_SELF_CAN_UNMUTE: "only the speaker can unmute themselves",
     rules.CANNOT_TARGET_HOST: "nobody can do this to the host",
     rules.HOST_CANNOT_LEAVE_STAGE: "the host cannot leave the stage: hand the host role over or end the Space",
+    rules.NOT_COHOST: "only a co-host can do this",
+    rules.CANNOT_TARGET_SELF: "you cannot do this to yourself",
+    rules.COHOST_CANNOT_TARGET_COHOST: "only the host can do this to a co-host",
+    rules.TARGET_NOT_LISTENER: "that person is already on the stage",
+    rules.TARGET_NOT_ON_STAGE: "that person is not on the stage",
+    rules.TARGET_NOT_COHOST: "that person is not a co-host",
+    rules.TARGET_ALREADY_COHOST: "that person is already a co-host",
+    rules.TARGET_REQUIRED: "say whom this is for",
+    rules.UNEXPECTED_TARGET: "this is not done to someone else",
+    rules.INCONSISTENT_SELF: "this request contradicts itself",
+    rules.STAGE_FULL: "the stage is full: move a speaker to the audience first",
+    rules.COHOSTS_FULL: "there are already as many co-hosts as allowed: make one a speaker first",
 }
 
 
@@ -211,7 +223,7 @@ class SpaceControl:
             raise ControlError(
                 "forbidden",
                 decision.reason,
-                _REFUSALS.get(decision.reason, f"not allowed: {decision.reason}"),
+                _REFUSALS.get(decision.reason, "you are not allowed to do this"),
             )
         return target_role or standing.role, target_member
 
@@ -437,13 +449,7 @@ class SpaceControl:
             [m for m in current if m.user_id != user], space.limits, role
         )
         if not verdict.allowed:
-            raise ControlError(
-                "conflict",
-                verdict.reason,
-                "the stage is full"
-                if verdict.reason == rules.STAGE_FULL
-                else "there are already as many co-hosts as allowed",
-            )
+            raise ControlError("conflict", verdict.reason, _REFUSALS[verdict.reason])
         existing = next((m for m in current if m.user_id == user), None)
         member = StageMember(
             space.id,
@@ -464,10 +470,9 @@ class SpaceControl:
             await self.records.put_stage_member(
                 member, space.limits, announce=changed, event=seated
             )
-        except StageFull as exc:
-            raise ControlError(
-                "conflict", rules.STAGE_FULL, str(exc) or "the stage is full"
-            ) from None
+        except StageFull:
+            # Another command took the last seat between the check above and this write.
+            raise ControlError("conflict", rules.STAGE_FULL, _REFUSALS[rules.STAGE_FULL]) from None
         except Banned:
             raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED]) from None
         except Conflict as exc:

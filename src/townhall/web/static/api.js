@@ -9,14 +9,23 @@
 // stage do: `ensureIdentity()` asks for a guest name (or offers to sign in) when there is none.
 
 export class ApiError extends Error {
-  constructor(status, code, message, retryAfterSeconds = 0) {
+  constructor(status, code, message, retryAfterSeconds = 0, field = null) {
     super(message);
     this.name = 'ApiError';
     this.status = status; // 0 when the server could not be reached at all
     this.code = code;
     this.retryAfterSeconds = retryAfterSeconds;
+    this.field = field; // the input it is about (the request's JSON name), when the server says
   }
 }
+
+/** Refusals about one input that the server names by code rather than by field. */
+const CODE_FIELDS = {
+  bad_username: 'username',
+  username_taken: 'username',
+  bad_password: 'password',
+  bad_display_name: 'display_name',
+};
 
 function retryAfter(response) {
   const raw = response.headers.get('Retry-After');
@@ -32,7 +41,7 @@ const FRIENDLY = {
   banned: 'You are banned from this Space.',
   token_expired: 'This invite link has expired. Ask the host for a new one.',
   token_invalid: 'This invite link is not valid. Ask the host for a new one.',
-  stage_full: 'The stage is full.',
+  token_wrong_space: 'This invite link is for another Space. Open the link exactly as it was sent to you.',
   rate_limited: 'Slow down a little, then try again.',
 };
 
@@ -71,7 +80,7 @@ export async function api(path, { method = 'GET', body, keepalive = false, cache
     message = message.trim();
     message = message.charAt(0).toUpperCase() + message.slice(1);
     if (!/[.!?]$/.test(message)) message += '.';
-    throw new ApiError(response.status, code, message, retryAfter(response));
+    throw new ApiError(response.status, code, message, retryAfter(response), error.field || CODE_FIELDS[code] || null);
   }
   return data;
 }
@@ -248,6 +257,30 @@ export function roleLabel(role) {
   return ROLE_LABELS[role] || String(role);
 }
 
+/**
+ * The REC badge every page of a Space shows (stage and listeners alike), in a live region so that
+ * screen readers say it when it appears or changes: "REC" on air, "Will be recorded" before
+ * (nothing is recorded off air), nothing when the Space is not recorded or is over. Only writes
+ * on change, so a poll does not make it speak again.
+ */
+export function showRecording(element, record, state) {
+  const mode = !record ? '' : state === 'live' ? 'on' : state === 'scheduled' || state === 'green_room' ? 'soon' : '';
+  if ((element.dataset.rec || '') === mode) return;
+  element.dataset.rec = mode;
+  if (mode === 'on') {
+    const mark = el('span', 'rec-mark', 'REC');
+    mark.setAttribute('aria-hidden', 'true');
+    element.replaceChildren(mark, ' ', el('span', 'visually-hidden', 'This Space is being recorded.'));
+    element.title = 'This Space is being recorded';
+  } else if (mode === 'soon') {
+    element.replaceChildren('Will be recorded');
+    element.title = 'Recording starts when the Space goes live';
+  } else {
+    element.replaceChildren();
+    element.title = '';
+  }
+}
+
 /** "about 1,200 listening": the count is sampled, and the page says so. */
 export function listenersLabel(approx) {
   const n = Math.max(0, Math.round(Number(approx) || 0));
@@ -272,6 +305,62 @@ export function byId(id) {
 export function say(element, message) {
   element.textContent = message || '';
   element.hidden = !message;
+}
+
+// ------------------------------------------------------------------------------- inline errors
+//
+// An error is said next to the control that caused it — under its field, or under the row of
+// buttons it sits in — not in a box at the bottom of the card: a person looks where they clicked.
+// It is a role="alert" (read out at once), tied to the control by aria-describedby (and
+// aria-invalid on inputs), and it stays until a later action succeeds (`clearErrors`) or the same
+// control fails again (then it says the new sentence).
+
+let errorIds = 0;
+
+function errorSlotOf(control) {
+  const container = control.closest('.field, .row, .copy-row, .person-actions, .delay-row') || control;
+  if (!control.id) {
+    errorIds += 1;
+    control.id = `control-${errorIds}`;
+  }
+  let slot = document.getElementById(`${control.id}-error`);
+  if (slot === null) {
+    slot = el('p', 'error inline-error');
+    slot.id = `${control.id}-error`;
+    slot.dataset.for = control.id;
+    slot.setAttribute('role', 'alert');
+    // Inside a field (under its hint), else right after the row of buttons it is about.
+    if (container.classList.contains('field')) container.append(slot);
+    else container.after(slot);
+  }
+  return slot;
+}
+
+/** Shows `message` right by `control` (an input or a button); an empty message clears it. */
+export function errorAt(control, message) {
+  if (!message && !(control.id && document.getElementById(`${control.id}-error`))) {
+    control.removeAttribute('aria-invalid'); // nothing was said here: nothing to take back
+    return;
+  }
+  const slot = errorSlotOf(control);
+  say(slot, message);
+  const described = (control.getAttribute('aria-describedby') || '').split(' ').filter((id) => id && id !== slot.id);
+  if (message) described.push(slot.id);
+  if (described.length > 0) control.setAttribute('aria-describedby', described.join(' '));
+  else control.removeAttribute('aria-describedby');
+  if (control.matches('input, select, textarea')) {
+    if (message) control.setAttribute('aria-invalid', 'true');
+    else control.removeAttribute('aria-invalid');
+  }
+}
+
+/** Clears every inline error within `scope`: something the person did since has worked. */
+export function clearErrors(scope = document) {
+  for (const slot of scope.querySelectorAll('.inline-error')) {
+    const control = document.getElementById(slot.dataset.for || '');
+    if (control) errorAt(control, '');
+    else say(slot, '');
+  }
 }
 
 /** A new element with a class and text: the pages build lists without innerHTML. */

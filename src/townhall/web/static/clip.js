@@ -1,22 +1,15 @@
-// Clip page (/c/{clip_id}): plays a clip of a Space (an .m4a remuxed from its recording), links to
-// the Space's listener page and offers the file for download. No identity needed: the link is the key.
+// Clip page (/c/{clip_id}): the server writes everything a crawler and a reader need (title, who
+// was on stage, date, length, the player, the preview tags); this script only says the date in the
+// reader's own time zone, explains a clip that cannot play, and shares the link.
 
 import { byId, say } from './api.js';
 
 const ui = {
   audio: byId('clip-audio'),
   error: byId('clip-error'),
-  space: byId('clip-space'),
-  download: byId('clip-download'),
   share: byId('clip-share'),
   shareStatus: byId('clip-share-status'),
 };
-
-/** The clip id in /c/{space}-{12 chars}, and its Space, or null. */
-function clipFromPath(pathname = location.pathname) {
-  const match = /^\/c\/(([a-z0-9]{10})-[a-z0-9]{12})\/?$/.exec(pathname);
-  return match ? { id: match[1], space: match[2] } : null;
-}
 
 async function share() {
   const url = `${location.origin}${location.pathname}`;
@@ -37,21 +30,21 @@ async function share() {
   }
 }
 
-function main() {
-  const clip = clipFromPath();
-  if (!clip) {
-    say(ui.error, 'This is not a clip link.');
-    ui.audio.hidden = true;
-    return;
+/** The server wrote the date in UTC; the reader's clock and language say it better. */
+function localDates() {
+  const format = new Intl.DateTimeFormat(undefined, { dateStyle: 'long', timeStyle: 'short' });
+  for (const time of document.querySelectorAll('time[datetime]')) {
+    const when = new Date(time.dateTime);
+    if (!Number.isNaN(when.getTime())) time.textContent = format.format(when);
   }
-  const file = `/api/clips/${clip.id}.m4a`;
-  ui.space.href = `/s/${clip.space}`;
-  ui.download.href = file;
-  ui.download.setAttribute('download', `townhall-clip-${clip.id}.m4a`);
-  ui.audio.addEventListener('error', () => {
+}
+
+function main() {
+  localDates();
+  const failed = () =>
     say(ui.error, 'This clip cannot be played: it may have expired with its recording, or the link is wrong.');
-  });
-  ui.audio.src = file;
+  ui.audio.addEventListener('error', failed);
+  if (ui.audio.error) failed(); // it failed before this script ran
   ui.share.addEventListener('click', share);
 }
 

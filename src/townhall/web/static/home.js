@@ -10,12 +10,15 @@
 import {
   api,
   byId,
+  clearErrors,
   continueAsGuest,
   el,
+  errorAt,
   listenersLabel,
   roleLabel,
   safeNext,
   say,
+  showRecording,
   signIn,
   signOut,
   signUp,
@@ -43,6 +46,7 @@ const ui = {
   createSignin: byId('create-signin'),
   title: byId('title'),
   visibility: byId('visibility'),
+  record: byId('record'),
   schedule: byId('schedule'),
   whenField: byId('when-field'),
   when: byId('when'),
@@ -78,32 +82,46 @@ function chooseMode(mode) {
     form.hidden = name !== mode;
   }
   say(ui.identityError, '');
+  clearErrors(ui.identity);
   const first = ui.modes[mode].form.querySelector('input');
   if (first) first.focus();
 }
 
-/** The form's inputs, trimmed; focuses and names the first empty one. */
+/** The form's inputs, trimmed; focuses and names the first empty one, right under it. */
 function filled(form) {
   const values = [];
   for (const input of form.querySelectorAll('input')) {
     const value = input.type === 'password' ? input.value : input.value.trim();
     if (!value) {
-      input.setAttribute('aria-invalid', 'true');
-      input.focus();
       const label = form.querySelector(`label[for="${input.id}"]`);
-      say(ui.identityError, `Fill in “${label ? label.textContent : input.id}”.`);
+      errorAt(input, `Fill in “${label ? label.textContent : input.id}”.`);
+      input.focus();
       return null;
     }
-    input.removeAttribute('aria-invalid');
     values.push(value);
   }
   return values;
+}
+
+/**
+ * Says a refusal next to what caused it: the input the server names (`err.field`, matched by the
+ * input's `name`), or else the form's submit button.
+ */
+function refuse(form, err) {
+  const input = err.field ? form.querySelector(`[name="${err.field}"]`) : null;
+  if (input) {
+    errorAt(input, err.message);
+    input.focus();
+  } else {
+    errorAt(form.querySelector('button[type="submit"]'), err.message);
+  }
 }
 
 function onIdentityForm(form, submit) {
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     say(ui.identityError, '');
+    clearErrors(form); // the person tries again: old sentences would describe the old input
     const values = filled(form);
     if (values === null) return;
     const button = form.querySelector('button[type="submit"]');
@@ -119,7 +137,7 @@ function onIdentityForm(form, submit) {
       ui.title.focus();
       refreshLists();
     } catch (err) {
-      say(ui.identityError, err.message);
+      refuse(form, err.code === 'bad_credentials' ? { ...err, message: err.message, field: 'password' } : err);
     } finally {
       button.disabled = false;
     }
@@ -131,24 +149,21 @@ function onIdentityForm(form, submit) {
 async function createSpace(event) {
   event.preventDefault();
   say(ui.createError, '');
+  clearErrors(ui.createForm);
   const title = ui.title.value.trim();
   if (!title) {
-    say(ui.createError, 'Give your Space a title.');
-    ui.title.setAttribute('aria-invalid', 'true');
+    errorAt(ui.title, 'Give your Space a title.');
     ui.title.focus();
     return;
   }
-  ui.title.removeAttribute('aria-invalid');
-  const body = { title, visibility: ui.visibility.value };
+  const body = { title, visibility: ui.visibility.value, record: ui.record.checked };
   if (ui.schedule.checked) {
     const start = ui.when.value ? new Date(ui.when.value).getTime() / 1000 : NaN;
     if (!Number.isFinite(start) || start < Date.now() / 1000) {
-      say(ui.createError, 'Pick a start time in the future.');
-      ui.when.setAttribute('aria-invalid', 'true');
+      errorAt(ui.when, 'Pick a start time in the future.');
       ui.when.focus();
       return;
     }
-    ui.when.removeAttribute('aria-invalid');
     body.scheduled_start = Math.round(start);
   }
   ui.create.disabled = true;
@@ -161,8 +176,12 @@ async function createSpace(event) {
     location.assign(`/s/${created.space.id}/stage`);
   } catch (err) {
     ui.createStatus.textContent = '';
-    say(ui.createError, err.status === 401 ? 'Pick a name or sign in first.' : err.message);
-    if (err.status === 401) showIdentity(null);
+    if (err.status === 401) {
+      say(ui.createError, 'Pick a name or sign in first.');
+      showIdentity(null);
+    } else {
+      refuse(ui.createForm, err);
+    }
     ui.create.disabled = false;
   }
 }
@@ -188,7 +207,7 @@ function spaceItem({ space, stage }) {
   badge.dataset.state = space.state;
   const link = el('a', 'space-link', space.title);
   link.href = `/s/${space.id}`;
-  head.append(link, badge);
+  head.append(link, badge, recBadge(space));
   const line = stageLine(stage);
   item.append(head);
   if (line) item.append(el('p', 'hint', line));
@@ -203,6 +222,13 @@ function spaceItem({ space, stage }) {
     item.append(stageLink);
   }
   return item;
+}
+
+/** REC (or "Will be recorded") beside a recorded Space's name, before anyone opens it. */
+function recBadge(space) {
+  const badge = el('span', 'badge rec');
+  showRecording(badge, space.record, space.state);
+  return badge;
 }
 
 async function refreshLive() {
@@ -290,8 +316,9 @@ async function toggleRemind(button, space) {
     ui.upcomingStatus.textContent = on
       ? `Reminder for “${space.title}” cancelled.`
       : `Reminder saved for “${space.title}”.`;
+    clearErrors(ui.upcomingList);
   } catch (err) {
-    say(ui.upcomingError, err.message);
+    errorAt(button, err.message);
     if (err.status === 401) showIdentity(null);
   } finally {
     button.disabled = false;
@@ -305,7 +332,7 @@ function upcomingItem({ space, stage }) {
   link.href = `/s/${space.id}`;
   const badge = el('span', 'badge', stateLabel(space.state));
   badge.dataset.state = space.state;
-  head.append(link, badge);
+  head.append(link, badge, recBadge(space));
   item.append(head, el('p', 'hint', startsLabel(space.scheduled_start)));
   const line = stageLine(stage);
   if (line) item.append(el('p', 'hint', line));

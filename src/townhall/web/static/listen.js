@@ -39,13 +39,16 @@ import {
   api,
   backoff,
   byId,
+  clearErrors,
   copyField,
   el,
   ensureIdentity,
+  errorAt,
   focusLost,
   listenersLabel,
   roleLabel,
   say,
+  showRecording,
   spaceIdFromPath,
   stateLabel,
   whoAmI,
@@ -70,6 +73,20 @@ const SKIP_S = 15;
 const BACK_S = 60; // "Back 1 min"
 const DVR_END_S = 1; // this close to the end of the rewind playlist (and stalled, or ended): go live
 const ROLE_PHRASE = { host: 'the host', cohost: 'a co-host', speaker: 'a speaker' };
+// What a removal or a ban means for this person, as the server enforces it (spaces/rules.py): a
+// ban refuses reacting, raising a hand, clips and the stage, but the stream itself is an open
+// HTTP broadcast that anyone with the link plays; a removal bars nothing.
+const MODERATED_TEXT = {
+  banned:
+    'You were banned from this Space: you can no longer react, raise your hand, make clips or come on stage here. ' +
+    'The stream is open to anyone with the link, so you can still listen.',
+  removedFromStage:
+    'You were removed from this Space: you are off the stage. ' +
+    'You are not banned: you can keep listening and raise your hand to ask to come back.',
+  removed:
+    'You were removed from this Space: your raised hand was taken down. ' +
+    'You are not banned: you can keep listening and raise your hand again.',
+};
 
 const REACTIONS = [
   ['👏', 'Applause'],
@@ -121,6 +138,7 @@ const ui = {
   who: byId('who'),
   whoName: byId('who-name'),
   spaceState: byId('space-state'),
+  rec: byId('rec'),
   listeners: byId('listeners'),
   title: byId('space-title'),
   pinned: byId('pinned'),
@@ -157,6 +175,7 @@ const ui = {
   clipOpen: byId('clip-open'),
   clipCopyStatus: byId('clip-copy-status'),
   interact: byId('interact'),
+  moderated: byId('moderated'),
   reactions: byId('reactions'),
   reactStatus: byId('react-status'),
   hand: byId('hand'),
@@ -187,7 +206,9 @@ const space = {
   handTimer: 0,
   onStage: false,
   banned: false,
-  record: undefined, // whether the Space is recorded (rewind and clips), once asked
+  moderatedAt: null, // server seconds: removals and bans up to then are not news to this page
+  justModerated: false, // this snapshot took me off the stage: say why, not "back in the audience"
+  record: undefined, // whether the Space is recorded (REC badge, rewind and clips): the snapshot says
   settled: false, // my own state is known: changes from now on are news worth announcing
   reactionButtons: new Map(), // emoji → {button, count}
 };
@@ -264,6 +285,8 @@ function showSnapshot(snapshot) {
   ui.title.textContent = info.title;
   document.title = `${info.title} · townhall`;
   showSpaceState(info.state);
+  space.record = Boolean(info.record);
+  showRecording(ui.rec, space.record, info.state);
   ui.soon.hidden = !info.starting_soon;
   if (info.pinned_link) {
     ui.pinnedLink.href = info.pinned_link;
@@ -272,8 +295,10 @@ function showSnapshot(snapshot) {
   ui.pinned.hidden = !info.pinned_link;
   ui.listeners.hidden = space.over;
   ui.listeners.textContent = listenersLabel(snapshot.listeners.approx);
+  noticeModeration(snapshot);
   // The green room is off air: listeners hear nothing, so they must not see anyone "speaking".
   showStage(snapshot.stage, Boolean(info.on_air));
+  space.justModerated = false;
   showReactionTotals(snapshot.reactions.totals || {});
   if (previous !== info.state && player.state === 'playing') setState('playing'); // "waiting" → "live"
   if (info.state === 'ended' || info.state === 'cancelled') spaceIsOver();
@@ -313,7 +338,7 @@ function showOnStage(onStage, role = 'speaker') {
     clearTimeout(space.handTimer);
     ui.handStatus.textContent = 'You are on the stage now: open the stage to talk.';
     if (space.me && space.settled) announce(`You are now ${ROLE_PHRASE[role] || 'on the stage'}. Open the stage to talk.`);
-  } else if (wasOnStage && space.me && space.settled && !space.over) {
+  } else if (wasOnStage && space.me && space.settled && !space.over && !space.justModerated) {
     showHand(false, 'You are back in the audience.');
     announce('You are back in the audience.');
   }
@@ -545,18 +570,6 @@ function finish() {
 // Only rewinding listeners load it, once. "Jump to live" (or reaching the playlist's end) goes
 // back to the live playlist in low-latency mode.
 
-/** Whether the Space is recorded: asked once (the snapshot does not say). */
-async function checkRecorded() {
-  if (space.record !== undefined || !spaceId) return;
-  try {
-    const { space: info } = await api(spaceViewUrl());
-    space.record = Boolean(info.record);
-  } catch {
-    // unknown: no rewind or clip buttons (the API may answer on a later look)
-  }
-  showRecordingControls();
-}
-
 function showRecordingControls() {
   const live = space.state === 'live' && !space.over && !player.replay;
   ui.rewindControls.hidden = !(space.record && live && Hls.isSupported());
@@ -575,20 +588,22 @@ async function rewind(fromStart) {
   }
   // "Back 1 min" is a minute before what the listener heard, not before the live edge.
   const behind = player.started && !ui.audio.paused ? latency() || 0 : 0;
+  const button = fromStart ? ui.fromStart : ui.backMinute;
   player.rewinding = true;
   ui.fromStart.disabled = true;
   ui.backMinute.disabled = true;
   try {
     const response = await fetch(dvrUrl, { credentials: 'same-origin' });
     if (!response.ok) {
-      say(ui.error, response.status === 404 ? 'Nothing to rewind yet: try again in a moment.' : 'Could not load the earlier audio. Try again.');
+      errorAt(button, response.status === 404 ? 'Nothing to rewind yet: try again in a moment.' : 'Could not load the earlier audio. Try again.');
       return;
     }
     const text = await response.text();
     const duration = [...text.matchAll(/#EXTINF:([\d.]+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+    clearErrors(ui.rewindControls.parentElement);
     startRewind(fromStart ? 0 : Math.max(0, duration - BACK_S - behind), duration);
   } catch {
-    say(ui.error, 'Cannot reach the server. Check your connection and try again.');
+    errorAt(button, 'Cannot reach the server. Check your connection and try again.');
   } finally {
     player.rewinding = false;
     ui.fromStart.disabled = false;
@@ -1086,18 +1101,49 @@ async function react(emoji, name, button) {
   }
 }
 
-/** The host banned me: say so once, and offer nothing the server would refuse. */
+/**
+ * Removals and bans of me, from the snapshot every listener polls anyway (the server lists the
+ * last minute's): said at once, each one once. Those from before the page opened are not news.
+ */
+function noticeModeration(snapshot) {
+  if (space.moderatedAt === null) space.moderatedAt = snapshot.at - 1;
+  if (!space.me) return;
+  for (const entry of snapshot.moderation || []) {
+    if (entry.user_id !== space.me.user_id || entry.at <= space.moderatedAt) continue;
+    space.moderatedAt = entry.at;
+    space.justModerated = true;
+    if (entry.action === 'banned') banned();
+    else removed();
+  }
+}
+
+/** Says why, in the notice at the top of the audience card (a live region: read out at once). */
+function showModerated(text) {
+  ui.moderated.textContent = text;
+}
+
+/** I was banned: say so, and disable what the server would refuse, each naming the reason. */
 function banned() {
   if (space.banned) return;
   space.banned = true;
   clearTimeout(space.handTimer);
-  space.hand = false;
-  ui.hand.disabled = true;
-  ui.hand.hidden = true;
-  for (const { button } of space.reactionButtons.values()) button.disabled = true;
-  ui.reactStatus.textContent = 'You are banned from this Space: you cannot react or raise a hand.';
-  ui.handStatus.textContent = '';
-  announce('You were banned from this Space.');
+  showHand(false, '');
+  showModerated(MODERATED_TEXT.banned);
+  ui.reactStatus.textContent = '';
+  ui.toStage.hidden = true;
+  const refused = [ui.hand, ui.clip, ...[...space.reactionButtons.values()].map(({ button }) => button)];
+  for (const button of refused) {
+    button.disabled = true;
+    button.setAttribute('aria-describedby', ui.moderated.id);
+  }
+}
+
+/** I was removed: nothing is barred, but the stage or my hand went away, and I am told why. */
+function removed() {
+  if (space.banned) return;
+  clearTimeout(space.handTimer);
+  showHand(false, '');
+  showModerated(space.onStage ? MODERATED_TEXT.removedFromStage : MODERATED_TEXT.removed);
 }
 
 function forgetIdentity() {
@@ -1125,6 +1171,7 @@ async function toggleHand() {
     } else {
       await api(`/api/spaces/${spaceId}/hand`, { method: 'POST' });
       showHand(true, 'Your hand is up: the host sees you in the queue.');
+      if (!space.banned) showModerated(''); // a removal is behind them now
     }
   } catch (err) {
     ui.handStatus.textContent = err.message;
@@ -1299,7 +1346,6 @@ async function main() {
     // who I am matters only to react or raise a hand: asked again then
   }
   space.settled = true;
-  await checkRecorded();
 }
 
 main();

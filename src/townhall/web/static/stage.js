@@ -43,13 +43,16 @@ import {
   api,
   backoff,
   byId,
+  clearErrors,
   copyField,
   el,
   ensureIdentity,
+  errorAt,
   focusLost,
   listenersLabel,
   roleLabel,
   say,
+  showRecording,
   signInLink,
   spaceIdFromPath,
   whoAmI,
@@ -67,6 +70,10 @@ const SNAPSHOT_POLL_MS = 2000; // speaking indicators and the listener count
 const FALLBACK_POLL_MS = 4000; // full reads while the event socket cannot connect
 const ROLE_ORDER = { host: 0, cohost: 1, speaker: 2 };
 const ROLE_PHRASE = { host: 'the host', cohost: 'a co-host', speaker: 'a speaker' };
+// A ban as the server enforces it: no stage, reactions, hands or clips; the stream is not refused.
+const BANNED_TEXT =
+  'You are banned from this Space: you cannot come back on stage, react, raise a hand or make clips here. ' +
+  'The stream is open to anyone with the link, so you can still listen.';
 
 const STATE_TEXT = {
   idle: 'Not connected',
@@ -93,6 +100,7 @@ const ui = {
   airLabel: byId('air-label'),
   airDetail: byId('air-detail'),
   role: byId('role'),
+  rec: byId('rec'),
   listeners: byId('listeners'),
   reactions: byId('stage-reactions'),
   title: byId('space-title'),
@@ -153,6 +161,10 @@ const ui = {
   rosterCard: byId('roster-card'),
   roster: byId('roster'),
   rosterStatus: byId('roster-status'),
+  recordingCard: byId('recording-card'),
+  recordingText: byId('recording-text'),
+  download: byId('download'),
+  downloadStatus: byId('download-status'),
   shareCard: byId('share-card'),
   listenLink: byId('listen-link'),
   copyListen: byId('copy-listen'),
@@ -321,6 +333,57 @@ function renderSpace() {
   renderConsole();
   renderDelay();
   renderMic();
+  renderRecording();
+}
+
+/** The REC badge for everyone on stage; the host's recording card with its download. */
+function renderRecording() {
+  const space = view.space;
+  showRecording(ui.rec, Boolean(space && space.record && view.onStage), space ? space.state : '');
+  const shown = Boolean(space && space.record && view.onStage && isHost());
+  ui.recordingCard.hidden = !shown;
+  if (!shown) return;
+  const aired = Boolean(space.started_at) || space.state === 'live';
+  ui.download.hidden = !aired;
+  let text;
+  if (space.state === 'live') text = 'Everything listeners hear is recorded. Download what has been recorded so far at any time.';
+  else if (aired) text = 'The Space is over: download the whole recording.';
+  else if (space.state === 'cancelled') text = 'The Space was cancelled before it went live: nothing was recorded.';
+  else text = 'Recording starts when you go live: nothing in the green room is recorded.';
+  if (ui.recordingText.textContent !== text) ui.recordingText.textContent = text;
+}
+
+/** Checks that there is something to download (a clear sentence if not), then downloads it. */
+async function downloadRecording() {
+  ui.downloadStatus.textContent = '';
+  ui.download.disabled = true;
+  try {
+    const info = await api(spacePath('/recording'));
+    if (info.expired) {
+      errorAt(ui.download, 'This recording was deleted after the retention period.');
+      return;
+    }
+    if (!(info.seconds > 0)) {
+      errorAt(ui.download, 'Nothing has been recorded yet: try again in a moment.');
+      return;
+    }
+    // A link with `download` saves the file without leaving the stage (the call stays up).
+    const link = el('a');
+    link.href = spacePath('/recording.m4a');
+    link.download = `${spaceId}.m4a`;
+    link.hidden = true;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    const seconds = Math.round(info.seconds);
+    const length = seconds < 60 ? `${seconds} s` : `${Math.round(seconds / 60)} min`;
+    ui.downloadStatus.textContent = `Downloading the recording (${length}${info.recording ? ' so far' : ''}).`;
+    clearErrors();
+  } catch (err) {
+    errorAt(ui.download, err.message);
+  } finally {
+    ui.download.disabled = false;
+  }
 }
 
 function renderRole() {
@@ -334,6 +397,7 @@ function renderRole() {
   ui.shareCard.hidden = !view.onStage || view.over;
   ui.leaveRow.hidden = !onStage || role === 'host'; // the host hands over or ends instead
   renderConsole();
+  renderRecording();
 }
 
 function renderConsole() {
@@ -378,9 +442,11 @@ function actionButton(label, accessibleName, onClick, className = 'small') {
     button.disabled = true; // a disabled button drops the focus: it is given back below
     try {
       await onClick();
+      clearErrors(); // what failed before is history now
     } catch (err) {
       if (err instanceof ApiError && err.status === 410) spaceEnded();
-      else say(ui.rosterStatus, err.message);
+      else if (button.isConnected) errorAt(button, err.message); // right by the button pressed
+      else say(ui.rosterStatus, err.message); // its list was redrawn meanwhile
     } finally {
       button.disabled = false;
       if (focused && focusLost()) {
@@ -411,6 +477,28 @@ function confirmAction(question, yesLabel) {
   });
 }
 
+/**
+ * What a removal and a ban do, as the server enforces them (spaces/rules.py, control.py): removing
+ * takes someone off the stage and out of the hand queue and bars nothing; banning also refuses them
+ * reacting, raising a hand, clips and the stage from then on. Neither can stop the stream: it is an
+ * open HTTP broadcast (a private Space's to anyone who has its listener link).
+ */
+function removeQuestion(name, onStage) {
+  return (
+    `Remove ${name}? ${onStage ? 'They leave the stage.' : 'Their raised hand is taken down.'} ` +
+    'They are not banned: they can keep listening and raise a hand again.'
+  );
+}
+
+function banQuestion(name, onStage) {
+  const stream =
+    view.space && view.space.visibility === 'private'
+      ? `The stream still plays for anyone who has this private Space's listener link, ${name} included if they have it.`
+      : `The stream stays public: anyone with the link, ${name} included, can still listen.`;
+  const now = onStage ? 'They leave the stage and can' : 'Their raised hand is taken down and they can';
+  return `Ban ${name}? ${now} no longer react, raise a hand, make clips or come on stage in this Space. ${stream}`;
+}
+
 /** "Remove" and "Ban" for a stage member or a raised hand, each behind a confirmation. */
 function exitButtons(person) {
   const name = person.display_name;
@@ -420,7 +508,7 @@ function exitButtons(person) {
   };
   return [
     actionButton('Remove', `Remove ${name} from the Space`, async () => {
-      if (!(await confirmAction(`Remove ${name} from this Space? They can come back and listen.`, 'Yes, remove'))) return;
+      if (!(await confirmAction(removeQuestion(name, Boolean(person.role)), 'Yes, remove'))) return;
       await api(spacePath(`/members/${person.user_id}/remove`), { method: 'POST' });
       gone(person.user_id);
       say(ui.rosterStatus, `${name} was removed.`);
@@ -429,8 +517,7 @@ function exitButtons(person) {
       'Ban',
       `Ban ${name}`,
       async () => {
-        const question = `Ban ${name}? They cannot listen, react, raise a hand or come back to this Space.`;
-        if (!(await confirmAction(question, 'Yes, ban'))) return;
+        if (!(await confirmAction(banQuestion(name, Boolean(person.role)), 'Yes, ban'))) return;
         await api(spacePath(`/members/${person.user_id}/ban`), { method: 'POST' });
         gone(person.user_id);
         say(ui.rosterStatus, `${name} was banned from this Space.`);
@@ -629,7 +716,7 @@ function resync() {
       renderRole();
       renderRoster();
       if (isModerator()) await refreshHands();
-      if (!view.onStage && !view.over) offStage(mine.banned ? 'You are banned from this Space.' : 'You are not on this stage.');
+      if (!view.onStage && !view.over) offStage(mine.banned ? BANNED_TEXT : 'You are not on this stage.', mine.banned ? 'You were banned' : undefined);
       events.synced = true;
     } finally {
       events.syncing = null;
@@ -646,7 +733,11 @@ function applyEvent({ type, data }) {
   switch (type) {
     case 'space.state':
       // The ON AIR banner is a live region of its own: it says the change.
-      if (view.space) applySpace({ ...view.space, state: data.state });
+      if (view.space) {
+        // Went on air: the host's download appears (the full read would say when exactly).
+        const started = view.space.started_at || (data.state === 'live' ? Date.now() / 1000 : null);
+        applySpace({ ...view.space, state: data.state, started_at: started });
+      }
       break;
     case 'space.edited':
       if (view.space) applySpace({ ...view.space, title: data.title, description: data.description });
@@ -674,11 +765,12 @@ function applyEvent({ type, data }) {
       if (data.user_id === myId) {
         const text = {
           'stage.left': data.by === myId ? 'You left the stage.' : 'The host moved you to the audience.',
-          'user.removed': 'You were removed from this Space.',
-          'user.banned': 'You were banned from this Space.',
+          'user.removed':
+            'You were removed from this Space: you are off the stage. You are not banned: you can keep listening and raise your hand to ask to come back.',
+          'user.banned': BANNED_TEXT,
         }[type];
         removeMember(data.user_id);
-        offStage(text, type !== 'user.banned');
+        offStage(text, { 'user.removed': 'You were removed', 'user.banned': 'You were banned' }[type]);
       } else if (view.members.has(data.user_id)) {
         removeMember(data.user_id);
       }
@@ -1220,9 +1312,10 @@ async function setMuted(muted) {
   ui.unmuteSelf.disabled = true;
   try {
     upsertMember(await api(spacePath(`/members/${view.me.user_id}/${muted ? 'mute' : 'unmute'}`), { method: 'POST' }));
+    clearErrors();
   } catch (err) {
     if (err instanceof ApiError && err.status === 410) spaceEnded();
-    else showError(err.message);
+    else errorAt(member.muted_by_host ? ui.unmuteSelf : ui.mute, err.message);
   } finally {
     session.muting = false;
     ui.mute.disabled = false;
@@ -1233,13 +1326,14 @@ async function setMuted(muted) {
 
 // ------------------------------------------------------------------------------ leaving, ending
 
-function offStage(message, canListen = true) {
+/** Off the stage (left, moved, removed, banned): the page says why, and offers to listen. */
+function offStage(message, heading = 'You are in the audience') {
   view.onStage = false;
   stopSession();
   stopEvents();
   clearTimeout(snapshotTimer);
   renderRole();
-  showGate(message, { heading: canListen ? 'You are in the audience' : 'Not on the stage', listen: canListen });
+  showGate(message, { heading, listen: true });
   announce(message);
 }
 
@@ -1279,10 +1373,12 @@ async function leaveStage() {
 async function consoleCall(button, call) {
   button.disabled = true;
   try {
-    return await call();
+    const result = await call();
+    clearErrors();
+    return result;
   } catch (err) {
     if (err instanceof ApiError && err.status === 410) spaceEnded();
-    else showError(err.message);
+    else errorAt(button, err.message);
     return null;
   } finally {
     button.disabled = false;
@@ -1310,12 +1406,11 @@ async function pinLink(event) {
   event.preventDefault();
   const url = ui.pinUrl.value.trim();
   if (!/^https?:\/\/[^\s]+$/i.test(url)) {
-    ui.pinUrl.setAttribute('aria-invalid', 'true');
-    ui.pinStatus.textContent = 'Pin a web address starting with https:// (or http://).';
+    errorAt(ui.pinUrl, 'Pin a web address starting with https:// (or http://).');
     ui.pinUrl.focus();
     return;
   }
-  ui.pinUrl.removeAttribute('aria-invalid');
+  errorAt(ui.pinUrl, '');
   const result = await consoleCall(ui.pinSet, () => api(spacePath('/pin'), { method: 'PUT', body: { url } }));
   if (result) {
     applySpace(result.space, result.links);
@@ -1344,12 +1439,11 @@ async function setDelay(event) {
   event.preventDefault();
   const seconds = Number(ui.delay.value);
   if (!Number.isFinite(seconds) || seconds < 0 || seconds > 30 || ui.delay.value.trim() === '') {
-    ui.delay.setAttribute('aria-invalid', 'true');
-    ui.delayStatus.textContent = 'The delay is 0 to 30 seconds.';
+    errorAt(ui.delay, 'The delay is 0 to 30 seconds.');
     ui.delay.focus();
     return;
   }
-  ui.delay.removeAttribute('aria-invalid');
+  errorAt(ui.delay, '');
   const result = await consoleCall(ui.delaySet, () => api(spacePath('/delay'), { method: 'PUT', body: { seconds } }));
   if (result) {
     applySpace(result.space, result.links);
@@ -1387,6 +1481,7 @@ function wire() {
   ui.mute.addEventListener('click', () => setMuted(!(me() && me().muted)));
   ui.unmuteSelf.addEventListener('click', () => setMuted(false));
   ui.leave.addEventListener('click', leaveStage);
+  ui.download.addEventListener('click', downloadRecording);
   ui.copyListen.addEventListener('click', () => copyField(ui.listenLink, ui.copyListenStatus));
   ui.copyInvite.addEventListener('click', () => copyField(ui.inviteLink, ui.inviteStatus));
   ui.invite.addEventListener('click', () => invite('speaker'));
