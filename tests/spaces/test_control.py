@@ -413,9 +413,47 @@ async def test_a_roster_is_read_from_the_records_once_until_the_space_changes(
 
     await control.ban(HOST, space.id, TROLL.user_id)  # another process: the log moves
     await refused("banned", cached.react(TROLL, space.id, "👏"))
-    assert counting.rosters_read == 2
     assert (await cached.standing(space.id, TROLL.user_id)).banned
     assert not (await cached.standing(space.id, LISTENER.user_id)).banned
     await control.raise_hand(LISTENER, space.id)
     assert (await cached.standing(space.id, LISTENER.user_id)).hand_raised
-    assert counting.rosters_read == 3
+    assert counting.rosters_read == 1, "the ban and the hand followed from the log"
+
+
+async def test_a_kept_roster_follows_the_log_and_always_equals_a_fresh_read(
+    control: SpaceControl,
+) -> None:
+    """Another process's roster, kept across a whole session of commands, is brought up to date
+    from the events alone and never differs from what the records say."""
+    counting = CountingRecords(control.records)
+    reader = SpaceControl(counting, control.live)  # type: ignore[arg-type]
+    space = await control.create(HOST, NewSpace("Followed"))
+    await reader.roster(space.id)
+    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("hand", lambda: control.raise_hand(SPEAKER, space.id)),
+        ("hand", lambda: control.raise_hand(LISTENER, space.id)),
+        ("hand", lambda: control.raise_hand(TROLL, space.id)),
+        ("accept", lambda: control.accept_request(HOST, space.id, SPEAKER.user_id)),
+        ("decline", lambda: control.decline_request(HOST, space.id, LISTENER.user_id)),
+        ("mute", lambda: control.mute(HOST, space.id, SPEAKER.user_id)),
+        ("self-mute", lambda: control.mute(SPEAKER, space.id, SPEAKER.user_id)),
+        ("co-host", lambda: control.add_cohost(HOST, space.id, SPEAKER.user_id)),
+        ("unmute", lambda: control.unmute(SPEAKER, space.id, SPEAKER.user_id)),
+        ("delay", lambda: control.set_delay(HOST, space.id, 5)),
+        ("pin", lambda: control.pin_link(HOST, space.id, "https://example.org/a")),
+        ("edit", lambda: control.edit(HOST, space.id, title="Followed still")),
+        ("ban", lambda: control.ban(HOST, space.id, TROLL.user_id)),
+        ("to audience", lambda: control.move_to_audience(HOST, space.id, SPEAKER.user_id)),
+        ("hand", lambda: control.raise_hand(LISTENER, space.id)),
+        ("remove", lambda: control.remove(HOST, space.id, LISTENER.user_id)),
+    ]
+    for name, step in steps:
+        await step()
+        kept = await reader.roster(space.id)
+        fresh = await control.records.roster(space.id)
+        assert kept == fresh, f"after {name}"
+    assert counting.rosters_read == 1, "every one of these followed from the log"
+
+    await control.go_live(HOST, space.id)  # a state change: read afresh, and still equal
+    assert await reader.roster(space.id) == await control.records.roster(space.id)
+    assert counting.rosters_read == 2

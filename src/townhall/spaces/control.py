@@ -44,6 +44,7 @@ from townhall.spaces.model import (
     Visibility,
     new_space_id,
 )
+from townhall.spaces.roster import follow
 from townhall.spaces.rules import Action
 from townhall.state.live import LiveState
 from townhall.state.outbox import EventOutbox
@@ -64,6 +65,7 @@ REACTIONS = ("👏", "😂", "❤️", "🔥", "💯", "👍", "😮", "🙏")
 MAX_DELAY_S = 30.0
 MAX_REMINDERS_IN_WEBHOOK = 10_000
 ROSTERS_KEPT = 10_000  # Spaces: more than a node has open at once
+ROSTER_FOLLOW_MAX = 200  # events a kept roster follows; further behind, it is read afresh
 
 
 class ControlError(Exception):
@@ -176,13 +178,15 @@ class SpaceControl:
     async def roster(self, space_id: str) -> Roster:
         """The Space, its stage, bans and raised hands; 404 if there is no such Space.
 
-        Read from the records once, then kept while the Space's log stays where it was: every
+        Read from the records once, then kept and brought up to date from the Space's log: every
         change to a Space's records is followed by an event in its log (this module, through
-        the event outbox), so an unchanged position means an unchanged roster, and a join storm
-        of listeners nobody has seen before costs no database round trip each. The position is
-        read before the records, so a roster is never tagged newer than what it holds. With the
-        live store out of reach it is read from the records each time (reads keep working;
-        commands are refused later, by `_open_space`)."""
+        the event outbox), so an unchanged position means an unchanged roster, and the events
+        since its position say what changed (spaces/roster.py; the few they cannot say cost a
+        fresh read). A join storm of listeners nobody has seen before costs no database round
+        trip each, nor do hands going up and down in a busy Space. The position is read before
+        the records, so a roster is never tagged newer than what it holds. With the live store
+        out of reach it is read from the records each time (reads keep working; commands are
+        refused later, by `_open_space`)."""
         try:
             position: tuple[str, int] | None = await self.live.position(space_id)
         except UNAVAILABLE_ERRORS as exc:
@@ -190,9 +194,18 @@ class SpaceControl:
                 raise
             position = None
         kept = self._rosters.get(space_id)
-        if kept is not None and kept[0] == position:
-            self._rosters.move_to_end(space_id)
-            return kept[1]
+        if kept is not None and position is not None:
+            (kept_log, kept_seq), roster = kept
+            if (kept_log, kept_seq) == position:
+                self._rosters.move_to_end(space_id)
+                return roster
+            if kept_log == position[0] and 0 < position[1] - kept_seq <= ROSTER_FOLLOW_MAX:
+                events = await self.live.events_since(space_id, kept_seq, ROSTER_FOLLOW_MAX)
+                followed = follow(roster, events) if events else None
+                if followed is not None and events:
+                    self._rosters[space_id] = ((kept_log, events[-1].seq), followed)
+                    self._rosters.move_to_end(space_id)
+                    return followed
         found = await self.records.roster(SpaceId(space_id))
         if found is None:
             raise _not_found()
@@ -737,5 +750,6 @@ def member_json(member: StageMember) -> dict[str, Any]:
         "role": member.role.value,
         "muted": member.muted_by_host or member.self_muted,
         "muted_by_host": member.muted_by_host,
+        "self_muted": member.self_muted,
         "joined_at": member.joined_at,
     }

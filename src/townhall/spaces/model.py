@@ -157,3 +157,42 @@ class RaisedHand:
     user_id: UserId
     display_name: str
     raised_at: float
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A Space and where one person stands in it (and, for a command on someone, the target)."""
+
+    space: Space
+    member: StageMember | None  # their seat on the stage; None for a listener
+    banned: bool
+    hand_raised: bool
+    target: StageMember | None = None  # the target's seat (the same as `member` for oneself)
+
+    @property
+    def role(self) -> Role:
+        return self.member.role if self.member is not None else Role.LISTENER
+
+
+@dataclass(frozen=True)
+class Roster:
+    """A Space and everyone in it who is not simply in the audience: the stage, the banned and
+    those with a hand up. Small next to the audience, and enough to answer `standing` for anyone."""
+
+    space: Space
+    stage: tuple[StageMember, ...]  # display order: host, co-hosts, speakers
+    banned: frozenset[UserId]
+    hands: frozenset[UserId]
+
+    def seat(self, user: UserId) -> StageMember | None:
+        return next((m for m in self.stage if m.user_id == user), None)
+
+    def standing(self, user: UserId | None, target: UserId | None = None) -> Standing:
+        """Where `user` (None: an anonymous listener) and `target` stand in this Space."""
+        return Standing(
+            space=self.space,
+            member=self.seat(user) if user is not None else None,
+            banned=user in self.banned,
+            hand_raised=user in self.hands,
+            target=self.seat(target) if target is not None else None,
+        )

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,11 +44,13 @@ from townhall.spaces.model import (
     Ban,
     RaisedHand,
     Role,
+    Roster,
     Space,
     SpaceId,
     SpaceState,
     StageLimits,
     StageMember,
+    Standing,
     UserId,
     Visibility,
 )
@@ -110,45 +112,6 @@ log = logging.getLogger(__name__)
 
 # Stage order: host, co-hosts, speakers; within a role, who joined first.
 _ROLE_RANK = sa.case({Role.HOST: 0, Role.COHOST: 1}, value=StageMemberRow.role, else_=2)
-
-
-@dataclass(frozen=True)
-class Standing:
-    """A Space and where one person stands in it (and, for a command on someone, the target)."""
-
-    space: Space
-    member: StageMember | None  # their seat on the stage; None for a listener
-    banned: bool
-    hand_raised: bool
-    target: StageMember | None = None  # the target's seat (the same as `member` for oneself)
-
-    @property
-    def role(self) -> Role:
-        return self.member.role if self.member is not None else Role.LISTENER
-
-
-@dataclass(frozen=True)
-class Roster:
-    """A Space and everyone in it who is not simply in the audience: the stage, the banned and
-    those with a hand up. Small next to the audience, and enough to answer `standing` for anyone."""
-
-    space: Space
-    stage: tuple[StageMember, ...]  # display order: host, co-hosts, speakers
-    banned: frozenset[UserId]
-    hands: frozenset[UserId]
-
-    def seat(self, user: UserId) -> StageMember | None:
-        return next((m for m in self.stage if m.user_id == user), None)
-
-    def standing(self, user: UserId | None, target: UserId | None = None) -> Standing:
-        """Where `user` (None: an anonymous listener) and `target` stand in this Space."""
-        return Standing(
-            space=self.space,
-            member=self.seat(user) if user is not None else None,
-            banned=user in self.banned,
-            hand_raised=user in self.hands,
-            target=self.seat(target) if target is not None else None,
-        )
 
 
 # --- opening ---------------------------------------------------------------------------------
