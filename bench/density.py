@@ -222,7 +222,7 @@ def run(targets: list[str], max_listeners: int, hold: float, procs: int) -> dict
                     Path(tmp),
                     server_cpus=SERVER_CORE,
                     bot_cpus=GENERATOR_CORE,
-                    edge=name == "edge",
+                    edge="nginx" if name == "edge" else None,
                     edge_connections=2 * max_listeners + 2048,
                 ) as live,
             ):
