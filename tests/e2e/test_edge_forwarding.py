@@ -1,8 +1,10 @@
-"""Behind the shipped edge, the origin knows where its callers are and which address they used.
+"""Behind either shipped edge (nginx, Varnish), the origin knows where its callers are and which
+address they used.
 
 The edge forwards the browser's Host and X-Forwarded-For/-Proto; the origin believes the forwarded
 ones only from TOWNHALL_TRUSTED_PROXIES (here: the edge, which connects from 127.0.0.1). Clients
 with addresses of their own bind to other loopback addresses (all of 127.0.0.0/8 is loopback).
+Every test that goes through the edge runs once per edge.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import httpx
 import pytest
 
 from tests.conftest import Server
-from townhall.harness import Edge, start_edge, start_server
+from townhall.harness import EDGE_KINDS, Edge, EdgeKind, start_edge, start_server
 
 pytestmark = pytest.mark.e2e
 
-EDGE_ADDRESS = "127.0.0.1"  # where nginx connects to the origin from
+EDGE_ADDRESS = "127.0.0.1"  # where the edge connects to the origin from
 LISTENER_A, LISTENER_B = "127.0.0.3", "127.0.0.4"  # two people in the audience
 STRANGER = "127.0.0.5"  # someone on the origin's network who is not the edge
 
@@ -31,12 +33,15 @@ class Site:
     edge: Edge
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    tmp = tmp_path_factory.mktemp("forwarding")
+@pytest.fixture(scope="module", params=EDGE_KINDS)
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    kind: EdgeKind = request.param
+    tmp = tmp_path_factory.mktemp(f"forwarding-{kind}")
     server = start_server(tmp / "data", env={"TOWNHALL_TRUSTED_PROXIES": EDGE_ADDRESS})
     try:
-        edge = start_edge(server.url, tmp / "edge")
+        edge = start_edge(server.url, tmp / "edge", kind=kind)
     except BaseException:
         server.proc.stop()
         raise
