@@ -9,6 +9,7 @@ Every test that goes through the edge runs once per edge.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.conftest import Server
 from townhall.harness import EDGE_KINDS, Edge, EdgeKind, start_edge, start_server
@@ -135,3 +137,22 @@ def test_by_default_no_peer_is_trusted_not_even_a_local_one(server: Server, tmp_
     claiming forwarded addresses is still one address."""
     with httpx.Client(base_url=server.url, timeout=15) as local:
         requests_until_limited(local, lambda i: {"X-Forwarded-For": f"198.51.100.{i % 250}"})
+
+
+def test_the_stage_event_socket_and_its_commands_pass_through_the_edge(site: Site) -> None:
+    """The stage's WebSocket (an upgrade the edge pipes through) and the commands it reports
+    (POST/PATCH, never cached) work through the edge as they do on the origin."""
+    edge = site.edge.url
+    with httpx.Client(base_url=edge, timeout=15) as http:
+        space_id, auth = later_space(http, "Through the edge")
+        token = auth["Authorization"].removeprefix("Bearer ")
+        socket_url = (
+            f"{edge.replace('http://', 'ws://')}/api/spaces/{space_id}/events?token={token}"
+        )
+        with connect(socket_url, open_timeout=15) as socket:
+            hello = json.loads(socket.recv(timeout=15))
+            assert hello["type"] == "hello", hello
+            edited = http.patch(f"/api/spaces/{space_id}", json={"title": "Renamed"}, headers=auth)
+            assert edited.status_code == 200, edited.text
+            seen = [json.loads(socket.recv(timeout=15)) for _ in range(hello["latest_seq"] + 1)]
+    assert "Renamed" in json.dumps(seen[-1]), seen  # the edit, after the log so far
