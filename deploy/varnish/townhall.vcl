@@ -1,7 +1,9 @@
 vcl 4.1;
 # townhall behind Varnish (7.1, as Debian 12 ships it): the edge for a live audience. Run it with
-#     varnishd -a :80 -f /etc/varnish/townhall.vcl -s malloc,1g -p pipe_timeout=120
-# (or point Debian's varnish.service at this file) and adjust the backends below.
+#     varnishd -a :80 -f /etc/varnish/townhall.vcl -s malloc,1g -p pipe_timeout=120 \
+#              -p thread_pool_max=N   # N > the listeners this edge serves at once
+# (or point Debian's varnish.service at this file) and adjust the backends below. A listener
+# receiving a streamed answer holds a worker thread; one parked on a fill in progress holds none.
 #
 # Why Varnish for listeners: a low-latency player asks for things that do not exist yet (the next
 # part, a playlist that lists it) and the whole audience asks at the same moment. Varnish parks
