@@ -19,7 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 Results = dict[str, Any]
-COLOURS = {"origin": "#c0392b", "edge": "#2471a3", "icecast": "#7d3c98"}
+COLOURS = {"origin": "#c0392b", "edge": "#2471a3", "varnish": "#1e8449", "icecast": "#7d3c98"}
 
 
 def _cdf(ax: Axes, values: list[float], label: str) -> None:

@@ -183,6 +183,15 @@ def _density(r: Results) -> list[Verdict]:
             "6 requests per second against Icecast's one open response; the same request-rate "
             "fix applies. proxy_cache_lock waiters also poll for the cached answer every 500 ms.",
         ),
+        ratio_verdict(
+            "varnish",
+            "listeners held per core, origin behind the Varnish edge",
+            1.0,
+            "Varnish answers the audience from its cache and hands each part to every waiting "
+            "listener as it arrives, but each listener is still about 6 requests per second, "
+            "each a worker-thread hand-off, against Icecast's one open response; the "
+            "request-rate fix applies here too.",
+        ),
         Verdict(
             "memory per directly served listener",
             f"≤ {SPEC_LISTENER_KB} KB",
@@ -450,8 +459,10 @@ def _section_stage_cost(r: Results) -> list[str]:
 def _section_density(r: Results) -> list[str]:
     s = _get(r, "density", "summary") or {}
     rows = []
-    for target in ("origin", "edge", "icecast"):
+    for target in ("origin", "edge", "varnish", "icecast"):
         t = s.get(target) or {}
+        if target == "varnish" and not t:
+            continue  # runs from before Varnish was measured
         rss = t.get("rss_per_listener_bytes")
         rows.append(
             [
@@ -480,7 +491,8 @@ def _section_density(r: Results) -> list[str]:
         *table,
         "",
         f"Ratios: origin / Icecast {_num(s.get('ratio_origin_icecast'), 2)} ×, "
-        f"edge / Icecast {_num(s.get('ratio_edge_icecast'), 2)} ×. "
+        f"edge (nginx) / Icecast {_num(s.get('ratio_edge_icecast'), 2)} ×, "
+        f"varnish / Icecast {_num(s.get('ratio_varnish_icecast'), 2)} ×. "
         "CPU per listener is the server's core time per second of listening.",
     ]
 

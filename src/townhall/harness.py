@@ -444,9 +444,11 @@ def _start_varnish(
     vcl = vcl.replace(shipped.group(0), "".join(backends)).replace(added, "".join(adds))
     (tmp / "townhall.vcl").write_text(vcl)
     workdir = tmp / "varnish"
-    # A streaming client holds a worker thread (two pools share `connections`); parked waiters
-    # hold none. Statistics are published after every request, so counts are exact at once.
-    threads = max(200, connections // 2 + 100)
+    # A client being answered holds a worker thread (two pools share `connections`); parked
+    # waiters hold none, and those woken beyond the pool's threads queue for one. Capped: every
+    # thread is a process id, and a test machine has a few tens of thousands for everyone.
+    # Statistics are published after every request, so counts are exact at once.
+    threads = min(2000, max(200, connections // 2 + 100))
     args = [VARNISHD, "-F", "-j", "none", "-n", str(workdir), "-T", "none"]
     args += ["-a", f"127.0.0.1:{port}", "-f", str(tmp / "townhall.vcl"), "-s", "malloc,256m"]
     for name, value in {
