@@ -3,10 +3,11 @@
 listener behind each edge gets the live edge. The SPEC budgets: origin requests constant in
 audience size; lateness behind the edge vs direct p95 ≤ +100 ms.
 
-One server, one live Space with a `townhall speak --tone 440` bot. First the smallest audience
-plays straight from the origin (the lateness reference), then, for each edge in turn (started with
-harness.start_edge from deploy/nginx/townhall.conf or deploy/varnish/townhall.vcl, sized for the
-largest audience × 2 connections), every scale plays through that edge. The listeners
+One server, one live Space with a `townhall speak --tone 440` bot, and every edge in front of it
+(started with harness.start_edge from deploy/nginx/townhall.conf or deploy/varnish/townhall.vcl,
+sized for the largest audience × 2 connections). First the smallest audience plays straight from
+the origin (the lateness reference), then each scale plays through each edge in turn, so that the
+edges are compared on the same machine at nearly the same time. The listeners
 (`bench.llhls.run_listener`: blocking playlist reload + preload-hinted part per part) run in several
 generator processes; after they have joined and settled, a window of `--window` seconds is counted
 by the edge itself (`Edge.counts`: nginx's access log, Varnish's statistics): client requests,
@@ -28,6 +29,7 @@ origin figure is still what the cache let through.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
@@ -80,32 +82,39 @@ def play(url: str, listeners: int, window: float, procs: int, edge: Edge | None)
 
 def run(scales: list[int], edges: list[EdgeKind], window: float, procs: int) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp, live_space(Path(tmp)) as live:
-        # The reference: the same player, straight from the origin, with an audience it holds.
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        live_space(Path(tmp)) as live,
+        contextlib.ExitStack() as running,
+    ):
+        fronts: list[Edge] = []
+        for kind in edges:  # both in front of the same origin; an idle edge costs nothing
+            fronts.append(
+                start_edge(
+                    live.server.url, Path(tmp) / kind, kind=kind, connections=2 * max(scales) + 4096
+                )
+            )
+            running.callback(fronts[-1].proc.stop)
+        # The reference: the same player, straight from the origin, with an audience it holds;
+        # then each edge in turn at each scale, so the edges meet the same machine.
         direct = play(live.media_url(live.server.url), min(scales), window, procs, None)
         rows.append(direct)
-        _print_row(direct, None)
-        for kind in edges:
-            edge = start_edge(
-                live.server.url, Path(tmp) / kind, kind=kind, connections=2 * max(scales) + 4096
-            )
-            try:
-                for listeners in scales:
-                    row = play(live.media_url(edge.url), listeners, window, procs, edge)
-                    late, ref = row["lateness_p95_s"], direct["lateness_p95_s"]
-                    row["lateness_p95_vs_direct_s"] = (
-                        late - ref if late is not None and ref is not None else None
-                    )
-                    rows.append(row)
-                    _print_row(row, direct)
-            finally:
-                edge.proc.stop()
+        _print_row(direct)
+        for listeners in scales:
+            for edge in fronts:
+                row = play(live.media_url(edge.url), listeners, window, procs, edge)
+                late, ref = row["lateness_p95_s"], direct["lateness_p95_s"]
+                row["lateness_p95_vs_direct_s"] = (
+                    late - ref if late is not None and ref is not None else None
+                )
+                rows.append(row)
+                _print_row(row)
         server_cpu = tree_cpu_seconds([live.server.proc.popen.pid])
     part = MediaConfig().part_seconds
     notes = (
-        f"Edges: {', '.join(f'{k} with deploy/{k}/' for k in edges)}townhall config, one after the "
-        f"other in front of the same origin; the direct reference is {min(scales):,} listeners on "
-        f"the origin itself. {procs} generator processes, not pinned (both cores, shared with the "
+        f"Edges: {', '.join(f'{k} with deploy/{k}/' for k in edges)}townhall config, both in "
+        "front of the same origin, played through in turn at each scale; the direct reference "
+        f"(first) is {min(scales):,} listeners on the origin itself. {procs} generator processes, not pinned (both cores, shared with the "
         f"server, the speaker bot and the edge); windows of {window:.0f} s after the listeners "
         f"joined and settled {SETTLE:.0f} s. Counts from the edge itself (nginx: its access log, "
         "a line with an upstream address is an origin request; Varnish: varnishstat's "
@@ -121,7 +130,7 @@ def run(scales: list[int], edges: list[EdgeKind], window: float, procs: int) -> 
     return {"rows": rows, "notes": notes}
 
 
-def _print_row(row: dict[str, Any], direct: dict[str, Any] | None) -> None:
+def _print_row(row: dict[str, Any]) -> None:
     late = row["lateness_p95_s"]
     extra = row.get("lateness_p95_vs_direct_s")
     print(
