@@ -6,8 +6,8 @@ audience size; lateness behind the edge vs direct p95 ≤ +100 ms.
 One server, one live Space with a `townhall speak --tone 440` bot, and every edge in front of it
 (started with harness.start_edge from deploy/nginx/townhall.conf or deploy/varnish/townhall.vcl,
 sized for the largest audience × 2 connections). First the smallest audience plays straight from
-the origin (the lateness reference), then each scale plays through each edge in turn, so that the
-edges are compared on the same machine at nearly the same time. The listeners
+the origin (the lateness reference) and through every edge, all at the same time, so that a busy
+machine weighs on each alike; then each larger audience plays through each edge in turn. The listeners
 (`bench.llhls.run_listener`: blocking playlist reload + preload-hinted part per part) run in several
 generator processes; after they have joined and settled, a window of `--window` seconds is counted
 by the edge itself (`Edge.counts`: nginx's access log, Varnish's statistics): client requests,
@@ -43,41 +43,55 @@ from townhall.harness import EDGE_KINDS, Edge, EdgeCounts, EdgeKind, start_edge
 SETTLE = 3.0  # s after the last arrival before the window opens
 
 
-def play(url: str, listeners: int, window: float, procs: int, edge: Edge | None) -> dict[str, Any]:
-    """`listeners` players on `url`; one window's figures (edge counts when there is an edge)."""
-    with Swarm("llhls", url, procs) as swarm:
+Audience = tuple[str, Edge | None]  # a media playlist URL, and the edge it goes through (if any)
+
+
+def play(
+    audiences: list[Audience], listeners: int, window: float, procs: int
+) -> list[dict[str, Any]]:
+    """`listeners` players on each audience's URL, all at the same time (so that each meets the
+    same machine); one window's figures for each (edge counts where there is an edge)."""
+    with contextlib.ExitStack() as stack:
+        swarms = [stack.enter_context(Swarm("llhls", url, procs)) for url, _ in audiences]
         spread = min(5.0, max(0.5, listeners / 2000))
-        swarm.add(listeners, spread)
+        for swarm in swarms:
+            swarm.add(listeners, spread)
         wait_interval(spread + SETTLE)
-        swarm.mark()
-        before = edge.counts() if edge is not None else EdgeCounts(0, 0, 0)
-        gen0, t0 = swarm.cpu_seconds(), time.monotonic()
+        for swarm in swarms:
+            swarm.mark()
+        before = [edge.counts() if edge else EdgeCounts(0, 0, 0) for _, edge in audiences]
+        gen0, t0 = [swarm.cpu_seconds() for swarm in swarms], time.monotonic()
         wait_interval(window)
-        seen = swarm.collect()
+        seen = [swarm.collect() for swarm in swarms]
         wall = time.monotonic() - t0
-        gen_cpu = (swarm.cpu_seconds() - gen0) / wall
-        counts = (edge.counts() if edge is not None else before) - before
+        gen_cpu = sum(swarm.cpu_seconds() for swarm in swarms) - sum(gen0)
+        after = [edge.counts() if edge else EdgeCounts(0, 0, 0) for _, edge in audiences]
     published = wall / MediaConfig().part_seconds
-    row: dict[str, Any] = {
-        "edge": edge.kind if edge is not None else "direct",
-        "listeners": listeners,
-        "stalls": seen.stalls,
-        "errors": dict(seen.errors),
-        "lateness_p95_s": seen.lateness_p95(),
-        "generator_cpu_share": gen_cpu,  # of one core; up to 2.0 on this machine
-        "expected_edge_rps": listeners * 2 / MediaConfig().part_seconds,
-        "client_requests_per_s": seen.requests / wall,
-        "window_s": wall,
-    }
-    if edge is not None:
-        row |= {
-            "edge_rps": counts.client / wall,
-            "origin_rps": counts.origin / wall,
-            "origin_requests_per_part": counts.origin / published,
-            "hit_ratio": 1 - counts.origin / counts.client if counts.client else None,
-            "cache_status_hit_share": counts.hits / counts.client if counts.client else None,
+    rows = []
+    for (_, edge), window_seen, first, last in zip(audiences, seen, before, after, strict=True):
+        counts = last - first
+        row: dict[str, Any] = {
+            "edge": edge.kind if edge is not None else "direct",
+            "listeners": listeners,
+            "alongside": len(audiences),  # audiences playing at the same time
+            "stalls": window_seen.stalls,
+            "errors": dict(window_seen.errors),
+            "lateness_p95_s": window_seen.lateness_p95(),
+            "generator_cpu_share": gen_cpu / wall,  # all audiences; of one core, up to 2.0
+            "expected_edge_rps": listeners * 2 / MediaConfig().part_seconds,
+            "client_requests_per_s": window_seen.requests / wall,
+            "window_s": wall,
         }
-    return row
+        if edge is not None:
+            row |= {
+                "edge_rps": counts.client / wall,
+                "origin_rps": counts.origin / wall,
+                "origin_requests_per_part": counts.origin / published,
+                "hit_ratio": 1 - counts.origin / counts.client if counts.client else None,
+                "cache_status_hit_share": counts.hits / counts.client if counts.client else None,
+            }
+        rows.append(row)
+    return rows
 
 
 def run(scales: list[int], edges: list[EdgeKind], window: float, procs: int) -> dict[str, Any]:
@@ -88,34 +102,44 @@ def run(scales: list[int], edges: list[EdgeKind], window: float, procs: int) -> 
         contextlib.ExitStack() as running,
     ):
         fronts: list[Edge] = []
-        for kind in edges:  # both in front of the same origin; an idle edge costs nothing
+        for kind in edges:  # all in front of the same origin; an idle edge costs nothing
+            connections = 2 * max(scales) + 4096
             fronts.append(
-                start_edge(
-                    live.server.url, Path(tmp) / kind, kind=kind, connections=2 * max(scales) + 4096
-                )
+                start_edge(live.server.url, Path(tmp) / kind, kind=kind, connections=connections)
             )
             running.callback(fronts[-1].proc.stop)
-        # The reference: the same player, straight from the origin, with an audience it holds;
-        # then each edge in turn at each scale, so the edges meet the same machine.
-        direct = play(live.media_url(live.server.url), min(scales), window, procs, None)
-        rows.append(direct)
-        _print_row(direct)
-        for listeners in scales:
+        # Lateness: the smallest audience straight from the origin and through every edge, all
+        # at the same time, so a busy machine weighs on each alike.
+        direct, *behind = play(
+            [
+                (live.media_url(live.server.url), None),
+                *((live.media_url(e.url), e) for e in fronts),
+            ],
+            min(scales),
+            window,
+            max(1, procs // (len(fronts) + 1)),
+        )
+        for row in [direct, *behind]:
+            late, ref = row["lateness_p95_s"], direct["lateness_p95_s"]
+            if row is not direct and late is not None and ref is not None:
+                row["lateness_p95_vs_direct_s"] = late - ref
+            rows.append(row)
+            _print_row(row)
+        # Flatness: each larger audience through each edge in turn.
+        for listeners in scales[1:]:
             for edge in fronts:
-                row = play(live.media_url(edge.url), listeners, window, procs, edge)
-                late, ref = row["lateness_p95_s"], direct["lateness_p95_s"]
-                row["lateness_p95_vs_direct_s"] = (
-                    late - ref if late is not None and ref is not None else None
-                )
+                (row,) = play([(live.media_url(edge.url), edge)], listeners, window, procs)
                 rows.append(row)
                 _print_row(row)
         server_cpu = tree_cpu_seconds([live.server.proc.popen.pid])
     part = MediaConfig().part_seconds
     notes = (
-        f"Edges: {', '.join(f'{k} with deploy/{k}/' for k in edges)}townhall config, both in "
-        "front of the same origin, played through in turn at each scale; the direct reference "
-        f"(first) is {min(scales):,} listeners on the origin itself. {procs} generator processes, not pinned (both cores, shared with the "
-        f"server, the speaker bot and the edge); windows of {window:.0f} s after the listeners "
+        f"Edges: {', '.join(f'{k} with deploy/{k}/' for k in edges)}townhall config, all in "
+        f"front of the same origin. At {min(scales):,} listeners the origin itself (direct, the "
+        "lateness reference) and every edge each had that audience at the same time "
+        "(alongside = how many audiences played at once); larger audiences played through each "
+        f"edge in turn. {procs} generator processes (shared among audiences playing at once), "
+        "not pinned (both cores, shared with the server, the speaker bot and the edges); windows of {window:.0f} s after the listeners "
         f"joined and settled {SETTLE:.0f} s. Counts from the edge itself (nginx: its access log, "
         "a line with an upstream address is an origin request; Varnish: varnishstat's "
         "client_req, backend_req + s_pipe, cache_hit). "
