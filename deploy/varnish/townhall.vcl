@@ -1,7 +1,7 @@
 vcl 4.1;
 # townhall behind Varnish (7.1, as Debian 12 ships it): the edge for a live audience. Run it with
 #     varnishd -a :80 -f /etc/varnish/townhall.vcl -s malloc,1g -p pipe_timeout=120 \
-#              -p thread_pool_max=N   # N > the listeners this edge serves at once
+#              -p thread_pool_max=N   # per pool (2 by default): N > half the listeners at once
 # (or point Debian's varnish.service at this file) and adjust the backends below. A listener
 # receiving a streamed answer holds a worker thread; one parked on a fill in progress holds none.
 #
@@ -23,6 +23,8 @@ vcl 4.1;
 #    and everyone arriving meanwhile waits for that one fetch.
 #  - The listener snapshot and a Space as an anonymous listener's page first asks for it
 #    (/api/spaces/{id}): fresh for 1 s, never served past that.
+#  - An error the origin gives no lifetime (a 404 for a part not produced yet, a 503 with
+#    Retry-After: 1): one second, so an audience retrying together costs one origin request.
 #  - Nothing else: every other request (pages, the rest of the API, anything but GET and HEAD)
 #    passes through, and the stage's WebSocket is piped.
 # Identity: a request with an Authorization header is never answered from nor stored in the cache.
