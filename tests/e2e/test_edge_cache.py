@@ -314,3 +314,27 @@ def test_varnish_hands_what_the_origin_is_producing_to_every_waiter_as_it_arrive
             assert max(later) < 0.3, (paths[n], later)
     finally:
         edge.proc.stop()
+
+
+def test_a_part_asked_for_before_it_exists_is_served_once_it_does(
+    server: Server, edge: Edge
+) -> None:
+    """The origin answers 404 for a part beyond the one it hints (not produced yet). An edge may
+    share that answer for a moment, so an audience asking too early costs one origin request, but
+    must never keep it: the part comes through within moments of the origin having it."""
+    space = server.create_space("Not yet")
+    origin_playlist = f"{server.url}/live/{space.id}/media.m3u8"
+    with httpx.Client(timeout=10) as http:
+        wait_until(lambda: HINT.search(http.get(origin_playlist).text) is not None, 30, "a hint")
+        hint = HINT.search(http.get(origin_playlist).text)
+        assert hint is not None
+        stream, msn, part = hint.group(1), int(hint.group(2)), int(hint.group(3)) + 1
+        if part == MediaConfig.parts_per_segment:
+            msn, part = msn + 1, 0
+        path = f"/live/{space.id}/{stream}/p{msn}.{part}.m4s"  # the part after the hinted one
+        early = [http.get(edge.url + path) for _ in range(3)]
+        assert [r.status_code for r in early] == [404] * 3, [r.text for r in early]
+        wait_until(lambda: http.get(server.url + path).status_code == 200, 30, "the part")
+        produced_at = time.monotonic()
+        wait_until(lambda: http.get(edge.url + path).status_code == 200, 10, "the edge's copy")
+    assert time.monotonic() - produced_at < 2.5  # an error is kept one second at most
