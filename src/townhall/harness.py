@@ -444,7 +444,7 @@ def _start_varnish(
     vcl = vcl.replace(shipped.group(0), "".join(backends)).replace(added, "".join(adds))
     (tmp / "townhall.vcl").write_text(vcl)
     workdir = tmp / "varnish"
-    # A client being answered holds a worker thread (two pools share `connections`); parked
+    # A client connection in use holds a worker thread (two pools share `connections`); parked
     # waiters hold none, and those woken beyond the pool's threads queue for one. Capped: every
     # thread is a process id, and a test machine has a few tens of thousands for everyone.
     # Statistics are published after every request, so counts are exact at once.
