@@ -1,28 +1,35 @@
-"""Cache collapse: origin requests per second behind the nginx edge with 100, 1,000 and 10,000
-simulated LL-HLS listeners. The SPEC budget: constant in audience size.
+"""Cache collapse: origin requests per second behind each shipped edge (nginx and Varnish) with
+100, 1,000 and 10,000 simulated LL-HLS listeners, and how much later than a direct listener a
+listener behind each edge gets the live edge. The SPEC budgets: origin requests constant in
+audience size; lateness behind the edge vs direct p95 ≤ +100 ms.
 
-One server, one live Space with a `townhall speak --tone 440` bot, the shipped nginx edge
-(deploy/nginx/townhall.conf via harness.start_edge, with worker_connections raised for 10,000
-listeners × 2 connections). For each scale the listeners (`bench.llhls.run_listener`: blocking
-playlist reload + preload-hinted part per part) play through the edge in several generator
-processes; after they have joined and settled, a window of `--window` seconds is read from the
-edge's access log (`$upstream_addr $upstream_cache_status …` per line): every line is an edge
-request, a line with an upstream address is an origin request.
+One server, one live Space with a `townhall speak --tone 440` bot, and every edge in front of it
+(started with harness.start_edge from deploy/nginx/townhall.conf or deploy/varnish/townhall.vcl,
+sized for the largest audience × 2 connections). First the smallest audience plays straight from
+the origin (the lateness reference) and through every edge, all at the same time, so that a busy
+machine weighs on each alike; then each larger audience plays through each edge in turn. The listeners
+(`bench.llhls.run_listener`: blocking playlist reload + preload-hinted part per part) run in several
+generator processes; after they have joined and settled, a window of `--window` seconds is counted
+by the edge itself (`Edge.counts`: nginx's access log, Varnish's statistics): client requests,
+origin requests, cache hits.
 
-Reported per scale: edge and origin requests/s, origin requests per part published (the ideal is
-2: one blocking reload and one part per part, however many listen), hit ratio (share of edge
-requests answered without an origin request), stalls and lateness p95 (how far behind live parts
-arrived), and the generator's CPU. No pinning here: the generator may use both cores and shares
-them with the server and nginx, so at 10,000 listeners it may not keep every player at the live
-edge — then achieved edge requests/s falls short of the expected ~2 per part per listener, and the
-row says so; the origin figure is still what the cache let through.
+Reported per edge and scale: edge and origin requests/s, origin requests per part published (the
+ideal is 2: one blocking reload and one part per part, however many listen), hit ratio (share of
+edge requests answered without an origin request), stalls and lateness p95 (how far behind the
+part's media end it arrived) and, against the direct reference, how much later that is; and the
+generator's CPU. No pinning here: the generator may use both cores and shares them with the server
+and the edge, so at 10,000 listeners it may not keep every player at the live edge — then achieved
+edge requests/s falls short of the expected ~2 per part per listener, and the row says so; the
+origin figure is still what the cache let through.
 
-    .venv/bin/python -m bench.cache_collapse [--scales 100,1000,10000] [--window 20] [--procs 4] [--json out.json]
+    .venv/bin/python -m bench.cache_collapse [--scales 100,1000,10000] [--edges nginx,varnish]
+        [--window 20] [--procs 4] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
@@ -31,79 +38,114 @@ from typing import Any
 
 from bench.swarm import Swarm, listener_cap, live_space, machine, tree_cpu_seconds, wait_interval
 from townhall.config import MediaConfig
+from townhall.harness import EDGE_KINDS, Edge, EdgeCounts, EdgeKind, start_edge
 
 SETTLE = 3.0  # s after the last arrival before the window opens
 
 
-def _log_offset(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
+Audience = tuple[str, Edge | None]  # a media playlist URL, and the edge it goes through (if any)
 
 
-def _count(path: Path, start: int, end: int) -> dict[str, int]:
-    """Edge requests, origin requests and cache hits among the access-log lines in [start, end)."""
-    with path.open("rb") as log:
-        log.seek(start)
-        chunk = log.read(max(0, end - start))
-    edge = origin = hits = 0
-    for line in chunk.splitlines():
-        edge += 1
-        fields = line.split(b" ", 2)
-        if fields[0] != b"-":
-            origin += 1
-        if len(fields) > 1 and fields[1] == b"HIT":
-            hits += 1
-    return {"edge": edge, "origin": origin, "hits": hits}
+def play(
+    audiences: list[Audience], listeners: int, window: float, procs: int
+) -> list[dict[str, Any]]:
+    """`listeners` players on each audience's URL, all at the same time (so that each meets the
+    same machine); one window's figures for each (edge counts where there is an edge)."""
+    with contextlib.ExitStack() as stack:
+        swarms = [stack.enter_context(Swarm("llhls", url, procs)) for url, _ in audiences]
+        spread = min(5.0, max(0.5, listeners / 2000))
+        for swarm in swarms:
+            swarm.add(listeners, spread)
+        wait_interval(spread + SETTLE)
+        for swarm in swarms:
+            swarm.mark()
+        before = [edge.counts() if edge else EdgeCounts(0, 0, 0) for _, edge in audiences]
+        gen0, t0 = [swarm.cpu_seconds() for swarm in swarms], time.monotonic()
+        wait_interval(window)
+        seen = [swarm.collect() for swarm in swarms]
+        wall = time.monotonic() - t0
+        gen_cpu = sum(swarm.cpu_seconds() for swarm in swarms) - sum(gen0)
+        after = [edge.counts() if edge else EdgeCounts(0, 0, 0) for _, edge in audiences]
+    published = wall / MediaConfig().part_seconds
+    rows = []
+    for (_, edge), window_seen, first, last in zip(audiences, seen, before, after, strict=True):
+        counts = last - first
+        row: dict[str, Any] = {
+            "edge": edge.kind if edge is not None else "direct",
+            "listeners": listeners,
+            "alongside": len(audiences),  # audiences playing at the same time
+            "stalls": window_seen.stalls,
+            "errors": dict(window_seen.errors),
+            "lateness_p95_s": window_seen.lateness_p95(),
+            "generator_cpu_share": gen_cpu / wall,  # all audiences; of one core, up to 2.0
+            "expected_edge_rps": listeners * 2 / MediaConfig().part_seconds,
+            "client_requests_per_s": window_seen.requests / wall,
+            "window_s": wall,
+        }
+        if edge is not None:
+            row |= {
+                "edge_rps": counts.client / wall,
+                "origin_rps": counts.origin / wall,
+                "origin_requests_per_part": counts.origin / published,
+                "hit_ratio": 1 - counts.origin / counts.client if counts.client else None,
+                "cache_status_hit_share": counts.hits / counts.client if counts.client else None,
+            }
+        rows.append(row)
+    return rows
 
 
-def run(scales: list[int], window: float, procs: int) -> dict[str, Any]:
-    part = MediaConfig().part_seconds
+def run(scales: list[int], edges: list[EdgeKind], window: float, procs: int) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory() as tmp,
-        live_space(Path(tmp), edge=True, edge_connections=2 * max(scales) + 4096) as live,
+        live_space(Path(tmp)) as live,
+        contextlib.ExitStack() as running,
     ):
-        assert live.edge is not None
-        log = live.edge.access_log
-        url = live.media_url(live.edge.url)
-        for listeners in scales:
-            with Swarm("llhls", url, procs) as swarm:
-                spread = min(5.0, max(0.5, listeners / 2000))
-                swarm.add(listeners, spread)
-                wait_interval(spread + SETTLE)
-                swarm.mark()
-                start, gen0, t0 = _log_offset(log), swarm.cpu_seconds(), time.monotonic()
-                wait_interval(window)
-                seen = swarm.collect()
-                end, wall = _log_offset(log), time.monotonic() - t0
-                gen_cpu = (swarm.cpu_seconds() - gen0) / wall
-            counts = _count(log, start, end)
-            published = wall / part
-            row = {
-                "listeners": listeners,
-                "edge_rps": counts["edge"] / wall,
-                "origin_rps": counts["origin"] / wall,
-                "origin_requests_per_part": counts["origin"] / published,
-                "hit_ratio": 1 - counts["origin"] / counts["edge"] if counts["edge"] else None,
-                "cache_status_hit_share": counts["hits"] / counts["edge"]
-                if counts["edge"]
-                else None,
-                "stalls": seen.stalls,
-                "errors": dict(seen.errors),
-                "lateness_p95_s": seen.lateness_p95(),
-                "generator_cpu_share": gen_cpu,  # of one core; up to 2.0 on this machine
-                "expected_edge_rps": listeners * 2 / part,
-                "client_requests_per_s": seen.requests / wall,
-                "window_s": wall,
-            }
+        fronts: list[Edge] = []
+        for kind in edges:  # all in front of the same origin; an idle edge costs nothing
+            connections = 2 * max(scales) + 4096
+            fronts.append(
+                start_edge(live.server.url, Path(tmp) / kind, kind=kind, connections=connections)
+            )
+            running.callback(fronts[-1].proc.stop)
+        # Lateness: the smallest audience straight from the origin and through every edge, all
+        # at the same time, so a busy machine weighs on each alike.
+        direct, *behind = play(
+            [
+                (live.media_url(live.server.url), None),
+                *((live.media_url(e.url), e) for e in fronts),
+            ],
+            min(scales),
+            window,
+            max(1, procs // (len(fronts) + 1)),
+        )
+        for row in [direct, *behind]:
+            late, ref = row["lateness_p95_s"], direct["lateness_p95_s"]
+            if row is not direct and late is not None and ref is not None:
+                row["lateness_p95_vs_direct_s"] = late - ref
             rows.append(row)
             _print_row(row)
+        # Flatness: each larger audience through each edge in turn.
+        for listeners in scales[1:]:
+            for edge in fronts:
+                (row,) = play([(live.media_url(edge.url), edge)], listeners, window, procs)
+                rows.append(row)
+                _print_row(row)
         server_cpu = tree_cpu_seconds([live.server.proc.popen.pid])
+    part = MediaConfig().part_seconds
     notes = (
-        f"Edge = nginx with deploy/nginx/townhall.conf; {procs} generator processes, not pinned "
-        "(both cores, shared with the server, the speaker bot and nginx); windows of "
-        f"{window:.0f} s after the listeners joined and settled {SETTLE:.0f} s. Counts from the "
-        "edge access log: a line with an upstream address is an origin request. "
+        f"Edges: {', '.join(f'{k} with deploy/{k}/' for k in edges)}townhall config, all in "
+        f"front of the same origin. At {min(scales):,} listeners the origin itself (direct, the "
+        "lateness reference) and every edge each had that audience at the same time "
+        "(alongside = how many audiences played at once); larger audiences played through each "
+        f"edge in turn. {procs} generator processes (shared among audiences playing at once), "
+        "not pinned (both cores, shared with the server, the speaker bot and the edges); windows of {window:.0f} s after the listeners "
+        f"joined and settled {SETTLE:.0f} s. Counts from the edge itself (nginx: its access log, "
+        "a line with an upstream address is an origin request; Varnish: varnishstat's "
+        "client_req, backend_req + s_pipe, cache_hit). "
         f"Parts published = window / {part:.2f} s. hit_ratio = 1 − origin/edge requests. "
+        "Lateness = when the part (and the blocking reload that lists it) arrived − the part's "
+        "media end; vs direct = p95 behind the edge − p95 direct. "
         "expected_edge_rps = 2 requests (blocking reload + hinted part) per part per listener; "
         "where edge_rps falls short, the generator could not keep all listeners at live (see "
         f"generator_cpu_share and lateness_p95_s). Server CPU total {server_cpu:.0f} s. "
@@ -114,11 +156,14 @@ def run(scales: list[int], window: float, procs: int) -> dict[str, Any]:
 
 def _print_row(row: dict[str, Any]) -> None:
     late = row["lateness_p95_s"]
+    extra = row.get("lateness_p95_vs_direct_s")
     print(
-        f"{row['listeners']:>7} {row['edge_rps']:>9.0f} {row['expected_edge_rps']:>9.0f}"
-        f" {row['origin_rps']:>9.1f} {row['origin_requests_per_part']:>11.2f}"
-        f" {(row['hit_ratio'] or 0) * 100:>8.2f}% {row['stalls']:>7}"
+        f"{row['edge']:>8} {row['listeners']:>7} {row.get('edge_rps', 0):>9.0f}"
+        f" {row['expected_edge_rps']:>9.0f} {row.get('origin_rps', 0):>9.1f}"
+        f" {row.get('origin_requests_per_part', 0):>11.2f}"
+        f" {(row.get('hit_ratio') or 0) * 100:>8.2f}% {row['stalls']:>7}"
         f" {'-' if late is None else f'{late * 1000:.0f} ms':>9}"
+        f" {'-' if extra is None else f'{extra * 1000:+.0f} ms':>9}"
         f" {row['generator_cpu_share'] * 100:>8.0f}%  {row['errors'] or ''}",
         flush=True,
     )
@@ -129,6 +174,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--scales", default="100,1000,10000")
+    parser.add_argument("--edges", default=",".join(EDGE_KINDS), help="nginx,varnish or one")
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--json", help="also write the results here")
@@ -137,16 +183,20 @@ def main() -> None:
     fd_cap = listener_cap(args.procs)  # the origin sees only the edge's upstream connections
     if not scales or any(not 1 <= s <= fd_cap for s in scales):
         parser.error(f"--scales: listener counts 1..{fd_cap} (open-files limit)")
+    edges = [e.strip() for e in args.edges.split(",") if e.strip()]
+    if not edges or any(e not in EDGE_KINDS for e in edges):
+        parser.error(f"--edges: one or more of {', '.join(EDGE_KINDS)}")
     if not 1 <= args.window <= 300 or not 1 <= args.procs <= 32:
         parser.error("--window 1..300, --procs 1..32")
     began = time.monotonic()
     print(
-        f"{'listen':>7} {'edge r/s':>9} {'expected':>9} {'origin r/s':>9} {'origin/part':>11}"
-        f" {'hit':>9} {'stalls':>7} {'late p95':>9} {'gen CPU':>9}"
+        f"{'edge':>8} {'listen':>7} {'edge r/s':>9} {'expected':>9} {'origin r/s':>9} {'origin/part':>11}"
+        f" {'hit':>9} {'stalls':>7} {'late p95':>9} {'vs direct':>9} {'gen CPU':>9}"
     )
-    result = run(scales, args.window, args.procs)
+    result = run(scales, [e for e in EDGE_KINDS if e in edges], args.window, args.procs)
     result["wall_s"] = time.monotonic() - began
     print("budget (SPEC): origin requests constant in audience size (≈ 2 per part published)")
+    print("budget (SPEC): lateness behind the edge vs direct p95 ≤ +100 ms")
     print(f"wall time {result['wall_s']:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -1,15 +1,16 @@
-"""Listener density: how many listeners one core holds — townhall's origin, townhall behind the
-shipped nginx edge, and Icecast 2.4 — ramped side by side in one run on the same machine.
+"""Listener density: how many listeners one core holds — townhall's origin, townhall behind each
+shipped edge (`edge`: nginx, `varnish`: Varnish), and Icecast 2.4 — ramped side by side in one run
+on the same machine.
 
-Pinning: the server side runs on core 0 — the origin process (and its threads), for the edge run
-nginx *and* the origin together, Icecast alone for its run; the load generator runs on core 1 —
+Pinning: the server side runs on core 0 — the origin process (and its threads), for an edge run
+the edge *and* the origin together, Icecast alone for its run; the load generator runs on core 1 —
 the listener worker processes, and also the audio source (the `townhall speak --tone 440` bot, or
 ffmpeg for Icecast), which count as generator side. The generator's CPU (sum over its processes,
 as a share of core 1) is measured at every step; a step where it reaches 90 % is flagged
 generator-limited, and a result stopped there is a lower bound.
 
 Listeners:
-- townhall (origin, edge): `bench.llhls.run_listener`, what hls.js asks in low-latency mode — a
+- townhall (origin, edge, varnish): `bench.llhls.run_listener`, what hls.js asks in low-latency mode — a
   blocking playlist reload and the preload-hinted part per part; a stall is a part that arrives
   later than its media end + PART-HOLD-BACK;
 - Icecast: a progressive HTTP GET of the mount, bytes counted; the same audio (a 440 Hz tone,
@@ -24,7 +25,7 @@ window; "listeners held" is the last clean step. Listeners per core = listeners 
 server's limit was reached (stall/error); otherwise (generator, max steps) projected linearly from
 the held step's CPU share, and said so. The ratios compare listeners per core.
 
-    .venv/bin/python -m bench.density [--max-listeners 8000] [--hold 8] [--targets origin,edge,icecast]
+    .venv/bin/python -m bench.density [--max-listeners 8000] [--hold 8] [--targets origin,edge,varnish,icecast]
         [--procs 3] [--json out.json]
 """
 
@@ -53,6 +54,7 @@ from bench.swarm import (
     wait_interval,
 )
 from townhall.config import MediaConfig
+from townhall.harness import EdgeKind
 
 SERVER_CORE = {0}
 GENERATOR_CORE = {1}
@@ -61,7 +63,8 @@ STEPS = (100, 200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 10000, 12
 CORE_FULL = 0.97  # busy share of core 1 (all processes) that also counts as generator-limited
 SETTLE = 2.0  # s after the last arrival of a step before its window opens
 REFERENCE = 3.0  # s of the zero-listener reference window
-TARGETS = ("origin", "edge", "icecast")
+TARGETS = ("origin", "edge", "varnish", "icecast")
+EDGES: dict[str, EdgeKind] = {"edge": "nginx", "varnish": "varnish"}  # target → edge in front
 
 
 @dataclass
@@ -211,7 +214,7 @@ def run(targets: list[str], max_listeners: int, hold: float, procs: int) -> dict
     part = MediaConfig().part_seconds
     hold_back = 3 * part  # replaced by the origin's PART-HOLD-BACK when townhall runs
     with affinity(GENERATOR_CORE):  # this orchestrating process stays off the server's core
-        for name in ("origin", "edge"):
+        for name in ("origin", *EDGES):
             if name not in targets:
                 continue
             # A fresh server per target: an origin pushed past its limit must not leave the next
@@ -222,7 +225,7 @@ def run(targets: list[str], max_listeners: int, hold: float, procs: int) -> dict
                     Path(tmp),
                     server_cpus=SERVER_CORE,
                     bot_cpus=GENERATOR_CORE,
-                    edge=name == "edge",
+                    edge=EDGES.get(name),
                     edge_connections=2 * max_listeners + 2048,
                 ) as live,
             ):
@@ -270,9 +273,10 @@ def report(
     summary: dict[str, Any] = {name: r["summary"] for name, r in results.items()}
     summary["ratio_origin_icecast"] = _ratio(results, "origin", "icecast")
     summary["ratio_edge_icecast"] = _ratio(results, "edge", "icecast")
+    summary["ratio_varnish_icecast"] = _ratio(results, "varnish", "icecast")
     notes = (
-        "Core 0: the server side only (origin; nginx master+worker and the origin together for "
-        "the edge; icecast). Core 1: the load generator — listener workers "
+        "Core 0: the server side only (origin; nginx master+worker, or varnishd's manager and "
+        "child, with the origin for the edge runs; icecast). Core 1: the load generator — listener workers "
         f"({procs} processes), the orchestrator, and the audio source (townhall speaker bot, or "
         "the ffmpeg Icecast source), all counted in generator_cpu_share. Server CPU and RSS are "
         "summed over each server's process tree; RSS per listener is growth over the "
@@ -335,6 +339,7 @@ def print_summary(result: dict[str, Any]) -> None:
     for key, label, budget in (
         ("ratio_origin_icecast", "origin / Icecast", "≥ 0.5"),
         ("ratio_edge_icecast", "edge / Icecast", "≥ 1"),
+        ("ratio_varnish_icecast", "varnish / Icecast", "≥ 1"),
     ):
         value = summary[key]
         print(

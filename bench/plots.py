@@ -19,7 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 Results = dict[str, Any]
-COLOURS = {"origin": "#c0392b", "edge": "#2471a3", "icecast": "#7d3c98"}
+COLOURS = {"origin": "#c0392b", "edge": "#2471a3", "varnish": "#1e8449", "icecast": "#7d3c98"}
 
 
 def _cdf(ax: Axes, values: list[float], label: str) -> None:
@@ -121,17 +121,24 @@ def _density(r: Results) -> Figure | None:
 
 
 def _cache_collapse(r: Results) -> Figure | None:
-    rows = sorted((r.get("cache_collapse") or {}).get("rows") or [], key=lambda x: x["listeners"])
+    rows = [
+        row
+        for row in (r.get("cache_collapse") or {}).get("rows") or []
+        if row.get("edge", "nginx") != "direct"
+    ]
     if not rows:
         return None
+    rows.sort(key=lambda x: (x.get("edge", "nginx"), x["listeners"]))
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    labels = [f"{row['listeners']:,}" for row in rows]
+    labels = [f"{row.get('edge', 'nginx')}\n{row['listeners']:,}" for row in rows]
     xs = list(range(len(rows)))
-    ax.bar([x - 0.2 for x in xs], [row["edge_rps"] for row in rows], 0.4, label="edge (nginx)")
+    ax.bar([x - 0.2 for x in xs], [row["edge_rps"] for row in rows], 0.4, label="edge")
     ax.bar([x + 0.2 for x in xs], [row["origin_rps"] for row in rows], 0.4, label="origin")
     ax.set_xticks(xs, labels)
     ax.set_yscale("log")
-    ax.set(title="requests per second behind the edge", xlabel="listeners", ylabel="requests/s")
+    ax.set(
+        title="requests per second behind the edge", xlabel="edge, listeners", ylabel="requests/s"
+    )
     ax.legend(fontsize=8)
     return fig
 

@@ -42,7 +42,7 @@ SUITE: tuple[Module, ...] = (
     Module("latency", ("--seconds", "40"), ("--seconds", "10"), 300),
     Module("stage_cost", (), ("--seconds", "4", "--counts", "1,5"), 300),
     Module("density", (), ("--max-listeners", "200", "--hold", "4"), 720),
-    Module("cache_collapse", (), ("--scales", "100,400", "--window", "6"), 420),
+    Module("cache_collapse", (), ("--scales", "100,400", "--window", "6"), 600),
     Module(
         "join_storm",
         ("--listeners", "5000", "--existing", "50"),

@@ -46,6 +46,7 @@ import httpx
 from bench.llhls import PlayerStats, parse_playlist, percentile, run_listener
 from townhall.harness import (
     Edge,
+    EdgeKind,
     HostedSpace,
     Proc,
     Server,
@@ -515,11 +516,11 @@ def live_space(
     *,
     server_cpus: set[int] | None = None,
     bot_cpus: set[int] | None = None,
-    edge: bool = False,
+    edge: EdgeKind | None = None,
     edge_connections: int = 4096,
 ) -> Iterator[LiveSpace]:
     """Start a server, a live Space with one `townhall speak --tone 440` bot (so parts carry real
-    audio) and, if `edge`, nginx with the shipped config; the server and nginx pinned to
+    audio) and, if `edge` names one, that edge with its shipped config; the server and edge pinned to
     `server_cpus`, the bot to `bot_cpus`. Everything is stopped by its own PID on exit."""
     with affinity(server_cpus):
         server = start_server(tmp / "server")
@@ -531,19 +532,10 @@ def live_space(
         started.append(bot)
         wait_connected(bot)
         front = None
-        if edge:
+        if edge is not None:
             with affinity(server_cpus):
-                # One worker may hold no more files than the hard limit (it cannot raise that
-                # here): enough workers that each one's share of connections, plus cache files
-                # and upstream connections, fits under it.
-                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-                workers = -(-(edge_connections + 1024) // hard)
                 front = start_edge(
-                    server.url,
-                    tmp / "edge",
-                    workers=workers,
-                    worker_connections=edge_connections,
-                    worker_rlimit_nofile=min(hard, edge_connections // workers + 1024),
+                    server.url, tmp / "edge", kind=edge, connections=edge_connections
                 )
             started.append(front.proc)
         if server_cpus is not None:

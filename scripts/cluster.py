@@ -1,5 +1,5 @@
-"""Try a townhall cluster on one machine: Redis, PostgreSQL, two API nodes, two media nodes and the
-nginx edge in front, all on loopback. Prints the edge's URL and what runs where; Ctrl-C stops
+"""Try a townhall cluster on one machine: Redis, PostgreSQL, two API nodes, two media nodes and an
+edge in front (Varnish, the recommended one, or nginx with --edge nginx), all on loopback. Prints the edge's URL and what runs where; Ctrl-C stops
 everything it started (by PID). Run it through scripts/cluster.sh, which installs what it needs.
 
 Everything lives under --dir (default ./cluster-data; the recordings there are shared by the media
@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from townhall.harness import (
+    EDGE_KINDS,
     Proc,
     Server,
     free_port,
@@ -32,6 +33,7 @@ def main() -> int:
     parser.add_argument("--dir", default="cluster-data", help="where the cluster keeps its data")
     parser.add_argument("--api-nodes", type=int, default=2)
     parser.add_argument("--media-nodes", type=int, default=2)
+    parser.add_argument("--edge", choices=EDGE_KINDS, default="varnish", help="the edge in front")
     args = parser.parse_args()
     root = Path(args.dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -57,10 +59,10 @@ def main() -> int:
             server = start_server(root / f"{role}-{n}", env={**env, "TOWNHALL_ROLE": role})
             stopping.append(server.proc)
             servers.append((role, server))
-        edge = start_edge([s.url for _, s in servers], root / "edge")
+        edge = start_edge([s.url for _, s in servers], root / "edge", kind=args.edge)
         stopping.append(edge.proc)
         print(f"townhall cluster is up: open {edge.url}/  (Ctrl-C to stop)\n")
-        print(f"  edge      nginx       {edge.url}   pid {edge.proc.popen.pid}")
+        print(f"  edge      {edge.kind:<11} {edge.url}   pid {edge.proc.popen.pid}")
         for role, server in servers:
             print(f"  {role:<9} townhall    {server.url}   pid {server.proc.popen.pid}")
         print(f"  redis                 {redis_url}   pid {redis.popen.pid}")

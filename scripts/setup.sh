@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what townhall needs, once: a virtualenv with the pinned Python packages, hls.js for the
 # pages, and (with --test) the Debian packages the test suite drives: ffmpeg, Chromium, redis-server,
-# PostgreSQL (the records on their second database), nginx (the edge-cache test) and a colour emoji
-# font (readable screenshots); --bench adds what the
+# PostgreSQL (the records on their second database), nginx and Varnish (the two edges the edge tests
+# drive) and a colour emoji font (readable screenshots); --bench adds what the
 # benchmarks compare and plot with (Icecast, matplotlib, py-spy); --cluster installs only what
-# scripts/cluster.sh runs (redis-server, PostgreSQL, nginx).
+# scripts/cluster.sh runs (redis-server, PostgreSQL, nginx, Varnish).
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,7 @@ apt_install() {
     if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
         apt-get update -qq >/dev/null
     fi
-    # Packages such as nginx, redis-server and postgresql start a system service on install; the tests start
+    # Packages such as nginx, varnish, redis-server and postgresql start a system service on install; the tests start
     # their own on loopback, so keep the package's own service from starting (Debian's policy-rc.d).
     local policy=/usr/sbin/policy-rc.d added_policy=0
     if [ ! -e "$policy" ]; then
@@ -80,11 +80,11 @@ fi
 
 # 3. Test-only system tools: ffmpeg (a listener we did not write) and Chromium (real browser tests).
 if [ $want_test -eq 1 ]; then
-    apt_install ffmpeg chromium redis-server postgresql nginx-light fonts-noto-color-emoji
+    apt_install ffmpeg chromium redis-server postgresql nginx-light varnish fonts-noto-color-emoji
 fi
-# A local cluster (scripts/cluster.sh): the shared state, the records and the edge.
+# A local cluster (scripts/cluster.sh): the shared state, the records and the edge (either one).
 if [ $want_cluster -eq 1 ]; then
-    apt_install redis-server postgresql nginx-light
+    apt_install redis-server postgresql nginx-light varnish
 fi
 # 4. Benchmark-only: Icecast 2.4, the established server the listener-density bench compares with.
 if [ $want_bench -eq 1 ]; then

@@ -1,5 +1,5 @@
 """Start and stop real townhall processes on loopback: the server, speaker bots, and the engines
-they run on (PostgreSQL, the nginx edge).
+they run on (PostgreSQL, Redis, the nginx or Varnish edge).
 
 Used by the end-to-end tests and the benchmarks, so both drive the product the way an operator
 would: as separate processes, stopped by their own PID.
@@ -8,9 +8,11 @@ would: as separate processes, stopped by their own PID.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import redis
@@ -239,62 +241,176 @@ def rss_bytes(pid: int) -> int:
 
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")  # Debian's build; the /usr/bin wrapper prints noise
-EDGE_CONFIG = REPO / "deploy" / "nginx" / "townhall.conf"
+# --- The edge: nginx or Varnish in front of the origin ------------------------------------------
+
+EdgeKind = Literal["nginx", "varnish"]
+EDGE_KINDS: tuple[EdgeKind, ...] = ("nginx", "varnish")
+NGINX_CONFIG = REPO / "deploy" / "nginx" / "townhall.conf"
+VARNISH_CONFIG = REPO / "deploy" / "varnish" / "townhall.vcl"
 NGINX = "/usr/sbin/nginx"
+VARNISHD = "/usr/sbin/varnishd"
+VARNISHSTAT = "/usr/bin/varnishstat"
+
+
+@dataclass(frozen=True)
+class EdgeCounts:
+    """What an edge has answered since it started (its own start-up checks left out)."""
+
+    client: int  # requests clients made to the edge
+    origin: int  # requests the edge made to an origin node (misses, pass-through, pipes)
+    hits: int  # answers from the cache, a fill still streaming included
+
+    def __sub__(self, earlier: EdgeCounts) -> EdgeCounts:
+        return EdgeCounts(
+            self.client - earlier.client, self.origin - earlier.origin, self.hits - earlier.hits
+        )
 
 
 @dataclass
 class Edge:
-    """nginx with the shipped edge config in front of an origin; its log names each request's
-    upstream, so a test can count what reached the origin."""
+    """A shipped edge config running in front of one or more origin nodes; it counts what it
+    answers and what it asked the origin, so tests and benches can see the cache at work."""
 
+    kind: EdgeKind
     url: str
     proc: Proc
-    access_log: Path
+    directory: Path
+    baseline: EdgeCounts = EdgeCounts(0, 0, 0)  # what it had counted when it was ready
+
+    def raw_counts(self) -> EdgeCounts:
+        """Everything it has counted since it started."""
+        raise NotImplementedError
+
+    def counts(self) -> EdgeCounts:
+        return self.raw_counts() - self.baseline
 
     def origin_requests(self) -> int:
-        lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
-        return sum(1 for line in lines if not line.startswith("- "))
+        return self.counts().origin
 
     def client_requests(self) -> int:
-        return len(self.access_log.read_text().splitlines()) if self.access_log.exists() else 0
+        return self.counts().client
+
+
+@dataclass
+class NginxEdge(Edge):
+    """nginx: its access log names each request's upstream (`-` when answered from the cache)."""
+
+    access_log: Path = Path()
+    _read: int = 0  # bytes of the log already counted
+    _seen: EdgeCounts = EdgeCounts(0, 0, 0)
+
+    def raw_counts(self) -> EdgeCounts:
+        with self.access_log.open("rb") as log:
+            log.seek(self._read)
+            chunk = log.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line nginx is still writing waits
+        self._read += len(complete)
+        client, origin, hits = self._seen.client, self._seen.origin, self._seen.hits
+        for line in complete.splitlines():
+            upstream, cache = [*line.split(b" ", 2), b""][:2]
+            client += 1
+            origin += upstream != b"-"
+            hits += cache == b"HIT"
+        self._seen = EdgeCounts(client, origin, hits)
+        return self._seen
+
+
+@dataclass
+class VarnishEdge(Edge):
+    """varnishd: counted from its statistics (varnishstat on its working directory)."""
+
+    workdir: Path = Path()
+
+    def raw_counts(self) -> EdgeCounts:
+        fields = (
+            *("MAIN.client_req", "MAIN.busy_wakeup"),
+            *("MAIN.backend_req", "MAIN.s_pipe", "MAIN.cache_hit"),
+        )
+        done = subprocess.run(
+            [VARNISHSTAT, "-n", str(self.workdir), "-1", "-j", *(f"-f{f}" for f in fields)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        counters = json.loads(done.stdout)["counters"]
+        value = {name: int(counters.get(name, {}).get("value", 0)) for name in fields}
+        return EdgeCounts(
+            # A request parked on a fill in progress is counted again when it is woken.
+            value["MAIN.client_req"] - value["MAIN.busy_wakeup"],
+            value["MAIN.backend_req"] + value["MAIN.s_pipe"],
+            value["MAIN.cache_hit"],
+        )
 
 
 def start_edge(
     origin_url: str | Sequence[str],
     tmp: Path,
     *,
-    workers: int = 1,
-    worker_connections: int = 4096,
-    worker_rlimit_nofile: int | None = None,
+    kind: EdgeKind = "nginx",
+    connections: int = 4096,
 ) -> Edge:
-    """Run nginx in the foreground with deploy/nginx/townhall.conf, rewritten for `origin_url`
-    (one node, or several that nginx takes in turn), a free loopback port and a cache under `tmp`.
+    """Run the shipped `kind` edge (deploy/nginx/townhall.conf or deploy/varnish/townhall.vcl) in
+    the foreground on a free loopback port, rewritten for `origin_url` (one node, or several that
+    it takes in turn), with its cache and working files under `tmp`; stop it with `edge.proc`.
 
-    Capacity benches hold many thousand listeners (two connections each) on one worker: they raise
-    `worker_connections` and the worker's open-files limit (`worker_rlimit_nofile`), and spread
-    them over several `workers` when one worker would need more files than the hard limit allows."""
+    `connections`: how many client connections it must hold at once (capacity benches hold many
+    thousand listeners, two connections each)."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     origins = [origin_url] if isinstance(origin_url, str) else list(origin_url)
-    site = EDGE_CONFIG.read_text()
+    nodes = [url.removeprefix("http://").rsplit(":", 1) for url in origins]
+    start = _start_varnish if kind == "varnish" else _start_nginx
+    edge, probes = start(
+        [(host, int(node_port)) for host, node_port in nodes], tmp, port, connections
+    )
+
+    answered = 0
+
+    def answers() -> bool:
+        nonlocal answered
+        try:
+            ok = httpx.get(f"{edge.url}/api/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+        answered += 1
+        return ok
+
+    wait_until(lambda: edge.proc.popen.poll() is not None or answers(), 30, f"{kind} to start")
+    if edge.proc.popen.poll() is not None:
+        raise RuntimeError(f"{kind} exited:\n{edge.proc.output()}\n{probes()}")
+    # Count from here: the start-up checks are not listeners.
+    wait_until(lambda: edge.raw_counts().client >= answered, 10, f"{kind} to count its requests")
+    edge.baseline = edge.raw_counts()
+    return edge
+
+
+def _start_nginx(
+    nodes: list[tuple[str, int]], tmp: Path, port: int, connections: int
+) -> tuple[Edge, Callable[[], str]]:
+    site = NGINX_CONFIG.read_text()
     shipped = re.search(r"server 127\.0\.0\.1:8080( [^;]*)?;", site)
-    assert shipped is not None, "the shipped edge config names no origin to replace"
+    assert shipped is not None, "the shipped nginx config names no origin to replace"
     params = shipped.group(1) or ""
-    nodes = "\n    ".join(f"server {url.removeprefix('http://')}{params};" for url in origins)
-    site = site.replace(shipped.group(0), nodes)
+    servers = "\n    ".join(f"server {host}:{node_port}{params};" for host, node_port in nodes)
+    site = site.replace(shipped.group(0), servers)
     site = site.replace("/var/cache/nginx/townhall", str(tmp / "cache"))
     site = site.replace("listen 127.0.0.1:8081;", f"listen 127.0.0.1:{port};")
     (tmp / "townhall.conf").write_text(site)
+    # One worker may hold no more files than the hard limit (it cannot raise that here): enough
+    # workers that each one's share of connections, plus cache files and upstream connections,
+    # fits under it.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    workers = -(-(connections + 1024) // hard)
     access_log = tmp / "access.log"
-    rlimit = f"worker_rlimit_nofile {worker_rlimit_nofile};\n" if worker_rlimit_nofile else ""
     (tmp / "nginx.conf").write_text(
         f"""daemon off;
 worker_processes {workers};
 user root;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
-{rlimit}events {{ worker_connections {worker_connections}; }}
+worker_rlimit_nofile {min(hard, connections // workers + 1024)};
+events {{ worker_connections {connections}; }}
 http {{
     log_format edge '$upstream_addr $upstream_cache_status $status $request_uri $request_time';
     access_log {access_log} edge;
@@ -305,19 +421,46 @@ http {{
 """
     )
     proc = spawn([NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf")])
-    url = f"http://127.0.0.1:{port}"
+    access_log.touch()
+    edge = NginxEdge("nginx", f"http://127.0.0.1:{port}", proc, tmp, access_log=access_log)
+    error_log = tmp / "error.log"
+    return edge, lambda: error_log.read_text() if error_log.exists() else ""
 
-    def answers() -> bool:
-        try:
-            return httpx.get(f"{url}/api/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
 
-    wait_until(lambda: proc.popen.poll() is not None or answers(), 15, "nginx to start")
-    if proc.popen.poll() is not None:
-        raise RuntimeError(f"nginx exited:\n{proc.output()}\n{(tmp / 'error.log').read_text()}")
-    access_log.write_text("")  # count from here: the health probes are not listeners
-    return Edge(url, proc, access_log)
+def _start_varnish(
+    nodes: list[tuple[str, int]], tmp: Path, port: int, connections: int
+) -> tuple[Edge, Callable[[], str]]:
+    vcl = VARNISH_CONFIG.read_text()
+    shipped = re.search(r"\nbackend node1 \{\n.*?\n\}\n", vcl, re.DOTALL)
+    added = "    origin.add_backend(node1);\n"
+    assert shipped is not None, "the shipped VCL names no backend to replace"
+    assert added in vcl, "the shipped VCL adds no backend to its director"
+    backends, adds = [], []
+    for n, (host, node_port) in enumerate(nodes, 1):
+        block = shipped.group(0).replace("node1", f"node{n}")
+        block = block.replace('.host = "127.0.0.1";', f'.host = "{host}";')
+        backends.append(block.replace('.port = "8080";', f'.port = "{node_port}";'))
+        adds.append(added.replace("node1", f"node{n}"))
+    vcl = vcl.replace(shipped.group(0), "".join(backends)).replace(added, "".join(adds))
+    (tmp / "townhall.vcl").write_text(vcl)
+    workdir = tmp / "varnish"
+    # A client connection in use holds a worker thread (two pools share `connections`); parked
+    # waiters hold none, and those woken beyond the pool's threads queue for one. Capped: every
+    # thread is a process id, and a test machine has a few tens of thousands for everyone.
+    # Statistics are published after every request, so counts are exact at once.
+    threads = min(2000, max(200, connections // 2 + 100))
+    args = [VARNISHD, "-F", "-j", "none", "-n", str(workdir), "-T", "none"]
+    args += ["-a", f"127.0.0.1:{port}", "-f", str(tmp / "townhall.vcl"), "-s", "malloc,256m"]
+    for name, value in {
+        "pipe_timeout": "120",  # an idle stage WebSocket outlives the 60 s default
+        "thread_pool_min": "100",
+        "thread_pool_max": str(threads),
+        "thread_stats_rate": "1",
+    }.items():
+        args += ["-p", f"{name}={value}"]
+    proc = spawn(args)
+    edge = VarnishEdge("varnish", f"http://127.0.0.1:{port}", proc, tmp, workdir=workdir)
+    return edge, lambda: ""
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------

@@ -96,12 +96,32 @@ def test_cache_collapse_is_flat_only_within_the_factor_and_among_listeners_that_
             }
         }
 
-    what = "origin requests with an HTTP cache in front"
+    what = "origin requests with an HTTP cache in front (nginx)"  # rows naming no edge: nginx
     assert by_what(rows(12.0))[what].met is True
     assert by_what(rows(40.0))[what].met is False
     behind = by_what(rows(40.0, stalls=900))[what]
     assert behind.met is True  # judged on 100 and 1,000; the 10,000 row is shown, not judged
     assert "fell behind live" in behind.figure
+
+
+def test_each_edge_is_judged_on_its_own_lateness_against_the_direct_listeners() -> None:
+    def row(edge: str, late: float, vs: float | None = None) -> dict[str, Any]:
+        extra = {} if vs is None else {"lateness_p95_vs_direct_s": vs}
+        return {"edge": edge, "listeners": 100, "lateness_p95_s": late, "stalls": 0, **extra}
+
+    results = {
+        "cache_collapse": {
+            "rows": [
+                row("direct", 0.09),
+                row("nginx", 0.55, 0.46),
+                row("varnish", 0.10, 0.01),
+            ]
+        }
+    }
+    judged = by_what(results)
+    assert judged["lateness behind the edge vs direct (nginx)"].met is False
+    assert judged["lateness behind the edge vs direct (varnish)"].met is True
+    assert "+10 ms" in judged["lateness behind the edge vs direct (varnish)"].figure
 
 
 def test_join_storm_overload_must_be_polite_and_survived() -> None:

@@ -1,4 +1,4 @@
-"""Fixtures the browser tests share."""
+"""Fixtures the end-to-end tests share: a browser, and the shipped edges."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.audio_analysis import tone_wav
-from townhall.harness import CHROMIUM
+from tests.conftest import Server
+from townhall.harness import CHROMIUM, EDGE_KINDS, Edge, EdgeKind, start_edge
 
 FAKE_MIC_HZ = 440.0
 
@@ -31,3 +32,18 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture(params=EDGE_KINDS)
+def edge_kind(request: pytest.FixtureRequest) -> EdgeKind:
+    """Each edge test runs once per shipped edge (nginx, Varnish): both must keep its promise."""
+    kind: EdgeKind = request.param
+    return kind
+
+
+@pytest.fixture
+def edge(server: Server, edge_kind: EdgeKind, tmp_path: Path) -> Iterator[Edge]:
+    """The shipped edge in front of the test's `server`, stopped before it."""
+    started = start_edge(server.url, tmp_path / "edge", kind=edge_kind)
+    yield started
+    started.proc.stop()

@@ -36,6 +36,7 @@ from tests.e2e.test_web_reconnect import (
 )
 from townhall.harness import (
     Edge,
+    EdgeKind,
     HostedSpace,
     start_edge,
     start_server,
@@ -58,9 +59,10 @@ class Cluster:
     nodes: dict[str, Server] = field(default_factory=dict)
     edges: list[Edge] = field(default_factory=list)
 
-    def edge(self, servers: list[Server]) -> Edge:
-        """The shipped nginx edge in front of `servers`, round robin; stopped with the cluster."""
-        started = start_edge([s.url for s in servers], self.shared / f"edge-{len(self.edges)}")
+    def edge(self, servers: list[Server], kind: EdgeKind = "nginx") -> Edge:
+        """A shipped edge in front of `servers`, round robin; stopped with the cluster."""
+        folder = self.shared / f"edge-{len(self.edges)}"
+        started = start_edge([s.url for s in servers], folder, kind=kind)
         self.edges.append(started)
         return started
 
@@ -160,12 +162,12 @@ def playlist(url: str) -> tuple[int, str, str]:
 
 
 def test_every_node_and_the_edge_serve_the_one_stream_of_a_space(
-    cluster: Cluster, speakers: Callable[..., Proc], tmp_path: Path
+    cluster: Cluster, speakers: Callable[..., Proc], tmp_path: Path, edge_kind: EdgeKind
 ) -> None:
     api = cluster.start("api", "api")
     cluster.start("media-1", "media")
     cluster.start("media-2", "media")
-    edge = cluster.edge(list(cluster.nodes.values()))
+    edge = cluster.edge(list(cluster.nodes.values()), edge_kind)
     space = api.create_space("One stream")  # through a node that never runs media
     stage_url = space.stage_url.replace(api.url, edge.url)
     bot = speakers(stage_url, "--token", space.host_token, "--tone", "440")  # relayed /rtc
@@ -246,12 +248,12 @@ def live_on_the_first_of_two(
 
 
 def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
-    cluster: Cluster, speakers: Callable[..., Proc], tmp_path: Path
+    cluster: Cluster, speakers: Callable[..., Proc], tmp_path: Path, edge_kind: EdgeKind
 ) -> None:
     first, second, space, bot, watcher = live_on_the_first_of_two(
         cluster, speakers, "Survives a crash", record=True
     )
-    edge = cluster.edge([first, second])
+    edge = cluster.edge([first, second], edge_kind)
     through_edge = PlaylistWatcher(f"{edge.url}/live/{space.id}/media.m3u8")
     wait_until(lambda: len(through_edge.numbers) >= 3, 30, "the edge's listener to load playlists")
     before = decode_mono(

@@ -1,12 +1,15 @@
-"""Behind the shipped edge, the origin knows where its callers are and which address they used.
+"""Behind either shipped edge (nginx, Varnish), the origin knows where its callers are and which
+address they used.
 
 The edge forwards the browser's Host and X-Forwarded-For/-Proto; the origin believes the forwarded
 ones only from TOWNHALL_TRUSTED_PROXIES (here: the edge, which connects from 127.0.0.1). Clients
 with addresses of their own bind to other loopback addresses (all of 127.0.0.0/8 is loopback).
+Every test that goes through the edge runs once per edge.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,13 +17,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.conftest import Server
-from townhall.harness import Edge, start_edge, start_server
+from townhall.harness import EDGE_KINDS, Edge, EdgeKind, start_edge, start_server
 
 pytestmark = pytest.mark.e2e
 
-EDGE_ADDRESS = "127.0.0.1"  # where nginx connects to the origin from
+EDGE_ADDRESS = "127.0.0.1"  # where the edge connects to the origin from
 LISTENER_A, LISTENER_B = "127.0.0.3", "127.0.0.4"  # two people in the audience
 STRANGER = "127.0.0.5"  # someone on the origin's network who is not the edge
 
@@ -31,12 +35,15 @@ class Site:
     edge: Edge
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    tmp = tmp_path_factory.mktemp("forwarding")
+@pytest.fixture(scope="module", params=EDGE_KINDS)
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
+    kind: EdgeKind = request.param
+    tmp = tmp_path_factory.mktemp(f"forwarding-{kind}")
     server = start_server(tmp / "data", env={"TOWNHALL_TRUSTED_PROXIES": EDGE_ADDRESS})
     try:
-        edge = start_edge(server.url, tmp / "edge")
+        edge = start_edge(server.url, tmp / "edge", kind=kind)
     except BaseException:
         server.proc.stop()
         raise
@@ -130,3 +137,22 @@ def test_by_default_no_peer_is_trusted_not_even_a_local_one(server: Server, tmp_
     claiming forwarded addresses is still one address."""
     with httpx.Client(base_url=server.url, timeout=15) as local:
         requests_until_limited(local, lambda i: {"X-Forwarded-For": f"198.51.100.{i % 250}"})
+
+
+def test_the_stage_event_socket_and_its_commands_pass_through_the_edge(site: Site) -> None:
+    """The stage's WebSocket (an upgrade the edge pipes through) and the commands it reports
+    (POST/PATCH, never cached) work through the edge as they do on the origin."""
+    edge = site.edge.url
+    with httpx.Client(base_url=edge, timeout=15) as http:
+        space_id, auth = later_space(http, "Through the edge")
+        token = auth["Authorization"].removeprefix("Bearer ")
+        socket_url = (
+            f"{edge.replace('http://', 'ws://')}/api/spaces/{space_id}/events?token={token}"
+        )
+        with connect(socket_url, open_timeout=15) as socket:
+            hello = json.loads(socket.recv(timeout=15))
+            assert hello["type"] == "hello", hello
+            edited = http.patch(f"/api/spaces/{space_id}", json={"title": "Renamed"}, headers=auth)
+            assert edited.status_code == 200, edited.text
+            seen = [json.loads(socket.recv(timeout=15)) for _ in range(hello["latest_seq"] + 1)]
+    assert "Renamed" in json.dumps(seen[-1]), seen  # the edit, after the log so far
