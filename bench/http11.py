@@ -41,8 +41,9 @@ class _Connection:
     def close(self) -> None:
         self.writer.close()
 
-    async def get(self, host: str, target: str) -> tuple[Response, bool]:
-        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode("latin-1"))
+    async def get(self, host: str, target: str, extra: str = "") -> tuple[Response, bool]:
+        request = f"GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"
+        self.writer.write(request.encode("latin-1"))
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
@@ -89,8 +90,11 @@ class Client:
         self.timeout = timeout
         self._idle: list[_Connection] = []
 
-    async def get(self, url: str, params: dict[str, int] | None = None) -> Response:
-        """GET a path or an absolute URL on this origin."""
+    async def get(
+        self, url: str, params: dict[str, int] | None = None, byte_range: str | None = None
+    ) -> Response:
+        """GET a path or an absolute URL on this origin; `byte_range` ("0-99", "100-") asks for
+        those bytes only (a part of a segment)."""
         parts = urlsplit(url)
         target = parts.path or "/"
         query = "&".join(q for q in (parts.query, urlencode(params or {})) if q)
@@ -107,7 +111,8 @@ class Client:
                     except OSError:
                         raise HTTPFailure("connect") from None
                     connection = _Connection(reader, writer)
-                response, reusable = await connection.get(self.authority, target)
+                extra = f"Range: bytes={byte_range}\r\n" if byte_range is not None else ""
+                response, reusable = await connection.get(self.authority, target, extra)
         except TimeoutError:
             self._drop(connection)
             raise HTTPFailure("timeout") from None
