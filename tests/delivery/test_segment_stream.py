@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from tests.delivery.test_origin import SPACE, add_parts, media
 from townhall.config import MediaConfig
@@ -23,19 +24,26 @@ from townhall.media.pipeline import SpaceMedia
 __all__ = ["media"]  # the fixture, shared with the origin's other tests
 
 
-async def serve(media: SpaceMedia) -> AsyncIterator[str]:
+async def serve_app(app: ASGIApp) -> AsyncIterator[str]:
+    """`app` in uvicorn on a loopback port; yields its base URL."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)  # bound before serving starts: a client may connect at once
-    app = build_origin(lambda space: media if space == SPACE else None)
     server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/{SPACE}/{media.packager.stream_id}"
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:
         server.should_exit = True
         await task
         listener.close()
+
+
+async def serve(media: SpaceMedia) -> AsyncIterator[str]:
+    """The origin of `media`; yields the base URL of its stream's objects."""
+    app = build_origin(lambda space: media if space == SPACE else None)
+    async for url in serve_app(app):
+        yield f"{url}/{SPACE}/{media.packager.stream_id}"
 
 
 @pytest.fixture
@@ -49,12 +57,12 @@ async def produce_one(media: SpaceMedia) -> None:
     await media._notify()
 
 
-async def test_a_listener_gets_each_part_of_a_segment_as_it_is_written(
-    media: SpaceMedia, base: str
-) -> None:
+async def read_while_produced(media: SpaceMedia, base: str) -> None:
+    """Ask `base` for a fresh segment with one part written; every part written reaches the
+    reader before the next one is produced, and the response ends with the segment."""
     await produce_one(media)
     msn, index = media.packager.next_part
-    while index != 1:  # start with one part written of a fresh segment
+    while index != 1:
         await produce_one(media)
         msn, index = media.packager.next_part
     received = b""
@@ -71,7 +79,6 @@ async def test_a_listener_gets_each_part_of_a_segment_as_it_is_written(
             assert so_far is not None
             parts, complete = so_far
             written = b"".join(parts)
-            # Everything written so far reaches the listener before anything more is produced.
             while len(received) < len(written):
                 received += await asyncio.wait_for(anext(chunks), 10)
             assert received == written
@@ -80,6 +87,12 @@ async def test_a_listener_gets_each_part_of_a_segment_as_it_is_written(
             await produce_one(media)
         assert [c async for c in chunks] == []  # and then the response ends
     assert received == media.packager.segment(msn)
+
+
+async def test_a_listener_gets_each_part_of_a_segment_as_it_is_written(
+    media: SpaceMedia, base: str
+) -> None:
+    await read_while_produced(media, base)
 
 
 async def test_a_segment_cut_short_by_a_stopped_stream_is_not_a_complete_response() -> None:
