@@ -242,3 +242,22 @@ async def test_unknown_spaces_streams_and_objects_are_404(
         response = await client.get(path)
         assert response.status_code == 404, path
         assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_the_segment_after_an_ended_streams_last_is_no_content(
+    media: SpaceMedia, client: httpx.AsyncClient
+) -> None:
+    """A player asking for the next segment (held: nothing written yet) learns of the end from a
+    204, not an error; so does one asking later."""
+    add_parts(media, 6)
+    while media.packager.next_part[1] != 0:  # a segment just closed: the next has no part yet
+        add_parts(media, 1)
+    msn = media.packager.next_part[0]
+    path = f"/{SPACE}/{media.packager.stream_id}/s{msn}.m4s"
+    waiting = asyncio.create_task(client.get(path))
+    await still_held(waiting, "the next segment was answered before it had a part")
+    media.packager.end()
+    await media._notify()
+    for answer in (await asyncio.wait_for(waiting, 5), await client.get(path)):
+        assert answer.status_code == 204
+        assert answer.headers["cache-control"] == "no-store"

@@ -18,7 +18,9 @@ part. The response is the segment's final bytes exactly (Cache-Control immutable
 segment); if the stream stops before the segment is complete, the response is cut off without
 its last chunk, so no HTTP cache stores it as complete. A ranged GET of a segment in production
 waits until the bytes asked for exist (a closed range: all of them; an open-ended range, as the
-preload hint asks: the first part there) and answers 206 with them.
+preload hint asks: the first part there) and answers 206 with them. The segment after the last
+one of an ended stream answers 204 (no content, not stored): a player that follows the stream
+segment by segment learns of the end without an error and reads the playlist (EXT-X-ENDLIST).
 
 Once a recorded Space has ended, the same URLs serve its replay (see `replay`): index.m3u8 names
 media.m3u8, which becomes a VOD playlist of whole segments over every run of the Space, and
@@ -167,6 +169,10 @@ class _GrowingSegment(Response):
 
             if not await self._media.wait_for(moved, packager.blocking_timeout):
                 return  # the stream stopped mid-segment (its process is ending): cut off
+
+
+def _after_the_end() -> Response:
+    return Response(None, 204, {**CORS, "Cache-Control": NO_STORE})
 
 
 def _media_or_404(lookup: MediaLookup, request: Request) -> LiveStream | Response:
@@ -358,6 +364,8 @@ def build_origin(
             so_far = packager.segment_so_far(int(seg))
             if so_far is not None and not so_far[1]:
                 return await growing_segment(request, media, int(seg))
+            if packager.ended and int(seg) == packager.next_part[0]:
+                return _after_the_end()
             data = packager.segment(int(seg))
         elif part_msn is not None:
             msn, index = int(part_msn), int(part_index)
@@ -406,8 +414,8 @@ def build_origin(
                 {"Retry-After": "1", "Cache-Control": NO_STORE},
             )
         so_far = packager.segment_so_far(msn)
-        if so_far is None:
-            return _error(404, "not_found", "no such media object (the stream ended before it)")
+        if so_far is None:  # the stream ended before this segment had a part
+            return _after_the_end()
         parts, complete = so_far
         if complete:
             return _media(request, b"".join(parts))
