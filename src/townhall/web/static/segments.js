@@ -17,9 +17,9 @@
 //
 // Latency. Parts arrive as they are written, so the buffer ahead of the playhead saws by one part.
 // The player keeps that buffer, measured right after a part arrived (its peak), at `targetAhead`:
-// two part durations, so that its trough stays about a part above empty. It plays up to 10 % faster
-// when further behind and 5 % slower when closer (pitch is kept), and jumps when more than
-// MAX_BEHIND_S behind. A stall (the element waits for data) adds a part to the target; STALL_FORGIVE_MS
+// one and a half part durations, so that its trough stays half a part above empty. It plays 10 %
+// faster when further behind (25 % when more than CATCH_UP_S behind: after a stall) and 5 % slower
+// when closer (pitch is kept), and jumps when more than MAX_BEHIND_S behind. A stall (the element waits for data) adds a part to the target; STALL_FORGIVE_MS
 // without one takes it back to the start value.
 //
 // Failures are the page's to handle (recovery.js): a broken transfer, an unreadable playlist or a
@@ -29,10 +29,13 @@
 
 const MAX_BEHIND_S = 6; // further behind than this: jump instead of speeding up
 const FASTER = 1.1;
+const MUCH_FASTER = 1.25; // more than CATCH_UP_S behind the target (after a stall, at the start)
+const CATCH_UP_S = 1;
 const SLOWER = 0.95;
 const STALL_FORGIVE_MS = 30000;
 const KEEP_BEHIND_S = 10; // media kept behind the playhead (a paused listener keeps more)
 const KEEP_TOTAL_S = 40; // at most this much media buffered in all (paused for long)
+const TARGET_PARTS = 1.5; // buffer ahead right after a part arrived, in parts (see the top)
 const MAX_TARGET_PARTS = 8;
 
 /** The attributes of one playlist tag, quoted values unquoted. */
@@ -111,6 +114,8 @@ export class SegmentPlayer {
     this.queue = []; // appends and removals for the SourceBuffer, in order
     this.buffer = null;
     this.lastChunkAt = null;
+    this.appending = null; // what the SourceBuffer is busy with
+    this.liveAppended = false; // a chunk of a segment being produced is in the buffer
     this.targetAhead = null;
     this.baseTarget = null;
     this.lastStallAt = -Infinity;
@@ -177,10 +182,9 @@ export class SegmentPlayer {
     }
     this.stream = playlist.init;
     this.discontinuitySequence = playlist.discontinuitySequence;
-    // Two parts ahead at the peak (see the top); at least the playlist's hold-back less a part.
     const part = playlist.partTarget || 0.5;
     this.partTarget = part;
-    this.baseTarget = Math.max(2 * part, (playlist.partHoldBack || 3 * part) - part);
+    this.baseTarget = TARGET_PARTS * part;
     this.targetAhead = this.baseTarget;
     await this.opened();
     this.buffer = this.source.addSourceBuffer(`audio/mp4; codecs="${codecs ? codecs[1] : 'mp4a.40.2'}"`);
@@ -244,7 +248,7 @@ export class SegmentPlayer {
       if (this.destroyed) throw new Gone();
       if (done) return 'done';
       this.lastChunkAt = performance.now();
-      this.append(value);
+      this.append(value, { live: true });
     }
   }
 
@@ -255,8 +259,8 @@ export class SegmentPlayer {
   }
 
   // -- the SourceBuffer ---------------------------------------------------------------------------
-  append(bytes) {
-    this.queue.push({ bytes });
+  append(bytes, { live = false } = {}) {
+    this.queue.push({ bytes, live });
     this.pump();
   }
 
@@ -271,6 +275,7 @@ export class SegmentPlayer {
     }
     if (!buffer) return;
     this.queue.shift();
+    this.appending = next;
     try {
       if (next.remove) buffer.remove(next.remove[0], next.remove[1]);
       else buffer.appendBuffer(next.bytes);
@@ -287,6 +292,8 @@ export class SegmentPlayer {
 
   updated() {
     if (this.destroyed) return;
+    if (this.appending && this.appending.live) this.liveAppended = true;
+    this.appending = null;
     this.follow();
     this.evict();
     this.pump();
@@ -305,7 +312,7 @@ export class SegmentPlayer {
   /** Keep the playhead `targetAhead` behind what has arrived (see the top). */
   follow() {
     const end = this.bufferedEnd();
-    if (end === null || this.lastChunkAt === null) return; // the live segment has not begun
+    if (end === null || !this.liveAppended) return; // the live edge is not in the buffer yet
     const media = this.media;
     const ahead = end - media.currentTime;
     if (!this.placed || ahead > this.targetAhead + MAX_BEHIND_S || ahead < 0) {
@@ -316,7 +323,8 @@ export class SegmentPlayer {
     }
     if (performance.now() - this.lastStallAt > STALL_FORGIVE_MS) this.targetAhead = this.baseTarget;
     if (media.paused) return;
-    if (ahead > this.targetAhead + this.partTarget / 2) media.playbackRate = FASTER;
+    if (ahead > this.targetAhead + CATCH_UP_S) media.playbackRate = MUCH_FASTER;
+    else if (ahead > this.targetAhead + this.partTarget / 2) media.playbackRate = FASTER;
     else if (ahead < this.targetAhead - this.partTarget / 2) media.playbackRate = SLOWER;
     else if (Math.abs(ahead - this.targetAhead) < this.partTarget / 4) media.playbackRate = 1;
   }
