@@ -73,6 +73,8 @@ DVR_PLAYLIST = f"public, max-age={DVR_REFRESH_S}"
 NO_STORE = "no-store"
 
 CORS = {"Access-Control-Allow-Origin": "*", "Timing-Allow-Origin": "*"}
+# Every media object: immutable under its stream id, and addressable by byte range (parts).
+MEDIA_HEADERS = {**CORS, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes"}
 
 _OBJECT = re.compile(r"^(?:init\.mp4|s(\d{1,9})\.m4s|p(\d{1,9})\.(\d{1,3})\.m4s)$")
 _NUMBER = re.compile(r"^\d{1,9}$")
@@ -109,7 +111,7 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 def _media(request: Request, data: bytes) -> Response:
     """A complete media object, or the single byte range of it the request asks for."""
-    headers = {**CORS, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes"}
+    headers = dict(MEDIA_HEADERS)
     wanted = requested_range(request.headers.get("range"))
     if wanted is None:
         return Response(data, 200, headers, MEDIA_TYPE)
@@ -136,9 +138,7 @@ class _GrowingSegment(Response):
     """
 
     def __init__(self, media: LiveStream, msn: int) -> None:
-        super().__init__(
-            None, 200, {**CORS, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes"}, MEDIA_TYPE
-        )
+        super().__init__(None, 200, MEDIA_HEADERS, MEDIA_TYPE)
         del self.headers["content-length"]  # the length is known only when the segment closes
         self._media = media
         self._msn = msn
@@ -426,12 +426,7 @@ def build_origin(
         end = len(data) if wanted.last is None else wanted.last + 1
         # The segment's length is not known yet (RFC 9110 §14.4: complete-length "*"); the bytes
         # are the final ones all the same, so caches may keep them like any part.
-        headers = {
-            **CORS,
-            "Cache-Control": IMMUTABLE,
-            "Accept-Ranges": "bytes",
-            "Content-Range": f"bytes {first}-{end - 1}/*",
-        }
+        headers = {**MEDIA_HEADERS, "Content-Range": f"bytes {first}-{end - 1}/*"}
         return Response(data[first:end], 206, headers, MEDIA_TYPE)
 
     async def preflight(_: Request) -> Response:
