@@ -37,6 +37,7 @@ const KEEP_BEHIND_S = 10; // media kept behind the playhead (a paused listener k
 const KEEP_TOTAL_S = 40; // at most this much media buffered in all (paused for long)
 const TARGET_PARTS = 1.5; // buffer ahead right after a part arrived, in parts (see the top)
 const MAX_TARGET_PARTS = 8;
+const MAX_MISSES = 3; // the next segment not there this many times in a row: fatal (the page recovers)
 
 /** The attributes of one playlist tag, quoted values unquoted. */
 function attributes(text) {
@@ -195,15 +196,20 @@ export class SegmentPlayer {
     if (playlist.lastComplete) this.append(await this.get(playlist.lastComplete));
     let url = playlist.openUri;
     let msn = playlist.openMsn;
+    let misses = 0; // the next segment asked for in vain, in a row
     for (;;) {
       const outcome = await this.streamSegment(url);
       if (outcome === 'done') {
         msn += 1;
         url = segmentUrl(url, msn);
+        misses = 0;
         continue;
       }
-      // Not there: late (503, wait as told), or the playlist knows why (ended, a new run).
-      if (outcome.retryAfter !== null) await this.pause(outcome.retryAfter);
+      // Not there: late (503, wait as told), or the playlist knows why (ended, a new run). A
+      // stream that neither moves on nor explains itself is the page's to recover (a new player).
+      misses += 1;
+      if (misses > MAX_MISSES) throw new Error(`${url}: not there after ${MAX_MISSES} tries`);
+      await this.pause(outcome.retryAfter ?? (misses > 1 ? 0.5 : 0));
       playlist = await this.playlist();
       if (playlist.ended) {
         this.end();
@@ -230,7 +236,7 @@ export class SegmentPlayer {
   }
 
   pause(seconds) {
-    return new Promise((resolve) => setTimeout(resolve, Math.max(0.2, seconds) * 1000));
+    return seconds > 0 ? new Promise((resolve) => setTimeout(resolve, seconds * 1000)) : Promise.resolve();
   }
 
   /** One segment, chunk by chunk as the origin sends it: 'done', or why it is not there. */
@@ -331,7 +337,7 @@ export class SegmentPlayer {
 
   /** The element ran dry: ask for one more part of buffer from now on. */
   stalled() {
-    if (this.media.paused || !this.placed) return;
+    if (this.media.paused || this.media.seeking || !this.placed) return; // a jump is no stall
     this.lastStallAt = performance.now();
     this.targetAhead = Math.min(this.targetAhead + this.partTarget, MAX_TARGET_PARTS * this.partTarget);
   }
