@@ -54,9 +54,9 @@ from townhall.harness import (
 
 BUDGET_GAP_S = 5.0
 BUDGET_DRAIN_GAP_S = 1.0  # issue: restarting one node at a time, no audible gap over a second
-_PART = re.compile(r'#EXT-X-PART:DURATION=[\d.]+,URI="([^"]+)"')
+_PART = re.compile(r'#EXT-X-PART:DURATION=[\d.]+,URI="([^"]+)",BYTERANGE="(\d+)@(\d+)"')
 _MAP = re.compile(r'#EXT-X-MAP:URI="([^"]+)"')
-_ADDRESS = re.compile(r'#EXT-X-PART:[^\n]*URI="[^"]*/p(\d+)\.(\d+)\.m4s"')
+_SEGMENT_NUMBER = re.compile(r"/s(\d+)\.m4s$")
 SILENCE_DBFS = -50.0
 
 
@@ -86,9 +86,11 @@ class Listener:
     def stop(self) -> None:
         self._stop.set()
 
-    def _get(self, client: httpx.Client, url: str) -> httpx.Response | None:
+    def _get(
+        self, client: httpx.Client, url: str, headers: dict[str, str] | None = None
+    ) -> httpx.Response | None:
         try:
-            answer = client.get(url)
+            answer = client.get(url, headers=headers)
         except httpx.HTTPError:
             self.statuses[0] = self.statuses.get(0, 0) + 1
             return None
@@ -109,20 +111,22 @@ class Listener:
                         got = self._get(client, init_url)
                         if got is not None and got.status_code == 200:
                             inits[init_url] = got.content
-                    for uri in _PART.findall(answer.text):
+                    listed = _PART.findall(answer.text)  # (segment URI, length, offset)
+                    for uri, length, offset in listed:
                         url = urljoin(self.playlist_url, uri)
-                        if url in seen or init_url not in inits:
+                        if f"{url}@{offset}" in seen or init_url not in inits:
                             continue
-                        seen.add(url)
-                        part = self._get(client, url)
-                        if part is not None and part.status_code == 200:
+                        seen.add(f"{url}@{offset}")
+                        span = f"bytes={offset}-{int(offset) + int(length) - 1}"
+                        part = self._get(client, url, {"Range": span})
+                        if part is not None and part.status_code == 206:
                             stream = uri.split("/", 1)[0]
                             heard = loud(inits[init_url], part.content)
                             self.arrivals.append((time.monotonic(), heard, stream))
-                    last = _ADDRESS.findall(answer.text)
-                    if last:  # as an LL-HLS player asks: block until the next part exists
-                        msn, index = last[-1]
-                        wanted = f"?_HLS_msn={msn}&_HLS_part={int(index) + 1}"
+                    number = _SEGMENT_NUMBER.search(listed[-1][0]) if listed else None
+                    if number:  # as an LL-HLS player asks: block until the next part exists
+                        index = sum(1 for uri, _, _ in listed if uri == listed[-1][0]) - 1
+                        wanted = f"?_HLS_msn={number.group(1)}&_HLS_part={index + 1}"
                     else:  # nothing listed to ask after: a plain reload a moment later
                         wanted = ""
                         self._stop.wait(0.1)

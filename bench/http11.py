@@ -92,9 +92,13 @@ class Client:
         self.timeout = timeout
         self._idle: list[_Connection] = []
 
-    async def get(self, url: str, params: dict[str, int] | None = None) -> Response:
-        """GET a path or an absolute URL on this origin."""
-        return await self.request("GET", url, params=params)
+    async def get(
+        self, url: str, params: dict[str, int] | None = None, byte_range: str | None = None
+    ) -> Response:
+        """GET a path or an absolute URL on this origin; `byte_range` ("0-99", "100-") asks for
+        those bytes only (a part of a segment)."""
+        headers = {"Range": f"bytes={byte_range}"} if byte_range is not None else None
+        return await self.request("GET", url, headers=headers, params=params)
 
     def head(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> bytes:
         """The request line and headers for `target` on this origin; a body gets its length."""

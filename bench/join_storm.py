@@ -55,16 +55,21 @@ STEPS = ("space", "snapshot", "index", "media", "init", "part")
 
 
 async def _ok(
-    http: Client, url: str, errors: Counter[str], steps: dict[str, list[float]], step: str
+    http: Client,
+    url: str,
+    errors: Counter[str],
+    steps: dict[str, list[float]],
+    step: str,
+    byte_range: str | None = None,
 ) -> bytes:
     began = time.monotonic()
     try:
-        response = await http.get(url)
+        response = await http.get(url, None, byte_range)
     except HTTPFailure as failure:
         errors[failure.kind] += 1
         raise Refused(failure.kind, None) from None
     steps[step].append(time.monotonic() - began)
-    if response.status == 200:
+    if response.status == (200 if byte_range is None else 206):
         return response.content
     raw = response.headers.get("retry-after")
     kind = f"http_{response.status}" + ("" if raw else "_no_retry_after")
@@ -90,10 +95,9 @@ async def _join(base: str, space: str, errors: Counter[str], steps: dict[str, li
         text = await _ok(http, media_url, errors, steps, "media")
         playlist = parse_playlist(text.decode(), media_url)
         await _ok(http, playlist.init_uri, errors, steps, "init")
-        if playlist.parts:
-            await _ok(http, playlist.parts[-1].uri, errors, steps, "part")
-        elif playlist.hint is not None:
-            await _ok(http, playlist.hint.uri, errors, steps, "part")
+        first = playlist.parts[-1] if playlist.parts else playlist.hint
+        if first is not None:
+            await _ok(http, first.uri, errors, steps, "part", first.byte_range)
     finally:
         http.close()
 

@@ -1,5 +1,5 @@
 """Glass-to-glass latency: a speaker plays clicks; a second speaker, a Python LL-HLS player and the
-real listener page (hls.js in headless Chromium) hear them.
+real listener page (in headless Chromium) hear them.
 
 Method (all on loopback, one machine, one clock: Python's `time.time()`):
 - `clicks.wav` (written by this bench: 48 kHz mono, 12 s, looped) holds a click every 1.0 s. Click k
@@ -32,8 +32,8 @@ Method (all on loopback, one machine, one clock: Python's `time.time()`):
       mouth → PDT   = click PDT time − click emission (how the server's clock relates to the mouth)
   Error: AAC priming/encoder delay (1024 samples, no edit list: decoded audio sits ~21–40 ms late
   relative to its PDT, which inflates the figures slightly) and part granularity for "arrival".
-- (c) speaker → listener, hls.js: the Space's real listener page (`/s/<space>`, the page users open:
-  hls.js in low-latency mode, the page's own target latency and catch-up) in headless Chromium
+- (c) speaker → listener, the page: the Space's real listener page (`/s/<space>`, the page users
+  open: its live segment loader with its own target latency and catch-up) in headless Chromium
   (bench/latency_browser.py), Play pressed as a user would. An init script taps the page's own
   MediaElementSource into an AudioWorklet (no product code changes; the browser context bypasses
   the page's CSP only so the worklet can load from a blob: URL) that finds each burst onset to the
@@ -42,15 +42,15 @@ Method (all on loopback, one machine, one clock: Python's `time.time()`):
   output latency included: `outputLatency` is reported). Browser and Python clocks are compared by
   round trips (offset ± half the best round trip, ~1 ms, corrected). mouth → ear = that instant −
   the click's emission; the burst count picks the emission.
-  Included: server, packaging, HTTP, hls.js buffering, live sync and stalls (counted: hls.js raises
+  Included: server, packaging, HTTP, the player's buffering, live sync and stalls (counted: it raises
   its target after each, so latency moves in steps), MSE decode, the media element's renderer and
   its hand-off into Web Audio (the page's graph). Excluded: a real sound card and speaker (headless
   Chromium, muted by Playwright, has none: its output is a fake sink, whose latency is only what
   `outputLatency` says),
   and acoustic distance. Error: the onset is the first sample over the threshold after AAC (the
   same rule as the Python player), at the context's rate (44.1 kHz here: resampled). Also
-  reported: the same onsets at render time (when the worklet ran them: a lower bound) and hls.js's
-  own latency estimate (live edge − playhead, which leaves out mouth → PDT and the renderer).
+  reported: the same onsets at render time (when the worklet ran them: a lower bound) and the
+  player's own latency estimate (live edge − playhead, which leaves out mouth → PDT and the renderer).
   The page's requests to the origin for playlists and media (`/live/…`, from Playwright's request
   events) are counted over the listening window: requests/s per listener is SPEC's cost measure.
 The Python player and the page listen to the same Space at the same time (two listeners cost the
@@ -445,7 +445,7 @@ def notes(result: dict[str, Any]) -> str:
         "player buffer as PART-HOLD-BACK after the part arrived (AAC priming adds ~21–40 ms). "
     )
     if hlsjs is None:
-        return text + f"hls.js in Chromium was not measured: {result['hlsjs_error']}."
+        return text + f"The listener page in Chromium was not measured: {result['hlsjs_error']}."
     audio = hlsjs["audio_context"]
     return text + (
         "hlsjs_mouth_to_ear: the real listener page in headless Chromium, onsets found to the "
@@ -459,7 +459,7 @@ def notes(result: dict[str, Any]) -> str:
         "Only clicks played within the Python player's listening window count; the page and the "
         "Python player listened to the same Space at once. hlsjs_requests_per_s counts the "
         "page's /live/ requests (playlists, parts, init) in that window; hlsjs.stalls_in_window "
-        "counts the element's 'waiting' events (hls.js raises its target latency after each); "
+        "counts the element's 'waiting' events (the player raises its target latency after each); "
         "hlsjs.clicks_rejected counts clicks heard with a burst lost or gained (left out)."
     )
 
@@ -500,7 +500,7 @@ def report(result: dict[str, Any]) -> None:
         )
     )
     print(_row("mouth → ear (LL-HLS, Python)", result["mouth_to_ear_s"], ear_budget))
-    print(_row("mouth → ear (hls.js page, Chromium)", result["hlsjs_mouth_to_ear_s"], ear_budget))
+    print(_row("mouth → ear (listener page, Chromium)", result["hlsjs_mouth_to_ear_s"], ear_budget))
     print(_row("mouth → PDT (server clock offset)", result["mouth_to_pdt_s"], ""))
     print(
         f"clicks sent {result['clicks_sent']}; PART-HOLD-BACK {result['part_hold_back_s']:.3f} s "
@@ -511,8 +511,8 @@ def report(result: dict[str, Any]) -> None:
         rendered = hlsjs["rendered_mouth_to_ear_s"]
         rate = hlsjs["requests_per_s"]
         print(
-            f"hls.js page: {_ms(percentile(rendered, 50))} p50 at render time (lower bound); "
-            f"hls.js's own latency estimate p50 {_ms(hlsjs['reported_latency_p50_s'])}; "
+            f"listener page: {_ms(percentile(rendered, 50))} p50 at render time (lower bound); "
+            f"its player's own latency estimate p50 {_ms(hlsjs['reported_latency_p50_s'])}; "
             f"{'-' if rate is None else f'{rate:.2f}'} requests/s to /live/ "
             f"({hlsjs['requests_in_window']} in {hlsjs['window_s']:.1f} s; SPEC: aim ≤ 2/s); "
             f"{hlsjs['stalls_in_window']} stalls; {hlsjs['clicks_rejected']} clicks dropped "
@@ -523,7 +523,7 @@ def report(result: dict[str, Any]) -> None:
         if hlsjs["page_errors"]:
             print(f"page errors: {hlsjs['page_errors'][:3]}")
     else:
-        print(f"hls.js page: {result['hlsjs_error']}")
+        print(f"listener page: {result['hlsjs_error']}")
 
 
 def main() -> None:
@@ -532,7 +532,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=60.0, help="listening time (5..600)")
     parser.add_argument(
-        "--no-browser", action="store_true", help="skip the hls.js listener in Chromium"
+        "--no-browser", action="store_true", help="skip the listener page in Chromium"
     )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()

@@ -1,4 +1,4 @@
-"""A real listener for bench/latency.py: the product's listener page (hls.js, low-latency mode) in
+"""A real listener for bench/latency.py: the product's listener page (its live segment loader) in
 headless Chromium, with what it plays tapped frame-accurately and placed on the wall clock.
 
 Nothing in the product changes. `latency_hook.js` (an init script) wraps
@@ -53,7 +53,9 @@ class Heard:
     rendered: list[float] = field(default_factory=list)  # the same onsets as the render thread ran
     requests: list[float] = field(default_factory=list)  # instants of /live/ requests
     other_requests: list[float] = field(default_factory=list)  # the rest (snapshot, API, pages)
-    reported_latency: list[float] = field(default_factory=list)  # hls.js: live edge − playhead
+    reported_latency: list[float] = field(
+        default_factory=list
+    )  # the page's player: live edge − playhead
     waiting: list[float] = field(default_factory=list)  # the element ran dry (a stall)
     clock_offset_s: float = 0.0  # browser clock − Python clock
     clock_uncertainty_s: float = 0.0  # half the best round trip
@@ -119,7 +121,7 @@ class ChromiumListener:
             await self._page.wait_for_timeout(100)  # poll interval; the deadline bounds the wait
 
     async def listen(self, until: float) -> None:
-        """Keep playing until the monotonic deadline, sampling hls.js's own latency estimate."""
+        """Keep playing until the monotonic deadline, sampling the player's own latency estimate."""
         assert self._page is not None
         while time.monotonic() < until:
             value = await self._page.evaluate("() => window.townhall.latency()")

@@ -3,7 +3,8 @@
 It loads the media playlist, the init section and the newest complete part (first audio), then
 follows the live edge: for each next part it sends, at the same time, a blocking playlist reload
 (`_HLS_msn`/`_HLS_part`, RFC 8216bis §6.2.5.2) and a GET of the part the playlist's
-EXT-X-PRELOAD-HINT names (§6.2.6), so a part arrives as soon as the origin has it. No media is
+EXT-X-PRELOAD-HINT names (§6.2.6), so a part arrives as soon as the origin has it. Parts listed as
+byte ranges of their segment are asked for with `Range` (the hint: an open-ended one). No media is
 decoded unless a caller asks for the bytes (`on_part`).
 
 What it measures, per listener (`PlayerStats`):
@@ -41,8 +42,8 @@ from urllib.parse import urljoin
 
 from bench.http11 import Client, HTTPFailure, Response
 
-_PART = re.compile(r'#EXT-X-PART:DURATION=([\d.]+),URI="([^"]+)"')
-_HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]+)"')
+_PART = re.compile(r'#EXT-X-PART:DURATION=([\d.]+),URI="([^"]+)"(?:,BYTERANGE="(\d+)@(\d+)")?')
+_HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]+)"(?:,BYTERANGE-START=(\d+))?')
 _PHB = re.compile(r"PART-HOLD-BACK=([\d.]+)")
 _PART_TARGET = re.compile(r"#EXT-X-PART-INF:PART-TARGET=([\d.]+)")
 
@@ -56,6 +57,7 @@ class PartRef:
     uri: str  # absolute
     start: float
     duration: float
+    byte_range: str | None = None  # "first-last" of its segment (the hint: "first-"); None: all
 
     @property
     def end(self) -> float:
@@ -108,7 +110,9 @@ def parse_playlist(text: str, url: str) -> Playlist:
             if found:
                 duration = float(found.group(1))
                 uri = urljoin(url, found.group(2))
-                parts.append(PartRef(msn, index, uri, clock, duration))
+                length, offset = found.group(3), found.group(4)
+                span = f"{offset}-{int(offset) + int(length) - 1}" if length and offset else None
+                parts.append(PartRef(msn, index, uri, clock, duration, span))
                 clock += duration
                 index += 1
         elif line.startswith("#EXTINF:") and clock is not None and msn is not None:
@@ -120,7 +124,8 @@ def parse_playlist(text: str, url: str) -> Playlist:
         elif line.startswith("#EXT-X-PRELOAD-HINT:") and clock is not None and msn is not None:
             found = _HINT.match(line)
             if found:
-                hint = PartRef(msn, index, urljoin(url, found.group(1)), clock, part_target)
+                span = f"{found.group(2)}-" if found.group(2) is not None else None
+                hint = PartRef(msn, index, urljoin(url, found.group(1)), clock, part_target, span)
     return Playlist(media_sequence, init_uri, part_target, part_hold_back, parts, hint)
 
 
@@ -187,14 +192,16 @@ def error_kind(response: Response) -> RequestFailed:
     return RequestFailed(kind, retry)
 
 
-async def get(http: Client, url: str, stats: PlayerStats, **params: int) -> bytes:
+async def get(
+    http: Client, url: str, stats: PlayerStats, byte_range: str | None = None, **params: int
+) -> bytes:
     """One GET, counted; raises RequestFailed with the kind of failure."""
     stats.requests += 1
     try:
-        response = await http.get(url, params or None)
+        response = await http.get(url, params or None, byte_range)
     except HTTPFailure as failure:
         raise RequestFailed(failure.kind) from None
-    if response.status != 200:
+    if response.status != (200 if byte_range is None else 206):
         raise error_kind(response)
     stats.bytes += len(response.content)
     return response.content
@@ -254,14 +261,14 @@ async def _play(
         on_init(init)
     if playlist.parts:  # first audio: the newest complete part
         newest = playlist.parts[-1]
-        await arrived(newest, await get(http, newest.uri, stats))
+        await arrived(newest, await get(http, newest.uri, stats, newest.byte_range))
     stats.joins += 1
     while time.monotonic() < until:
         hint = playlist.hint
         if hint is None:  # no hint: the Space ended or the playlist is not low-latency
             raise RequestFailed("no_preload_hint", 1.0)
         data, text = await asyncio.gather(
-            get(http, hint.uri, stats),
+            get(http, hint.uri, stats, hint.byte_range),
             get(http, media_url, stats, _HLS_msn=hint.msn, _HLS_part=hint.index),
             return_exceptions=True,
         )

@@ -123,7 +123,7 @@ def test_a_full_disk_stops_the_recording_and_tells_the_host_while_the_stream_goe
     def newest_part() -> str:
         playlist = client.get(f"/live/{space_id}/media.m3u8")
         assert playlist.status_code == 200
-        return re.findall(r'URI="([^"]*/p\d+\.\d+\.m4s)"', playlist.text)[-1]
+        return re.findall(r'#EXT-X-PART:[^\n]*(URI="[^"]+",BYTERANGE="[^"]+")', playlist.text)[-1]
 
     before = newest_part()
     wait_until(lambda: newest_part() != before, 5, "the live stream to go on without the recording")

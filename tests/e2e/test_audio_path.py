@@ -119,9 +119,11 @@ def _part_lags(server: Server, space_id: str, count: int) -> list[float]:
     with httpx.Client(timeout=10) as http:
         text = http.get(base).text
         for _ in range(count):
-            hint = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="[^"]*p(\d+)\.(\d+)\.m4s"', text)
+            hint = re.search(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="[^"]*/s(\d+)\.m4s"', text)
             assert hint, text
-            msn, part = hint.groups()
+            msn = hint.group(1)
+            open_segment = re.findall(rf'#EXT-X-PART:[^\n]*URI="[^"]*/s{msn}\.m4s"', text)
+            part = len(open_segment)  # the hinted part follows the open segment's listed ones
             text = http.get(base, params={"_HLS_msn": msn, "_HLS_part": part}).text
             arrived = time.time()
             pdt = re.findall(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)", text)[0]

@@ -310,11 +310,17 @@ def test_killing_the_owner_of_a_live_space_hands_it_to_another_node(
     # The parts the dead node's last playlist named are still there: read from the recording.
     old_stream = watcher.streams[0]
     last_seen = [t for t, s in zip(watcher.texts, watcher.streams, strict=True) if s == old_stream]
-    named = re.findall(r'#EXT-X-PART:[^\n]*URI="([^"]+)"', last_seen[-1])[-6:]  # not the hint
+    named = re.findall(  # not the hint: parts, byte ranges of their segments
+        r'#EXT-X-PART:[^\n]*URI="([^"]+)",BYTERANGE="(\d+)@(\d+)"', last_seen[-1]
+    )[-6:]
     assert named
-    for uri in named:
-        answer = httpx.get(f"{second.url}/live/{space.id}/{uri}", timeout=10)
-        assert answer.status_code == 200, (uri, answer.status_code, answer.text)
+    for uri, length, offset in named:
+        span = f"bytes={offset}-{int(offset) + int(length) - 1}"
+        answer = httpx.get(
+            f"{second.url}/live/{space.id}/{uri}", headers={"Range": span}, timeout=10
+        )
+        assert answer.status_code == 206, (uri, answer.status_code, answer.text)
+        assert len(answer.content) == int(length), (uri, span)
     state = second.call("GET", f"/api/spaces/{space.id}", space.host_token)
     assert state["space"]["state"] == "live"
     assert taken_over_s < 30  # generous for a loaded machine; the bench measures the real gap

@@ -10,7 +10,10 @@ edge answers ten times more.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -31,8 +34,8 @@ from townhall.harness import (
 
 pytestmark = pytest.mark.e2e
 
-HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]+)/p(\d+)\.(\d+)\.m4s"')
-PART = re.compile(r'#EXT-X-PART:.*URI="[^"]*/p(\d+)\.(\d+)\.m4s"')
+HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]+)/s(\d+)\.m4s",BYTERANGE-START=(\d+)')
+PART = re.compile(r'#EXT-X-PART:.*URI="[^"]*/s(\d+)\.m4s"')
 PART_TARGET = re.compile(r"#EXT-X-PART-INF:PART-TARGET=([\d.]+)")
 LIFETIME = re.compile(r"(?:s-maxage|max-age)=(\d+)")
 
@@ -44,13 +47,14 @@ async def listener(http: httpx.AsyncClient, media_url: str, until: float) -> int
     while time.monotonic() < until:
         hint = HINT.search(text)
         assert hint, text
-        stream, msn, part = hint.groups()
+        stream, msn, start = hint.groups()
+        part = sum(1 for listed in PART.findall(text) if listed == msn)  # the hinted one's index
         base = media_url.rsplit("/", 1)[0]
         part_response, playlist = await asyncio.gather(
-            http.get(f"{base}/{stream}/p{msn}.{part}.m4s"),
+            http.get(f"{base}/{stream}/s{msn}.m4s", headers={"Range": f"bytes={start}-"}),
             http.get(media_url, params={"_HLS_msn": msn, "_HLS_part": part}),
         )
-        assert part_response.status_code == 200
+        assert part_response.status_code == 206
         assert playlist.status_code == 200
         text = playlist.text
         requests += 2
@@ -203,10 +207,10 @@ def test_objects_fresh_for_a_second_cost_the_origin_about_one_request_a_second(
 
 def newest_part(playlist: str) -> int:
     """The newest complete part a live playlist lists, counted from the start of the stream."""
-    parts = PART.findall(playlist)
-    assert parts, playlist
-    msn, part = parts[-1]
-    return int(msn) * MediaConfig.parts_per_segment + int(part)
+    segments = PART.findall(playlist)  # each part names its segment, first part first
+    assert segments, playlist
+    msn = segments[-1]
+    return int(msn) * MediaConfig.parts_per_segment + segments.count(msn) - 1
 
 
 def test_a_live_playlist_from_an_edge_left_idle_is_fresh(server: Server, edge: Edge) -> None:
@@ -316,6 +320,55 @@ def test_varnish_hands_what_the_origin_is_producing_to_every_waiter_as_it_arrive
         edge.proc.stop()
 
 
+LISTED = re.compile(r'#EXT-X-PART:[^\n]*URI="([^"]+/s(\d+)\.m4s)",BYTERANGE="(\d+)@(\d+)"')
+
+
+def open_segment_part(http: httpx.Client, origin_media: str) -> tuple[str, int, str]:
+    """(segment URI, msn, "a-b") of a listed part of the segment still being produced."""
+
+    def listed() -> list[tuple[str, str, str, str]]:
+        text = http.get(origin_media).text
+        hint = HINT.search(text)
+        return [p for p in LISTED.findall(text) if hint and p[1] == hint.group(2)]
+
+    wait_until(lambda: bool(listed()), 30, "a part of an open segment")
+    uri, msn, length, offset = listed()[-1]
+    return uri, int(msn), f"{offset}-{int(offset) + int(length) - 1}"
+
+
+def test_a_segment_in_production_reaches_listeners_through_the_edge_whole_and_by_part(
+    server: Server, edge_kind: EdgeKind, tmp_path: Path
+) -> None:
+    """A part-by-part player gets its byte range of the open segment (not the whole segment, not
+    late), and a whole-segment player the complete segment, both from the edge's cache after one
+    origin request each."""
+    space = server.create_space("Streamed")
+    edge = start_edge(server.url, tmp_path / "edge", kind=edge_kind)
+    try:
+        with httpx.Client(timeout=15) as http:
+            live = f"{server.url}/live/{space.id}"
+            uri, msn, span = open_segment_part(http, f"{live}/media.m3u8")
+            asked = {"Range": f"bytes={span}"}
+            first, second = (
+                http.get(f"{edge.url}/live/{space.id}/{uri}", headers=asked) for _ in range(2)
+            )
+            from_origin = http.get(f"{live}/{uri}", headers=asked)
+            assert first.status_code == second.status_code == from_origin.status_code == 206
+            assert first.content == second.content == from_origin.content
+            assert second.headers["x-cache-status"] == "HIT"
+
+            whole = http.get(f"{edge.url}/live/{space.id}/{uri}")  # asked for while produced
+            assert whole.status_code == 200
+            assert whole.content == http.get(f"{live}/{uri}").content  # complete by now
+            start, end = (int(n) for n in span.split("-"))
+            assert whole.content[start : end + 1] == first.content
+            again = http.get(f"{edge.url}/live/{space.id}/{uri}")
+            assert (again.headers["x-cache-status"], again.content) == ("HIT", whole.content)
+            assert f"s{msn}.m4s" in uri
+    finally:
+        edge.proc.stop()
+
+
 def test_a_part_asked_for_before_it_exists_is_served_once_it_does(
     server: Server, edge: Edge
 ) -> None:
@@ -338,3 +391,62 @@ def test_a_part_asked_for_before_it_exists_is_served_once_it_does(
         produced_at = time.monotonic()
         wait_until(lambda: http.get(edge.url + path).status_code == 200, 10, "the edge's copy")
     assert time.monotonic() - produced_at < 2.5  # an error is kept one second at most
+
+
+def test_a_segment_cut_off_by_a_dying_origin_is_never_served_from_the_edge(
+    edge_kind: EdgeKind, tmp_path: Path
+) -> None:
+    """The origin streams a segment in production; if its node dies mid-segment the response
+    ends without its last chunk, and the edge neither delivers it as complete nor keeps it."""
+    origin = start_server(tmp_path / "origin")
+    edge = start_edge(origin.url, tmp_path / "edge", kind=edge_kind)
+    try:
+        space = origin.create_space("Cut off")
+        media = f"{origin.url}/live/{space.id}/media.m3u8"
+        with httpx.Client(timeout=15) as http:
+
+            def progress() -> tuple[int, int]:
+                """(the open segment's msn, how many of its parts are listed)."""
+                text = http.get(media).text
+                hint = HINT.search(text)
+                assert hint, text
+                msn = int(hint.group(2))
+                return msn, sum(1 for p in LISTED.findall(text) if p[1] == str(msn))
+
+            wait_until(lambda: progress()[1] == 1, 30, "a segment with its first part")
+            msn = progress()[0]
+            url = f"{edge.url}/live/{space.id}/{uri_of(http, media, msn)}"
+            outcome: list[object] = []
+
+            def fetch() -> None:
+                try:
+                    with httpx.Client(timeout=30) as own:
+                        outcome.append(own.get(url))
+                except httpx.HTTPError as failed:
+                    outcome.append(failed)
+
+            reader = threading.Thread(target=fetch)
+            reader.start()
+            # Two more parts written: the fill is well under way, and the segment still open.
+            wait_until(lambda: progress()[1] >= 3, 10, "the segment to grow")
+            now_msn, parts = progress()
+            assert (now_msn, parts < 6) == (msn, True), "the segment closed before the kill"
+            os.kill(origin.proc.popen.pid, signal.SIGKILL)  # no end, no last chunk
+            reader.join(30)
+        first = outcome[0]
+        assert not (isinstance(first, httpx.Response) and first.status_code == 200), (
+            "a cut-off segment was delivered as complete"
+        )
+        later = httpx.get(url, timeout=15)
+        assert later.status_code != 200, later.headers
+        assert later.headers.get("x-cache-status") != "HIT"
+    finally:
+        edge.proc.stop()
+        origin.proc.stop()
+
+
+def uri_of(http: httpx.Client, media: str, msn: int) -> str:
+    """The URI the live playlist gives segment `msn` (its parts name it)."""
+    found = [p[0] for p in LISTED.findall(http.get(media).text) if p[1] == str(msn)]
+    assert found, msn
+    return found[0]

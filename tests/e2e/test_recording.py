@@ -52,10 +52,10 @@ def decode(source: str | Path, out: Path) -> Path:
 
 def last_listed_part(media_playlist: str) -> tuple[int, int]:
     """The newest part a live listener could fetch: the last EXT-X-PART of the playlist."""
-    parts = re.findall(r'#EXT-X-PART:[^\n]*URI="[^"]*/p(\d+)\.(\d+)\.m4s"', media_playlist)
-    assert parts, media_playlist
-    msn, index = parts[-1]
-    return int(msn), int(index)
+    segments = re.findall(r'#EXT-X-PART:[^\n]*URI="[^"]*/s(\d+)\.m4s"', media_playlist)
+    assert segments, media_playlist
+    # A segment's parts are listed from its first, in order: the last one's index is their count.
+    return int(segments[-1]), segments.count(segments[-1]) - 1
 
 
 def test_a_recorded_space_killed_mid_stream_is_intact_up_to_the_kill_and_replays_after_the_end(

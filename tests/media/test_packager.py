@@ -31,8 +31,15 @@ WAIT = (Verdict.WAIT, "")
 @dataclass
 class Part:
     duration: Decimal
-    uri: str
+    uri: str  # the segment the part is a byte range of
     independent: bool
+    length: int
+    offset: int
+    index: int  # its position in its segment, counted from the segment's first part
+
+    @property
+    def address(self) -> tuple[int, int]:
+        return uri_address(self.uri)[0], self.index
 
 
 @dataclass
@@ -103,6 +110,7 @@ def parse_playlist(text: str) -> Playlist:
         assert playlist.preload_hint is None, "the preload hint is the last line"
         if not line.startswith("#"):
             assert pending_duration is not None, f"URI without EXTINF: {line}"
+            assert all(p.uri == line for p in pending_parts), "a segment's parts are its ranges"
             playlist.segments.append(Segment(pending_duration, line, pending_parts, pending_date))
             pending_parts, pending_duration, pending_date = [], None, None
             continue
@@ -121,7 +129,23 @@ def parse_playlist(text: str) -> Playlist:
         elif name == "EXT-X-PART":
             attrs = parse_attributes(value)
             independent = attrs.get("INDEPENDENT") == "YES"
-            pending_parts.append(Part(Decimal(attrs["DURATION"]), attrs["URI"], independent))
+            assert re.search(r'BYTERANGE="\d+@\d+"', value), value  # a quoted-string (4.4.4.9)
+            length, offset = (int(n) for n in attrs["BYTERANGE"].split("@"))
+            if pending_parts:  # contiguous byte ranges of one segment, from its first byte
+                previous = pending_parts[-1]
+                assert attrs["URI"] == previous.uri
+                assert offset == previous.offset + previous.length
+            else:
+                assert offset == 0, value
+            part = Part(
+                Decimal(attrs["DURATION"]),
+                attrs["URI"],
+                independent,
+                length,
+                offset,
+                len(pending_parts),
+            )
+            pending_parts.append(part)
         elif name == "EXTINF":
             duration, comma, _title = value.partition(",")
             assert comma, "EXTINF needs its comma"
@@ -138,7 +162,7 @@ def parse_playlist(text: str) -> Playlist:
 
 
 def uri_address(uri: str) -> tuple[int, int]:
-    """(msn, index) of a part URI, (msn, -1) of a segment URI."""
+    """(msn, index) of a part's own URI, (msn, -1) of a segment URI."""
     match = re.fullmatch(rf"{STREAM}/(?:s(\d+)|p(\d+)\.(\d+))\.m4s", uri)
     assert match is not None, uri
     segment, msn, index = match.groups()
@@ -181,7 +205,11 @@ def test_a_new_stream_lists_nothing_yet_and_hints_its_first_part() -> None:
     assert playlist.trailing_parts == []
     assert playlist.media_sequence == 0
     assert playlist.first_date_time is None
-    assert playlist.preload_hint == {"TYPE": "PART", "URI": f"{STREAM}/p0.0.m4s"}
+    assert playlist.preload_hint == {
+        "TYPE": "PART",
+        "URI": f"{STREAM}/s0.m4s",
+        "BYTERANGE-START": "0",
+    }
     assert packager.next_part == (0, 0)
 
 
@@ -226,9 +254,13 @@ def test_a_segment_closes_after_parts_per_segment_parts() -> None:
     assert addresses == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3), (2, 0)]
     playlist = playlist_of(packager)
     assert [s.uri for s in playlist.segments] == [f"{STREAM}/s0.m4s", f"{STREAM}/s1.m4s"]
-    assert [p.uri for p in playlist.segments[0].parts] == [f"{STREAM}/p0.{i}.m4s" for i in range(4)]
+    first = playlist.segments[0].parts
+    assert [(p.uri, p.offset, p.length) for p in first] == [
+        (f"{STREAM}/s0.m4s", i, 1) for i in range(4)
+    ]
     assert all(p.independent for p in playlist.all_parts)
-    assert [p.uri for p in playlist.trailing_parts] == [f"{STREAM}/p2.0.m4s"]
+    assert [p.address for p in playlist.trailing_parts] == [(2, 0)]
+    assert playlist.trailing_parts[0].uri == f"{STREAM}/s2.m4s"
     assert playlist.segments[0].duration == Decimal("1.28000")
     assert packager.segment(0) == bytes([0, 1, 2, 3])
     assert packager.segment(2) is None  # still open: only its parts exist
@@ -240,13 +272,28 @@ def test_the_preload_hint_always_names_the_next_part() -> None:
         msn, index = packager.next_part
         assert playlist_of(packager).preload_hint == {
             "TYPE": "PART",
-            "URI": f"{STREAM}/p{msn}.{index}.m4s",
+            "URI": f"{STREAM}/s{msn}.m4s",
+            "BYTERANGE-START": str(index),  # every part here is one byte long
         }
         assert packager.is_future(msn, index)
         assert packager.part(msn, index) is None
         assert packager.add_part(EncodedPart(b"x", AAC_PART)) == (msn, index)
         assert not packager.is_future(msn, index)
         assert packager.part(msn, index) == b"x"
+
+
+def test_a_segment_can_be_read_while_it_is_produced() -> None:
+    packager = make(parts_per_segment=3)
+    assert packager.segment_so_far(0) == ([], False)  # open, nothing written yet
+    packager.add_part(EncodedPart(b"a", AAC_PART))
+    packager.add_part(EncodedPart(b"bb", AAC_PART))
+    assert packager.segment_so_far(0) == ([b"a", b"bb"], False)
+    assert packager.segment_so_far(1) is None  # not open yet
+    packager.add_part(EncodedPart(b"c", AAC_PART))
+    assert packager.segment_so_far(0) == ([b"a", b"bb", b"c"], True)
+    assert packager.segment_so_far(1) == ([], False)
+    packager.end()
+    assert packager.segment_so_far(1) is None  # the stream ended before it had a part
 
 
 def test_only_the_hinted_part_is_the_future_one() -> None:
@@ -587,14 +634,17 @@ def check_invariants(
         extinf_rounded = segment.duration.quantize(Decimal(1), rounding=ROUND_HALF_UP)
         assert extinf_rounded <= playlist.target_duration
         if segment.parts:
-            assert [uri_address(p.uri) for p in segment.parts] == [
-                (msn, i) for i in range(len(parts))
-            ]
+            assert [p.address for p in segment.parts] == [(msn, i) for i in range(len(parts))]
             parts_sum = sum(p.duration for p in segment.parts)
             assert abs(segment.duration - parts_sum) <= Decimal("0.5e-5") * (len(parts) + 1)
     for part in playlist.all_parts:
-        address = uri_address(part.uri)
+        address = part.address
         assert packager.part(*address) == produced[address].data
+        so_far = packager.segment_so_far(address[0])
+        assert so_far is not None
+        assert (
+            b"".join(so_far[0])[part.offset : part.offset + part.length] == produced[address].data
+        )
         assert abs(part.duration - Decimal(produced[address].duration)) <= Decimal("0.5e-5")
         assert part.duration <= playlist.part_target
     # Part tags disappear oldest first: once a segment shows its parts, all later ones do too.
@@ -603,16 +653,22 @@ def check_invariants(
 
     # The open segment's parts are all listed, in order, and the hint names what comes next.
     open_msn, next_index = packager.next_part
-    assert [uri_address(p.uri) for p in playlist.trailing_parts] == [
+    assert [p.address for p in playlist.trailing_parts] == [
         (open_msn, i) for i in range(next_index)
     ]
     if playlist.ended:
         assert playlist.preload_hint is None
     else:
+        written = sum(len(produced[(open_msn, i)].data) for i in range(next_index))
         assert playlist.preload_hint == {
             "TYPE": "PART",
-            "URI": f"{STREAM}/p{open_msn}.{next_index}.m4s",
+            "URI": f"{STREAM}/s{open_msn}.m4s",
+            "BYTERANGE-START": str(written),
         }
+        assert packager.segment_so_far(open_msn) == (
+            [produced[(open_msn, i)].data for i in range(next_index)],
+            False,
+        )
 
     # Date-times: start_time + the durations of everything before the first listed segment.
     if playlist.segments or playlist.trailing_parts:
@@ -625,7 +681,7 @@ def check_invariants(
     assert packager.held_parts <= (packager.retained_segments + 1) * pps
 
     # Blocking reloads: everything listed is ready, the hinted part is waited for.
-    for address in [uri_address(p.uri) for p in playlist.all_parts]:
+    for address in [p.address for p in playlist.all_parts]:
         assert packager.verdict(*address) == READY
     for msn in msns:
         assert packager.verdict(msn, None) == READY
@@ -691,7 +747,7 @@ def test_full_length_parts_keep_the_spec_time_horizons(
         if playlist.media_sequence > 0:
             assert span >= 3 * target_duration
         for part in playlist.all_parts:
-            last_listed[uri_address(part.uri)] = elapsed
+            last_listed[part.address] = elapsed
         for segment in playlist.segments:
             msn = uri_address(segment.uri)[0]
             first_listed.setdefault(msn, (elapsed, float(segment.duration)))

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from tests.delivery.test_origin import SPACE, media
+from tests.delivery.test_segment_stream import read_while_produced, serve, serve_app
+from townhall.media.pipeline import SpaceMedia
 from townhall.node.embedded_placement import EmbeddedPlacement
 from townhall.node.forward import RELAY_HEADER, Forwarder, relay_key
-from townhall.node.placement import NodeId
+from townhall.node.placement import NodeId, NodeInfo
+
+__all__ = ["media"]  # the fixture
 
 
 def request_with(headers: dict[str, str]) -> Request:
@@ -40,3 +48,29 @@ async def test_a_stranger_cannot_claim_a_relay_to_skip_the_limits() -> None:
         assert not forwarder.relayed(request_with({RELAY_HEADER: relay_key("t" * 40)}))
     finally:
         await forwarder.close()
+
+
+async def test_a_segment_in_production_is_relayed_part_by_part_as_the_owner_writes_it(
+    media: SpaceMedia,
+) -> None:
+    async for owned in serve(media):
+        owner_url, _, stream_path = owned.partition(f"/{SPACE}/")
+        owner = NodeInfo(NodeId("owner"), owner_url, capacity=10, running=0)
+        placement = EmbeddedPlacement()
+        await placement.heartbeat(owner, 30)
+        assert await placement.acquire(SPACE, owner, 30) is not None
+        forwarder = Forwarder(placement, NodeId("relay"), relay_key("s" * 40))
+
+        async def is_open() -> bool:
+            return True
+
+        async def relay(request: Request, relaying: Forwarder = forwarder) -> Response:
+            answer = await relaying.relay(request, SPACE, lambda: False, is_open)
+            assert answer is not None
+            return answer
+
+        try:
+            async for relay_url in serve_app(Starlette(routes=[Route("/{path:path}", relay)])):
+                await read_while_produced(media, f"{relay_url}/{SPACE}/{stream_path}")
+        finally:
+            await forwarder.close()

@@ -10,6 +10,18 @@ URLs (relative to /live/{space}/):
     media.m3u8[?_HLS_msn=N[&_HLS_part=P]]   live media playlist, blocking reloads per RFC 8216bis
     {stream}/init.mp4 | s{msn}.m4s | p{msn}.{part}.m4s
 
+A segment is requestable from the moment it opens, not only once complete: the playlist lists its
+parts as byte ranges of it. A GET of the whole segment while it is produced is answered at once
+with a chunked 200 that carries each part as the packager writes it and ends when the segment
+closes, so a player makes one request per segment instead of a playlist reload and a part per
+part. The response is the segment's final bytes exactly (Cache-Control immutable, like any
+segment); if the stream stops before the segment is complete, the response is cut off without
+its last chunk, so no HTTP cache stores it as complete. A ranged GET of a segment in production
+waits until the bytes asked for exist (a closed range: all of them; an open-ended range, as the
+preload hint asks: the first part there) and answers 206 with them. The segment after the last
+one of an ended stream answers 204 (no content, not stored): a player that follows the stream
+segment by segment learns of the end without an error and reads the playlist (EXT-X-ENDLIST).
+
 Once a recorded Space has ended, the same URLs serve its replay (see `replay`): index.m3u8 names
 media.m3u8, which becomes a VOD playlist of whole segments over every run of the Space, and
 `{stream}/init.mp4`, `{stream}/s{msn}.m4s` are read from the recording, the same bytes the live
@@ -33,7 +45,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from townhall.delivery.byteranges import requested_range
 from townhall.delivery.replay import Replay, open_replay
 from townhall.media.packager import LlHlsPackager, Verdict
 
@@ -59,6 +73,8 @@ DVR_PLAYLIST = f"public, max-age={DVR_REFRESH_S}"
 NO_STORE = "no-store"
 
 CORS = {"Access-Control-Allow-Origin": "*", "Timing-Allow-Origin": "*"}
+# Every media object: immutable under its stream id, and addressable by byte range (parts).
+MEDIA_HEADERS = {**CORS, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes"}
 
 _OBJECT = re.compile(r"^(?:init\.mp4|s(\d{1,9})\.m4s|p(\d{1,9})\.(\d{1,3})\.m4s)$")
 _NUMBER = re.compile(r"^\d{1,9}$")
@@ -91,6 +107,72 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse(
         {"error": {"code": code, "message": message}}, status, headers={**CORS, **(headers or {})}
     )
+
+
+def _media(request: Request, data: bytes) -> Response:
+    """A complete media object, or the single byte range of it the request asks for."""
+    headers = dict(MEDIA_HEADERS)
+    wanted = requested_range(request.headers.get("range"))
+    if wanted is None:
+        return Response(data, 200, headers, MEDIA_TYPE)
+    selected = wanted.within(len(data))
+    if selected is None:
+        return _error(
+            416,
+            "range_not_satisfiable",
+            "the range asked for lies beyond the end of the object",
+            {"Content-Range": f"bytes */{len(data)}"},
+        )
+    start, end = selected
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+    return Response(data[start:end], 206, headers, MEDIA_TYPE)
+
+
+class _GrowingSegment(Response):
+    """A segment still being produced, sent part by part as the packager writes them (chunked).
+
+    Ends when the segment closes (an ending stream closes its last segment short, and that is
+    complete too). If no part comes for the blocking timeout (the stream stopped without ending:
+    its process is going away), the response is cut off without its final chunk: a cache must not
+    store it, and the client sees a failed transfer and asks again.
+    """
+
+    def __init__(self, media: LiveStream, msn: int) -> None:
+        super().__init__(None, 200, MEDIA_HEADERS, MEDIA_TYPE)
+        del self.headers["content-length"]  # the length is known only when the segment closes
+        self._media = media
+        self._msn = msn
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        packager, msn, sent = self._media.packager, self._msn, 0
+        while True:
+            so_far = packager.segment_so_far(msn)
+            if so_far is None:
+                return  # no longer held (cannot happen within a segment's life): cut off
+            parts, complete = so_far
+            for part in parts[sent:]:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            sent = len(parts)
+            if complete:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+
+            def moved(count: int = sent) -> bool:
+                now = packager.segment_so_far(msn)
+                return now is None or now[1] or len(now[0]) > count
+
+            if not await self._media.wait_for(moved, packager.blocking_timeout):
+                return  # the stream stopped mid-segment (its process is ending): cut off
+
+
+def _after_the_end() -> Response:
+    return Response(None, 204, {**CORS, "Cache-Control": NO_STORE})
 
 
 def _media_or_404(lookup: MediaLookup, request: Request) -> LiveStream | Response:
@@ -229,7 +311,7 @@ def build_origin(
             replay.media_playlist(), 200, {**CORS, "Cache-Control": DVR_PLAYLIST}, PLAYLIST_TYPE
         )
 
-    async def recorded_object(replay: Replay | None, stream: str, name: str) -> Response | None:
+    async def recorded_object(replay: Replay | None, stream: str, name: str) -> bytes | None:
         """A segment, part or init section read back from a recording (replay or DVR)."""
         match = _OBJECT.fullmatch(name)
         if replay is None or stream not in replay.stream_ids or match is None:
@@ -241,11 +323,9 @@ def build_origin(
             data = await asyncio.to_thread(replay.part, stream, int(part_msn), int(part_index))
         else:
             data = replay.init_section(stream)
-        if data is None:
-            return None
-        return Response(data, 200, {**CORS, "Cache-Control": IMMUTABLE}, MEDIA_TYPE)
+        return data
 
-    async def rewound_object(media: LiveStream, stream: str, name: str) -> Response | None:
+    async def rewound_object(media: LiveStream, stream: str, name: str) -> bytes | None:
         """What left the live window of a live recorded Space, from its recording (DVR); also
         what an earlier run of the Space produced just before its node died (listeners' last
         playlist named it), read again from the recording if the DVR's view predates it."""
@@ -261,7 +341,7 @@ def build_origin(
             return replay
         recorded = await recorded_object(replay, stream, request.path_params["name"])
         if recorded is not None:  # the replay (parts: the ended stream's, below)
-            return recorded
+            return _media(request, recorded)
         media = _media_or_404(lookup, request)
         if isinstance(media, Response):
             return media
@@ -271,7 +351,7 @@ def build_origin(
                 media, request.path_params["stream"], request.path_params["name"]
             )
             if rewound is not None:  # an earlier run of this Space, rewound to
-                return rewound
+                return _media(request, rewound)
             return _error(
                 404, "not_found", "no such stream (the Space was restarted; reload the playlist)"
             )
@@ -281,6 +361,11 @@ def build_origin(
         seg, part_msn, part_index = match.groups()
         data: bytes | None
         if seg is not None:
+            so_far = packager.segment_so_far(int(seg))
+            if so_far is not None and not so_far[1]:
+                return await growing_segment(request, media, int(seg))
+            if packager.ended and int(seg) == packager.next_part[0]:
+                return _after_the_end()
             data = packager.segment(int(seg))
         elif part_msn is not None:
             msn, index = int(part_msn), int(part_index)
@@ -295,11 +380,54 @@ def build_origin(
         if data is None:
             rewound = await rewound_object(media, packager.stream_id, request.path_params["name"])
             if rewound is not None:  # left the live window, still in the recording (DVR)
-                return rewound
+                return _media(request, rewound)
             return _error(
                 404, "not_found", "no such media object (not produced yet, or no longer held)"
             )
-        return Response(data, 200, {**CORS, "Cache-Control": IMMUTABLE}, MEDIA_TYPE)
+        return _media(request, data)
+
+    async def growing_segment(request: Request, media: LiveStream, msn: int) -> Response:
+        """The segment being produced: streamed whole, or the byte range asked for once written."""
+        packager = media.packager
+        wanted = requested_range(request.headers.get("range"))
+
+        def written() -> tuple[int, bool] | None:
+            so_far = packager.segment_so_far(msn)
+            return None if so_far is None else (sum(len(p) for p in so_far[0]), so_far[1])
+
+        def arrived() -> bool:
+            now = written()
+            if now is None or now[1]:
+                return True  # complete (or gone): answered below as any other segment
+            if wanted is None:
+                return now[0] > 0  # the first part, so a stream never starts empty
+            if wanted.first is None:
+                return False  # the last N bytes: only known once complete
+            # A closed range: every byte of it; an open end (the preload hint): its first part.
+            return now[0] > (wanted.first if wanted.last is None else wanted.last)
+
+        if not await media.wait_for(arrived, packager.blocking_timeout):
+            return _error(
+                503,
+                "not_ready",
+                "the requested part is late",
+                {"Retry-After": "1", "Cache-Control": NO_STORE},
+            )
+        so_far = packager.segment_so_far(msn)
+        if so_far is None:  # the stream ended before this segment had a part
+            return _after_the_end()
+        parts, complete = so_far
+        if complete:
+            return _media(request, b"".join(parts))
+        if wanted is None:
+            return _GrowingSegment(media, msn)
+        data = b"".join(parts)
+        first = wanted.first or 0  # never None here: a suffix range waits for completion
+        end = len(data) if wanted.last is None else wanted.last + 1
+        # The segment's length is not known yet (RFC 9110 §14.4: complete-length "*"); the bytes
+        # are the final ones all the same, so caches may keep them like any part.
+        headers = {**MEDIA_HEADERS, "Content-Range": f"bytes {first}-{end - 1}/*"}
+        return Response(data[first:end], 206, headers, MEDIA_TYPE)
 
     async def preflight(_: Request) -> Response:
         return Response(

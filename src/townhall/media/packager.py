@@ -9,7 +9,13 @@ Theory of operation (section numbers are draft-pantos-hls-rfc8216bis, "HLS 2nd e
 
 * Parts arrive in order. Part `i` of the open segment gets the address `(msn, i)`; after
   `parts_per_segment` parts the segment closes: it gets an `EXTINF` (the sum of its parts'
-  durations), a URI of its own (the concatenated parts) and the next segment opens. Media sequence
+  durations) and the next segment opens. A segment's URI (`s{msn}.m4s`) names its parts
+  concatenated, and is requestable from its first part on: the playlist lists each part as a byte
+  range of it (`EXT-X-PART:...,URI="s{msn}.m4s",BYTERANGE="len@off"`, §4.4.4.9) and hints the next
+  part by where it will start (`EXT-X-PRELOAD-HINT:...,BYTERANGE-START=off`, §4.4.5.3), so a player
+  can fetch each segment once while it is produced and take its parts as they are written (the
+  origin streams it), and a part-by-part player still asks for exactly one part at a time. Every
+  part also keeps a name of its own (`p{msn}.{i}.m4s`), which recordings and older playlists use. Media sequence
   numbers therefore advance by exactly one per segment and every segment but the last (after
   `end()`) has exactly `parts_per_segment` parts, which is what lets a part address map to a
   position on one line (`msn * parts_per_segment + index`) for the reload limits below.
@@ -37,6 +43,7 @@ import enum
 import math
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -318,6 +325,19 @@ class LlHlsPackager:
         segment = self._find(msn)
         return segment.data if segment is not None else None
 
+    def segment_so_far(self, msn: int) -> tuple[list[bytes], bool] | None:
+        """Segment `msn` as produced so far: its parts' bytes in order, and whether it is complete.
+
+        The open segment is given with the parts it has (none yet, just after the previous one
+        closed); None if `msn` is neither held nor open (or the stream ended before opening it).
+        The list is a copy: later parts never change what a caller already holds."""
+        if msn == self._open_msn and not self._ended:
+            return [p.data for p in self._open_parts], False
+        segment = self._find(msn)
+        if segment is None:
+            return None
+        return [p.data for p in segment.parts], True
+
     def answers(self, msn: int | None, part: int | None) -> bool:
         """Whether the current playlist holds what a blocking reload asked for (so the answer
         stays right for everyone asking the same question later), as opposed to a READY verdict
@@ -430,12 +450,21 @@ class LlHlsPackager:
     def _uri(self, name: str) -> str:
         return f"{self._stream_id}/{name}"
 
-    def _part_line(self, msn: int, index: int, part: EncodedPart) -> str:
-        independent = ",INDEPENDENT=YES" if part.independent else ""
-        return (
-            f'#EXT-X-PART:DURATION={part.duration:.5f},URI="{self._uri(f"p{msn}.{index}.m4s")}"'
-            f"{independent}"
-        )
+    def _part_lines(self, msn: int, parts: Sequence[EncodedPart]) -> list[str]:
+        """EXT-X-PART tags for `parts` (from the first of segment `msn`): byte ranges of it."""
+        lines = []
+        offset = 0
+        for part in parts:
+            independent = ",INDEPENDENT=YES" if part.independent else ""
+            # §4.4.4.9: BYTERANGE is a quoted-string "<n>[@<o>]"; the offset is written every time
+            # so no client has to carry it over from the previous tag.
+            lines.append(
+                f"#EXT-X-PART:DURATION={part.duration:.5f},"
+                f'URI="{self._uri(f"s{msn}.m4s")}",BYTERANGE="{len(part.data)}@{offset}"'
+                f"{independent}"
+            )
+            offset += len(part.data)
+        return lines
 
     def _render_media_playlist(self) -> str:
         pt = self._pt_units
@@ -466,19 +495,21 @@ class LlHlsPackager:
             # Drop a segment's part tags only once its last part is beyond the horizon: removal
             # stays in playlist order (§6.2.2) and never removes a tag still within the horizon.
             if playlist_end - segment.end <= parts_horizon + 1e-9:
-                lines.extend(
-                    self._part_line(segment.msn, i, p) for i, p in enumerate(segment.parts)
-                )
+                lines.extend(self._part_lines(segment.msn, segment.parts))
             lines.append(f"#EXTINF:{segment.duration:.5f},")
             lines.append(self._uri(f"s{segment.msn}.m4s"))
-        lines.extend(self._part_line(self._open_msn, i, p) for i, p in enumerate(self._open_parts))
+        lines.extend(self._part_lines(self._open_msn, self._open_parts))
         if self._ended:
             lines.append("#EXT-X-ENDLIST")
         else:
-            msn, index = self.next_part
-            # §6.2.6: the hinted part must be requestable now; the origin holds that request
-            # until the part exists (is_future), then serves it whole.
-            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self._uri(f"p{msn}.{index}.m4s")}"')
+            # §6.2.6: the hinted part must be requestable now. It starts where the open segment's
+            # bytes end; with no BYTERANGE-LENGTH (unknown until encoded) a client asks for an
+            # open-ended range, which the origin holds until the part exists and answers with it.
+            start = sum(len(p.data) for p in self._open_parts)
+            lines.append(
+                f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self._uri(f"s{self._open_msn}.m4s")}",'
+                f"BYTERANGE-START={start}"
+            )
         lines.append("")
         return "\n".join(lines)
 

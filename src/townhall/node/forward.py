@@ -4,7 +4,9 @@ A request for a Space whose media runs here is served here. Otherwise the forwar
 Space's owner in the placement (cached for a moment: a busy edge asks about the same Space many
 times a second) and relays the request there, headers and body as they came (the owner checks
 identity and rules itself) and the answer back as it is — status, Cache-Control, body — so an HTTP
-cache in front sees exactly what the owner would have said. A relayed request carries RELAY_HEADER
+cache in front sees exactly what the owner would have said. An answer without a length (a segment
+the owner streams while producing it) is passed on chunk by chunk as it arrives, and cut off if
+the owner's is, so the listener gets each part when the owner writes it. A relayed request carries RELAY_HEADER
 with the cluster's relay key (derived from the shared secret, so a stranger cannot forge it): a
 node never relays such a request again (no loops), and the owner does not charge the caller's rate
 limits a second time (the relaying node did).
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from townhall.node.placement import Lease, NodeId, Placement
 from townhall.state.unavailable import is_unavailable
@@ -79,6 +82,29 @@ def unavailable(message: str) -> Response:
         503,
         headers={"Retry-After": "1", "Cache-Control": "no-store"},
     )
+
+
+class _Relayed(Response):
+    """An owner's answer of unknown length, passed on as it arrives (see the top)."""
+
+    def __init__(self, answer: httpx.Response, headers: dict[str, str]) -> None:
+        super().__init__(None, answer.status_code, headers)
+        del self.headers["content-length"]
+        self._answer = answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        try:
+            if scope.get("method") != "HEAD":
+                async for chunk in self._answer.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx.HTTPError:
+            return  # the owner's answer broke off: so does this one (no cache keeps it whole)
+        finally:
+            await self._answer.aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class Forwarder:
@@ -183,7 +209,11 @@ class Forwarder:
         if request.url.query:
             url += "?" + request.url.query
         try:
-            answer = await self._client.request(request.method, url, headers=headers, content=body)
+            sent = self._client.build_request(request.method, url, headers=headers, content=body)
+            answer = await self._client.send(sent, stream=True)
+            streamed = "content-length" not in answer.headers and request.method != "HEAD"
+            if not streamed or (answer.status_code == 503 and answer.headers.get(NOT_OWNER)):
+                await answer.aread()
         except httpx.HTTPError:
             self._owners.pop(lease.space_id, None)
             return None
@@ -192,6 +222,8 @@ class Forwarder:
             return None
         self.sent += 1
         kept = {k: v for k, v in answer.headers.items() if k.lower() not in _RESPONSE_SKIP}
+        if streamed:
+            return _Relayed(answer, kept)
         return Response(answer.content, answer.status_code, kept)
 
     async def close(self) -> None:

@@ -3,9 +3,11 @@
 // Theory of operation. Everything a listener fetches is a cacheable GET: the Space's *snapshot*
 // about once a second (state, stage with speaking flags, reaction totals, approximate listener
 // count: the same body for everyone, so an HTTP cache answers for the whole audience), then the
-// playlists and media. hls.js plays where Media Source Extensions exist (low-latency mode, so
-// it follows EXT-X-PART, blocking reloads and preload hints); elsewhere (iPhone Safari without
-// MSE) the browser's own HLS player takes the playlist URL. Before the host goes live the program
+// playlists and media. Live, where Media Source Extensions exist, segments.js plays: one request
+// per segment, each streamed as the origin writes its parts (about 0.5 requests/s, where hls.js
+// made a playlist reload and a part request per 0.32 s part); rewind and replay are VODs of whole
+// segments and play in hls.js. Elsewhere (iPhone Safari without MSE) the browser's own HLS player
+// takes the standard LL-HLS playlist URL. Before the host goes live the program
 // is silence: the listener may press Play in the green room and hears the stage the moment it is
 // on air, without doing anything.
 //
@@ -14,22 +16,18 @@
 // estimate, and the page says "about"), reactions, the raised hand and its fate (`…/me`, asked only
 // while the hand is up). They need an identity; a guest name is enough.
 //
-// Latency. The target is the playlist's PART-HOLD-BACK plus one PART-TARGET: parts arrive whole, so
-// the buffer ahead saws by one part, and hls.js only speeds up with more than 1 s buffered; with the
-// bare hold-back as target it can never settle and flips the playback rate forever (seen: 1.0 ↔ 1.15
-// several times a second). When playback drifts behind the target, hls.js plays up to 15 % faster;
-// beyond MAX_BEHIND_S the page jumps to the live edge. hls.js adds a second to its target after each
-// stall and never takes it back; after STALL_FORGIVE_MS without a stall the page resets it.
+// Latency: the live player keeps its own target behind the live edge (see segments.js); the page
+// jumps to live on resume and when more than MAX_BEHIND_S behind.
 //
-// Recovery (recovery.js): fatal media errors go to hls.recoverMediaError (swapping the codec hint
-// if that repeats quickly). Any other fatal error, and a stall (no progress of currentTime for
-// STALL_RECONNECTING_MS while playing), first ask the API whether the Space has ended; if not, the
+// Recovery (recovery.js): fatal media errors in hls.js (rewind, replay) go to
+// hls.recoverMediaError. A fatal error of the live player, and a stall (no progress of currentTime
+// for STALL_RECONNECTING_MS while playing), first ask the API whether the Space has ended; if not, the
 // page re-creates the player — at once the first time, then after an exponential wait with full
 // jitter (at most RECONNECT_MAX_S while the Space is live) — which starts again at the live edge.
-// A new player rather than hls.startLoad: after a server restart or a take-over the stream may
-// number its segments from 1 again, and a player that saw higher numbers waits for the new ones to
-// pass them (seen: 85–111 s); a new player also follows a stream that continues its numbering
-// across an EXT-X-DISCONTINUITY, so the same recovery serves both. The Space is over when the playlist
+// A new player rather than a reload of the same one: after a server restart or a take-over the
+// stream may number its segments from 1 again, with a new init section and timeline; the live
+// player notices a new run (the playlist names another stream) and the page starts a new player
+// at its live edge at once, so the same recovery serves both. The Space is over when the playlist
 // carries EXT-X-ENDLIST and playback reaches its end, or when the snapshot says so (then a player
 // that is still playing gets END_FALLBACK_MS to play out what it has).
 
@@ -54,12 +52,12 @@ import {
   whoAmI,
 } from './api.js';
 import { retryDelay } from './recovery.js';
+import { SegmentPlayer, segmentPlayerSupported } from './segments.js';
 
 const MAX_BEHIND_S = 6; // further behind than this after a stall: jump to live instead of speeding up
 const STALL_RECONNECTING_MS = 3000; // no progress for this long while playing: re-create the player
 const RECONNECT_MAX_S = 3; // back within ~5 s of a live stream's return; the jitter spreads the crowd
 const END_STALL_MS = 1500; // after ENDLIST, this long without progress means the end was reached
-const STALL_FORGIVE_MS = 30000;
 const MAX_BACKOFF_S = 15;
 const TICK_MS = 500;
 const SNAPSHOT_MS = 1000;
@@ -98,15 +96,6 @@ const REACTIONS = [
   ['😮', 'Wow'],
   ['🙏', 'Thanks'],
 ];
-
-const HLS_CONFIG = {
-  lowLatencyMode: true,
-  // Catch up on drift by playing up to 15 % faster (pitch is preserved); beyond MAX_BEHIND_S we jump.
-  maxLiveSyncPlaybackRate: 1.15,
-  // A listener never rewinds far yet (DVR comes later): keep memory small.
-  backBufferLength: 10,
-  maxBufferLength: 10,
-};
 
 // A finished recording is a VOD (whole segments, no parts): low-latency mode stalls on ended
 // playlists (MEDIA-NOTES), and a replay wants a longer buffer to seek around in.
@@ -215,14 +204,12 @@ const space = {
 
 const player = {
   state: 'idle',
-  hls: null,
+  hls: null, // rewind and replay (VOD)
+  live: null, // the live player (segments.js)
   native: false, // the browser's own HLS (Safari without MSE)
   started: false,
   attempt: 0,
   retryTimer: 0,
-  lastMediaRecovery: -Infinity,
-  targetLatency: null, // seconds, from the playlist (see the top of this file)
-  lastStallAt: 0,
   endlist: false,
   lastTime: -1,
   lastProgressAt: 0,
@@ -435,10 +422,7 @@ function setVolume(value) {
 
 /** Seconds between the live edge and what is heard now, or null when unknown. */
 function latency() {
-  if (player.hls) {
-    const value = player.hls.latency;
-    return Number.isFinite(value) && value > 0 ? value : null;
-  }
+  if (player.live) return player.live.latency;
   if (player.native && ui.audio.seekable.length > 0) {
     return Math.max(0, ui.audio.seekable.end(ui.audio.seekable.length - 1) - ui.audio.currentTime);
   }
@@ -446,9 +430,9 @@ function latency() {
 }
 
 function jumpToLive() {
-  if (player.hls) {
-    const target = player.hls.liveSyncPosition;
-    if (Number.isFinite(target) && target > ui.audio.currentTime) ui.audio.currentTime = target;
+  if (player.live) {
+    const target = player.live.liveSyncPosition;
+    if (target !== null && target > ui.audio.currentTime) ui.audio.currentTime = target;
   } else if (player.native && ui.audio.seekable.length > 0) {
     ui.audio.currentTime = Math.max(0, ui.audio.seekable.end(ui.audio.seekable.length - 1) - 1);
   }
@@ -456,53 +440,43 @@ function jumpToLive() {
 
 // ------------------------------------------------------------------------------------- playback
 
-// A re-created player asks for its playlists past the browser's cache: a stream that started again
-// at 1 (a restart on a server that does not continue the numbering) repeats the URLs of blocking
-// reloads the browser still holds from the old stream (max-age=30), and hls.js rejects those
-// playlists ("media sequence mismatch"). Parts and segments live under a per-stream path.
-function freshPlaylists(xhr, url) {
-  if (!url.includes('.m3u8')) return;
-  if (!xhr.readyState) xhr.open('GET', url, true);
-  xhr.setRequestHeader('Cache-Control', 'no-cache');
-}
-
-function createHls({ recovering = false } = {}) {
-  const hls = new Hls(recovering ? { ...HLS_CONFIG, xhrSetup: freshPlaylists } : HLS_CONFIG);
-  player.targetLatency = null;
-  hls.on(Hls.Events.ERROR, onHlsError);
-  let runCC = null; // the discontinuity sequence of the run being played
-  hls.on(Hls.Events.LEVEL_UPDATED, (_, { details }) => {
-    if (!details.live) player.endlist = true;
-    if (player.targetLatency === null && details.partTarget > 0) {
-      player.targetLatency = (details.partHoldBack || details.holdBack) + details.partTarget;
-      hls.targetLatency = player.targetLatency;
-    }
+/** The live player. A re-created one (`recovering`) asks for its playlists past the browser's
+ * cache: a stream that started again at 1 repeats the URLs of an earlier run. */
+function createLive({ recovering = false } = {}) {
+  player.live = new SegmentPlayer(ui.audio, playlistUrl, {
+    fresh: recovering,
+    onFatal: () => reconnect(),
     // A new run of the stream (the server restarted, or another node took the Space over): its
-    // segments follow a gap in time that hls.js would wait out as a stall. Go to its live edge
-    // at once; the stall recovery below stays the fallback.
-    if (runCC !== null && details.endCC > runCC) {
-      jumpToLive();
+    // segments follow a gap in time. Go to its live edge at once with a new player.
+    onNewRun: () => {
+      destroyPlayer();
+      createLive({ recovering: true });
       player.lastProgressAt = performance.now(); // moving again: not a stall to recover from
-    }
-    runCC = details.endCC;
+      if (player.state !== 'paused') ui.audio.play().catch(() => {});
+    },
+    onEnded: () => {
+      player.endlist = true;
+    },
   });
-  hls.attachMedia(ui.audio);
-  hls.loadSource(playlistUrl);
-  player.hls = hls;
 }
 
-function destroyHls() {
+/** Stop whichever player plays (live, rewind or replay) and release its requests. */
+function destroyPlayer() {
   if (player.hls) {
     player.hls.destroy();
     player.hls = null;
+  }
+  if (player.live) {
+    player.live.destroy();
+    player.live = null;
   }
 }
 
 function start() {
   player.started = true;
   player.lastProgressAt = performance.now();
-  if (Hls.isSupported()) {
-    createHls();
+  if (segmentPlayerSupported()) {
+    createLive();
   } else if (ui.audio.canPlayType('application/vnd.apple.mpegurl')) {
     player.native = true;
     ui.audio.src = playlistUrl;
@@ -526,7 +500,7 @@ async function play() {
     return;
   }
   if (!player.started) {
-    if (Hls.isSupported()) ensureAudioGraph(); // must happen inside the click: autoplay rules
+    if (segmentPlayerSupported()) ensureAudioGraph(); // must happen inside the click: autoplay rules
     if (!start()) return;
   } else {
     ensureAudioGraph();
@@ -552,7 +526,7 @@ function finish() {
   if (player.replay) return; // the live stream is long gone; the replay has its own end
   player.rewound = false;
   clearTimeout(player.retryTimer);
-  destroyHls();
+  destroyPlayer();
   if (player.native) ui.audio.removeAttribute('src');
   ui.audio.pause();
   if (ui.spaceState.dataset.state !== 'cancelled') showSpaceState('ended');
@@ -613,7 +587,7 @@ async function rewind(fromStart) {
 
 function startRewind(target, duration) {
   clearTimeout(player.retryTimer);
-  destroyHls();
+  destroyPlayer();
   Object.assign(player, {
     rewound: true,
     started: true,
@@ -652,13 +626,13 @@ function backToLive() {
   if (!player.rewound) return;
   player.rewound = false;
   player.rewindDuration = 0;
-  destroyHls();
+  destroyPlayer();
   if (space.over) {
     finish();
     return;
   }
   Object.assign(player, { lastTime: -1, lastProgressAt: performance.now(), stallChecked: false, endlist: false });
-  createHls();
+  createLive();
   setState('loading');
   ensureAudioGraph();
   announce('Back to live.');
@@ -781,7 +755,7 @@ function replayDuration() {
 }
 
 function startReplay() {
-  destroyHls();
+  destroyPlayer();
   player.started = true;
   if (Hls.isSupported()) {
     const hls = new Hls({ ...REPLAY_CONFIG, startPosition: player.startAt });
@@ -831,7 +805,7 @@ function onReplayError(_, data) {
   }
   // The replay does not go away: let the listener try again rather than retrying on their behalf.
   player.startAt = ui.audio.currentTime;
-  destroyHls();
+  destroyPlayer();
   player.started = false;
   ui.audio.pause();
   setState('replay-paused', 'The replay could not be loaded. Press Play to try again.');
@@ -889,19 +863,6 @@ async function spaceHasEnded() {
   }
 }
 
-function onHlsError(_, data) {
-  if (data.details === Hls.ErrorDetails.BUFFER_STALLED_ERROR) player.lastStallAt = performance.now();
-  if (!data.fatal) return;
-  if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
-    const now = performance.now();
-    if (now - player.lastMediaRecovery < 3000) player.hls.swapAudioCodec();
-    player.lastMediaRecovery = now;
-    player.hls.recoverMediaError();
-    return;
-  }
-  reconnect();
-}
-
 /** The stream stopped: unless the Space ended, a new player after a jittered wait (see the top). */
 async function reconnect() {
   if (player.reconnecting) return;
@@ -924,9 +885,9 @@ function restartPlayer() {
   player.reconnecting = false;
   if (player.state === 'ended' || player.replay || player.rewound) return;
   const resume = player.state !== 'paused';
-  if (player.hls) {
-    destroyHls();
-    createHls({ recovering: true });
+  if (player.live) {
+    destroyPlayer();
+    createLive({ recovering: true });
   } else if (player.native) {
     ui.audio.src = playlistUrl; // assigning it again loads it afresh
   }
@@ -935,13 +896,6 @@ function restartPlayer() {
   if (!resume) return;
   setState('reconnecting');
   ui.audio.play().catch(() => {}); // AbortError if replaced again meanwhile: that one plays
-}
-
-/** Give hls.js its original target back once playback has been smooth for a while. */
-function forgiveOldStalls(now) {
-  const { hls, targetLatency } = player;
-  if (!hls || targetLatency === null || now - player.lastStallAt < STALL_FORGIVE_MS) return;
-  if (hls.targetLatency !== null && hls.targetLatency > targetLatency + 0.01) hls.targetLatency = targetLatency;
 }
 
 /** Twice a second: show latency, notice stalls and the end of an ended playlist. */
@@ -969,7 +923,6 @@ function tick() {
     player.stallChecked = false;
     player.attempt = 0;
     if (behind !== null && behind > MAX_BEHIND_S) jumpToLive();
-    forgiveOldStalls(now);
     return;
   }
   const stalledFor = now - player.lastProgressAt;
@@ -1259,7 +1212,7 @@ function wire() {
   window.addEventListener('pagehide', () => {
     clearTimeout(player.retryTimer);
     clearTimeout(player.replayTimer);
-    destroyHls();
+    destroyPlayer();
     ui.audio.pause();
     if (player.audioContext) player.audioContext.close().catch(() => {});
   });
