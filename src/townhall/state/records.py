@@ -66,7 +66,13 @@ from townhall.state.database import (
     rowcount,
 )
 from townhall.state.errors import Banned, Conflict, NotFound, RecordsError, StageFull, UsernameTaken
-from townhall.state.event_outbox import EventQueue, LogEvent, lock_space, queue_event
+from townhall.state.event_outbox import (
+    EventQueue,
+    LogEvent,
+    lock_space,
+    order_events,
+    queue_event,
+)
 from townhall.state.schema import (
     AccountRow,
     BanRow,
@@ -335,7 +341,7 @@ class Records(WebhookOutbox, EventQueue):
         published (`announce`, `event`) either way, or with `publish_always=False` only if so."""
         async with self._write.begin() as session:
             if event is not None:
-                await lock_space(session, space_id)
+                await order_events(session, space_id)
             deleted = [
                 rowcount(
                     await session.execute(
@@ -582,24 +588,31 @@ class Records(WebhookOutbox, EventQueue):
         (which checks the seats): a different role here raises Conflict; no seat raises NotFound."""
         async with self._write.begin() as session:
             if event is not None:
-                await lock_space(session, member.space_id)
-            current = await session.scalar(
-                sa.select(StageMemberRow.role).where(
-                    _of(StageMemberRow, member.space_id, member.user_id)
-                )
-            )
-            if current is None:
-                raise NotFound(f"{member.user_id} is not on the stage of Space {member.space_id}")
-            if current is not member.role:
-                raise Conflict(
-                    f"{member.user_id} is {current}, not {member.role}; use put_stage_member"
-                )
-            await session.execute(
+                await order_events(session, member.space_id)
+            # One statement in the common case; what went wrong is looked up only if it matched
+            # nothing (this runs for every mute and unmute).
+            updated = await session.execute(
                 sa.update(StageMemberRow)
-                .where(_of(StageMemberRow, member.space_id, member.user_id))
+                .where(
+                    _of(StageMemberRow, member.space_id, member.user_id),
+                    StageMemberRow.role == member.role,
+                )
                 .values(**_member_values(member)),
                 execution_options=NO_SYNC,
             )
+            if rowcount(updated) == 0:
+                current = await session.scalar(
+                    sa.select(StageMemberRow.role).where(
+                        _of(StageMemberRow, member.space_id, member.user_id)
+                    )
+                )
+                if current is None:
+                    raise NotFound(
+                        f"{member.user_id} is not on the stage of Space {member.space_id}"
+                    )
+                raise Conflict(
+                    f"{member.user_id} is {current}, not {member.role}; use put_stage_member"
+                )
             await queue_event(session, member.space_id, event)
         return member
 
