@@ -164,8 +164,10 @@ def create_app(config: Config) -> FastAPI:
             raise Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"}) from None
 
     install_control_plane(app, config, lambda: node.plane, run_media_for)
-    app.include_router(build_media_router(config, lambda: node))
-    app.include_router(build_recording_router(config, lambda: node))
+    app.include_router(build_media_router(config, lambda: node), responses=errors.ERROR_RESPONSES)
+    app.include_router(
+        build_recording_router(config, lambda: node), responses=errors.ERROR_RESPONSES
+    )
 
     def lookup(space_id: str) -> SpaceMedia | None:
         return node.host.media_of(space_id) if hasattr(node, "host") else None

@@ -82,15 +82,18 @@ def install_control_plane(
     app.state.config = config
     app.state.on_space_changed = on_space_changed
     secure = config.public_url.startswith("https://")
+    documented = errors.ERROR_RESPONSES  # every route's error answers, in the OpenAPI
     app.include_router(
         build_auth_router(
             lambda: plane().records, lambda: plane().live, identity, secure_cookies=secure
-        )
+        ),
+        responses=documented,
     )
     app.include_router(
-        build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
+        build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S)),
+        responses=documented,
     )
-    app.include_router(build_live_router(lambda: plane().control, identity))
+    app.include_router(build_live_router(lambda: plane().control, identity), responses=documented)
 
 
 def control_plane_app(config: Config) -> FastAPI:

@@ -22,7 +22,7 @@ import secrets
 import string
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path as FsPath
 from typing import Annotated, Any, BinaryIO, TypeVar
 
@@ -32,7 +32,6 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 
 from townhall.api.auth import RequiredIdentity
 from townhall.api.errors import (
-    ApiError,
     Conflict,
     Forbidden,
     Gone,
@@ -58,7 +57,7 @@ from townhall.delivery.storage import CLIPS_DIR, DAY_S, expired, usage
 from townhall.node.host import MediaHost
 from townhall.node.keeper import OPEN_STATES
 from townhall.ratelimit.table import CLIP, take
-from townhall.spaces.control import Actor, ControlError, SpaceControl
+from townhall.spaces.control import Actor, SpaceControl
 from townhall.spaces.model import Role, Space, SpaceId, UserId
 
 log = logging.getLogger(__name__)
@@ -161,17 +160,6 @@ def build_recording_router(
     def control() -> SpaceControl:
         return host().control
 
-    async def call(awaitable: Awaitable[T]) -> T:
-        try:
-            return await awaitable
-        except ControlError as exc:
-            kinds: dict[str, type[ApiError]] = {
-                "not_found": NotFound,
-                "forbidden": Forbidden,
-                "gone": Gone,
-            }
-            raise kinds.get(exc.kind, Conflict)(exc.message, code=exc.code) from None
-
     async def role(space: Space, who: Identity) -> Role:
         return await control().role_of(space, UserId(who.user_id))
 
@@ -214,7 +202,7 @@ def build_recording_router(
     async def recording(
         space_id: SpaceIdP, who: RequiredIdentity, request: Request
     ) -> RecordingOut | Response:
-        space = await call(control().space(space_id))
+        space = await control().space(space_id)
         if await role(space, who) not in (Role.HOST, Role.COHOST):
             raise Forbidden("only the host or a co-host sees the recording", code="not_moderator")
 
@@ -255,7 +243,7 @@ def build_recording_router(
         summary="Download the whole recording as one .m4a (host)",
     )
     async def download(space_id: SpaceIdP, who: RequiredIdentity) -> StreamingResponse:
-        space = await call(control().space(space_id))
+        space = await control().space(space_id)
         if await role(space, who) is not Role.HOST:
             raise Forbidden("only the host can download the recording", code="not_host")
         directory = recordings(space)
@@ -301,7 +289,7 @@ def build_recording_router(
         actor = Actor(
             UserId(who.user_id), who.display_name, is_guest=who.kind is IdentityKind.GUEST
         )
-        space = (await call(control().can_listen(actor, space_id, code))).space
+        space = (await control().can_listen(actor, space_id, code)).space
         directory = recordings(space)
         runs = await asyncio.to_thread(load_runs, directory)
         window = clip_range(wanted.start_s, wanted.end_s, recorded_seconds(runs))
