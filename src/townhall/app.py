@@ -78,6 +78,11 @@ class Node:
     placement: Placement
 
 
+def _capacity(exc: NodeFull) -> Unavailable:
+    """No media node can run one more open Space: 503 + Retry-After (green rooms end, nodes join)."""
+    return Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"})
+
+
 def _node_id(config: Config) -> NodeId:
     """Unique per process start: a restarted node is a new node (its old leases lapse)."""
     return NodeId(f"{socket.gethostname()}-{config.port}-{secrets.token_hex(3)}")
@@ -161,9 +166,15 @@ def create_app(config: Config) -> FastAPI:
         try:
             await node.keeper.place_now(space)
         except NodeFull as exc:
-            raise Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"}) from None
+            raise _capacity(exc) from None
 
-    install_control_plane(app, config, lambda: node.plane, run_media_for)
+    async def room_for_one() -> None:
+        try:
+            await node.keeper.ensure_room()
+        except NodeFull as exc:
+            raise _capacity(exc) from None
+
+    install_control_plane(app, config, lambda: node.plane, run_media_for, ensure_room=room_for_one)
     app.include_router(build_media_router(config, lambda: node), responses=errors.ERROR_RESPONSES)
     app.include_router(
         build_recording_router(config, lambda: node), responses=errors.ERROR_RESPONSES

@@ -14,13 +14,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from townhall.api.auth import OptionalIdentity, RequiredIdentity
+from townhall.api.auth import OptionalIdentity, RequiredIdentity, client_address
 from townhall.api.errors import (
+    ApiError,
     Conflict,
     Forbidden,
 )
 from townhall.api.params import SpaceIdP, TargetP, checked_user_id
 from townhall.api.tokens import Identity, IdentityKind, InviteTokens, TokenError
+from townhall.ratelimit.table import SPACE_PER_ADDRESS, take
 from townhall.spaces.control import (
     Actor,
     NewSpace,
@@ -139,6 +141,12 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         status_code=201,
         response_model=SpaceView,
         summary="Create a Space now (green room) or schedule one",
+        description=(
+            "Limited per person and per address (429), to a number of open Spaces per host "
+            "(409 `too_many_open_spaces`), to signed-in people where guests may not create "
+            "(403 `guests_cannot_create`); a Space that opens now needs a media node with room "
+            "(503 `capacity`, and nothing is created)."
+        ),
     )
     async def create(body: CreateSpaceIn, request: Request, who: RequiredIdentity) -> SpaceView:
         spec = NewSpace(
@@ -149,8 +157,20 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
             record=body.record,
             limits=StageLimits(max_cohosts=body.max_cohosts, max_speakers=body.max_speakers),
         )
-        space = await control().create(actor(who), spec)
-        await request.app.state.on_space_changed(space)
+        host = actor(who)
+        # Every refusal before anything is written: a refused creation leaves no Space behind.
+        await take(control().live, SPACE_PER_ADDRESS, client_address(request), time.time())
+        await control().admit_new_space(host)
+        if spec.scheduled_start is None:  # opens now: it needs a media node's slot
+            await request.app.state.ensure_room()
+        space = await control().create(host, spec)
+        try:
+            await request.app.state.on_space_changed(space)
+        except ApiError:
+            # The last slot went to another creation between the check and now: call this one
+            # off in the same request, so that no green room nobody runs stays listed.
+            await control().end(host, space.id)
+            raise
         return await view(space, request, show_invite=True)
 
     @router.get("", response_model=list[SpaceView], summary="Public Spaces: live now, or upcoming")

@@ -1,0 +1,144 @@
+"""Quotas a stranger meets: Space creation per person and per address, open Spaces per host,
+guests creating Spaces only where the operator allows it, a creation refused for capacity that
+leaves nothing behind, and clips bounded per person, per address and in disk per Space."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.test_control_api import code, guest, signup
+from tests.api.test_recording_api import replay_with_a_chirp, root
+from townhall.app import create_app
+from townhall.config import load
+from townhall.control_plane import control_plane_app
+from townhall.delivery.storage import CLIPS_DIR
+from townhall.ratelimit.table import SPACE_PER_ADDRESS, SPACE_PER_PERSON
+from townhall.spaces.model import SpaceState
+
+
+def scheduled(title: str = "Later") -> dict[str, Any]:
+    """A Space scheduled for tomorrow: it needs no media node, so only the quotas decide."""
+    return {"title": title, "scheduled_start": time.time() + 86_400}
+
+
+@pytest.fixture
+def plane(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    """The control plane alone, with quotas as configured by default."""
+    config = load({}, data_dir=tmp_path, database_url=database_url, max_open_spaces_per_host=0)
+    with TestClient(control_plane_app(config)) as c:
+        yield c
+
+
+def public_titles(client: TestClient) -> list[str]:
+    listed = client.get("/api/spaces", params={"state": "live"}).json()
+    return sorted(s["space"]["title"] for s in listed)
+
+
+def test_a_creation_refused_for_capacity_leaves_nothing_in_the_public_listing(
+    tmp_path: Path, database_url: str
+) -> None:
+    config = load({}, data_dir=tmp_path, database_url=database_url, max_live_spaces=1)
+    with TestClient(create_app(config)) as client:
+        first = guest(client, "Hana")
+        assert first.post("/api/spaces", {"title": "Running"}).status_code == 201
+        refused = []
+        for n in range(3):  # as the attack: guest after guest, each refused
+            late = guest(client, f"Late {n}")
+            r = late.post("/api/spaces", {"title": f"Refused {n}"})
+            assert r.status_code == 503, r.text
+            assert code(r) == "capacity"
+            assert int(r.headers["retry-after"]) >= 1
+            refused.append(late)
+        assert public_titles(client) == ["Running"]
+        records = client.app.state.node.plane.records  # type: ignore[attr-defined]
+        assert client.portal is not None
+        everything = client.portal.call(records.list_spaces, list(SpaceState))
+        assert [s.title for s in everything] == ["Running"]  # no record at all, not one cancelled
+        # A scheduled Space needs no slot now; once the running one ends there is room again.
+        assert refused[0].post("/api/spaces", scheduled()).status_code == 201
+        space_id = client.get("/api/spaces").json()[0]["space"]["id"]
+        assert first.post(f"/api/spaces/{space_id}/end").status_code == 200
+        assert refused[1].post("/api/spaces", {"title": "Next"}).status_code == 201
+        assert public_titles(client) == ["Next"]
+
+
+def test_one_person_creating_space_after_space_is_slowed_down(plane: TestClient) -> None:
+    eager = signup(plane, "eager")
+    for n in range(SPACE_PER_PERSON.burst):
+        assert eager.post("/api/spaces", scheduled(f"Talk {n}")).status_code == 201
+    r = eager.post("/api/spaces", scheduled("One more"))
+    assert r.status_code == 429, r.text
+    assert int(r.headers["retry-after"]) >= 1
+    assert "wait a minute" in r.json()["error"]["message"]
+    assert signup(plane, "calm").post("/api/spaces", scheduled()).status_code == 201  # per person
+
+
+def test_fresh_guest_names_from_one_address_do_not_lift_the_creation_limit(
+    plane: TestClient,
+) -> None:
+    made = 0
+    while made < SPACE_PER_ADDRESS.burst:
+        host = guest(plane, f"Guest {made}")
+        assert host.post("/api/spaces", scheduled(f"Spam {made}")).status_code == 201
+        made += 1
+    r = guest(plane, "One more").post("/api/spaces", scheduled("Spam"))
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["message"] == SPACE_PER_ADDRESS.message
+
+
+def test_a_host_holds_a_few_open_spaces_at_most(tmp_path: Path, database_url: str) -> None:
+    config = load({}, data_dir=tmp_path, database_url=database_url, max_open_spaces_per_host=2)
+    with TestClient(control_plane_app(config)) as client:
+        host = signup(client, "hana")
+        first = host.post("/api/spaces", {"title": "Now"}).json()["space"]["id"]
+        assert host.post("/api/spaces", scheduled()).status_code == 201
+        r = host.post("/api/spaces", scheduled("Third"))
+        assert r.status_code == 409, r.text
+        assert code(r) == "too_many_open_spaces"
+        assert "end or cancel one" in r.json()["error"]["message"]
+        assert host.post(f"/api/spaces/{first}/end").status_code == 200
+        assert host.post("/api/spaces", scheduled("Third")).status_code == 201
+
+
+def test_guests_create_spaces_only_where_the_operator_allows_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = {"TOWNHALL_GUESTS_CREATE_SPACES": "false"}
+    config = load(env, data_dir=tmp_path, database_url=database_url)
+    with TestClient(control_plane_app(config)) as client:
+        r = guest(client, "Gus").post("/api/spaces", {"title": "Mine"})
+        assert r.status_code == 403, r.text
+        assert code(r) == "guests_cannot_create"
+        assert "sign in" in r.json()["error"]["message"]
+        assert public_titles(client) == []
+        assert signup(client, "hana").post("/api/spaces", {"title": "Mine"}).status_code == 201
+
+
+def test_guests_create_spaces_by_default(plane: TestClient) -> None:
+    assert guest(plane, "Gus").post("/api/spaces", {"title": "Mine"}).status_code == 201
+
+
+@pytest.fixture
+def recorder(tmp_path: Path) -> Iterator[TestClient]:
+    config = load({}, data_dir=tmp_path / "data", clip_quota_per_space_mb=1)
+    with TestClient(create_app(config)) as c:
+        yield c
+
+
+def test_clips_stop_when_the_space_has_used_its_clip_storage(recorder: TestClient) -> None:
+    host = guest(recorder, "Host")
+    space_id = replay_with_a_chirp(recorder, host, 5)
+    fan = guest(recorder, "Fan")
+    assert fan.post(f"/api/spaces/{space_id}/clips").status_code == 201
+    # Clips made before (by anyone, under any name) fill the Space's 1 MB.
+    (root(recorder) / space_id / CLIPS_DIR / "earlier.m4a").write_bytes(b"\0" * 1_000_000)
+    r = guest(recorder, "Other").post(f"/api/spaces/{space_id}/clips")
+    assert r.status_code == 507, r.text
+    assert code(r) == "clip_quota"
+    assert "1 MB" in r.json()["error"]["message"]
