@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.test_control_api import code, guest, signup
-from tests.api.test_recording_api import replay_with_a_chirp, root
+from tests.api.test_recording_api import recording_app, replay_with_a_chirp, root
 from townhall.app import create_app
 from townhall.config import load
 from townhall.control_plane import control_plane_app
@@ -126,9 +126,7 @@ def test_guests_create_spaces_by_default(plane: TestClient) -> None:
 
 @pytest.fixture
 def recorder(tmp_path: Path) -> Iterator[TestClient]:
-    config = load({}, data_dir=tmp_path / "data", clip_quota_per_space_mb=1)
-    with TestClient(create_app(config)) as c:
-        yield c
+    yield from recording_app(tmp_path, clip_quota_per_space_mb=1)
 
 
 def test_clips_stop_when_the_space_has_used_its_clip_storage(recorder: TestClient) -> None:
