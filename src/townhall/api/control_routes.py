@@ -8,7 +8,7 @@ spaces/lifecycle.py.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -37,6 +37,7 @@ from townhall.spaces.model import (
     Space,
     SpaceState,
     StageLimits,
+    StageMember,
     UserId,
     Visibility,
 )
@@ -230,8 +231,13 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         )
         return await view(space, request)
 
-    async def lifecycle(command: str, space_id: str, request: Request, who: Identity) -> SpaceView:
-        space = await getattr(control(), command)(actor(who), space_id)
+    async def lifecycle(
+        command: Callable[[SpaceControl, Actor, str], Awaitable[Space]],
+        space_id: str,
+        request: Request,
+        who: Identity,
+    ) -> SpaceView:
+        space = await command(control(), actor(who), space_id)
         await request.app.state.on_space_changed(space)
         return await view(space, request)
 
@@ -241,11 +247,11 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         summary="Open a scheduled Space's green room (host)",
     )
     async def open_(space_id: SpaceIdP, request: Request, who: RequiredIdentity) -> SpaceView:
-        return await lifecycle("open", space_id, request, who)
+        return await lifecycle(SpaceControl.open, space_id, request, who)
 
     @router.post("/{space_id}/go-live", response_model=SpaceView, summary="Go on air (host)")
     async def go_live(space_id: SpaceIdP, request: Request, who: RequiredIdentity) -> SpaceView:
-        return await lifecycle("go_live", space_id, request, who)
+        return await lifecycle(SpaceControl.go_live, space_id, request, who)
 
     @router.post(
         "/{space_id}/end",
@@ -253,7 +259,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         summary="End the Space, or cancel it before it went live (host)",
     )
     async def end(space_id: SpaceIdP, request: Request, who: RequiredIdentity) -> SpaceView:
-        return await lifecycle("end", space_id, request, who)
+        return await lifecycle(SpaceControl.end, space_id, request, who)
 
     @router.put(
         "/{space_id}/delay",
@@ -368,10 +374,18 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         await control().decline_request(actor(who), space_id, user)
         return Response(status_code=204)
 
-    def member_command(name: str, summary: str, *, returns_member: bool) -> None:
+    def member_command(
+        command: Callable[[SpaceControl, Actor, str, UserId], Awaitable[StageMember | None]],
+        summary: str,
+        *,
+        returns_member: bool,
+    ) -> None:
+        name = command.__name__
+
         async def handler(space_id: SpaceIdP, user: TargetP, who: RequiredIdentity) -> Any:
-            result = await getattr(control(), name)(actor(who), space_id, user)
+            result = await command(control(), actor(who), space_id, user)
             if returns_member:
+                assert result is not None
                 return member_json(result)
             return Response(status_code=204)
 
@@ -387,18 +401,26 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         )
 
     member_command(
-        "mute", "Mute someone on stage (host, co-hosts) or yourself", returns_member=True
+        SpaceControl.mute, "Mute someone on stage (host, co-hosts) or yourself", returns_member=True
     )
-    member_command("unmute", "Unmute yourself (only the speaker can)", returns_member=True)
     member_command(
-        "move_to_audience",
+        SpaceControl.unmute, "Unmute yourself (only the speaker can)", returns_member=True
+    )
+    member_command(
+        SpaceControl.move_to_audience,
         "Move a speaker back to the audience (host, co-hosts)",
         returns_member=False,
     )
-    member_command("remove", "Remove someone from the Space (host, co-hosts)", returns_member=False)
-    member_command("ban", "Ban someone from the Space (host, co-hosts)", returns_member=False)
-    member_command("add_cohost", "Make someone a co-host (host)", returns_member=True)
-    member_command("remove_cohost", "Make a co-host a speaker again (host)", returns_member=True)
+    member_command(
+        SpaceControl.remove, "Remove someone from the Space (host, co-hosts)", returns_member=False
+    )
+    member_command(
+        SpaceControl.ban, "Ban someone from the Space (host, co-hosts)", returns_member=False
+    )
+    member_command(SpaceControl.add_cohost, "Make someone a co-host (host)", returns_member=True)
+    member_command(
+        SpaceControl.remove_cohost, "Make a co-host a speaker again (host)", returns_member=True
+    )
 
     @router.post(
         "/{space_id}/host", response_model=SpaceView, summary="Hand the host role over (host)"
