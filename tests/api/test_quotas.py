@@ -4,21 +4,24 @@ leaves nothing behind, and clips bounded per person, per address and in disk per
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.test_control_api import code, guest, signup
+from tests.api.test_control_api import Person, code, guest, signup
 from tests.api.test_recording_api import recording_app, replay_with_a_chirp, root
 from townhall.app import create_app
 from townhall.config import load
 from townhall.control_plane import control_plane_app
 from townhall.delivery.storage import CLIPS_DIR
 from townhall.ratelimit.table import SPACE_PER_ADDRESS, SPACE_PER_PERSON
+from townhall.spaces.lifecycle import NOT_OVER
 from townhall.spaces.model import SpaceState
 
 
@@ -140,3 +143,29 @@ def test_clips_stop_when_the_space_has_used_its_clip_storage(recorder: TestClien
     assert r.status_code == 507, r.text
     assert code(r) == "clip_quota"
     assert "1 MB" in r.json()["error"]["message"]
+
+
+def test_creations_racing_for_the_last_slot_leave_one_space_and_no_orphan(
+    tmp_path: Path,
+) -> None:
+    """Hosts press Create at the same moment with one slot left: one gets it, the others a 503,
+    and whatever order the checks and writes interleave in, nothing else is listed or left open."""
+    config = load({}, data_dir=tmp_path, max_live_spaces=1)
+    with TestClient(create_app(config)) as client:
+        hosts = [guest(client, f"Host {n}") for n in range(4)]
+        start = threading.Barrier(len(hosts))
+
+        def create(host: Person) -> Any:
+            start.wait()
+            return host.post("/api/spaces", {"title": f"By {host.user_id}"})
+
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            answers = list(pool.map(create, hosts))
+        statuses = sorted(r.status_code for r in answers)
+        assert statuses == [201, 503, 503, 503], [r.text for r in answers]
+        winner = next(r.json()["space"]["title"] for r in answers if r.status_code == 201)
+        assert public_titles(client) == [winner]
+        records = client.app.state.node.plane.records  # type: ignore[attr-defined]
+        assert client.portal is not None
+        still_open = client.portal.call(records.list_spaces, sorted(NOT_OVER))
+        assert [s.title for s in still_open] == [winner]

@@ -7,6 +7,7 @@ decided here: who may do what lives in spaces/rules.py, what a Space's state all
 spaces/lifecycle.py.
 """
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -25,6 +26,7 @@ from townhall.api.tokens import Identity, IdentityKind, InviteTokens, TokenError
 from townhall.ratelimit.table import SPACE_PER_ADDRESS, take
 from townhall.spaces.control import (
     Actor,
+    ControlError,
     NewSpace,
     SpaceControl,
     member_json,
@@ -169,8 +171,10 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
             await request.app.state.on_space_changed(space)
         except ApiError:
             # The last slot went to another creation between the check and now: call this one
-            # off in the same request, so that no green room nobody runs stays listed.
-            await control().end(host, space.id)
+            # off in the same request, so that no green room nobody runs stays listed. (Already
+            # over, or gone meanwhile: nothing to call off; the capacity answer stands.)
+            with contextlib.suppress(ControlError):
+                await control().end(host, space.id)
             raise
         return await view(space, request, show_invite=True)
 

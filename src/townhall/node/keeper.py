@@ -154,15 +154,19 @@ class NodeKeeper:
     async def place_now(self, space: Space) -> None:
         """A control call opened (or touched) `space`: make sure some node will run it. Raises
         NodeFull when no media node in the cluster has room."""
-        if space.state not in OPEN_STATES or space.id in self._held:
-            return
-        if (await self.placement.owners([space.id])).get(space.id) is not None:
+        if space.state not in OPEN_STATES or space.id in self._held or await self._owned(space.id):
             return
         ranked = rank(await self._view(), space.id)
         if not ranked:
             raise NodeFull(CLUSTER_FULL)
-        if self.runs_media and not self._draining and ranked[0].node_id == self.node_id:
-            await self._take(space)
+        mine = self.runs_media and not self._draining and ranked[0].node_id == self.node_id
+        if mine and await self._take(space) is None and not await self._owned(space.id):
+            # This node looked best but another Space took its last slot meanwhile (two
+            # creations at once): say so, rather than leave a green room nobody runs.
+            raise NodeFull(CLUSTER_FULL)
+
+    async def _owned(self, space_id: str) -> bool:
+        return (await self.placement.owners([space_id])).get(space_id) is not None
 
     # -- the loop -----------------------------------------------------------------------------------
     def start(self) -> None:
