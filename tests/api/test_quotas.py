@@ -63,12 +63,21 @@ def test_a_creation_refused_for_capacity_leaves_nothing_in_the_public_listing(
         assert client.portal is not None
         everything = client.portal.call(records.list_spaces, list(SpaceState))
         assert [s.title for s in everything] == ["Running"]  # no record at all, not one cancelled
-        # A scheduled Space needs no slot now; once the running one ends there is room again.
-        assert refused[0].post("/api/spaces", scheduled()).status_code == 201
-        space_id = client.get("/api/spaces").json()[0]["space"]["id"]
-        assert first.post(f"/api/spaces/{space_id}/end").status_code == 200
-        assert refused[1].post("/api/spaces", {"title": "Next"}).status_code == 201
-        assert public_titles(client) == ["Next"]
+        # A scheduled Space needs no slot until it opens; opening it while every slot is taken
+        # is refused the same way and leaves it scheduled. Once the running one ends, it opens.
+        soon = refused[0].post(
+            "/api/spaces", {"title": "Soon", "scheduled_start": time.time() + 600}
+        )
+        assert soon.status_code == 201, soon.text
+        soon_id = soon.json()["space"]["id"]
+        r = refused[0].post(f"/api/spaces/{soon_id}/open")
+        assert r.status_code == 503, r.text
+        assert code(r) == "capacity"
+        assert refused[0].get(f"/api/spaces/{soon_id}").json()["space"]["state"] == "scheduled"
+        running = client.get("/api/spaces").json()[0]["space"]["id"]
+        assert first.post(f"/api/spaces/{running}/end").status_code == 200
+        assert refused[0].post(f"/api/spaces/{soon_id}/open").status_code == 200
+        assert public_titles(client) == ["Soon"]
 
 
 def test_one_person_creating_space_after_space_is_slowed_down(plane: TestClient) -> None:

@@ -251,6 +251,8 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         summary="Open a scheduled Space's green room (host)",
     )
     async def open_(space_id: SpaceIdP, request: Request, who: RequiredIdentity) -> SpaceView:
+        # Opening takes a media slot: with none anywhere, 503 and the Space stays scheduled.
+        await request.app.state.ensure_room()
         return await lifecycle(SpaceControl.open, space_id, request, who)
 
     @router.post("/{space_id}/go-live", response_model=SpaceView, summary="Go on air (host)")
