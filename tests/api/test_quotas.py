@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,12 @@ from fastapi.testclient import TestClient
 
 from tests.api.test_control_api import Person, code, guest, signup
 from tests.api.test_recording_api import recording_app, replay_with_a_chirp, root
+from tests.conftest import FlakyRedis
 from townhall.app import create_app
 from townhall.config import load
 from townhall.control_plane import control_plane_app
 from townhall.delivery.storage import CLIPS_DIR
-from townhall.ratelimit.table import SPACE_PER_ADDRESS, SPACE_PER_PERSON
+from townhall.ratelimit.table import SPACE_PER_ADDRESS, SPACE_PER_PERSON, Limit
 from townhall.spaces.lifecycle import NOT_OVER
 from townhall.spaces.model import SpaceState
 
@@ -91,17 +92,28 @@ def test_one_person_creating_space_after_space_is_slowed_down(plane: TestClient)
     assert signup(plane, "calm").post("/api/spaces", scheduled()).status_code == 201  # per person
 
 
+def created_until_refused(limit: Limit, create: Callable[[int], Any]) -> int:
+    """Call `create(n)` until it answers 429; how many Spaces it made. The bucket refills while
+    this runs (slowly, but a loaded machine is slow too), so the count is checked against what
+    the limit allows in the time taken, not against its burst alone."""
+    started = time.monotonic()
+    made = 0
+    while (r := create(made)).status_code == 201:
+        made += 1
+        assert made <= limit.burst + (time.monotonic() - started) * limit.per_second + 1, made
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["message"] == limit.message
+    assert int(r.headers["retry-after"]) >= 1
+    return made
+
+
 def test_fresh_guest_names_from_one_address_do_not_lift_the_creation_limit(
     plane: TestClient,
 ) -> None:
-    made = 0
-    while made < SPACE_PER_ADDRESS.burst:
-        host = guest(plane, f"Guest {made}")
-        assert host.post("/api/spaces", scheduled(f"Spam {made}")).status_code == 201
-        made += 1
-    r = guest(plane, "One more").post("/api/spaces", scheduled("Spam"))
-    assert r.status_code == 429, r.text
-    assert r.json()["error"]["message"] == SPACE_PER_ADDRESS.message
+    def fresh_guest(n: int) -> Any:
+        return guest(plane, f"Guest {n}").post("/api/spaces", scheduled(f"Spam {n}"))
+
+    assert created_until_refused(SPACE_PER_ADDRESS, fresh_guest) >= SPACE_PER_ADDRESS.burst
 
 
 def test_a_host_holds_a_few_open_spaces_at_most(tmp_path: Path, database_url: str) -> None:
@@ -178,3 +190,36 @@ def test_creations_racing_for_the_last_slot_leave_one_space_and_no_orphan(
         assert client.portal is not None
         still_open = client.portal.call(records.list_spaces, sorted(NOT_OVER))
         assert [s.title for s in still_open] == [winner]
+
+
+def test_the_creation_limits_hold_across_the_processes_of_a_deployment(
+    tmp_path: Path, flaky_redis: FlakyRedis
+) -> None:
+    """Two API processes sharing Redis and a database: an address's creations on one count on the
+    other, so adding processes adds no Spaces a stranger may start."""
+    flaky_redis.start()
+    env = {"TOWNHALL_REDIS_URL": flaky_redis.url, "TOWNHALL_MAX_OPEN_SPACES_PER_HOST": "0"}
+    config = load(env, data_dir=tmp_path)
+    with (
+        TestClient(control_plane_app(config)) as one,
+        TestClient(control_plane_app(config)) as two,
+    ):
+        eager = signup(one, "eager")
+        token = eager.headers["Authorization"].removeprefix("Bearer ")
+        elsewhere = Person(two, token, eager.user_id)  # the same person on the other process
+        for n in range(SPACE_PER_PERSON.burst):
+            assert (eager if n % 2 else elsewhere).post(
+                "/api/spaces", scheduled()
+            ).status_code == 201
+        assert elsewhere.post("/api/spaces", scheduled()).status_code == 429
+        assert eager.post("/api/spaces", scheduled()).status_code == 429
+
+        # The address has spent a token on each of those tries; fresh guests, on either process,
+        # get what is left of its bucket and no more.
+        def fresh_guest(n: int) -> Any:
+            return guest(one if n % 2 else two, f"G{n}").post("/api/spaces", scheduled())
+
+        spent = SPACE_PER_PERSON.burst + 2
+        assert created_until_refused(SPACE_PER_ADDRESS, fresh_guest) >= (
+            SPACE_PER_ADDRESS.burst - spent
+        )
