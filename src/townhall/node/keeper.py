@@ -160,7 +160,9 @@ class NodeKeeper:
         if not ranked:
             raise NodeFull(CLUSTER_FULL)
         mine = self.runs_media and not self._draining and ranked[0].node_id == self.node_id
-        if mine and await self._take(space) is None and not await self._owned(space.id):
+        if not mine or space.id in self._acquiring:  # another node's, or a scan is taking it
+            return
+        if await self._take(space) is None and not await self._owned(space.id):
             # This node looked best but another Space took its last slot meanwhile (two
             # creations at once): say so, rather than leave a green room nobody runs.
             raise NodeFull(CLUSTER_FULL)

@@ -69,7 +69,8 @@ ROSTER_FOLLOW_MAX = 200  # events a kept roster follows; further behind, it is r
 
 
 class ControlError(Exception):
-    """A command was refused. `code` is machine-readable; `kind` maps to an HTTP status.
+    """A command was refused. `code` is machine-readable; `kind` maps to an HTTP status (in the
+    API's one error seam, `api/errors.py`: CONTROL_KINDS).
 
     kinds: not_found (404), forbidden (403), conflict (409), invalid (422), gone (410)
     """
