@@ -16,8 +16,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from townhall import __version__
 from townhall.api import errors
 from townhall.api.admission import Admission, AdmissionLimits, AdmissionMiddleware, watch_loop_lag
-from townhall.api.errors import Unavailable
-from townhall.api.media_routes import build_media_router
+from townhall.api.media_routes import build_media_router, no_room
 from townhall.api.recording_routes import build_recording_router
 from townhall.config import Config
 from townhall.control_plane import ControlPlane, install_control_plane, open_control_plane
@@ -76,11 +75,6 @@ class Node:
     keeper: NodeKeeper
     forwarder: Forwarder
     placement: Placement
-
-
-def _capacity(exc: NodeFull) -> Unavailable:
-    """No media node can run one more open Space: 503 + Retry-After (green rooms end, nodes join)."""
-    return Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"})
 
 
 def _node_id(config: Config) -> NodeId:
@@ -166,13 +160,13 @@ def create_app(config: Config) -> FastAPI:
         try:
             await node.keeper.place_now(space)
         except NodeFull as exc:
-            raise _capacity(exc) from None
+            raise no_room(exc) from None
 
     async def room_for_one() -> None:
         try:
             await node.keeper.ensure_room()
         except NodeFull as exc:
-            raise _capacity(exc) from None
+            raise no_room(exc) from None
 
     install_control_plane(app, config, lambda: node.plane, run_media_for, ensure_room=room_for_one)
     app.include_router(build_media_router(config, lambda: node), responses=errors.ERROR_RESPONSES)

@@ -87,5 +87,7 @@ def test_the_openapi_documents_the_error_shape_for_every_route(client: TestClien
                 assert answer is not None, f"{method.upper()} {path}: no {status} documented"
                 schema = answer["content"]["application/json"]["schema"]
                 assert schema == error_schema, f"{method.upper()} {path} {status}: {schema}"
+            for status in ("429", "503"):  # both always say when to try again
+                assert "Retry-After" in operation["responses"][status]["headers"], (path, status)
     body = doc["components"]["schemas"]["ErrorBody"]
     assert {"code", "message"} <= set(body["required"])

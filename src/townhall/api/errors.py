@@ -106,7 +106,15 @@ class TooManyRequests(ApiError):
 
 
 class Unavailable(ApiError):
+    """503: always with Retry-After (the store's few seconds unless the raiser knows better)."""
+
     status, code = 503, "unavailable"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        retry = {"Retry-After": str(STORE_RETRY_AFTER_S)}
+        super().__init__(message, code=code, headers={**retry, **(headers or {})})
 
 
 class InsufficientStorage(ApiError):
@@ -169,8 +177,20 @@ class ErrorOut(BaseModel):
     error: ErrorBody
 
 
-def documented(description: str) -> dict[str, Any]:
-    return {"model": ErrorOut, "description": description}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
+def documented(description: str, *, retry_after: bool = False) -> dict[str, Any]:
+    """One error status as the OpenAPI shows it: the JSON error shape (and Retry-After)."""
+    answer: dict[str, Any] = {"model": ErrorOut, "description": description}
+    if retry_after:
+        answer["headers"] = _RETRY_AFTER
+    return answer
 
 
 # The error statuses any API route may answer, documented once with the one JSON shape. 422 here
@@ -183,8 +203,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: documented("The Space's state does not allow it, or it changed meanwhile"),
     410: documented("It existed and is over (an ended Space, an expired recording)"),
     422: documented("Input the schema refuses; `field` names the field"),
-    429: documented("A rate limit or quota: wait Retry-After seconds"),
-    503: documented("A store or media capacity is unavailable: retry after Retry-After"),
+    429: documented("A rate limit: wait Retry-After seconds", retry_after=True),
+    503: documented(
+        "A store, or room for one more Space, is unavailable: retry after Retry-After",
+        retry_after=True,
+    ),
 }
 
 

@@ -58,6 +58,11 @@ class StageNode(Protocol):
     forwarder: Forwarder
 
 
+def no_room(exc: NodeFull) -> Unavailable:
+    """No media node can run one more open Space: 503 + Retry-After (green rooms end, nodes join)."""
+    return Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"})
+
+
 def build_media_router(
     config: Config, current: Callable[[], StageNode], clock: Callable[[], float] = time.time
 ) -> APIRouter:
@@ -100,7 +105,7 @@ def build_media_router(
         try:
             await stage.keeper.place_now(space)
         except NodeFull as exc:
-            raise Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"}) from None
+            raise no_room(exc) from None
 
         async def still_open() -> bool:
             return space.state in OPEN_STATES
