@@ -169,10 +169,8 @@ def create_app(config: Config) -> FastAPI:
             raise no_room(exc) from None
 
     install_control_plane(app, config, lambda: node.plane, run_media_for, ensure_room=room_for_one)
-    app.include_router(build_media_router(config, lambda: node), responses=errors.ERROR_RESPONSES)
-    app.include_router(
-        build_recording_router(config, lambda: node), responses=errors.ERROR_RESPONSES
-    )
+    app.include_router(build_media_router(config, lambda: node))
+    app.include_router(build_recording_router(config, lambda: node))
 
     def lookup(space_id: str) -> SpaceMedia | None:
         return node.host.media_of(space_id) if hasattr(node, "host") else None

@@ -95,18 +95,15 @@ def install_control_plane(
     app.state.on_space_changed = on_space_changed
     app.state.ensure_room = ensure_room or _always_room
     secure = config.public_url.startswith("https://")
-    documented = errors.ERROR_RESPONSES  # every route's error answers, in the OpenAPI
     app.include_router(
         build_auth_router(
             lambda: plane().records, lambda: plane().live, identity, secure_cookies=secure
-        ),
-        responses=documented,
+        )
     )
     app.include_router(
-        build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S)),
-        responses=documented,
+        build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
     )
-    app.include_router(build_live_router(lambda: plane().control, identity), responses=documented)
+    app.include_router(build_live_router(lambda: plane().control, identity))
 
 
 def control_plane_app(config: Config) -> FastAPI:

@@ -4,15 +4,17 @@ the server found (issue 13), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.api.test_control_api import Person, code, guest, signup
-from townhall.config import load
+from townhall.app import create_app
+from townhall.config import Config, load
 from townhall.control_plane import control_plane_app
 from townhall.spaces.model import SpaceId, UserId
 
@@ -77,8 +79,11 @@ def test_a_speaker_gone_between_the_check_and_the_write_is_not_found(client: Tes
     assert r.json()["error"]["message"] == "that is no longer there; reload and try again"
 
 
-def test_the_openapi_documents_the_error_shape_for_every_route(client: TestClient) -> None:
-    doc: dict[str, Any] = client.get("/openapi.json").json()
+@pytest.mark.parametrize("make_app", [create_app, control_plane_app])
+def test_the_openapi_documents_the_error_shape_for_every_route(
+    tmp_path: Path, make_app: Callable[[Config], FastAPI]
+) -> None:
+    doc: dict[str, Any] = make_app(load({}, data_dir=tmp_path)).openapi()
     error_schema = {"$ref": "#/components/schemas/ErrorOut"}
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():

@@ -349,7 +349,10 @@ def _phrase(status: int) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Map every error, including the framework's own, to the one JSON error shape."""
+    """Map every error, including the framework's own, to the one JSON error shape, and document
+    that shape for every API route added after this (the app's router lends its `responses` to
+    every route and router included into it)."""
+    app.router.responses = {**ERROR_RESPONSES, **app.router.responses}
 
     async def on_api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
