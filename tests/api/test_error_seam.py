@@ -13,10 +13,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.api.test_control_api import Person, code, guest, signup
+from townhall.api.errors import records_error
 from townhall.app import create_app
 from townhall.config import Config, load
 from townhall.control_plane import control_plane_app
 from townhall.spaces.model import SpaceId, UserId
+from townhall.state import errors as records_errors
 
 
 @pytest.fixture
@@ -96,3 +98,23 @@ def test_the_openapi_documents_the_error_shape_for_every_route(
                 assert "Retry-After" in operation["responses"][status]["headers"], (path, status)
     body = doc["components"]["schemas"]["ErrorBody"]
     assert {"code", "message"} <= set(body["required"])
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "error_code"),
+    [
+        (records_errors.NotFound("no Space x"), 404, "gone_meanwhile"),
+        (records_errors.Conflict("compare-and-set lost"), 409, "changed_meanwhile"),
+        (records_errors.UsernameTaken("hana"), 409, "username_taken"),
+        (records_errors.Banned(), 403, "banned"),
+        (records_errors.StageFull(), 409, "stage_full"),
+        (records_errors.RecordsError("a new kind"), 409, "changed_meanwhile"),
+    ],
+)
+def test_every_records_error_has_a_4xx_and_a_sentence(
+    raised: records_errors.RecordsError, status: int, error_code: str
+) -> None:
+    answer = records_error(raised)
+    assert (answer.status, answer.code) == (status, error_code)
+    assert answer.message
+    assert not str(raised) or str(raised) not in answer.message  # no internals in the sentence

@@ -132,37 +132,35 @@ CONTROL_KINDS: dict[str, type[ApiError]] = {
 
 # What the records raise on purpose, when a command let it through: almost always a race between
 # the command's check and its write (another process removed the target, banned them, took the
-# last seat). Most specific first: UsernameTaken is a Conflict.
-RECORDS_ERRORS: tuple[tuple[type[records_errors.RecordsError], ApiError], ...] = (
-    (
-        records_errors.UsernameTaken,
-        Conflict("that username is taken; pick another", code="username_taken"),
-    ),
+# last seat). Most specific first (UsernameTaken is a Conflict); the base class catches the rest.
+RECORDS_ERRORS: tuple[tuple[type[records_errors.RecordsError], type[ApiError], str, str], ...] = (
+    (records_errors.UsernameTaken, Conflict, "username_taken", "that username is taken"),
     (
         records_errors.NotFound,
-        NotFound("that is no longer there; reload and try again", code="gone_meanwhile"),
+        NotFound,
+        "gone_meanwhile",
+        "that is no longer there; reload and try again",
     ),
-    (
-        records_errors.Conflict,
-        Conflict("it changed meanwhile; reload and try again", code="changed_meanwhile"),
-    ),
-    (
-        records_errors.Banned,
-        Forbidden("that person is banned from this Space", code="banned"),
-    ),
+    (records_errors.Banned, Forbidden, "banned", "that person is banned from this Space"),
     (
         records_errors.StageFull,
-        Conflict("every seat on the stage for that role is taken", code="stage_full"),
+        Conflict,
+        "stage_full",
+        "every seat on the stage for that role is taken",
+    ),
+    (
+        records_errors.RecordsError,
+        Conflict,
+        "changed_meanwhile",
+        "it changed meanwhile; reload and try again",
     ),
 )
 
 
 def records_error(exc: records_errors.RecordsError) -> ApiError:
     """The API error a records error that escaped its command answers as."""
-    for kind, answer in RECORDS_ERRORS:
-        if isinstance(exc, kind):
-            return answer
-    return Conflict("it changed meanwhile; reload and try again", code="changed_meanwhile")
+    _, answer, code, message = next(row for row in RECORDS_ERRORS if isinstance(exc, row[0]))
+    return answer(message, code=code)
 
 
 class ErrorBody(BaseModel):
