@@ -507,6 +507,18 @@ class Records(WebhookOutbox, EventQueue):
         async with self._read() as session:
             return [_space(row) for row in await session.scalars(query)]
 
+    async def count_hosted(self, host_id: UserId, states: Collection[SpaceState]) -> int:
+        """How many Spaces `host_id` hosts in any of `states` (an index on the host)."""
+        if not states:
+            return 0
+        query = (
+            sa.select(sa.func.count())
+            .select_from(SpaceRow)
+            .where(SpaceRow.host_id == host_id, SpaceRow.state.in_(list(states)))
+        )
+        async with self._read() as session:
+            return int(await session.scalar(query) or 0)
+
     async def spaces_due(self, now: float, *, limit: int = 100) -> list[Space]:
         """Scheduled Spaces whose start time has come, soonest first."""
         query = (
