@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from townhall.spaces.model import SpaceId
 from townhall.state.database import SqlStore
@@ -57,7 +57,11 @@ class QueuedEvent:
     at: float
 
 
-async def lock_space(session: AsyncSession, space_id: SpaceId) -> None:
+# A write runs in an ORM session or, where a session's work is not needed, on a Core connection.
+Transaction = AsyncSession | AsyncConnection
+
+
+async def lock_space(session: Transaction, space_id: SpaceId) -> None:
     """Lock the Space's row until commit (PostgreSQL); NotFound if there is no such Space."""
     found = await session.scalar(
         sa.select(SpaceRow.id).where(SpaceRow.id == space_id).with_for_update()
@@ -66,15 +70,16 @@ async def lock_space(session: AsyncSession, space_id: SpaceId) -> None:
         raise NotFound(f"no Space {space_id}")
 
 
-async def order_events(session: AsyncSession, space_id: SpaceId) -> None:
+async def order_events(session: Transaction, space_id: SpaceId) -> None:
     """For a write whose only reason to lock the Space's row is its event's order: lock it on
     PostgreSQL; on SQLite the database-wide write lock (BEGIN IMMEDIATE) already orders it, and
     the round trip is saved."""
-    if session.get_bind().dialect.name != "sqlite":
+    bind = session.get_bind() if isinstance(session, AsyncSession) else session
+    if bind.dialect.name != "sqlite":
         await lock_space(session, space_id)
 
 
-async def queue_event(session: AsyncSession, space_id: SpaceId, event: LogEvent | None) -> None:
+async def queue_event(session: Transaction, space_id: SpaceId, event: LogEvent | None) -> None:
     """Queue `event` in the change's own transaction (nothing for None).
 
     The transaction must have locked the Space's row (`lock_space`) before its first write: that

@@ -598,7 +598,7 @@ class Records(WebhookOutbox, EventQueue):
     ) -> StageMember:
         """Rewrite a seated member's name and mute flags. Role changes go through put_stage_member
         (which checks the seats): a different role here raises Conflict; no seat raises NotFound."""
-        async with self._write.begin() as session:
+        async with self._writer.begin() as session:  # Core: no session's work needed
             if event is not None:
                 await order_events(session, member.space_id)
             # One statement in the common case; what went wrong is looked up only if it matched
@@ -609,8 +609,7 @@ class Records(WebhookOutbox, EventQueue):
                     _of(StageMemberRow, member.space_id, member.user_id),
                     StageMemberRow.role == member.role,
                 )
-                .values(**_member_values(member)),
-                execution_options=NO_SYNC,
+                .values(**_member_values(member))
             )
             if rowcount(updated) == 0:
                 current = await session.scalar(
