@@ -19,6 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     import uvloop
 
+    from townhall.api import bounds
     from townhall.app import create_app
 
     class Server(uvicorn.Server):
@@ -73,6 +74,11 @@ def _serve(args: argparse.Namespace) -> int:
             # The app believes X-Forwarded-* from TOWNHALL_TRUSTED_PROXIES only; uvicorn's own
             # handling would trust any loopback peer first.
             proxy_headers=False,
+            # Deadlines for a request's head and body, a cap on the head (api/bounds.py), and the
+            # idle time a kept-alive connection is held between requests.
+            http=bounds.BoundedHttpProtocol,
+            timeout_keep_alive=bounds.KEEP_ALIVE_S,
+            ws_max_size=bounds.WS_MESSAGE_MAX,
         )
     )
 

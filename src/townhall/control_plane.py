@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from townhall.api import errors
 from townhall.api.auth import build_auth_router
+from townhall.api.bounds import BoundedApp
 from townhall.api.control_routes import build_control_router
 from townhall.api.live_routes import build_live_router
 from townhall.api.tokens import IdentityTokens, InviteTokens
@@ -103,7 +104,7 @@ def control_plane_app(config: Config) -> FastAPI:
         yield
         await holder["plane"].close()
 
-    app = FastAPI(title="townhall control plane", lifespan=lifespan)
+    app = BoundedApp(title="townhall control plane", lifespan=lifespan)
     errors.install(app)
 
     async def nothing_to_run(_space: Space) -> None:
