@@ -18,8 +18,10 @@ from townhall.api.auth import build_auth_router
 from townhall.api.bounds import BoundedApp
 from townhall.api.control_routes import build_control_router
 from townhall.api.live_routes import build_live_router
+from townhall.api.origins import OriginCheck
 from townhall.api.tokens import IdentityTokens, InviteTokens
 from townhall.config import Config
+from townhall.node.forward import relay_key
 from townhall.spaces.control import SpaceControl
 from townhall.spaces.model import Space
 from townhall.state.embedded_live import EmbeddedLiveState
@@ -92,6 +94,11 @@ def install_control_plane(
         build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
     )
     app.include_router(build_live_router(lambda: plane().control, identity))
+    # Cookie-authenticated writes and WebSockets from other sites' pages are refused; a request
+    # another node relays was checked where it arrived.
+    app.add_middleware(
+        OriginCheck, public_url=config.public_url, relay_key=relay_key(config.secret)
+    )
 
 
 def control_plane_app(config: Config) -> FastAPI:

@@ -74,15 +74,21 @@ class IdentityOut(BaseModel):
     expires_at: int
 
 
+def bearer_of(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer …` header ("" if it names none), or None when the
+    header is not a bearer one: then the session cookie is the identity (api/origins.py checks
+    where such requests come from)."""
+    if not authorization.startswith("Bearer "):
+        return None
+    return authorization.removeprefix("Bearer ").strip()
+
+
 def identity_from(request: Request) -> Identity | None:
     """The caller's verified identity, from the bearer header or the session cookie, or None."""
     tokens: IdentityTokens = request.app.state.identity_tokens
     header = request.headers.get("authorization", "")
-    raw = (
-        header.removeprefix("Bearer ").strip()
-        if header.startswith("Bearer ")
-        else request.cookies.get(COOKIE)
-    )
+    bearer = bearer_of(header)
+    raw = bearer if bearer is not None else request.cookies.get(COOKIE)
     if not raw:
         return None
     try:
