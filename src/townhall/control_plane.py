@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from townhall.api import errors
-from townhall.api.auth import build_auth_router
+from townhall.api.auth import Sessions, build_auth_router
 from townhall.api.bounds import BoundedApp
 from townhall.api.control_routes import build_control_router
 from townhall.api.live_routes import build_live_router
@@ -81,19 +81,21 @@ def install_control_plane(
     on_space_changed: Callable[[Space], Awaitable[None]],
 ) -> None:
     identity = IdentityTokens(config.secret, config.session_ttl_s)
+    sessions = Sessions(identity, lambda: plane().live)
     app.state.identity_tokens = identity
+    app.state.sessions = sessions
     app.state.config = config
     app.state.on_space_changed = on_space_changed
     secure = config.public_url.startswith("https://")
     app.include_router(
         build_auth_router(
-            lambda: plane().records, lambda: plane().live, identity, secure_cookies=secure
+            lambda: plane().records, lambda: plane().live, sessions, secure_cookies=secure
         )
     )
     app.include_router(
         build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
     )
-    app.include_router(build_live_router(lambda: plane().control, identity))
+    app.include_router(build_live_router(lambda: plane().control, sessions))
     # Cookie-authenticated writes and WebSockets from other sites' pages are refused; a request
     # another node relays was checked where it arrived.
     app.add_middleware(
