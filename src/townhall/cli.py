@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from townhall import __version__
-from townhall.config import ConfigError, load
+from townhall.config import ConfigError, load, make_private_dir
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -60,7 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
         role=args.role,
     )
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(config.data_dir)
     app = create_app(config)
     server = Server(
         uvicorn.Config(

@@ -17,10 +17,11 @@ from townhall.api import errors
 from townhall.api.auth import Sessions, build_auth_router
 from townhall.api.bounds import BoundedApp
 from townhall.api.control_routes import build_control_router
+from townhall.api.headers import SecurityHeaders
 from townhall.api.live_routes import build_live_router
 from townhall.api.origins import OriginCheck
 from townhall.api.tokens import IdentityTokens, InviteTokens
-from townhall.config import Config
+from townhall.config import Config, make_private_dir
 from townhall.node.forward import relay_key
 from townhall.spaces.control import SpaceControl
 from townhall.spaces.model import Space
@@ -63,7 +64,7 @@ class ControlPlane:
 async def open_control_plane(config: Config) -> ControlPlane:
     """Durable records in SQL (SQLite under the data directory unless TOWNHALL_DATABASE_URL says
     otherwise); live state embedded, or in Redis when TOWNHALL_REDIS_URL is set."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(config.data_dir)
     records = await open_config_records(config)
     live: LiveState = (
         RedisLiveState.from_url(config.redis_url) if config.redis_url else EmbeddedLiveState()
@@ -101,6 +102,7 @@ def install_control_plane(
     app.add_middleware(
         OriginCheck, public_url=config.public_url, relay_key=relay_key(config.secret)
     )
+    app.add_middleware(SecurityHeaders)  # outside the check: its refusals carry them too
 
 
 def control_plane_app(config: Config) -> FastAPI:
