@@ -83,7 +83,6 @@ def install_control_plane(
 ) -> None:
     identity = IdentityTokens(config.secret, config.session_ttl_s)
     sessions = Sessions(identity, lambda: plane().live)
-    app.state.identity_tokens = identity
     app.state.sessions = sessions
     app.state.config = config
     app.state.on_space_changed = on_space_changed

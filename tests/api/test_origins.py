@@ -12,6 +12,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from townhall.config import load
 from townhall.control_plane import control_plane_app
+from townhall.node.forward import RELAY_HEADER, relay_key
 
 OWN = "http://testserver"  # the TestClient's own origin (its Host is "testserver")
 ELSEWHERE = "http://testserver:9999"  # the same host, another port: the same *site*
@@ -115,3 +116,15 @@ def test_a_stage_socket_opened_by_another_origins_page_is_refused(client: TestCl
     client.cookies.clear()
     with client.websocket_connect(f"{url}?token={token}", headers={"Origin": ELSEWHERE}) as ws:
         assert ws.receive_json()["type"] == "hello"
+
+
+def test_a_request_another_node_relayed_was_checked_where_it_arrived(tmp_path: Path) -> None:
+    """The owner of a Space sees a relayed request with another Host (the relaying node's view
+    of the browser is not its own), so it trusts the relay key rather than judge the origin."""
+    config = load({}, data_dir=tmp_path)
+    with TestClient(control_plane_app(config)) as client:
+        space_id, _ = signed_in_host(client)
+        forged = {"Origin": ELSEWHERE, RELAY_HEADER: "not-the-key"}
+        assert client.post(f"/api/spaces/{space_id}/go-live", headers=forged).status_code == 403
+        relayed = {"Origin": ELSEWHERE, RELAY_HEADER: relay_key(config.secret)}
+        assert client.post(f"/api/spaces/{space_id}/go-live", headers=relayed).status_code == 200
