@@ -137,4 +137,7 @@ def test_the_shipped_edges_refuse_oversized_bodies_without_asking_the_origin(
     )
     assert rtc.status_code == 400
     assert rtc.json()["error"]["code"] == "bad_sdp"
+    # The edge counts from its log, written just after it answers: the offer's line comes (after
+    # the refusal's), and only the offer reached the origin.
+    wait_until(lambda: edge.origin_requests() - before >= 1, 10, "the edge to log the offer")
     assert edge.origin_requests() - before == 1
