@@ -48,6 +48,9 @@ def test_environment_and_flags_override_defaults(tmp_path: Path) -> None:
         ({"TOWNHALL_DATABASE_MAX_OVERFLOW": "-1"}, "TOWNHALL_DATABASE_MAX_OVERFLOW"),
         ({"TOWNHALL_DATABASE_POOL_TIMEOUT": "0"}, "TOWNHALL_DATABASE_POOL_TIMEOUT"),
         ({"TOWNHALL_TRUSTED_PROXIES": "nginx.local"}, "not an IP address or network"),
+        ({"TOWNHALL_GUESTS_CREATE_SPACES": "maybe"}, "TOWNHALL_GUESTS_CREATE_SPACES must be true"),
+        ({"TOWNHALL_MAX_OPEN_SPACES_PER_HOST": "-1"}, "TOWNHALL_MAX_OPEN_SPACES_PER_HOST"),
+        ({"TOWNHALL_CLIP_QUOTA_PER_SPACE_MB": "lots"}, "TOWNHALL_CLIP_QUOTA_PER_SPACE_MB"),
     ],
 )
 def test_bad_values_are_named_in_the_error(
@@ -111,3 +114,12 @@ def test_the_database_pool_is_small_by_default_so_twenty_nodes_fit_postgresql(
     env = {"TOWNHALL_DATABASE_POOL_SIZE": "10", "TOWNHALL_DATABASE_MAX_OVERFLOW": "0"}
     configured = load(env, data_dir=tmp_path)
     assert (configured.database_pool_size, configured.database_max_overflow) == (10, 0)
+
+
+def test_guests_create_spaces_unless_the_operator_says_otherwise(tmp_path: Path) -> None:
+    assert load({}, data_dir=tmp_path).guests_create_spaces is True
+    for off in ("false", "0", "no", "OFF"):
+        config = load({"TOWNHALL_GUESTS_CREATE_SPACES": off}, data_dir=tmp_path)
+        assert config.guests_create_spaces is False, off
+    config = load({}, data_dir=tmp_path)
+    assert (config.max_open_spaces_per_host, config.clip_quota_per_space_mb) == (3, 200)

@@ -131,6 +131,14 @@ sub vcl_recv {
     } else if (req.http.X-Townhall-Listener == "media") {
         set req.url = regsub(req.url, "\?.*$", "");   # objects take no query: no cache busting
     }
+    if (req.http.X-Townhall-Listener == "media" && req.http.Range) {
+        # A part is a byte range of its segment, asked for while the segment is produced (the
+        # preload hint's range has an open end). Each range is its own object, fetched from the
+        # origin as a range and streamed to every waiter; Varnish's own range handling (which
+        # cannot serve a range of an object still arriving) stays out of it.
+        set req.http.X-Townhall-Range = req.http.Range;
+        unset req.http.Range;
+    }
     return (hash);
 }
 
@@ -144,6 +152,9 @@ sub vcl_pipe {
 
 sub vcl_hash {
     hash_data(req.url);
+    if (req.http.X-Townhall-Range) {
+        hash_data(req.http.X-Townhall-Range);
+    }
     if (req.http.X-Townhall-Listener == "lookup") {
         # Its links are absolute: one copy per name and scheme the edge was reached by.
         hash_data(req.http.host);
@@ -154,6 +165,10 @@ sub vcl_hash {
 
 sub vcl_backend_fetch {
     unset bereq.http.X-Townhall-Listener;
+    if (bereq.http.X-Townhall-Range) {
+        set bereq.http.Range = bereq.http.X-Townhall-Range;
+        unset bereq.http.X-Townhall-Range;
+    }
     if (bereq.uncacheable) {
         set bereq.first_byte_timeout = 120s;   # the rest of the API: whatever it takes
         set bereq.between_bytes_timeout = 120s;
@@ -165,6 +180,22 @@ sub vcl_backend_response {
     set beresp.do_stream = true;   # waiters get the bytes as they arrive, not once complete
     if (bereq.uncacheable) {
         return (deliver);
+    }
+    if (beresp.status == 206 && bereq.http.Range && bereq.url ~ "^/live/") {
+        # A part (see vcl_recv). Its Content-Range ends in "/*" (the segment's length is not known
+        # while it is produced), which Varnish 7.1 refuses as a 206: it is kept as a 200 holding
+        # exactly the part, and vcl_deliver gives it back its status and range. Varnish gives a
+        # 206 no lifetime of its own; the origin's Cache-Control says how long it holds
+        # (immutable, like the segment it is part of).
+        set beresp.http.X-Townhall-Content-Range = beresp.http.Content-Range;
+        unset beresp.http.Content-Range;
+        set beresp.status = 200;
+        set beresp.ttl = std.duration(
+            regsub(beresp.http.Cache-Control, "^.*max-age=([0-9]+).*$", "\1") + "s", 0s);
+        set beresp.grace = 1h;
+        if (beresp.ttl > 0s) {
+            return (deliver);
+        }
     }
     if (beresp.http.Set-Cookie) {
         # An answer that hands out an identity is nobody else's: not kept, and for one second
@@ -214,6 +245,11 @@ sub vcl_backend_error {
 }
 
 sub vcl_deliver {
+    if (resp.http.X-Townhall-Content-Range) {
+        set resp.status = 206;   # a part, kept as a 200 (see vcl_backend_response)
+        set resp.http.Content-Range = resp.http.X-Townhall-Content-Range;
+        unset resp.http.X-Townhall-Content-Range;
+    }
     # As nginx's $upstream_cache_status: HIT (from the cache, also while a fill is streaming),
     # MISS (fetched for this request), BYPASS (passed through).
     if (obj.uncacheable) {

@@ -17,8 +17,7 @@ from townhall import __version__
 from townhall.api import errors
 from townhall.api.admission import Admission, AdmissionLimits, AdmissionMiddleware, watch_loop_lag
 from townhall.api.bounds import BoundedApp
-from townhall.api.errors import Unavailable
-from townhall.api.media_routes import build_media_router
+from townhall.api.media_routes import build_media_router, no_room
 from townhall.api.recording_routes import build_recording_router
 from townhall.config import Config
 from townhall.control_plane import ControlPlane, install_control_plane, open_control_plane
@@ -162,9 +161,15 @@ def create_app(config: Config) -> FastAPI:
         try:
             await node.keeper.place_now(space)
         except NodeFull as exc:
-            raise Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"}) from None
+            raise no_room(exc) from None
 
-    install_control_plane(app, config, lambda: node.plane, run_media_for)
+    async def room_for_one() -> None:
+        try:
+            await node.keeper.ensure_room()
+        except NodeFull as exc:
+            raise no_room(exc) from None
+
+    install_control_plane(app, config, lambda: node.plane, run_media_for, ensure_room=room_for_one)
     app.include_router(build_media_router(config, lambda: node))
     app.include_router(build_recording_router(config, lambda: node))
 

@@ -91,6 +91,16 @@ class Config:
     # Days a recording (and its clips) is kept after its Space ended; 0 keeps it forever. An
     # expired recording is deleted and its replay, download and clips answer 410.
     recording_retention_days: int = 30
+    # Whether a guest (a display name, no account) may create Spaces. On: one box is usable at
+    # once (the quick start continues as a guest), and creation is bounded anyway (per person,
+    # per address, open Spaces per host, node capacity). A public server that wants its hosts
+    # accountable (a ban on an account sticks, a guest is a new cookie away) turns it off.
+    guests_create_spaces: bool = True
+    # Spaces one host may have scheduled, in the green room or live at once (0: no cap).
+    max_open_spaces_per_host: int = 3
+    # Disk the clips of one Space may take (MB; 0: no quota). A 60 s clip is about 0.5 MB at the
+    # default bitrate, so the default is some 400 full-length clips.
+    clip_quota_per_space_mb: int = 200
     media: MediaConfig = field(default_factory=MediaConfig)
 
     @property
@@ -124,6 +134,19 @@ def _int(env: dict[str, str], name: str, default: int, *, low: int, high: int) -
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
     return value
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in _TRUE + _FALSE:
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    return raw in _TRUE
 
 
 ROLES = ("all", "api", "media")
@@ -258,6 +281,23 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
             Config.recording_retention_days,
             low=0,
             high=100 * 365,
+        ),
+        "guests_create_spaces": _bool(
+            env, "TOWNHALL_GUESTS_CREATE_SPACES", Config.guests_create_spaces
+        ),
+        "max_open_spaces_per_host": _int(
+            env,
+            "TOWNHALL_MAX_OPEN_SPACES_PER_HOST",
+            Config.max_open_spaces_per_host,
+            low=0,
+            high=10_000,
+        ),
+        "clip_quota_per_space_mb": _int(
+            env,
+            "TOWNHALL_CLIP_QUOTA_PER_SPACE_MB",
+            Config.clip_quota_per_space_mb,
+            low=0,
+            high=10**7,
         ),
         "media": media,
     }

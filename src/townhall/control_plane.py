@@ -23,7 +23,7 @@ from townhall.api.origins import OriginCheck
 from townhall.api.tokens import IdentityTokens, InviteTokens
 from townhall.config import Config, make_private_dir
 from townhall.node.forward import relay_key
-from townhall.spaces.control import SpaceControl
+from townhall.spaces.control import ControlConfig, SpaceControl
 from townhall.spaces.model import Space
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.live import LiveState
@@ -72,7 +72,15 @@ async def open_control_plane(config: Config) -> ControlPlane:
     # Delivers committed changes' events that their own process could not (state/outbox.py).
     events = EventOutbox(records, live)
     events.start()
-    return ControlPlane(records, live, SpaceControl(records, live, events=events))
+    quotas = ControlConfig(
+        guests_may_create=config.guests_create_spaces,
+        max_open_per_host=config.max_open_spaces_per_host,
+    )
+    return ControlPlane(records, live, SpaceControl(records, live, quotas, events=events))
+
+
+async def _always_room() -> None:
+    """A control plane without media nodes (tests, API-only apps) has no capacity to check."""
 
 
 def install_control_plane(
@@ -80,12 +88,17 @@ def install_control_plane(
     config: Config,
     plane: Callable[[], ControlPlane],
     on_space_changed: Callable[[Space], Awaitable[None]],
+    *,
+    ensure_room: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
+    """`on_space_changed` places a Space that opened on a media node (503 when none has room);
+    `ensure_room` answers the same 503 before a Space that opens at once is written."""
     identity = IdentityTokens(config.secret, config.session_ttl_s)
     sessions = Sessions(identity, lambda: plane().live)
     app.state.sessions = sessions
     app.state.config = config
     app.state.on_space_changed = on_space_changed
+    app.state.ensure_room = ensure_room or _always_room
     secure = config.public_url.startswith("https://")
     app.include_router(
         build_auth_router(

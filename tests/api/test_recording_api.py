@@ -26,11 +26,16 @@ from townhall.delivery.storage import DAY_S, usage
 from townhall.harness import wait_until
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    config = load({}, data_dir=tmp_path / "data", recording_retention_days=1)
+def recording_app(tmp_path: Path, **options: object) -> Iterator[TestClient]:
+    """The whole app (media and recordings) under `tmp_path`, with config `options`."""
+    config = load({}, data_dir=tmp_path / "data", **options)
     with TestClient(create_app(config)) as c:
         yield c
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    yield from recording_app(tmp_path, recording_retention_days=1)
 
 
 def root(client: TestClient) -> Path:

@@ -150,6 +150,10 @@ def test_new_spaces_go_to_the_least_loaded_media_node_until_every_node_is_full(
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"]["code"] == "capacity"
     assert int(refused.headers["Retry-After"]) >= 1
+    # Refused before anything was written: no green room nobody runs, on any node's listing.
+    for node in (one, two):
+        listed = httpx.get(f"{node.url}/api/spaces", timeout=15).json()
+        assert sorted(s["space"]["title"] for s in listed) == ["First", "Second"]
 
 
 def playlist(url: str) -> tuple[int, str, str]:

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from townhall.ratelimit.table import LIMITS, SIGNIN_PER_ACCOUNT, SIGNIN_PER_ADDRESS, Limited, take
+from townhall.ratelimit.table import (
+    CLIP,
+    CLIP_DAILY_PER_ADDRESS,
+    CLIP_DAILY_PER_PERSON,
+    LIMITS,
+    SIGNIN_PER_ACCOUNT,
+    SIGNIN_PER_ADDRESS,
+    Limit,
+    Limited,
+    take,
+)
 from townhall.state.embedded_live import EmbeddedLiveState
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "townhall"
@@ -47,3 +57,42 @@ async def test_a_refusal_says_how_long_to_wait_in_whole_seconds() -> None:
     assert refused.value.retry_after == str(round(1 / limit.per_second))
     assert str(refused.value) == limit.message
     await live.close()
+
+
+async def clips_until_refused(limits: tuple[Limit, ...], callers: list[str], day: float) -> int:
+    """Clips granted in `day` seconds to whoever asks as fast as `CLIP` lets them, one caller after
+    another (a fresh identity each when callers differ), all behind one address."""
+    live = EmbeddedLiveState()
+    granted, now = 0, 0.0
+    try:
+        while now < day:
+            caller = callers[granted % len(callers)]
+            try:
+                for limit in limits:
+                    await take(
+                        live,
+                        limit,
+                        "198.51.100.7" if limit.name.endswith("address") else caller,
+                        now,
+                    )
+            except Limited:
+                now += 1 / CLIP.per_second
+                continue
+            granted += 1
+    finally:
+        await live.close()
+    return granted
+
+
+async def test_a_person_makes_a_bounded_number_of_clips_a_day_at_any_pace() -> None:
+    day = 86_400.0
+    made = await clips_until_refused((CLIP, CLIP_DAILY_PER_PERSON), ["eager"], day)
+    assert made <= 2 * CLIP_DAILY_PER_PERSON.burst  # a day's allowance, and the next day's refill
+
+
+async def test_fresh_identities_behind_one_address_do_not_multiply_clips() -> None:
+    day = 86_400.0
+    names = [f"guest-{n}" for n in range(1_000)]
+    limits = (CLIP, CLIP_DAILY_PER_PERSON, CLIP_DAILY_PER_ADDRESS)
+    made = await clips_until_refused(limits, names, day)
+    assert made <= 2 * CLIP_DAILY_PER_ADDRESS.burst

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from townhall.harness import Postgres
+from townhall.spaces.lifecycle import NOT_OVER
 from townhall.spaces.model import (
     Account,
     Ban,
@@ -501,6 +502,22 @@ async def test_paging_through_spaces_skips_and_repeats_none_even_when_created_to
     assert seen == sorted(ids, key=lambda i: (T0 + ids.index(i) // 2, i), reverse=True)
     older = await records.list_spaces([SpaceState.LIVE], before=T0 + 1)
     assert [s.id for s in older] == ["space00001", "space00000"]
+
+
+async def test_a_hosts_spaces_are_counted_by_state(records: Records) -> None:
+    states = [SpaceState.SCHEDULED, SpaceState.GREEN_ROOM, SpaceState.LIVE, SpaceState.ENDED]
+    for n, state in enumerate(states):
+        await records.create_space(
+            a_space(SpaceId(f"mine{n:06d}"), state=state, scheduled_start=T0 + 60)
+        )
+    await records.create_space(
+        a_space(SpaceId("theirs0001"), host_id=user(9), state=SpaceState.LIVE)
+    )
+    assert await records.count_hosted(HOST, NOT_OVER) == 3
+    assert await records.count_hosted(HOST, [SpaceState.ENDED]) == 1
+    assert await records.count_hosted(user(9), NOT_OVER) == 1
+    assert await records.count_hosted(user(8), NOT_OVER) == 0
+    assert await records.count_hosted(HOST, []) == 0
 
 
 async def test_scheduled_spaces_fall_due_when_their_start_passes(records: Records) -> None:

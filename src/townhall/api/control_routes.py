@@ -1,29 +1,29 @@
 """The control API: Spaces, the stage and the audience, as thin HTTP adapters over SpaceControl.
 
-Every handler validates its input (pydantic, strict), resolves the caller's identity, calls one
-`SpaceControl` command and maps a refusal (`ControlError`) to the one JSON error shape. No rule is
+Every handler validates its input (pydantic, strict), resolves the caller's identity, awaits one
+`SpaceControl` command; a refusal (`ControlError`) or a records error that escaped it is mapped
+to the one JSON error shape by the API's error seam (api/errors.py), not here. No rule is
 decided here: who may do what lives in spaces/rules.py, what a Space's state allows in
 spaces/lifecycle.py.
 """
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
-from townhall.api.auth import OptionalIdentity, RequiredIdentity
+from townhall.api.auth import OptionalIdentity, RequiredIdentity, client_address
 from townhall.api.errors import (
     ApiError,
     Conflict,
     Forbidden,
-    Gone,
-    NotFound,
-    Unprocessable,
 )
 from townhall.api.params import SpaceIdP, TargetP, checked_user_id
 from townhall.api.tokens import Identity, IdentityKind, InviteTokens, TokenError
+from townhall.ratelimit.table import SPACE_PER_ADDRESS, take
 from townhall.spaces.control import (
     Actor,
     ControlError,
@@ -39,21 +39,16 @@ from townhall.spaces.model import (
     Space,
     SpaceState,
     StageLimits,
+    StageMember,
     UserId,
     Visibility,
 )
 
-_ERRORS: dict[str, type[ApiError]] = {
-    "not_found": NotFound,
-    "forbidden": Forbidden,
-    "conflict": Conflict,
-    "invalid": Unprocessable,
-    "gone": Gone,
-}
 
-
-def _printable(value: str) -> str:
-    if any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
+def _printable(value: str | None) -> str | None:
+    """No control characters in what people read. None (an edit's "leave it as it is") passes:
+    `{"title": null}` once reached this check and answered 500."""
+    if value is not None and any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
         raise ValueError("must not contain control characters")
     return value
 
@@ -77,6 +72,8 @@ class CreateSpaceIn(Strict):
 
 
 class EditSpaceIn(Strict):
+    """Only what is given changes; a field left out or null stays as it is."""
+
     title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
     description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
 
@@ -117,12 +114,6 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
     router = APIRouter(prefix="/api/spaces", tags=["spaces"])
     anonymous_views: dict[tuple[str, str | None, str], tuple[int, bytes]] = {}
 
-    async def call(awaitable: Any) -> Any:
-        try:
-            return await awaitable
-        except ControlError as exc:
-            raise _ERRORS.get(exc.kind, Conflict)(exc.message, code=exc.code) from None
-
     def actor(who: Identity) -> Actor:
         return Actor(UserId(who.user_id), who.display_name, is_guest=who.kind is IdentityKind.GUEST)
 
@@ -142,7 +133,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
 
     async def moderator_role(space_id: str, who: Identity, refusal: str) -> tuple[Space, Role]:
         """The Space and the caller's role in it, if they are its host or a co-host (else 403)."""
-        standing = await call(control().standing(space_id, UserId(who.user_id)))
+        standing = await control().standing(space_id, UserId(who.user_id))
         if standing.role not in (Role.HOST, Role.COHOST):
             raise Forbidden(refusal, code="not_moderator")
         return standing.space, standing.role
@@ -153,6 +144,12 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         status_code=201,
         response_model=SpaceView,
         summary="Create a Space now (green room) or schedule one",
+        description=(
+            "Limited per person and per address (429), to a number of open Spaces per host "
+            "(409 `too_many_open_spaces`), to signed-in people where guests may not create "
+            "(403 `guests_cannot_create`); a Space that opens now needs a media node with room "
+            "(503 `capacity`, and nothing is created)."
+        ),
     )
     async def create(body: CreateSpaceIn, request: Request, who: RequiredIdentity) -> SpaceView:
         spec = NewSpace(
@@ -163,8 +160,22 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
             record=body.record,
             limits=StageLimits(max_cohosts=body.max_cohosts, max_speakers=body.max_speakers),
         )
-        space = await call(control().create(actor(who), spec))
-        await request.app.state.on_space_changed(space)
+        host = actor(who)
+        # Every refusal before anything is written: a refused creation leaves no Space behind.
+        await take(control().live, SPACE_PER_ADDRESS, client_address(request), time.time())
+        await control().admit_new_space(host)
+        if spec.scheduled_start is None:  # opens now: it needs a media node's slot
+            await request.app.state.ensure_room()
+        space = await control().create(host, spec)
+        try:
+            await request.app.state.on_space_changed(space)
+        except ApiError:
+            # The last slot went to another creation between the check and now: call this one
+            # off in the same request, so that no green room nobody runs stays listed. (Already
+            # over, or gone meanwhile: nothing to call off; the capacity answer stands.)
+            with contextlib.suppress(ControlError):
+                await control().end(host, space.id)
+            raise
         return await view(space, request, show_invite=True)
 
     @router.get("", response_model=list[SpaceView], summary="Public Spaces: live now, or upcoming")
@@ -188,7 +199,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         code: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Any:
         if who is not None:
-            standing = await call(control().can_listen(actor(who), space_id, code))
+            standing = await control().can_listen(actor(who), space_id, code)
             moderator = standing.role in (Role.HOST, Role.COHOST)
             if moderator or standing.space.visibility is Visibility.PRIVATE:
                 # Not the shared answer: a moderator sees the invite, and a private Space's
@@ -200,7 +211,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         second = int(time.time())
         cached = anonymous_views.get(key)
         if cached is None or cached[0] != second:
-            space = (await call(control().can_listen(None, space_id, code))).space
+            space = (await control().can_listen(None, space_id, code)).space
             body = (await view(space, request)).model_dump_json().encode()
             cached = anonymous_views[key] = (second, body)
             if len(anonymous_views) > 10_000:
@@ -219,13 +230,18 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
     async def edit(
         space_id: SpaceIdP, body: EditSpaceIn, request: Request, who: RequiredIdentity
     ) -> SpaceView:
-        space = await call(
-            control().edit(actor(who), space_id, title=body.title, description=body.description)
+        space = await control().edit(
+            actor(who), space_id, title=body.title, description=body.description
         )
         return await view(space, request)
 
-    async def lifecycle(command: str, space_id: str, request: Request, who: Identity) -> SpaceView:
-        space = await call(getattr(control(), command)(actor(who), space_id))
+    async def lifecycle(
+        command: Callable[[SpaceControl, Actor, str], Awaitable[Space]],
+        space_id: str,
+        request: Request,
+        who: Identity,
+    ) -> SpaceView:
+        space = await command(control(), actor(who), space_id)
         await request.app.state.on_space_changed(space)
         return await view(space, request)
 
@@ -235,11 +251,13 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         summary="Open a scheduled Space's green room (host)",
     )
     async def open_(space_id: SpaceIdP, request: Request, who: RequiredIdentity) -> SpaceView:
-        return await lifecycle("open", space_id, request, who)
+        # Opening takes a media slot: with none anywhere, 503 and the Space stays scheduled.
+        await request.app.state.ensure_room()
+        return await lifecycle(SpaceControl.open, space_id, request, who)
 
     @router.post("/{space_id}/go-live", response_model=SpaceView, summary="Go on air (host)")
     async def go_live(space_id: SpaceIdP, request: Request, who: RequiredIdentity) -> SpaceView:
-        return await lifecycle("go_live", space_id, request, who)
+        return await lifecycle(SpaceControl.go_live, space_id, request, who)
 
     @router.post(
         "/{space_id}/end",
@@ -247,7 +265,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         summary="End the Space, or cancel it before it went live (host)",
     )
     async def end(space_id: SpaceIdP, request: Request, who: RequiredIdentity) -> SpaceView:
-        return await lifecycle("end", space_id, request, who)
+        return await lifecycle(SpaceControl.end, space_id, request, who)
 
     @router.put(
         "/{space_id}/delay",
@@ -257,9 +275,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
     async def delay(
         space_id: SpaceIdP, body: DelayIn, request: Request, who: RequiredIdentity
     ) -> SpaceView:
-        return await view(
-            await call(control().set_delay(actor(who), space_id, body.seconds)), request
-        )
+        return await view(await control().set_delay(actor(who), space_id, body.seconds), request)
 
     @router.post(
         "/{space_id}/dump",
@@ -267,7 +283,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         summary="Dump what is in the delay buffer (host, co-hosts)",
     )
     async def dump(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
-        await call(control().dump(actor(who), space_id))
+        await control().dump(actor(who), space_id)
         return Response(status_code=204)
 
     @router.put(
@@ -279,11 +295,11 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         space_id: SpaceIdP, body: PinIn, request: Request, who: RequiredIdentity
     ) -> SpaceView:
         url = str(body.url) if body.url is not None else None
-        return await view(await call(control().pin_link(actor(who), space_id, url)), request)
+        return await view(await control().pin_link(actor(who), space_id, url), request)
 
     @router.post("/{space_id}/remind", status_code=204, summary="Remind me when this Space starts")
     async def remind(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
-        space = (await call(control().can_listen(actor(who), space_id))).space
+        space = (await control().can_listen(actor(who), space_id)).space
         if space.state is not SpaceState.SCHEDULED:
             raise Conflict("only a scheduled Space can be reminded of", code="not_scheduled")
         await control().records.add_reminder(space.id, UserId(who.user_id))
@@ -295,12 +311,12 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         return Response(status_code=204)
 
     async def _space_id(raw: str) -> Any:
-        return (await call(control().space(raw))).id
+        return (await control().space(raw)).id
 
     # -- the stage --------------------------------------------------------------------------------
     @router.get("/{space_id}/stage", summary="Who is on stage")
     async def stage(space_id: SpaceIdP) -> list[dict[str, Any]]:
-        await call(control().space(space_id))
+        await control().space(space_id)
         return [member_json(m) for m in await control().stage(space_id)]
 
     @router.post(
@@ -327,12 +343,12 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
             seat = invites.verify(body.invite, space_id)
         except TokenError as exc:
             raise Forbidden(exc.message, code=exc.code) from None
-        member = await call(control().join_with_invite_link(actor(who), space_id, Role(seat.role)))
+        member = await control().join_with_invite_link(actor(who), space_id, Role(seat.role))
         return member_json(member)
 
     @router.post("/{space_id}/stage/leave", status_code=204, summary="Leave the stage")
     async def leave(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
-        await call(control().leave_stage(actor(who), space_id))
+        await control().leave_stage(actor(who), space_id)
         return Response(status_code=204)
 
     @router.post(
@@ -341,19 +357,19 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         summary="Invite a listener to speak (host, co-hosts)",
     )
     async def invite_user(space_id: SpaceIdP, body: TargetIn, who: RequiredIdentity) -> Response:
-        await call(control().invite_to_speak(actor(who), space_id, checked_user_id(body.user_id)))
+        await control().invite_to_speak(actor(who), space_id, checked_user_id(body.user_id))
         return Response(status_code=204)
 
     @router.post("/{space_id}/invitations/accept", summary="Accept my invitation to speak")
     async def accept_invitation(space_id: SpaceIdP, who: RequiredIdentity) -> dict[str, Any]:
-        return member_json(await call(control().accept_invitation(actor(who), space_id)))
+        return member_json(await control().accept_invitation(actor(who), space_id))
 
     @router.post(
         "/{space_id}/hands/{user_id}/accept",
         summary="Bring a raised hand on stage (host, co-hosts)",
     )
     async def accept(space_id: SpaceIdP, user: TargetP, who: RequiredIdentity) -> dict[str, Any]:
-        return member_json(await call(control().accept_request(actor(who), space_id, user)))
+        return member_json(await control().accept_request(actor(who), space_id, user))
 
     @router.delete(
         "/{space_id}/hands/{user_id}",
@@ -361,13 +377,21 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         summary="Decline a request to speak (host, co-hosts)",
     )
     async def decline(space_id: SpaceIdP, user: TargetP, who: RequiredIdentity) -> Response:
-        await call(control().decline_request(actor(who), space_id, user))
+        await control().decline_request(actor(who), space_id, user)
         return Response(status_code=204)
 
-    def member_command(name: str, summary: str, *, returns_member: bool) -> None:
+    def member_command(
+        command: Callable[[SpaceControl, Actor, str, UserId], Awaitable[StageMember | None]],
+        summary: str,
+        *,
+        returns_member: bool,
+    ) -> None:
+        name = command.__name__
+
         async def handler(space_id: SpaceIdP, user: TargetP, who: RequiredIdentity) -> Any:
-            result = await call(getattr(control(), name)(actor(who), space_id, user))
+            result = await command(control(), actor(who), space_id, user)
             if returns_member:
+                assert result is not None
                 return member_json(result)
             return Response(status_code=204)
 
@@ -383,18 +407,26 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         )
 
     member_command(
-        "mute", "Mute someone on stage (host, co-hosts) or yourself", returns_member=True
+        SpaceControl.mute, "Mute someone on stage (host, co-hosts) or yourself", returns_member=True
     )
-    member_command("unmute", "Unmute yourself (only the speaker can)", returns_member=True)
     member_command(
-        "move_to_audience",
+        SpaceControl.unmute, "Unmute yourself (only the speaker can)", returns_member=True
+    )
+    member_command(
+        SpaceControl.move_to_audience,
         "Move a speaker back to the audience (host, co-hosts)",
         returns_member=False,
     )
-    member_command("remove", "Remove someone from the Space (host, co-hosts)", returns_member=False)
-    member_command("ban", "Ban someone from the Space (host, co-hosts)", returns_member=False)
-    member_command("add_cohost", "Make someone a co-host (host)", returns_member=True)
-    member_command("remove_cohost", "Make a co-host a speaker again (host)", returns_member=True)
+    member_command(
+        SpaceControl.remove, "Remove someone from the Space (host, co-hosts)", returns_member=False
+    )
+    member_command(
+        SpaceControl.ban, "Ban someone from the Space (host, co-hosts)", returns_member=False
+    )
+    member_command(SpaceControl.add_cohost, "Make someone a co-host (host)", returns_member=True)
+    member_command(
+        SpaceControl.remove_cohost, "Make a co-host a speaker again (host)", returns_member=True
+    )
 
     @router.post(
         "/{space_id}/host", response_model=SpaceView, summary="Hand the host role over (host)"
@@ -403,21 +435,19 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         space_id: SpaceIdP, body: TargetIn, request: Request, who: RequiredIdentity
     ) -> SpaceView:
         return await view(
-            await call(
-                control().transfer_host(actor(who), space_id, checked_user_id(body.user_id))
-            ),
+            await control().transfer_host(actor(who), space_id, checked_user_id(body.user_id)),
             request,
         )
 
     # -- the audience -----------------------------------------------------------------------------
     @router.post("/{space_id}/hand", summary="Raise my hand (ask to speak)")
     async def raise_hand(space_id: SpaceIdP, who: RequiredIdentity) -> dict[str, bool]:
-        raised = await call(control().raise_hand(actor(who), space_id))
+        raised = await control().raise_hand(actor(who), space_id)
         return {"raised": True, "already": not raised}
 
     @router.delete("/{space_id}/hand", summary="Lower my hand")
     async def lower_hand(space_id: SpaceIdP, who: RequiredIdentity) -> dict[str, bool]:
-        await call(control().lower_hand(actor(who), space_id))
+        await control().lower_hand(actor(who), space_id)
         return {"raised": False}
 
     @router.get("/{space_id}/hands", summary="The queue of raised hands (host, co-hosts)")
@@ -434,14 +464,14 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         summary="React with an emoji (rate-limited per person)",
     )
     async def react(space_id: SpaceIdP, body: ReactionIn, who: RequiredIdentity) -> Response:
-        await call(control().react(actor(who), space_id, body.emoji))
+        await control().react(actor(who), space_id, body.emoji)
         return Response(status_code=202)
 
     @router.get("/{space_id}/me", summary="My own state in this Space (private, not cached)")
     async def me(space_id: SpaceIdP, response: Response, who: RequiredIdentity) -> dict[str, Any]:
         response.headers["Cache-Control"] = "private, no-store"
         user = UserId(who.user_id)
-        standing = await call(control().standing(space_id, user))
+        standing = await control().standing(space_id, user)
         member = standing.member
         return {
             "user_id": user,

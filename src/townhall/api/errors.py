@@ -5,19 +5,31 @@ ApiError                    {"error": {"code", "message"}} with a status
 ├── Unauthorized      401   missing, forged or expired token
 ├── Forbidden         403   valid token, not allowed to do this
 ├── NotFound          404   no such Space / object
+├── Conflict          409   the state does not allow it (or changed meanwhile)
 ├── Gone              410   existed, has ended
+├── Unprocessable     422   well-formed, but the values cannot be used
 ├── TooManyRequests   429   rate limit hit (Retry-After); ratelimit.table.Limited maps here too
-└── Unavailable       503   try again later (Retry-After)
+├── Unavailable       503   try again later (Retry-After)
+└── InsufficientStorage 507 a storage quota is used up (a clip past its Space's share)
 
 Input the schema refuses (pydantic's RequestValidationError) answers 422 `invalid_input` with a
 sentence written for people, never the validator's wording ("The password must be at least 8
 characters long.", not "String should have at least 8 characters"), and the name of the field
 it is about, `{"error": {"code", "message", "field"}}`, so that a page shows it next to that field.
 
-Besides these, two kinds of exception from below the API are mapped here and nowhere else:
-`ratelimit.table.Limited` → 429 + Retry-After, and a store that cannot be reached (Redis or the
-database; `state.unavailable` says which driver errors those are) → 503 + Retry-After, or close
-code 1013 ("try again later") on a WebSocket. Routes never catch them one by one.
+Besides these, the exceptions from below the API are mapped here and nowhere else, so a route
+awaits its command and never catches them one by one:
+- `spaces.control.ControlError` (a refused command) → the status of its `kind` (`CONTROL_KINDS`),
+  with the command's own code and sentence;
+- `state.errors.RecordsError` that a command let through (`RECORDS_ERRORS`): a target removed or
+  a record changed between a command's check and its write, someone banned or a stage filled
+  meanwhile → 404 / 409 / 403 / 409, never a 500;
+- `ratelimit.table.Limited` → 429 + Retry-After;
+- a store that cannot be reached (Redis or the database; `state.unavailable` says which driver
+  errors those are) → 503 + Retry-After, or close code 1013 ("try again later") on a WebSocket.
+
+`ERROR_RESPONSES` documents the one JSON shape in the OpenAPI for every status a route can answer
+besides its success, so a client generated from it knows the error body.
 """
 
 from __future__ import annotations
@@ -29,11 +41,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket
 
 from townhall.ratelimit.table import Limited
+from townhall.spaces.control import ControlError
+from townhall.state import errors as records_errors
 from townhall.state.unavailable import UNAVAILABLE_ERRORS, is_unavailable
 
 log = logging.getLogger(__name__)
@@ -91,7 +106,107 @@ class TooManyRequests(ApiError):
 
 
 class Unavailable(ApiError):
+    """503: always with Retry-After (the store's few seconds unless the raiser knows better)."""
+
     status, code = 503, "unavailable"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        retry = {"Retry-After": str(STORE_RETRY_AFTER_S)}
+        super().__init__(message, code=code, headers={**retry, **(headers or {})})
+
+
+class InsufficientStorage(ApiError):
+    status, code = 507, "insufficient_storage"
+
+
+# A refused command's kind (spaces.control.ControlError) → its status; an unknown kind is a 409.
+CONTROL_KINDS: dict[str, type[ApiError]] = {
+    "not_found": NotFound,
+    "forbidden": Forbidden,
+    "conflict": Conflict,
+    "invalid": Unprocessable,
+    "gone": Gone,
+}
+
+# What the records raise on purpose, when a command let it through: almost always a race between
+# the command's check and its write (another process removed the target, banned them, took the
+# last seat). Most specific first (UsernameTaken is a Conflict); the base class catches the rest.
+RECORDS_ERRORS: tuple[tuple[type[records_errors.RecordsError], type[ApiError], str, str], ...] = (
+    (records_errors.UsernameTaken, Conflict, "username_taken", "that username is taken"),
+    (
+        records_errors.NotFound,
+        NotFound,
+        "gone_meanwhile",
+        "that is no longer there; reload and try again",
+    ),
+    (records_errors.Banned, Forbidden, "banned", "that person is banned from this Space"),
+    (
+        records_errors.StageFull,
+        Conflict,
+        "stage_full",
+        "every seat on the stage for that role is taken",
+    ),
+    (
+        records_errors.RecordsError,
+        Conflict,
+        "changed_meanwhile",
+        "it changed meanwhile; reload and try again",
+    ),
+)
+
+
+def records_error(exc: records_errors.RecordsError) -> ApiError:
+    """The API error a records error that escaped its command answers as."""
+    _, answer, code, message = next(row for row in RECORDS_ERRORS if isinstance(exc, row[0]))
+    return answer(message, code=code)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None  # 422 only: the input field the message is about
+
+
+class ErrorOut(BaseModel):
+    """Every error the API answers: `{"error": {"code", "message"}}` (and `field` on a 422)."""
+
+    error: ErrorBody
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
+def documented(description: str, *, retry_after: bool = False) -> dict[str, Any]:
+    """One error status as the OpenAPI shows it: the JSON error shape (and Retry-After)."""
+    answer: dict[str, Any] = {"model": ErrorOut, "description": description}
+    if retry_after:
+        answer["headers"] = _RETRY_AFTER
+    return answer
+
+
+# The error statuses any API route may answer, documented once with the one JSON shape. 422 here
+# replaces FastAPI's own validation schema, which is not what the API sends.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: documented("Malformed input"),
+    401: documented("No identity, or an expired or forged token"),
+    403: documented("Not allowed (not the host, banned, a guest where guests may not)"),
+    404: documented("No such Space or object (a private Space without its code)"),
+    409: documented("The Space's state does not allow it, or it changed meanwhile"),
+    410: documented("It existed and is over (an ended Space, an expired recording)"),
+    422: documented("Input the schema refuses; `field` names the field"),
+    429: documented("A rate limit: wait Retry-After seconds", retry_after=True),
+    503: documented(
+        "A store, or room for one more Space, is unavailable: retry after Retry-After",
+        retry_after=True,
+    ),
+}
 
 
 def error_response(
@@ -232,7 +347,10 @@ def _phrase(status: int) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Map every error, including the framework's own, to the one JSON error shape."""
+    """Map every error, including the framework's own, to the one JSON error shape, and document
+    that shape for every API route added after this (the app's router lends its `responses` to
+    every route and router included into it)."""
+    app.router.responses = {**ERROR_RESPONSES, **app.router.responses}
 
     async def on_api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -253,6 +371,17 @@ def install(app: FastAPI) -> None:
         ):  # the framework's bare "Not Found": say it for people
             message = _HTTP_SENTENCES.get(exc.status_code, message)
         return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+
+    async def on_refused(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ControlError)
+        kind = CONTROL_KINDS.get(exc.kind, Conflict)
+        return error_response(kind.status, exc.code, exc.message)
+
+    async def on_records_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, records_errors.RecordsError)
+        answer = records_error(exc)
+        log.info("a records error reached the API (a race, answered %d): %r", answer.status, exc)
+        return error_response(answer.status, answer.code, answer.message)
 
     async def on_limited(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Limited)
@@ -284,6 +413,8 @@ def install(app: FastAPI) -> None:
         return error_response(500, "internal", "internal error; it has been logged")
 
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(ControlError, on_refused)
+    app.add_exception_handler(records_errors.RecordsError, on_records_error)
     app.add_exception_handler(Limited, on_limited)
     for unreachable in UNAVAILABLE_ERRORS:
         app.add_exception_handler(unreachable, on_store_error)  # type: ignore[arg-type]

@@ -134,10 +134,7 @@ def build_live_router(
 
     async def build_snapshot(space_id: str, now: float) -> bytes:
         ctl = control()
-        try:
-            space = await ctl.space(space_id)
-        except ControlError:
-            raise NotFound("no such Space", code="space_not_found") from None
+        space = await ctl.space(space_id)  # no such Space: 404 through the error seam
         second = int(now)
         stage = await ctl.stage(space.id)
         # Published in the green room too: the stage's pages use it; the listener page shows it

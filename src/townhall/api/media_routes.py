@@ -31,7 +31,6 @@ from townhall.node.host import MediaHost, NodeFull
 from townhall.node.keeper import OPEN_STATES, NodeKeeper
 from townhall.ratelimit.table import RTC_PER_ADDRESS, RTC_PER_PERSON, take
 from townhall.spaces import rules
-from townhall.spaces.control import ControlError
 from townhall.spaces.model import SpaceState, UserId, is_space_id
 
 
@@ -60,6 +59,11 @@ class StageNode(Protocol):
     forwarder: Forwarder
 
 
+def no_room(exc: NodeFull) -> Unavailable:
+    """No media node can run one more open Space: 503 + Retry-After (green rooms end, nodes join)."""
+    return Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"})
+
+
 def build_media_router(
     config: Config, current: Callable[[], StageNode], clock: Callable[[], float] = time.time
 ) -> APIRouter:
@@ -82,10 +86,7 @@ def build_media_router(
             now = clock()
             await take(node.control.live, RTC_PER_ADDRESS, client_address(request), now)
             await take(node.control.live, RTC_PER_PERSON, f"{space_id}:{who.user_id}", now)
-        try:
-            space = await node.control.space(space_id)
-        except ControlError:
-            raise NotFound("no such Space", code="space_not_found") from None
+        space = await node.control.space(space_id)  # no such Space: 404 through the error seam
         if space.state.is_over:
             raise Gone("this Space has ended", code=f"space_{space.state.value}")
         user = UserId(who.user_id)
@@ -106,7 +107,7 @@ def build_media_router(
         try:
             await stage.keeper.place_now(space)
         except NodeFull as exc:
-            raise Unavailable(str(exc), code="capacity", headers={"Retry-After": "30"}) from None
+            raise no_room(exc) from None
 
         async def still_open() -> bool:
             return space.state in OPEN_STATES

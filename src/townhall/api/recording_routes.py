@@ -2,7 +2,8 @@
 
     GET  /api/spaces/{id}/recording      what it costs on disk, and why it stopped (host, co-hosts)
     GET  /api/spaces/{id}/recording.m4a  the whole recording as one file (host)
-    POST /api/spaces/{id}/clips          a clip of up to a minute (anyone who may listen)
+    POST /api/spaces/{id}/clips          a clip of up to a minute (anyone who may listen; limited
+                                         per person and address, a storage quota per Space)
     GET  /api/clips/{clip_id}.m4a        a clip, by its unguessable id (a share link)
 
 Files are made by remuxing the recorded AAC (`delivery.export`) on a worker thread, a few at a
@@ -22,22 +23,23 @@ import secrets
 import string
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path as FsPath
-from typing import Annotated, Any, BinaryIO, TypeVar
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import FileResponse, Response, StreamingResponse
 
-from townhall.api.auth import RequiredIdentity
+from townhall.api.auth import RequiredIdentity, client_address
 from townhall.api.errors import (
-    ApiError,
     Conflict,
     Forbidden,
     Gone,
+    InsufficientStorage,
     NotFound,
     Unavailable,
+    documented,
 )
 from townhall.api.media_routes import StageNode
 from townhall.api.params import SpaceIdP
@@ -54,11 +56,11 @@ from townhall.delivery.export import (
     wall_clock_at,
 )
 from townhall.delivery.recording import load_runs
-from townhall.delivery.storage import CLIPS_DIR, DAY_S, expired, usage
+from townhall.delivery.storage import CLIPS_DIR, DAY_S, clips_bytes, expired, usage
 from townhall.node.host import MediaHost
 from townhall.node.keeper import OPEN_STATES
-from townhall.ratelimit.table import CLIP, take
-from townhall.spaces.control import Actor, ControlError, SpaceControl
+from townhall.ratelimit.table import CLIP, CLIP_DAILY_PER_ADDRESS, CLIP_DAILY_PER_PERSON, take
+from townhall.spaces.control import Actor, SpaceControl
 from townhall.spaces.model import Role, Space, SpaceId, UserId
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,6 @@ M4A = "audio/mp4"
 CHUNK = 256 * 1024
 _CLIP_ID = re.compile(r"^([a-z0-9]{10})-([a-z0-9]{12})$")
 _ALPHABET = string.ascii_lowercase + string.digits
-
-T = TypeVar("T")
 
 
 class RecordingOut(BaseModel):
@@ -154,23 +154,13 @@ def build_recording_router(
     router = APIRouter(prefix="/api", tags=["recordings"])
     exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
     root = config.media.recordings_dir
+    quota = config.clip_quota_per_space_mb * 1_000_000  # bytes of clips per Space; 0: none
 
     def host() -> MediaHost:
         return current().host
 
     def control() -> SpaceControl:
         return host().control
-
-    async def call(awaitable: Awaitable[T]) -> T:
-        try:
-            return await awaitable
-        except ControlError as exc:
-            kinds: dict[str, type[ApiError]] = {
-                "not_found": NotFound,
-                "forbidden": Forbidden,
-                "gone": Gone,
-            }
-            raise kinds.get(exc.kind, Conflict)(exc.message, code=exc.code) from None
 
     async def role(space: Space, who: Identity) -> Role:
         return await control().role_of(space, UserId(who.user_id))
@@ -214,7 +204,7 @@ def build_recording_router(
     async def recording(
         space_id: SpaceIdP, who: RequiredIdentity, request: Request
     ) -> RecordingOut | Response:
-        space = await call(control().space(space_id))
+        space = await control().space(space_id)
         if await role(space, who) not in (Role.HOST, Role.COHOST):
             raise Forbidden("only the host or a co-host sees the recording", code="not_moderator")
 
@@ -255,7 +245,7 @@ def build_recording_router(
         summary="Download the whole recording as one .m4a (host)",
     )
     async def download(space_id: SpaceIdP, who: RequiredIdentity) -> StreamingResponse:
-        space = await call(control().space(space_id))
+        space = await control().space(space_id)
         if await role(space, who) is not Role.HOST:
             raise Forbidden("only the host can download the recording", code="not_host")
         directory = recordings(space)
@@ -288,6 +278,11 @@ def build_recording_router(
         status_code=201,
         response_model=ClipOut,
         summary="Clip up to 60 s of a recorded Space, live or replay (default: the last 30 s)",
+        description=(
+            "One at a time and a number a day per person and per address (429); the clips of "
+            "one Space share a storage quota (507 `clip_quota`)."
+        ),
+        responses={507: documented("The Space's clips have used their storage quota")},
     )
     async def make_clip(
         space_id: SpaceIdP,
@@ -297,12 +292,22 @@ def build_recording_router(
         code: Annotated[str | None, Query(max_length=64)] = None,
     ) -> ClipOut:
         wanted = body or ClipIn()
-        await take(control().live, CLIP, who.user_id, clock())
+        now = clock()
+        await take(control().live, CLIP, who.user_id, now)
+        await take(control().live, CLIP_DAILY_PER_PERSON, who.user_id, now)
+        await take(control().live, CLIP_DAILY_PER_ADDRESS, client_address(request), now)
         actor = Actor(
             UserId(who.user_id), who.display_name, is_guest=who.kind is IdentityKind.GUEST
         )
-        space = (await call(control().can_listen(actor, space_id, code))).space
+        space = (await control().can_listen(actor, space_id, code)).space
         directory = recordings(space)
+        assert root is not None  # recordings() answered 404 otherwise
+        if quota > 0 and await asyncio.to_thread(clips_bytes, root, space.id) >= quota:
+            raise InsufficientStorage(
+                f"this Space's clips have used all the room they have "
+                f"({config.clip_quota_per_space_mb} MB); share one of its clips instead",
+                code="clip_quota",
+            )
         runs = await asyncio.to_thread(load_runs, directory)
         window = clip_range(wanted.start_s, wanted.end_s, recorded_seconds(runs))
         if window is None:
@@ -323,7 +328,6 @@ def build_recording_router(
             return Exported(final, made.seconds, made.size)
 
         made = await export(make)
-        assert root is not None  # recordings() answered 404 otherwise
         card = ClipCard(
             clip_id=clip_id,
             space_id=space.id,

@@ -1,7 +1,8 @@
 """Recording storage: what a Space's recording costs on disk, and deleting it when retention ends.
 
 Everything a Space leaves is under `<recordings_dir>/<space_id>/`: its runs (see `recording`) and
-its clips (`clips/<clip_id>.m4a`). Accounting walks that directory; retention deletes it.
+its clips (`clips/<clip_id>.m4a`). Accounting walks that directory (the clip quota per Space walks
+its clips); retention deletes it.
 
 Theory of operation (retention):
 
@@ -34,6 +35,7 @@ __all__ = [
     "EXPIRED_NAME",
     "EndedAt",
     "RecordingUsage",
+    "clips_bytes",
     "expire",
     "expired",
     "is_due",
@@ -66,6 +68,18 @@ def usage(root: Path, space_id: str) -> RecordingUsage:
     directory = _space_dir(root, space_id)
     if directory is None:
         return RecordingUsage(0, 0.0, 0)
+    runs = load_runs(directory)
+    return RecordingUsage(_bytes_under(directory), sum(r.duration for r in runs), len(runs))
+
+
+def clips_bytes(root: Path, space_id: str) -> int:
+    """What the Space's clips take on disk (blocking: walks its clips directory). The clip quota
+    per Space is checked against it before a clip is made."""
+    directory = _space_dir(root, space_id)
+    return 0 if directory is None else _bytes_under(directory / CLIPS_DIR)
+
+
+def _bytes_under(directory: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(directory):
         for name in files:
@@ -75,8 +89,7 @@ def usage(root: Path, space_id: str) -> RecordingUsage:
                 total += os.stat(os.path.join(dirpath, name)).st_size
             except OSError:  # deleted while we walked (a run's temp file renamed)
                 continue
-    runs = load_runs(directory)
-    return RecordingUsage(total, sum(r.duration for r in runs), len(runs))
+    return total
 
 
 def expired(root: Path, space_id: str) -> bool:

@@ -51,7 +51,8 @@ from townhall.state.unavailable import is_unavailable
 log = logging.getLogger(__name__)
 
 OPEN_STATES = [SpaceState.GREEN_ROOM, SpaceState.LIVE]
-ENDED_LINGER_S = 120.0  # an ended stream's final playlist stays reachable on its node this long
+ENDED_LINGER_S = 120.0
+CLUSTER_FULL = "every media node is full; try again shortly"  # an ended stream's final playlist stays reachable on its node this long
 
 
 @dataclass(frozen=True)
@@ -144,18 +145,30 @@ class NodeKeeper:
     def _deadline(self, held: _Held) -> float:
         return held.renewed_at + self.config.lease_ttl_s - self.config.fence_margin_s
 
+    async def ensure_room(self) -> None:
+        """Raise NodeFull unless some media node has room for one more open Space: asked before
+        a Space that opens at once is written, so that a refused creation leaves no record."""
+        if not any(n.has_room for n in await self._view()):
+            raise NodeFull(CLUSTER_FULL)
+
     async def place_now(self, space: Space) -> None:
         """A control call opened (or touched) `space`: make sure some node will run it. Raises
         NodeFull when no media node in the cluster has room."""
-        if space.state not in OPEN_STATES or space.id in self._held:
-            return
-        if (await self.placement.owners([space.id])).get(space.id) is not None:
+        if space.state not in OPEN_STATES or space.id in self._held or await self._owned(space.id):
             return
         ranked = rank(await self._view(), space.id)
         if not ranked:
-            raise NodeFull("every media node is full; try again shortly")
-        if self.runs_media and not self._draining and ranked[0].node_id == self.node_id:
-            await self._take(space)
+            raise NodeFull(CLUSTER_FULL)
+        mine = self.runs_media and not self._draining and ranked[0].node_id == self.node_id
+        if not mine or space.id in self._acquiring:  # another node's, or a scan is taking it
+            return
+        if await self._take(space) is None and not await self._owned(space.id):
+            # This node looked best but another Space took its last slot meanwhile (two
+            # creations at once): say so, rather than leave a green room nobody runs.
+            raise NodeFull(CLUSTER_FULL)
+
+    async def _owned(self, space_id: str) -> bool:
+        return (await self.placement.owners([space_id])).get(space_id) is not None
 
     # -- the loop -----------------------------------------------------------------------------------
     def start(self) -> None:

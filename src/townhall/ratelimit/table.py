@@ -59,6 +59,41 @@ REACT = Limit("react", 2.0, 10, "slow down with the reactions", "per person per 
 # Raising and lowering a hand each reach every stage client as an event: toggling is log spam.
 HAND = Limit("hand", 0.2, 6, "slow down with the hand; wait a moment", "per person per Space")
 
+# A new Space may take a media node's slot (a green room runs its mixer at once): creation is what
+# a stranger would repeat to fill a node. Three at once per person, then one a minute; ten at once
+# per address (guest identities are free, addresses are not), then one every 10 s.
+SPACE_PER_PERSON = Limit(
+    "space-person",
+    1 / 60,
+    3,
+    "you have started several Spaces just now; wait a minute",
+    "filling media nodes",
+)
+SPACE_PER_ADDRESS = Limit(
+    "space-address",
+    0.1,
+    10,
+    "many Spaces were started from your address just now; wait a moment",
+    "filling media nodes with free guest identities",
+)
+# Clips are kept with their recording (30 days by default): besides one at a time (CLIP), a
+# person makes at most 20 a day, and an address 60 (a few people behind one NAT), so minting
+# identities does not multiply the disk a stranger can fill. Each clip is at most 60 s.
+CLIP_DAILY_PER_PERSON = Limit(
+    "clip-day-person",
+    20 / 86_400,
+    20,
+    "you have made today's clips; try again tomorrow",
+    "disk: clips per identity",
+)
+CLIP_DAILY_PER_ADDRESS = Limit(
+    "clip-day-address",
+    60 / 86_400,
+    60,
+    "many clips were made from your address today; try again later",
+    "disk: clips with free identities",
+)
+
 LIMITS: tuple[Limit, ...] = (
     SIGNIN_PER_ADDRESS,
     SIGNIN_PER_ACCOUNT,
@@ -70,6 +105,10 @@ LIMITS: tuple[Limit, ...] = (
     CLIP,
     REACT,
     HAND,
+    SPACE_PER_PERSON,
+    SPACE_PER_ADDRESS,
+    CLIP_DAILY_PER_PERSON,
+    CLIP_DAILY_PER_ADDRESS,
 )
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from townhall.ratelimit.table import HAND, REACT, take
+from townhall.ratelimit.table import HAND, REACT, SPACE_PER_PERSON, take
 from townhall.spaces import lifecycle, rules
 from townhall.spaces.lifecycle import LifecycleAction, ScheduleError
 from townhall.spaces.model import (
@@ -69,7 +69,8 @@ ROSTER_FOLLOW_MAX = 200  # events a kept roster follows; further behind, it is r
 
 
 class ControlError(Exception):
-    """A command was refused. `code` is machine-readable; `kind` maps to an HTTP status.
+    """A command was refused. `code` is machine-readable; `kind` maps to an HTTP status (in the
+    API's one error seam, `api/errors.py`: CONTROL_KINDS).
 
     kinds: not_found (404), forbidden (403), conflict (409), invalid (422), gone (410)
     """
@@ -123,6 +124,10 @@ class ControlConfig:
     default_limits: StageLimits = field(default_factory=StageLimits)
     schedule_max_ahead_s: float = 30 * 86400
     early_open_s: float = 30 * 60
+    # Who may create Spaces, and how many one host may hold open. Unset here (no policy); the
+    # deployment's defaults and the reasons for them are in config.Config.
+    guests_may_create: bool = True
+    max_open_per_host: int = 0  # scheduled + green room + live; 0: no cap
 
 
 @dataclass(frozen=True)
@@ -284,7 +289,31 @@ class SpaceControl:
         return Announcement(type, at, payload, MAX_REMINDERS_IN_WEBHOOK if remind else 0)
 
     # -- lifecycle ------------------------------------------------------------------------------
+    async def admit_new_space(self, actor: Actor) -> None:
+        """Whether `actor` may create a Space now: guests only where the operator allows it, a
+        person's creation rate (cluster-wide, `SPACE_PER_PERSON`), and at most
+        `max_open_per_host` open Spaces per host. Raises ControlError or `Limited`."""
+        if actor.is_guest and not self.config.guests_may_create:
+            raise ControlError(
+                "forbidden",
+                "guests_cannot_create",
+                "sign in to start a Space: on this server guests listen, react and speak when invited",
+            )
+        cap = self.config.max_open_per_host
+        # Checked before the write, not in its transaction: two creations at the same moment
+        # may both pass, and the person's rate limit bounds by how much. Before the rate limit,
+        # so that a host at the cap who ends a Space can start the next one at once.
+        if cap > 0 and await self.records.count_hosted(actor.user_id, lifecycle.NOT_OVER) >= cap:
+            raise ControlError(
+                "conflict",
+                "too_many_open_spaces",
+                f"you already have {cap} Spaces open or scheduled; end or cancel one first",
+            )
+        await take(self.live, SPACE_PER_PERSON, actor.user_id, self._clock())
+
     async def create(self, actor: Actor, spec: NewSpace) -> Space:
+        """A new Space with `actor` as its host. The caller asks `admit_new_space` first (and the
+        media capacity, for a Space that opens now) so that a refusal writes nothing."""
         await self.events.ready()
         now = self._clock()
         if spec.scheduled_start is not None:

@@ -105,6 +105,10 @@ TRANSITIONS: Final[Mapping[SpaceState, Mapping[LifecycleAction, SpaceState]]] = 
     _S.CANCELLED: {},
 }
 
+# Not over yet (scheduled, green room, live): the states a Space can still leave. What a host's
+# cap on open Spaces counts.
+NOT_OVER: Final[frozenset[SpaceState]] = frozenset(s for s, moves in TRANSITIONS.items() if moves)
+
 # Why a common wrong move is wrong, in words a host or an API client can act on.
 _WHY_NOT: Final[Mapping[tuple[SpaceState, LifecycleAction], str]] = {
     (_S.SCHEDULED, _A.GO_LIVE): "open its green room first",

@@ -37,7 +37,7 @@ from townhall.state.database import SqlStore
 from townhall.state.errors import NotFound
 from townhall.state.schema import EventOutboxRow, SpaceRow
 
-__all__ = ["EventQueue", "LogEvent", "QueuedEvent", "lock_space", "queue_event"]
+__all__ = ["EventQueue", "LogEvent", "QueuedEvent", "lock_space", "order_events", "queue_event"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,14 @@ async def lock_space(session: AsyncSession, space_id: SpaceId) -> None:
     )
     if found is None:
         raise NotFound(f"no Space {space_id}")
+
+
+async def order_events(session: AsyncSession, space_id: SpaceId) -> None:
+    """For a write whose only reason to lock the Space's row is its event's order: lock it on
+    PostgreSQL; on SQLite the database-wide write lock (BEGIN IMMEDIATE) already orders it, and
+    the round trip is saved."""
+    if session.get_bind().dialect.name != "sqlite":
+        await lock_space(session, space_id)
 
 
 async def queue_event(session: AsyncSession, space_id: SpaceId, event: LogEvent | None) -> None:

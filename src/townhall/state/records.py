@@ -66,7 +66,13 @@ from townhall.state.database import (
     rowcount,
 )
 from townhall.state.errors import Banned, Conflict, NotFound, RecordsError, StageFull, UsernameTaken
-from townhall.state.event_outbox import EventQueue, LogEvent, lock_space, queue_event
+from townhall.state.event_outbox import (
+    EventQueue,
+    LogEvent,
+    lock_space,
+    order_events,
+    queue_event,
+)
 from townhall.state.schema import (
     AccountRow,
     BanRow,
@@ -335,7 +341,7 @@ class Records(WebhookOutbox, EventQueue):
         published (`announce`, `event`) either way, or with `publish_always=False` only if so."""
         async with self._write.begin() as session:
             if event is not None:
-                await lock_space(session, space_id)
+                await order_events(session, space_id)
             deleted = [
                 rowcount(
                     await session.execute(
@@ -501,6 +507,18 @@ class Records(WebhookOutbox, EventQueue):
         async with self._read() as session:
             return [_space(row) for row in await session.scalars(query)]
 
+    async def count_hosted(self, host_id: UserId, states: Collection[SpaceState]) -> int:
+        """How many Spaces `host_id` hosts in any of `states` (an index on the host)."""
+        if not states:
+            return 0
+        query = (
+            sa.select(sa.func.count())
+            .select_from(SpaceRow)
+            .where(SpaceRow.host_id == host_id, SpaceRow.state.in_(list(states)))
+        )
+        async with self._read() as session:
+            return int(await session.scalar(query) or 0)
+
     async def spaces_due(self, now: float, *, limit: int = 100) -> list[Space]:
         """Scheduled Spaces whose start time has come, soonest first."""
         query = (
@@ -582,24 +600,31 @@ class Records(WebhookOutbox, EventQueue):
         (which checks the seats): a different role here raises Conflict; no seat raises NotFound."""
         async with self._write.begin() as session:
             if event is not None:
-                await lock_space(session, member.space_id)
-            current = await session.scalar(
-                sa.select(StageMemberRow.role).where(
-                    _of(StageMemberRow, member.space_id, member.user_id)
-                )
-            )
-            if current is None:
-                raise NotFound(f"{member.user_id} is not on the stage of Space {member.space_id}")
-            if current is not member.role:
-                raise Conflict(
-                    f"{member.user_id} is {current}, not {member.role}; use put_stage_member"
-                )
-            await session.execute(
+                await order_events(session, member.space_id)
+            # One statement in the common case; what went wrong is looked up only if it matched
+            # nothing (this runs for every mute and unmute).
+            updated = await session.execute(
                 sa.update(StageMemberRow)
-                .where(_of(StageMemberRow, member.space_id, member.user_id))
+                .where(
+                    _of(StageMemberRow, member.space_id, member.user_id),
+                    StageMemberRow.role == member.role,
+                )
                 .values(**_member_values(member)),
                 execution_options=NO_SYNC,
             )
+            if rowcount(updated) == 0:
+                current = await session.scalar(
+                    sa.select(StageMemberRow.role).where(
+                        _of(StageMemberRow, member.space_id, member.user_id)
+                    )
+                )
+                if current is None:
+                    raise NotFound(
+                        f"{member.user_id} is not on the stage of Space {member.space_id}"
+                    )
+                raise Conflict(
+                    f"{member.user_id} is {current}, not {member.role}; use put_stage_member"
+                )
             await queue_event(session, member.space_id, event)
         return member
 
