@@ -1,7 +1,7 @@
 vcl 4.1;
 # townhall behind Varnish (7.1, as Debian 12 ships it): the edge for a live audience. Run it with
 #     varnishd -a :80 -f /etc/varnish/townhall.vcl -s malloc,1g -p pipe_timeout=120 \
-#              -p thread_pool_max=N   # per pool (2 pools): N >= the listeners at once
+#              -p backend_idle_timeout=4 -p thread_pool_max=N   # per pool (2 pools): N >= the listeners at once
 # (or point Debian's varnish.service at this file) and adjust the backends below. A client
 # connection in use holds a worker thread, and a low-latency listener keeps two busy (1,972 threads
 # for 1,000 listeners, measured); a request parked on a fill in progress holds none.
@@ -94,6 +94,17 @@ sub vcl_recv {
         return (pipe);   # the stage's WebSocket: a byte pipe to one node
     }
     if (req.method != "GET" && req.method != "HEAD") {
+        # The origin's body caps (src/townhall/api/bounds.py): 64 KB for an SDP offer, 16 KB for
+        # any other body, refused here when the Content-Length says so (the origin counts a
+        # chunked body itself). A request head is already bounded by Varnish's defaults, tighter
+        # than the origin's: http_req_size 32 KB, timeout_req 2 s, timeout_idle 5 s.
+        if (req.url ~ "^/api/spaces/[a-z0-9]{10}/rtc(\?|$)") {
+            if (std.integer(req.http.Content-Length, 0) > 65536) {
+                return (synth(413, "That is more than this request may carry."));
+            }
+        } else if (std.integer(req.http.Content-Length, 0) > 16384) {
+            return (synth(413, "That is more than this request may carry."));
+        }
         return (pass);
     }
     if (req.url ~ "^/live/") {
@@ -258,6 +269,8 @@ sub vcl_synth {
     if (resp.status >= 500) {
         set resp.http.Retry-After = "1";
         set resp.body = {"{"error": {"code": "unavailable", "message": ""} + resp.reason + {"""} + "}}";
+    } else if (resp.status == 413) {
+        set resp.body = {"{"error": {"code": "too_large", "message": ""} + resp.reason + {"""} + "}}";
     } else {
         set resp.body = {"{"error": {"code": "bad_request", "message": ""} + resp.reason + {"""} + "}}";
     }

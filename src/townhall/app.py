@@ -16,6 +16,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from townhall import __version__
 from townhall.api import errors
 from townhall.api.admission import Admission, AdmissionLimits, AdmissionMiddleware, watch_loop_lag
+from townhall.api.bounds import BoundedApp
 from townhall.api.media_routes import build_media_router, no_room
 from townhall.api.recording_routes import build_recording_router
 from townhall.config import Config
@@ -146,7 +147,7 @@ def create_app(config: Config) -> FastAPI:
             await node.placement.close()
             await node.plane.close()
 
-    app = FastAPI(
+    app = BoundedApp(
         title="townhall",
         version=__version__,
         lifespan=lifespan,

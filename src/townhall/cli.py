@@ -12,13 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from townhall import __version__
-from townhall.config import ConfigError, load
+from townhall.config import ConfigError, load, make_private_dir
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     import uvloop
 
+    from townhall.api import bounds
     from townhall.app import create_app
 
     class Server(uvicorn.Server):
@@ -59,7 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
         role=args.role,
     )
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(config.data_dir)
     app = create_app(config)
     server = Server(
         uvicorn.Config(
@@ -73,6 +74,11 @@ def _serve(args: argparse.Namespace) -> int:
             # The app believes X-Forwarded-* from TOWNHALL_TRUSTED_PROXIES only; uvicorn's own
             # handling would trust any loopback peer first.
             proxy_headers=False,
+            # Deadlines for a request's head and body, a cap on the head (api/bounds.py), and the
+            # idle time a kept-alive connection is held between requests.
+            http=bounds.BoundedHttpProtocol,
+            timeout_keep_alive=bounds.KEEP_ALIVE_S,
+            ws_max_size=bounds.WS_MESSAGE_MAX,
         )
     )
 

@@ -316,6 +316,12 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
     return config
 
 
+def make_private_dir(path: Path) -> None:
+    """Create a data directory readable by its owner only (records, secret, recordings live
+    there); one that exists is left as its operator set it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 def _stored_secret(data_dir: Path) -> str:
     """A per-installation signing key kept in the data directory (mode 0600), made on first run.
 
@@ -325,7 +331,7 @@ def _stored_secret(data_dir: Path) -> str:
     path = data_dir / "secret.key"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     key = secrets.token_urlsafe(48)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

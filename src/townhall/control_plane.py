@@ -14,11 +14,15 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from townhall.api import errors
-from townhall.api.auth import build_auth_router
+from townhall.api.auth import Sessions, build_auth_router
+from townhall.api.bounds import BoundedApp
 from townhall.api.control_routes import build_control_router
+from townhall.api.headers import SecurityHeaders
 from townhall.api.live_routes import build_live_router
+from townhall.api.origins import OriginCheck
 from townhall.api.tokens import IdentityTokens, InviteTokens
-from townhall.config import Config
+from townhall.config import Config, make_private_dir
+from townhall.node.forward import relay_key
 from townhall.spaces.control import ControlConfig, SpaceControl
 from townhall.spaces.model import Space
 from townhall.state.embedded_live import EmbeddedLiveState
@@ -60,7 +64,7 @@ class ControlPlane:
 async def open_control_plane(config: Config) -> ControlPlane:
     """Durable records in SQL (SQLite under the data directory unless TOWNHALL_DATABASE_URL says
     otherwise); live state embedded, or in Redis when TOWNHALL_REDIS_URL is set."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(config.data_dir)
     records = await open_config_records(config)
     live: LiveState = (
         RedisLiveState.from_url(config.redis_url) if config.redis_url else EmbeddedLiveState()
@@ -90,20 +94,27 @@ def install_control_plane(
     """`on_space_changed` places a Space that opened on a media node (503 when none has room);
     `ensure_room` answers the same 503 before a Space that opens at once is written."""
     identity = IdentityTokens(config.secret, config.session_ttl_s)
-    app.state.identity_tokens = identity
+    sessions = Sessions(identity, lambda: plane().live)
+    app.state.sessions = sessions
     app.state.config = config
     app.state.on_space_changed = on_space_changed
     app.state.ensure_room = ensure_room or _always_room
     secure = config.public_url.startswith("https://")
     app.include_router(
         build_auth_router(
-            lambda: plane().records, lambda: plane().live, identity, secure_cookies=secure
+            lambda: plane().records, lambda: plane().live, sessions, secure_cookies=secure
         )
     )
     app.include_router(
         build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
     )
-    app.include_router(build_live_router(lambda: plane().control, identity))
+    app.include_router(build_live_router(lambda: plane().control, sessions))
+    # Cookie-authenticated writes and WebSockets from other sites' pages are refused; a request
+    # another node relays was checked where it arrived.
+    app.add_middleware(
+        OriginCheck, public_url=config.public_url, relay_key=relay_key(config.secret)
+    )
+    app.add_middleware(SecurityHeaders)  # outside the check: its refusals carry them too
 
 
 def control_plane_app(config: Config) -> FastAPI:
@@ -116,7 +127,7 @@ def control_plane_app(config: Config) -> FastAPI:
         yield
         await holder["plane"].close()
 
-    app = FastAPI(title="townhall control plane", lifespan=lifespan)
+    app = BoundedApp(title="townhall control plane", lifespan=lifespan)
     errors.install(app)
 
     async def nothing_to_run(_space: Space) -> None:

@@ -453,6 +453,7 @@ def _start_varnish(
     args += ["-a", f"127.0.0.1:{port}", "-f", str(tmp / "townhall.vcl"), "-s", "malloc,256m"]
     for name, value in {
         "pipe_timeout": "120",  # an idle stage WebSocket outlives the 60 s default
+        "backend_idle_timeout": "4",  # under the origin's keep-alive (api/bounds.py KEEP_ALIVE_S)
         "thread_pool_min": "100",
         "thread_pool_max": str(threads),
         "thread_stats_rate": "1",

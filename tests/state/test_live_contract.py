@@ -317,6 +317,24 @@ async def test_rate_limits_for_different_callers_are_independent(live: LiveState
     assert await live.take_token("react:bob", 1.0, 1, T0) == 0.0
 
 
+# -- sessions ---------------------------------------------------------------------------------
+
+
+async def test_a_session_signed_out_in_one_process_is_refused_by_every_other(
+    live: LiveState, peer: LiveState
+) -> None:
+    assert not await peer.session_revoked("fp-alice", T0)
+    await live.revoke_session("fp-alice", T0 + 3600, T0)
+    assert await peer.session_revoked("fp-alice", T0 + 1)
+    assert await live.session_revoked("fp-alice", T0 + 1)
+    assert not await peer.session_revoked("fp-bob", T0 + 1)
+
+
+async def test_a_session_that_has_expired_anyway_is_not_remembered(live: LiveState) -> None:
+    await live.revoke_session("fp-old", T0 - 1, T0)
+    assert not await live.session_revoked("fp-old", T0)
+
+
 @pytest.mark.parametrize("limit", LIMITS, ids=lambda limit: limit.name)
 async def test_every_named_limit_allows_its_burst_across_processes_then_refuses(
     live: LiveState, peer: LiveState, limit: Limit
@@ -482,6 +500,15 @@ def test_every_redis_key_is_documented() -> None:
 
 
 # -- embedded only: memory stays bounded ------------------------------------------------------
+
+
+async def test_embedded_revocations_are_forgotten_once_their_tokens_expire() -> None:
+    live = EmbeddedLiveState()
+    for n in range(10_000):  # each revocation lives a second; a new one arrives every 10 ms
+        now = T0 + n / 100
+        await live.revoke_session(f"fp-{n}", now + 1.0, now)
+    assert len(live._revoked) < 2_500
+    assert await live.session_revoked("fp-9999", T0 + 99.995)
 
 
 async def test_embedded_memory_stays_bounded_however_long_and_large_the_space() -> None:

@@ -5,6 +5,7 @@ stand for two server processes), and data survives a restart."""
 from __future__ import annotations
 
 import asyncio
+import stat
 import subprocess
 import sys
 import textwrap
@@ -151,6 +152,27 @@ async def test_a_sqlite_database_runs_in_wal_mode_with_foreign_keys(tmp_path: Pa
             assert await connection.scalar(sa.text("PRAGMA busy_timeout")) == 5000
     finally:
         await records.close()
+
+
+async def test_the_sqlite_files_holding_password_hashes_are_the_owners_alone(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    records = await open_records(sqlite_url(data / "townhall.db"))
+    try:
+        await records.create_account(an_account("ada"))
+        files = sorted(data.glob("townhall.db*"))
+        assert {f.name for f in files} >= {"townhall.db", "townhall.db-wal"}
+        for file in files:
+            assert stat.S_IMODE(file.stat().st_mode) == 0o600, file.name
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    finally:
+        await records.close()
+    # A database made before this rule, readable by everyone, is tightened when opened.
+    (data / "townhall.db").chmod(0o644)
+    again = await open_records(sqlite_url(data / "townhall.db"))
+    await again.close()
+    assert stat.S_IMODE((data / "townhall.db").stat().st_mode) == 0o600
 
 
 async def test_two_servers_opening_a_new_database_at_once_migrate_it_once(url: str) -> None:

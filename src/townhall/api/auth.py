@@ -3,13 +3,18 @@
 An identity travels as a signed token (see tokens.py) in the HttpOnly `th_session` cookie for the
 web app or as `Authorization: Bearer …` for API clients and bots. Anyone may listen without one;
 reacting, raising a hand or going on stage needs one — an account, or a guest: a display name
-bound to a signed cookie. Sign-in is rate-limited per address and per account, sign-up and guest
+bound to a signed cookie. Signing out ends the session everywhere at once: the token's fingerprint
+goes into the cluster's revocation list (LiveState, kept until the token would have expired), and
+every verification asks that list once (one dictionary lookup embedded, one Redis EXISTS —
+about 0.1 ms of round trip — with Redis; while Redis is unreachable the list is not consulted,
+see `Sessions.verify`). Sign-in is rate-limited per address and per account, sign-up and guest
 names per address (argon2 costs ~0.1 s of CPU on purpose), in the shared store, so every process
 of a deployment counts the same tries (ratelimit/table.py). The password work runs in a worker
 thread.
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Annotated, Literal
@@ -26,7 +31,7 @@ from townhall.api.identity import (
     verify_nobody,
     verify_password,
 )
-from townhall.api.tokens import Identity, IdentityKind, IdentityTokens, TokenError
+from townhall.api.tokens import Identity, IdentityKind, IdentityTokens, TokenError, fingerprint
 from townhall.ratelimit.table import (
     GUEST,
     SIGNIN_PER_ACCOUNT,
@@ -37,7 +42,9 @@ from townhall.ratelimit.table import (
     take,
 )
 from townhall.spaces.model import Account, UserId, new_account_id, new_guest_id
+from townhall.state.live import LiveState
 from townhall.state.records import Records, UsernameTaken
+from townhall.state.unavailable import UNAVAILABLE_ERRORS, is_unavailable
 
 COOKIE = "th_session"
 
@@ -74,31 +81,94 @@ class IdentityOut(BaseModel):
     expires_at: int
 
 
-def identity_from(request: Request) -> Identity | None:
+def bearer_of(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer …` header ("" if it names none), or None when the
+    header is not a bearer one: then the session cookie is the identity (api/origins.py checks
+    where such requests come from)."""
+    if not authorization.startswith("Bearer "):
+        return None
+    return authorization.removeprefix("Bearer ").strip()
+
+
+REVOKED = "token_revoked"
+UNCHECKED_WARN_EVERY_S = 10.0  # how often an unreachable store's unchecked sessions are logged
+log = logging.getLogger(__name__)
+
+
+class Sessions:
+    """Identity tokens as sessions: valid by signature and expiry (tokens.py) unless signed out,
+    which the shared live state remembers for every process until the token expires."""
+
+    def __init__(
+        self,
+        tokens: IdentityTokens,
+        store: Callable[[], LiveState],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.tokens = tokens
+        self._store = store
+        self._clock = clock
+        self._warned_at = -UNCHECKED_WARN_EVERY_S
+
+    async def verify(self, token: str) -> Identity:
+        """The token's identity; TokenError if forged, expired or signed out (`REVOKED`).
+
+        While the shared store is unreachable the list cannot be read and a valid token is
+        accepted (a signed-out one too, for that while): what needs only the records (a person's
+        own state, the stage's audio) keeps working through a Redis restart, as it did before
+        sessions could be revoked. Anything that needs the store itself still answers 503."""
+        who = self.tokens.verify(token)
+        try:
+            revoked = await self._store().session_revoked(fingerprint(token), self._clock())
+        except UNAVAILABLE_ERRORS as exc:
+            if not is_unavailable(exc):
+                raise
+            now = time.monotonic()
+            if now - self._warned_at > UNCHECKED_WARN_EVERY_S:
+                self._warned_at = now
+                log.warning("sessions are not checked for sign-out: the store is unreachable")
+            return who
+        if revoked:
+            raise TokenError(REVOKED, "this session has been signed out; sign in again")
+        return who
+
+    async def revoke(self, token: str) -> None:
+        """End the session `token` is; a token that is not valid anyway needs nothing."""
+        try:
+            who = self.tokens.verify(token)
+        except TokenError:
+            return
+        await self._store().revoke_session(fingerprint(token), who.expires_at, self._clock())
+
+
+def presented_token(request: Request) -> str | None:
+    """The token the caller presents: the bearer header's, else the session cookie's."""
+    bearer = bearer_of(request.headers.get("authorization", ""))
+    return bearer if bearer is not None else request.cookies.get(COOKIE)
+
+
+async def identity_from(request: Request) -> Identity | None:
     """The caller's verified identity, from the bearer header or the session cookie, or None."""
-    tokens: IdentityTokens = request.app.state.identity_tokens
-    header = request.headers.get("authorization", "")
-    raw = (
-        header.removeprefix("Bearer ").strip()
-        if header.startswith("Bearer ")
-        else request.cookies.get(COOKIE)
-    )
+    sessions: Sessions = request.app.state.sessions
+    raw = presented_token(request)
     if not raw:
         return None
     try:
-        return tokens.verify(raw)
+        return await sessions.verify(raw)
     except TokenError as exc:
-        if header:  # a bad bearer token is an error; a stale cookie just means "signed out"
+        # A bad bearer token is an error, and so is a signed-out session however it comes; a
+        # cookie that is merely stale (expired, or from another secret) means "signed out".
+        if request.headers.get("authorization") or exc.code == REVOKED:
             raise Unauthorized(exc.message, code=exc.code) from None
         return None
 
 
 async def optional_identity(request: Request) -> Identity | None:
-    return identity_from(request)
+    return await identity_from(request)
 
 
 async def required_identity(request: Request) -> Identity:
-    who = identity_from(request)
+    who = await identity_from(request)
     if who is None:
         raise Unauthorized("sign in or pick a guest name first", code="identity_required")
     return who
@@ -116,12 +186,13 @@ def client_address(request: Request) -> str:
 def build_auth_router(
     records: Callable[[], Records],
     limits: Callable[[], TokenStore],
-    tokens: IdentityTokens,
+    sessions: Sessions,
     *,
     secure_cookies: bool,
     clock: Callable[[], float] = time.time,
 ) -> APIRouter:
     router = APIRouter(prefix="/api/auth", tags=["identity"])
+    tokens = sessions.tokens
 
     async def limit(which: Limit, caller: str) -> None:
         await take(limits(), which, caller, clock())
@@ -199,8 +270,15 @@ def build_auth_router(
             raise Unprocessable(exc.message, code=exc.code) from None
         return issue(response, new_guest_id(), name, IdentityKind.GUEST)
 
-    @router.post("/signout", status_code=204, summary="Sign out (clears the session cookie)")
-    async def signout(response: Response) -> Response:
+    @router.post(
+        "/signout",
+        status_code=204,
+        summary="Sign out: ends the presented session (bearer or cookie) everywhere, clears the cookie",
+    )
+    async def signout(request: Request, response: Response) -> Response:
+        raw = presented_token(request)
+        if raw:
+            await sessions.revoke(raw)
         response.delete_cookie(COOKIE, path="/")
         response.status_code = 204
         return response

@@ -30,9 +30,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 
-from townhall.api.auth import COOKIE, client_address
+from townhall.api.auth import COOKIE, Sessions, client_address
 from townhall.api.errors import NotFound
-from townhall.api.tokens import IdentityTokens, TokenError
+from townhall.api.tokens import TokenError
 from townhall.ratelimit.table import PRESENCE, take
 from townhall.spaces.control import ControlError, SpaceControl, member_json
 from townhall.spaces.model import SpaceId, SpaceState, UserId, Visibility, is_space_id
@@ -87,7 +87,7 @@ def presence_sample(listeners: int) -> float:
 
 def build_live_router(
     control: Callable[[], SpaceControl],
-    identities: IdentityTokens,
+    sessions: Sessions,
     clock: Callable[[], float] = time.time,
 ) -> APIRouter:
     router = APIRouter(prefix="/api/spaces", tags=["live"])
@@ -244,7 +244,7 @@ def build_live_router(
         ctl = control()
         raw = token or websocket.cookies.get(COOKIE)
         try:
-            who = identities.verify(raw or "")
+            who = await sessions.verify(raw or "")
             space = await ctl.space(space_id) if is_space_id(space_id) else None
         except (TokenError, ControlError):
             await websocket.close(code=4401)

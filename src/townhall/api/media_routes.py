@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from townhall.api.auth import RequiredIdentity, client_address
+from townhall.api.bounds import SDP_BODY_MAX
 from townhall.api.errors import (
     BadRequest,
     Conflict,
@@ -72,6 +73,7 @@ def build_media_router(
         "/spaces/{space_id}/rtc",
         response_model=Answer,
         summary="Connect your microphone to the stage (WebRTC offer → answer)",
+        max_body_size=SDP_BODY_MAX,
     )
     async def connect(
         space_id: Annotated[str, Path()], body: Offer, request: Request, who: RequiredIdentity

@@ -4,12 +4,14 @@
     invite    "townhall:invite"    a claimable seat on one Space's stage, as speaker or co-host
 
 A token for one audience is refused by every other, an invite names one Space, and every token
-carries an expiry checked on each use.
+carries an expiry checked on each use. An identity token is also a session that signing out
+ends before its expiry: api/auth.py keeps the cluster's list of those by `fingerprint`.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -93,7 +95,9 @@ class IdentityTokens:
     def mint(
         self, user_id: str, display_name: str, kind: IdentityKind, ttl_s: int | None = None
     ) -> str:
+        # jti: two sign-ins of one person in one second are still two sessions (fingerprints).
         claims = {"sub": user_id, "name": display_name, "kind": kind.value}
+        claims["jti"] = secrets.token_urlsafe(9)
         return self._jwt.encode(
             IDENTITY_AUDIENCE, claims, ttl_s if ttl_s is not None else self.ttl_s
         )
@@ -105,6 +109,15 @@ class IdentityTokens:
         except ValueError:
             raise TokenError("token_invalid", "the token is not valid") from None
         return Identity(str(claims["sub"]), str(claims["name"]), kind, int(claims["exp"]))
+
+
+def fingerprint(token: str) -> str:
+    """What names a session in the revocation list: a hash of the token's signed part.
+
+    Not of the whole token: the signature's last base64 character has spare bits a decoder
+    ignores, so one token has several spellings that verify, while its signed part has one."""
+    signed = token.rsplit(".", 1)[0]
+    return hashlib.sha256(signed.encode()).hexdigest()[:32]
 
 
 class InviteTokens:

@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -57,6 +57,12 @@ _REWRITTEN = {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", RELAY_
 def relay_key(secret: str) -> str:
     """The credential nodes of one cluster show each other on relayed requests."""
     return hmac.new(secret.encode(), b"townhall node relay", hashlib.sha256).hexdigest()
+
+
+def shows_relay_key(headers: Mapping[str, str], key: str) -> bool:
+    """Whether a request's headers carry this cluster's relay key (a forged header does not)."""
+    shown = headers.get(RELAY_HEADER)
+    return shown is not None and hmac.compare_digest(shown, key)
 
 
 @dataclass(frozen=True)
@@ -133,8 +139,7 @@ class Forwarder:
 
     def relayed(self, request: Request) -> bool:
         """Whether another node of this cluster relayed `request` (a forged header is not)."""
-        shown = request.headers.get(RELAY_HEADER)
-        return shown is not None and hmac.compare_digest(shown, self._key)
+        return shows_relay_key(request.headers, self._key)
 
     async def owner(self, space_id: str, *, fresh: bool = False) -> Lease | None:
         now = self._clock()

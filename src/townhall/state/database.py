@@ -19,6 +19,7 @@ server with room for an operator's psql and a migration's lock connection.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection, CursorResult, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+from townhall.config import make_private_dir
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_S",
@@ -92,6 +95,20 @@ def _redacted(url: str) -> str:
     return f"{scheme}{sep}…@{rest.rpartition('@')[2]}" if "@" in rest else url
 
 
+def _private_file(path: Path) -> None:
+    """Make the SQLite file readable by its owner only (it holds password hashes) before SQLite
+    opens it; SQLite gives its -wal, -shm and journal files the same mode. A file from before
+    this rule (0644) is tightened. Its directory, if made here, is the owner's only too."""
+    make_private_dir(path.parent)
+    try:
+        os.close(
+            os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        )  # empty: a new database
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
 def create_engine(
     url: str,
     *,
@@ -122,8 +139,8 @@ def create_engine(
             connect_args={"server_settings": {"timezone": "UTC"}},
             **pool,
         )
-    if parsed.database:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.database and parsed.database != ":memory:":
+        _private_file(Path(parsed.database))
     engine = _create_async_engine(parsed, **pool)
     busy_ms = round(busy_timeout_s * 1000)
 

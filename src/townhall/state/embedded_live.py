@@ -51,6 +51,8 @@ _WINDOW_BUCKETS = LISTENER_WINDOW_S // LISTENER_BUCKET_S
 _LISTENER_BUCKETS_HELD = _WINDOW_BUCKETS + 2
 # Distinct (per_second, burst) limits come from ratelimit/table.py; a handful in practice.
 _MAX_LIMITS = 64
+# Expired revocations are dropped when the set doubles since the last sweep (at least this many).
+_REVOKED_SWEEP_MIN = 1_024
 
 
 class HyperLogLog:
@@ -206,6 +208,8 @@ class EmbeddedLiveState:
         self._listeners: dict[str, _Listeners] = {}
         self._speaking: dict[str, dict[str, float]] = {}
         self._limiters: OrderedDict[RateLimit, RateLimiter] = OrderedDict()
+        self._revoked: dict[str, float] = {}  # session → until
+        self._revoked_sweep_at = _REVOKED_SWEEP_MIN
         self._closed = False
 
     # -- event log ---------------------------------------------------------------------------
@@ -369,6 +373,19 @@ class EmbeddedLiveState:
         while len(self._limiters) > _MAX_LIMITS:
             self._limiters.popitem(last=False)
         return limiter.check(key, now)
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    async def revoke_session(self, session: str, until: float, now: float) -> None:
+        if until <= now:
+            return
+        self._revoked[session] = until
+        if len(self._revoked) >= self._revoked_sweep_at:
+            self._revoked = {s: end for s, end in self._revoked.items() if end > now}
+            self._revoked_sweep_at = max(_REVOKED_SWEEP_MIN, 2 * len(self._revoked))
+
+    async def session_revoked(self, session: str, now: float) -> bool:
+        return self._revoked.get(session, 0.0) > now
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -122,6 +122,17 @@ class LiveState(Protocol):
         """Drop everything held for a Space (it ended a while ago)."""
         ...
 
+    async def revoke_session(self, session: str, until: float, now: float) -> None:
+        """Remember, for every process, that `session` (a signed-out token's fingerprint) is no
+        longer valid, until `until` (UNIX seconds: when the token expires by itself, after which
+        nothing needs remembering). Forgotten then, so the set holds only live tokens."""
+        ...
+
+    async def session_revoked(self, session: str, now: float) -> bool:
+        """Whether `session` was revoked (and its token has not expired since). One lookup: it is
+        asked on every authenticated request."""
+        ...
+
     async def ping(self) -> None:
         """Return if the store answers now; raise the driver's error (state.unavailable) if not.
 

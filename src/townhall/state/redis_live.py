@@ -92,6 +92,10 @@ SPEAKING_KEY = "{prefix}:space:{{{space}}}:speaking"
 # the take-token script. TTL: the time a bucket takes to refill completely (it is then the same as
 # absent). Not per Space; the key names the caller and the limit, e.g. "react:<user id>".
 RATE_KEY = "{prefix}:rate:{key}"
+# STRING "1": a signed-out session (api/sessions.py: a fingerprint of its token). Written by
+# revoke_session, read by session_revoked on every authenticated request. TTL: until the token
+# expires by itself. Not per Space.
+REVOKED_KEY = "{prefix}:revoked:{key}"
 
 # -------------------------------------------------------------------------------------------------
 
@@ -550,6 +554,18 @@ class RedisLiveState:
             args=[repr(float(per_second)), burst, repr(float(now)), refill_ms],
         )
         return float(_text(wait))
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    async def revoke_session(self, session: str, until: float, now: float) -> None:
+        ttl_ms = math.ceil((until - now) * 1000)
+        if ttl_ms > 0:
+            key = REVOKED_KEY.format(prefix=self._prefix, key=session)
+            await self._redis.set(key, "1", px=ttl_ms)
+
+    async def session_revoked(self, session: str, now: float) -> bool:
+        key = REVOKED_KEY.format(prefix=self._prefix, key=session)
+        return bool(await self._redis.exists(key))
 
     # -- lifecycle ---------------------------------------------------------------------------
 

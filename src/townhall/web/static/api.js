@@ -125,10 +125,21 @@ export function signInLink() {
   return `/?next=${encodeURIComponent(location.pathname + location.search + location.hash)}`;
 }
 
-/** A `next=` target that is a path on this site (never another origin), or null. */
+/**
+ * A `next=` target that is a path on this site (never another origin), or null. Judged by what
+ * the browser would do with it, not by its first characters: the URL parser drops tabs and
+ * newlines and reads a backslash as a slash, so `/\t/evil.example/x` is `//evil.example/x`, another host.
+ */
 export function safeNext(raw) {
-  if (typeof raw !== 'string' || !raw.startsWith('/') || raw.startsWith('//') || raw.startsWith('/\\')) return null;
-  return raw;
+  if (typeof raw !== 'string' || !raw.startsWith('/')) return null;
+  let url;
+  try {
+    url = new URL(raw, location.origin);
+  } catch {
+    return null;
+  }
+  if (url.origin !== location.origin) return null;
+  return url.pathname + url.search + url.hash;
 }
 
 let identityDialog = null;
