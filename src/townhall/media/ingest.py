@@ -77,18 +77,31 @@ class SpeakerConnection:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers or None))
         self._drains: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
+        self._on_stage = False  # in the mix (answered): closing takes the speaker out of it
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
 
-    async def answer(self, offer_sdp: str) -> str:
+    async def accept(self, offer_sdp: str) -> None:
+        """Take the offer, touching nothing of the Space yet; SdpError if it cannot be used.
+
+        Whatever aiortc raises on an offer it cannot use (a negative port, no rtpmap, hundreds
+        of m-lines: its parser's errors are of many kinds) is the offer's fault, so it is an
+        SdpError (400), never a 500."""
         check_offer(offer_sdp)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        except (ValueError, KeyError, IndexError) as exc:
-            raise SdpError(f"offer cannot be used: {exc}") from None
+        except Exception as exc:  # see the docstring
+            raise SdpError(f"offer cannot be used: {exc or type(exc).__name__}") from None
+
+    async def answer(self) -> str:
+        """Join the mix and answer the accepted offer."""
+        self._on_stage = True
         return_track = self.media.add_speaker(self.speaker)
         self.pc.addTrack(return_track)
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        try:
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as exc:  # no answer to that offer: the offer is at fault
+            raise SdpError(f"offer cannot be answered: {exc or type(exc).__name__}") from None
         return str(self.pc.localDescription.sdp)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -117,7 +130,8 @@ class SpeakerConnection:
         if self.closed.is_set():
             return
         self.closed.set()
-        self.media.remove_speaker(self.speaker)
+        if self._on_stage:
+            self.media.remove_speaker(self.speaker)
         with contextlib.suppress(Exception):
             await self.pc.close()
         for task in list(self._drains):
@@ -134,13 +148,21 @@ class Ingest:
         self._watchers: set[asyncio.Task[None]] = set()
 
     async def connect(self, speaker: SpeakerId, offer_sdp: str) -> str:
+        """Connect `speaker` with this offer, replacing their connection if they have one: but
+        only once the offer is known to be usable, so a bad offer (SdpError) leaves the speaker
+        on air as they were."""
         check_offer(offer_sdp)
+        connection = SpeakerConnection(self.media, speaker, self.ice_servers)
+        try:
+            await connection.accept(offer_sdp)
+        except BaseException:
+            await connection.close()
+            raise
         previous = self.connections.pop(speaker, None)
         if previous is not None:
             await previous.close()
-        connection = SpeakerConnection(self.media, speaker, self.ice_servers)
         try:
-            answer = await connection.answer(offer_sdp)
+            answer = await connection.answer()
         except BaseException:
             await connection.close()
             raise
