@@ -86,13 +86,12 @@ def build_media_router(
             now = clock()
             await take(node.control.live, RTC_PER_ADDRESS, client_address(request), now)
             await take(node.control.live, RTC_PER_PERSON, f"{space_id}:{who.user_id}", now)
-        space = await node.control.space(space_id)  # no such Space: 404 through the error seam
+        user = UserId(who.user_id)
+        standing = await node.control.standing(space_id, user)  # none: 404 through the seam
+        space, banned = standing.space, standing.banned
         if space.state.is_over:
             raise Gone("this Space has ended", code=f"space_{space.state.value}")
-        user = UserId(who.user_id)
-        role = await node.control.role_of(space, user)
-        banned = await node.control.records.is_banned(space.id, user)
-        decision = rules.decide(role, rules.Action.JOIN_STAGE, actor_banned=banned)
+        decision = rules.decide(standing.role, rules.Action.JOIN_STAGE, actor_banned=banned)
         if not decision.allowed:
             raise Forbidden(
                 "you are not on this Space's stage"
