@@ -169,10 +169,8 @@ class SpaceControl:
         return space
 
     async def role_of(self, space: Space, user: UserId | None) -> Role:
-        if user is None:
-            return Role.LISTENER
-        member = await self.records.stage_member(space.id, user)
-        return member.role if member is not None else Role.LISTENER
+        """The person's role in the Space, from the kept roster like every other standing."""
+        return (await self.standing(space.id, user)).role
 
     async def standing(
         self, space_id: str, user: UserId | None, target: UserId | None = None
