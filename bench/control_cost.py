@@ -7,7 +7,7 @@ put on air), a pool of guests and `TOWNHALL_TRUSTED_PROXIES=127.0.0.1`: every re
 presence) and the per-person ones (reactions, hands) count each person apart, as they would behind
 the edge, and the figure is the call's cost, not a 429's. The load generator is one process per
 other core (`--procs`), each pinned to its own core, with `--concurrency` keep-alive connections in
-all (bench/http11.py on uvloop), each sending its next request as soon as the last is answered.
+all (townhall/loadtest/http.py on uvloop), each sending its next request as soon as the last is answered.
 
 Each call is one row of two back-to-back windows of `--seconds`:
 
@@ -62,18 +62,8 @@ from typing import Any
 
 import httpx
 
-from bench.http11 import Client, HTTPFailure
 from bench.reference_app import key as reference_key
-from bench.swarm import (
-    affinity,
-    core_busy_seconds,
-    end_processes,
-    generator_process,
-    machine,
-    pin,
-    tree_cpu_seconds,
-    wait_interval,
-)
+from bench.swarm import affinity, core_busy_seconds, machine, pin, wait_interval
 from townhall.harness import (
     Postgres,
     Proc,
@@ -84,6 +74,8 @@ from townhall.harness import (
     start_server,
     wait_until,
 )
+from townhall.loadtest.http import Client, HTTPFailure
+from townhall.loadtest.procs import end_processes, generator_process, tree_cpu_seconds
 
 SERVER_CORE = {0}
 DATABASES = ("sqlite", "postgresql")

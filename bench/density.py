@@ -10,7 +10,7 @@ as a share of core 1) is measured at every step; a step where it reaches 90 % is
 generator-limited, and a result stopped there is a lower bound.
 
 Listeners:
-- townhall (origin, edge, varnish): `bench.llhls.run_listener`, what hls.js asks in low-latency mode — a
+- townhall (origin, edge, varnish): `townhall.loadtest.llhls.run_listener`, what hls.js asks in low-latency mode — a
   blocking playlist reload and the preload-hinted part per part; a stall is a part that arrives
   later than its media end + PART-HOLD-BACK;
 - Icecast: a progressive HTTP GET of the mount, bytes counted; the same audio (a 440 Hz tone,
@@ -49,12 +49,11 @@ from bench.swarm import (
     live_space,
     machine,
     pin,
-    tree_cpu_seconds,
-    tree_rss_bytes,
     wait_interval,
 )
 from townhall.config import MediaConfig
 from townhall.harness import EdgeKind
+from townhall.loadtest.procs import tree_cpu_seconds, tree_rss_bytes
 
 SERVER_CORE = {0}
 GENERATOR_CORE = {1}
@@ -285,7 +284,7 @@ def report(
         "with anything (core0/1_busy_share: all processes, from /proc/stat; a core 0 busier than "
         "server_cpu_share means other work competed with the server); a target stopped there "
         "(or at the last step) is a lower bound. townhall listeners: blocking playlist reload + "
-        "preload-hinted part (bench.llhls), stall = part later than media end + PART-HOLD-BACK. "
+        "preload-hinted part (townhall.loadtest.llhls), stall = part later than media end + PART-HOLD-BACK. "
         "Icecast listeners: progressive GET, burst-on-connect off, stall = media received "
         f"more than {phb:.2f} s (origin PART-HOLD-BACK) behind wall time since the first byte. "
         "Ratios compare listeners per core: the held count when the server's limit was reached "

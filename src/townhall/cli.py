@@ -222,6 +222,45 @@ def _webhooks(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _loadtest(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from townhall.loadtest import report, view
+    from townhall.loadtest.rehearsal import Plan, PlanError, rehearse
+
+    plan = Plan(
+        url=args.space_url,
+        listeners=args.listeners,
+        ramp_s=args.ramp,
+        duration_s=args.duration,
+        storm=args.storm,
+        storm_at_s=args.storm_at,
+        reactions_per_s=args.reactions,
+        hands_per_s=args.hands,
+        processes=args.processes,
+        speakers=args.speakers,
+        tone_hz=args.tone,
+        host_token=args.host_token,
+        allow_remote=args.yes_i_operate_this_server,
+    )
+    console = Console(stderr=True)
+    try:
+        plan.check()
+        with Live(view.table(plan, None, None), console=console, refresh_per_second=2) as live:
+            result = rehearse(
+                plan, lambda second, sample: live.update(view.table(plan, second, sample))
+            )
+    except PlanError as exc:
+        print(f"townhall loadtest: {exc}", file=sys.stderr)
+        return 2
+    written = report.write(result, Path(args.out))
+    console.print(result.verdict.summary)
+    for path in written:
+        console.print(f"wrote {path}")
+    return 0 if result.verdict.held else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="townhall", description="Live audio rooms.")
     parser.add_argument("--version", action="version", version=f"townhall {__version__}")
@@ -316,6 +355,36 @@ def build_parser() -> argparse.ArgumentParser:
     remove = hook_actions.add_parser("remove", help="stop sending to an endpoint")
     remove.add_argument("id", type=int)
     hooks.set_defaults(func=_webhooks)
+
+    load = sub.add_parser(
+        "loadtest",
+        help="rehearse an event: a synthetic audience of listener pages on a Space you operate",
+    )
+    load.add_argument(
+        "space_url", help="the Space's link, http://HOST/s/SPACE (…?code= if private)"
+    )
+    load.add_argument("--listeners", type=int, default=100, help="listeners to ramp up to")
+    load.add_argument("--ramp", type=float, default=10.0, help="seconds to reach them (default 10)")
+    load.add_argument("--duration", type=float, default=60.0, help="seconds in all (default 60)")
+    load.add_argument("--storm", type=int, default=0, help="a join storm of this many listeners…")
+    load.add_argument("--storm-at", type=float, default=0.0, help="…arriving in 1 s at this second")
+    load.add_argument("--reactions", type=float, default=0.0, help="reactions per second")
+    load.add_argument(
+        "--hands", type=float, default=0.0, help="raised (and lowered) hands per second"
+    )
+    load.add_argument("--speakers", type=int, default=0, help="speaker bots to invite (tone)")
+    load.add_argument("--tone", type=float, default=440.0, help="the first bot's tone (Hz)")
+    load.add_argument("--host-token", help="the host's token: needed to invite speaker bots")
+    load.add_argument(
+        "--processes", type=int, default=0, help="generator processes (default: one per core)"
+    )
+    load.add_argument("--out", default="loadtest-report", help="report directory")
+    load.add_argument(
+        "--yes-i-operate-this-server",
+        action="store_true",
+        help="allow a host other than this machine (only a server you operate)",
+    )
+    load.set_defaults(func=_loadtest)
     return parser
 
 

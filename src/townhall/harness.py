@@ -178,8 +178,14 @@ class Server:
         return str(link["url"])
 
 
-def start_server(tmp: Path, env: dict[str, str] | None = None, port: int | None = None) -> Server:
-    """A `townhall serve` on loopback with its data in `tmp`, on `port` (default: a free one)."""
+def start_server(
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    args: Sequence[str] = (),
+) -> Server:
+    """A `townhall serve` on loopback with its data in `tmp`, on `port` (default: a free one),
+    with extra `serve` options `args` (e.g. `--access-log`)."""
     port = port or free_port()
     proc = spawn(
         [
@@ -193,6 +199,7 @@ def start_server(tmp: Path, env: dict[str, str] | None = None, port: int | None 
             str(port),
             "--data-dir",
             str(tmp),
+            *args,
         ],
         env=env,
     )
