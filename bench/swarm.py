@@ -13,7 +13,11 @@ limit (every LL-HLS listener holds two connections) and drives them over pipes:
 - `cpu_seconds()`: user + system CPU of all workers so far, read from /proc by the parent, so the
   generator's own cost is measured the same way as the server's.
 
-Two kinds of listener:
+Three kinds of listener:
+- `"page"`: `townhall.loadtest.page.PageListener`, what the real listener page asks (the same
+  listener `townhall loadtest` uses): snapshot once a second, sampled presence, one streamed
+  request per segment; `url` is the Space's link (…/s/{id}); a stall is a part later than its
+  media end + PART-HOLD-BACK.
 - `"llhls"`: `townhall.loadtest.llhls.run_listener`, what hls.js asks in low-latency mode (blocking playlist
   reload + preload-hinted part per part); a stall is a part later than its media end +
   PART-HOLD-BACK.
@@ -56,6 +60,7 @@ from townhall.harness import (
     wait_until,
 )
 from townhall.loadtest.llhls import PlayerStats, parse_playlist, percentile, run_listener
+from townhall.loadtest.page import PageListener, PageStats, SpaceTarget
 from townhall.loadtest.procs import (
     end_processes,
     generator_process,
@@ -285,7 +290,7 @@ def _reset(stats: PlayerStats) -> None:
 
 
 async def _serve(conn: Connection, kind: str, url: str, options: dict[str, float]) -> None:
-    stats = PlayerStats()
+    stats = PageStats()  # a PlayerStats; page listeners also count their answers
     until = time.monotonic() + MAX_LISTENER_S
     tasks: set[asyncio.Task[None]] = set()
     progressive = (
@@ -301,6 +306,8 @@ async def _serve(conn: Connection, kind: str, url: str, options: dict[str, float
         await asyncio.sleep(delay)
         if progressive is not None:
             await progressive.listen(until)
+        elif kind == "page":
+            await PageListener(SpaceTarget.parse(url), stats).run(until)
         else:
             await run_listener(url, until, stats)
 
@@ -345,7 +352,7 @@ class Swarm:
         byte_rate: float = 0.0,
         hold_back: float = 0.0,
     ) -> None:
-        if kind not in ("llhls", "progressive"):
+        if kind not in ("page", "llhls", "progressive"):
             raise ValueError(kind)
         ctx = multiprocessing.get_context("spawn")
         options = {"byte_rate": byte_rate, "hold_back": hold_back}
