@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from townhall.api import errors
+from townhall.api.audience_routes import build_audience_router
 from townhall.api.auth import Sessions, build_auth_router
 from townhall.api.bounds import BoundedApp
 from townhall.api.control_routes import build_control_router
@@ -109,6 +110,7 @@ def install_control_plane(
         build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
     )
     app.include_router(build_live_router(lambda: plane().control, sessions))
+    app.include_router(build_audience_router(lambda: plane().control))
     # Cookie-authenticated writes and WebSockets from other sites' pages are refused; a request
     # another node relays was checked where it arrived.
     app.add_middleware(

@@ -20,12 +20,14 @@ from townhall.ratelimit.table import LIMITS, Limit, Limited, take
 from townhall.state import redis_live as redis_live_module
 from townhall.state.embedded_live import EmbeddedLiveState, HyperLogLog
 from townhall.state.live import (
+    AUDIENCE_KEPT,
     EVENT_LOG_LIMIT,
     LISTENER_BUCKET_S,
     LISTENER_WINDOW_S,
     REACTION_RETENTION_S,
     SPEAKING_TTL_S,
     LiveState,
+    Present,
 )
 from townhall.state.redis_live import RedisLiveState
 
@@ -277,6 +279,52 @@ async def test_a_listener_who_keeps_listening_keeps_counting(live: LiveState) ->
     assert await live.listener_count(SPACE, T0 + 200 + LISTENER_WINDOW_S) == 1
 
 
+# -- who is present, by name ------------------------------------------------------------------
+
+
+async def test_people_present_are_listed_most_recently_seen_first_under_their_latest_name(
+    live: LiveState, peer: LiveState
+) -> None:
+    await live.mark_present(SPACE, "u-alice", "Alice", T0)
+    await peer.mark_present(SPACE, "g-bob", "Bob", T0 + 5)
+    await live.mark_present(SPACE, "u-alice", "Alice L.", T0 + 10)
+    await live.mark_present(OTHER, "u-carol", "Carol", T0)
+    for reader in (live, peer):
+        assert await reader.present(SPACE, T0 + 10) == [
+            Present("u-alice", "Alice L.", T0 + 10),
+            Present("g-bob", "Bob", T0 + 5),
+        ]
+    assert [p.user_id for p in await live.present(OTHER, T0 + 10)] == ["u-carol"]
+
+
+async def test_someone_not_seen_for_the_window_is_no_longer_present(live: LiveState) -> None:
+    await live.mark_present(SPACE, "u-alice", "Alice", T0)
+    await live.mark_present(SPACE, "g-bob", "Bob", T0 + 30)
+    assert len(await live.present(SPACE, T0 + LISTENER_WINDOW_S)) == 2
+    later = await live.present(SPACE, T0 + LISTENER_WINDOW_S + 1)
+    assert [p.user_id for p in later] == ["g-bob"]
+
+
+async def test_a_mark_from_a_slower_clock_does_not_move_someone_back(
+    live: LiveState, peer: LiveState
+) -> None:
+    await live.mark_present(SPACE, "u-alice", "Alice", T0 + 20)
+    await peer.mark_present(SPACE, "u-alice", "Alice", T0 + 19)
+    assert await live.present(SPACE, T0 + 20) == [Present("u-alice", "Alice", T0 + 20)]
+
+
+async def test_at_most_audience_kept_are_held_and_the_least_recently_seen_go_first(
+    live: LiveState,
+) -> None:
+    for n in range(AUDIENCE_KEPT + 50):
+        await live.mark_present(SPACE, f"g-{n}", f"Guest {n}", T0 + n / 100)
+    now = T0 + AUDIENCE_KEPT / 100
+    found = await live.present(SPACE, now)
+    assert len(found) == AUDIENCE_KEPT
+    assert found[0].user_id == f"g-{AUDIENCE_KEPT + 49}"
+    assert found[-1].user_id == "g-50"  # g-0 … g-49 were dropped for the newer ones
+
+
 # -- speaking ---------------------------------------------------------------------------------
 
 
@@ -355,6 +403,7 @@ async def _fill(live: LiveState, space_id: str) -> None:
     await live.append(space_id, "space.live", {"title": "launch"}, T0)
     await live.add_reaction(space_id, "🔥", int(T0))
     await live.mark_listeners(space_id, ["alice", "bob"], T0)
+    await live.mark_present(space_id, "u-alice", "Alice", T0)
     await live.set_speaking(space_id, {"alice": -20.0}, T0)
 
 
@@ -368,11 +417,13 @@ async def test_forgetting_a_space_drops_everything_it_held_and_nothing_else(
     assert await live.events_since(SPACE, 0) == []
     assert await live.reaction_totals(SPACE, int(T0) - 10, int(T0)) == {}
     assert await live.listener_count(SPACE, T0) == 0
+    assert await live.present(SPACE, T0) == []
     assert await live.speaking(SPACE) == {}
     assert (await live.append(SPACE, "space.live", {}, T0)).seq == 1
     assert await live.latest_seq(OTHER) == 1
     assert await live.reaction_totals(OTHER, int(T0) - 10, int(T0)) == {"🔥": 1}
     assert await live.listener_count(OTHER, T0) == 2
+    assert [p.display_name for p in await live.present(OTHER, T0)] == ["Alice"]
     assert await live.speaking(OTHER) == {"alice": -20.0}
 
 

@@ -7,15 +7,20 @@ whole audience and the origin builds it at most once per second per Space. Their
 comes from the private `/me` call. Stage members (host, co-hosts, speakers) get `/events`: every
 event of the Space's log, in order, with sequence numbers, resumable after a reconnect.
 
-A removal or a ban reaches the person's listener page the same way: the snapshot lists who was
-removed or banned in the last MODERATION_WINDOW_S seconds (user ids only, as the stage list does),
-read from the Space's event log once per build, so their page says so within a second without a
-private call per listener. (The stage's pages get the same events on their WebSocket.)
+A removal, a ban or an invitation to speak reaches the person's listener page the same way: the
+snapshot lists who was removed, banned or invited in the last MODERATION_WINDOW_S seconds (user
+ids only, as the stage list does), read from the Space's event log once per build, so their page
+says so within a second without a private call per listener. (The stage's pages get the same
+events on their WebSocket.)
 
 The listener count is approximate by design: a sample of listeners (the snapshot tells each client
 the current `presence_sample` rate; a client beacons only if its own random draw is below it) send a
 presence beacon every 30 s, and the count is the distinct beacons in the last minute divided by
-the rate. At a million listeners the origin sees a few thousand beacons a minute.
+the rate. At a million listeners the origin sees a few thousand beacons a minute. A beacon from a
+listener with an identity (the session cookie or a bearer token, verified as every request's is:
+a signature and one revocation lookup) also marks them present by name, for the host's audience
+list (api/audience_routes.py); one more bounded write per sampled beacon, nothing per listener on
+the audio path.
 """
 
 import asyncio
@@ -30,7 +35,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 
-from townhall.api.auth import COOKIE, Sessions, client_address
+from townhall.api.auth import COOKIE, Sessions, client_address, presented_token
 from townhall.api.errors import NotFound
 from townhall.api.tokens import TokenError
 from townhall.ratelimit.table import PRESENCE, take
@@ -42,7 +47,9 @@ REACTION_WINDOW_S = 10
 PING_INTERVAL_S = 15.0
 MODERATION_WINDOW_S = 60  # how long a removal or ban stays in the snapshot for its person to see
 MODERATION_KEPT = 100  # at most this many of them per Space (a flood of bans drops the oldest)
-MODERATION_EVENTS = {"user.removed": "removed", "user.banned": "banned"}
+# An invitation rides along: the host invites from the audience list, and the listener's page has
+# no other way to hear of it (no per-listener push); it offers "Join the stage" at once.
+MODERATION_EVENTS = {"user.removed": "removed", "user.banned": "banned", "stage.invited": "invited"}
 
 
 class PresenceIn(BaseModel):
@@ -224,8 +231,20 @@ def build_live_router(
     ) -> Response:
         checked(space_id)
         now = clock()
-        await take(control().live, PRESENCE, client_address(request), now)
-        await control().live.mark_listener(space_id, body.key, now)
+        live = control().live
+        await take(live, PRESENCE, client_address(request), now)
+        await live.mark_listener(space_id, body.key, now)
+        raw = presented_token(request)
+        if raw:
+            try:
+                who = await sessions.verify(raw)
+            except TokenError:
+                who = None  # counted, but not named: a stale cookie must not fail a beacon
+            if who is not None:
+                # Only for a Space that exists (the kept roster: no database read when current),
+                # so names are never held for made-up ids.
+                space = (await control().roster(space_id)).space
+                await live.mark_present(space.id, who.user_id, who.display_name, now)
         return Response(status_code=204)
 
     @router.websocket("/{space_id}/events")

@@ -728,6 +728,8 @@ class SpaceControl:
             raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED]) from None
         if raised:
             await self._delivered(space)
+        # Whoever asks to speak is listening: the host's audience list shows them at once.
+        await self.live.mark_present(space.id, actor.user_id, actor.display_name, self._clock())
         return raised
 
     async def lower_hand(self, actor: Actor, space_id: str) -> bool:
@@ -753,6 +755,8 @@ class SpaceControl:
         now = self._clock()
         await take(self.live, REACT, f"{space.id}:{actor.user_id}", now)
         await self.live.add_reaction(space.id, emoji, int(now))
+        # Whoever reacts is listening: one bounded write, shed with the reaction under load.
+        await self.live.mark_present(space.id, actor.user_id, actor.display_name, now)
 
 
 def _random_invite_code() -> str:

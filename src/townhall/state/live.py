@@ -15,6 +15,13 @@ seconds. The listener count is approximate: distinct listener keys marked in the
 in steps of `LISTENER_BUCKET_S`, so a listener stops counting between `LISTENER_WINDOW_S` and
 `LISTENER_WINDOW_S + LISTENER_BUCKET_S` seconds after their last mark. Speaking flags are whatever the
 media node last published. Counters expire by themselves: nothing here grows without bound.
+
+Who is present, by name: a beacon (or a reaction, a raised hand) from a listener who has an
+identity marks `(user id, display name)` as seen at `now`; `present` answers those seen in the last
+`LISTENER_WINDOW_S` seconds, most recently seen first. At most `AUDIENCE_KEPT` people are held per
+Space: past that the least recently seen are dropped first, so at a very large audience the list
+is the most recently seen sample of those who beacon (and beacons are themselves sampled, see
+api/live_routes.py), never everyone.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ LISTENER_BUCKET_S = 10
 # so a media node that dies mid-sentence does not leave someone "speaking" forever. Publishers
 # re-publish at least every couple of seconds while anyone speaks.
 SPEAKING_TTL_S = 5.0
+# Named listeners held per Space for the host's audience list (the most recently seen win): enough
+# for a host to find anyone in a Space of a few thousand, small enough to read whole per request.
+AUDIENCE_KEPT = 1_000
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,15 @@ class Event:
     type: str  # e.g. "stage.changed", "space.live", "hand.raised"
     at: float  # UNIX seconds
     data: Mapping[str, Any]  # JSON-serialisable
+
+
+@dataclass(frozen=True)
+class Present:
+    """A listener with an identity seen recently in a Space."""
+
+    user_id: str
+    display_name: str
+    seen: float  # UNIX seconds of their latest mark
 
 
 class LiveState(Protocol):
@@ -103,6 +122,20 @@ class LiveState(Protocol):
 
     async def listener_count(self, space_id: str, now: float) -> int:
         """Approximate distinct listeners marked in the last LISTENER_WINDOW_S seconds."""
+        ...
+
+    async def mark_present(
+        self, space_id: str, user_id: str, display_name: str, now: float
+    ) -> None:
+        """`user_id` (called `display_name`) was seen listening at `now`: one write, bounded.
+
+        A later mark replaces the name; an earlier `now` than the one held does not move the
+        person back in time (callers' clocks differ a little)."""
+        ...
+
+    async def present(self, space_id: str, now: float) -> list[Present]:
+        """Those marked in the last LISTENER_WINDOW_S seconds, most recently seen first; at most
+        AUDIENCE_KEPT of them."""
         ...
 
     async def set_speaking(self, space_id: str, speaking: Mapping[str, float], now: float) -> None:

@@ -17,7 +17,9 @@ Theory of operation.
   A Space nobody has waited on for `_WATCH_LINGER_S` is unsubscribed.
 * **Reactions** live in a ring of `_REACTION_SLOTS` hashes per Space (slot = second mod ring size),
   each remembering which second it holds; **listeners** in a ring of HyperLogLogs (slot = bucket
-  mod ring size) plus a small hash saying which bucket each slot holds. Rings give every Space a
+  mod ring size) plus a small hash saying which bucket each slot holds; **who is present** by name
+  in a sorted set (score = last seen) and a hash of names, trimmed by the mark script to the
+  window and to `AUDIENCE_KEPT` people. Rings give every Space a
   fixed, computable set of keys, so `forget_space` deletes them with one DEL (no SCAN over the
   keyspace), Redis memory per Space is bounded whatever the callers' clocks say, and a listener's
   expiry follows the `now` the caller passes, exactly as in the embedded store. TTLs clean up
@@ -44,12 +46,14 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from townhall.state.live import (
+    AUDIENCE_KEPT,
     EVENT_LOG_LIMIT,
     LISTENER_BUCKET_S,
     LISTENER_WINDOW_S,
     REACTION_RETENTION_S,
     SPEAKING_TTL_S,
     Event,
+    Present,
 )
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,14 @@ LISTENERS_KEY = "{prefix}:space:{{{space}}}:listeners:{slot}"
 # HASH: slot number → the bucket that LISTENERS_KEY slot holds. Written by the mark script, read by
 # the count script. TTL _LISTENER_TTL_S from the last mark; deleted by forget_space.
 LISTENER_BUCKETS_KEY = "{prefix}:space:{{{space}}}:listener-buckets"
+# ZSET: user id → when they were last seen listening (UNIX seconds), at most AUDIENCE_KEPT members,
+# none older than LISTENER_WINDOW_S before the latest mark. Written by the mark-present script
+# (ZADD GT, then trims the stale and the least recently seen past the cap), read by present
+# (ZREVRANGEBYSCORE over the window). TTL _LISTENER_TTL_S from the last mark; deleted by forget_space.
+PRESENT_KEY = "{prefix}:space:{{{space}}}:present"
+# HASH: user id → display name of each member of PRESENT_KEY (trimmed with it). Written by the
+# mark-present script, read by present. TTL and deletion as PRESENT_KEY.
+PRESENT_NAMES_KEY = "{prefix}:space:{{{space}}}:present-names"
 # HASH: user id → level in dBFS of who is speaking now. Replaced (DEL + HSET in MULTI) by
 # set_speaking from the Space's media node, read by speaking. TTL SPEAKING_TTL_S from the last
 # publish, so a dead media node leaves nobody speaking; deleted by forget_space.
@@ -171,6 +183,26 @@ if #window == 0 then return 0 end
 return redis.call('PFCOUNT', unpack(window))
 """
 
+_MARK_PRESENT = """
+-- KEYS: present zset, names hash; ARGV: user id, display name, now, oldest kept, cap, ttl
+redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
+local over = redis.call('ZCARD', KEYS[1]) - #gone - tonumber(ARGV[5])
+if over > 0 then  -- past the cap: the least recently seen of those still in the window go
+  for _, user in ipairs(redis.call('ZRANGE', KEYS[1], #gone, #gone + over - 1)) do
+    table.insert(gone, user)
+  end
+end
+if #gone > 0 then
+  redis.call('ZREM', KEYS[1], unpack(gone))
+  redis.call('HDEL', KEYS[2], unpack(gone))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return #gone
+"""
+
 _TAKE_TOKEN = """
 -- KEYS: bucket hash; ARGV: per_second, burst, now, ttl_ms. Returns the wait as a string (a Lua
 -- number would be truncated to an integer on the way out).
@@ -234,6 +266,7 @@ class RedisLiveState:
         self._reaction_script = redis.register_script(_ADD_REACTION)
         self._mark_script = redis.register_script(_MARK_LISTENERS)
         self._count_script = redis.register_script(_COUNT_LISTENERS)
+        self._present_script = redis.register_script(_MARK_PRESENT)
         self._token_script = redis.register_script(_TAKE_TOKEN)
         self._pubsub = redis.pubsub()
         self._watches: dict[str, _Watch] = {}  # by channel
@@ -276,6 +309,8 @@ class RedisLiveState:
             self._key(EVENT_LOG_ID_KEY, space_id),
             self._key(SPEAKING_KEY, space_id),
             self._key(LISTENER_BUCKETS_KEY, space_id),
+            self._key(PRESENT_KEY, space_id),
+            self._key(PRESENT_NAMES_KEY, space_id),
             *(self._key(LISTENERS_KEY, space_id, slot=s) for s in range(_LISTENER_SLOTS)),
             *(self._key(REACTIONS_KEY, space_id, slot=s) for s in range(_REACTION_SLOTS)),
         ]
@@ -527,6 +562,40 @@ class RedisLiveState:
             args=[bucket - _WINDOW_BUCKETS, bucket],
         )
         return int(count)
+
+    # -- who is present ----------------------------------------------------------------------
+
+    async def mark_present(
+        self, space_id: str, user_id: str, display_name: str, now: float
+    ) -> None:
+        await self._present_script(
+            keys=[self._key(PRESENT_KEY, space_id), self._key(PRESENT_NAMES_KEY, space_id)],
+            args=[
+                user_id,
+                display_name,
+                repr(float(now)),
+                repr(float(now - LISTENER_WINDOW_S)),
+                AUDIENCE_KEPT,
+                _LISTENER_TTL_S,
+            ],
+        )
+
+    async def present(self, space_id: str, now: float) -> list[Present]:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrevrangebyscore(
+                self._key(PRESENT_KEY, space_id),
+                "+inf",
+                repr(float(now - LISTENER_WINDOW_S)),
+                withscores=True,
+            )
+            pipe.hgetall(self._key(PRESENT_NAMES_KEY, space_id))
+            seen, names = await pipe.execute()
+        held = {_text(user): _text(name) for user, name in names.items()}
+        return [
+            Present(_text(user), held[_text(user)], float(at))
+            for user, at in seen
+            if _text(user) in held
+        ]
 
     # -- speaking ----------------------------------------------------------------------------
 

@@ -84,6 +84,8 @@ const MODERATED_TEXT = {
   removed:
     'You were removed from this Space: your raised hand was taken down. ' +
     'You are not banned: you can keep listening and raise your hand again.',
+  removedListening:
+    'You were removed from this Space. You are not banned: you can keep listening, react and raise your hand.',
 };
 
 const REACTIONS = [
@@ -171,6 +173,7 @@ const ui = {
   handLabel: byId('hand-label'),
   handStatus: byId('hand-status'),
   toStage: byId('to-stage'),
+  acceptInvitation: byId('accept-invitation'),
   stage: byId('stage'),
   stageHeading: byId('stage-heading'),
   stageEmpty: byId('stage-empty'),
@@ -1064,9 +1067,37 @@ function noticeModeration(snapshot) {
   for (const entry of snapshot.moderation || []) {
     if (entry.user_id !== space.me.user_id || entry.at <= space.moderatedAt) continue;
     space.moderatedAt = entry.at;
+    if (entry.action === 'invited') {
+      invited();
+      continue;
+    }
     space.justModerated = true;
     if (entry.action === 'banned') banned();
     else removed();
+  }
+}
+
+/** The host invited me to speak (from their audience list): offer the seat, one press away. */
+function invited() {
+  if (space.banned || space.onStage || space.over) return;
+  ui.acceptInvitation.hidden = false;
+  ui.handStatus.textContent = 'The host invites you to speak: press “Join the stage” to take a seat.';
+  announce('The host invites you to speak.');
+}
+
+async function acceptInvitation() {
+  ui.acceptInvitation.disabled = true;
+  try {
+    const member = await api(`/api/spaces/${spaceId}/invitations/accept`, { method: 'POST' });
+    ui.acceptInvitation.hidden = true;
+    showOnStage(true, member.role);
+    if (!ui.toStage.hidden) ui.toStage.focus();
+  } catch (err) {
+    ui.handStatus.textContent = err.message;
+    if (err.code === 'banned') banned();
+    if (err.code === 'no_invitation') ui.acceptInvitation.hidden = true;
+  } finally {
+    ui.acceptInvitation.disabled = false;
   }
 }
 
@@ -1084,6 +1115,7 @@ function banned() {
   showModerated(MODERATED_TEXT.banned);
   ui.reactStatus.textContent = '';
   ui.toStage.hidden = true;
+  ui.acceptInvitation.hidden = true; // a ban withdraws any invitation (records.ban)
   const refused = [ui.hand, ui.clip, ...[...space.reactionButtons.values()].map(({ button }) => button)];
   for (const button of refused) {
     button.disabled = true;
@@ -1094,9 +1126,14 @@ function banned() {
 /** I was removed: nothing is barred, but the stage or my hand went away, and I am told why. */
 function removed() {
   if (space.banned) return;
+  const text = space.onStage
+    ? MODERATED_TEXT.removedFromStage
+    : space.hand
+      ? MODERATED_TEXT.removed
+      : MODERATED_TEXT.removedListening;
   clearTimeout(space.handTimer);
   showHand(false, '');
-  showModerated(space.onStage ? MODERATED_TEXT.removedFromStage : MODERATED_TEXT.removed);
+  showModerated(text);
 }
 
 function forgetIdentity() {
@@ -1207,6 +1244,7 @@ function wire() {
   ui.back.addEventListener('click', () => seekTo((player.started ? ui.audio.currentTime : player.startAt) - SKIP_S));
   ui.forward.addEventListener('click', () => seekTo((player.started ? ui.audio.currentTime : player.startAt) + SKIP_S));
   ui.hand.addEventListener('click', toggleHand);
+  ui.acceptInvitation.addEventListener('click', acceptInvitation);
   ui.share.addEventListener('click', share);
   // Leaving stops all audio at once and releases the player (and its requests).
   window.addEventListener('pagehide', () => {

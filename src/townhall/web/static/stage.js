@@ -57,6 +57,8 @@ import {
   spaceIdFromPath,
   whoAmI,
 } from './api.js';
+import { audiencePanel } from './audience.js';
+import { banQuestion, removeQuestion } from './moderation.js';
 import { retryDelay, Stillness } from './recovery.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 3000;
@@ -238,6 +240,15 @@ const events = {
 let snapshotTimer = 0;
 let iceServersCache = null;
 
+// The host console's audience list (audience.js), shown with the console.
+const audience = audiencePanel({
+  spacePath,
+  actionButton,
+  confirmAction,
+  visibility: () => (view.space ? view.space.visibility : 'public'),
+  onGone: (userId) => removeHand(userId),
+});
+
 // ------------------------------------------------------------------------------------ helpers
 
 function me() {
@@ -404,6 +415,7 @@ function renderConsole() {
   const moderator = view.onStage && !view.over && isModerator();
   ui.console.hidden = !moderator;
   ui.handsCard.hidden = !moderator;
+  audience.show(moderator);
   if (!moderator || !view.space) return;
   const host = isHost();
   const state = view.space.state;
@@ -477,26 +489,10 @@ function confirmAction(question, yesLabel) {
   });
 }
 
-/**
- * What a removal and a ban do, as the server enforces them (spaces/rules.py, control.py): removing
- * takes someone off the stage and out of the hand queue and bars nothing; banning also refuses them
- * reacting, raising a hand, clips and the stage from then on. Neither can stop the stream: it is an
- * open HTTP broadcast (a private Space's to anyone who has its listener link).
- */
-function removeQuestion(name, onStage) {
-  return (
-    `Remove ${name}? ${onStage ? 'They leave the stage.' : 'Their raised hand is taken down.'} ` +
-    'They are not banned: they can keep listening and raise a hand again.'
-  );
-}
-
-function banQuestion(name, onStage) {
-  const stream =
-    view.space && view.space.visibility === 'private'
-      ? `The stream still plays for anyone who has this private Space's listener link, ${name} included if they have it.`
-      : `The stream stays public: anyone with the link, ${name} included, can still listen.`;
-  const now = onStage ? 'They leave the stage and can' : 'Their raised hand is taken down and they can';
-  return `Ban ${name}? ${now} no longer react, raise a hand, make clips or come on stage in this Space. ${stream}`;
+/** Where a stage member (they have a role) or a raised hand stands, for the confirmations. */
+function where(person) {
+  const visibility = view.space ? view.space.visibility : 'public';
+  return { onStage: Boolean(person.role), handRaised: !person.role, visibility };
 }
 
 /** "Remove" and "Ban" for a stage member or a raised hand, each behind a confirmation. */
@@ -508,7 +504,7 @@ function exitButtons(person) {
   };
   return [
     actionButton('Remove', `Remove ${name} from the Space`, async () => {
-      if (!(await confirmAction(removeQuestion(name, Boolean(person.role)), 'Yes, remove'))) return;
+      if (!(await confirmAction(removeQuestion(name, where(person)), 'Yes, remove'))) return;
       await api(spacePath(`/members/${person.user_id}/remove`), { method: 'POST' });
       gone(person.user_id);
       say(ui.rosterStatus, `${name} was removed.`);
@@ -517,7 +513,7 @@ function exitButtons(person) {
       'Ban',
       `Ban ${name}`,
       async () => {
-        if (!(await confirmAction(banQuestion(name, Boolean(person.role)), 'Yes, ban'))) return;
+        if (!(await confirmAction(banQuestion(name, where(person)), 'Yes, ban'))) return;
         await api(spacePath(`/members/${person.user_id}/ban`), { method: 'POST' });
         gone(person.user_id);
         say(ui.rosterStatus, `${name} was banned from this Space.`);
