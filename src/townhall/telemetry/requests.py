@@ -30,6 +30,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 LIVE_PREFIX = "/live"
 # The /live mount itself: a request it relayed to the Space's owner node (no inner route ran).
 RELAYED = "/live/{relayed}"
+_LIVE_PATHS = LIVE_PREFIX + "/"
 # A request id a client or edge sent is kept if it looks like one; otherwise we make one.
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -40,7 +41,7 @@ def route_template(scope: Scope) -> str:
     if not isinstance(template, str):
         return UNMATCHED
     path: str = scope.get("path", "")
-    if path.startswith(LIVE_PREFIX + "/"):
+    if path.startswith(_LIVE_PATHS):
         # The listener origin is its own app mounted at /live: its routes are relative to it.
         return RELAYED if template == LIVE_PREFIX else LIVE_PREFIX + template
     return template
