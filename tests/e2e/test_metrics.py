@@ -59,6 +59,7 @@ def test_an_operator_sees_a_live_space_move(watched: Server, speakers: Callable[
 
     first = scrape(watched)
     assert first.value("townhall_node_leases") == 1
+    assert (first.value("townhall_space_lease_token", space=space.id) or 0) >= 1
     wait_until(
         lambda: scrape(watched).value("townhall_space_stage_connections", space=space.id) == 1,
         30,

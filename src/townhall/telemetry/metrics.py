@@ -210,6 +210,12 @@ class NodeMetrics:
             "20 ms media ticks skipped because the clock fell too far behind.",
             labels=per_space,
         )
+        lease = GaugeMetricFamily(
+            "townhall_space_lease_token",
+            "Fencing token of the lease this node runs the Space under (it grows at every "
+            "take-over of the Space).",
+            labels=per_space,
+        )
         recorded = CounterMetricFamily(
             "townhall_space_recording_bytes",
             "Bytes of the Space's recording written by this node.",
@@ -225,9 +231,10 @@ class NodeMetrics:
             parts.add_metric(labels, media.parts_published)
             ticks.add_metric(labels, media.ticks)
             skipped.add_metric(labels, media.skipped_ticks)
+            lease.add_metric(labels, runtime.lease.token)
             if runtime.recorder is not None:
                 recorded.add_metric(labels, runtime.recorder.bytes_written)
-        yield from (listeners, stage, on_air, parts, ticks, skipped, recorded)
+        yield from (listeners, stage, on_air, parts, ticks, skipped, lease, recorded)
         yield _gauge(
             "townhall_spaces_running",
             "Open Spaces whose media runs here.",
