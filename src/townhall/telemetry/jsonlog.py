@@ -4,16 +4,21 @@ A standard `logging.Formatter`, so every existing logger (ours, uvicorn's, aiort
 the same way without touching its call sites: time (UTC, ISO 8601), level, logger, the message
 as it reads in text, the exception if any, and the structured fields a call passed in `extra`
 (the request lines of `telemetry.requests`: method, route, status, duration_ms, request_id).
+A line logged while a request is being answered carries that request's id too (`REQUEST_ID`,
+set by `telemetry.requests` when the access log is on), so an error can be found from its request.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 LOG_FORMATS = ("text", "json")
+# The id of the request whose handling logs a line (None: not in a request, or no access log).
+REQUEST_ID: ContextVar[str | None] = ContextVar("townhall_request_id", default=None)
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # What every LogRecord carries; anything else on a record came from `extra` and is written out
@@ -37,6 +42,8 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RECORD_FIELDS and not key.startswith("_") and key not in out:
                 out[key] = value
+        if "request_id" not in out and (request_id := REQUEST_ID.get()) is not None:
+            out["request_id"] = request_id
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         if record.stack_info:

@@ -22,6 +22,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from townhall.telemetry.durations import REQUEST_BUCKETS, Durations
+from townhall.telemetry.jsonlog import REQUEST_ID
 
 log = logging.getLogger("townhall.requests")
 
@@ -101,9 +102,12 @@ class RequestTelemetry:
                     message = {**message, "headers": headers}
             await send(message)
 
+        bound = REQUEST_ID.set(request_id) if request_id is not None else None
         try:
             await self.app(scope, receive, answer)
         finally:
+            if bound is not None:
+                REQUEST_ID.reset(bound)
             seconds = time.perf_counter() - started
             route = route_template(scope)
             method: str = scope["method"]
