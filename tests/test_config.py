@@ -123,3 +123,34 @@ def test_guests_create_spaces_unless_the_operator_says_otherwise(tmp_path: Path)
         assert config.guests_create_spaces is False, off
     config = load({}, data_dir=tmp_path)
     assert (config.max_open_spaces_per_host, config.clip_quota_per_space_mb) == (3, 200)
+
+
+def test_metrics_are_off_text_logs_and_no_request_lines_unless_configured(tmp_path: Path) -> None:
+    quiet = load({}, data_dir=tmp_path)
+    assert (quiet.metrics_token, quiet.log_format, quiet.access_log) == ("", "text", False)
+    token = "0123456789abcdef0123"
+    watched = load(
+        {
+            "TOWNHALL_METRICS_TOKEN": token,
+            "TOWNHALL_LOG_FORMAT": "JSON",
+            "TOWNHALL_ACCESS_LOG": "yes",
+        },
+        data_dir=tmp_path,
+    )
+    assert (watched.metrics_token, watched.log_format, watched.access_log) == (token, "json", True)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TOWNHALL_METRICS_TOKEN", "short"),
+        ("TOWNHALL_METRICS_TOKEN", "has a space in the middle of it"),
+        ("TOWNHALL_LOG_FORMAT", "xml"),
+        ("TOWNHALL_ACCESS_LOG", "sometimes"),
+    ],
+)
+def test_unusable_metrics_and_log_options_are_refused_by_name(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load({name: value}, data_dir=tmp_path)

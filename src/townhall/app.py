@@ -32,6 +32,8 @@ from townhall.node.placement import NodeId, Placement
 from townhall.node.redis_placement import RedisPlacement
 from townhall.node.routing import LiveRouter
 from townhall.spaces.model import Space, SpaceId
+from townhall.telemetry.metrics import NodeMetrics, build_metrics_router
+from townhall.telemetry.requests import RequestStats, RequestTelemetry
 from townhall.web import pages
 from townhall.webhooks.sender import WebhookSender
 
@@ -216,6 +218,19 @@ def create_app(config: Config) -> FastAPI:
     )
     app.state.admission = admission
     app.add_middleware(AdmissionMiddleware, admission=admission)
+    # Outside admission: the 503s it sheds are counted (and logged) like every other answer.
+    requests = RequestStats()
+    app.add_middleware(RequestTelemetry, stats=requests, log_requests=config.access_log)
+    metrics = NodeMetrics(
+        role=config.role,
+        admission=admission,
+        requests=requests,
+        presence=app.state.presence_rates,
+        node=lambda: node if hasattr(node, "keeper") else None,
+        live=lambda: node.plane.live,
+        records=lambda: node.plane.records,
+    )
+    app.include_router(build_metrics_router(metrics, config.metrics_token))
     if config.trusted_proxies:
         # Outermost (added last), so everything inside sees the real client and scheme: per-address
         # limits, listener counts and the links built from the request. Only these peers' headers

@@ -6,13 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from townhall import __version__
-from townhall.config import ConfigError, load, make_private_dir
+from townhall.config import ConfigError, load, log_format, make_private_dir
+from townhall.telemetry import jsonlog
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -59,6 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         role=args.role,
+        access_log=args.access_log or None,
     )
     make_private_dir(config.data_dir)
     app = create_app(config)
@@ -68,7 +71,11 @@ def _serve(args: argparse.Namespace) -> int:
             host=config.host,
             port=config.port,
             log_level=args.log_level,
-            access_log=args.access_log,
+            # Requests are logged by the app (telemetry.requests: with their route template,
+            # duration and request id), in the format chosen for every other line.
+            access_log=False,
+            # JSON lines: uvicorn's loggers go through the root handler like everyone else's.
+            log_config=None if config.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
             timeout_graceful_shutdown=5,
             lifespan="on",
             # The app believes X-Forwarded-* from TOWNHALL_TRUSTED_PROXIES only; uvicorn's own
@@ -280,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
-        "--access-log", action="store_true", help="log every request (off: listeners are many)"
+        "--access-log",
+        action="store_true",
+        help="log every request (off: listeners are many; env TOWNHALL_ACCESS_LOG)",
     )
     serve.set_defaults(func=_serve)
 
@@ -390,9 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        jsonlog.configure(log_format(os.environ))
+    except ConfigError as exc:
+        print(f"townhall: configuration error: {exc}", file=sys.stderr)
+        return 2
     for chatty in ("alembic", "aioice", "httpx"):  # their INFO lines are per connection / per check
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:

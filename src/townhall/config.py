@@ -10,10 +10,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from townhall.spaces.lifecycle import DEFAULT_HOST_ABSENT_LIMIT_S
+from townhall.telemetry.jsonlog import LOG_FORMATS
 
 
 class ConfigError(ValueError):
@@ -101,6 +103,14 @@ class Config:
     # Disk the clips of one Space may take (MB; 0: no quota). A 60 s clip is about 0.5 MB at the
     # default bitrate, so the default is some 400 full-length clips.
     clip_quota_per_space_mb: int = 200
+    # The bearer token `GET /metrics` (Prometheus) must carry; empty: /metrics is off (404), so
+    # nothing about the node's traffic is readable until the operator chooses a secret for it.
+    metrics_token: str = ""
+    # Log lines as "text" (one human-readable line each) or "json" (one JSON object each).
+    log_format: str = "text"
+    # One log line per HTTP request (method, path, route, status, duration, request id). Off by
+    # default: listeners make several requests a second each.
+    access_log: bool = False
     media: MediaConfig = field(default_factory=MediaConfig)
 
     @property
@@ -210,6 +220,29 @@ def parse_trusted_proxies(raw: str) -> tuple[str, ...]:
     return tuple(proxies)
 
 
+METRICS_TOKEN_MIN = 16
+
+
+def _metrics_token(raw: str) -> str:
+    token = raw.strip()
+    if token and (len(token) < METRICS_TOKEN_MIN or not token.isprintable() or " " in token):
+        raise ConfigError(
+            f"TOWNHALL_METRICS_TOKEN must be at least {METRICS_TOKEN_MIN} printable characters "
+            "without spaces (e.g. from `openssl rand -hex 24`)"
+        )
+    return token
+
+
+def log_format(env: Mapping[str, str]) -> str:
+    """TOWNHALL_LOG_FORMAT: read on its own too, since logging is set up before the rest."""
+    raw = env.get("TOWNHALL_LOG_FORMAT", "").strip().lower() or Config.log_format
+    if raw not in LOG_FORMATS:
+        raise ConfigError(
+            f"TOWNHALL_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {raw!r}"
+        )
+    return raw
+
+
 def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
     """Build the config: defaults ← environment ← explicit overrides (CLI flags); then the secret."""
     env = dict(os.environ if env is None else env)
@@ -299,6 +332,9 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
             low=0,
             high=10**7,
         ),
+        "metrics_token": _metrics_token(env.get("TOWNHALL_METRICS_TOKEN", "")),
+        "log_format": log_format(env),
+        "access_log": _bool(env, "TOWNHALL_ACCESS_LOG", Config.access_log),
         "media": media,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -19,7 +19,7 @@ from townhall.api.auth import Sessions, build_auth_router
 from townhall.api.bounds import BoundedApp
 from townhall.api.control_routes import build_control_router
 from townhall.api.headers import SecurityHeaders
-from townhall.api.live_routes import build_live_router
+from townhall.api.live_routes import PresenceRates, build_live_router
 from townhall.api.origins import OriginCheck
 from townhall.api.tokens import IdentityTokens, InviteTokens
 from townhall.config import Config, make_private_dir
@@ -109,7 +109,11 @@ def install_control_plane(
     app.include_router(
         build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
     )
-    app.include_router(build_live_router(lambda: plane().control, sessions))
+    # Shared with /metrics (app.py): both turn presence beacons into the same listener count.
+    app.state.presence_rates = PresenceRates()
+    app.include_router(
+        build_live_router(lambda: plane().control, sessions, rates=app.state.presence_rates)
+    )
     app.include_router(build_audience_router(lambda: plane().control))
     # Cookie-authenticated writes and WebSockets from other sites' pages are refused; a request
     # another node relays was checked where it arrived.

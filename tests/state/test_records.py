@@ -880,6 +880,20 @@ async def test_a_delivered_webhook_is_not_claimed_again(records: Records) -> Non
         await records.mark_delivered(9999, T0)
 
 
+async def test_the_webhook_backlog_counts_what_is_neither_delivered_nor_given_up(
+    records: Records,
+) -> None:
+    await records.add_webhook("https://a.test", "a", ["*"], now=T0)
+    for n in range(3):
+        await records.enqueue_delivery("space.started", f'{{"n": {n}}}', T0)
+    assert await records.pending_deliveries() == 3
+    first, second, _ = await records.claim_due_deliveries(T0, limit=10, lease_s=30)
+    assert await records.pending_deliveries() == 3, "a claimed delivery is still owed"
+    await records.mark_delivered(first.id, T0 + 1)
+    assert not await records.mark_failed(second.id, T0 + 1, None, "HTTP 410 Gone")
+    assert await records.pending_deliveries() == 1
+
+
 async def test_a_leased_delivery_is_hidden_until_the_lease_runs_out(records: Records) -> None:
     await records.add_webhook("https://a.test", "a", ["*"], now=T0)
     await records.enqueue_delivery("space.started", "{}", T0)

@@ -41,6 +41,7 @@ from townhall.api.tokens import TokenError
 from townhall.ratelimit.table import PRESENCE, take
 from townhall.spaces.control import ControlError, SpaceControl, member_json
 from townhall.spaces.model import SpaceId, SpaceState, UserId, Visibility, is_space_id
+from townhall.state.live import LiveState
 
 PRESENCE_TARGET = 10_000  # beacons per minute per Space we are willing to take
 REACTION_WINDOW_S = 10
@@ -92,11 +93,38 @@ def presence_sample(listeners: int) -> float:
     return round(PRESENCE_TARGET / listeners, 4)
 
 
+class PresenceRates:
+    """The presence sampling rate this process last told each Space's listeners (its snapshot's
+    `presence_sample`), so that beacons turn into the same listener count wherever it is read:
+    the snapshot, and the node's `/metrics`. A Space this process has not built a snapshot for
+    is taken at 1.0, exact up to PRESENCE_TARGET beacons a minute."""
+
+    KEPT = 10_000  # Spaces remembered (the oldest is forgotten first)
+
+    def __init__(self) -> None:
+        self._rates: dict[str, float] = {}
+
+    def told(self, space_id: str, rate: float) -> None:
+        self._rates.pop(space_id, None)
+        self._rates[space_id] = rate
+        if len(self._rates) > self.KEPT:
+            self._rates.pop(next(iter(self._rates)))
+
+    async def listeners(self, live: LiveState, space_id: str, now: float) -> int:
+        """Approximate listeners: distinct beacons in the last minute ÷ the rate in force."""
+        sampled = await live.listener_count(space_id, now)
+        return round(sampled / self._rates.get(space_id, 1.0))
+
+
 def build_live_router(
     control: Callable[[], SpaceControl],
     sessions: Sessions,
     clock: Callable[[], float] = time.time,
+    rates: PresenceRates | None = None,
 ) -> APIRouter:
+    """`rates`: where the snapshot keeps the presence sampling rate it tells listeners (shared
+    with `/metrics`); a private one if None."""
+    rates = rates if rates is not None else PresenceRates()
     router = APIRouter(prefix="/api/spaces", tags=["live"])
     memo: dict[str, _Snapshot] = {}  # space → the snapshot built this second
     moderation: dict[str, _Moderation] = {}  # space → the removals and bans read so far
@@ -148,11 +176,8 @@ def build_live_router(
         # only on air, when listeners actually hear the stage.
         speaking = await ctl.live.speaking(space.id)
         reactions = await ctl.live.reaction_totals(space.id, second - REACTION_WINDOW_S, second)
-        sampled = await ctl.live.listener_count(space.id, now)
-        previous = memo.get(space.id)
-        rate = (
-            presence_sample(json.loads(previous.body)["listeners"]["approx"]) if previous else 1.0
-        )
+        listeners = await rates.listeners(ctl.live, space.id, now)
+        rates.told(space.id, presence_sample(listeners))
         body = {
             "space": {
                 "id": space.id,
@@ -175,10 +200,7 @@ def build_live_router(
             ],
             "reactions": {"window_s": REACTION_WINDOW_S, "totals": reactions},
             "moderation": await recent_moderation(space.id, now),
-            "listeners": {
-                "approx": round(sampled / rate),
-                "presence_sample": presence_sample(round(sampled / rate)),
-            },
+            "listeners": {"approx": listeners, "presence_sample": presence_sample(listeners)},
             "at": second,
         }
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

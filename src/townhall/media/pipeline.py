@@ -43,6 +43,7 @@ from townhall.media.mixer import Mixer, MixKey, MixResult
 from townhall.media.opus_return import TIME_BASE, OpusMixEncoder
 from townhall.media.packager import EncodedPart, LlHlsPackager, PackagedPart, PackagerConfig
 from townhall.media.timeline import RunStart
+from townhall.telemetry.durations import TICK_BUCKETS, Durations
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,19 @@ class _EncodeResult:
     parts: list[EncodedPart]
     returns: dict[SpeakerId, MixKey]
     packets: dict[MixKey, list[bytes]] = field(default_factory=dict)
+    seconds: float = 0.0  # the worker's time on it (AAC and every Opus encode)
+
+
+@dataclass
+class TickTimings:
+    """Where media ticks spend their time: mixing and gating (on the loop), encoding (worker).
+
+    One per node, shared by its Spaces so the histograms outlive any one Space (`/metrics`).
+    Written on the event loop only (the worker's time comes back with its result), so the
+    histograms need no lock (see `telemetry.durations`)."""
+
+    mix: Durations = field(default_factory=lambda: Durations(TICK_BUCKETS))
+    encode: Durations = field(default_factory=lambda: Durations(TICK_BUCKETS))
 
 
 IDLE_ENCODER_TICKS = 500  # a mix nobody has heard for 10 s gives its Opus encoder back
@@ -113,11 +127,13 @@ class SpaceMedia:
         on_part: Callable[[PackagedPart], None] | None = None,
         run: RunStart | None = None,
         may_publish: Callable[[], bool] | None = None,
+        timings: TickTimings | None = None,
     ) -> None:
         """`run`: where this run starts on the Space's timeline (see `timeline`); None starts a
         stream of its own at sequence 1. `may_publish`: asked before each finished part is
         packaged or recorded; False (this node's lease on the Space may have lapsed) drops the
-        part, so an ex-owner never publishes beside the Space's new owner."""
+        part, so an ex-owner never publishes beside the Space's new owner. `timings`: where to
+        count each tick's mix and encode time (the node's, for `/metrics`)."""
         self.space_id = space_id
         self._may_publish = may_publish
         self._on_part = on_part
@@ -161,6 +177,8 @@ class SpaceMedia:
         self.ticks = 0
         self.skipped_ticks = 0
         self.fenced_parts = 0  # finished parts dropped because `may_publish` said no
+        self.parts_published = 0  # parts packaged for listeners (and recorded) by this run
+        self.timings = timings if timings is not None else TickTimings()
         self._speaking: dict[SpeakerId, float] = {}  # the last tick's speakers and their levels
 
     # -- stage -----------------------------------------------------------------------------------
@@ -289,11 +307,14 @@ class SpaceMedia:
         await self._tick(asyncio.get_running_loop())
 
     async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        started = time.perf_counter()
         mix = self.mixer.tick()
         program = self._gate.process(mix.program)  # same loop step as the mix: no command between
+        self.timings.mix.observe(time.perf_counter() - started)
         self.ticks += 1
         self._speaking = {s: mix.levels[s] for s in mix.speaking}
         result = await loop.run_in_executor(self._worker, self._encode, mix, program)
+        self.timings.encode.observe(result.seconds)
         self._deliver(result)
         if result.parts:
             await self._notify()
@@ -301,6 +322,7 @@ class SpaceMedia:
     def _encode(self, mix: MixResult, program: PcmFrame) -> _EncodeResult:
         """Worker thread: AAC for the listener program (gated and delayed), one Opus encode per
         distinct mix somebody hears (straight from the mixer)."""
+        started = time.perf_counter()
         result = _EncodeResult(self._encoder.encode(program), dict(mix.returns))
         for key in set(mix.returns.values()):
             encoder = self._opus.get(key)
@@ -312,6 +334,7 @@ class SpaceMedia:
             for key, last in list(self._opus_last_used.items()):
                 if mix.tick - last > IDLE_ENCODER_TICKS:
                     del self._opus_last_used[key], self._opus[key]
+        result.seconds = time.perf_counter() - started
         return result
 
     def _deliver(self, result: _EncodeResult) -> None:
@@ -328,6 +351,7 @@ class SpaceMedia:
 
     def _package(self, part: EncodedPart) -> None:
         msn, index = self.packager.add_part(part)
+        self.parts_published += 1
         pdt = self._start_time + self._elapsed
         self._elapsed += part.duration
         if self._on_part is not None:

@@ -35,7 +35,7 @@ from townhall.media.audio import SpeakerId
 from townhall.media.director import MediaCommand, SpaceDirector, state_commands
 from townhall.media.encoder import AAC_LC_MONO_CODECS
 from townhall.media.ingest import Ingest
-from townhall.media.pipeline import SpaceMedia
+from townhall.media.pipeline import SpaceMedia, TickTimings
 from townhall.media.timeline import run_start
 from townhall.node.placement import Lease
 from townhall.spaces import lifecycle
@@ -89,6 +89,8 @@ class MediaHost:
         # Why a Space's recording stopped (e.g. ENOSPC): kept for the host/operator to see.
         self.recording_errors: dict[SpaceId, str] = {}
         self._replays: OrderedDict[SpaceId, Replay] = OrderedDict()
+        # The mix and encode time of every Space run here, for /metrics (outlives each Space).
+        self.timings = TickTimings()
 
     # -- lookups -------------------------------------------------------------------------------
     def runtime(self, space_id: str) -> SpaceRuntime | None:
@@ -102,6 +104,10 @@ class MediaHost:
     @property
     def running(self) -> list[SpaceId]:
         return list(self._running)
+
+    def runtimes(self) -> list[SpaceRuntime]:
+        """The Spaces running here now (what `/metrics` reports per Space)."""
+        return list(self._running.values())
 
     # -- starting and stopping -----------------------------------------------------------------
     @property
@@ -131,6 +137,7 @@ class MediaHost:
                 on_part=recorder.on_part if recorder is not None else None,
                 run=run_start(space.created_at, time.time(), segment_s, lease.previous_msn),
                 may_publish=may_publish,
+                timings=self.timings,
             )
             ingest = Ingest(media, self._ice_servers)
             live, records = self.control.live, self.control.records

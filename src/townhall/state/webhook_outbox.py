@@ -213,6 +213,17 @@ class WebhookOutbox(SqlStore):
         async with self._write.begin() as session:
             return await queue_deliveries(session, event_type, payload_json, now)
 
+    async def pending_deliveries(self) -> int:
+        """Deliveries neither delivered nor given up yet, due or waiting to retry: the webhook
+        backlog (a gauge; counted on the status index)."""
+        async with self._read() as session:
+            count = await session.scalar(
+                sa.select(sa.func.count())
+                .select_from(WebhookDeliveryRow)
+                .where(WebhookDeliveryRow.status == DeliveryStatus.PENDING)
+            )
+            return int(count or 0)
+
     async def claim_due_deliveries(
         self, now: float, limit: int, lease_s: float
     ) -> list[WebhookDelivery]:
