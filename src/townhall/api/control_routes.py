@@ -455,7 +455,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         space, _ = await moderator_role(space_id, who, "only the host or a co-host sees the queue")
         return [
             {"user_id": h.user_id, "display_name": h.display_name, "raised_at": h.raised_at}
-            for h in await control().records.hands(space.id)
+            for h in await control().hands(space.id)
         ]
 
     @router.post(

@@ -128,6 +128,7 @@ CONTROL_KINDS: dict[str, type[ApiError]] = {
     "conflict": Conflict,
     "invalid": Unprocessable,
     "gone": Gone,
+    "unavailable": Unavailable,  # e.g. the queue of raised hands is full: later
 }
 
 # What the records raise on purpose, when a command let it through: almost always a race between
@@ -375,7 +376,8 @@ def install(app: FastAPI) -> None:
     async def on_refused(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ControlError)
         kind = CONTROL_KINDS.get(exc.kind, Conflict)
-        return error_response(kind.status, exc.code, exc.message)
+        later = {"Retry-After": str(STORE_RETRY_AFTER_S)} if kind is Unavailable else None
+        return error_response(kind.status, exc.code, exc.message, later)
 
     async def on_records_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, records_errors.RecordsError)

@@ -46,7 +46,7 @@ from townhall.spaces.model import (
 )
 from townhall.spaces.roster import follow
 from townhall.spaces.rules import Action
-from townhall.state.live import LiveState
+from townhall.state.live import Hand, HandsFull, LiveState
 from townhall.state.outbox import EventOutbox
 from townhall.state.records import (
     Announced,
@@ -212,7 +212,9 @@ class SpaceControl:
         found = await self.records.roster(SpaceId(space_id))
         if found is None:
             raise _not_found()
-        if position is not None:
+        if position is not None:  # the live store answers: its hands complete the roster
+            hands = frozenset(UserId(h.user_id) for h in await self.live.hands(space_id))
+            found = replace(found, hands=hands)
             self._rosters[space_id] = (position, found)
             if len(self._rosters) > ROSTERS_KEPT:
                 self._rosters.popitem(last=False)
@@ -518,6 +520,7 @@ class SpaceControl:
         except Conflict as exc:
             raise ControlError("conflict", "stage_conflict", str(exc)) from None
         await self._delivered(space)
+        await self._hand_gone(space, user)  # seated: no longer waiting to speak
         return member
 
     async def _take_off_stage(self, space: Space, user: UserId, by: UserId) -> None:
@@ -534,7 +537,7 @@ class SpaceControl:
         standing = await self._open_space(space_id, actor, target)
         space = standing.space
         self._authorize(standing, actor, Action.ACCEPT_REQUEST, target)
-        hand = next((h for h in await self.records.hands(space.id) if h.user_id == target), None)
+        hand = await self._hand_of(space, target)
         if hand is None:
             raise ControlError("conflict", "no_request", "that person has not asked to speak")
         return await self._put_on_stage(space, target, hand.display_name, Role.SPEAKER)
@@ -544,8 +547,7 @@ class SpaceControl:
         space = standing.space
         self._authorize(standing, actor, Action.DECLINE_REQUEST, target)
         declined = self._event(space, "hand.declined", {"user_id": target})
-        if await self.records.lower_hand(space.id, target, event=declined):
-            await self._delivered(space)
+        await self.live.lower_hand(space.id, target, declined)
 
     async def invite_to_speak(self, actor: Actor, space_id: str, target: UserId) -> None:
         """Offer a listener a place on the stage; they take it with `accept_invitation`."""
@@ -628,13 +630,13 @@ class SpaceControl:
         await self.records.remove_stage_member(
             space.id,
             target,
-            lower_hand=True,
             announce=self._announcement("stage.changed", {"left": target})
             if role.on_stage
             else None,
             event=self._event(space, "user.removed", {"user_id": target, "by": actor.user_id}),
         )
         await self._delivered(space)
+        await self._hand_gone(space, target)
 
     async def ban(self, actor: Actor, space_id: str, target: UserId) -> None:
         standing = await self._open_space(space_id, actor, target)
@@ -647,6 +649,7 @@ class SpaceControl:
             event=self._event(space, "user.banned", {"user_id": target, "by": actor.user_id}),
         )
         await self._delivered(space)
+        await self._hand_gone(space, target)
 
     async def add_cohost(
         self, actor: Actor, space_id: str, target: UserId, display_name: str | None = None
@@ -690,8 +693,28 @@ class SpaceControl:
         await self._delivered(new_space)
         return new_space
 
+    async def hands(self, space_id: str) -> list[RaisedHand]:
+        """The raised hands of a Space, first raised first (live state, state/live.py)."""
+        return [
+            RaisedHand(SpaceId(space_id), UserId(h.user_id), h.display_name, h.raised_at)
+            for h in await self.live.hands(space_id)
+        ]
+
+    async def _hand_of(self, space: Space, user: UserId) -> RaisedHand | None:
+        return next((h for h in await self.hands(space.id) if h.user_id == user), None)
+
+    async def _hand_gone(self, space: Space, user: UserId) -> None:
+        """Lower `user`'s hand after a change whose own event says they no longer wait (seated,
+        removed, banned). Best effort: with the live store out of reach the hand stays up, and
+        every roster followed from the log drops it anyway."""
+        try:
+            await self.live.lower_hand(space.id, user)
+        except UNAVAILABLE_ERRORS as exc:
+            if not is_unavailable(exc):
+                raise
+
     async def _display_name(self, space: Space, user: UserId) -> str:
-        hand = next((h for h in await self.records.hands(space.id) if h.user_id == user), None)
+        hand = await self._hand_of(space, user)
         if hand is not None:
             return hand.display_name
         account = await self.records.account(user)
@@ -718,16 +741,18 @@ class SpaceControl:
         space = standing.space
         self._authorize(standing, actor, Action.RAISE_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
-        hand = RaisedHand(space.id, actor.user_id, actor.display_name, self._clock())
+        hand = Hand(actor.user_id, actor.display_name, self._clock())
         event = self._event(
             space, "hand.raised", {"user_id": actor.user_id, "display_name": actor.display_name}
         )
         try:
-            raised = await self.records.raise_hand(hand, event=event)
-        except Banned:
-            raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED]) from None
-        if raised:
-            await self._delivered(space)
+            raised = await self.live.raise_hand(space.id, hand, event) is not None
+        except HandsFull:
+            raise ControlError(
+                "unavailable",
+                "hands_full",
+                "too many hands are up in this Space: try again when the host has answered some",
+            ) from None
         # Whoever asks to speak is listening: the host's audience list shows them at once.
         await self.live.mark_present(space.id, actor.user_id, actor.display_name, self._clock())
         return raised
@@ -738,10 +763,7 @@ class SpaceControl:
         self._authorize(standing, actor, Action.LOWER_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
         event = self._event(space, "hand.lowered", {"user_id": actor.user_id})
-        lowered = await self.records.lower_hand(space.id, actor.user_id, event=event)
-        if lowered:
-            await self._delivered(space)
-        return lowered
+        return await self.live.lower_hand(space.id, actor.user_id, event) is not None
 
     async def react(self, actor: Actor, space_id: str, emoji: str) -> None:
         """Count a reaction; raises `Limited` when the person is over their limit."""

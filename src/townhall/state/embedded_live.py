@@ -16,6 +16,7 @@ contract says. Memory per Space is bounded whatever the audience:
 * who is present by name: an insertion-ordered map per Space, least recently seen first, of at
   most `AUDIENCE_KEPT` people; a mark moves its person to the end and drops, from the front,
   whoever fell out of the window or past the cap;
+* raised hands go with the Space's log, at most `HANDS_LIMIT`;
 * rate-limit buckets reuse the sans-I/O `townhall.ratelimit.bucket.RateLimiter` (one per distinct
   (per_second, burst), at most `_MAX_LIMITS`), which forgets the least recently seen caller past
   its table size.
@@ -43,10 +44,14 @@ from townhall.ratelimit.bucket import RateLimit, RateLimiter
 from townhall.state.live import (
     AUDIENCE_KEPT,
     EVENT_LOG_LIMIT,
+    HANDS_LIMIT,
     LISTENER_BUCKET_S,
     LISTENER_WINDOW_S,
     REACTION_RETENTION_S,
     Event,
+    Hand,
+    HandsFull,
+    LogEvent,
     Present,
 )
 
@@ -184,6 +189,7 @@ class _Log:
     # Set and replaced by every append: each waiter holds the one it saw, so none misses a wake-up.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: int = 0
+    hands: dict[str, Hand] = field(default_factory=dict)  # user id → hand, first raised first
 
 
 @dataclass
@@ -236,6 +242,28 @@ class EmbeddedLiveState:
         log.changed.set()
         log.changed = asyncio.Event()
         return event
+
+    async def raise_hand(self, space_id: str, hand: Hand, event: LogEvent) -> Event | None:
+        log = self._log(space_id)
+        if hand.user_id in log.hands:
+            return None
+        if len(log.hands) >= HANDS_LIMIT:
+            raise HandsFull(space_id)
+        log.hands[hand.user_id] = hand
+        return await self.append(space_id, event.type, event.data, event.at)
+
+    async def lower_hand(
+        self, space_id: str, user_id: str, event: LogEvent | None = None
+    ) -> Event | None:
+        log = self._logs.get(space_id)
+        if log is None or log.hands.pop(user_id, None) is None or event is None:
+            return None
+        return await self.append(space_id, event.type, event.data, event.at)
+
+    async def hands(self, space_id: str) -> list[Hand]:
+        log = self._logs.get(space_id)
+        held = log.hands.values() if log is not None else ()
+        return sorted(held, key=lambda h: (h.raised_at, h.user_id))  # as the Redis store lists them
 
     async def events_since(
         self, space_id: str, after_seq: int, limit: int = 500

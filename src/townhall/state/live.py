@@ -22,6 +22,11 @@ identity marks `(user id, display name)` as seen at `now`; `present` answers tho
 Space: past that the least recently seen are dropped first, so at a very large audience the list
 is the most recently seen sample of those who beacon (and beacons are themselves sampled, see
 api/live_routes.py), never everyone.
+Raised hands live here, not in the records: a hand is the audience asking, minutes long, raised
+and lowered by thousands in a busy Space, and lost with nothing of value if the store is lost (the
+page raises it again). Raising or lowering one and appending the event that says so is one atomic
+step, so the log, and every roster followed from it (spaces/roster.py), never disagrees with the
+hands held. They are kept as long as the Space's log.
 """
 
 from __future__ import annotations
@@ -43,6 +48,31 @@ SPEAKING_TTL_S = 5.0
 # Named listeners held per Space for the host's audience list (the most recently seen win): enough
 # for a host to find anyone in a Space of a few thousand, small enough to read whole per request.
 AUDIENCE_KEPT = 1_000
+# Hands up at once in one Space, at most: a bound on what one Space holds, far above what a host
+# can read (the host console pages them).
+HANDS_LIMIT = 10_000
+
+
+class HandsFull(Exception):
+    """The Space already holds HANDS_LIMIT raised hands."""
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """An event to append to a Space's log (the log gives it its sequence number)."""
+
+    type: str
+    data: Mapping[str, Any]  # JSON-serialisable
+    at: float  # UNIX seconds
+
+
+@dataclass(frozen=True)
+class Hand:
+    """Someone in the audience asking to speak."""
+
+    user_id: str
+    display_name: str
+    raised_at: float  # UNIX seconds
 
 
 @dataclass(frozen=True)
@@ -97,6 +127,23 @@ class LiveState(Protocol):
 
     def waiting(self, space_id: str) -> int:
         """How many `wait_for_events` calls in this process are blocked on the Space (a gauge)."""
+        ...
+
+    async def raise_hand(self, space_id: str, hand: Hand, event: LogEvent) -> Event | None:
+        """Put `hand` up and append `event`, as one step; None (and no event) if that user's hand
+        was already up. Raises HandsFull when HANDS_LIMIT hands are up."""
+        ...
+
+    async def lower_hand(
+        self, space_id: str, user_id: str, event: LogEvent | None = None
+    ) -> Event | None:
+        """Take `user_id`'s hand down and append `event` (if given), as one step; None (and no
+        event) if it was not up. Without an event: the hand goes because of a change whose own
+        event says so (seated, removed, banned)."""
+        ...
+
+    async def hands(self, space_id: str) -> list[Hand]:
+        """The hands up, first raised first."""
         ...
 
     async def add_reaction(

@@ -1,4 +1,4 @@
-"""Durable records: accounts, Spaces, the stage roster, bans, hands, invitations, reminders, webhooks.
+"""Durable records: accounts, Spaces, the stage roster, bans, invitations, reminders, webhooks.
 
 `Records` is an async repository over one SQLAlchemy `AsyncEngine` — SQLite (the default, one file
 in the data directory) or PostgreSQL (at scale). It takes and returns the frozen domain types of
@@ -42,7 +42,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from townhall.spaces.model import (
     Account,
     Ban,
-    RaisedHand,
     Role,
     Roster,
     Space,
@@ -77,7 +76,6 @@ from townhall.state.schema import (
     AccountRow,
     BanRow,
     InvitationRow,
-    RaisedHandRow,
     ReminderRow,
     SpaceRow,
     StageMemberRow,
@@ -241,22 +239,7 @@ def _ban(row: BanRow) -> Ban:
     )
 
 
-def _hand(row: RaisedHandRow) -> RaisedHand:
-    return RaisedHand(
-        space_id=SpaceId(row.space_id),
-        user_id=UserId(row.user_id),
-        display_name=row.display_name,
-        raised_at=row.raised_at,
-    )
-
-
-_PerUser = (
-    type[StageMemberRow]
-    | type[BanRow]
-    | type[RaisedHandRow]
-    | type[InvitationRow]
-    | type[ReminderRow]
-)
+_PerUser = type[StageMemberRow] | type[BanRow] | type[InvitationRow] | type[ReminderRow]
 
 
 def _of(table: _PerUser, space_id: str, user_id: str) -> sa.ColumnElement[bool]:
@@ -546,8 +529,8 @@ class Records(WebhookOutbox, EventQueue):
         transaction that writes, under the Space's lock: concurrent joins, from any number of
         processes, never seat more than the limit. Raises StageFull (Conflict for a second host),
         Banned, or NotFound when the Space does not exist. Keeping the same role just rewrites the
-        member's other fields. Whoever is seated no longer waits with a raised hand: theirs is
-        lowered in the same transaction.
+        member's other fields. (Whoever is seated no longer waits with a raised hand: the caller
+        lowers it in the live state, spaces/control.py.)
         """
         if not member.role.on_stage:
             raise ValueError("listeners are not stored on the stage")
@@ -586,10 +569,6 @@ class Records(WebhookOutbox, EventQueue):
                     .values(**_member_values(member)),
                     execution_options=NO_SYNC,
                 )
-            await session.execute(
-                sa.delete(RaisedHandRow).where(_of(RaisedHandRow, member.space_id, member.user_id)),
-                execution_options=NO_SYNC,
-            )
             await self._publish(session, member.space_id, announce, event)
         return member
 
@@ -632,17 +611,12 @@ class Records(WebhookOutbox, EventQueue):
         space_id: SpaceId,
         user_id: UserId,
         *,
-        lower_hand: bool = False,
         announce: Announcement | None = None,
         event: LogEvent | None = None,
     ) -> bool:
-        """Take someone off the stage (back to the audience), with `lower_hand` also out of the
-        queue of raised hands; False if they were not on the stage. `announce` and `event` are
-        queued either way (the caller decided the change)."""
-        tables: tuple[_PerUser, ...] = (StageMemberRow,)
-        if lower_hand:
-            tables += (RaisedHandRow,)
-        return await self._delete(tables, space_id, user_id, announce, event)
+        """Take someone off the stage (back to the audience); False if they were not on the
+        stage. `announce` and `event` are queued either way (the caller decided the change)."""
+        return await self._delete((StageMemberRow,), space_id, user_id, announce, event)
 
     async def stage(self, space_id: SpaceId) -> list[StageMember]:
         """The stage in display order: host, co-hosts, speakers; each role by who joined first."""
@@ -662,9 +636,9 @@ class Records(WebhookOutbox, EventQueue):
             return None if row is None else _member(row)
 
     async def roster(self, space_id: SpaceId) -> Roster | None:
-        """The Space with its stage (in display order), its bans and its raised hands, read
-        together in one transaction: enough to tell where anyone stands in it. None when there
-        is no such Space."""
+        """The Space with its stage (in display order) and its bans, read together in one
+        transaction; None when there is no such Space. Its `hands` are empty: raised hands are
+        live state (state/live.py), which the caller adds."""
         async with self._read() as session:
             row = await session.scalar(sa.select(SpaceRow).where(SpaceRow.id == space_id))
             if row is None:
@@ -679,11 +653,7 @@ class Records(WebhookOutbox, EventQueue):
                 sa.select(BanRow.user_id).where(BanRow.space_id == space_id)
             )
             banned = frozenset(UserId(user_id) for user_id in bans)
-            hands = await session.scalars(
-                sa.select(RaisedHandRow.user_id).where(RaisedHandRow.space_id == space_id)
-            )
-            raised = frozenset(UserId(user_id) for user_id in hands)
-        return Roster(_space(row), members, banned, raised)
+        return Roster(_space(row), members, banned, frozenset())
 
     async def transfer_host(
         self,
@@ -803,11 +773,11 @@ class Records(WebhookOutbox, EventQueue):
         self, ban: Ban, *, announce: Announcement | None = None, event: LogEvent | None = None
     ) -> bool:
         """Ban a user from a Space and, in the same transaction, take them off the stage and drop
-        their raised hand and any invitation. False if they were already banned (the first ban is
-        kept); `announce` and `event` are queued either way."""
+        any invitation (their raised hand is live state: the caller lowers it). False if they were
+        already banned (the first ban is kept); `announce` and `event` are queued either way."""
         async with self._write.begin() as session:
             await lock_space(session, ban.space_id)
-            for row in (StageMemberRow, RaisedHandRow, InvitationRow):
+            for row in (StageMemberRow, InvitationRow):
                 await session.execute(
                     sa.delete(row).where(_of(row, ban.space_id, ban.user_id)),
                     execution_options=NO_SYNC,
@@ -838,48 +808,6 @@ class Records(WebhookOutbox, EventQueue):
         )
         async with self._read() as session:
             return [_ban(row) for row in await session.scalars(query)]
-
-    # -- raised hands --
-
-    async def raise_hand(self, hand: RaisedHand, *, event: LogEvent | None = None) -> bool:
-        """Queue a raised hand; False if this user's hand is already up (no duplicates; `event`
-        is queued only for a new hand). Raises Banned, or NotFound when the Space does not exist."""
-        async with self._write.begin() as session:
-            await lock_space(session, hand.space_id)
-            await self._refuse_banned(session, hand.space_id, hand.user_id)
-            existing = await session.scalar(
-                sa.select(RaisedHandRow.id).where(_of(RaisedHandRow, hand.space_id, hand.user_id))
-            )
-            if existing is not None:
-                return False
-            await session.execute(
-                sa.insert(RaisedHandRow).values(
-                    space_id=hand.space_id,
-                    user_id=hand.user_id,
-                    display_name=hand.display_name,
-                    raised_at=hand.raised_at,
-                )
-            )
-            await queue_event(session, hand.space_id, event)
-            return True
-
-    async def lower_hand(
-        self, space_id: SpaceId, user_id: UserId, *, event: LogEvent | None = None
-    ) -> bool:
-        """Take a hand out of the queue; False if it was not up (`event` is queued only if it was)."""
-        return await self._delete(
-            (RaisedHandRow,), space_id, user_id, event=event, publish_always=False
-        )
-
-    async def hands(self, space_id: SpaceId) -> list[RaisedHand]:
-        """The queue in order: earliest raised first; equal times in the order they arrived."""
-        query = (
-            sa.select(RaisedHandRow)
-            .where(RaisedHandRow.space_id == space_id)
-            .order_by(RaisedHandRow.raised_at, RaisedHandRow.id)
-        )
-        async with self._read() as session:
-            return [_hand(row) for row in await session.scalars(query)]
 
     # -- reminders --
 

@@ -167,19 +167,6 @@ class BanRow(Base):
     at: Mapped[float] = mapped_column(sa.Double)
 
 
-class RaisedHandRow(Base):
-    """The raise-hand queue. `id` only breaks ties between equal raised_at (insertion order)."""
-
-    __tablename__ = "raised_hands"
-    __table_args__ = (sa.UniqueConstraint("space_id", "user_id"),)
-
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk())
-    user_id: Mapped[str] = mapped_column(_user_id())
-    display_name: Mapped[str] = mapped_column(sa.Text)
-    raised_at: Mapped[float] = mapped_column(sa.Double)
-
-
 class InvitationRow(Base):
     """An open invitation to take the stage, until the invitee accepts it (or is banned)."""
 
