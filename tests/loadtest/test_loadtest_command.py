@@ -21,7 +21,8 @@ from townhall.harness import start_server, wait_connected
 pytestmark = pytest.mark.e2e
 
 LISTENERS = 150
-LOG_LINE = re.compile(r'"(GET|POST|DELETE) ([^ ?"]+)\S* HTTP/1\.1" (\d{3})')
+# The server's access log line (telemetry/requests.py): "GET /path 200 1.2 ms (route) id=…".
+LOG_LINE = re.compile(r"\b(GET|POST|DELETE) (/\S*) (\d{3}) [\d.]+ ms \(")
 
 # What each kind of listener request is, by path (media: init sections and whole segments, which
 # the listener counts as "media" when starting and "segment" when streaming).
