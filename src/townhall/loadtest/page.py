@@ -11,7 +11,8 @@ what this does:
   writes its parts, and at once the next segment (`s{msn+1}.m4s`), which the origin holds until
   its first part exists: one request per segment. The playlists are read again only when a next
   segment is not there (204: the Space ended; 404: a new run of the stream; 503: late);
-- meanwhile: the snapshot about once a second, a sampled presence beacon every 30 s, and, when
+- meanwhile: the snapshot about once a second until the stream brings the room state (`emsg`
+  boxes in its parts), then every 15 s; a sampled presence beacon every 30 s, and, when
   asked by the audience (`Actions`), a reaction or a raised hand (a guest sign-in first, as the
   page does on the first click).
 
@@ -44,7 +45,8 @@ from townhall.loadtest.http import Client, HTTPFailure, Response, Sink
 from townhall.loadtest.llhls import PlayerStats, parse_playlist
 from townhall.media.fmp4 import BoxSplitter, Fmp4Error, find_box, fragment_sample_count
 
-SNAPSHOT_S = 1.0  # listen.js SNAPSHOT_MS
+SNAPSHOT_S = 1.0  # listen.js SNAPSHOT_MS: before the stream plays, or one without room state
+SNAPSHOT_STREAMED_S = 15.0  # listen.js SNAPSHOT_STREAMED_MS: while the stream brings the room
 PRESENCE_S = 30.0  # listen.js PRESENCE_MS
 MAX_MISSES = 3  # segments.js: the next segment missing this often in a row → start again
 AAC_FRAME = 1024  # samples per AAC-LC access unit
@@ -163,12 +165,15 @@ class PartClock:
         self.timescale = timescale
         self._splitter = BoxSplitter()
         self._moof: bytes | None = None
+        self.room_seen = False  # the parts carry room state (emsg): the page stops polling
 
     def feed(self, data: bytes) -> list[float]:
         """The media end (UNIX s) of every part completed by `data`."""
         ended: list[float] = []
         for kind, box in self._splitter.feed(data):
-            if kind == "moof":
+            if kind == "emsg":
+                self.room_seen = True
+            elif kind == "moof":
                 self._moof = box
             elif kind == "mdat" and self._moof is not None:
                 samples = fragment_sample_count(self._moof)
@@ -201,6 +206,7 @@ class PageListener:
         self.key = "".join(random.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=22))
         self.part_hold_back = 3.0
         self.arrived = time.monotonic()
+        self.room_in_stream = False
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -291,7 +297,8 @@ class PageListener:
             try:
                 await self._snapshot()
                 failures = 0
-                await _sleep_until(time.monotonic() + SNAPSHOT_S, until)
+                every = SNAPSHOT_STREAMED_S if self.room_in_stream else SNAPSHOT_S
+                await _sleep_until(time.monotonic() + every, until)
             except _Failed as failed:
                 failures += 1
                 await self._pause(failed, failures, until)
@@ -424,7 +431,9 @@ class PageListener:
 
                 def arrived(data: bytes, clock: PartClock = clock) -> None:
                     now = time.time()
-                    for end in clock.feed(data):
+                    ends = clock.feed(data)
+                    self.room_in_stream = clock.room_seen
+                    for end in ends:
                         self.stats.parts += 1
                         if end < joined_at:
                             continue  # written before this listener came: its starting buffer
@@ -452,6 +461,7 @@ class PageListener:
                 clock = PartClock(clock.end, timescale)
         finally:
             self.stats.playing -= 1
+            self.room_in_stream = False  # the page reads the snapshot every second again
 
 
 def _segment_uri(of: str, msn: int) -> str:
