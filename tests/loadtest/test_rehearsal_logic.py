@@ -115,3 +115,11 @@ def test_the_verdict_says_where_it_bent_and_why() -> None:
     assert verdict.bent_at_s == 2
     assert "lateness p95 1.50 s" in verdict.reasons[0]
     assert "2 listeners never heard audio" in verdict.summary
+
+
+def test_parts_carrying_room_state_are_noticed_and_still_timed() -> None:
+    clock = PartClock(start=0.0, timescale=48_000)
+    assert clock.feed(fragment(15)) == pytest.approx([0.32])
+    assert not clock.room_seen
+    assert clock.feed(box("emsg", b"\x00" * 20) + fragment(15)) == pytest.approx([0.64])
+    assert clock.room_seen
