@@ -1,9 +1,12 @@
 """What changes every second: the listeners' cacheable snapshot, presence beacons, and the stage's
 ordered event stream over WebSocket.
 
-Listeners never get a push from the origin: they fetch `/snapshot` about once a second, a plain GET
-that is the same for everyone (Cache-Control: public, max-age=1), so any HTTP cache answers for the
-whole audience and the origin builds it at most once per second per Space. Their own hand state
+Listeners never get a push from the origin: they fetch `/snapshot`, a plain GET that is the same
+for everyone (Cache-Control: public, max-age=1), so any HTTP cache answers for the whole audience
+and the origin builds it at most once per second per Space. The listener page reads it once a
+second only until the room state in the stream reaches it (`media.roomstate`: stage, speaking,
+on air, reactions, count and moderation in step with the audio, delay and dump included), then
+only every few seconds for what the stream does not carry (title, pinned link, recording). Their own hand state
 comes from the private `/me` call. Stage members (host, co-hosts, speakers) get `/events`: every
 event of the Space's log, in order, with sequence numbers, resumable after a reconnect.
 
@@ -34,13 +37,16 @@ from townhall.api.auth import COOKIE, Sessions, client_address
 from townhall.api.errors import NotFound
 from townhall.api.tokens import TokenError
 from townhall.ratelimit.table import PRESENCE, take
+from townhall.spaces.audience import (
+    MODERATION_WINDOW_S,
+    REACTION_WINDOW_S,
+    estimate_listeners,
+    presence_sample,
+)
 from townhall.spaces.control import ControlError, SpaceControl, member_json
 from townhall.spaces.model import SpaceId, SpaceState, UserId, Visibility, is_space_id
 
-PRESENCE_TARGET = 10_000  # beacons per minute per Space we are willing to take
-REACTION_WINDOW_S = 10
 PING_INTERVAL_S = 15.0
-MODERATION_WINDOW_S = 60  # how long a removal or ban stays in the snapshot for its person to see
 MODERATION_KEPT = 100  # at most this many of them per Space (a flood of bans drops the oldest)
 MODERATION_EVENTS = {"user.removed": "removed", "user.banned": "banned"}
 
@@ -76,13 +82,6 @@ async def _until_disconnected(websocket: WebSocket) -> None:
 
 def _ends_membership(type: str, data: Mapping[str, Any], user_id: str) -> bool:
     return type in ("stage.left", "user.removed", "user.banned") and data.get("user_id") == user_id
-
-
-def presence_sample(listeners: int) -> float:
-    """The share of listeners asked to beacon: all of them until the target, then fewer."""
-    if listeners <= PRESENCE_TARGET:
-        return 1.0
-    return round(PRESENCE_TARGET / listeners, 4)
 
 
 def build_live_router(
@@ -143,8 +142,8 @@ def build_live_router(
         reactions = await ctl.live.reaction_totals(space.id, second - REACTION_WINDOW_S, second)
         sampled = await ctl.live.listener_count(space.id, now)
         previous = memo.get(space.id)
-        rate = (
-            presence_sample(json.loads(previous.body)["listeners"]["approx"]) if previous else 1.0
+        approx = estimate_listeners(
+            sampled, json.loads(previous.body)["listeners"]["approx"] if previous else None
         )
         body = {
             "space": {
@@ -168,10 +167,7 @@ def build_live_router(
             ],
             "reactions": {"window_s": REACTION_WINDOW_S, "totals": reactions},
             "moderation": await recent_moderation(space.id, now),
-            "listeners": {
-                "approx": round(sampled / rate),
-                "presence_sample": presence_sample(round(sampled / rate)),
-            },
+            "listeners": {"approx": approx, "presence_sample": presence_sample(approx)},
             "at": second,
         }
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
