@@ -156,6 +156,10 @@ def build_live_router(
                 "pinned_link": space.pinned_link,
                 # Everyone hears whether they are recorded, from the body they already poll.
                 "record": space.record,
+                # The stage's speaking flags below are live: with a delay they run ahead of what
+                # listeners hear (and show what a dump then discards), so listener pages show
+                # them only without one; the stream carries delayed ones (`media.roomstate`).
+                "delay_s": space.delay_s,
             },
             "stage": [
                 {

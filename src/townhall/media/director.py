@@ -90,7 +90,12 @@ from townhall.media.audio import SpeakerId
 from townhall.media.delay import MAX_DELAY_S
 from townhall.media.pipeline import SpaceMedia
 from townhall.media.roomstate import Audience, Seat
-from townhall.spaces.audience import MODERATION_WINDOW_S, REACTION_WINDOW_S, estimate_listeners
+from townhall.spaces.audience import (
+    MODERATION_WINDOW_S,
+    REACTION_WINDOW_S,
+    estimate_listeners,
+    presence_sample,
+)
 from townhall.spaces.model import Space, SpaceState, StageMember
 from townhall.state.live import Event, LiveState
 
@@ -551,6 +556,7 @@ class SpaceDirector:
                 self._listeners,
                 REACTION_WINDOW_S,
                 tuple(self._moderation),
+                presence_sample(self._listeners),
             )
         )
 

@@ -33,7 +33,7 @@ first byte, so the first message it reads is a key part and it never needs the s
 Message (UTF-8 JSON, `SCHEME_ID_URI`):
     {"v": 1,
      "views": [[offset_s, {"on_air": bool, "speaking": [user_id…], "stage": [seat…]?}], …],
-     "audience": {"reactions": {emoji: n}, "window_s": 10, "listeners": n,
+     "audience": {"reactions": {emoji: n}, "window_s": 10, "listeners": n, "presence_sample": r,
                   "moderation": [{"user_id", "action", "at"}…]}?,
      "ended": true?}
 A view without "stage" keeps the previous one's; a seat is {"user_id", "display_name", "role",
@@ -93,6 +93,7 @@ class Audience:
     listeners: int = 0
     window_s: int = 10
     moderation: tuple[tuple[str, str, float], ...] = ()
+    presence_sample: float = 1.0  # the share of listeners asked to beacon (`spaces.audience`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,7 @@ class RoomTimeline:
                 "reactions": dict(audience.reactions),
                 "window_s": audience.window_s,
                 "listeners": audience.listeners,
+                "presence_sample": audience.presence_sample,
                 "moderation": [
                     {"user_id": user, "action": action, "at": at}
                     for user, action, at in audience.moderation
