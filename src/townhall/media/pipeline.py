@@ -140,6 +140,7 @@ class SpaceMedia:
         )
         self._room = RoomTimeline(start_sample)
         self._stage: tuple[Seat, ...] = ()
+        self._audience: Audience | None = None
         self._cue = Cue(on_air, frozenset(), ())
         self._ending = False  # the parts flushed at the end say the Space ended
         self._messages = 0  # emsg ids: one per part of this run
@@ -238,12 +239,23 @@ class SpaceMedia:
         return self._gate.stats
 
     # -- room state in the stream (see `roomstate`) ------------------------------------------------
+    @property
+    def stage(self) -> tuple[Seat, ...]:
+        """The stage as last given: what enters the delay line now."""
+        return self._stage
+
     def set_stage(self, seats: tuple[Seat, ...]) -> None:
         """Who is on the stage as listeners see them: enters the delay line from the next tick."""
         self._stage = seats
 
+    @property
+    def audience(self) -> Audience | None:
+        """The audience as last given (None: not yet): what the next part carries."""
+        return self._audience
+
     def set_audience(self, audience: Audience) -> None:
         """Reactions and listener count as they are now: in the next part (not delayed)."""
+        self._audience = audience
         self._room.set_audience(audience)
 
     def _cue_for(self, speaking: frozenset[SpeakerId]) -> Cue:
