@@ -689,7 +689,7 @@ async def test_the_stream_gets_reactions_the_count_and_recent_bans_as_the_snapsh
     await rig.live.mark_listener(SPACE, "k" * 20, T0)
     director = await rig.start()
     await until(lambda: rig.media.audience is not None, "the first audience")
-    assert rig.media.audience == Audience((("👏", 3),), 1, REACTION_WINDOW_S, (), 1.0)
+    assert rig.media.audience == Audience((("👏", 3),), 1, REACTION_WINDOW_S, (), 1.0, 0)
     await rig.applied(await rig.emit("user.removed", {"user_id": BEN, "by": ANA}))
     await until(
         lambda: rig.media.audience is not None and bool(rig.media.audience.moderation),
@@ -699,3 +699,9 @@ async def test_the_stream_gets_reactions_the_count_and_recent_bans_as_the_snapsh
     assert rig.media.audience is not None
     assert rig.media.audience.moderation == ((BEN, "removed", T0),)
     assert director.stats.audience_reads_failed == 0
+    pinned = await rig.emit("space.pinned", {"url": "https://example.org/"})
+    await until(
+        lambda: rig.media.audience is not None and rig.media.audience.revision == pinned.seq,
+        "the pin to be announced in the stream",
+        within=10,
+    )

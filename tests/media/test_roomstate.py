@@ -136,6 +136,7 @@ def test_key_parts_repeat_the_stage_and_the_audience_others_only_say_what_change
         "window_s": 10,
         "listeners": 12,
         "presence_sample": 1.0,
+        "revision": 0,
         "moderation": [{"user_id": "carl", "action": "banned", "at": 100.0}],
     }
     plain = json.loads(timeline.message(part, part, key=False))

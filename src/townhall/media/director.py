@@ -57,7 +57,8 @@ are shown beside the audio: the stage as the records have it (`read_stage`), rea
 records read per stage change, not per listener or per second); and, from the speaking task every
 `audience_interval_s`, the audience as the snapshot computes it (reaction totals of the last
 REACTION_WINDOW_S, the approximate listener count) with the removals and bans of the last
-MODERATION_WINDOW_S seen in the log, so a removed person's page learns it from the stream.
+MODERATION_WINDOW_S seen in the log, so a removed person's page learns it from the stream, and the
+seq of the last event that changed what only the snapshot says (`SNAPSHOT_EVENTS`).
 
 *Mutes outlive connections.* The director keeps the mute state the log (and `initial`/`resync`)
 gave it for every stage member, connected or not, because a speaker who connects later joins the
@@ -164,6 +165,9 @@ STAGE_EVENTS = frozenset({"stage.joined", "stage.role", "stage.muted", "host.tra
 )
 MODERATION_EVENTS: Mapping[str, str] = {"user.removed": "removed", "user.banned": "banned"}
 MODERATION_KEPT = 100  # at most this many removals and bans shown (a flood drops the oldest)
+# Events that change what only the snapshot carries (title, pinned link): the stream says when one
+# happened (`Audience.revision`), so a page that reads the snapshot rarely reads it again at once.
+SNAPSHOT_EVENTS = frozenset({"space.pinned", "space.edited"})
 
 
 def seat(member: StageMember) -> Seat:
@@ -358,6 +362,7 @@ class SpaceDirector:
         self._listeners: int | None = None  # the last estimate shown (sets the beacon rate)
         self._audience_at = -math.inf
         self._moderation: deque[tuple[str, str, float]] = deque(maxlen=MODERATION_KEPT)
+        self._revision = 0
 
     @property
     def after_seq(self) -> int:
@@ -530,6 +535,8 @@ class SpaceDirector:
         self.media.set_stage(tuple(seat(m) for m in members))
 
     def _note_moderation(self, event: Event) -> None:
+        if event.type in SNAPSHOT_EVENTS:
+            self._revision = event.seq
         action = MODERATION_EVENTS.get(event.type)
         user = _user_id(event.data) if action is not None else None
         if action is not None and user is not None:
@@ -557,6 +564,7 @@ class SpaceDirector:
                 REACTION_WINDOW_S,
                 tuple(self._moderation),
                 presence_sample(self._listeners),
+                self._revision,
             )
         )
 

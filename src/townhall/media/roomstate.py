@@ -34,6 +34,7 @@ Message (UTF-8 JSON, `SCHEME_ID_URI`):
     {"v": 1,
      "views": [[offset_s, {"on_air": bool, "speaking": [user_id…], "stage": [seat…]?}], …],
      "audience": {"reactions": {emoji: n}, "window_s": 10, "listeners": n, "presence_sample": r,
+                  "revision": seq (a newer one: read the snapshot again for title and link),
                   "moderation": [{"user_id", "action", "at"}…]}?,
      "ended": true?}
 A view without "stage" keeps the previous one's; a seat is {"user_id", "display_name", "role",
@@ -94,6 +95,7 @@ class Audience:
     window_s: int = 10
     moderation: tuple[tuple[str, str, float], ...] = ()
     presence_sample: float = 1.0  # the share of listeners asked to beacon (`spaces.audience`)
+    revision: int = 0  # the log's last event that changed what only the snapshot says (title, link)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,7 @@ class RoomTimeline:
                 "window_s": audience.window_s,
                 "listeners": audience.listeners,
                 "presence_sample": audience.presence_sample,
+                "revision": audience.revision,
                 "moderation": [
                     {"user_id": user, "action": action, "at": at}
                     for user, action, at in audience.moderation

@@ -214,6 +214,8 @@ const space = {
   roomAt: -Infinity, // performance.now() of the stream's last message
   roomView: null, // the stream's view shown now: {on_air, speaking, stage}
   presenceSample: null, // the share of listeners asked to beacon, as the stream said last
+  revision: null, // the stream's revision of what only the snapshot says (title, pinned link)
+  polling: false, // a snapshot request is in flight
 };
 
 const player = {
@@ -989,6 +991,7 @@ function roomTick() {
       due.view.on_air,
     );
     space.justModerated = false;
+    if (due.view.on_air) heardLive();
     if (wasOnAir !== due.view.on_air && player.state === 'playing') setState('playing');
   }
   if (due.audience) {
@@ -997,8 +1000,26 @@ function roomTick() {
     space.presenceSample = audience.presence_sample;
     showReactionTotals(audience.reactions || {});
     noticeModeration({ at: space.snapshot ? space.snapshot.at : 0, moderation: audience.moderation });
+    // The title or the pinned link changed: read the snapshot now, and once more a second later
+    // (a cache may answer the first with the body of the second before the change).
+    if (space.revision !== null && audience.revision > space.revision) {
+      pollSnapshot();
+      setTimeout(pollSnapshot, SNAPSHOT_MS + 100);
+    }
+    space.revision = audience.revision;
   }
   if (due.ended) spaceIsOver();
+}
+
+/** The stream says the stage is heard on air: the Space is live, whatever the last snapshot said
+ * (it is read rarely while the stream brings the room). */
+function heardLive() {
+  if (space.state !== 'scheduled' && space.state !== 'green_room') return;
+  space.state = 'live';
+  showSpaceState('live');
+  ui.soon.hidden = true;
+  showRecording(ui.rec, space.record, 'live');
+  showRecordingControls();
 }
 
 /** A new live player starts from a key part: forget what the last one had not shown yet. */
@@ -1010,9 +1031,11 @@ function resetRoom() {
 // ------------------------------------------------------------------------------------- snapshot
 
 async function pollSnapshot() {
+  if (space.polling) return; // the one in flight schedules the next
   clearTimeout(space.pollTimer);
   if (player.replay || (space.over && (player.state === 'ended' || player.state === 'unavailable'))) return;
   let wait = roomStreamed() ? SNAPSHOT_STREAMED_MS : SNAPSHOT_MS;
+  space.polling = true;
   try {
     const snapshot = await api(snapshotUrl, { cache: 'default' });
     // A cache may answer with an older second than one already seen: keep the newest.
@@ -1025,6 +1048,8 @@ async function pollSnapshot() {
     }
     space.failures += 1;
     wait = Math.max(err.retryAfterSeconds || 0, backoff(space.failures, MAX_BACKOFF_S)) * 1000;
+  } finally {
+    space.polling = false;
   }
   if (!player.replay && !(space.over && player.state === 'ended')) space.pollTimer = setTimeout(pollSnapshot, wait);
 }
