@@ -6,7 +6,8 @@ for everyone (Cache-Control: public, max-age=1), so any HTTP cache answers for t
 and the origin builds it at most once per second per Space. The listener page reads it once a
 second only until the room state in the stream reaches it (`media.roomstate`: stage, speaking,
 on air, reactions, count and moderation in step with the audio, delay and dump included), then
-only every few seconds for what the stream does not carry (title, pinned link, recording). Their own hand state
+every 15 s for what the stream does not carry (title, pinned link, recording), and at once when
+the stream says the title or the link changed. Their own hand state
 comes from the private `/me` call. Stage members (host, co-hosts, speakers) get `/events`: every
 event of the Space's log, in order, with sequence numbers, resumable after a reconnect.
 
