@@ -982,18 +982,8 @@ function roomTick() {
   if (!player.live || player.rewound) return;
   const due = space.room.take(ui.audio.currentTime);
   if (!due) return;
-  if (due.view) {
-    const wasOnAir = onAirHeard();
-    space.roomView = due.view;
-    const speaking = new Set(due.view.speaking);
-    showStage(
-      due.view.stage.map((seat) => ({ ...seat, speaking: speaking.has(seat.user_id) })),
-      due.view.on_air,
-    );
-    space.justModerated = false;
-    if (due.view.on_air) heardLive();
-    if (wasOnAir !== due.view.on_air && player.state === 'playing') setState('playing');
-  }
+  // The audience first: a removal is news before the stage that no longer has me (which, through
+  // the delay, may come later) is shown, so the page says "removed", not "back in the audience".
   if (due.audience) {
     const audience = due.audience;
     ui.listeners.textContent = listenersLabel(audience.listeners);
@@ -1007,6 +997,18 @@ function roomTick() {
       setTimeout(pollSnapshot, SNAPSHOT_MS + 100);
     }
     space.revision = audience.revision;
+  }
+  if (due.view) {
+    const wasOnAir = onAirHeard();
+    space.roomView = due.view;
+    const speaking = new Set(due.view.speaking);
+    showStage(
+      due.view.stage.map((seat) => ({ ...seat, speaking: speaking.has(seat.user_id) })),
+      due.view.on_air,
+    );
+    if (!space.onStage) space.justModerated = false; // the removal has been shown
+    if (due.view.on_air) heardLive();
+    if (wasOnAir !== due.view.on_air && player.state === 'playing') setState('playing');
   }
   if (due.ended) spaceIsOver();
 }
