@@ -11,9 +11,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from tests.api.test_control_api import Person, guest, signup
 from tests.conftest import wait_until
-from townhall.api.live_routes import PRESENCE_TARGET, presence_sample
 from townhall.config import load
 from townhall.control_plane import control_plane_app
+from townhall.spaces.counts import PRESENCE_TARGET, presence_sample
 
 
 @pytest.fixture

@@ -24,10 +24,10 @@ from fastapi import APIRouter, Query, Response
 
 from townhall.api.auth import RequiredIdentity
 from townhall.api.errors import BadRequest, Forbidden
-from townhall.api.live_routes import presence_sample
 from townhall.api.params import SpaceIdP
 from townhall.spaces.audience import QUERY_MAX, BadCursor, audience_page
 from townhall.spaces.control import SpaceControl
+from townhall.spaces.counts import presence_sample
 from townhall.spaces.model import UserId
 from townhall.spaces.rules import MODERATORS
 from townhall.state.live import AUDIENCE_KEPT, LISTENER_WINDOW_S

@@ -1,9 +1,13 @@
 """What changes every second: the listeners' cacheable snapshot, presence beacons, and the stage's
 ordered event stream over WebSocket.
 
-Listeners never get a push from the origin: they fetch `/snapshot` about once a second, a plain GET
-that is the same for everyone (Cache-Control: public, max-age=1), so any HTTP cache answers for the
-whole audience and the origin builds it at most once per second per Space. Their own hand state
+Listeners never get a push from the origin: they fetch `/snapshot`, a plain GET that is the same
+for everyone (Cache-Control: public, max-age=1), so any HTTP cache answers for the whole audience
+and the origin builds it at most once per second per Space. The listener page reads it once a
+second only until the room state in the stream reaches it (`media.roomstate`: stage, speaking,
+on air, reactions, count and moderation in step with the audio, delay and dump included), then
+every 15 s for what the stream does not carry (title, pinned link, recording), and at once when
+the stream says the title or the link changed. Their own hand state
 comes from the private `/me` call. Stage members (host, co-hosts, speakers) get `/events`: every
 event of the Space's log, in order, with sequence numbers, resumable after a reconnect.
 
@@ -40,17 +44,17 @@ from townhall.api.errors import NotFound
 from townhall.api.tokens import TokenError
 from townhall.ratelimit.table import PRESENCE, take
 from townhall.spaces.control import ControlError, SpaceControl, member_json
+from townhall.spaces.counts import (
+    MODERATION_EVENTS,
+    MODERATION_KEPT,
+    MODERATION_WINDOW_S,
+    REACTION_WINDOW_S,
+    presence_sample,
+)
 from townhall.spaces.model import SpaceId, SpaceState, UserId, Visibility, is_space_id
 from townhall.state.live import LiveState
 
-PRESENCE_TARGET = 10_000  # beacons per minute per Space we are willing to take
-REACTION_WINDOW_S = 10
 PING_INTERVAL_S = 15.0
-MODERATION_WINDOW_S = 60  # how long a removal or ban stays in the snapshot for its person to see
-MODERATION_KEPT = 100  # at most this many of them per Space (a flood of bans drops the oldest)
-# An invitation rides along: the host invites from the audience list, and the listener's page has
-# no other way to hear of it (no per-listener push); it offers "Join the stage" at once.
-MODERATION_EVENTS = {"user.removed": "removed", "user.banned": "banned", "stage.invited": "invited"}
 
 
 class PresenceIn(BaseModel):
@@ -84,13 +88,6 @@ async def _until_disconnected(websocket: WebSocket) -> None:
 
 def _ends_membership(type: str, data: Mapping[str, Any], user_id: str) -> bool:
     return type in ("stage.left", "user.removed", "user.banned") and data.get("user_id") == user_id
-
-
-def presence_sample(listeners: int) -> float:
-    """The share of listeners asked to beacon: all of them until the target, then fewer."""
-    if listeners <= PRESENCE_TARGET:
-        return 1.0
-    return round(PRESENCE_TARGET / listeners, 4)
 
 
 class PresenceRates:
@@ -189,6 +186,10 @@ def build_live_router(
                 "pinned_link": space.pinned_link,
                 # Everyone hears whether they are recorded, from the body they already poll.
                 "record": space.record,
+                # The stage's speaking flags below are live: with a delay they run ahead of what
+                # listeners hear (and show what a dump then discards), so listener pages show
+                # them only without one; the stream carries delayed ones (`media.roomstate`).
+                "delay_s": space.delay_s,
             },
             "stage": [
                 {

@@ -11,6 +11,10 @@ This is the asyncio adapter around the sans-I/O cores. Theory of operation:
   plane (Go live, set the delay, dump) lands between two ticks and applies to the next one. The
   gate is touched only on the loop; the worker gets the frame it returns, which nobody writes to.
   The mix-minus returns bypass the gate: the stage hears itself live, on air or not.
+* Room state rides the same path (see `roomstate`): each tick the stage's side of the room (on
+  air, stage, who the mixer found speaking) enters the delay line as a `Cue` beside the program
+  frame, and what leaves the line with the frame goes into the `RoomTimeline`; each finished part
+  gets an `emsg` box in front of its `moof` with the room as it is during that part's audio.
 * Encoding (AAC for listeners, Opus for each distinct mix-minus) runs on a single worker thread so
   the event loop only moves bytes and decisions; the thread keeps tick order.
 * Finished parts go into the LL-HLS packager and wake the HTTP requests blocked on them, and to the
@@ -36,12 +40,14 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from townhall.config import MediaConfig
-from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, PcmFrame, SpeakerId
+from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, PcmFrame, SpeakerId
 from townhall.media.delay import ProgramGate, ProgramStats
 from townhall.media.encoder import AAC_LC_MONO_CODECS, AacFmp4Encoder
+from townhall.media.fmp4 import EventMessage, emsg_box, fragment_decode_time
 from townhall.media.mixer import Mixer, MixKey, MixResult
 from townhall.media.opus_return import TIME_BASE, OpusMixEncoder
 from townhall.media.packager import EncodedPart, LlHlsPackager, PackagedPart, PackagerConfig
+from townhall.media.roomstate import SCHEME_ID_URI, Audience, Cue, RoomTimeline, Seat
 from townhall.media.timeline import RunStart
 from townhall.telemetry.durations import TICK_BUCKETS, Durations
 
@@ -142,11 +148,18 @@ class SpaceMedia:
         self._gate = ProgramGate(on_air=on_air)
         self._clock = clock
         samples_per_segment = config.aac_frames_per_part * config.parts_per_segment * 1024
+        start_sample = run.start_sample(samples_per_segment) if run is not None else 0
         self._encoder = AacFmp4Encoder(
             frames_per_part=config.aac_frames_per_part,
             bitrate=config.aac_bitrate,
-            start_sample=run.start_sample(samples_per_segment) if run is not None else 0,
+            start_sample=start_sample,
         )
+        self._room = RoomTimeline(start_sample)
+        self._stage: tuple[Seat, ...] = ()
+        self._audience: Audience | None = None
+        self._cue = Cue(on_air, frozenset(), ())
+        self._ending = False  # the parts flushed at the end say the Space ended
+        self._messages = 0  # emsg ids: one per part of this run
         start_time = time.time()
         self._start_time = start_time  # PDT of a part: start_time + the durations before it
         self._elapsed = 0.0
@@ -243,6 +256,33 @@ class SpaceMedia:
     def program_stats(self) -> ProgramStats:
         return self._gate.stats
 
+    # -- room state in the stream (see `roomstate`) ------------------------------------------------
+    @property
+    def stage(self) -> tuple[Seat, ...]:
+        """The stage as last given: what enters the delay line now."""
+        return self._stage
+
+    def set_stage(self, seats: tuple[Seat, ...]) -> None:
+        """Who is on the stage as listeners see them: enters the delay line from the next tick."""
+        self._stage = seats
+
+    @property
+    def audience(self) -> Audience | None:
+        """The audience as last given (None: not yet): what the next part carries."""
+        return self._audience
+
+    def set_audience(self, audience: Audience) -> None:
+        """Reactions and listener count as they are now: in the next part (not delayed)."""
+        self._audience = audience
+        self._room.set_audience(audience)
+
+    def _cue_for(self, speaking: frozenset[SpeakerId]) -> Cue:
+        """This tick's cue; the last one again if nothing changed (the line holds references)."""
+        cue = self._cue
+        if cue.on_air != self._gate.on_air or cue.speaking != speaking or cue.stage != self._stage:
+            cue = self._cue = Cue(self._gate.on_air, frozenset(speaking), self._stage)
+        return cue
+
     # -- clock -------------------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is None:
@@ -260,6 +300,7 @@ class SpaceMedia:
                 await self._task
             self._task = None
         discarded = self._gate.dump()
+        self._ending = True
         if discarded:
             log.info(
                 "space %s: ended with %.2f s of delayed program not yet aired; dumped",
@@ -309,7 +350,9 @@ class SpaceMedia:
     async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         started = time.perf_counter()
         mix = self.mixer.tick()
-        program = self._gate.process(mix.program)  # same loop step as the mix: no command between
+        # Same loop step as the mix: no command between; the cue enters the line with its frame.
+        program = self._gate.process(mix.program, self._cue_for(mix.speaking))
+        self._room.aired(*self._gate.aired)
         self.timings.mix.observe(time.perf_counter() - started)
         self.ticks += 1
         self._speaking = {s: mix.levels[s] for s in mix.speaking}
@@ -349,7 +392,22 @@ class SpaceMedia:
                 for packet in result.packets.get(key, ()):
                     track.offer(packet)
 
+    def _with_room(self, part: EncodedPart, key: bool) -> EncodedPart:
+        """The part with the room's message for its audio in an emsg box before its moof."""
+        shift = self._encoder.timeline_shift
+        if shift is None:  # cannot happen once a part exists; nothing to align the room with
+            return part
+        decode_time = fragment_decode_time(part.data)
+        samples = round(part.duration * SAMPLE_RATE)
+        message = self._room.message(decode_time - shift, samples, key=key, ended=self._ending)
+        self._messages += 1
+        event = EventMessage(
+            SCHEME_ID_URI, "", SAMPLE_RATE, decode_time, samples, self._messages, message
+        )
+        return EncodedPart(emsg_box(event) + part.data, part.duration, part.independent)
+
     def _package(self, part: EncodedPart) -> None:
+        part = self._with_room(part, key=self.packager.next_part[1] == 0)
         msn, index = self.packager.add_part(part)
         self.parts_published += 1
         pdt = self._start_time + self._elapsed

@@ -164,6 +164,7 @@ class MediaHost:
                 on_end=on_end,
                 resync=resync,
                 initial=state_commands(space, stage),
+                read_stage=lambda: records.stage(space.id),
             )
             runtime = SpaceRuntime(
                 space.id, media, ingest, director, self._clock(), lease, recorder

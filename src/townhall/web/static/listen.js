@@ -1,9 +1,15 @@
 // Listener page: play a Space's program mix over LL-HLS, see who is on stage, react, raise a hand.
 //
 // Theory of operation. Everything a listener fetches is a cacheable GET: the Space's *snapshot*
-// about once a second (state, stage with speaking flags, reaction totals, approximate listener
-// count: the same body for everyone, so an HTTP cache answers for the whole audience), then the
-// playlists and media. Live, where Media Source Extensions exist, segments.js plays: one request
+// (state, title, stage, reaction totals, approximate listener count: the same body for everyone,
+// so an HTTP cache answers for the whole audience), then the playlists and media. While the live
+// player plays, what the page shows of the room (on air, stage, speaking, reactions, count,
+// removals and bans, the end) comes from the stream itself (roomstate.js): it went through the
+// broadcast delay with the audio, so it is shown at the playback position, in step with what the
+// listener hears, and what the host dumped never shows. The snapshot is then read only every
+// SNAPSHOT_STREAMED_MS for what the stream does not carry (title, pinned link, recording). Before
+// Play, while rewound and with the browser's own player it is read every SNAPSHOT_MS as before;
+// its speaking flags are the stage's, live, so they are shown only when the Space has no delay. Live, where Media Source Extensions exist, segments.js plays: one request
 // per segment, each streamed as the origin writes its parts (about 0.5 requests/s, where hls.js
 // made a playlist reload and a part request per 0.32 s part); rewind and replay are VODs of whole
 // segments and play in hls.js. Elsewhere (iPhone Safari without MSE) the browser's own HLS player
@@ -52,6 +58,7 @@ import {
   whoAmI,
 } from './api.js';
 import { retryDelay } from './recovery.js';
+import { RoomSchedule } from './roomstate.js';
 import { SegmentPlayer, segmentPlayerSupported } from './segments.js';
 
 const MAX_BEHIND_S = 6; // further behind than this after a stall: jump to live instead of speeding up
@@ -61,6 +68,9 @@ const END_STALL_MS = 1500; // after ENDLIST, this long without progress means th
 const MAX_BACKOFF_S = 15;
 const TICK_MS = 500;
 const SNAPSHOT_MS = 1000;
+const SNAPSHOT_STREAMED_MS = 15000; // while the stream brings the room: only title, link, recording
+const STREAM_FRESH_MS = 5000; // the stream's room state is current if a message came this recently
+const ROOM_CHECK_MS = 50; // how often the playback position is compared with the room's views
 const PRESENCE_MS = 30000;
 const HAND_POLL_MS = 5000; // only while my hand is up: was it accepted or declined?
 const END_FALLBACK_MS = 40000; // the longest broadcast delay (30 s) and a margin
@@ -203,6 +213,12 @@ const space = {
   record: undefined, // whether the Space is recorded (REC badge, rewind and clips): the snapshot says
   settled: false, // my own state is known: changes from now on are news worth announcing
   reactionButtons: new Map(), // emoji → {button, count}
+  room: new RoomSchedule(), // the stream's room state by media time (live player only)
+  roomAt: -Infinity, // performance.now() of the stream's last message
+  roomView: null, // the stream's view shown now: {on_air, speaking, stage}
+  presenceSample: null, // the share of listeners asked to beacon, as the stream said last
+  revision: null, // the stream's revision of what only the snapshot says (title, pinned link)
+  polling: false, // a snapshot request is in flight
 };
 
 const player = {
@@ -239,7 +255,7 @@ function setState(state, message = '') {
   player.state = state;
   ui.status.dataset.state = state;
   let text = message || STATE_TEXT[state];
-  if (!message && state === 'playing' && space.state !== 'live') text = 'Playing: waiting for the stage to go live';
+  if (!message && state === 'playing' && !onAirHeard()) text = 'Playing: waiting for the stage to go live';
   ui.status.textContent = text;
   const over = state === 'ended' || state === 'unavailable';
   const replaying = state.startsWith('replay-');
@@ -284,12 +300,16 @@ function showSnapshot(snapshot) {
   }
   ui.pinned.hidden = !info.pinned_link;
   ui.listeners.hidden = space.over;
-  ui.listeners.textContent = listenersLabel(snapshot.listeners.approx);
-  noticeModeration(snapshot);
-  // The green room is off air: listeners hear nothing, so they must not see anyone "speaking".
-  showStage(snapshot.stage, Boolean(info.on_air));
-  space.justModerated = false;
-  showReactionTotals(snapshot.reactions.totals || {});
+  if (!roomStreamed()) {
+    ui.listeners.textContent = listenersLabel(snapshot.listeners.approx);
+    noticeModeration(snapshot);
+    // Speaking flags of the snapshot are the stage's, live: with a broadcast delay they run ahead
+    // of what listeners hear and would show what a dump discards, so they are shown only without
+    // one (and not while rewound). The green room is off air: nobody is shown "speaking".
+    showStage(snapshot.stage, Boolean(info.on_air) && !info.delay_s && !player.rewound);
+    space.justModerated = false;
+    showReactionTotals(snapshot.reactions.totals || {});
+  }
   if (previous !== info.state && player.state === 'playing') setState('playing'); // "waiting" → "live"
   if (info.state === 'ended' || info.state === 'cancelled') spaceIsOver();
   showRecordingControls();
@@ -301,6 +321,7 @@ function showStage(members, onAir) {
     const speaking = onAir && Boolean(member.speaking) && !member.muted;
     const item = el('li', 'person');
     item.dataset.speaking = String(speaking);
+    item.dataset.userId = member.user_id;
     const avatar = el('span', 'avatar', (member.display_name.trim()[0] || '?').toUpperCase());
     avatar.setAttribute('aria-hidden', 'true');
     const main = el('div', 'person-main');
@@ -446,8 +467,10 @@ function jumpToLive() {
 /** The live player. A re-created one (`recovering`) asks for its playlists past the browser's
  * cache: a stream that started again at 1 repeats the URLs of an earlier run. */
 function createLive({ recovering = false } = {}) {
+  resetRoom();
   player.live = new SegmentPlayer(ui.audio, playlistUrl, {
     fresh: recovering,
+    onRoom: roomMessage,
     onFatal: () => reconnect(),
     // A new run of the stream (the server restarted, or another node took the Space over): its
     // segments follow a gap in time. Go to its live edge at once with a new player.
@@ -608,6 +631,7 @@ function startRewind(target, duration) {
   hls.attachMedia(ui.audio);
   hls.loadSource(dvrUrl);
   player.hls = hls;
+  pollSnapshot(); // the stream no longer brings the room: back to the snapshot at once
   setState('rewound-loading');
   ui.latency.textContent = '';
   announce('Rewound. Press Jump to live to catch up.');
@@ -938,12 +962,85 @@ function tick() {
   }
 }
 
+// ------------------------------------------------------------------------ room state in the stream
+
+/** The stream brings the room now: the live player plays and its messages keep coming. */
+function roomStreamed() {
+  return Boolean(player.live) && !player.rewound && performance.now() - space.roomAt < STREAM_FRESH_MS;
+}
+
+/** On air as the listener hears it: the stream's view when it brings one, else the Space's state. */
+function onAirHeard() {
+  if (roomStreamed() && space.roomView) return space.roomView.on_air;
+  return space.state === 'live';
+}
+
+function roomMessage(event) {
+  space.room.add(event);
+  space.roomAt = performance.now();
+}
+
+/** Every ROOM_CHECK_MS: show what the stream said for the playback position, once it is heard. */
+function roomTick() {
+  if (!player.live || player.rewound) return;
+  const due = space.room.take(ui.audio.currentTime);
+  if (!due) return;
+  // The audience first: a removal is news before the stage that no longer has me (which, through
+  // the delay, may come later) is shown, so the page says "removed", not "back in the audience".
+  if (due.audience) {
+    const audience = due.audience;
+    ui.listeners.textContent = listenersLabel(audience.listeners);
+    space.presenceSample = audience.presence_sample;
+    showReactionTotals(audience.reactions || {});
+    noticeModeration({ at: space.snapshot ? space.snapshot.at : 0, moderation: audience.moderation });
+    // The title or the pinned link changed: read the snapshot now, and once more a second later
+    // (a cache may answer the first with the body of the second before the change).
+    if (space.revision !== null && audience.revision > space.revision) {
+      pollSnapshot();
+      setTimeout(pollSnapshot, SNAPSHOT_MS + 100);
+    }
+    space.revision = audience.revision;
+  }
+  if (due.view) {
+    const wasOnAir = onAirHeard();
+    space.roomView = due.view;
+    const speaking = new Set(due.view.speaking);
+    showStage(
+      due.view.stage.map((seat) => ({ ...seat, speaking: speaking.has(seat.user_id) })),
+      due.view.on_air,
+    );
+    if (!space.onStage) space.justModerated = false; // the removal has been shown
+    if (due.view.on_air) heardLive();
+    if (wasOnAir !== due.view.on_air && player.state === 'playing') setState('playing');
+  }
+  if (due.ended) spaceIsOver();
+}
+
+/** The stream says the stage is heard on air: the Space is live, whatever the last snapshot said
+ * (it is read rarely while the stream brings the room). */
+function heardLive() {
+  if (space.state !== 'scheduled' && space.state !== 'green_room') return;
+  space.state = 'live';
+  showSpaceState('live');
+  ui.soon.hidden = true;
+  showRecording(ui.rec, space.record, 'live');
+  showRecordingControls();
+}
+
+/** A new live player starts from a key part: forget what the last one had not shown yet. */
+function resetRoom() {
+  space.room = new RoomSchedule();
+  space.roomAt = -Infinity;
+}
+
 // ------------------------------------------------------------------------------------- snapshot
 
 async function pollSnapshot() {
+  if (space.polling) return; // the one in flight schedules the next
   clearTimeout(space.pollTimer);
   if (player.replay || (space.over && (player.state === 'ended' || player.state === 'unavailable'))) return;
-  let wait = SNAPSHOT_MS;
+  let wait = roomStreamed() ? SNAPSHOT_STREAMED_MS : SNAPSHOT_MS;
+  space.polling = true;
   try {
     const snapshot = await api(snapshotUrl, { cache: 'default' });
     // A cache may answer with an older second than one already seen: keep the newest.
@@ -956,6 +1053,8 @@ async function pollSnapshot() {
     }
     space.failures += 1;
     wait = Math.max(err.retryAfterSeconds || 0, backoff(space.failures, MAX_BACKOFF_S)) * 1000;
+  } finally {
+    space.polling = false;
   }
   if (!player.replay && !(space.over && player.state === 'ended')) space.pollTimer = setTimeout(pollSnapshot, wait);
 }
@@ -987,7 +1086,7 @@ function presenceKey() {
 
 function beacon() {
   if (space.over) return;
-  const sample = space.snapshot ? space.snapshot.listeners.presence_sample : 1;
+  const sample = space.presenceSample ?? (space.snapshot ? space.snapshot.listeners.presence_sample : 1);
   const key = presenceKey();
   // Only a sample of listeners beacons: at a million listeners the origin sees a few thousand.
   if (key && Math.random() < sample) {
@@ -1255,6 +1354,7 @@ function wire() {
     if (player.audioContext) player.audioContext.close().catch(() => {});
   });
   setInterval(tick, TICK_MS);
+  setInterval(roomTick, ROOM_CHECK_MS);
 }
 
 /** RMS level of what the listener hears, in dBFS (-Infinity for digital silence; null before playing). */
@@ -1277,8 +1377,16 @@ window.townhall = {
     return space.state;
   },
   get onAir() {
+    if (roomStreamed() && space.roomView) return space.roomView.on_air;
     return Boolean(space.snapshot && space.snapshot.space.on_air);
   },
+  /** Whether the room shown comes from the stream, and how many of its messages were read. */
+  get roomStreamed() {
+    return roomStreamed();
+  },
+  roomMessages: () => space.room.received,
+  /** Who the page shows speaking now, by user id. */
+  speakingShown: () => [...ui.stage.querySelectorAll('li.person[data-speaking="true"]')].map((item) => item.dataset.userId),
   get handRaised() {
     return space.hand;
   },
