@@ -53,8 +53,8 @@ from townhall.harness import Server, start_server
 pytestmark = pytest.mark.e2e
 
 FUZZ_EXAMPLES_PER_OPERATION = 8  # each as one of CALLERS; × 2 modes × ~50 operations
-FUZZ_STATEFUL_RUNS = 4
-FUZZ_STATEFUL_STEPS = 30
+FUZZ_STATEFUL_RUNS = 3
+FUZZ_STATEFUL_STEPS = 40
 # Whatever the request, the answer must be one the OpenAPI documents, and never a 5xx other than
 # a documented 503 (capacity, an unreachable dependency).
 CHECKS = [
