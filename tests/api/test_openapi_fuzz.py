@@ -18,7 +18,8 @@ media node; the same thing a user reaches):
 
 Bounded for CI: a fixed number of examples per operation and of walks, derandomized (the same
 requests on every run), no example database, no deadline (the machine may be busy), no shrinking
-of a failed walk. About a minute on a busy 2-core machine; the FUZZ_* numbers below set it.
+of a failed walk. The fuzzing takes about a minute on a 2-core machine at a load of 25 (the
+server's start half a minute more); the FUZZ_* numbers below set it.
 The server's requests come "through an edge" (TOWNHALL_TRUSTED_PROXIES=127.0.0.1) that names one
 client address per Space's cast, so that the per-address limits of one run are its own.
 """
@@ -55,10 +56,23 @@ pytestmark = pytest.mark.e2e
 FUZZ_EXAMPLES_PER_OPERATION = 8  # each as one of CALLERS; × 2 modes × ~50 operations
 FUZZ_STATEFUL_RUNS = 3
 FUZZ_STATEFUL_STEPS = 40
-# Whatever the request, the answer must be one the OpenAPI documents, and never a 5xx other than
-# a documented 503 (capacity, an unreachable dependency).
+
+
+@schemathesis.check
+def not_a_server_error_but_shedding(ctx: Any, response: Response, case: Any) -> bool | None:
+    """Never a 5xx, except a 503 with Retry-After: what a node answers by design when it has no
+    room for another Space or sheds requests because its event loop is late (api/admission.py),
+    which a CI machine at a load of 20 can make it do. Any other 5xx is a bug."""
+    if response.status_code == 503 and response.headers.get("retry-after"):
+        SHED.append(case.operation.label)
+        return None
+    return not_a_server_error(ctx, response, case)
+
+
+SHED: list[str] = []  # the operations answered 503 + Retry-After, told at the end of each run
+# Whatever the request, the answer must be one the OpenAPI documents.
 CHECKS = [
-    not_a_server_error,
+    not_a_server_error_but_shedding,
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,
@@ -222,7 +236,7 @@ def test_every_operation_answers_as_documented_whoever_calls(
                 failed.append(f"{operation.label}: {str(exc)[:2000]}")
     finally:
         end_world(world)
-    print(f"fuzzing {mode}: {time.monotonic() - started:.1f} s")
+    print(f"fuzzing {mode}: {time.monotonic() - started:.1f} s, {len(SHED)} answers 503 so far")
     assert not failed, "\n\n".join(failed)
 
 
@@ -299,4 +313,4 @@ def test_sequences_of_calls_answer_as_documented(api_schema: Any, fuzzed_server:
             phases=[Phase.explicit, Phase.generate],  # no shrinking: bounded even when failing
         ),
     )
-    print(f"stateful: {time.monotonic() - started:.1f} s")
+    print(f"stateful: {time.monotonic() - started:.1f} s, {len(SHED)} answers 503 so far")
