@@ -201,6 +201,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: documented("No such Space or object (a private Space without its code)"),
     409: documented("The Space's state does not allow it, or it changed meanwhile"),
     410: documented("It existed and is over (an ended Space, an expired recording)"),
+    413: documented("The body is larger than this call takes (any call: the cap is checked first)"),
     422: documented("Input the schema refuses; `field` names the field"),
     429: documented("A rate limit: wait Retry-After seconds", retry_after=True),
     503: documented(
