@@ -20,15 +20,18 @@ from townhall.api.control_routes import build_control_router
 from townhall.api.headers import SecurityHeaders
 from townhall.api.live_routes import build_live_router
 from townhall.api.origins import OriginCheck
-from townhall.api.tokens import IdentityTokens, InviteTokens
+from townhall.api.reminder_routes import build_reminder_router
+from townhall.api.tokens import IdentityTokens, InviteTokens, UnsubscribeTokens
 from townhall.config import Config, make_private_dir
 from townhall.node.forward import relay_key
+from townhall.reminders.mailer import SmtpMailer
+from townhall.reminders.sender import ReminderSender
 from townhall.spaces.control import ControlConfig, SpaceControl
 from townhall.spaces.model import Space
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.live import LiveState
 from townhall.state.outbox import EventOutbox
-from townhall.state.records import Records, open_records
+from townhall.state.records import Records, ReminderMail, open_records
 from townhall.state.redis_live import RedisLiveState
 
 INVITE_TTL_S = 7 * 86400
@@ -75,8 +78,29 @@ async def open_control_plane(config: Config) -> ControlPlane:
     quotas = ControlConfig(
         guests_may_create=config.guests_create_spaces,
         max_open_per_host=config.max_open_spaces_per_host,
+        sends_mail=config.smtp.enabled,
     )
     return ControlPlane(records, live, SpaceControl(records, live, quotas, events=events))
+
+
+def reminder_sender(config: Config, plane: ControlPlane) -> ReminderSender | None:
+    """The mail sender of this process, or None when no SMTP server is configured. Its
+    unsubscribe links carry a token signed with the installation's secret."""
+    if not config.smtp.enabled:
+        return None
+    tokens = UnsubscribeTokens(config.secret)
+
+    def unsubscribe_url(mail: ReminderMail) -> str:
+        token = tokens.mint(mail.space_id, mail.user_id)
+        return f"{config.base_url}/api/reminders/unsubscribe?token={token}"
+
+    return ReminderSender(
+        plane.records,
+        SmtpMailer(config.smtp),
+        plane.live,
+        base_url=config.base_url,
+        unsubscribe_url=unsubscribe_url,
+    )
 
 
 async def _always_room() -> None:
@@ -107,6 +131,9 @@ def install_control_plane(
     )
     app.include_router(
         build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
+    )
+    app.include_router(
+        build_reminder_router(lambda: plane().control, UnsubscribeTokens(config.secret))
     )
     app.include_router(build_live_router(lambda: plane().control, sessions))
     # Cookie-authenticated writes and WebSockets from other sites' pages are refused; a request
