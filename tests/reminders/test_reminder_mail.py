@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.test_control_api import Person, code, guest, signup
-from tests.reminders.conftest import Inbox
+from tests.smtp_inbox import Inbox
 from townhall.config import Config, load
 from townhall.control_plane import (
     ControlPlane,

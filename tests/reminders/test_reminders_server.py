@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reminders.conftest import Inbox
+from tests.smtp_inbox import Inbox
 from townhall.harness import REPO, start_server, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -53,6 +53,7 @@ import {
 } from './api.js';
 import { retryDelay } from './recovery.js';
 import { SegmentPlayer, segmentPlayerSupported } from './segments.js';
+import { showUpcoming } from './upcoming.js';
 
 const MAX_BEHIND_S = 6; // further behind than this after a stall: jump to live instead of speeding up
 const STALL_RECONNECTING_MS = 3000; // no progress for this long while playing: re-create the player
@@ -274,7 +275,9 @@ function showSnapshot(snapshot) {
   showSpaceState(info.state);
   space.record = Boolean(info.record);
   showRecording(ui.rec, space.record, info.state);
-  ui.soon.hidden = !info.starting_soon;
+  // Scheduled: the upcoming card says when (upcoming.js); the green room: press Play and wait.
+  ui.soon.hidden = info.state !== 'green_room';
+  showUpcoming(info, spaceId, inviteCode, announce);
   if (info.pinned_link) {
     ui.pinnedLink.href = info.pinned_link;
     ui.pinnedLink.textContent = info.pinned_link.replace(/^https?:\/\//, '');

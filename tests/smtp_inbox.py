@@ -1,14 +1,13 @@
-"""A real SMTP server on loopback (aiosmtpd) that keeps what it receives, and can refuse."""
+"""A real SMTP server on loopback (aiosmtpd) that keeps what it receives, and can refuse: the
+`smtp` fixture (tests/conftest.py) gives one per test."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
-import pytest
 from aiosmtpd.controller import Controller
 
 from townhall.harness import free_port
@@ -40,13 +39,9 @@ class Inbox:
         return [str(m["Subject"]) for m in self.to(address)]
 
 
-@pytest.fixture
-def smtp() -> Iterator[tuple[Inbox, int]]:
+def start_smtp() -> tuple[Inbox, int, Controller]:
     inbox = Inbox()
     port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
+    return inbox, port, controller
