@@ -45,3 +45,13 @@ def start_smtp() -> tuple[Inbox, int, Controller]:
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     return inbox, port, controller
+
+
+def smtp_env(port: int) -> dict[str, str]:
+    """The settings that send a server's reminder mail to the test server on `port`."""
+    return {
+        "TOWNHALL_SMTP_HOST": "127.0.0.1",
+        "TOWNHALL_SMTP_PORT": str(port),
+        "TOWNHALL_SMTP_TLS": "none",
+        "TOWNHALL_SMTP_FROM": "townhall <reminders@townhall.test>",
+    }

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.e2e.test_browser import CHROMIUM, DESKTOP, collect_errors, screenshots, sign_up
-from tests.smtp_inbox import Inbox
+from tests.smtp_inbox import Inbox, smtp_env
 from townhall.harness import start_server, wait_until
 
 pytestmark = [
@@ -33,13 +33,7 @@ def test_a_listener_sees_when_it_starts_sets_a_reminder_and_hears_of_changes(
     tmp_path: Path, smtp: tuple[Inbox, int], browser: Browser
 ) -> None:
     inbox, port = smtp
-    env = {
-        "TOWNHALL_SMTP_HOST": "127.0.0.1",
-        "TOWNHALL_SMTP_PORT": str(port),
-        "TOWNHALL_SMTP_TLS": "none",
-        "TOWNHALL_SMTP_FROM": "reminders@townhall.test",
-    }
-    server = start_server(tmp_path / "data", env)
+    server = start_server(tmp_path / "data", smtp_env(port))
     try:
         host_context = browser.new_context(viewport=DESKTOP, timezone_id="Europe/Paris")
         host = host_context.new_page()

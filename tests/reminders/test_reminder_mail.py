@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.test_control_api import Person, code, guest, signup
-from tests.smtp_inbox import Inbox
+from tests.smtp_inbox import Inbox, smtp_env
 from townhall.config import Config, load
 from townhall.control_plane import (
     ControlPlane,
@@ -32,13 +32,7 @@ ADA = "ada@example.org"
 @pytest.fixture
 def config(tmp_path: Path, smtp: tuple[Inbox, int]) -> Config:
     _, port = smtp
-    env = {
-        "TOWNHALL_SMTP_HOST": "127.0.0.1",
-        "TOWNHALL_SMTP_PORT": str(port),
-        "TOWNHALL_SMTP_TLS": "none",
-        "TOWNHALL_SMTP_FROM": "townhall <reminders@townhall.test>",
-        "TOWNHALL_SMTP_RATE": "1000",
-    }
+    env = {**smtp_env(port), "TOWNHALL_SMTP_RATE": "1000"}
     return load(env, data_dir=tmp_path / "data", public_url="https://townhall.test")
 
 

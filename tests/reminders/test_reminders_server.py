@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.smtp_inbox import Inbox
+from tests.smtp_inbox import Inbox, smtp_env
 from townhall.harness import REPO, start_server, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -40,13 +40,7 @@ def test_a_server_mails_the_new_time_and_the_start_to_whoever_asked(
     tmp_path: Path, smtp: tuple[Inbox, int]
 ) -> None:
     inbox, port = smtp
-    env = {
-        "TOWNHALL_SMTP_HOST": "127.0.0.1",
-        "TOWNHALL_SMTP_PORT": str(port),
-        "TOWNHALL_SMTP_TLS": "none",
-        "TOWNHALL_SMTP_FROM": "reminders@townhall.test",
-    }
-    server = start_server(tmp_path / "data", env)
+    server = start_server(tmp_path / "data", smtp_env(port))
     try:
         host = server.call(
             "POST",

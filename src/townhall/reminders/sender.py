@@ -19,6 +19,7 @@ from collections.abc import Callable
 from townhall.ratelimit.table import TokenStore
 from townhall.reminders.mailer import MailError, SmtpMailer
 from townhall.reminders.notices import SOON_MINUTES, write
+from townhall.state.leased_queue import work_forever
 from townhall.state.records import Records, ReminderMail
 from townhall.webhooks import retry
 
@@ -61,13 +62,7 @@ class ReminderSender:
         return len(due)
 
     async def run(self) -> None:
-        while True:
-            try:
-                if await self.run_once() == BATCH:
-                    continue  # more are waiting
-            except Exception:  # the sender must outlive any one failure
-                log.exception("reminder mail round failed")
-            await asyncio.sleep(POLL_S)  # a period, not a wait for a condition
+        await work_forever(self.run_once, BATCH, POLL_S, "reminder mail")
 
     async def _paced(self) -> None:
         """Wait for a token of the deployment's sending rate."""

@@ -15,7 +15,10 @@ Every function works in the caller's transaction on any table with the columns b
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import sqlalchemy as sa
@@ -24,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from townhall.state.database import NO_SYNC, rowcount
 from townhall.state.schema import DeliveryStatus, ReminderMailRow, WebhookDeliveryRow
 
-__all__ = ["ERROR_TEXT_MAX", "Leased", "claim", "mark_delivered", "mark_failed"]
+__all__ = ["ERROR_TEXT_MAX", "Leased", "claim", "mark_delivered", "mark_failed", "work_forever"]
 
 ERROR_TEXT_MAX: Final = 1_000  # a failed row keeps this much of the last error
 
@@ -126,3 +129,17 @@ async def mark_failed(
         execution_options=NO_SYNC,
     )
     return retry
+
+
+async def work_forever(
+    run_once: Callable[[], Awaitable[int]], batch: int, poll_s: float, what: str
+) -> None:
+    """A worker's loop: a round (`run_once`, which returns how many rows it claimed) at once
+    after a full batch (more are waiting), else every `poll_s`; no failure ends it."""
+    while True:
+        try:
+            if await run_once() == batch:
+                continue
+        except Exception:  # the worker must outlive any one failure
+            logging.getLogger(__name__).exception("%s round failed", what)
+        await asyncio.sleep(poll_s)  # a period, not a wait for a condition
