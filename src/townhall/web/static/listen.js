@@ -53,6 +53,7 @@ import {
 } from './api.js';
 import { retryDelay } from './recovery.js';
 import { SegmentPlayer, segmentPlayerSupported } from './segments.js';
+import { describeMediaSession, showPlayback, wireMediaSession } from './media_session.js';
 import { showUpcoming } from './upcoming.js';
 
 const MAX_BEHIND_S = 6; // further behind than this after a stall: jump to live instead of speeding up
@@ -256,6 +257,13 @@ function setState(state, message = '') {
   ui.play.querySelector('.icon').textContent = playing ? '❚❚' : '▶';
   ui.live.disabled = !player.started;
   showRecordingControls();
+  showPlayback(playing, player.replay || player.rewound ? mediaPosition() : null);
+}
+
+/** Where the replay or rewind is, for the lock screen's seek bar. */
+function mediaPosition() {
+  const duration = player.replay ? replayDuration() : player.rewindDuration;
+  return { duration, position: ui.audio.currentTime };
 }
 
 /** The Space's state as the badge and the "starting soon" line show it. */
@@ -278,6 +286,8 @@ function showSnapshot(snapshot) {
   // Scheduled: the upcoming card says when (upcoming.js); the green room: press Play and wait.
   ui.soon.hidden = info.state !== 'green_room';
   showUpcoming(info, spaceId, inviteCode, announce);
+  const host = snapshot.stage.find((m) => m.role === 'host');
+  describeMediaSession(info.title, host ? host.display_name : '', info.state);
   if (info.pinned_link) {
     ui.pinnedLink.href = info.pinned_link;
     ui.pinnedLink.textContent = info.pinned_link.replace(/^https?:\/\//, '');
@@ -1211,6 +1221,21 @@ function wire() {
   ui.forward.addEventListener('click', () => seekTo((player.started ? ui.audio.currentTime : player.startAt) + SKIP_S));
   ui.hand.addEventListener('click', toggleHand);
   ui.share.addEventListener('click', share);
+  // Lock screen, notification and headset controls (media_session.js).
+  wireMediaSession({
+    play,
+    pause,
+    canSeek: () => player.replay || player.rewound,
+    seekBy: (seconds) => seekTo(ui.audio.currentTime + seconds),
+    seekTo,
+  });
+  // Back from the background (a phone unlocked, a tab shown again): a live player that fell
+  // behind while the browser throttled it catches up at once instead of playing the past.
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState !== 'visible' || player.replay || player.rewound) return;
+    const behind = latency();
+    if (player.state === 'playing' && behind !== null && behind > MAX_BEHIND_S) jumpToLive();
+  });
   // Leaving stops all audio at once and releases the player (and its requests).
   window.addEventListener('pagehide', () => {
     clearTimeout(player.retryTimer);
