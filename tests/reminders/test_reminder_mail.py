@@ -215,3 +215,27 @@ def test_bad_reminder_and_schedule_input_is_refused_in_sentences(client: TestCli
     opened = edit({"scheduled_start": time.time() + 900})
     assert opened.status_code == 409  # type: ignore[attr-defined]
     assert opened.json()["error"]["code"] == "not_scheduled"  # type: ignore[attr-defined]
+
+
+def test_asking_for_reminders_is_limited_per_person_and_a_server_says_it_sends_mail(
+    client: TestClient,
+) -> None:
+    host, ada = signup(client, "hana"), signup(client, "ada")
+    space_id = scheduled(host, time.time() + 900)
+    assert client.get("/api/reminders/channels").json() == {"email": True, "page": True}
+    answers = [
+        ada.post(f"/api/spaces/{space_id}/remind", {"email": ADA}).status_code for _ in range(11)
+    ]
+    assert answers[:10] == [204] * 10
+    assert answers[10] == 429
+
+
+def test_a_server_without_smtp_refuses_email_reminders_in_a_sentence(tmp_path: Path) -> None:
+    with TestClient(control_plane_app(load({}, data_dir=tmp_path))) as plain:
+        host, ada = signup(plain, "hana"), signup(plain, "ada")
+        space_id = scheduled(host, time.time() + 900)
+        assert plain.get("/api/reminders/channels").json()["email"] is False
+        refused = ada.post(f"/api/spaces/{space_id}/remind", {"email": ADA})
+        assert refused.status_code == 422
+        assert refused.json()["error"]["code"] == "no_email"
+        assert ada.post(f"/api/spaces/{space_id}/remind").status_code == 204

@@ -105,6 +105,14 @@ def build_reminder_router(
         await control().remind(actor, space_id, email=wanted.email, soon=wanted.soon)
         return Response(status_code=204)
 
+    @router.get(
+        "/api/reminders/channels",
+        summary="How this server can remind people: by email or only on the page",
+    )
+    async def channels(response: Response) -> dict[str, bool]:
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return {"email": control().config.sends_mail, "page": True}
+
     @router.delete("/api/spaces/{space_id}/remind", status_code=204, summary="Cancel my reminder")
     async def unremind(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
         space = await control().space(space_id)

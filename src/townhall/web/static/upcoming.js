@@ -74,16 +74,19 @@ function showReminded(on) {
   ui.cancel.hidden = !on;
 }
 
+let mails = null; // whether this server sends email at all (asked once)
+
 async function showWhoCanMail() {
   let me = null;
   try {
+    if (mails === null) mails = (await api('/api/reminders/channels', { cache: 'default' })).email;
     me = await whoAmI();
   } catch {
     // asked again when they press the button
   }
   const account = Boolean(me && me.kind === 'account');
-  ui.emailRow.hidden = !account;
-  ui.guestHint.hidden = account;
+  ui.emailRow.hidden = !account || !mails;
+  ui.guestHint.hidden = account || !mails;
 }
 
 async function remind(event) {
@@ -92,7 +95,7 @@ async function remind(event) {
   say(ui.status, '');
   const me = await ensureIdentity('ask to be reminded');
   if (!me) return;
-  const email = me.kind === 'account' ? ui.email.value.trim() : '';
+  const email = me.kind === 'account' && !ui.emailRow.hidden ? ui.email.value.trim() : '';
   const body = email ? { email, soon: ui.soon.checked } : {};
   ui.button.disabled = true;
   try {
