@@ -170,6 +170,20 @@ async def queue_notice(
     return rowcount(await session.execute(statement, execution_options=NO_SYNC))
 
 
+def _unwarned(space: SpaceRow, notice: Notice) -> sa.Select[str]:
+    """Who asked for the warning of `space` by email and has none queued for its start yet."""
+    return sa.select(ReminderRow.user_id).where(
+        ReminderRow.space_id == space.id,
+        ReminderRow.soon.is_(sa.true()),
+        ReminderRow.email.is_not(None),
+        ~sa.exists().where(
+            ReminderMailRow.space_id == space.id,
+            ReminderMailRow.user_id == ReminderRow.user_id,
+            ReminderMailRow.key == notice.key(space),
+        ),
+    )
+
+
 class ReminderOutbox(SqlStore):
     """Reminders with an email address, and their mail queue, over one engine."""
 
@@ -178,31 +192,47 @@ class ReminderOutbox(SqlStore):
     async def queue_soon_notices(self, now: float, lead_s: float, *, limit: int = 100) -> int:
         """Queue the warning for every Space (scheduled or in the green room) that starts within
         `lead_s`, for those who asked for it; how many mails are new. Every node sweeps: the
-        unique key keeps each warning to one."""
+        unique key keeps each warning to one. Looked for in a read first, so a sweep that finds
+        nothing new (nearly all of them) takes no write lock."""
         query = (
             sa.select(SpaceRow)
             .where(
                 SpaceRow.state.in_([SpaceState.SCHEDULED, SpaceState.GREEN_ROOM]),
                 SpaceRow.scheduled_start > now,
                 SpaceRow.scheduled_start <= now + lead_s,
-                sa.exists().where(
-                    ReminderRow.space_id == SpaceRow.id,
-                    ReminderRow.soon.is_(sa.true()),
-                    ReminderRow.email.is_not(None),
-                ),
             )
             .order_by(SpaceRow.scheduled_start)
             .limit(limit)
         )
+        notice = Notice(NoticeKind.SOON, now)
+        async with self._read() as session:
+            due = [
+                space
+                for space in await session.scalars(query)
+                if await session.scalar(_unwarned(space, notice).limit(1)) is not None
+            ]
         queued = 0
-        async with self._write.begin() as session:
-            for space in list(await session.scalars(query)):
-                notice = Notice(NoticeKind.SOON, now)
-                queued += await queue_notice(session, space, notice, only_soon=True)
+        if due:
+            async with self._write.begin() as session:
+                for space in due:
+                    queued += await queue_notice(session, space, notice, only_soon=True)
         return queued
 
     async def claim_due_mail(self, now: float, limit: int, lease_s: float) -> list[ReminderMail]:
-        """Lease up to `limit` due mails to this caller for `lease_s` seconds (leased_queue.py)."""
+        """Lease up to `limit` due mails to this caller for `lease_s` seconds (leased_queue.py).
+        Every process asks every second: a read first, so that asking when nothing is due (nearly
+        always) takes no write lock."""
+        async with self._read() as session:
+            due = await session.scalar(
+                sa.select(ReminderMailRow.id)
+                .where(
+                    ReminderMailRow.status == DeliveryStatus.PENDING,
+                    ReminderMailRow.next_attempt_at <= now,
+                )
+                .limit(1)
+            )
+        if due is None:
+            return []
         async with self._write.begin() as session:
             token = await leased_queue.claim(
                 session, ReminderMailRow, now, limit, lease_s, self.max_mail_attempts
