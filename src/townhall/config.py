@@ -241,6 +241,7 @@ def parse_smtp(env: dict[str, str]) -> SmtpConfig:
         password=env.get("TOWNHALL_SMTP_PASSWORD", ""),
         sender=sender,
         per_second=per_second,
+        ca_file=env.get("TOWNHALL_SMTP_CA_FILE", ""),
     )
 
 

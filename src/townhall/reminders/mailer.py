@@ -33,6 +33,8 @@ class SmtpConfig:
     password: str = ""
     sender: str = ""  # the From address; "townhall <reminders@example.org>"
     per_second: float = 5.0  # mails per second for the whole deployment (the provider's limit)
+    # Certificates to trust instead of the system's (a relay with a private CA); "": the system's.
+    ca_file: str = ""
 
     @property
     def enabled(self) -> bool:
@@ -77,7 +79,7 @@ class SmtpMailer:
 
     def _send(self, message: EmailMessage) -> None:
         config = self.config
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=config.ca_file or None)
         smtp: smtplib.SMTP
         if config.tls == "tls":
             smtp = smtplib.SMTP_SSL(config.host, config.port, timeout=TIMEOUT_S, context=context)
