@@ -7,6 +7,7 @@ control plane alone (no media), for tests and for API-only processes.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from townhall.state.live import LiveState
 from townhall.state.outbox import EventOutbox
 from townhall.state.records import Records, ReminderMail, open_records
 from townhall.state.redis_live import RedisLiveState
+
+log = logging.getLogger(__name__)
 
 INVITE_TTL_S = 7 * 86400
 
@@ -88,6 +91,12 @@ def reminder_sender(config: Config, plane: ControlPlane) -> ReminderSender | Non
     unsubscribe links carry a token signed with the installation's secret."""
     if not config.smtp.enabled:
         return None
+    if not config.public_url:
+        log.warning(
+            "reminder mail links will point at %s: set TOWNHALL_PUBLIC_URL to the address "
+            "people reach this server at",
+            config.base_url,
+        )
     tokens = UnsubscribeTokens(config.secret)
 
     def unsubscribe_url(mail: ReminderMail) -> str:
