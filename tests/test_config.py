@@ -154,3 +154,22 @@ def test_unusable_metrics_and_log_options_are_refused_by_name(
 ) -> None:
     with pytest.raises(ConfigError, match=name):
         load({name: value}, data_dir=tmp_path)
+
+
+def test_reminder_mail_is_off_until_an_smtp_server_and_sender_are_set(tmp_path: Path) -> None:
+    assert load({}, data_dir=tmp_path).smtp.enabled is False
+    smtp = load(
+        {"TOWNHALL_SMTP_HOST": "mail.example.org", "TOWNHALL_SMTP_FROM": "r@example.org"},
+        data_dir=tmp_path,
+    ).smtp
+    assert (smtp.enabled, smtp.port, smtp.tls) == (True, 587, "starttls")
+    implicit = {
+        "TOWNHALL_SMTP_HOST": "m",
+        "TOWNHALL_SMTP_FROM": "r@x.org",
+        "TOWNHALL_SMTP_TLS": "tls",
+    }
+    assert load(implicit, data_dir=tmp_path).smtp.port == 465
+    with pytest.raises(ConfigError, match="TOWNHALL_SMTP_FROM"):
+        load({"TOWNHALL_SMTP_HOST": "mail.example.org"}, data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="TOWNHALL_SMTP_TLS"):
+        load({"TOWNHALL_SMTP_TLS": "ssl"}, data_dir=tmp_path)

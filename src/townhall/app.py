@@ -20,7 +20,12 @@ from townhall.api.bounds import BoundedApp
 from townhall.api.media_routes import build_media_router, no_room
 from townhall.api.recording_routes import build_recording_router
 from townhall.config import Config
-from townhall.control_plane import ControlPlane, install_control_plane, open_control_plane
+from townhall.control_plane import (
+    ControlPlane,
+    install_control_plane,
+    open_control_plane,
+    reminder_sender,
+)
 from townhall.delivery.origin import build_origin
 from townhall.delivery.replay import Replay
 from townhall.media.pipeline import SpaceMedia
@@ -132,13 +137,16 @@ def create_app(config: Config) -> FastAPI:
                 _expire_recordings(node.host, config.recording_retention_days), name="retention"
             ),
         ]
+        mail = reminder_sender(config, node.plane)
+        if mail is not None:  # reminder mail leaves from every process (one per person anyway)
+            background.append(asyncio.create_task(mail.run(), name="reminder-mail"))
         log.info("node %s (%s) reachable at %s", node_id, config.role, config.internal_url)
         try:
             yield
         finally:
             # Graceful drain: hand this node's Spaces to other nodes (if any can take them), then
             # stop streams and hang up speakers. Spaces stay open: another node, or this one at
-            # its next start, resumes them. Undelivered webhooks stay in the outbox.
+            # its next start, resumes them. Undelivered webhooks and mail stay in their outboxes.
             for task in background:
                 task.cancel()
             await node.keeper.drain()

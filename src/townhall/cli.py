@@ -160,6 +160,29 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def when(raw: str) -> float:
+    """A start time as people type it: UNIX seconds, or an ISO 8601 time with its zone
+    (`2026-12-05T18:00Z`, `2026-12-05 19:00+01:00`); a time without a zone is refused rather
+    than guessed, since a reminder an hour off is worse than an error."""
+    import datetime
+
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        at = datetime.datetime.fromisoformat(raw.strip().replace("z", "Z"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not a time: give UNIX seconds or e.g. 2026-12-05T18:00Z"
+        ) from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} has no time zone: add Z for UTC or an offset like +01:00"
+        )
+    return at.timestamp()
+
+
 def _spaces(args: argparse.Namespace) -> int:
     """Operator commands over the HTTP API (so they work against any node, local or not)."""
     import json
@@ -181,7 +204,16 @@ def _spaces(args: argparse.Namespace) -> int:
                 if args.start is not None:
                     body["scheduled_start"] = args.start
                 response = http.post("/api/spaces", json=body)
-            else:  # go-live, end
+            elif args.action == "edit":
+                changes = {
+                    "title": args.title,
+                    "description": args.description,
+                    "scheduled_start": args.start,
+                    "visibility": args.visibility,
+                }
+                edit = {name: value for name, value in changes.items() if value is not None}
+                response = http.patch(f"/api/spaces/{args.space}", json=edit)
+            else:  # open, go-live, end
                 response = http.post(f"/api/spaces/{args.space}/{args.action}")
     except httpx.HTTPError as exc:
         print(f"townhall spaces: cannot reach {base}: {exc}", file=sys.stderr)
@@ -326,7 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--data-dir", help="data directory holding the secret (default ./data)")
     token.set_defaults(func=_token)
 
-    spaces = sub.add_parser("spaces", help="list, create, start and end Spaces over the API")
+    spaces = sub.add_parser(
+        "spaces", help="list, create, edit, open, start and end Spaces over the API"
+    )
     spaces.add_argument(
         "--url", default="http://127.0.0.1:8080", help="server (default http://127.0.0.1:8080)"
     )
@@ -337,13 +371,25 @@ def build_parser() -> argparse.ArgumentParser:
     create = actions.add_parser("create", help="create a Space (green room) or schedule one")
     create.add_argument("title")
     create.add_argument("--visibility", choices=["public", "unlisted", "private"], default="public")
-    create.add_argument("--start", type=float, help="scheduled start, UNIX seconds")
+    create.add_argument(
+        "--start", type=when, help="scheduled start: UNIX seconds or e.g. 2026-12-05T18:00Z"
+    )
     create.add_argument(
         "--record",
         action="store_true",
         help="record it (everyone sees a REC badge; replay, clips and the host's download)",
     )
-    for name in ("go-live", "end"):
+    edit = actions.add_parser(
+        "edit",
+        help="change the title or description; before it opens, the start time or visibility "
+        "(everyone reminded by email hears of a new time)",
+    )
+    edit.add_argument("space")
+    edit.add_argument("--title")
+    edit.add_argument("--description")
+    edit.add_argument("--start", type=when, help="UNIX seconds or e.g. 2026-12-05T18:00Z")
+    edit.add_argument("--visibility", choices=["public", "unlisted", "private"])
+    for name in ("open", "go-live", "end"):
         action = actions.add_parser(name, help=f"{name.replace('-', ' ')} (host)")
         action.add_argument("space")
     spaces.set_defaults(func=_spaces)

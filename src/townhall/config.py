@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from townhall.reminders.mailer import TLS_MODES, SmtpConfig
 from townhall.spaces.lifecycle import DEFAULT_HOST_ABSENT_LIMIT_S
 from townhall.telemetry.jsonlog import LOG_FORMATS
 
@@ -112,6 +113,8 @@ class Config:
     # default: listeners make several requests a second each.
     access_log: bool = False
     media: MediaConfig = field(default_factory=MediaConfig)
+    # Reminder mail (reminders/mailer.py); no host: no mail, reminders stay on the page.
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
 
     @property
     def runs_media(self) -> bool:
@@ -243,6 +246,38 @@ def log_format(env: Mapping[str, str]) -> str:
     return raw
 
 
+def parse_smtp(env: dict[str, str]) -> SmtpConfig:
+    """TOWNHALL_SMTP_*: where reminder mail goes out, checked at start."""
+    host = env.get("TOWNHALL_SMTP_HOST", "").strip()
+    tls = env.get("TOWNHALL_SMTP_TLS", "").strip().lower() or SmtpConfig.tls
+    if tls not in TLS_MODES:
+        raise ConfigError(f"TOWNHALL_SMTP_TLS must be one of {', '.join(TLS_MODES)}, got {tls!r}")
+    sender = env.get("TOWNHALL_SMTP_FROM", "").strip()
+    if host and "@" not in sender:
+        raise ConfigError(
+            "TOWNHALL_SMTP_FROM must be the address reminders come from (e.g. "
+            "'townhall <reminders@example.org>') when TOWNHALL_SMTP_HOST is set"
+        )
+    default_port = {"starttls": 587, "tls": 465, "none": 25}[tls]
+    rate = env.get("TOWNHALL_SMTP_RATE", "").strip()
+    try:
+        per_second = float(rate) if rate else SmtpConfig.per_second
+    except ValueError:
+        raise ConfigError(f"TOWNHALL_SMTP_RATE must be a number, got {rate!r}") from None
+    if not 0.01 <= per_second <= 10_000:
+        raise ConfigError(f"TOWNHALL_SMTP_RATE must be between 0.01 and 10000, got {rate!r}")
+    return SmtpConfig(
+        host=host,
+        port=_int(env, "TOWNHALL_SMTP_PORT", default_port, low=1, high=65535),
+        tls=tls,
+        username=env.get("TOWNHALL_SMTP_USER", ""),
+        password=env.get("TOWNHALL_SMTP_PASSWORD", ""),
+        sender=sender,
+        per_second=per_second,
+        ca_file=env.get("TOWNHALL_SMTP_CA_FILE", ""),
+    )
+
+
 def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
     """Build the config: defaults ← environment ← explicit overrides (CLI flags); then the secret."""
     env = dict(os.environ if env is None else env)
@@ -336,6 +371,7 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "log_format": log_format(env),
         "access_log": _bool(env, "TOWNHALL_ACCESS_LOG", Config.access_log),
         "media": media,
+        "smtp": parse_smtp(env),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["role"] = _role(str(values["role"]))

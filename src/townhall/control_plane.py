@@ -7,6 +7,7 @@ control plane alone (no media), for tests and for API-only processes.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +22,21 @@ from townhall.api.control_routes import build_control_router
 from townhall.api.headers import SecurityHeaders
 from townhall.api.live_routes import PresenceRates, build_live_router
 from townhall.api.origins import OriginCheck
-from townhall.api.tokens import IdentityTokens, InviteTokens
+from townhall.api.reminder_routes import build_reminder_router
+from townhall.api.tokens import IdentityTokens, InviteTokens, UnsubscribeTokens
 from townhall.config import Config, make_private_dir
 from townhall.node.forward import relay_key
+from townhall.reminders.mailer import SmtpMailer
+from townhall.reminders.sender import ReminderSender
 from townhall.spaces.control import ControlConfig, SpaceControl
 from townhall.spaces.model import Space
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.live import LiveState
 from townhall.state.outbox import EventOutbox
-from townhall.state.records import Records, open_records
+from townhall.state.records import Records, ReminderMail, open_records
 from townhall.state.redis_live import RedisLiveState
+
+log = logging.getLogger(__name__)
 
 INVITE_TTL_S = 7 * 86400
 
@@ -76,8 +82,35 @@ async def open_control_plane(config: Config) -> ControlPlane:
     quotas = ControlConfig(
         guests_may_create=config.guests_create_spaces,
         max_open_per_host=config.max_open_spaces_per_host,
+        sends_mail=config.smtp.enabled,
     )
     return ControlPlane(records, live, SpaceControl(records, live, quotas, events=events))
+
+
+def reminder_sender(config: Config, plane: ControlPlane) -> ReminderSender | None:
+    """The mail sender of this process, or None when no SMTP server is configured. Its
+    unsubscribe links carry a token signed with the installation's secret."""
+    if not config.smtp.enabled:
+        return None
+    if not config.public_url:
+        log.warning(
+            "reminder mail links will point at %s: set TOWNHALL_PUBLIC_URL to the address "
+            "people reach this server at",
+            config.base_url,
+        )
+    tokens = UnsubscribeTokens(config.secret)
+
+    def unsubscribe_url(mail: ReminderMail) -> str:
+        token = tokens.mint(mail.space_id, mail.user_id)
+        return f"{config.base_url}/api/reminders/unsubscribe?token={token}"
+
+    return ReminderSender(
+        plane.records,
+        SmtpMailer(config.smtp),
+        plane.live,
+        base_url=config.base_url,
+        unsubscribe_url=unsubscribe_url,
+    )
 
 
 async def _always_room() -> None:
@@ -108,6 +141,9 @@ def install_control_plane(
     )
     app.include_router(
         build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
+    )
+    app.include_router(
+        build_reminder_router(lambda: plane().control, UnsubscribeTokens(config.secret))
     )
     # Shared with /metrics (app.py): both turn presence beacons into the same listener count.
     app.state.presence_rates = PresenceRates()

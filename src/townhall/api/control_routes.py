@@ -18,7 +18,6 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 from townhall.api.auth import OptionalIdentity, RequiredIdentity, client_address
 from townhall.api.errors import (
     ApiError,
-    Conflict,
     Forbidden,
 )
 from townhall.api.params import SpaceIdP, TargetP, checked_user_id
@@ -72,10 +71,13 @@ class CreateSpaceIn(Strict):
 
 
 class EditSpaceIn(Strict):
-    """Only what is given changes; a field left out or null stays as it is."""
+    """Only what is given changes; a field left out or null stays as it is. The start time and
+    visibility change only before the Space opens."""
 
     title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
     description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
+    scheduled_start: float | None = Field(default=None, description="UNIX seconds")
+    visibility: Visibility | None = None
 
     _clean = field_validator("title", "description")(_printable)
 
@@ -225,15 +227,25 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
     @router.patch(
         "/{space_id}",
         response_model=SpaceView,
-        summary="Edit title or description (host, co-hosts)",
+        summary="Edit the title and description; before it opens, the start time and visibility",
+        description=(
+            "Host and co-hosts. A new start time is checked like a new Space's (422 "
+            "`start_in_past`, `start_too_far_ahead`) and mails everyone reminded of the Space "
+            "by email; start time or visibility on a Space that has opened: 409 `not_scheduled`."
+        ),
     )
     async def edit(
         space_id: SpaceIdP, body: EditSpaceIn, request: Request, who: RequiredIdentity
     ) -> SpaceView:
         space = await control().edit(
-            actor(who), space_id, title=body.title, description=body.description
+            actor(who),
+            space_id,
+            title=body.title,
+            description=body.description,
+            scheduled_start=body.scheduled_start,
+            visibility=body.visibility,
         )
-        return await view(space, request)
+        return await view(space, request, show_invite=True)
 
     async def lifecycle(
         command: Callable[[SpaceControl, Actor, str], Awaitable[Space]],
@@ -296,22 +308,6 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
     ) -> SpaceView:
         url = str(body.url) if body.url is not None else None
         return await view(await control().pin_link(actor(who), space_id, url), request)
-
-    @router.post("/{space_id}/remind", status_code=204, summary="Remind me when this Space starts")
-    async def remind(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
-        space = (await control().can_listen(actor(who), space_id)).space
-        if space.state is not SpaceState.SCHEDULED:
-            raise Conflict("only a scheduled Space can be reminded of", code="not_scheduled")
-        await control().records.add_reminder(space.id, UserId(who.user_id))
-        return Response(status_code=204)
-
-    @router.delete("/{space_id}/remind", status_code=204, summary="Cancel my reminder")
-    async def unremind(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
-        await control().records.remove_reminder(await _space_id(space_id), UserId(who.user_id))
-        return Response(status_code=204)
-
-    async def _space_id(raw: str) -> Any:
-        return (await control().space(raw)).id
 
     # -- the stage --------------------------------------------------------------------------------
     @router.get("/{space_id}/stage", summary="Who is on stage")

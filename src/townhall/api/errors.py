@@ -234,6 +234,8 @@ _FIELD_NAMES = {
     "description": "The description",
     "visibility": "Who can find it",
     "scheduled_start": "The start time",
+    "email": "The email address",
+    "soon": "Remind me 10 minutes before",
     "record": "Record this Space",
     "max_speakers": "The number of speakers",
     "max_cohosts": "The number of co-hosts",

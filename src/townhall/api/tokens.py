@@ -2,6 +2,7 @@
 
     identity  "townhall:identity"  who you are: an account or a guest (cookie or bearer)
     invite    "townhall:invite"    a claimable seat on one Space's stage, as speaker or co-host
+    unsubscribe "townhall:unsubscribe" stop one person's reminder mail about one Space (one click)
 
 A token for one audience is refused by every other, an invite names one Space, and every token
 carries an expiry checked on each use. An identity token is also a session that signing out
@@ -22,6 +23,7 @@ import jwt
 ALGORITHM = "HS256"
 IDENTITY_AUDIENCE = "townhall:identity"
 INVITE_AUDIENCE = "townhall:invite"
+UNSUBSCRIBE_AUDIENCE = "townhall:unsubscribe"
 MIN_SECRET_LENGTH = 32  # HS256 wants a 256-bit key
 
 
@@ -144,3 +146,29 @@ class InviteTokens:
         return Invite(
             str(claims["space"]), str(claims["role"]), str(claims["jti"]), int(claims["exp"])
         )
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    space_id: str
+    user_id: str
+
+
+class UnsubscribeTokens:
+    """The one-click unsubscribe link of a reminder mail (RFC 8058): it names one person and one
+    Space and needs no sign-in, so it is signed, and it outlives every mail it can be in (a Space
+    is scheduled at most 30 days ahead and cancelled a day after a no-show)."""
+
+    TTL_S = 90 * 86400
+
+    def __init__(self, secret: str) -> None:
+        self._jwt = _Jwt(secret)
+
+    def mint(self, space_id: str, user_id: str) -> str:
+        return self._jwt.encode(
+            UNSUBSCRIBE_AUDIENCE, {"space": space_id, "sub": user_id}, self.TTL_S
+        )
+
+    def verify(self, token: str) -> Unsubscribe:
+        claims = self._jwt.decode(UNSUBSCRIBE_AUDIENCE, token, ["space", "sub"])
+        return Unsubscribe(str(claims["space"]), str(claims["sub"]))

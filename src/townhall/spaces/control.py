@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from townhall.ratelimit.table import HAND, REACT, SPACE_PER_PERSON, take
+from townhall.ratelimit.table import HAND, REACT, REMIND, REMIND_EMAIL, SPACE_PER_PERSON, take
 from townhall.spaces import lifecycle, rules
 from townhall.spaces.lifecycle import LifecycleAction, ScheduleError
 from townhall.spaces.model import (
@@ -54,6 +54,8 @@ from townhall.state.records import (
     Banned,
     Conflict,
     LogEvent,
+    Notice,
+    NoticeKind,
     Records,
     Roster,
     StageFull,
@@ -128,6 +130,7 @@ class ControlConfig:
     # deployment's defaults and the reasons for them are in config.Config.
     guests_may_create: bool = True
     max_open_per_host: int = 0  # scheduled + green room + live; 0: no cap
+    sends_mail: bool = False  # an SMTP server is configured: reminders may go by email
 
 
 @dataclass(frozen=True)
@@ -355,7 +358,8 @@ class SpaceControl:
         announce: Announcement | None = None,
         on_air: bool | None = None,
     ) -> Space:
-        """Move the Space to its next state; its event says the state (and `on_air` if given)."""
+        """Move the Space to its next state; its event says the state (and `on_air` if given).
+        Going on air and being called off are news for everyone reminded of it by email."""
         try:
             new = lifecycle.transition(space, action, self._clock())
         except IllegalTransition as exc:
@@ -363,7 +367,10 @@ class SpaceControl:
         data: dict[str, Any] = {"state": new.state.value}
         if on_air is not None:
             data["on_air"] = on_air
-        return await self._save(space, new, "space.state", data, announce)
+        news = {SpaceState.LIVE: NoticeKind.STARTING, SpaceState.CANCELLED: NoticeKind.CANCELLED}
+        kind = news.get(new.state)
+        notify = Notice(kind, self._clock()) if kind is not None else None
+        return await self._save(space, new, "space.state", data, announce, notify)
 
     async def open(self, actor: Actor, space_id: str) -> Space:
         standing = await self._open_space(space_id, actor)
@@ -379,8 +386,8 @@ class SpaceControl:
         standing = await self._open_space(space_id, actor)
         space = standing.space
         self._authorize(standing, actor, Action.GO_LIVE)
-        # The webhook says who asked to be reminded, so an integrator can notify them (we send no
-        # mail ourselves).
+        # The webhook says who asked to be reminded, so an integrator can notify them on other
+        # channels; those who gave an email address are mailed (`_transition`).
         started = self._announcement("space.started", remind=True)
         return await self._transition(space, LifecycleAction.GO_LIVE, started, on_air=True)
 
@@ -414,18 +421,85 @@ class SpaceControl:
         *,
         title: str | None = None,
         description: str | None = None,
+        scheduled_start: float | None = None,
+        visibility: Visibility | None = None,
     ) -> Space:
+        """Change what a Space is called and, before it opens, when it starts and who can find
+        it. A new start time must pass `lifecycle.validate_schedule`, and everyone reminded of
+        the Space by email is told of it in the same transaction. Only what is given changes."""
         standing = await self._open_space(space_id, actor)
         space = standing.space
         self._authorize(standing, actor, Action.EDIT_SPACE)
+        if space.state is not SpaceState.SCHEDULED and (
+            scheduled_start is not None or visibility is not None
+        ):
+            raise ControlError(
+                "conflict",
+                "not_scheduled",
+                "the start time and visibility can only be changed before the Space opens",
+            )
+        if scheduled_start is not None:
+            try:
+                lifecycle.validate_schedule(
+                    scheduled_start, self._clock(), self.config.schedule_max_ahead_s
+                )
+            except ScheduleError as exc:
+                raise ControlError("invalid", exc.code, str(exc)) from None
         new = replace(
             space,
             title=title if title is not None else space.title,
             description=description if description is not None else space.description,
+            scheduled_start=scheduled_start
+            if scheduled_start is not None
+            else space.scheduled_start,
+            visibility=visibility or space.visibility,
         )
-        return await self._save(
-            space, new, "space.edited", {"title": new.title, "description": new.description}
+        if new.visibility is Visibility.PRIVATE and not new.invite_code:
+            new = replace(new, invite_code=self._invite_code())
+        moved = new.scheduled_start != space.scheduled_start
+        notify = (
+            Notice(NoticeKind.CHANGED, self._clock(), {"before": space.scheduled_start})
+            if moved
+            else None
         )
+        data = {
+            "title": new.title,
+            "description": new.description,
+            "scheduled_start": new.scheduled_start,
+            "visibility": new.visibility.value,
+        }
+        announce = self._announcement("space.scheduled") if moved else None
+        return await self._save(space, new, "space.edited", data, announce, notify)
+
+    async def remind(
+        self, actor: Actor, space_id: str, *, email: str | None = None, soon: bool = False
+    ) -> bool:
+        """'Remind me' of a scheduled Space the actor may listen to; by email to `email` (signed-in
+        people only: a guest has no way to prove or later manage an address) and, with `soon`,
+        10 minutes before too. Limited per person and per address mailed, so nobody can flood
+        a stranger's inbox. False if they had asked already (the new choice replaces the old)."""
+        space = (await self.can_listen(actor, space_id)).space
+        if space.state is not SpaceState.SCHEDULED:
+            raise ControlError(
+                "conflict", "not_scheduled", "only a Space that has not started can be reminded of"
+            )
+        if email is not None and not self.config.sends_mail:
+            raise ControlError(
+                "invalid",
+                "no_email",
+                "this server sends no email; you are reminded on this page while it is open",
+            )
+        if email is not None and actor.is_guest:
+            raise ControlError(
+                "forbidden",
+                "guests_cannot_get_email",
+                "sign in to be reminded by email; as a guest you are reminded on this page",
+            )
+        now = self._clock()
+        await take(self.live, REMIND, actor.user_id, now)
+        if email is not None:
+            await take(self.live, REMIND_EMAIL, email.lower(), now)
+        return await self.records.add_reminder(space.id, actor.user_id, email=email, soon=soon)
 
     async def _save(
         self,
@@ -434,6 +508,7 @@ class SpaceControl:
         event: str,
         data: Mapping[str, Any],
         announce: Announcement | None = None,
+        notify: Notice | None = None,
     ) -> Space:
         """Write `new` over `old` if the Space is still in `old`'s state (else 409)."""
         try:
@@ -442,6 +517,7 @@ class SpaceControl:
                 expect_state=old.state,
                 announce=announce,
                 event=self._event(new, event, data),
+                notify=notify,
             )
         except Conflict:
             raise ControlError(

@@ -72,6 +72,14 @@ from townhall.state.event_outbox import (
     order_events,
     queue_event,
 )
+from townhall.state.reminder_outbox import (
+    DEFAULT_MAX_MAIL_ATTEMPTS,
+    Notice,
+    NoticeKind,
+    ReminderMail,
+    ReminderOutbox,
+    queue_notice,
+)
 from townhall.state.schema import (
     AccountRow,
     BanRow,
@@ -99,8 +107,11 @@ __all__ = [
     "DeliveryStatus",
     "LogEvent",
     "NotFound",
+    "Notice",
+    "NoticeKind",
     "Records",
     "RecordsError",
+    "ReminderMail",
     "Roster",
     "StageFull",
     "Standing",
@@ -263,13 +274,14 @@ def _reminders(space_id: SpaceId) -> sa.Select[str]:
 # --- the repository --------------------------------------------------------------------------
 
 
-class Records(WebhookOutbox, EventQueue):
+class Records(WebhookOutbox, EventQueue, ReminderOutbox):
     """The durable records over one engine. Use `open_records`, which also migrates the schema."""
 
     def __init__(
         self, engine: AsyncEngine, *, max_delivery_attempts: int = DEFAULT_MAX_DELIVERY_ATTEMPTS
     ) -> None:
         super().__init__(engine, max_delivery_attempts=max_delivery_attempts)
+        self.max_mail_attempts = DEFAULT_MAX_MAIL_ATTEMPTS
         self.applied_migrations: tuple[str, ...] = ()  # what open_records applied (empty: none)
 
     # -- helpers --
@@ -432,12 +444,14 @@ class Records(WebhookOutbox, EventQueue):
         expect_state: SpaceState | None = None,
         announce: Announcement | None = None,
         event: LogEvent | None = None,
+        notify: Notice | None = None,
     ) -> Space:
         """Replace the stored Space with `new` (same id; created_at is kept).
 
         With `expect_state`, only if the stored state still is that one — compare-and-set, so of
         two hosts or processes pressing "Go live" or "End" at once exactly one wins; the other
-        gets Conflict and should re-read.
+        gets Conflict and should re-read. `notify` mails everyone reminded of it by email, in the
+        same transaction (reminder_outbox.py).
         """
         statement = sa.update(SpaceRow).where(SpaceRow.id == new.id)
         if expect_state is not None:
@@ -455,6 +469,8 @@ class Records(WebhookOutbox, EventQueue):
                     raise NotFound(f"no Space {new.id}")
                 raise Conflict(f"Space {new.id} is {current}, not {expect_state}")
             await self._publish(session, new.id, announce, event)
+            if notify is not None:
+                await queue_notice(session, new, notify)
         return new
 
     async def list_spaces(
@@ -501,6 +517,26 @@ class Records(WebhookOutbox, EventQueue):
         )
         async with self._read() as session:
             return int(await session.scalar(query) or 0)
+
+    async def hosted_spaces(
+        self,
+        host_id: UserId,
+        states: Collection[SpaceState],
+        *,
+        visibility: Visibility | None = None,
+        limit: int = 50,
+    ) -> list[Space]:
+        """A host's Spaces in any of `states`, newest first (their calendar feed)."""
+        if not states or limit <= 0:
+            return []
+        query = sa.select(SpaceRow).where(
+            SpaceRow.host_id == host_id, SpaceRow.state.in_(list(states))
+        )
+        if visibility is not None:
+            query = query.where(SpaceRow.visibility == visibility)
+        query = query.order_by(SpaceRow.created_at.desc(), SpaceRow.id.desc()).limit(limit)
+        async with self._read() as session:
+            return [_space(row) for row in await session.scalars(query)]
 
     async def spaces_due(self, now: float, *, limit: int = 100) -> list[Space]:
         """Scheduled Spaces whose start time has come, soonest first."""
@@ -811,20 +847,35 @@ class Records(WebhookOutbox, EventQueue):
 
     # -- reminders --
 
-    async def add_reminder(self, space_id: SpaceId, user_id: UserId) -> bool:
-        """'Remind me'; False if already set. NotFound when the Space does not exist."""
+    async def add_reminder(
+        self, space_id: SpaceId, user_id: UserId, *, email: str | None = None, soon: bool = False
+    ) -> bool:
+        """'Remind me' (by mail to `email` if given, and with `soon` 10 minutes before too); False
+        if already set, in which case the new address and choice replace the old. NotFound when
+        the Space does not exist."""
         async with self._write.begin() as session:
             await lock_space(session, space_id)
             existing = await session.scalar(
                 sa.select(ReminderRow.user_id).where(_of(ReminderRow, space_id, user_id))
             )
             if existing is not None:
+                await session.execute(
+                    sa.update(ReminderRow)
+                    .where(_of(ReminderRow, space_id, user_id))
+                    .values(email=email, soon=soon),
+                    execution_options=NO_SYNC,
+                )
                 return False
-            await session.execute(sa.insert(ReminderRow).values(space_id=space_id, user_id=user_id))
+            await session.execute(
+                sa.insert(ReminderRow).values(
+                    space_id=space_id, user_id=user_id, email=email, soon=soon
+                )
+            )
             return True
 
     async def remove_reminder(self, space_id: SpaceId, user_id: UserId) -> bool:
-        return await self._delete((ReminderRow,), space_id, user_id)
+        """Cancel a reminder, and the mails still waiting for it (reminder_outbox.unsubscribe)."""
+        return await self.unsubscribe(space_id, user_id)
 
     async def reminders(self, space_id: SpaceId) -> list[UserId]:
         async with self._read() as session:

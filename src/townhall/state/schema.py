@@ -181,12 +181,24 @@ class InvitationRow(Base):
 
 
 class ReminderRow(Base):
-    """'Remind me' on a scheduled Space."""
+    """'Remind me' on a scheduled Space: by email to `email` if one was given (accounts only),
+    and with `soon` also 10 minutes before the start."""
 
     __tablename__ = "reminders"
 
     space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk(), primary_key=True)
     user_id: Mapped[str] = mapped_column(_user_id(), primary_key=True)
+    email: Mapped[str | None] = mapped_column(sa.Text)
+    soon: Mapped[bool] = mapped_column(_flag("soon"), server_default=sa.false())
+
+
+class NoticeKind(enum.StrEnum):
+    """Why a reminder mail is sent (reminders/notices.py writes each)."""
+
+    STARTING = "starting"  # the Space went on air
+    SOON = "soon"  # it starts in 10 minutes
+    CHANGED = "changed"  # its start time changed
+    CANCELLED = "cancelled"  # it was called off
 
 
 class WebhookEndpointRow(Base):
@@ -223,6 +235,36 @@ class WebhookDeliveryRow(Base):
     created_at: Mapped[float] = mapped_column(sa.Double)
     next_attempt_at: Mapped[float] = mapped_column(sa.Double)
     # A claim holds the row until lease_until; lease_token tells the claimer which rows it got.
+    lease_until: Mapped[float | None] = mapped_column(sa.Double)
+    lease_token: Mapped[str | None] = mapped_column(sa.String(ID_LEN))
+    delivered_at: Mapped[float | None] = mapped_column(sa.Double)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class ReminderMailRow(Base):
+    """The mail outbox: one row per notice per person, worked off like the webhook deliveries
+    (state/leased_queue.py). (space, user, key) is unique, so a notice is queued once whichever
+    process or sweep queues it: the key is the notice's kind, with the start time for the
+    10-minute warning (a new time, a new warning)."""
+
+    __tablename__ = "reminder_mail"
+    __table_args__ = (
+        sa.CheckConstraint("attempts >= 0", name="attempts_range"),
+        sa.UniqueConstraint("space_id", "user_id", "key"),
+        sa.Index(None, "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk())
+    user_id: Mapped[str] = mapped_column(_user_id())
+    email: Mapped[str] = mapped_column(sa.Text)
+    kind: Mapped[NoticeKind] = mapped_column(_enum(NoticeKind, "kind"))
+    key: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    data: Mapped[str] = mapped_column(sa.Text)  # JSON: the Space as the change left it, and extras
+    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus, "status"))
+    attempts: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[float] = mapped_column(sa.Double)
+    next_attempt_at: Mapped[float] = mapped_column(sa.Double)
     lease_until: Mapped[float | None] = mapped_column(sa.Double)
     lease_token: Mapped[str | None] = mapped_column(sa.String(ID_LEN))
     delivered_at: Mapped[float | None] = mapped_column(sa.Double)

@@ -60,6 +60,8 @@ import {
 import { retryDelay } from './recovery.js';
 import { RoomSchedule } from './roomstate.js';
 import { SegmentPlayer, segmentPlayerSupported } from './segments.js';
+import { describeMediaSession, showPlayback, wireMediaSession } from './media_session.js';
+import { showUpcoming } from './upcoming.js';
 
 const MAX_BEHIND_S = 6; // further behind than this after a stall: jump to live instead of speeding up
 const STALL_RECONNECTING_MS = 3000; // no progress for this long while playing: re-create the player
@@ -274,6 +276,13 @@ function setState(state, message = '') {
   ui.play.querySelector('.icon').textContent = playing ? '❚❚' : '▶';
   ui.live.disabled = !player.started;
   showRecordingControls();
+  showPlayback(playing, player.replay || player.rewound ? mediaPosition() : null);
+}
+
+/** Where the replay or rewind is, for the lock screen's seek bar. */
+function mediaPosition() {
+  const duration = player.replay ? replayDuration() : player.rewindDuration;
+  return { duration, position: ui.audio.currentTime };
 }
 
 /** The Space's state as the badge and the "starting soon" line show it. */
@@ -293,7 +302,11 @@ function showSnapshot(snapshot) {
   showSpaceState(info.state);
   space.record = Boolean(info.record);
   showRecording(ui.rec, space.record, info.state);
-  ui.soon.hidden = !info.starting_soon;
+  // Scheduled: the upcoming card says when (upcoming.js); the green room: press Play and wait.
+  ui.soon.hidden = info.state !== 'green_room';
+  showUpcoming(info, spaceId, inviteCode, announce);
+  const host = snapshot.stage.find((m) => m.role === 'host');
+  describeMediaSession(info.title, host ? host.display_name : '', info.state);
   if (info.pinned_link) {
     ui.pinnedLink.href = info.pinned_link;
     ui.pinnedLink.textContent = info.pinned_link.replace(/^https?:\/\//, '');
@@ -1345,6 +1358,21 @@ function wire() {
   ui.hand.addEventListener('click', toggleHand);
   ui.acceptInvitation.addEventListener('click', acceptInvitation);
   ui.share.addEventListener('click', share);
+  // Lock screen, notification and headset controls (media_session.js).
+  wireMediaSession({
+    play,
+    pause,
+    canSeek: () => player.replay || player.rewound,
+    seekBy: (seconds) => seekTo(ui.audio.currentTime + seconds),
+    seekTo,
+  });
+  // Back from the background (a phone unlocked, a tab shown again): a live player that fell
+  // behind while the browser throttled it catches up at once instead of playing the past.
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState !== 'visible' || player.replay || player.rewound) return;
+    const behind = latency();
+    if (player.state === 'playing' && behind !== null && behind > MAX_BEHIND_S) jumpToLive();
+  });
   // Leaving stops all audio at once and releases the player (and its requests).
   window.addEventListener('pagehide', () => {
     clearTimeout(player.retryTimer);

@@ -60,6 +60,7 @@ import {
 import { audiencePanel } from './audience.js';
 import { banQuestion, removeQuestion } from './moderation.js';
 import { retryDelay, Stillness } from './recovery.js';
+import { renderEdit, wireEdit } from './space_edit.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 3000;
 const DISCONNECTED_GRACE_MS = 2500; // ICE may recover from "disconnected" by itself; a fresh connection is cheap
@@ -428,6 +429,7 @@ function renderConsole() {
   if (document.activeElement !== ui.pinUrl && view.space.pinned_link) ui.pinUrl.value = view.space.pinned_link;
   ui.end.hidden = !host || !ui.endConfirm.hidden;
   ui.inviteCohost.hidden = !host;
+  renderEdit(view.space);
 }
 
 function renderDelay() {
@@ -1485,6 +1487,17 @@ function wire() {
   ui.goLive.addEventListener('click', goLive);
   ui.openRoom.addEventListener('click', openGreenRoom);
   ui.pinForm.addEventListener('submit', pinLink);
+  wireEdit(async (body, onError) => {
+    try {
+      const result = await api(spacePath(), { method: 'PATCH', body });
+      applySpace(result.space, result.links);
+      return result;
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 410) spaceEnded();
+      else onError(err);
+      return null;
+    }
+  });
   ui.pinClear.addEventListener('click', unpinLink);
   ui.micDevice.addEventListener('change', () => switchMicrophone(ui.micDevice.value));
   if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
