@@ -18,20 +18,20 @@ from townhall.api.auth import Sessions, build_auth_router
 from townhall.api.bounds import BoundedApp
 from townhall.api.control_routes import build_control_router
 from townhall.api.headers import SecurityHeaders
+from townhall.api.invite_routes import build_invite_router
 from townhall.api.live_routes import build_live_router
 from townhall.api.origins import OriginCheck
 from townhall.api.tokens import IdentityTokens, InviteTokens
 from townhall.config import Config, make_private_dir
 from townhall.node.forward import relay_key
 from townhall.spaces.control import ControlConfig, SpaceControl
+from townhall.spaces.invite_links import TTL_DEFAULT_S
 from townhall.spaces.model import Space
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.live import LiveState
 from townhall.state.outbox import EventOutbox
 from townhall.state.records import Records, open_records
 from townhall.state.redis_live import RedisLiveState
-
-INVITE_TTL_S = 7 * 86400
 
 
 def records_url(data_dir: Path) -> str:
@@ -105,8 +105,9 @@ def install_control_plane(
             lambda: plane().records, lambda: plane().live, sessions, secure_cookies=secure
         )
     )
+    app.include_router(build_control_router(lambda: plane().control))
     app.include_router(
-        build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
+        build_invite_router(lambda: plane().control, InviteTokens(config.secret, TTL_DEFAULT_S))
     )
     app.include_router(build_live_router(lambda: plane().control, sessions))
     # Cookie-authenticated writes and WebSockets from other sites' pages are refused; a request

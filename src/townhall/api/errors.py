@@ -242,6 +242,8 @@ _FIELD_NAMES = {
     "emoji": "The reaction",
     "start_s": "The clip's start",
     "end_s": "The clip's end",
+    "max_uses": "The number of uses",
+    "expires_in_s": "The link's lifetime",
 }
 # Fields whose every fault means one thing to the person in front of the page.
 _FIELD_SENTENCES = {
@@ -250,7 +252,12 @@ _FIELD_SENTENCES = {
     "sdp": "The browser's audio offer was not valid: reload the page and try again.",
 }
 # What a number of that field counts.
-_FIELD_UNITS = {"seconds": "seconds", "start_s": "seconds", "end_s": "seconds"}
+_FIELD_UNITS = {
+    "seconds": "seconds",
+    "start_s": "seconds",
+    "end_s": "seconds",
+    "expires_in_s": "seconds",
+}
 _WHERE = frozenset({"body", "query", "path", "header", "cookie"})
 # A number out of range: pydantic's error type → (its bound in the context, how people say it).
 _BOUNDS = {

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from townhall.spaces.invite_links import InviteLinkId
 from townhall.spaces.model import (
     Account,
     Ban,
@@ -65,7 +66,16 @@ from townhall.state.database import (
     migrate,
     rowcount,
 )
-from townhall.state.errors import Banned, Conflict, NotFound, RecordsError, StageFull, UsernameTaken
+from townhall.state.errors import (
+    Banned,
+    Conflict,
+    LinkRefused,
+    NotFound,
+    RecordsError,
+    StageFull,
+    TooManyLinks,
+    UsernameTaken,
+)
 from townhall.state.event_outbox import (
     EventQueue,
     LogEvent,
@@ -73,6 +83,7 @@ from townhall.state.event_outbox import (
     order_events,
     queue_event,
 )
+from townhall.state.invite_links import InviteLinkStore, bar_from_links, take_use, unbar
 from townhall.state.schema import (
     AccountRow,
     BanRow,
@@ -99,6 +110,7 @@ __all__ = [
     "Banned",
     "Conflict",
     "DeliveryStatus",
+    "LinkRefused",
     "LogEvent",
     "NotFound",
     "Records",
@@ -106,6 +118,7 @@ __all__ = [
     "Roster",
     "StageFull",
     "Standing",
+    "TooManyLinks",
     "UsernameTaken",
     "WebhookDelivery",
     "WebhookEndpoint",
@@ -280,7 +293,7 @@ def _reminders(space_id: SpaceId) -> sa.Select[str]:
 # --- the repository --------------------------------------------------------------------------
 
 
-class Records(WebhookOutbox, EventQueue):
+class Records(WebhookOutbox, EventQueue, InviteLinkStore):
     """The durable records over one engine. Use `open_records`, which also migrates the schema."""
 
     def __init__(
@@ -336,9 +349,11 @@ class Records(WebhookOutbox, EventQueue):
         event: LogEvent | None = None,
         *,
         publish_always: bool = True,
+        bar: tuple[UserId, float] | None = None,
     ) -> bool:
         """Delete the user's row from each of `tables`; True if the first had one. The change is
-        published (`announce`, `event`) either way, or with `publish_always=False` only if so."""
+        published (`announce`, `event`) either way, or with `publish_always=False` only if so.
+        With `bar` (who, when), invite links no longer seat the user (state/invite_links.py)."""
         async with self._write.begin() as session:
             if event is not None:
                 await order_events(session, space_id)
@@ -352,6 +367,8 @@ class Records(WebhookOutbox, EventQueue):
                 > 0
                 for table in tables
             ]
+            if bar is not None:
+                await bar_from_links(session, space_id, user_id, *bar)
             if publish_always or deleted[0]:
                 await self._publish(session, space_id, announce, event)
             return deleted[0]
@@ -554,44 +571,77 @@ class Records(WebhookOutbox, EventQueue):
         async with self._write.begin() as session:
             await lock_space(session, member.space_id)
             await self._refuse_banned(session, member.space_id, member.user_id)
-            current = await session.scalar(
-                sa.select(StageMemberRow.role).where(
-                    _of(StageMemberRow, member.space_id, member.user_id)
-                )
-            )
-            if current is not member.role:
-                taken = await session.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(StageMemberRow)
-                    .where(
-                        StageMemberRow.space_id == member.space_id,
-                        StageMemberRow.role == member.role,
-                        StageMemberRow.user_id != member.user_id,
-                    )
-                )
-                if (taken or 0) >= _seats(member.role, limits):
-                    if member.role is Role.HOST:
-                        raise Conflict(f"Space {member.space_id} already has a host")
-                    raise StageFull(f"all {member.role} seats in Space {member.space_id} are taken")
-            if current is None:
-                await session.execute(
-                    sa.insert(StageMemberRow).values(
-                        space_id=member.space_id, user_id=member.user_id, **_member_values(member)
-                    )
-                )
-            else:
-                await session.execute(
-                    sa.update(StageMemberRow)
-                    .where(_of(StageMemberRow, member.space_id, member.user_id))
-                    .values(**_member_values(member)),
-                    execution_options=NO_SYNC,
-                )
-            await session.execute(
-                sa.delete(RaisedHandRow).where(_of(RaisedHandRow, member.space_id, member.user_id)),
-                execution_options=NO_SYNC,
-            )
+            await self._seat(session, member, limits)
+            # Seated by a moderator's act: invite links may seat them again (invite_links.py).
+            await unbar(session, member.space_id, member.user_id)
             await self._publish(session, member.space_id, announce, event)
         return member
+
+    async def seat_with_invite_link(
+        self,
+        member: StageMember,
+        limits: StageLimits,
+        link_id: InviteLinkId,
+        now: float,
+        *,
+        announce: Announcement | None = None,
+        event: LogEvent | None = None,
+    ) -> StageMember:
+        """Seat `member` by an invite link: the link's checks (state/invite_links.py `take_use`),
+        its use and the seat, in one transaction. Raises LinkRefused, Banned, StageFull (the use
+        is not counted then), or NotFound when the Space does not exist. The member's role must
+        be the link's (Conflict otherwise: the caller read another link)."""
+        async with self._write.begin() as session:
+            await lock_space(session, member.space_id)
+            await self._refuse_banned(session, member.space_id, member.user_id)
+            link = await take_use(
+                session, member.space_id, link_id, member.user_id, member.display_name, now
+            )
+            if link.role is not member.role:
+                raise Conflict(f"invite link {link_id} is for a {link.role}, not a {member.role}")
+            await self._seat(session, member, limits)
+            await self._publish(session, member.space_id, announce, event)
+        return member
+
+    @staticmethod
+    async def _seat(session: AsyncSession, member: StageMember, limits: StageLimits) -> None:
+        """put_stage_member's writes, in the caller's transaction (the Space's row locked)."""
+        current = await session.scalar(
+            sa.select(StageMemberRow.role).where(
+                _of(StageMemberRow, member.space_id, member.user_id)
+            )
+        )
+        if current is not member.role:
+            taken = await session.scalar(
+                sa.select(sa.func.count())
+                .select_from(StageMemberRow)
+                .where(
+                    StageMemberRow.space_id == member.space_id,
+                    StageMemberRow.role == member.role,
+                    StageMemberRow.user_id != member.user_id,
+                )
+            )
+            if (taken or 0) >= _seats(member.role, limits):
+                if member.role is Role.HOST:
+                    raise Conflict(f"Space {member.space_id} already has a host")
+                raise StageFull(f"all {member.role} seats in Space {member.space_id} are taken")
+        if current is None:
+            await session.execute(
+                sa.insert(StageMemberRow).values(
+                    space_id=member.space_id, user_id=member.user_id, **_member_values(member)
+                )
+            )
+        else:
+            await session.execute(
+                sa.update(StageMemberRow)
+                .where(_of(StageMemberRow, member.space_id, member.user_id))
+                .values(**_member_values(member)),
+                execution_options=NO_SYNC,
+            )
+        await session.execute(
+            sa.delete(RaisedHandRow).where(_of(RaisedHandRow, member.space_id, member.user_id)),
+            execution_options=NO_SYNC,
+        )
 
     async def update_stage_member(
         self, member: StageMember, *, event: LogEvent | None = None
@@ -633,16 +683,18 @@ class Records(WebhookOutbox, EventQueue):
         user_id: UserId,
         *,
         lower_hand: bool = False,
+        bar: tuple[UserId, float] | None = None,
         announce: Announcement | None = None,
         event: LogEvent | None = None,
     ) -> bool:
         """Take someone off the stage (back to the audience), with `lower_hand` also out of the
-        queue of raised hands; False if they were not on the stage. `announce` and `event` are
-        queued either way (the caller decided the change)."""
+        queue of raised hands; False if they were not on the stage. With `bar` (the moderator,
+        when) no invite link seats them again until a moderator does (spaces/invite_links.py).
+        `announce` and `event` are queued either way (the caller decided the change)."""
         tables: tuple[_PerUser, ...] = (StageMemberRow,)
         if lower_hand:
             tables += (RaisedHandRow,)
-        return await self._delete(tables, space_id, user_id, announce, event)
+        return await self._delete(tables, space_id, user_id, announce, event, bar=bar)
 
     async def stage(self, space_id: SpaceId) -> list[StageMember]:
         """The stage in display order: host, co-hosts, speakers; each role by who joined first."""
