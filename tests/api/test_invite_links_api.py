@@ -108,7 +108,7 @@ def test_out_of_bounds_uses_and_lifetimes_are_said_for_people(
         ({"max_uses": 500}, "The number of uses can be at most 100.", "max_uses"),
         (
             {"expires_in_s": 10},
-            "The link's lifetime must be at least 300 seconds.",
+            "The link's lifetime must be at least 5 minutes.",
             "expires_in_s",
         ),
     ]
