@@ -4,9 +4,9 @@
 in the data directory) or PostgreSQL (at scale). It takes and returns the frozen domain types of
 spaces/model.py; rows (schema.py) never leave this module. `open_records(url)` is the front door:
 it creates the engine, brings the schema to the newest Alembic revision and returns the repository.
-The engine, its transactions and the migrations are database.py's; the webhook outbox and the
-event outbox, which `Records` inherits, are webhook_outbox.py's and event_outbox.py's; the errors
-are errors.py's (all re-exported here).
+The engine, its transactions and the migrations are database.py's; the webhook outbox, the
+event outbox and the invite links, which `Records` inherits, are webhook_outbox.py's,
+event_outbox.py's and invite_links.py's; the errors are errors.py's (all re-exported here).
 
 Theory of operation. Any number of processes may open the same database. Every method is one
 transaction. Writes take the database's write lock up front (`BEGIN IMMEDIATE` on SQLite, see
@@ -21,7 +21,8 @@ commit together or not at all (webhook_outbox.py). The same way, every write a c
 takes the `LogEvent` for the Space's live log and queues it in the event outbox in its own
 transaction (event_outbox.py); such a write locks the Space's row before anything else.
 
-Errors: the tree in errors.py (NotFound, Conflict, UsernameTaken, StageFull, Banned); a database
+Errors: the tree in errors.py (NotFound, Conflict, UsernameTaken, StageFull, Banned, LinkRefused,
+TooManyLinks); a database
 failure surfaces as SQLAlchemy's own.
 
 Lookups of one record (`space`, `account`, `stage_member`, …) return None when there is none.
