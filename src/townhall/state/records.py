@@ -22,8 +22,7 @@ takes the `LogEvent` for the Space's live log and queues it in the event outbox 
 transaction (event_outbox.py); such a write locks the Space's row before anything else.
 
 Errors: the tree in errors.py (NotFound, Conflict, UsernameTaken, StageFull, Banned, LinkRefused,
-TooManyLinks); a database
-failure surfaces as SQLAlchemy's own.
+TooManyLinks); a database failure surfaces as SQLAlchemy's own.
 
 Lookups of one record (`space`, `account`, `stage_member`, …) return None when there is none.
 Timestamps are UNIX seconds as floats, passed in by the caller (the domain values carry them).
