@@ -9,24 +9,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from townhall.spaces.control import Actor, ControlError, NewSpace, SpaceControl
+from tests.spaces.test_control import COHOST, HOST, Clock, refused
+from townhall.spaces.control import Actor, NewSpace, SpaceControl
 from townhall.spaces.invite_links import LinkState
 from townhall.spaces.model import Role, Space, UserId
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.records import open_records
 
-HOST = Actor(UserId("u-host00000000"), "Hana Host")
-COHOST = Actor(UserId("u-cohost000000"), "Cole Cohost")
 ANN = Actor(UserId("g-ann000000000"), "Ann", is_guest=True)
 BOB = Actor(UserId("g-bob000000000"), "Bob", is_guest=True)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -49,12 +40,6 @@ async def stage(database_url: str) -> AsyncIterator[Stage]:
     yield Stage(control, clock, await control.create(HOST, NewSpace("Invites")))
     await live.close()
     await records.close()
-
-
-async def refused(code: str, awaitable: object) -> None:
-    with pytest.raises(ControlError) as caught:
-        await awaitable  # type: ignore[misc]
-    assert caught.value.code == code, caught.value.message
 
 
 async def test_a_one_use_link_seats_one_person_and_opening_it_again_costs_nothing(
