@@ -21,8 +21,23 @@ from townhall.api.params import LinkIdP, SpaceIdP, actor, public_base
 from townhall.api.tokens import InviteTokens, TokenError
 from townhall.spaces import invite_links
 from townhall.spaces.control import SpaceControl, member_json
-from townhall.spaces.invite_links import InviteLink, InviteLinkId, LinkState
+from townhall.spaces.invite_links import (
+    REFUSAL_SENTENCES,
+    InviteLink,
+    InviteLinkId,
+    LinkState,
+    Refusal,
+)
 from townhall.spaces.model import Role
+
+# A token refused before its record is read, said as the record's refusals are (same codes as
+# every other token refusal, so clients that know them keep working).
+TOKEN_SENTENCES = {
+    "token_expired": REFUSAL_SENTENCES[Refusal.EXPIRED],
+    "token_invalid": REFUSAL_SENTENCES[Refusal.UNKNOWN],
+    "token_wrong_space": "This invite link is for another Space. "
+    "Open the link exactly as it was sent to you.",
+}
 
 
 class InviteLinkIn(BaseModel):
@@ -153,7 +168,7 @@ def build_invite_router(control: Callable[[], SpaceControl], invites: InviteToke
         try:
             seat = invites.verify(body.invite, space_id)
         except TokenError as exc:
-            raise Forbidden(exc.message, code=exc.code) from None
+            raise Forbidden(TOKEN_SENTENCES.get(exc.code, exc.message), code=exc.code) from None
         member = await control().join_with_invite_link(
             actor(who), space_id, InviteLinkId(seat.invite_id)
         )
