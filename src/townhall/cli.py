@@ -14,6 +14,7 @@ from pathlib import Path
 
 from townhall import __version__
 from townhall.config import ConfigError, load, log_format, make_private_dir
+from townhall.spaces.invite_links import TTL_DEFAULT_S, USES_DEFAULT, USES_MAX
 from townhall.telemetry import jsonlog
 
 
@@ -183,6 +184,18 @@ def when(raw: str) -> float:
     return at.timestamp()
 
 
+def _duration(raw: str) -> int:
+    """Seconds from "90", "15m", "2h" or "7d"."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in units else (raw, "s")
+    try:
+        return int(float(number) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {raw!r} (say 900, 15m, 2h or 7d)"
+        ) from None
+
+
 def _spaces(args: argparse.Namespace) -> int:
     """Operator commands over the HTTP API (so they work against any node, local or not)."""
     import json
@@ -213,6 +226,13 @@ def _spaces(args: argparse.Namespace) -> int:
                 }
                 edit = {name: value for name, value in changes.items() if value is not None}
                 response = http.patch(f"/api/spaces/{args.space}", json=edit)
+            elif args.action == "invite":
+                invite = {"role": args.role, "max_uses": args.uses, "expires_in_s": args.expires}
+                response = http.post(f"/api/spaces/{args.space}/invite-links", json=invite)
+            elif args.action == "invites":
+                response = http.get(f"/api/spaces/{args.space}/invite-links")
+            elif args.action == "revoke-invite":
+                response = http.delete(f"/api/spaces/{args.space}/invite-links/{args.link}")
             else:  # open, go-live, end
                 response = http.post(f"/api/spaces/{args.space}/{args.action}")
     except httpx.HTTPError as exc:
@@ -392,6 +412,25 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("open", "go-live", "end"):
         action = actions.add_parser(name, help=f"{name.replace('-', ' ')} (host)")
         action.add_argument("space")
+    invite = actions.add_parser(
+        "invite", help="make a stage invite link (host, co-hosts; prints its url)"
+    )
+    invite.add_argument("space")
+    invite.add_argument("--role", choices=["speaker", "cohost"], default="speaker")
+    invite.add_argument(
+        "--uses", type=int, default=USES_DEFAULT, help=f"people it seats (1–{USES_MAX})"
+    )
+    invite.add_argument(
+        "--expires",
+        type=_duration,
+        default=TTL_DEFAULT_S,
+        help="how long it works: seconds, or 15m, 2h, 7d (5 minutes to 7 days; default 24h)",
+    )
+    invites = actions.add_parser("invites", help="a Space's invite links with their uses")
+    invites.add_argument("space")
+    revoke = actions.add_parser("revoke-invite", help="revoke one invite link")
+    revoke.add_argument("space")
+    revoke.add_argument("link", help="the link's id, as `invites` lists it")
     spaces.set_defaults(func=_spaces)
 
     hooks = sub.add_parser(

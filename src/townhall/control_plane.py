@@ -20,6 +20,7 @@ from townhall.api.auth import Sessions, build_auth_router
 from townhall.api.bounds import BoundedApp
 from townhall.api.control_routes import build_control_router
 from townhall.api.headers import SecurityHeaders
+from townhall.api.invite_routes import build_invite_router
 from townhall.api.live_routes import PresenceRates, build_live_router
 from townhall.api.origins import OriginCheck
 from townhall.api.reminder_routes import build_reminder_router
@@ -29,6 +30,7 @@ from townhall.node.forward import relay_key
 from townhall.reminders.mailer import SmtpMailer
 from townhall.reminders.sender import ReminderSender
 from townhall.spaces.control import ControlConfig, SpaceControl
+from townhall.spaces.invite_links import TTL_DEFAULT_S
 from townhall.spaces.model import Space
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.live import LiveState
@@ -37,8 +39,6 @@ from townhall.state.records import Records, ReminderMail, open_records
 from townhall.state.redis_live import RedisLiveState
 
 log = logging.getLogger(__name__)
-
-INVITE_TTL_S = 7 * 86400
 
 
 def records_url(data_dir: Path) -> str:
@@ -139,8 +139,9 @@ def install_control_plane(
             lambda: plane().records, lambda: plane().live, sessions, secure_cookies=secure
         )
     )
+    app.include_router(build_control_router(lambda: plane().control))
     app.include_router(
-        build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
+        build_invite_router(lambda: plane().control, InviteTokens(config.secret, TTL_DEFAULT_S))
     )
     app.include_router(
         build_reminder_router(lambda: plane().control, UnsubscribeTokens(config.secret))

@@ -103,13 +103,14 @@ async def test_the_stage_limit_holds(control: SpaceControl) -> None:
 
 async def test_a_banned_listener_can_do_nothing_in_the_space(control: SpaceControl) -> None:
     space = await control.create(HOST, NewSpace("Bans"))
+    link = await control.create_invite_link(HOST, space.id, Role.SPEAKER, max_uses=5)
     await control.raise_hand(TROLL, space.id)
     await control.ban(HOST, space.id, TROLL.user_id)
     assert await control.hands(space.id) == []
     await refused("banned", control.raise_hand(TROLL, space.id))
     await refused("banned", control.react(TROLL, space.id, "👏"))
     await refused("banned", control.can_listen(TROLL, space.id))
-    await refused("banned", control.join_with_invite_link(TROLL, space.id, Role.SPEAKER))
+    await refused("banned", control.join_with_invite_link(TROLL, space.id, link.id))
     await refused("banned", control.accept_invitation(TROLL, space.id))
 
 

@@ -47,6 +47,8 @@ ALLOWED: dict[Action, set[str]] = {
     Action.DUMP: HOST_AND_COHOSTS,
     Action.PIN_LINK: HOST_AND_COHOSTS,
     Action.EDIT_SPACE: HOST_AND_COHOSTS,
+    Action.SPEAKER_LINKS: HOST_AND_COHOSTS,
+    Action.COHOST_LINKS: {"host"},
     Action.LEAVE_STAGE: {"cohost", "speaker"},
     Action.STEP_DOWN: {"cohost"},
     Action.MUTE_SELF: STAGE_MEMBERS,

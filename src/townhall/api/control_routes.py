@@ -20,8 +20,9 @@ from townhall.api.errors import (
     ApiError,
     Forbidden,
 )
-from townhall.api.params import SpaceIdP, TargetP, checked_user_id
-from townhall.api.tokens import Identity, IdentityKind, InviteTokens, TokenError
+from townhall.api.params import SpaceIdP, TargetP, actor, checked_user_id
+from townhall.api.params import public_base as base
+from townhall.api.tokens import Identity
 from townhall.ratelimit.table import SPACE_PER_ADDRESS, take
 from townhall.spaces.control import (
     Actor,
@@ -90,14 +91,6 @@ class PinIn(Strict):
     url: AnyHttpUrl | None = None
 
 
-class InviteLinkIn(Strict):
-    role: Literal["speaker", "cohost"] = "speaker"
-
-
-class ClaimIn(Strict):
-    invite: str = Field(min_length=10, max_length=2_000)
-
-
 class TargetIn(Strict):
     user_id: str = Field(min_length=3, max_length=20)
 
@@ -112,16 +105,10 @@ class SpaceView(BaseModel):
     links: dict[str, str]
 
 
-def build_control_router(control: Callable[[], SpaceControl], invites: InviteTokens) -> APIRouter:
+def build_control_router(control: Callable[[], SpaceControl]) -> APIRouter:
+    """The Spaces, the stage and the audience; invite links are api/invite_routes.py's."""
     router = APIRouter(prefix="/api/spaces", tags=["spaces"])
     anonymous_views: dict[tuple[str, str | None, str], tuple[int, bytes]] = {}
-
-    def actor(who: Identity) -> Actor:
-        return Actor(UserId(who.user_id), who.display_name, is_guest=who.kind is IdentityKind.GUEST)
-
-    def base(request: Request) -> str:
-        public: str = request.app.state.config.public_url
-        return public.rstrip("/") or str(request.base_url).rstrip("/")
 
     async def view(space: Space, request: Request, *, show_invite: bool = False) -> SpaceView:
         links = {
@@ -314,33 +301,6 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
     async def stage(space_id: SpaceIdP) -> list[dict[str, Any]]:
         await control().space(space_id)
         return [member_json(m) for m in await control().stage(space_id)]
-
-    @router.post(
-        "/{space_id}/invite-links",
-        status_code=201,
-        summary="A link that seats whoever opens it (host, co-hosts)",
-    )
-    async def invite_link(
-        space_id: SpaceIdP, body: InviteLinkIn, request: Request, who: RequiredIdentity
-    ) -> dict[str, Any]:
-        space, role = await moderator_role(space_id, who, "only the host or a co-host can invite")
-        if body.role == "cohost" and role is not Role.HOST:
-            raise Forbidden("only the host can invite a co-host", code="not_host")
-        token = invites.mint(space.id, body.role)
-        return {
-            "invite": token,
-            "url": f"{base(request)}/s/{space.id}/stage#invite={token}",
-            "expires_in": invites.ttl_s,
-        }
-
-    @router.post("/{space_id}/stage/join", summary="Take a seat on stage with an invite link")
-    async def claim(space_id: SpaceIdP, body: ClaimIn, who: RequiredIdentity) -> dict[str, Any]:
-        try:
-            seat = invites.verify(body.invite, space_id)
-        except TokenError as exc:
-            raise Forbidden(exc.message, code=exc.code) from None
-        member = await control().join_with_invite_link(actor(who), space_id, Role(seat.role))
-        return member_json(member)
 
     @router.post("/{space_id}/stage/leave", status_code=204, summary="Leave the stage")
     async def leave(space_id: SpaceIdP, who: RequiredIdentity) -> Response:

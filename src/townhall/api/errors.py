@@ -246,6 +246,8 @@ _FIELD_NAMES = {
     "emoji": "The reaction",
     "start_s": "The clip's start",
     "end_s": "The clip's end",
+    "max_uses": "The number of uses",
+    "expires_in_s": "The link's lifetime",
 }
 # Fields whose every fault means one thing to the person in front of the page.
 _FIELD_SENTENCES = {
@@ -255,6 +257,9 @@ _FIELD_SENTENCES = {
 }
 # What a number of that field counts.
 _FIELD_UNITS = {"seconds": "seconds", "start_s": "seconds", "end_s": "seconds"}
+# Lifetimes in seconds, said in the largest whole unit ("7 days", not "604800 seconds").
+_SPOKEN_DURATIONS = frozenset({"expires_in_s"})
+_DURATION_UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
 _WHERE = frozenset({"body", "query", "path", "header", "cookie"})
 # A number out of range: pydantic's error type → (its bound in the context, how people say it).
 _BOUNDS = {
@@ -269,6 +274,10 @@ def _amount(value: Any, field: str | None) -> str:
     """30.0 → "30 seconds" for the delay; numbers as people write them."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
+    if field in _SPOKEN_DURATIONS and isinstance(value, int) and value > 0:
+        size, name = next((s, n) for s, n in _DURATION_UNITS if value % s == 0)
+        count = value // size
+        return f"{count} {name}{'' if count == 1 else 's'}"
     unit = _FIELD_UNITS.get(field or "")
     return f"{value} {unit}" if unit else str(value)
 

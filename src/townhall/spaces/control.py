@@ -28,7 +28,15 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from townhall.ratelimit.table import HAND, REACT, REMIND, REMIND_EMAIL, SPACE_PER_PERSON, take
-from townhall.spaces import lifecycle, rules
+from townhall.spaces import invite_links, lifecycle, rules
+from townhall.spaces.invite_links import (
+    REFUSAL_SENTENCES,
+    InviteLink,
+    InviteLinkId,
+    LinkState,
+    Refusal,
+    link_action,
+)
 from townhall.spaces.lifecycle import LifecycleAction, ScheduleError
 from townhall.spaces.model import (
     Ban,
@@ -53,13 +61,16 @@ from townhall.state.records import (
     Announcement,
     Banned,
     Conflict,
+    LinkRefused,
     LogEvent,
+    NotFound,
     Notice,
     NoticeKind,
     Records,
     Roster,
     StageFull,
     Standing,
+    TooManyLinks,
 )
 from townhall.state.unavailable import UNAVAILABLE_ERRORS, is_unavailable
 
@@ -561,7 +572,11 @@ class SpaceControl:
     async def stage(self, space_id: str) -> list[StageMember]:
         return list((await self.roster(space_id)).stage)
 
-    async def _put_on_stage(self, space: Space, user: UserId, name: str, role: Role) -> StageMember:
+    async def _put_on_stage(
+        self, space: Space, user: UserId, name: str, role: Role, link: InviteLink | None = None
+    ) -> StageMember:
+        """Seat `user` as `role`: by a moderator's act, or with `link` by an invite link (whose
+        checks and use are in the seat's own transaction)."""
         current = await self.records.stage(space.id)
         verdict = rules.check_capacity(
             [m for m in current if m.user_id != user], space.limits, role
@@ -582,12 +597,19 @@ class SpaceControl:
         seated = self._event(
             space,
             "stage.joined" if existing is None else "stage.role",
-            {"member": member_json(member)},
+            {"member": member_json(member), **({"invite_link": link.id} if link else {})},
         )
         try:
-            await self.records.put_stage_member(
-                member, space.limits, announce=changed, event=seated
-            )
+            if link is None:
+                await self.records.put_stage_member(
+                    member, space.limits, announce=changed, event=seated
+                )
+            else:
+                await self.records.seat_with_invite_link(
+                    member, space.limits, link.id, self._clock(), announce=changed, event=seated
+                )
+        except LinkRefused as exc:
+            raise _link_refused(exc.refusal) from None
         except StageFull:
             # Another command took the last seat between the check above and this write.
             raise ControlError("conflict", rules.STAGE_FULL, _REFUSALS[rules.STAGE_FULL]) from None
@@ -600,10 +622,13 @@ class SpaceControl:
         return member
 
     async def _take_off_stage(self, space: Space, user: UserId, by: UserId) -> None:
+        """Back to the audience; moved there by someone else, no invite link seats them again
+        until a moderator does (spaces/invite_links.py)."""
         left = self._announcement("stage.changed", {"left": user})
         await self.records.remove_stage_member(
             space.id,
             user,
+            bar=(by, self._clock()) if by != user else None,
             announce=left,
             event=self._event(space, "stage.left", {"user_id": user, "by": by}),
         )
@@ -650,14 +675,115 @@ class SpaceControl:
             raise ControlError("conflict", "no_invitation", "you have no invitation to speak here")
         return await self._put_on_stage(space, actor.user_id, actor.display_name, role)
 
-    async def join_with_invite_link(self, actor: Actor, space_id: str, role: Role) -> StageMember:
-        """An invite link (verified by the caller) seats whoever opens it, unless banned."""
+    async def join_with_invite_link(
+        self, actor: Actor, space_id: str, link_id: InviteLinkId
+    ) -> StageMember:
+        """Take the seat an invite link offers (its token verified by the caller), if its record
+        still allows it for this person (the rule: spaces/invite_links.py). Someone already on
+        the stage in that role or a higher one keeps their seat and costs the link no use."""
         standing = await self._open_space(space_id, actor)
         if standing.banned:
             raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED])
-        if standing.member is not None:
+        link = await self.records.invite_link(standing.space.id, link_id)
+        if link is None:
+            raise _link_refused(Refusal.UNKNOWN)
+        if standing.member is not None and _RANK[standing.member.role] <= _RANK[link.role]:
             return standing.member
-        return await self._put_on_stage(standing.space, actor.user_id, actor.display_name, role)
+        return await self._put_on_stage(
+            standing.space, actor.user_id, actor.display_name, link.role, link
+        )
+
+    # -- invite links ---------------------------------------------------------------------------
+    async def create_invite_link(
+        self,
+        actor: Actor,
+        space_id: str,
+        role: Role,
+        *,
+        max_uses: int = invite_links.USES_DEFAULT,
+        ttl_s: float = invite_links.TTL_DEFAULT_S,
+    ) -> InviteLink:
+        """A link that seats up to `max_uses` people as `role` for `ttl_s` seconds (bounds in
+        spaces/invite_links.py; the API checks them first, naming the field)."""
+        if role not in invite_links.ROLES:
+            raise ControlError(
+                "invalid", "bad_role", "An invite link is for a speaker or a co-host."
+            )
+        if not 1 <= max_uses <= invite_links.USES_MAX:
+            raise ControlError(
+                "invalid",
+                "bad_max_uses",
+                f"An invite link can be used from 1 to {invite_links.USES_MAX} times.",
+            )
+        if not invite_links.TTL_MIN_S <= ttl_s <= invite_links.TTL_MAX_S:
+            raise ControlError(
+                "invalid",
+                "bad_expiry",
+                "An invite link works for 5 minutes at least and 7 days at most.",
+            )
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        self._authorize(standing, actor, link_action(role))
+        now = self._clock()
+        link = InviteLink(
+            id=invite_links.new_link_id(),
+            space_id=space.id,
+            role=role,
+            max_uses=max_uses,
+            uses=0,
+            created_by=actor.user_id,
+            created_by_name=actor.display_name,
+            created_at=now,
+            expires_at=now + ttl_s,
+        )
+        made = self._event(
+            space,
+            "invite_link.created",
+            {"link_id": link.id, "role": role.value, "by": actor.user_id},
+        )
+        try:
+            await self.records.create_invite_link(link, open_max=invite_links.OPEN_MAX, event=made)
+        except TooManyLinks:
+            raise ControlError(
+                "conflict",
+                "too_many_invite_links",
+                f"This Space already has {invite_links.OPEN_MAX} invite links that still work: "
+                "revoke some first.",
+            ) from None
+        await self._delivered(space)
+        return link
+
+    async def invite_links(self, actor: Actor, space_id: str) -> list[tuple[InviteLink, LinkState]]:
+        """The Space's invite links, newest first, each with where it stands now (host and
+        co-hosts; also once the Space is over)."""
+        roster = await self.roster(space_id)
+        self._authorize(roster.standing(actor.user_id), actor, Action.SPEAKER_LINKS)
+        now = self._clock()
+        links = await self.records.invite_links(roster.space.id, limit=invite_links.LISTED_MAX)
+        return [(link, link.state(now, roster.standing(link.created_by).role)) for link in links]
+
+    async def revoke_invite_link(
+        self, actor: Actor, space_id: str, link_id: InviteLinkId
+    ) -> InviteLink:
+        """Stop a link seating anyone, at once (host: any; co-host: speaker links). Those it
+        already seated stay on the stage. Revoking it again changes nothing."""
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        link = await self.records.invite_link(space.id, link_id)
+        if link is None:
+            raise _not_found("invite link")
+        self._authorize(standing, actor, link_action(link.role))
+        revoked = self._event(
+            space, "invite_link.revoked", {"link_id": link.id, "by": actor.user_id}
+        )
+        try:
+            done = await self.records.revoke_invite_link(
+                space.id, link.id, self._clock(), event=revoked
+            )
+        except NotFound:
+            raise _not_found("invite link") from None
+        await self._delivered(space)
+        return done
 
     async def move_to_audience(self, actor: Actor, space_id: str, target: UserId) -> None:
         standing = await self._open_space(space_id, actor, target)
@@ -706,6 +832,7 @@ class SpaceControl:
         await self.records.remove_stage_member(
             space.id,
             target,
+            bar=(actor.user_id, self._clock()),
             announce=self._announcement("stage.changed", {"left": target})
             if role.on_stage
             else None,
@@ -855,6 +982,14 @@ class SpaceControl:
         await self.live.add_reaction(space.id, emoji, int(now))
         # Whoever reacts is listening: one bounded write, shed with the reaction under load.
         await self.live.mark_present(space.id, actor.user_id, actor.display_name, now)
+
+
+# Stage roles by authority, for "already seated at least as high as the link offers".
+_RANK = {Role.HOST: 0, Role.COHOST: 1, Role.SPEAKER: 2, Role.LISTENER: 3}
+
+
+def _link_refused(refusal: Refusal) -> ControlError:
+    return ControlError("forbidden", refusal.value, REFUSAL_SENTENCES[refusal])
 
 
 def _random_invite_code() -> str:

@@ -22,7 +22,9 @@ from townhall.spaces.model import Role, Roster, SpaceId, StageMember, UserId
 from townhall.state.live import Event
 
 # Events that change nothing a roster holds.
-_NOTHING = frozenset({"delay.dumped", "stage.invited"})
+_NOTHING = frozenset(
+    {"delay.dumped", "stage.invited", "invite_link.created", "invite_link.revoked"}
+)
 _RANK = {Role.HOST: 0, Role.COHOST: 1}
 
 

@@ -4,9 +4,9 @@
 in the data directory) or PostgreSQL (at scale). It takes and returns the frozen domain types of
 spaces/model.py; rows (schema.py) never leave this module. `open_records(url)` is the front door:
 it creates the engine, brings the schema to the newest Alembic revision and returns the repository.
-The engine, its transactions and the migrations are database.py's; the webhook outbox and the
-event outbox, which `Records` inherits, are webhook_outbox.py's and event_outbox.py's; the errors
-are errors.py's (all re-exported here).
+The engine, its transactions and the migrations are database.py's; the webhook outbox, the
+event outbox and the invite links, which `Records` inherits, are webhook_outbox.py's,
+event_outbox.py's and invite_links.py's; the errors are errors.py's (all re-exported here).
 
 Theory of operation. Any number of processes may open the same database. Every method is one
 transaction. Writes take the database's write lock up front (`BEGIN IMMEDIATE` on SQLite, see
@@ -21,8 +21,8 @@ commit together or not at all (webhook_outbox.py). The same way, every write a c
 takes the `LogEvent` for the Space's live log and queues it in the event outbox in its own
 transaction (event_outbox.py); such a write locks the Space's row before anything else.
 
-Errors: the tree in errors.py (NotFound, Conflict, UsernameTaken, StageFull, Banned); a database
-failure surfaces as SQLAlchemy's own.
+Errors: the tree in errors.py (NotFound, Conflict, UsernameTaken, StageFull, Banned, LinkRefused,
+TooManyLinks); a database failure surfaces as SQLAlchemy's own.
 
 Lookups of one record (`space`, `account`, `stage_member`, …) return None when there is none.
 Timestamps are UNIX seconds as floats, passed in by the caller (the domain values carry them).
@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from townhall.spaces.invite_links import InviteLinkId
 from townhall.spaces.model import (
     Account,
     Ban,
@@ -64,7 +65,16 @@ from townhall.state.database import (
     migrate,
     rowcount,
 )
-from townhall.state.errors import Banned, Conflict, NotFound, RecordsError, StageFull, UsernameTaken
+from townhall.state.errors import (
+    Banned,
+    Conflict,
+    LinkRefused,
+    NotFound,
+    RecordsError,
+    StageFull,
+    TooManyLinks,
+    UsernameTaken,
+)
 from townhall.state.event_outbox import (
     EventQueue,
     LogEvent,
@@ -72,6 +82,7 @@ from townhall.state.event_outbox import (
     order_events,
     queue_event,
 )
+from townhall.state.invite_links import InviteLinkStore, bar_from_links, take_use, unbar
 from townhall.state.reminder_outbox import (
     DEFAULT_MAX_MAIL_ATTEMPTS,
     Notice,
@@ -105,6 +116,7 @@ __all__ = [
     "Banned",
     "Conflict",
     "DeliveryStatus",
+    "LinkRefused",
     "LogEvent",
     "NotFound",
     "Notice",
@@ -115,6 +127,7 @@ __all__ = [
     "Roster",
     "StageFull",
     "Standing",
+    "TooManyLinks",
     "UsernameTaken",
     "WebhookDelivery",
     "WebhookEndpoint",
@@ -274,7 +287,7 @@ def _reminders(space_id: SpaceId) -> sa.Select[str]:
 # --- the repository --------------------------------------------------------------------------
 
 
-class Records(WebhookOutbox, EventQueue, ReminderOutbox):
+class Records(WebhookOutbox, EventQueue, ReminderOutbox, InviteLinkStore):
     """The durable records over one engine. Use `open_records`, which also migrates the schema."""
 
     def __init__(
@@ -331,9 +344,11 @@ class Records(WebhookOutbox, EventQueue, ReminderOutbox):
         event: LogEvent | None = None,
         *,
         publish_always: bool = True,
+        bar: tuple[UserId, float] | None = None,
     ) -> bool:
         """Delete the user's row from each of `tables`; True if the first had one. The change is
-        published (`announce`, `event`) either way, or with `publish_always=False` only if so."""
+        published (`announce`, `event`) either way, or with `publish_always=False` only if so.
+        With `bar` (who, when), invite links no longer seat the user (state/invite_links.py)."""
         async with self._write.begin() as session:
             if event is not None:
                 await order_events(session, space_id)
@@ -347,6 +362,8 @@ class Records(WebhookOutbox, EventQueue, ReminderOutbox):
                 > 0
                 for table in tables
             ]
+            if bar is not None:
+                await bar_from_links(session, space_id, user_id, *bar)
             if publish_always or deleted[0]:
                 await self._publish(session, space_id, announce, event)
             return deleted[0]
@@ -573,40 +590,73 @@ class Records(WebhookOutbox, EventQueue, ReminderOutbox):
         async with self._write.begin() as session:
             await lock_space(session, member.space_id)
             await self._refuse_banned(session, member.space_id, member.user_id)
-            current = await session.scalar(
-                sa.select(StageMemberRow.role).where(
-                    _of(StageMemberRow, member.space_id, member.user_id)
-                )
-            )
-            if current is not member.role:
-                taken = await session.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(StageMemberRow)
-                    .where(
-                        StageMemberRow.space_id == member.space_id,
-                        StageMemberRow.role == member.role,
-                        StageMemberRow.user_id != member.user_id,
-                    )
-                )
-                if (taken or 0) >= _seats(member.role, limits):
-                    if member.role is Role.HOST:
-                        raise Conflict(f"Space {member.space_id} already has a host")
-                    raise StageFull(f"all {member.role} seats in Space {member.space_id} are taken")
-            if current is None:
-                await session.execute(
-                    sa.insert(StageMemberRow).values(
-                        space_id=member.space_id, user_id=member.user_id, **_member_values(member)
-                    )
-                )
-            else:
-                await session.execute(
-                    sa.update(StageMemberRow)
-                    .where(_of(StageMemberRow, member.space_id, member.user_id))
-                    .values(**_member_values(member)),
-                    execution_options=NO_SYNC,
-                )
+            await self._seat(session, member, limits)
+            # Seated by a moderator's act: invite links may seat them again (invite_links.py).
+            await unbar(session, member.space_id, member.user_id)
             await self._publish(session, member.space_id, announce, event)
         return member
+
+    async def seat_with_invite_link(
+        self,
+        member: StageMember,
+        limits: StageLimits,
+        link_id: InviteLinkId,
+        now: float,
+        *,
+        announce: Announcement | None = None,
+        event: LogEvent | None = None,
+    ) -> StageMember:
+        """Seat `member` by an invite link: the link's checks (state/invite_links.py `take_use`),
+        its use and the seat, in one transaction. Raises LinkRefused, Banned, StageFull (the use
+        is not counted then), or NotFound when the Space does not exist. The member's role must
+        be the link's (Conflict otherwise: the caller read another link)."""
+        async with self._write.begin() as session:
+            await lock_space(session, member.space_id)
+            await self._refuse_banned(session, member.space_id, member.user_id)
+            link = await take_use(
+                session, member.space_id, link_id, member.user_id, member.display_name, now
+            )
+            if link.role is not member.role:
+                raise Conflict(f"invite link {link_id} is for a {link.role}, not a {member.role}")
+            await self._seat(session, member, limits)
+            await self._publish(session, member.space_id, announce, event)
+        return member
+
+    @staticmethod
+    async def _seat(session: AsyncSession, member: StageMember, limits: StageLimits) -> None:
+        """put_stage_member's writes, in the caller's transaction (the Space's row locked)."""
+        current = await session.scalar(
+            sa.select(StageMemberRow.role).where(
+                _of(StageMemberRow, member.space_id, member.user_id)
+            )
+        )
+        if current is not member.role:
+            taken = await session.scalar(
+                sa.select(sa.func.count())
+                .select_from(StageMemberRow)
+                .where(
+                    StageMemberRow.space_id == member.space_id,
+                    StageMemberRow.role == member.role,
+                    StageMemberRow.user_id != member.user_id,
+                )
+            )
+            if (taken or 0) >= _seats(member.role, limits):
+                if member.role is Role.HOST:
+                    raise Conflict(f"Space {member.space_id} already has a host")
+                raise StageFull(f"all {member.role} seats in Space {member.space_id} are taken")
+        if current is None:
+            await session.execute(
+                sa.insert(StageMemberRow).values(
+                    space_id=member.space_id, user_id=member.user_id, **_member_values(member)
+                )
+            )
+        else:
+            await session.execute(
+                sa.update(StageMemberRow)
+                .where(_of(StageMemberRow, member.space_id, member.user_id))
+                .values(**_member_values(member)),
+                execution_options=NO_SYNC,
+            )
 
     async def update_stage_member(
         self, member: StageMember, *, event: LogEvent | None = None
@@ -647,12 +697,15 @@ class Records(WebhookOutbox, EventQueue, ReminderOutbox):
         space_id: SpaceId,
         user_id: UserId,
         *,
+        bar: tuple[UserId, float] | None = None,
         announce: Announcement | None = None,
         event: LogEvent | None = None,
     ) -> bool:
-        """Take someone off the stage (back to the audience); False if they were not on the
-        stage. `announce` and `event` are queued either way (the caller decided the change)."""
-        return await self._delete((StageMemberRow,), space_id, user_id, announce, event)
+        """Take someone off the stage (back to the audience); False if they were not on the stage.
+        With `bar` (the moderator, when) no invite link seats them again until a moderator does
+        (spaces/invite_links.py). `announce` and `event` are queued either way (the caller decided
+        the change)."""
+        return await self._delete((StageMemberRow,), space_id, user_id, announce, event, bar=bar)
 
     async def stage(self, space_id: SpaceId) -> list[StageMember]:
         """The stage in display order: host, co-hosts, speakers; each role by who joined first."""

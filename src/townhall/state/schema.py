@@ -287,3 +287,55 @@ class EventOutboxRow(Base):
     type: Mapped[str] = mapped_column(sa.String(ID_LEN))
     data: Mapped[str] = mapped_column(sa.Text)  # the event's JSON object
     at: Mapped[float] = mapped_column(sa.Double)
+
+
+class InviteLinkRow(Base):
+    """A stage invite link (spaces/invite_links.py): what it seats, how often, until when. The
+    token in the link's URL names the row; the row alone says whether it still seats anyone."""
+
+    __tablename__ = "invite_links"
+    __table_args__ = (
+        sa.CheckConstraint("role IN ('cohost', 'speaker')", name="role_invitable"),
+        sa.CheckConstraint("max_uses >= 1", name="max_uses_range"),
+        sa.CheckConstraint("uses >= 0 AND uses <= max_uses", name="uses_range"),
+        # The host's list: a Space's links, newest first.
+        sa.Index(None, "space_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LEN), primary_key=True)
+    space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk())
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    max_uses: Mapped[int] = mapped_column(sa.Integer)
+    uses: Mapped[int] = mapped_column(sa.Integer)
+    created_by: Mapped[str] = mapped_column(_user_id())
+    created_by_name: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[float] = mapped_column(sa.Double)
+    expires_at: Mapped[float] = mapped_column(sa.Double)
+    revoked_at: Mapped[float | None] = mapped_column(sa.Double)
+
+
+class InviteLinkUseRow(Base):
+    """Who an invite link seated: one row per person, so a person opening it again costs no use."""
+
+    __tablename__ = "invite_link_uses"
+
+    link_id: Mapped[str] = mapped_column(
+        sa.String(ID_LEN),
+        sa.ForeignKey("invite_links.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    user_id: Mapped[str] = mapped_column(_user_id(), primary_key=True)
+    display_name: Mapped[str] = mapped_column(sa.Text)
+    at: Mapped[float] = mapped_column(sa.Double)
+
+
+class InviteLinkBarRow(Base):
+    """Someone a moderator took off the stage (or removed from the Space): no invite link seats
+    them until a moderator seats them directly, which deletes the row."""
+
+    __tablename__ = "invite_link_bars"
+
+    space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk(), primary_key=True)
+    user_id: Mapped[str] = mapped_column(_user_id(), primary_key=True)
+    barred_by: Mapped[str] = mapped_column(_user_id())
+    at: Mapped[float] = mapped_column(sa.Double)

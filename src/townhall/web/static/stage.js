@@ -157,6 +157,10 @@ const ui = {
   inviteLink: byId('invite-link'),
   copyInvite: byId('copy-invite'),
   inviteStatus: byId('invite-status'),
+  inviteUses: byId('invite-uses'),
+  inviteExpiry: byId('invite-expiry'),
+  inviteLinks: byId('invite-links'),
+  inviteLinksEmpty: byId('invite-links-empty'),
   handsCard: byId('hands-card'),
   hands: byId('hands'),
   handsCount: byId('hands-count'),
@@ -201,6 +205,7 @@ const view = {
   links: null,
   members: new Map(), // user_id → stage member
   hands: [], // [{user_id, display_name, raised_at}], in the order they were raised
+  inviteLinks: [], // the Space's invite links as GET …/invite-links gives them, newest first
   speaking: new Set(),
   onStage: false,
   over: false,
@@ -713,7 +718,7 @@ function resync() {
       applySpace(current.space, current.links);
       renderRole();
       renderRoster();
-      if (isModerator()) await refreshHands();
+      if (isModerator()) await Promise.all([refreshHands(), refreshInviteLinks()]);
       if (!view.onStage && !view.over) offStage(mine.banned ? BANNED_TEXT : 'You are not on this stage.', mine.banned ? 'You were banned' : undefined);
       events.synced = true;
     } finally {
@@ -755,6 +760,11 @@ function applyEvent({ type, data }) {
     case 'stage.role':
     case 'stage.muted':
       if (data.member) upsertMember(data.member);
+      if (data.invite_link) refreshInviteLinks(); // its use count moved
+      break;
+    case 'invite_link.created':
+    case 'invite_link.revoked':
+      refreshInviteLinks();
       break;
     case 'stage.left':
     case 'user.removed':
@@ -1457,18 +1467,124 @@ async function dump() {
   if (done) ui.delayStatus.textContent = 'Dumped: what was in the delay will never air.';
 }
 
+// ------------------------------------------------------------------------------- invite links
+//
+// A link seats as many people as the host chose, until it expires or is revoked (the rule is the
+// server's: spaces/invite_links.py). The list is read again whenever the event log says a link was
+// made, revoked or used, so every moderator's console shows the same counts.
+
+const INVITE_USES_MAX = 100;
+const LINK_ROLE = { speaker: 'Speaker link', cohost: 'Co-host link' };
+
+/** "15 minutes", "24 hours", "7 days": the lifetime as the menu says it. */
+function lifetimeText(seconds) {
+  const option = [...ui.inviteExpiry.options].find((o) => Number(o.value) === seconds);
+  return option ? option.textContent : `${Math.round(seconds / 60)} minutes`;
+}
+
+function clockText(unixSeconds) {
+  const at = new Date(unixSeconds * 1000);
+  const time = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const sameDay = at.toDateString() === new Date().toDateString();
+  return sameDay ? time : `${at.toLocaleDateString([], { weekday: 'short', day: 'numeric', month: 'short' })} ${time}`;
+}
+
+function linkStateText(link) {
+  switch (link.state) {
+    case 'open':
+      return `works until ${clockText(link.expires_at)}`;
+    case 'used_up':
+      return 'used up';
+    case 'expired':
+      return 'expired';
+    case 'revoked':
+      return 'revoked';
+    default:
+      return 'no longer works: the person who made it can no longer invite';
+  }
+}
+
 async function invite(role) {
   const button = role === 'cohost' ? ui.inviteCohost : ui.invite;
   ui.inviteStatus.textContent = '';
-  const created = await consoleCall(button, () => api(spacePath('/invite-links'), { method: 'POST', body: { role } }));
+  const uses = Number(ui.inviteUses.value);
+  if (!Number.isInteger(uses) || uses < 1 || uses > INVITE_USES_MAX) {
+    errorAt(ui.inviteUses, `A link can seat from 1 to ${INVITE_USES_MAX} people.`);
+    ui.inviteUses.focus();
+    return;
+  }
+  errorAt(ui.inviteUses, '');
+  const body = { role, max_uses: uses, expires_in_s: Number(ui.inviteExpiry.value) };
+  const created = await consoleCall(button, () => api(spacePath('/invite-links'), { method: 'POST', body }));
   if (!created) return;
   ui.inviteLabel.textContent = role === 'cohost' ? 'Co-host invite link' : 'Speaker invite link';
   ui.inviteLink.value = created.url;
   ui.inviteResult.hidden = false;
-  const hours = Math.round((created.expires_in || 0) / 3600);
-  ui.inviteStatus.textContent = `New ${role === 'cohost' ? 'co-host' : 'speaker'} invite link ready${hours > 0 ? ` (valid for ${hours >= 48 ? `${Math.round(hours / 24)} days` : `${hours} h`})` : ''}.`;
+  const people = uses === 1 ? '1 person' : `${uses} people`;
+  ui.inviteStatus.textContent = `New ${role === 'cohost' ? 'co-host' : 'speaker'} invite link ready: it seats ${people} and works for ${lifetimeText(created.expires_in)}.`;
+  upsertInviteLink(created.link);
   ui.inviteLink.focus();
   ui.inviteLink.select();
+}
+
+function upsertInviteLink(link) {
+  view.inviteLinks = [link, ...view.inviteLinks.filter((l) => l.id !== link.id)].sort((a, b) => b.created_at - a.created_at);
+  renderInviteLinks();
+}
+
+let inviteLinksReading = null;
+
+/** The list, read again; a read asked for while one is in flight runs once after it. */
+async function refreshInviteLinks() {
+  if (!isModerator() || view.over) return;
+  if (inviteLinksReading) {
+    inviteLinksReading.again = true;
+    return;
+  }
+  inviteLinksReading = { again: false };
+  try {
+    do {
+      inviteLinksReading.again = false;
+      view.inviteLinks = await api(spacePath('/invite-links'));
+      renderInviteLinks();
+    } while (inviteLinksReading.again);
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 403)) say(ui.inviteStatus, err.message);
+  } finally {
+    inviteLinksReading = null;
+  }
+}
+
+function renderInviteLinks() {
+  const count = view.inviteLinks.length;
+  const items = view.inviteLinks.map((link, index) => {
+    const name = `${LINK_ROLE[link.role] || 'Invite link'} #${count - index}`; // #1 is the oldest
+    const item = el('li', 'person invite-link');
+    item.dataset.state = link.state;
+    item.dataset.linkId = link.id;
+    const main = el('div', 'person-main');
+    main.append(
+      el('span', 'person-name', name),
+      el('span', 'person-meta', `${link.uses} of ${link.max_uses} used · ${linkStateText(link)} · made by ${link.created_by_name}`),
+    );
+    if (link.used_by.length > 0) {
+      main.append(el('span', 'person-meta', `Joined with it: ${link.used_by.map((u) => u.display_name).join(', ')}`));
+    }
+    const actions = el('div', 'person-actions');
+    const revocable = link.state !== 'revoked' && link.state !== 'expired' && (isHost() || link.role === 'speaker');
+    if (revocable) {
+      actions.append(
+        actionButton('Revoke', `Revoke ${name}`, async () => {
+          upsertInviteLink(await api(spacePath(`/invite-links/${link.id}`), { method: 'DELETE' }));
+          ui.inviteStatus.textContent = `${name} is revoked: it seats nobody from now on. Whoever it seated stays on the stage.`;
+        }),
+      );
+    }
+    item.append(main, actions);
+    return item;
+  });
+  ui.inviteLinks.replaceChildren(...items);
+  ui.inviteLinksEmpty.hidden = count > 0;
 }
 
 // -------------------------------------------------------------------------------------- startup
@@ -1566,6 +1682,7 @@ window.townhall = {
   },
   stage: () => sortedMembers().map((m) => ({ ...m })),
   hands: () => view.hands.map((h) => ({ ...h })),
+  inviteLinks: () => view.inviteLinks.map((l) => ({ ...l })),
   micLevel,
   returnedLevel,
   returnedLevelAt,
