@@ -51,6 +51,7 @@ import {
   stateLabel,
   whoAmI,
 } from './api.js';
+import { startMediaSession } from './media_session.js';
 import { retryDelay } from './recovery.js';
 import { SegmentPlayer, segmentPlayerSupported } from './segments.js';
 
@@ -430,6 +431,16 @@ function latency() {
     return Math.max(0, ui.audio.seekable.end(ui.audio.seekable.length - 1) - ui.audio.currentTime);
   }
   return null;
+}
+
+/** "Jump to live": out of a rewind, or to the live edge (and playing). */
+function goLive() {
+  if (player.rewound) {
+    backToLive();
+    return;
+  }
+  jumpToLive();
+  if (ui.audio.paused) play();
 }
 
 function jumpToLive() {
@@ -888,17 +899,27 @@ function restartPlayer() {
   player.reconnecting = false;
   if (player.state === 'ended' || player.replay || player.rewound) return;
   const resume = player.state !== 'paused';
-  if (player.live) {
-    destroyPlayer();
-    createLive({ recovering: true });
-  } else if (player.native) {
+  if (player.native) {
     ui.audio.src = playlistUrl; // assigning it again loads it afresh
+  } else {
+    destroyPlayer(); // a live player, or none left (the page was in the back-forward cache)
+    createLive({ recovering: true });
   }
   player.lastProgressAt = performance.now();
   player.stallChecked = false;
   if (!resume) return;
   setState('reconnecting');
   ui.audio.play().catch(() => {}); // AbortError if replaced again meanwhile: that one plays
+}
+
+/** Back in the foreground (media_session.js): a live player that died or was paused while hidden
+ * is re-created at the live edge; one that stood still since the last (throttled) tick is a stall. */
+function recoverInForeground() {
+  if (!player.started || player.replay || player.rewound || space.over) return;
+  if (!['playing', 'loading', 'reconnecting'].includes(player.state)) return;
+  ensureAudioGraph(); // resumes a suspended graph
+  if ((!player.live && !player.native) || ui.audio.paused) reconnect();
+  else tick();
 }
 
 /** Twice a second: show latency, notice stalls and the end of an ended playlist. */
@@ -1208,14 +1229,7 @@ function stopInteraction() {
 
 function wire() {
   ui.play.addEventListener('click', () => (ui.audio.paused ? play() : pause()));
-  ui.live.addEventListener('click', () => {
-    if (player.rewound) {
-      backToLive();
-      return;
-    }
-    jumpToLive();
-    if (ui.audio.paused) play();
-  });
+  ui.live.addEventListener('click', goLive);
   ui.fromStart.addEventListener('click', () => rewind(true));
   ui.backMinute.addEventListener('click', () => rewind(false));
   ui.clip.addEventListener('click', makeClip);
@@ -1247,12 +1261,14 @@ function wire() {
   ui.acceptInvitation.addEventListener('click', acceptInvitation);
   ui.share.addEventListener('click', share);
   // Leaving stops all audio at once and releases the player (and its requests).
-  window.addEventListener('pagehide', () => {
+  // Kept in the back-forward cache (`persisted`), the page may come back: keep its audio graph
+  // (an element feeds one graph for life) and let recoverInForeground start a new player.
+  window.addEventListener('pagehide', (event) => {
     clearTimeout(player.retryTimer);
     clearTimeout(player.replayTimer);
     destroyPlayer();
     ui.audio.pause();
-    if (player.audioContext) player.audioContext.close().catch(() => {});
+    if (player.audioContext) (event.persisted ? player.audioContext.suspend() : player.audioContext.close()).catch(() => {});
   });
   setInterval(tick, TICK_MS);
 }
@@ -1303,8 +1319,32 @@ window.townhall = {
   },
 };
 
+/** What the lock screen and a headset see and do (media_session.js). */
+function mediaSessionPage() {
+  const host = (space.snapshot?.stage || []).find((member) => member.role === 'host');
+  const over = player.state === 'ended' || player.state === 'unavailable';
+  const mode = player.replay ? 'replay' : player.rewound ? 'rewound' : player.started && !over ? 'live' : 'idle';
+  return {
+    title: space.snapshot?.space.title || document.title,
+    host: host ? host.display_name : '',
+    mode,
+    duration: player.replay ? replayDuration() : player.rewindDuration,
+    canRewind: !ui.rewindControls.hidden,
+  };
+}
+
 async function main() {
   wire();
+  startMediaSession(ui.audio, {
+    now: mediaSessionPage,
+    play,
+    pause,
+    rewind: () => rewind(false),
+    seekTo: (seconds) => (player.replay ? seekTo(seconds) : (ui.audio.currentTime = seconds)),
+    toLive: goLive,
+    recover: recoverInForeground,
+    skipSeconds: SKIP_S,
+  });
   buildReactions();
   if (!spaceId) {
     setState('unavailable', 'This is not a Space link.');
