@@ -9,6 +9,7 @@ releases its player) and `visibilitychange` after the system paused the audio.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 
@@ -27,6 +28,7 @@ from tests.e2e.test_web_reconnect import (
     listener_sample,
     network_error,
 )
+from townhall.harness import wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -43,6 +45,14 @@ PRESS = """async ([action]) => {
     const { actionHandlers } = await import('/static/media_session.js');
     actionHandlers.get(action)({ action });
 }"""
+
+
+def recorded(dvr_url: str) -> float:
+    """Seconds of the Space recorded so far (what a rewind can go back into)."""
+    response = httpx.get(dvr_url, timeout=5)
+    if response.status_code != 200:
+        return 0.0
+    return sum(float(d) for d in re.findall(r"#EXTINF:([\d.]+),", response.text))
 
 
 def press(page: Page, action: str) -> None:
@@ -86,6 +96,23 @@ def test_a_phone_plays_a_live_space_from_its_lock_screen_and_comes_back_from_the
     press(page, "play")
     expect(page.locator("#status")).to_have_text("Playing live")
     poll_page(page, listener_sample, "the tone after play", hearing_the_tone(), DEADLINE_S)
+
+    # ⏪ on the lock screen, live: back into the recording; then forward and scrubbing are
+    # offered, with the recording's length as the duration; ⏭ goes back to live.
+    dvr = f"{server.url}/live/{space.id}/dvr.m3u8"
+    wait_until(lambda: recorded(dvr) > 0, DEADLINE_S, "something recorded", interval=0.5)
+    press(page, "seekbackward")
+    page.wait_for_function("() => window.townhall.rewound && window.townhall.currentTime() > 0")
+    page.wait_for_function(
+        """async () => {
+            const m = await import('/static/media_session.js');
+            return m.actionHandlers.has('seekforward') && m.actionHandlers.has('seekto')
+                && m.positionState.duration > 0 && Number.isFinite(m.positionState.duration);
+        }"""
+    )
+    press(page, "nexttrack")
+    expect(page.locator("#status")).to_have_text("Playing live", timeout=DEADLINE_S * 1000)
+    assert page.evaluate("() => window.townhall.rewound") is False
 
     # The phone keeps the page in its back-forward cache and brings it back: the page had
     # released its player on the way out, and starts a new one at the live edge on its own.
