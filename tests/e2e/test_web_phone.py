@@ -9,6 +9,7 @@ releases its player) and `visibilitychange` after the system paused the audio.
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from collections.abc import Callable
@@ -185,5 +186,11 @@ def test_the_site_can_be_added_to_a_home_screen(server: Server, browser: Browser
         href,
     )
     assert loaded == [True] * len(manifest["icons"]), loaded
+    # And Chromium itself, which fetches it under the page's policy (manifest-src), parses it
+    # without a complaint.
+    parsed = context.new_cdp_session(page).send("Page.getAppManifest")
+    assert parsed["url"].endswith("/manifest.webmanifest"), parsed
+    assert parsed["errors"] == [], parsed["errors"]
+    assert json.loads(parsed["data"]) == manifest
     assert errors == [], errors
     context.close()
