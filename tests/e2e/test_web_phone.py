@@ -13,6 +13,7 @@ import json
 import re
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -42,9 +43,13 @@ SESSION = """() => {
     return m && { title: m.title, artist: m.artist, artwork: m.artwork.map((a) => a.src),
                   playbackState: navigator.mediaSession.playbackState };
 }"""
-PRESS = """async ([action]) => {
+PRESS = """async ([action, details]) => {
     const { actionHandlers } = await import('/static/media_session.js');
-    actionHandlers.get(action)({ action });
+    actionHandlers.get(action)({ action, ...details });
+}"""
+OFFERED = """async () => {
+    const m = await import('/static/media_session.js');
+    return { actions: [...m.actionHandlers.keys()].sort(), position: m.positionState };
 }"""
 
 
@@ -56,9 +61,15 @@ def recorded(dvr_url: str) -> float:
     return sum(float(d) for d in re.findall(r"#EXTINF:([\d.]+),", response.text))
 
 
-def press(page: Page, action: str) -> None:
+def press(page: Page, action: str, **details: float) -> None:
     """What a lock-screen or headset button does: the page's handler for `action`."""
-    page.evaluate(PRESS, [action])
+    page.evaluate(PRESS, [action, details])
+
+
+def offered(page: Page) -> dict[str, Any]:
+    """The lock screen's buttons (actions with a handler) and the position it shows."""
+    result: dict[str, Any] = page.evaluate(OFFERED)
+    return result
 
 
 def test_a_phone_plays_a_live_space_from_its_lock_screen_and_comes_back_from_the_background(
@@ -81,15 +92,10 @@ def test_a_phone_plays_a_live_space_from_its_lock_screen_and_comes_back_from_the
         "icon-192.png",
         "icon-512.png",
     ]
-    offered = page.evaluate(
-        """async () => {
-            const m = await import('/static/media_session.js');
-            return { actions: [...m.actionHandlers.keys()].sort(), position: m.positionState };
-        }"""
-    )
+    lock = offered(page)
     # A recorded live Space can go back (into its recording) and to live; not forward.
-    assert offered["actions"] == ["nexttrack", "pause", "play", "seekbackward", "stop"]
-    assert offered["position"]["duration"] == float("inf")
+    assert lock["actions"] == ["nexttrack", "pause", "play", "seekbackward", "stop"]
+    assert lock["position"]["duration"] == float("inf")
 
     press(page, "pause")
     expect(page.locator("#status")).to_have_text("Paused")
