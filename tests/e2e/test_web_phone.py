@@ -109,13 +109,17 @@ def test_a_phone_plays_a_live_space_from_its_lock_screen_and_comes_back_from_the
     dvr = f"{server.url}/live/{space.id}/dvr.m3u8"
     wait_until(lambda: recorded(dvr) > 0, DEADLINE_S, "something recorded", interval=0.5)
     press(page, "seekbackward")
-    page.wait_for_function("() => window.townhall.rewound && window.townhall.currentTime() > 0")
+    page.wait_for_function(
+        "() => window.townhall.rewound && window.townhall.currentTime() > 0",
+        timeout=DEADLINE_S * 1000,
+    )
     page.wait_for_function(
         """async () => {
             const m = await import('/static/media_session.js');
             return m.actionHandlers.has('seekforward') && m.actionHandlers.has('seekto')
                 && m.positionState.duration > 0 && Number.isFinite(m.positionState.duration);
-        }"""
+        }""",
+        timeout=DEADLINE_S * 1000,
     )
     press(page, "nexttrack")
     expect(page.locator("#status")).to_have_text("Playing live", timeout=DEADLINE_S * 1000)
