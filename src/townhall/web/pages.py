@@ -26,6 +26,7 @@ from townhall.spaces.model import Visibility, is_space_id
 WEB_DIR = Path(__file__).parent
 PAGES = WEB_DIR / "pages"
 STATIC = WEB_DIR / "static"
+MANIFEST = STATIC / "manifest.webmanifest"
 
 _CLIP_ID = re.compile(r"([a-z0-9]{10})-[a-z0-9]{12}")  # <space id>-<12 random chars>
 _CLIP_PAGE = Template((PAGES / "clip.html").read_text(encoding="utf-8"))
@@ -63,6 +64,16 @@ async def stage(request: Request) -> Response:
     if not is_space_id(request.path_params["space"]):
         return HTMLResponse("<h1>No such Space</h1>", 404, headers=SECURITY_HEADERS)
     return _page("stage.html")
+
+
+async def manifest(_: Request) -> Response:
+    """The web app manifest (a phone's "Add to Home Screen"), at the root so that its scope is
+    the whole site; its standard type, which browsers check."""
+    return FileResponse(
+        MANIFEST,
+        media_type="application/manifest+json",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"},
+    )
 
 
 def _length(seconds: float) -> str:
@@ -172,5 +183,6 @@ def routes() -> list[Route | Mount]:
         Route("/s/{space}", listener),
         Route("/s/{space}/stage", stage),
         Route("/c/{clip}", clip),
+        Route("/manifest.webmanifest", manifest),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -57,10 +57,10 @@ import {
   stateLabel,
   whoAmI,
 } from './api.js';
+import { startMediaSession } from './media_session.js';
 import { retryDelay } from './recovery.js';
 import { RoomSchedule } from './roomstate.js';
 import { SegmentPlayer, segmentPlayerSupported } from './segments.js';
-import { describeMediaSession, showPlayback, wireMediaSession } from './media_session.js';
 import { showUpcoming } from './upcoming.js';
 
 const MAX_BEHIND_S = 6; // further behind than this after a stall: jump to live instead of speeding up
@@ -276,13 +276,6 @@ function setState(state, message = '') {
   ui.play.querySelector('.icon').textContent = playing ? '❚❚' : '▶';
   ui.live.disabled = !player.started;
   showRecordingControls();
-  showPlayback(playing, player.replay || player.rewound ? mediaPosition() : null);
-}
-
-/** Where the replay or rewind is, for the lock screen's seek bar. */
-function mediaPosition() {
-  const duration = player.replay ? replayDuration() : player.rewindDuration;
-  return { duration, position: ui.audio.currentTime };
 }
 
 /** The Space's state as the badge and the "starting soon" line show it. */
@@ -305,8 +298,6 @@ function showSnapshot(snapshot) {
   // Scheduled: the upcoming card says when (upcoming.js); the green room: press Play and wait.
   ui.soon.hidden = info.state !== 'green_room';
   showUpcoming(info, spaceId, inviteCode, announce);
-  const host = snapshot.stage.find((m) => m.role === 'host');
-  describeMediaSession(info.title, host ? host.display_name : '', info.state);
   if (info.pinned_link) {
     ui.pinnedLink.href = info.pinned_link;
     ui.pinnedLink.textContent = info.pinned_link.replace(/^https?:\/\//, '');
@@ -464,6 +455,16 @@ function latency() {
     return Math.max(0, ui.audio.seekable.end(ui.audio.seekable.length - 1) - ui.audio.currentTime);
   }
   return null;
+}
+
+/** "Jump to live": out of a rewind, or to the live edge (and playing). */
+function goLive() {
+  if (player.rewound) {
+    backToLive();
+    return;
+  }
+  jumpToLive();
+  if (ui.audio.paused) play();
 }
 
 function jumpToLive() {
@@ -925,17 +926,27 @@ function restartPlayer() {
   player.reconnecting = false;
   if (player.state === 'ended' || player.replay || player.rewound) return;
   const resume = player.state !== 'paused';
-  if (player.live) {
-    destroyPlayer();
-    createLive({ recovering: true });
-  } else if (player.native) {
+  if (player.native) {
     ui.audio.src = playlistUrl; // assigning it again loads it afresh
+  } else {
+    destroyPlayer(); // a live player, or none left (the page was in the back-forward cache)
+    createLive({ recovering: true });
   }
   player.lastProgressAt = performance.now();
   player.stallChecked = false;
   if (!resume) return;
   setState('reconnecting');
   ui.audio.play().catch(() => {}); // AbortError if replaced again meanwhile: that one plays
+}
+
+/** Back in the foreground (media_session.js): a live player that died or was paused while hidden
+ * is re-created at the live edge; one that stood still since the last (throttled) tick is a stall. */
+function recoverInForeground() {
+  if (!player.started || player.replay || player.rewound || space.over) return;
+  if (!['playing', 'loading', 'reconnecting'].includes(player.state)) return;
+  ensureAudioGraph(); // resumes a suspended graph
+  if ((!player.live && !player.native) || ui.audio.paused) reconnect();
+  else tick();
 }
 
 /** Twice a second: show latency, notice stalls and the end of an ended playlist. */
@@ -1320,14 +1331,7 @@ function stopInteraction() {
 
 function wire() {
   ui.play.addEventListener('click', () => (ui.audio.paused ? play() : pause()));
-  ui.live.addEventListener('click', () => {
-    if (player.rewound) {
-      backToLive();
-      return;
-    }
-    jumpToLive();
-    if (ui.audio.paused) play();
-  });
+  ui.live.addEventListener('click', goLive);
   ui.fromStart.addEventListener('click', () => rewind(true));
   ui.backMinute.addEventListener('click', () => rewind(false));
   ui.clip.addEventListener('click', makeClip);
@@ -1358,14 +1362,6 @@ function wire() {
   ui.hand.addEventListener('click', toggleHand);
   ui.acceptInvitation.addEventListener('click', acceptInvitation);
   ui.share.addEventListener('click', share);
-  // Lock screen, notification and headset controls (media_session.js).
-  wireMediaSession({
-    play,
-    pause,
-    canSeek: () => player.replay || player.rewound,
-    seekBy: (seconds) => seekTo(ui.audio.currentTime + seconds),
-    seekTo,
-  });
   // Back from the background (a phone unlocked, a tab shown again): a live player that fell
   // behind while the browser throttled it catches up at once instead of playing the past.
   document.addEventListener('visibilitychange', () => {
@@ -1374,12 +1370,14 @@ function wire() {
     if (player.state === 'playing' && behind !== null && behind > MAX_BEHIND_S) jumpToLive();
   });
   // Leaving stops all audio at once and releases the player (and its requests).
-  window.addEventListener('pagehide', () => {
+  // Kept in the back-forward cache (`persisted`), the page may come back: keep its audio graph
+  // (an element feeds one graph for life) and let recoverInForeground start a new player.
+  window.addEventListener('pagehide', (event) => {
     clearTimeout(player.retryTimer);
     clearTimeout(player.replayTimer);
     destroyPlayer();
     ui.audio.pause();
-    if (player.audioContext) player.audioContext.close().catch(() => {});
+    if (player.audioContext) (event.persisted ? player.audioContext.suspend() : player.audioContext.close()).catch(() => {});
   });
   setInterval(tick, TICK_MS);
   setInterval(roomTick, ROOM_CHECK_MS);
@@ -1439,8 +1437,32 @@ window.townhall = {
   },
 };
 
+/** What the lock screen and a headset see and do (media_session.js). */
+function mediaSessionPage() {
+  const host = (space.snapshot?.stage || []).find((member) => member.role === 'host');
+  const over = player.state === 'ended' || player.state === 'unavailable';
+  const mode = player.replay ? 'replay' : player.rewound ? 'rewound' : player.started && !over ? 'live' : 'idle';
+  return {
+    title: space.snapshot?.space.title || document.title,
+    host: host ? host.display_name : '',
+    mode,
+    duration: player.replay ? replayDuration() : player.rewindDuration,
+    canRewind: !ui.rewindControls.hidden,
+  };
+}
+
 async function main() {
   wire();
+  startMediaSession(ui.audio, {
+    now: mediaSessionPage,
+    play,
+    pause,
+    rewind: () => rewind(false),
+    seekTo: (seconds) => (player.replay ? seekTo(seconds) : (ui.audio.currentTime = seconds)),
+    toLive: goLive,
+    recover: recoverInForeground,
+    skipSeconds: SKIP_S,
+  });
   buildReactions();
   if (!spaceId) {
     setState('unavailable', 'This is not a Space link.');
