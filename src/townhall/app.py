@@ -21,6 +21,8 @@ from townhall.api.media_routes import build_media_router, no_room
 from townhall.api.recording_routes import build_recording_router
 from townhall.config import Config
 from townhall.control_plane import ControlPlane, install_control_plane, open_control_plane
+from townhall.delivery.access import PrivateGate, SpaceAccess
+from townhall.delivery.capability import MediaKeys
 from townhall.delivery.origin import build_origin
 from townhall.delivery.replay import Replay
 from townhall.media.pipeline import SpaceMedia
@@ -32,6 +34,7 @@ from townhall.node.placement import NodeId, Placement
 from townhall.node.redis_placement import RedisPlacement
 from townhall.node.routing import LiveRouter
 from townhall.spaces.model import Space, SpaceId
+from townhall.state.unavailable import is_unavailable
 from townhall.web import pages
 from townhall.webhooks.sender import WebhookSender
 
@@ -186,11 +189,20 @@ def create_app(config: Config) -> FastAPI:
         space = await node.plane.records.space(SpaceId(space_id))
         return space is not None and space.state in OPEN_STATES
 
-    origin = build_origin(lookup, replays=replay_of, expired=expired)
+    async def find(space_id: str) -> Space | None:
+        return await node.plane.records.space(SpaceId(space_id))
+
+    # A private Space's media only at its capability path (delivery.access); the gate is inside
+    # the router, so a relayed request keeps its key and the Space's own node checks it.
+    gate = PrivateGate(
+        build_origin(lookup, replays=replay_of, expired=expired),
+        build_origin(lambda _space_id: None),  # what a Space that does not exist is answered
+        SpaceAccess(find, MediaKeys(config.secret), is_unavailable),
+    )
     app.mount(
         "/live",
         LiveRouter(
-            origin,
+            gate,
             lambda: node.forwarder if hasattr(node, "forwarder") else None,
             lambda space_id: lookup(space_id) is not None,
             is_open,

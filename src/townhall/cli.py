@@ -174,7 +174,7 @@ def _spaces(args: argparse.Namespace) -> int:
                 if args.start is not None:
                     body["scheduled_start"] = args.start
                 response = http.post("/api/spaces", json=body)
-            else:  # go-live, end
+            else:  # go-live, end, rotate-invite
                 response = http.post(f"/api/spaces/{args.space}/{args.action}")
     except httpx.HTTPError as exc:
         print(f"townhall spaces: cannot reach {base}: {exc}", file=sys.stderr)
@@ -295,8 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="record it (everyone sees a REC badge; replay, clips and the host's download)",
     )
-    for name in ("go-live", "end"):
-        action = actions.add_parser(name, help=f"{name.replace('-', ' ')} (host)")
+    for name, about in (
+        ("go-live", "go on air (host)"),
+        ("end", "end the Space (host)"),
+        ("rotate-invite", "a private Space's new invite link; old links stop working (host)"),
+    ):
+        action = actions.add_parser(name, help=about)
         action.add_argument("space")
     spaces.set_defaults(func=_spaces)
 

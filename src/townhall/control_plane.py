@@ -22,9 +22,10 @@ from townhall.api.live_routes import build_live_router
 from townhall.api.origins import OriginCheck
 from townhall.api.tokens import IdentityTokens, InviteTokens
 from townhall.config import Config, make_private_dir
+from townhall.delivery.capability import MediaKeys
 from townhall.node.forward import relay_key
 from townhall.spaces.control import ControlConfig, SpaceControl
-from townhall.spaces.model import Space
+from townhall.spaces.model import Space, SpaceId
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.live import LiveState
 from townhall.state.outbox import EventOutbox
@@ -94,11 +95,14 @@ def install_control_plane(
     """`on_space_changed` places a Space that opened on a media node (503 when none has room);
     `ensure_room` answers the same 503 before a Space that opens at once is written."""
     identity = IdentityTokens(config.secret, config.session_ttl_s)
+    keys = MediaKeys(config.secret)  # private Spaces' capability URLs (delivery.capability)
     sessions = Sessions(identity, lambda: plane().live)
     app.state.sessions = sessions
     app.state.config = config
     app.state.on_space_changed = on_space_changed
     app.state.ensure_room = ensure_room or _always_room
+    app.state.media_keys = keys
+    app.state.find_space = lambda space_id: plane().records.space(SpaceId(space_id))  # pages
     secure = config.public_url.startswith("https://")
     app.include_router(
         build_auth_router(
@@ -106,9 +110,11 @@ def install_control_plane(
         )
     )
     app.include_router(
-        build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
+        build_control_router(
+            lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S), keys
+        )
     )
-    app.include_router(build_live_router(lambda: plane().control, sessions))
+    app.include_router(build_live_router(lambda: plane().control, sessions, keys))
     # Cookie-authenticated writes and WebSockets from other sites' pages are refused; a request
     # another node relays was checked where it arrived.
     app.add_middleware(

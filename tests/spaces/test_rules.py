@@ -47,6 +47,7 @@ ALLOWED: dict[Action, set[str]] = {
     Action.DUMP: HOST_AND_COHOSTS,
     Action.PIN_LINK: HOST_AND_COHOSTS,
     Action.EDIT_SPACE: HOST_AND_COHOSTS,
+    Action.ROTATE_INVITE: {"host"},
     Action.LEAVE_STAGE: {"cohost", "speaker"},
     Action.STEP_DOWN: {"cohost"},
     Action.MUTE_SELF: STAGE_MEMBERS,

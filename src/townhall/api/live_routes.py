@@ -27,12 +27,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Path, Request, Response, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 
 from townhall.api.auth import COOKIE, Sessions, client_address
 from townhall.api.errors import NotFound
+from townhall.api.params import InviteCodeQ
 from townhall.api.tokens import TokenError
+from townhall.delivery.capability import MediaKeys, matches
 from townhall.ratelimit.table import PRESENCE, take
 from townhall.spaces.control import ControlError, SpaceControl, member_json
 from townhall.spaces.model import SpaceId, SpaceState, UserId, Visibility, is_space_id
@@ -88,6 +90,7 @@ def presence_sample(listeners: int) -> float:
 def build_live_router(
     control: Callable[[], SpaceControl],
     sessions: Sessions,
+    keys: MediaKeys,
     clock: Callable[[], float] = time.time,
 ) -> APIRouter:
     router = APIRouter(prefix="/api/spaces", tags=["live"])
@@ -157,6 +160,9 @@ def build_live_router(
                 "pinned_link": space.pinned_link,
                 # Everyone hears whether they are recorded, from the body they already poll.
                 "record": space.record,
+                # Where its audio is: a private Space's capability path, which only those who
+                # showed its code get to read here (the listener page plays from it).
+                "media": keys.media_path(space),
             },
             "stage": [
                 {
@@ -191,9 +197,7 @@ def build_live_router(
         "/{space_id}/snapshot",
         summary="The listener view, refreshed about once a second (cacheable)",
     )
-    async def snapshot(
-        space_id: Annotated[str, Path()], code: Annotated[str | None, Query(max_length=64)] = None
-    ) -> Response:
+    async def snapshot(space_id: Annotated[str, Path()], code: InviteCodeQ = None) -> Response:
         checked(space_id)
         now = clock()
         second = int(now)
@@ -206,7 +210,7 @@ def build_live_router(
                 in_flight[space_id] = building
                 building.add_done_callback(lambda _: in_flight.pop(space_id, None))
             cached = await asyncio.shield(building)
-        if cached.invite_code is not None and code != cached.invite_code:
+        if cached.invite_code is not None and not matches(code, cached.invite_code):
             raise NotFound("no such Space", code="space_not_found")
         return Response(
             cached.body,
@@ -220,11 +224,15 @@ def build_live_router(
         summary="A sampled listener's heartbeat (approximate count)",
     )
     async def presence(
-        space_id: Annotated[str, Path()], body: PresenceIn, request: Request
+        space_id: Annotated[str, Path()],
+        body: PresenceIn,
+        request: Request,
+        code: InviteCodeQ = None,
     ) -> Response:
         checked(space_id)
         now = clock()
         await take(control().live, PRESENCE, client_address(request), now)
+        await control().admit(None, space_id, code)  # a private Space's audience shows its code
         await control().live.mark_listener(space_id, body.key, now)
         return Response(status_code=204)
 

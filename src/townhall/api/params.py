@@ -1,4 +1,4 @@
-"""Path parameters shared by the routers, checked before any handler runs.
+"""Path and query parameters shared by the routers, checked before any handler runs.
 
 Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
 request for what is one regular-expression match.
@@ -6,7 +6,7 @@ request for what is one regular-expression match.
 
 from typing import Annotated
 
-from fastapi import Depends, Path
+from fastapi import Depends, Path, Query
 
 from townhall.api.errors import NotFound
 from townhall.spaces.model import UserId, is_space_id, is_user_id
@@ -31,3 +31,6 @@ async def _user_id(user_id: Annotated[str, Path()]) -> UserId:
 
 SpaceIdP = Annotated[str, Depends(_space_id)]
 TargetP = Annotated[UserId, Depends(_user_id)]
+# A private Space's invite code, as its invite link carries it (`?code=`): the proof a listener
+# shows for everything the Space serves (spaces/control.py: `admit`).
+InviteCodeQ = Annotated[str | None, Query(alias="code", max_length=64)]

@@ -20,6 +20,7 @@ read or a reaction cost no database round trip.
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from collections import OrderedDict
@@ -244,13 +245,22 @@ class SpaceControl:
         return target_role or standing.role, target_member
 
     async def _open_space(
-        self, space_id: str, actor: Actor | None = None, target: UserId | None = None
+        self,
+        space_id: str,
+        actor: Actor | None = None,
+        target: UserId | None = None,
+        *,
+        audience: bool = False,
+        invite_code: str | None = None,
     ) -> Standing:
         """The Space a command acts on, and where its actor and target stand. Every command but
         `create` starts here, so this is where a live store that cannot take the command's event
-        refuses it, before any record changes."""
+        refuses it, before any record changes. An `audience` command (a listener's) on a private
+        Space needs its `invite_code` (else 404, before anything else is said about it)."""
         await self.events.ready()
         standing = await self.standing(space_id, actor.user_id if actor else None, target)
+        if audience:
+            _check_invite(standing, invite_code)
         space = standing.space
         if space.state.is_over:
             raise ControlError(
@@ -698,23 +708,44 @@ class SpaceControl:
         return account.display_name if account is not None else "Guest"
 
     # -- the audience ---------------------------------------------------------------------------
+    async def admit(self, user: UserId | None, space_id: str, invite_code: str | None) -> Standing:
+        """The Space and `user`'s standing in it, if they may know it exists: 404 for a private
+        Space unless they show its current invite code or are on its stage (signed in)."""
+        standing = await self.standing(space_id, user)
+        _check_invite(standing, invite_code)
+        return standing
+
     async def can_listen(
         self, actor: Actor | None, space_id: str, invite_code: str | None = None
     ) -> Standing:
         """The Space and the listener's standing in it, if they may listen; 404 for a private
         Space without its code (unless they are on its stage), 403 for someone banned."""
-        standing = await self.standing(space_id, actor.user_id if actor else None)
-        space = standing.space
-        private = space.visibility is Visibility.PRIVATE and invite_code != space.invite_code
-        if private and not standing.role.on_stage:
-            raise _not_found()  # a private Space does not exist for those without the link
+        standing = await self.admit(actor.user_id if actor else None, space_id, invite_code)
         if actor is not None:
             self._authorize(standing, actor, Action.LISTEN)
         return standing
 
-    async def raise_hand(self, actor: Actor, space_id: str) -> bool:
+    async def rotate_invite(self, actor: Actor, space_id: str) -> Space:
+        """Give a private Space a new invite code (host): every link with the old one, and every
+        media URL made from it, stops working (see delivery.capability). Also once the Space is
+        over, since its replay and clips are still served."""
+        await self.events.ready()
+        standing = await self.standing(space_id, actor.user_id)
+        space = standing.space
+        self._authorize(standing, actor, Action.ROTATE_INVITE)
+        if space.visibility is not Visibility.PRIVATE:
+            raise ControlError(
+                "conflict", "not_private", "only a private Space has an invite code to replace"
+            )
+        # The event says only that it changed: the log reaches every stage member, and the code
+        # is the host's to hand out. A kept roster reads the Space afresh on it (roster.py).
+        return await self._save(
+            space, replace(space, invite_code=self._invite_code()), "space.invite_rotated", {}
+        )
+
+    async def raise_hand(self, actor: Actor, space_id: str, invite_code: str | None = None) -> bool:
         """Ask to speak; raises `Limited` when the person toggles their hand too fast."""
-        standing = await self._open_space(space_id, actor)
+        standing = await self._open_space(space_id, actor, audience=True, invite_code=invite_code)
         space = standing.space
         self._authorize(standing, actor, Action.RAISE_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
@@ -730,8 +761,8 @@ class SpaceControl:
             await self._delivered(space)
         return raised
 
-    async def lower_hand(self, actor: Actor, space_id: str) -> bool:
-        standing = await self._open_space(space_id, actor)
+    async def lower_hand(self, actor: Actor, space_id: str, invite_code: str | None = None) -> bool:
+        standing = await self._open_space(space_id, actor, audience=True, invite_code=invite_code)
         space = standing.space
         self._authorize(standing, actor, Action.LOWER_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
@@ -741,18 +772,32 @@ class SpaceControl:
             await self._delivered(space)
         return lowered
 
-    async def react(self, actor: Actor, space_id: str, emoji: str) -> None:
+    async def react(
+        self, actor: Actor, space_id: str, emoji: str, invite_code: str | None = None
+    ) -> None:
         """Count a reaction; raises `Limited` when the person is over their limit."""
         if emoji not in REACTIONS:
             raise ControlError(
                 "invalid", "bad_reaction", f"reactions are one of {' '.join(REACTIONS)}"
             )
-        standing = await self._open_space(space_id, actor)
+        standing = await self._open_space(space_id, actor, audience=True, invite_code=invite_code)
         space = standing.space
         self._authorize(standing, actor, Action.REACT)
         now = self._clock()
         await take(self.live, REACT, f"{space.id}:{actor.user_id}", now)
         await self.live.add_reaction(space.id, emoji, int(now))
+
+
+def _check_invite(standing: Standing, invite_code: str | None) -> None:
+    """404 for a private Space unless `invite_code` is its current one or the person asking is
+    on its stage: to everyone else a private Space does not exist."""
+    space = standing.space
+    if space.visibility is not Visibility.PRIVATE or standing.role.on_stage:
+        return
+    if invite_code is None or not hmac.compare_digest(
+        invite_code.encode(), space.invite_code.encode()
+    ):
+        raise _not_found()
 
 
 def _random_invite_code() -> str:

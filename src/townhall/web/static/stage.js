@@ -168,6 +168,10 @@ const ui = {
   shareCard: byId('share-card'),
   listenLink: byId('listen-link'),
   copyListen: byId('copy-listen'),
+  rotateRow: byId('rotate-row'),
+  rotateHint: byId('rotate-hint'),
+  rotateInvite: byId('rotate-invite'),
+  rotateStatus: byId('rotate-status'),
   copyListenStatus: byId('copy-listen-status'),
   leaveRow: byId('leave-row'),
   leave: byId('leave'),
@@ -336,6 +340,29 @@ function renderSpace() {
   renderRecording();
 }
 
+/**
+ * A private Space's new listener link (host): the server gives it a new invite code, so the old
+ * link and the audio addresses made from it stop working for everyone who has them.
+ */
+async function rotateInvite() {
+  const question =
+    'Make a new listener link? Everyone with the current link, including people listening now, ' +
+    'stops hearing the Space within a few seconds; share the new link with those who should stay.';
+  if (!(await confirmAction(question, 'Yes, make a new link'))) return;
+  ui.rotateInvite.disabled = true;
+  say(ui.rotateStatus, '');
+  try {
+    const result = await api(spacePath('/rotate-invite'), { method: 'POST' });
+    applySpace(result.space, result.links);
+    errorAt(ui.rotateInvite, '');
+    say(ui.rotateStatus, 'New listener link made: the old one no longer works. Copy it above.');
+  } catch (err) {
+    errorAt(ui.rotateInvite, err.message);
+  } finally {
+    ui.rotateInvite.disabled = false;
+  }
+}
+
 /** The REC badge for everyone on stage; the host's recording card with its download. */
 function renderRecording() {
   const space = view.space;
@@ -395,6 +422,9 @@ function renderRole() {
   ui.micCard.hidden = !view.onStage;
   ui.rosterCard.hidden = !view.onStage;
   ui.shareCard.hidden = !view.onStage || view.over;
+  const rotatable = view.onStage && isHost() && Boolean(view.space) && view.space.visibility === 'private';
+  ui.rotateRow.hidden = !rotatable;
+  ui.rotateHint.hidden = !rotatable;
   ui.leaveRow.hidden = !onStage || role === 'host'; // the host hands over or ends instead
   renderConsole();
   renderRecording();
@@ -493,7 +523,7 @@ function removeQuestion(name, onStage) {
 function banQuestion(name, onStage) {
   const stream =
     view.space && view.space.visibility === 'private'
-      ? `The stream still plays for anyone who has this private Space's listener link, ${name} included if they have it.`
+      ? `The stream still plays for anyone who has this private Space's listener link, ${name} included if they have it: the host can make a new listener link to end the old one.`
       : `The stream stays public: anyone with the link, ${name} included, can still listen.`;
   const now = onStage ? 'They leave the stage and can' : 'Their raised hand is taken down and they can';
   return `Ban ${name}? ${now} no longer react, raise a hand, make clips or come on stage in this Space. ${stream}`;
@@ -1483,6 +1513,7 @@ function wire() {
   ui.leave.addEventListener('click', leaveStage);
   ui.download.addEventListener('click', downloadRecording);
   ui.copyListen.addEventListener('click', () => copyField(ui.listenLink, ui.copyListenStatus));
+  ui.rotateInvite.addEventListener('click', rotateInvite);
   ui.copyInvite.addEventListener('click', () => copyField(ui.inviteLink, ui.inviteStatus));
   ui.invite.addEventListener('click', () => invite('speaker'));
   ui.inviteCohost.addEventListener('click', () => invite('cohost'));
