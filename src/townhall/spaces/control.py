@@ -730,7 +730,7 @@ class SpaceControl:
         media URL made from it, stops working (see delivery.capability). Also once the Space is
         over, since its replay and clips are still served."""
         await self.events.ready()
-        standing = await self.standing(space_id, actor.user_id)
+        standing = await self.admit(actor.user_id, space_id, None)  # off its stage: 404
         space = standing.space
         self._authorize(standing, actor, Action.ROTATE_INVITE)
         if space.visibility is not Visibility.PRIVATE:
