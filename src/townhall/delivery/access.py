@@ -70,10 +70,17 @@ class SpaceAccess:
         self._known: OrderedDict[str, tuple[float, Access]] = OrderedDict()
         self._reading: dict[str, asyncio.Future[Access]] = {}
 
-    async def of(self, space_id: str) -> Access:
-        now = self._clock()
+    def fresh(self, space_id: str) -> Access | None:
+        """What was read of the Space less than ACCESS_TTL_S ago, if anything: the hot path,
+        without a coroutine."""
         known = self._known.get(space_id)
-        if known is not None and now - known[0] < self._ttl_s:
+        if known is not None and self._clock() - known[0] < self._ttl_s:
+            return known[1]
+        return None
+
+    async def of(self, space_id: str) -> Access:
+        known = self._known.get(space_id)
+        if known is not None and self._clock() - known[0] < self._ttl_s:
             return known[1]
         reading = self._reading.get(space_id)
         if reading is None:
@@ -135,11 +142,13 @@ class PrivateGate:
         if not is_space_id(space_id):
             await self._origin(scope, receive, send)
             return
-        try:
-            access = await self._access.of(space_id)
-        except AccessUnknown:
-            await _unavailable()(scope, receive, send)
-            return
+        access = self._access.fresh(space_id)
+        if access is None:
+            try:
+                access = await self._access.of(space_id)
+            except AccessUnknown:
+                await _unavailable()(scope, receive, send)
+                return
         if access.media_key is None:
             await self._origin(scope, receive, send)
             return
