@@ -8,6 +8,7 @@ A real server, a speaker bot on stage (440 Hz), and plain HTTP requests as each 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import pytest
 from tests.audio_analysis import decode_mono, tone_strength
 from tests.conftest import Proc, Server, wait_until
 from tests.e2e.test_audio_path import listen_with_ffmpeg, on_stage
+from townhall import cli
 
 pytestmark = pytest.mark.e2e
 
@@ -159,7 +161,7 @@ def test_a_stranger_gets_404_for_everything_a_private_space_serves_live_and_in_r
 
 
 def test_a_new_invite_link_locks_out_the_old_one_and_its_media_urls(
-    server: Server, speakers: Callable[..., Proc]
+    server: Server, speakers: Callable[..., Proc], capsys: pytest.CaptureFixture[str]
 ) -> None:
     space = private_space(server, speakers)
     invited = server.host_identity("Invited")
@@ -173,9 +175,10 @@ def test_a_new_invite_link_locks_out_the_old_one_and_its_media_urls(
         # Only the host can: a co-host or a listener with the link cannot lock others out.
         refused = http.post(f"{api}/rotate-invite", headers=bearer(invited))
         assert refused.status_code == 404, refused.text
-        rotated = http.post(f"{api}/rotate-invite", headers=bearer(space.host))
-        assert rotated.status_code == 200, rotated.text
-        links = rotated.json()["links"]
+        # The host's CLI, as an operator scripts it.
+        argv = ["spaces", "--url", server.url, "--token", space.host, "rotate-invite", space.id]
+        assert cli.main(argv) == 0
+        links = json.loads(capsys.readouterr().out)["links"]
         new_code = httpx.URL(links["listen"]).params["code"]
         assert new_code != space.code
         assert links["playlist"] != space.playlist
