@@ -99,6 +99,14 @@ def stranger_answers(
         "recording": http.get(f"{api}/recording", headers=me).status_code,
         "download": http.get(f"{api}/recording.m4a", headers=me).status_code,
         "rotate": http.post(f"{api}/rotate-invite", headers=me).status_code,
+        "hands": http.get(f"{api}/hands", headers=me).status_code,
+        "invite link": http.post(f"{api}/invite-links", headers=me, json={}).status_code,
+        "ban": http.post(f"{api}/members/u-aaaaaaaaaaaa/ban", headers=me).status_code,
+        "end": http.post(f"{api}/end", headers=me).status_code,
+        "forget reminder": http.delete(f"{api}/remind", headers=me).status_code,
+        "stage audio": http.post(
+            f"{api}/rtc", headers=me, json={"type": "offer", "sdp": "v=0 not an offer"}
+        ).status_code,
         "multivariant": http.get(f"{live}/index.m3u8").status_code,
         "playlist": http.get(f"{live}/media.m3u8").status_code,
         "dvr": http.get(f"{live}/dvr.m3u8").status_code,

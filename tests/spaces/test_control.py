@@ -133,7 +133,7 @@ async def test_go_live_delay_dump_and_end(control: SpaceControl) -> None:
     await control.dump(COHOST, space.id)
     ended = await control.end(HOST, space.id)
     assert ended.state is SpaceState.ENDED
-    await refused("space_ended", control.end(HOST, space.id))
+    await refused("space_cancelled", control.end(HOST, space.id))  # never went live
     assert await events(control, space.id) == [
         "space.created",
         "stage.joined",
@@ -184,6 +184,23 @@ async def test_a_private_space_takes_no_hand_or_reaction_without_its_code_but_fr
     ended = await control.end(HOST, space.id)
     # Over, and still nobody learns from the answer that it exists.
     await refused("space_not_found", control.react(LISTENER, ended.id, "👏"))
+
+
+async def test_a_stranger_learns_nothing_of_a_private_space_from_a_refused_command(
+    control: SpaceControl,
+) -> None:
+    space = await control.create(HOST, NewSpace("Secret", visibility=Visibility.PRIVATE))
+    await refused("space_not_found", control.ban(TROLL, space.id, HOST.user_id))
+    await refused("space_not_found", control.end(TROLL, space.id))
+    await refused("space_not_found", control.leave_stage(TROLL, space.id))
+    await control.add_cohost(HOST, space.id, COHOST.user_id)
+    await refused("not_host", control.end(COHOST, space.id))  # on its stage: the real reason
+    await control.ban(HOST, space.id, TROLL.user_id)
+    # A banned listener who has the link is told they are banned, not that it does not exist.
+    await refused("banned", control.react(TROLL, space.id, "👏", space.invite_code))
+    await control.end(HOST, space.id)
+    await refused("space_not_found", control.end(TROLL, space.id))  # not "it ended"
+    await refused("space_cancelled", control.end(HOST, space.id))  # never went live
 
 
 async def test_only_the_host_gives_a_private_space_a_new_invite_code_and_the_old_one_stops(

@@ -137,8 +137,9 @@ def build_control_router(
         return SpaceView(space=space_json(space), stage=stage, links=links)
 
     async def moderator_role(space_id: str, who: Identity, refusal: str) -> tuple[Space, Role]:
-        """The Space and the caller's role in it, if they are its host or a co-host (else 403)."""
-        standing = await control().standing(space_id, UserId(who.user_id))
+        """The Space and the caller's role in it, if they are its host or a co-host (else 403;
+        404 for a private Space they are not on the stage of)."""
+        standing = await control().admit(UserId(who.user_id), space_id, None)
         if standing.role not in (Role.HOST, Role.COHOST):
             raise Forbidden(refusal, code="not_moderator")
         return standing.space, standing.role
@@ -312,11 +313,10 @@ def build_control_router(
 
     @router.delete("/{space_id}/remind", status_code=204, summary="Cancel my reminder")
     async def unremind(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
-        await control().records.remove_reminder(await _space_id(space_id), UserId(who.user_id))
+        user = UserId(who.user_id)
+        space = (await control().admit(user, space_id, None)).space
+        await control().records.remove_reminder(space.id, user)
         return Response(status_code=204)
-
-    async def _space_id(raw: str) -> Any:
-        return (await control().space(raw)).id
 
     # -- the stage --------------------------------------------------------------------------------
     @router.get("/{space_id}/stage", summary="Who is on stage (private Spaces: ?code=)")

@@ -237,6 +237,8 @@ class SpaceControl:
             actor_banned=standing.banned,
         )
         if not decision.allowed:
+            if decision.reason != rules.BANNED and not standing.role.on_stage:
+                _check_invite(standing, None)  # a private Space: no such Space to them
             raise ControlError(
                 "forbidden",
                 decision.reason,
@@ -252,16 +254,21 @@ class SpaceControl:
         *,
         audience: bool = False,
         invite_code: str | None = None,
+        proven: bool = False,
     ) -> Standing:
         """The Space a command acts on, and where its actor and target stand. Every command but
         `create` starts here, so this is where a live store that cannot take the command's event
         refuses it, before any record changes. An `audience` command (a listener's) on a private
-        Space needs its `invite_code` (else 404, before anything else is said about it)."""
+        Space needs its `invite_code` (else 404, before anything else is said about it); any
+        other command by someone off a private Space's stage is answered 404, not "it ended",
+        unless they showed a proof of their own (`proven`: an invite link)."""
         await self.events.ready()
         standing = await self.standing(space_id, actor.user_id if actor else None, target)
+        space = standing.space
         if audience:
             _check_invite(standing, invite_code)
-        space = standing.space
+        elif space.state.is_over and actor is not None and not proven:
+            _check_invite(standing, None)
         if space.state.is_over:
             raise ControlError(
                 "gone",
@@ -584,7 +591,7 @@ class SpaceControl:
 
     async def join_with_invite_link(self, actor: Actor, space_id: str, role: Role) -> StageMember:
         """An invite link (verified by the caller) seats whoever opens it, unless banned."""
-        standing = await self._open_space(space_id, actor)
+        standing = await self._open_space(space_id, actor, proven=True)
         if standing.banned:
             raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED])
         if standing.member is not None:
