@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import Proc, Server
 from tests.e2e.polling import poll_page
-from tests.e2e.test_browser import CHROMIUM, FLAGS, new_person
+from tests.e2e.test_browser import CHROMIUM, FLAGS, new_person, sign_up
 from tests.e2e.test_private_streams import private_space
 
 pytestmark = [
@@ -81,3 +81,34 @@ def test_the_invite_link_plays_a_private_space_and_nothing_else_does(
         expect(page.locator("#space-state")).to_have_text("Not found", timeout=20_000)
         assert not [path for path in fetched if path.startswith("/live/")], fetched
         context.close()
+
+
+def test_the_host_makes_a_new_listener_link_from_the_console(
+    server: Server, browser: Browser
+) -> None:
+    context, host, errors = new_person(browser, microphone=True)
+    sign_up(host, server, "Hana")
+    made = host.request.post(
+        f"{server.url}/api/spaces", data={"title": "Board", "visibility": "private"}
+    )
+    assert made.status == 201, made.text()
+    created: dict[str, Any] = made.json()
+    space_id, old_link = created["space"]["id"], created["links"]["listen"]
+
+    host.goto(f"{server.url}/s/{space_id}/stage")
+    expect(host.locator("#role")).to_have_text("Host")
+    link = host.locator("#listen-link")
+    expect(link).to_have_value(old_link)
+    host.get_by_role("button", name="New listener link").click()
+    host.get_by_role("dialog").get_by_role("button", name="Yes, make a new link").click()
+    expect(host.locator("#rotate-status")).to_contain_text("the old one no longer works")
+    new_link = link.input_value()
+    assert new_link != old_link
+    assert "?code=" in new_link
+    old_code = httpx.URL(old_link).params["code"]
+    new_code = httpx.URL(new_link).params["code"]
+    snapshot = f"{server.url}/api/spaces/{space_id}/snapshot"
+    assert httpx.get(snapshot, params={"code": old_code}, timeout=15).status_code == 404
+    assert httpx.get(snapshot, params={"code": new_code}, timeout=15).status_code == 200
+    assert errors == [], errors
+    context.close()
