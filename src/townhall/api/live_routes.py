@@ -30,7 +30,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, Response, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 
-from townhall.api.auth import COOKIE, Sessions, client_address
+from townhall.api.auth import COOKIE, Sessions, client_address, identity_from
 from townhall.api.errors import NotFound
 from townhall.api.params import InviteCodeQ
 from townhall.api.tokens import TokenError
@@ -197,7 +197,9 @@ def build_live_router(
         "/{space_id}/snapshot",
         summary="The listener view, refreshed about once a second (cacheable)",
     )
-    async def snapshot(space_id: Annotated[str, Path()], code: InviteCodeQ = None) -> Response:
+    async def snapshot(
+        space_id: Annotated[str, Path()], request: Request, code: InviteCodeQ = None
+    ) -> Response:
         checked(space_id)
         now = clock()
         second = int(now)
@@ -210,12 +212,18 @@ def build_live_router(
                 in_flight[space_id] = building
                 building.add_done_callback(lambda _: in_flight.pop(space_id, None))
             cached = await asyncio.shield(building)
+        cache = "public, max-age=1"
         if cached.invite_code is not None and not matches(code, cached.invite_code):
-            raise NotFound("no such Space", code="space_not_found")
+            # Without the code, only the stage (signed in) may read it, and never from a cache:
+            # a speaker's console shows who is speaking, and only the host holds the code.
+            # Checked only here, so the audience's requests never pay for an identity.
+            who = await identity_from(request)
+            await control().admit(UserId(who.user_id) if who else None, space_id, None)
+            cache = "private, no-store"
         return Response(
             cached.body,
             media_type="application/json",
-            headers={"Cache-Control": "public, max-age=1", "Access-Control-Allow-Origin": "*"},
+            headers={"Cache-Control": cache, "Access-Control-Allow-Origin": "*"},
         )
 
     @router.post(
