@@ -26,6 +26,8 @@ from townhall.control_plane import (
     open_control_plane,
     reminder_sender,
 )
+from townhall.delivery.access import PrivateGate, SpaceAccess
+from townhall.delivery.capability import MediaKeys
 from townhall.delivery.origin import build_origin
 from townhall.delivery.replay import Replay
 from townhall.media.pipeline import SpaceMedia
@@ -37,6 +39,7 @@ from townhall.node.placement import NodeId, Placement
 from townhall.node.redis_placement import RedisPlacement
 from townhall.node.routing import LiveRouter
 from townhall.spaces.model import Space, SpaceId
+from townhall.state.unavailable import is_unavailable
 from townhall.telemetry.metrics import NodeMetrics, build_metrics_router
 from townhall.telemetry.requests import RequestStats, RequestTelemetry
 from townhall.web import pages
@@ -196,11 +199,20 @@ def create_app(config: Config) -> FastAPI:
         space = await node.plane.records.space(SpaceId(space_id))
         return space is not None and space.state in OPEN_STATES
 
-    origin = build_origin(lookup, replays=replay_of, expired=expired)
+    async def find(space_id: str) -> Space | None:
+        return await node.plane.records.space(SpaceId(space_id))
+
+    # A private Space's media only at its capability path (delivery.access); the gate is inside
+    # the router, so a relayed request keeps its key and the Space's own node checks it.
+    gate = PrivateGate(
+        build_origin(lookup, replays=replay_of, expired=expired),
+        build_origin(lambda _space_id: None),  # what a Space that does not exist is answered
+        SpaceAccess(find, MediaKeys(config.secret), is_unavailable),
+    )
     app.mount(
         "/live",
         LiveRouter(
-            origin,
+            gate,
             lambda: node.forwarder if hasattr(node, "forwarder") else None,
             lambda space_id: lookup(space_id) is not None,
             is_open,

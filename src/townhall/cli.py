@@ -233,7 +233,7 @@ def _spaces(args: argparse.Namespace) -> int:
                 response = http.get(f"/api/spaces/{args.space}/invite-links")
             elif args.action == "revoke-invite":
                 response = http.delete(f"/api/spaces/{args.space}/invite-links/{args.link}")
-            else:  # open, go-live, end
+            else:  # open, go-live, end, rotate-invite
                 response = http.post(f"/api/spaces/{args.space}/{args.action}")
     except httpx.HTTPError as exc:
         print(f"townhall spaces: cannot reach {base}: {exc}", file=sys.stderr)
@@ -409,8 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--description")
     edit.add_argument("--start", type=when, help="UNIX seconds or e.g. 2026-12-05T18:00Z")
     edit.add_argument("--visibility", choices=["public", "unlisted", "private"])
-    for name in ("open", "go-live", "end"):
-        action = actions.add_parser(name, help=f"{name.replace('-', ' ')} (host)")
+    for name, about in (
+        ("open", "open the green room (host)"),
+        ("go-live", "go on air (host)"),
+        ("end", "end the Space (host)"),
+        ("rotate-invite", "a private Space's new invite link; old links stop working (host)"),
+    ):
+        action = actions.add_parser(name, help=about)
         action.add_argument("space")
     invite = actions.add_parser(
         "invite", help="make a stage invite link (host, co-hosts; prints its url)"

@@ -26,12 +26,13 @@ from townhall.api.origins import OriginCheck
 from townhall.api.reminder_routes import build_reminder_router
 from townhall.api.tokens import IdentityTokens, InviteTokens, UnsubscribeTokens
 from townhall.config import Config, make_private_dir
+from townhall.delivery.capability import MediaKeys
 from townhall.node.forward import relay_key
 from townhall.reminders.mailer import SmtpMailer
 from townhall.reminders.sender import ReminderSender
 from townhall.spaces.control import ControlConfig, SpaceControl
 from townhall.spaces.invite_links import TTL_DEFAULT_S
-from townhall.spaces.model import Space
+from townhall.spaces.model import Space, SpaceId
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.live import LiveState
 from townhall.state.outbox import EventOutbox
@@ -128,18 +129,21 @@ def install_control_plane(
     """`on_space_changed` places a Space that opened on a media node (503 when none has room);
     `ensure_room` answers the same 503 before a Space that opens at once is written."""
     identity = IdentityTokens(config.secret, config.session_ttl_s)
+    keys = MediaKeys(config.secret)  # private Spaces' capability URLs (delivery.capability)
     sessions = Sessions(identity, lambda: plane().live)
     app.state.sessions = sessions
     app.state.config = config
     app.state.on_space_changed = on_space_changed
     app.state.ensure_room = ensure_room or _always_room
+    app.state.media_keys = keys
+    app.state.find_space = lambda space_id: plane().records.space(SpaceId(space_id))  # pages
     secure = config.public_url.startswith("https://")
     app.include_router(
         build_auth_router(
             lambda: plane().records, lambda: plane().live, sessions, secure_cookies=secure
         )
     )
-    app.include_router(build_control_router(lambda: plane().control))
+    app.include_router(build_control_router(lambda: plane().control, keys))
     app.include_router(
         build_invite_router(lambda: plane().control, InviteTokens(config.secret, TTL_DEFAULT_S))
     )
@@ -149,7 +153,7 @@ def install_control_plane(
     # Shared with /metrics (app.py): both turn presence beacons into the same listener count.
     app.state.presence_rates = PresenceRates()
     app.include_router(
-        build_live_router(lambda: plane().control, sessions, rates=app.state.presence_rates)
+        build_live_router(lambda: plane().control, sessions, keys, rates=app.state.presence_rates)
     )
     app.include_router(build_audience_router(lambda: plane().control))
     # Cookie-authenticated writes and WebSockets from other sites' pages are refused; a request

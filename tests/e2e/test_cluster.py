@@ -439,3 +439,35 @@ def test_each_node_reports_its_own_metrics_and_a_space_once(cluster: Cluster) ->
         assert (found.value("townhall_space_ticks_total", space=space.id) is not None) is runs_it
         assert found.value("townhall_node_leases") == (1 if runs_it else 0)
         assert found.value("townhall_webhook_backlog") == 0
+
+
+def test_a_private_spaces_capability_url_works_through_any_node_and_its_rotation_everywhere(
+    cluster: Cluster,
+) -> None:
+    """A node that does not run the Space relays the capability URL (key and all) to the owner,
+    which checks it; the plain path is a 404 on every node; a new invite code made through one
+    node ends the old URLs on all of them."""
+    api = cluster.start("api", "api")
+    media = cluster.start("media-1", "media")
+    host = api.host_identity()
+    created = api.call("POST", "/api/spaces", host, {"title": "Board", "visibility": "private"})
+    space_id = created["space"]["id"]
+    api.call("POST", f"/api/spaces/{space_id}/go-live", host)
+    path = httpx.URL(created["links"]["playlist"]).path.replace("index.m3u8", "media.m3u8")
+    assert cluster.owner(space_id) == "media-1"
+    for node in (api, media):
+        wait_until(
+            lambda url=f"{node.url}{path}": httpx.get(url, timeout=20).status_code == 200,
+            30,
+            "the capability URL to answer",
+        )
+        plain = httpx.get(f"{node.url}/live/{space_id}/media.m3u8", timeout=20)
+        assert plain.status_code == 404, plain.text
+
+    api.call("POST", f"/api/spaces/{space_id}/rotate-invite", host)
+    for node in (api, media):
+        wait_until(
+            lambda url=f"{node.url}{path}": httpx.get(url, timeout=20).status_code == 404,
+            5,
+            "the old capability URL to end",
+        )

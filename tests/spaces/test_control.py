@@ -134,7 +134,7 @@ async def test_go_live_delay_dump_and_end(control: SpaceControl) -> None:
     await control.dump(COHOST, space.id)
     ended = await control.end(HOST, space.id)
     assert ended.state is SpaceState.ENDED
-    await refused("space_ended", control.end(HOST, space.id))
+    await refused("space_cancelled", control.end(HOST, space.id))  # never went live
     assert await events(control, space.id) == [
         "space.created",
         "stage.joined",
@@ -170,6 +170,61 @@ async def test_a_private_space_does_not_exist_without_its_invite_code(
     await refused("space_not_found", control.can_listen(LISTENER, space.id))
     assert (await control.can_listen(LISTENER, space.id, space.invite_code)).space.id == space.id
     assert (await control.can_listen(HOST, space.id)).space.id == space.id
+
+
+async def test_a_private_space_takes_no_hand_or_reaction_without_its_code_but_from_its_stage(
+    control: SpaceControl,
+) -> None:
+    space = await control.create(HOST, NewSpace("Secret", visibility=Visibility.PRIVATE))
+    await refused("space_not_found", control.raise_hand(LISTENER, space.id))
+    await refused("space_not_found", control.lower_hand(LISTENER, space.id, "wrong"))
+    await refused("space_not_found", control.react(LISTENER, space.id, "👏"))
+    assert await control.raise_hand(LISTENER, space.id, space.invite_code) is True
+    await control.react(LISTENER, space.id, "👏", space.invite_code)
+    await control.react(HOST, space.id, "👏")  # on its stage: no code needed
+    ended = await control.end(HOST, space.id)
+    # Over, and still nobody learns from the answer that it exists.
+    await refused("space_not_found", control.react(LISTENER, ended.id, "👏"))
+
+
+async def test_a_stranger_learns_nothing_of_a_private_space_from_a_refused_command(
+    control: SpaceControl,
+) -> None:
+    space = await control.create(HOST, NewSpace("Secret", visibility=Visibility.PRIVATE))
+    await refused("space_not_found", control.ban(TROLL, space.id, HOST.user_id))
+    await refused("space_not_found", control.end(TROLL, space.id))
+    await refused("space_not_found", control.leave_stage(TROLL, space.id))
+    await control.add_cohost(HOST, space.id, COHOST.user_id)
+    await refused("not_host", control.end(COHOST, space.id))  # on its stage: the real reason
+    await control.ban(HOST, space.id, TROLL.user_id)
+    # A banned listener who has the link is told they are banned, not that it does not exist.
+    await refused("banned", control.react(TROLL, space.id, "👏", space.invite_code))
+    await control.end(HOST, space.id)
+    await refused("space_not_found", control.end(TROLL, space.id))  # not "it ended"
+    await refused("space_cancelled", control.end(HOST, space.id))  # never went live
+
+
+async def test_only_the_host_gives_a_private_space_a_new_invite_code_and_the_old_one_stops(
+    control: SpaceControl,
+) -> None:
+    space = await control.create(HOST, NewSpace("Secret", visibility=Visibility.PRIVATE))
+    await control.add_cohost(HOST, space.id, COHOST.user_id)
+    await refused("not_host", control.rotate_invite(COHOST, space.id))
+    await refused("space_not_found", control.rotate_invite(LISTENER, space.id))
+    rotated = await control.rotate_invite(HOST, space.id)
+    assert rotated.invite_code
+    assert rotated.invite_code != space.invite_code
+    await refused("space_not_found", control.can_listen(LISTENER, space.id, space.invite_code))
+    assert (await control.can_listen(LISTENER, space.id, rotated.invite_code)).space == rotated
+    found = await control.live.events_since(space.id, 0)
+    assert found is not None
+    assert found[-1].type == "space.invite_rotated"
+    assert space.invite_code not in json.dumps([dict(e.data) for e in found])  # never in the log
+    await control.end(HOST, space.id)
+    again = await control.rotate_invite(HOST, space.id)  # its replay and clips are still served
+    assert again.invite_code != rotated.invite_code
+    public = await control.create(HOST, NewSpace("Open"))
+    await refused("not_private", control.rotate_invite(HOST, public.id))
 
 
 async def test_reactions_are_a_fixed_set_and_rate_limited_per_person(control: SpaceControl) -> None:

@@ -49,6 +49,7 @@ ALLOWED: dict[Action, set[str]] = {
     Action.EDIT_SPACE: HOST_AND_COHOSTS,
     Action.SPEAKER_LINKS: HOST_AND_COHOSTS,
     Action.COHOST_LINKS: {"host"},
+    Action.ROTATE_INVITE: {"host"},
     Action.LEAVE_STAGE: {"cohost", "speaker"},
     Action.STEP_DOWN: {"cohost"},
     Action.MUTE_SELF: STAGE_MEMBERS,

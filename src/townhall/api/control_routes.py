@@ -20,9 +20,10 @@ from townhall.api.errors import (
     ApiError,
     Forbidden,
 )
-from townhall.api.params import SpaceIdP, TargetP, actor, checked_user_id
+from townhall.api.params import InviteCodeQ, SpaceIdP, TargetP, actor, checked_user_id
 from townhall.api.params import public_base as base
 from townhall.api.tokens import Identity
+from townhall.delivery.capability import MediaKeys
 from townhall.ratelimit.table import SPACE_PER_ADDRESS, take
 from townhall.spaces.control import (
     Actor,
@@ -105,15 +106,17 @@ class SpaceView(BaseModel):
     links: dict[str, str]
 
 
-def build_control_router(control: Callable[[], SpaceControl]) -> APIRouter:
+def build_control_router(control: Callable[[], SpaceControl], keys: MediaKeys) -> APIRouter:
     """The Spaces, the stage and the audience; invite links are api/invite_routes.py's."""
     router = APIRouter(prefix="/api/spaces", tags=["spaces"])
     anonymous_views: dict[tuple[str, str | None, str], tuple[int, bytes]] = {}
 
     async def view(space: Space, request: Request, *, show_invite: bool = False) -> SpaceView:
+        """A Space as its callers see it: each one may hear it, so for a private Space the
+        playlist link is its capability URL (delivery.capability)."""
         links = {
             "listen": f"{base(request)}/s/{space.id}",
-            "playlist": f"{base(request)}/live/{space.id}/index.m3u8",
+            "playlist": f"{base(request)}{keys.media_path(space)}/index.m3u8",
         }
         if show_invite and space.visibility is Visibility.PRIVATE:
             links["listen"] += f"?code={space.invite_code}"
@@ -121,8 +124,9 @@ def build_control_router(control: Callable[[], SpaceControl]) -> APIRouter:
         return SpaceView(space=space_json(space), stage=stage, links=links)
 
     async def moderator_role(space_id: str, who: Identity, refusal: str) -> tuple[Space, Role]:
-        """The Space and the caller's role in it, if they are its host or a co-host (else 403)."""
-        standing = await control().standing(space_id, UserId(who.user_id))
+        """The Space and the caller's role in it, if they are its host or a co-host (else 403;
+        404 for a private Space they are not on the stage of)."""
+        standing = await control().admit(UserId(who.user_id), space_id, None)
         if standing.role not in (Role.HOST, Role.COHOST):
             raise Forbidden(refusal, code="not_moderator")
         return standing.space, standing.role
@@ -185,7 +189,7 @@ def build_control_router(control: Callable[[], SpaceControl]) -> APIRouter:
         space_id: SpaceIdP,
         request: Request,
         who: OptionalIdentity,
-        code: Annotated[str | None, Query(max_length=64)] = None,
+        code: InviteCodeQ = None,
     ) -> Any:
         if who is not None:
             standing = await control().can_listen(actor(who), space_id, code)
@@ -297,10 +301,28 @@ def build_control_router(control: Callable[[], SpaceControl]) -> APIRouter:
         return await view(await control().pin_link(actor(who), space_id, url), request)
 
     # -- the stage --------------------------------------------------------------------------------
-    @router.get("/{space_id}/stage", summary="Who is on stage")
-    async def stage(space_id: SpaceIdP) -> list[dict[str, Any]]:
-        await control().space(space_id)
-        return [member_json(m) for m in await control().stage(space_id)]
+    @router.get("/{space_id}/stage", summary="Who is on stage (private Spaces: ?code=)")
+    async def stage(
+        space_id: SpaceIdP, who: OptionalIdentity, code: InviteCodeQ = None
+    ) -> list[dict[str, Any]]:
+        standing = await control().admit(UserId(who.user_id) if who else None, space_id, code)
+        return [member_json(m) for m in await control().stage(standing.space.id)]
+
+    @router.post(
+        "/{space_id}/rotate-invite",
+        response_model=SpaceView,
+        summary="Give a private Space a new invite link; old links stop working (host)",
+        description=(
+            "The old invite code, and every media URL made from it, stop working within a "
+            "second at every node; HTTP caches in front keep what they already hold for its "
+            "max-age (docs/architecture.md). 409 `not_private` for a public or unlisted Space."
+        ),
+    )
+    async def rotate_invite(
+        space_id: SpaceIdP, request: Request, who: RequiredIdentity
+    ) -> SpaceView:
+        space = await control().rotate_invite(actor(who), space_id)
+        return await view(space, request, show_invite=True)
 
     @router.post("/{space_id}/stage/leave", status_code=204, summary="Leave the stage")
     async def leave(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
@@ -397,13 +419,17 @@ def build_control_router(control: Callable[[], SpaceControl]) -> APIRouter:
 
     # -- the audience -----------------------------------------------------------------------------
     @router.post("/{space_id}/hand", summary="Raise my hand (ask to speak)")
-    async def raise_hand(space_id: SpaceIdP, who: RequiredIdentity) -> dict[str, bool]:
-        raised = await control().raise_hand(actor(who), space_id)
+    async def raise_hand(
+        space_id: SpaceIdP, who: RequiredIdentity, code: InviteCodeQ = None
+    ) -> dict[str, bool]:
+        raised = await control().raise_hand(actor(who), space_id, code)
         return {"raised": True, "already": not raised}
 
     @router.delete("/{space_id}/hand", summary="Lower my hand")
-    async def lower_hand(space_id: SpaceIdP, who: RequiredIdentity) -> dict[str, bool]:
-        await control().lower_hand(actor(who), space_id)
+    async def lower_hand(
+        space_id: SpaceIdP, who: RequiredIdentity, code: InviteCodeQ = None
+    ) -> dict[str, bool]:
+        await control().lower_hand(actor(who), space_id, code)
         return {"raised": False}
 
     @router.get("/{space_id}/hands", summary="The queue of raised hands (host, co-hosts)")
@@ -419,15 +445,19 @@ def build_control_router(control: Callable[[], SpaceControl]) -> APIRouter:
         status_code=202,
         summary="React with an emoji (rate-limited per person)",
     )
-    async def react(space_id: SpaceIdP, body: ReactionIn, who: RequiredIdentity) -> Response:
-        await control().react(actor(who), space_id, body.emoji)
+    async def react(
+        space_id: SpaceIdP, body: ReactionIn, who: RequiredIdentity, code: InviteCodeQ = None
+    ) -> Response:
+        await control().react(actor(who), space_id, body.emoji, code)
         return Response(status_code=202)
 
     @router.get("/{space_id}/me", summary="My own state in this Space (private, not cached)")
-    async def me(space_id: SpaceIdP, response: Response, who: RequiredIdentity) -> dict[str, Any]:
+    async def me(
+        space_id: SpaceIdP, response: Response, who: RequiredIdentity, code: InviteCodeQ = None
+    ) -> dict[str, Any]:
         response.headers["Cache-Control"] = "private, no-store"
         user = UserId(who.user_id)
-        standing = await control().standing(space_id, user)
+        standing = await control().admit(user, space_id, code)  # banned: still told so
         member = standing.member
         return {
             "user_id": user,

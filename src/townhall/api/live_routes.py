@@ -36,12 +36,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Path, Request, Response, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 
-from townhall.api.auth import COOKIE, Sessions, client_address, presented_token
+from townhall.api.auth import COOKIE, Sessions, client_address, identity_from, presented_token
 from townhall.api.errors import NotFound
+from townhall.api.params import InviteCodeQ
 from townhall.api.tokens import TokenError
+from townhall.delivery.capability import MediaKeys, matches
 from townhall.ratelimit.table import PRESENCE, take
 from townhall.spaces.control import ControlError, SpaceControl, member_json
 from townhall.spaces.counts import (
@@ -116,6 +118,7 @@ class PresenceRates:
 def build_live_router(
     control: Callable[[], SpaceControl],
     sessions: Sessions,
+    keys: MediaKeys,
     clock: Callable[[], float] = time.time,
     rates: PresenceRates | None = None,
 ) -> APIRouter:
@@ -186,6 +189,9 @@ def build_live_router(
                 "pinned_link": space.pinned_link,
                 # Everyone hears whether they are recorded, from the body they already poll.
                 "record": space.record,
+                # Where its audio is: a private Space's capability path, which only those who
+                # showed its code get to read here (the listener page plays from it).
+                "media": keys.media_path(space),
                 # The stage's speaking flags below are live: with a delay they run ahead of what
                 # listeners hear (and show what a dump then discards), so listener pages show
                 # them only without one; the stream carries delayed ones (`media.roomstate`).
@@ -222,7 +228,7 @@ def build_live_router(
         summary="The listener view, refreshed about once a second (cacheable)",
     )
     async def snapshot(
-        space_id: Annotated[str, Path()], code: Annotated[str | None, Query(max_length=64)] = None
+        space_id: Annotated[str, Path()], request: Request, code: InviteCodeQ = None
     ) -> Response:
         checked(space_id)
         now = clock()
@@ -236,12 +242,18 @@ def build_live_router(
                 in_flight[space_id] = building
                 building.add_done_callback(lambda _: in_flight.pop(space_id, None))
             cached = await asyncio.shield(building)
-        if cached.invite_code is not None and code != cached.invite_code:
-            raise NotFound("no such Space", code="space_not_found")
+        cache = "public, max-age=1"
+        if cached.invite_code is not None and not matches(code, cached.invite_code):
+            # Without the code, only the stage (signed in) may read it, and never from a cache:
+            # a speaker's console shows who is speaking, and only the host holds the code.
+            # Checked only here, so the audience's requests never pay for an identity.
+            who = await identity_from(request)
+            await control().admit(UserId(who.user_id) if who else None, space_id, None)
+            cache = "private, no-store"
         return Response(
             cached.body,
             media_type="application/json",
-            headers={"Cache-Control": "public, max-age=1", "Access-Control-Allow-Origin": "*"},
+            headers={"Cache-Control": cache, "Access-Control-Allow-Origin": "*"},
         )
 
     @router.post(
@@ -250,12 +262,16 @@ def build_live_router(
         summary="A sampled listener's heartbeat (approximate count)",
     )
     async def presence(
-        space_id: Annotated[str, Path()], body: PresenceIn, request: Request
+        space_id: Annotated[str, Path()],
+        body: PresenceIn,
+        request: Request,
+        code: InviteCodeQ = None,
     ) -> Response:
         checked(space_id)
         now = clock()
         live = control().live
         await take(live, PRESENCE, client_address(request), now)
+        await control().admit(None, space_id, code)  # a private Space's audience shows its code
         await live.mark_listener(space_id, body.key, now)
         raw = presented_token(request)
         if raw:

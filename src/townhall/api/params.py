@@ -1,4 +1,4 @@
-"""Path parameters shared by the routers, checked before any handler runs.
+"""Path and query parameters shared by the routers, checked before any handler runs.
 
 Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
 request for what is one regular-expression match.
@@ -7,7 +7,7 @@ request for what is one regular-expression match.
 import re
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 
 from townhall.api.errors import NotFound
 from townhall.api.tokens import Identity, IdentityKind
@@ -56,3 +56,8 @@ def public_base(request: Request) -> str:
     """Where links point: the configured public URL, else the address the request came to."""
     public: str = request.app.state.config.public_url
     return public.rstrip("/") or str(request.base_url).rstrip("/")
+
+
+# A private Space's invite code, as its invite link carries it (`?code=`): the proof a listener
+# shows for everything the Space serves (spaces/control.py: `admit`).
+InviteCodeQ = Annotated[str | None, Query(alias="code", max_length=64)]

@@ -20,6 +20,7 @@ read or a reaction cost no database round trip.
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from collections import OrderedDict
@@ -252,6 +253,8 @@ class SpaceControl:
             actor_banned=standing.banned,
         )
         if not decision.allowed:
+            if decision.reason != rules.BANNED and not standing.role.on_stage:
+                _check_invite(standing, None)  # a private Space: no such Space to them
             raise ControlError(
                 "forbidden",
                 decision.reason,
@@ -260,14 +263,28 @@ class SpaceControl:
         return target_role or standing.role, target_member
 
     async def _open_space(
-        self, space_id: str, actor: Actor | None = None, target: UserId | None = None
+        self,
+        space_id: str,
+        actor: Actor | None = None,
+        target: UserId | None = None,
+        *,
+        audience: bool = False,
+        invite_code: str | None = None,
+        proven: bool = False,
     ) -> Standing:
         """The Space a command acts on, and where its actor and target stand. Every command but
         `create` starts here, so this is where a live store that cannot take the command's event
-        refuses it, before any record changes."""
+        refuses it, before any record changes. An `audience` command (a listener's) on a private
+        Space needs its `invite_code` (else 404, before anything else is said about it); any
+        other command by someone off a private Space's stage is answered 404, not "it ended",
+        unless they showed a proof of their own (`proven`: an invite link)."""
         await self.events.ready()
         standing = await self.standing(space_id, actor.user_id if actor else None, target)
         space = standing.space
+        if audience:
+            _check_invite(standing, invite_code)
+        elif space.state.is_over and actor is not None and not proven:
+            _check_invite(standing, None)
         if space.state.is_over:
             raise ControlError(
                 "gone",
@@ -681,7 +698,7 @@ class SpaceControl:
         """Take the seat an invite link offers (its token verified by the caller), if its record
         still allows it for this person (the rule: spaces/invite_links.py). Someone already on
         the stage in that role or a higher one keeps their seat and costs the link no use."""
-        standing = await self._open_space(space_id, actor)
+        standing = await self._open_space(space_id, actor, proven=True)
         if standing.banned:
             raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED])
         link = await self.records.invite_link(standing.space.id, link_id)
@@ -924,23 +941,44 @@ class SpaceControl:
         return account.display_name if account is not None else "Guest"
 
     # -- the audience ---------------------------------------------------------------------------
+    async def admit(self, user: UserId | None, space_id: str, invite_code: str | None) -> Standing:
+        """The Space and `user`'s standing in it, if they may know it exists: 404 for a private
+        Space unless they show its current invite code or are on its stage (signed in)."""
+        standing = await self.standing(space_id, user)
+        _check_invite(standing, invite_code)
+        return standing
+
     async def can_listen(
         self, actor: Actor | None, space_id: str, invite_code: str | None = None
     ) -> Standing:
         """The Space and the listener's standing in it, if they may listen; 404 for a private
         Space without its code (unless they are on its stage), 403 for someone banned."""
-        standing = await self.standing(space_id, actor.user_id if actor else None)
-        space = standing.space
-        private = space.visibility is Visibility.PRIVATE and invite_code != space.invite_code
-        if private and not standing.role.on_stage:
-            raise _not_found()  # a private Space does not exist for those without the link
+        standing = await self.admit(actor.user_id if actor else None, space_id, invite_code)
         if actor is not None:
             self._authorize(standing, actor, Action.LISTEN)
         return standing
 
-    async def raise_hand(self, actor: Actor, space_id: str) -> bool:
+    async def rotate_invite(self, actor: Actor, space_id: str) -> Space:
+        """Give a private Space a new invite code (host): every link with the old one, and every
+        media URL made from it, stops working (see delivery.capability). Also once the Space is
+        over, since its replay and clips are still served."""
+        await self.events.ready()
+        standing = await self.admit(actor.user_id, space_id, None)  # off its stage: 404
+        space = standing.space
+        self._authorize(standing, actor, Action.ROTATE_INVITE)
+        if space.visibility is not Visibility.PRIVATE:
+            raise ControlError(
+                "conflict", "not_private", "only a private Space has an invite code to replace"
+            )
+        # The event says only that it changed: the log reaches every stage member, and the code
+        # is the host's to hand out. A kept roster reads the Space afresh on it (roster.py).
+        return await self._save(
+            space, replace(space, invite_code=self._invite_code()), "space.invite_rotated", {}
+        )
+
+    async def raise_hand(self, actor: Actor, space_id: str, invite_code: str | None = None) -> bool:
         """Ask to speak; raises `Limited` when the person toggles their hand too fast."""
-        standing = await self._open_space(space_id, actor)
+        standing = await self._open_space(space_id, actor, audience=True, invite_code=invite_code)
         space = standing.space
         self._authorize(standing, actor, Action.RAISE_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
@@ -960,21 +998,23 @@ class SpaceControl:
         await self.live.mark_present(space.id, actor.user_id, actor.display_name, self._clock())
         return raised
 
-    async def lower_hand(self, actor: Actor, space_id: str) -> bool:
-        standing = await self._open_space(space_id, actor)
+    async def lower_hand(self, actor: Actor, space_id: str, invite_code: str | None = None) -> bool:
+        standing = await self._open_space(space_id, actor, audience=True, invite_code=invite_code)
         space = standing.space
         self._authorize(standing, actor, Action.LOWER_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
         event = self._event(space, "hand.lowered", {"user_id": actor.user_id})
         return await self.live.lower_hand(space.id, actor.user_id, event) is not None
 
-    async def react(self, actor: Actor, space_id: str, emoji: str) -> None:
+    async def react(
+        self, actor: Actor, space_id: str, emoji: str, invite_code: str | None = None
+    ) -> None:
         """Count a reaction; raises `Limited` when the person is over their limit."""
         if emoji not in REACTIONS:
             raise ControlError(
                 "invalid", "bad_reaction", f"reactions are one of {' '.join(REACTIONS)}"
             )
-        standing = await self._open_space(space_id, actor)
+        standing = await self._open_space(space_id, actor, audience=True, invite_code=invite_code)
         space = standing.space
         self._authorize(standing, actor, Action.REACT)
         now = self._clock()
@@ -990,6 +1030,18 @@ _RANK = {Role.HOST: 0, Role.COHOST: 1, Role.SPEAKER: 2, Role.LISTENER: 3}
 
 def _link_refused(refusal: Refusal) -> ControlError:
     return ControlError("forbidden", refusal.value, REFUSAL_SENTENCES[refusal])
+
+
+def _check_invite(standing: Standing, invite_code: str | None) -> None:
+    """404 for a private Space unless `invite_code` is its current one or the person asking is
+    on its stage: to everyone else a private Space does not exist."""
+    space = standing.space
+    if space.visibility is not Visibility.PRIVATE or standing.role.on_stage:
+        return
+    if invite_code is None or not hmac.compare_digest(
+        invite_code.encode(), space.invite_code.encode()
+    ):
+        raise _not_found()
 
 
 def _random_invite_code() -> str:

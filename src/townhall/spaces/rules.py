@@ -40,7 +40,8 @@ From the issue:
   the host is always someone else doing it). Only the host may remove, ban or move a co-host.
 * Only the speaker can unmute themselves: UNMUTE of someone else is refused for everyone,
   the host included ("only_self_can_unmute"); a host mute sets a flag only its owner clears.
-* Host only: ADD_COHOST, REMOVE_COHOST, TRANSFER_HOST, END_SPACE.
+* Host only: ADD_COHOST, REMOVE_COHOST, TRANSFER_HOST, END_SPACE, and ROTATE_INVITE (who may
+  hear a private Space is the host's decision, like whether it exists at all).
 * Stage members mute and unmute themselves and leave the stage.
 * A banned actor may do nothing at all, not even LISTEN.
 
@@ -127,6 +128,7 @@ class Action(enum.StrEnum):
     EDIT_SPACE = "edit_space"
     SPEAKER_LINKS = "speaker_links"  # make, list and revoke speaker invite links
     COHOST_LINKS = "cohost_links"  # make and revoke co-host invite links
+    ROTATE_INVITE = "rotate_invite"  # a private Space's new invite code: old links stop working
     # On oneself.
     LEAVE_STAGE = "leave_stage"
     STEP_DOWN = "step_down"  # a co-host gives the role up and becomes a speaker
@@ -232,6 +234,7 @@ UNTARGETED: Final[Mapping[Action, _Untargeted]] = {
     Action.EDIT_SPACE: _Untargeted(MODERATORS, NOT_MODERATOR),
     Action.SPEAKER_LINKS: _Untargeted(MODERATORS, NOT_MODERATOR),
     Action.COHOST_LINKS: _Untargeted(_HOST_ONLY, NOT_HOST),
+    Action.ROTATE_INVITE: _Untargeted(_HOST_ONLY, NOT_HOST),
     Action.LEAVE_STAGE: _Untargeted(frozenset({COHOST, SPEAKER}), NOT_ON_STAGE),
     Action.STEP_DOWN: _Untargeted(frozenset({COHOST}), NOT_COHOST),
     Action.MUTE_SELF: _Untargeted(STAGE, NOT_ON_STAGE),

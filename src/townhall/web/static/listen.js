@@ -192,10 +192,17 @@ const ui = {
 };
 
 const spaceId = spaceIdFromPath();
-const playlistUrl = `/live/${spaceId}/index.m3u8`;
-const dvrUrl = `/live/${spaceId}/dvr.m3u8`; // everything recorded so far, a VOD (rebuilt every 10 s)
 const inviteCode = new URLSearchParams(location.search).get('code'); // private Spaces
-const snapshotUrl = `/api/spaces/${spaceId}/snapshot${inviteCode ? `?code=${encodeURIComponent(inviteCode)}` : ''}`;
+/** An API path with the invite code a private Space's every call must show (`?code=`). */
+function withCode(path) {
+  return inviteCode ? `${path}?code=${encodeURIComponent(inviteCode)}` : path;
+}
+const snapshotUrl = withCode(`/api/spaces/${spaceId}/snapshot`);
+// Where the Space's audio is: `/live/{id}` for a public Space; a private one's capability path
+// (`/live/{id}/{key}`, the key made from its invite code) comes with the snapshot.
+let mediaBase = `/live/${spaceId}`;
+const playlistUrl = () => `${mediaBase}/index.m3u8`;
+const dvrUrl = () => `${mediaBase}/dvr.m3u8`; // everything recorded so far, a VOD (rebuilt every 10 s)
 
 /** What the snapshot and the private calls said last. */
 const space = {
@@ -290,6 +297,7 @@ function showSnapshot(snapshot) {
   const previous = space.state;
   space.snapshot = snapshot;
   space.state = info.state;
+  if (info.media) mediaBase = info.media;
   ui.title.textContent = info.title;
   document.title = `${info.title} · townhall`;
   showSpaceState(info.state);
@@ -482,7 +490,7 @@ function jumpToLive() {
  * cache: a stream that started again at 1 repeats the URLs of an earlier run. */
 function createLive({ recovering = false } = {}) {
   resetRoom();
-  player.live = new SegmentPlayer(ui.audio, playlistUrl, {
+  player.live = new SegmentPlayer(ui.audio, playlistUrl(), {
     fresh: recovering,
     onRoom: roomMessage,
     onFatal: () => reconnect(),
@@ -519,7 +527,7 @@ function start() {
     createLive();
   } else if (ui.audio.canPlayType('application/vnd.apple.mpegurl')) {
     player.native = true;
-    ui.audio.src = playlistUrl;
+    ui.audio.src = playlistUrl();
   } else {
     setState('unavailable', 'This browser cannot play live audio (no Media Source Extensions, no HLS).');
     return false;
@@ -607,7 +615,7 @@ async function rewind(fromStart) {
   ui.fromStart.disabled = true;
   ui.backMinute.disabled = true;
   try {
-    const response = await fetch(dvrUrl, { credentials: 'same-origin' });
+    const response = await fetch(dvrUrl(), { credentials: 'same-origin' });
     if (!response.ok) {
       errorAt(button, response.status === 404 ? 'Nothing to rewind yet: try again in a moment.' : 'Could not load the earlier audio. Try again.');
       return;
@@ -643,7 +651,7 @@ function startRewind(target, duration) {
     player.rewindDuration = details.totalduration;
   });
   hls.attachMedia(ui.audio);
-  hls.loadSource(dvrUrl);
+  hls.loadSource(dvrUrl());
   player.hls = hls;
   pollSnapshot(); // the stream no longer brings the room: back to the snapshot at once
   setState('rewound-loading');
@@ -699,7 +707,7 @@ function rewoundTick() {
 // ---------------------------------------------------------------------------------------- clips
 
 function clipsUrl() {
-  return `/api/spaces/${spaceId}/clips${inviteCode ? `?code=${encodeURIComponent(inviteCode)}` : ''}`;
+  return withCode(`/api/spaces/${spaceId}/clips`);
 }
 
 async function makeClip() {
@@ -709,8 +717,8 @@ async function makeClip() {
     if (!(await identity('make a clip'))) return;
     ui.clipStatus.textContent = 'Making your clip…';
     const clip = await api(clipsUrl(), { method: 'POST', body: {} });
-    ui.clipLink.value = `${location.origin}/c/${clip.id}`;
-    ui.clipOpen.href = `/c/${clip.id}`;
+    ui.clipLink.value = clip.page; // a private Space's clip link carries the clip's key
+    ui.clipOpen.href = clip.page;
     ui.clipShare.hidden = false;
     ui.clipCopyStatus.textContent = '';
     ui.clipStatus.textContent = `Your clip of the last ${Math.round(clip.seconds)} s is ready: share the link.`;
@@ -748,7 +756,7 @@ async function shareClip() {
 // --------------------------------------------------------------------------------------- replay
 
 function spaceViewUrl() {
-  return `/api/spaces/${spaceId}${inviteCode ? `?code=${encodeURIComponent(inviteCode)}` : ''}`;
+  return withCode(`/api/spaces/${spaceId}`);
 }
 
 /**
@@ -765,7 +773,7 @@ async function findReplay(attempt = 0) {
       space.record = Boolean(info.record);
     }
     if (!player.recorded) return; // nothing was recorded: nothing to look for
-    const response = await fetch(`/live/${spaceId}/media.m3u8`, { credentials: 'same-origin' });
+    const response = await fetch(`${mediaBase}/media.m3u8`, { credentials: 'same-origin' });
     const text = response.ok ? await response.text() : '';
     if (text.includes('#EXT-X-PLAYLIST-TYPE:VOD')) {
       // Its length, before anything plays: the sum of the segments' durations.
@@ -806,13 +814,13 @@ function startReplay() {
       showPosition();
     });
     hls.attachMedia(ui.audio);
-    hls.loadSource(playlistUrl);
+    hls.loadSource(playlistUrl());
     player.hls = hls;
     return true;
   }
   if (ui.audio.canPlayType('application/vnd.apple.mpegurl')) {
     player.native = true;
-    ui.audio.src = playlistUrl;
+    ui.audio.src = playlistUrl();
     if (player.startAt > 0) {
       ui.audio.addEventListener('loadedmetadata', () => (ui.audio.currentTime = player.startAt), { once: true });
     }
@@ -927,7 +935,7 @@ function restartPlayer() {
   if (player.state === 'ended' || player.replay || player.rewound) return;
   const resume = player.state !== 'paused';
   if (player.native) {
-    ui.audio.src = playlistUrl; // assigning it again loads it afresh
+    ui.audio.src = playlistUrl(); // assigning it again loads it afresh
   } else {
     destroyPlayer(); // a live player, or none left (the page was in the back-forward cache)
     createLive({ recovering: true });
@@ -1114,7 +1122,7 @@ function beacon() {
   const key = presenceKey();
   // Only a sample of listeners beacons: at a million listeners the origin sees a few thousand.
   if (key && Math.random() < sample) {
-    api(`/api/spaces/${spaceId}/presence`, { method: 'POST', body: { key } }).catch(() => {});
+    api(withCode(`/api/spaces/${spaceId}/presence`), { method: 'POST', body: { key } }).catch(() => {});
   }
 }
 
@@ -1169,7 +1177,7 @@ async function react(emoji, name, button) {
   try {
     if (!(await identity('react'))) return;
     button.classList.add('sent');
-    await api(`/api/spaces/${spaceId}/reactions`, { method: 'POST', body: { emoji } });
+    await api(withCode(`/api/spaces/${spaceId}/reactions`), { method: 'POST', body: { emoji } });
     ui.reactStatus.textContent = `You reacted: ${name}.`;
   } catch (err) {
     ui.reactStatus.textContent = err.status === 429 ? 'Slow down: too many reactions at once.' : err.message;
@@ -1279,10 +1287,10 @@ async function toggleHand() {
   try {
     if (!(await identity('raise your hand'))) return;
     if (space.hand) {
-      await api(`/api/spaces/${spaceId}/hand`, { method: 'DELETE' });
+      await api(withCode(`/api/spaces/${spaceId}/hand`), { method: 'DELETE' });
       showHand(false, 'You lowered your hand.');
     } else {
-      await api(`/api/spaces/${spaceId}/hand`, { method: 'POST' });
+      await api(withCode(`/api/spaces/${spaceId}/hand`), { method: 'POST' });
       showHand(true, 'Your hand is up: the host sees you in the queue.');
       if (!space.banned) showModerated(''); // a removal is behind them now
     }
@@ -1300,7 +1308,7 @@ async function toggleHand() {
 async function checkHand() {
   if (!space.me || space.over) return;
   try {
-    const mine = await api(`/api/spaces/${spaceId}/me`);
+    const mine = await api(withCode(`/api/spaces/${spaceId}/me`));
     if (mine.role !== 'listener') {
       showOnStage(true, mine.role);
     } else if (mine.banned) {

@@ -31,7 +31,7 @@ export function removeQuestion(name, { onStage = false, handRaised = false } = {
 export function banQuestion(name, { onStage = false, handRaised = false, visibility = 'public' } = {}) {
   const stream =
     visibility === 'private'
-      ? `They can still hear it if they have this private Space's listener link: the stream is served to whoever has that link, without asking who they are, and a ban does not change the link.`
+      ? `They can still hear it if they have this private Space's listener link: the stream is served to whoever has that link, without asking who they are, and a ban does not change the link. A new listener link (Share, host console) ends the old one for everyone.`
       : `The stream stays public and ${name} can still hear it: it is an open web broadcast that caches and CDNs serve to anyone with the link, without asking who they are, which is what lets it reach any audience.`;
   return [
     `Ban ${name}?`,

@@ -175,6 +175,10 @@ const ui = {
   shareCard: byId('share-card'),
   listenLink: byId('listen-link'),
   copyListen: byId('copy-listen'),
+  rotateRow: byId('rotate-row'),
+  rotateHint: byId('rotate-hint'),
+  rotateInvite: byId('rotate-invite'),
+  rotateStatus: byId('rotate-status'),
   copyListenStatus: byId('copy-listen-status'),
   leaveRow: byId('leave-row'),
   leave: byId('leave'),
@@ -353,6 +357,29 @@ function renderSpace() {
   renderRecording();
 }
 
+/**
+ * A private Space's new listener link (host): the server gives it a new invite code, so the old
+ * link and the audio addresses made from it stop working for everyone who has them.
+ */
+async function rotateInvite() {
+  const question =
+    'Make a new listener link? Everyone with the current link, including people listening now, ' +
+    'stops hearing the Space within a few seconds; share the new link with those who should stay.';
+  if (!(await confirmAction(question, 'Yes, make a new link'))) return;
+  ui.rotateInvite.disabled = true;
+  say(ui.rotateStatus, '');
+  try {
+    const result = await api(spacePath('/rotate-invite'), { method: 'POST' });
+    applySpace(result.space, result.links);
+    errorAt(ui.rotateInvite, '');
+    say(ui.rotateStatus, 'New listener link made: the old one no longer works. Copy it above.');
+  } catch (err) {
+    errorAt(ui.rotateInvite, err.message);
+  } finally {
+    ui.rotateInvite.disabled = false;
+  }
+}
+
 /** The REC badge for everyone on stage; the host's recording card with its download. */
 function renderRecording() {
   const space = view.space;
@@ -412,6 +439,9 @@ function renderRole() {
   ui.micCard.hidden = !view.onStage;
   ui.rosterCard.hidden = !view.onStage;
   ui.shareCard.hidden = !view.onStage || view.over;
+  const rotatable = view.onStage && isHost() && Boolean(view.space) && view.space.visibility === 'private';
+  ui.rotateRow.hidden = !rotatable;
+  ui.rotateHint.hidden = !rotatable;
   ui.leaveRow.hidden = !onStage || role === 'host'; // the host hands over or ends instead
   renderConsole();
   renderRecording();
@@ -1597,6 +1627,7 @@ function wire() {
   ui.leave.addEventListener('click', leaveStage);
   ui.download.addEventListener('click', downloadRecording);
   ui.copyListen.addEventListener('click', () => copyField(ui.listenLink, ui.copyListenStatus));
+  ui.rotateInvite.addEventListener('click', rotateInvite);
   ui.copyInvite.addEventListener('click', () => copyField(ui.inviteLink, ui.inviteStatus));
   ui.invite.addEventListener('click', () => invite('speaker'));
   ui.inviteCohost.addEventListener('click', () => invite('cohost'));
