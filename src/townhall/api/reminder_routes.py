@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable
 from html import escape
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -73,6 +73,13 @@ def _page(title: str, body: str, status: int = 200) -> Response:
         media_type="text/html",
         headers={**SECURITY_HEADERS, "Cache-Control": "no-store"},
     )
+
+
+# The unsubscribe link answers people, not programs: pages, for a good link and a bad one alike.
+PAGE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "A page for people", "content": {"text/html": {}}},
+    400: {"description": "A page saying the link does not work", "content": {"text/html": {}}},
+}
 
 
 def build_reminder_router(
@@ -136,6 +143,7 @@ def build_reminder_router(
         "/api/reminders/unsubscribe",
         summary="The page of a reminder mail's unsubscribe link (changes nothing)",
         response_class=Response,
+        responses=PAGE_ANSWERS,
     )
     async def unsubscribe_page(token: Annotated[str, Query(max_length=2_000)]) -> Response:
         found = await verified(token)
@@ -153,6 +161,7 @@ def build_reminder_router(
         "/api/reminders/unsubscribe",
         summary="Stop one person's reminder mail about one Space (one click, RFC 8058)",
         response_class=Response,
+        responses=PAGE_ANSWERS,
     )
     async def unsubscribe(token: Annotated[str, Query(max_length=2_000)]) -> Response:
         found = await verified(token)
