@@ -33,7 +33,7 @@ from townhall.media.fmp4 import find_box, fragment_sample_count
 
 pytestmark = pytest.mark.e2e
 
-LISTEN_SECONDS = 36.0  # three thirds of 12 s: long enough for drift to show, short enough
+LISTEN_SECONDS = 30.0  # three thirds of 10 s: long enough for drift to show, short enough
 METRICS_TOKEN = "e2e-clock-metrics-token-0123456789"
 # A part filled after a skip is published up to the catch-up bound (0.5 s) plus the fill's own
 # encode late, and the test's listener is starved by the hogs too (it shares the cores): the bounds
