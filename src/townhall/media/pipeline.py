@@ -5,7 +5,11 @@ This is the asyncio adapter around the sans-I/O cores. Theory of operation:
 * A task wakes on absolute 20 ms deadlines of the monotonic clock and calls `Mixer.tick()`; the mixer
   always returns a frame, so the stream never waits for a speaker. If the loop was starved and fell
   behind, it ticks again at once to catch up (bounded), so the stream's timeline keeps pace with the
-  wall clock; a stall longer than the bound is skipped rather than replayed in a burst.
+  wall clock; a stall longer than the bound is skipped rather than replayed in a burst, and counted.
+  Skipped ticks are not mixed, but their interval still enters the program as silence (`_fill`),
+  so the stream's media time — samples, decode times, PROGRAM-DATE-TIME — never falls behind the
+  wall clock, however starved the machine: skip and count, never drift. (Silence rather than a
+  timeline jump with a discontinuity: see docs/architecture.md, "The media clock under load".)
 * The listener program goes through the `ProgramGate` (on-air gate, then broadcast delay line; see
   `delay`) on the event loop, in the same step as the mixer tick, so a command from the control
   plane (Go live, set the delay, dump) lands between two ticks and applies to the next one. The
@@ -40,7 +44,14 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from townhall.config import MediaConfig
-from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, PcmFrame, SpeakerId
+from townhall.media.audio import (
+    FRAME_SAMPLES,
+    FRAME_SECONDS,
+    SAMPLE_RATE,
+    PcmFrame,
+    SpeakerId,
+    silence,
+)
 from townhall.media.delay import ProgramGate, ProgramStats
 from townhall.media.encoder import AAC_LC_MONO_CODECS, AacFmp4Encoder
 from townhall.media.fmp4 import EventMessage, emsg_box, fragment_decode_time
@@ -55,6 +66,12 @@ log = logging.getLogger(__name__)
 
 FIRST_MEDIA_SEQUENCE = 1
 MAX_CATCH_UP_TICKS = 25  # 500 ms: beyond this a stall is skipped, not replayed in a burst
+# A skipped stall still enters the stream, as silence, up to this much (30 s: the longest broadcast
+# delay, so delayed program is never lost to a skip); a longer stall (a suspended machine) is the
+# one case where the stream's timeline falls behind the wall clock, by the excess.
+MAX_FILL_TICKS = 1_500
+MISSED: PcmFrame = silence()  # what a skipped tick puts into the program; shared, so read-only
+MISSED.flags.writeable = False
 RETURN_QUEUE_PACKETS = 10  # 200 ms of return audio per speaker at most
 
 
@@ -189,6 +206,7 @@ class SpaceMedia:
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
         self.skipped_ticks = 0
+        self.filled_ticks = 0  # skipped ticks that entered the stream as silence (`_fill`)
         self.fenced_parts = 0  # finished parts dropped because `may_publish` said no
         self.parts_published = 0  # parts packaged for listeners (and recorded) by this run
         self.timings = timings if timings is not None else TickTimings()
@@ -333,10 +351,34 @@ class SpaceMedia:
                 log.warning(
                     "space %s: media clock stalled, skipped %d ticks", self.space_id, missed
                 )
+                try:
+                    await self._fill(loop, missed)
+                except Exception:  # as for a tick: the stream goes on
+                    log.exception("space %s: filling skipped ticks failed", self.space_id)
             try:
                 await self._tick(loop)
             except Exception:  # one bad tick must not end the Space's stream
                 log.exception("space %s: media tick failed", self.space_id)
+
+    async def _fill(self, loop: asyncio.AbstractEventLoop, missed: int) -> None:
+        """Keep the stream on the wall clock across `missed` skipped ticks (module docstring): they
+        enter the program as silence through the gate, so the broadcast delay stays exact and the
+        program already delayed airs on time; what leaves the gate is encoded in one worker call.
+        Nothing is mixed or returned to the stage for them: the skipped time is gone for it."""
+        filled = min(missed, MAX_FILL_TICKS)
+        self.filled_ticks += filled
+        program = []
+        for _ in range(filled):  # as a tick does, with nobody speaking: the room keeps in step
+            program.append(self._gate.process(MISSED, self._cue_for(frozenset())))
+            self._room.aired(*self._gate.aired)
+        parts = await loop.run_in_executor(self._worker, self._encode_program, program)
+        self._deliver(_EncodeResult(parts, {}))
+        if parts:
+            await self._notify()
+
+    def _encode_program(self, frames: list[PcmFrame]) -> list[EncodedPart]:
+        """Worker thread: AAC for a run of program frames (the encoder is the worker's only)."""
+        return [part for frame in frames for part in self._encoder.encode(frame)]
 
     async def tick(self) -> None:
         """Advance the stream by one tick without the clock task (tests, benchmarks, tools): mix,

@@ -207,7 +207,8 @@ class NodeMetrics:
         )
         skipped = CounterMetricFamily(
             "townhall_space_ticks_skipped",
-            "20 ms media ticks skipped because the clock fell too far behind.",
+            "20 ms media ticks skipped because the clock fell too far behind (their time airs "
+            "as silence).",
             labels=per_space,
         )
         lease = GaugeMetricFamily(
