@@ -42,6 +42,7 @@ class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.answered = False  # the current request's answer has begun to arrive
 
     def close(self) -> None:
         self.writer.close()
@@ -52,8 +53,10 @@ class _Connection:
         """Send one request (its head already formatted, blank line included) and read the answer;
         with a `sink`, the body is handed to it as it arrives instead of being kept (a segment the
         origin streams while it is produced: its parts must be seen when they come, not at the end)."""
+        self.answered = False
         self.writer.write(head + body if body else head)
         head = await self.reader.readuntil(b"\r\n\r\n")
+        self.answered = True
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         headers: dict[str, str] = {}
@@ -150,15 +153,26 @@ class Client:
         connection: _Connection | None = None
         try:
             async with asyncio.timeout(self.timeout):
-                if self._idle:
+                while self._idle:
+                    # A kept-alive connection the server has since closed (its idle timeout)
+                    # fails before any answer: as browsers do, ask again on a new connection.
                     connection = self._idle.pop()
+                    try:
+                        response, reusable = await connection.exchange(head, body, sink)
+                        break
+                    except (asyncio.IncompleteReadError, ConnectionError):
+                        stale = not connection.answered
+                        connection.close()
+                        connection = None
+                        if not stale:
+                            raise
                 else:
                     try:
                         reader, writer = await asyncio.open_connection(self.host, self.port)
                     except OSError:
                         raise HTTPFailure("connect") from None
                     connection = _Connection(reader, writer)
-                response, reusable = await connection.exchange(head, body, sink)
+                    response, reusable = await connection.exchange(head, body, sink)
         except TimeoutError:
             self._drop(connection)
             raise HTTPFailure("timeout") from None

@@ -115,9 +115,10 @@ class SpaceTarget:
     def snapshot(self) -> str:
         return f"/api/spaces/{self.space_id}/snapshot{self.query()}"
 
-    @property
-    def playlist(self) -> str:
-        return f"/live/{self.space_id}/index.m3u8"
+    def playlist(self, media: str | None = None) -> str:
+        """The live playlist under `media`, where the snapshot says the Space's audio is (a private
+        Space's capability path), or the public path before the snapshot was read."""
+        return f"{media or f'/live/{self.space_id}'}/index.m3u8"
 
 
 @dataclass
@@ -203,6 +204,7 @@ class PageListener:
         self.guest_name = guest_name
         self.token: str | None = None
         self.presence_sample = 1.0
+        self.media: str | None = None  # where the audio is (the snapshot's space.media)
         self.key = "".join(random.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=22))
         self.part_hold_back = 3.0
         self.arrived = time.monotonic()
@@ -286,10 +288,14 @@ class PageListener:
     async def _snapshot(self) -> None:
         response = await self._request("snapshot", self.api, "GET", self.target.snapshot)
         try:
-            sample = float(json.loads(response.content)["listeners"]["presence_sample"])
-        except (ValueError, KeyError, TypeError):
+            snapshot = json.loads(response.content)
+            sample = float(snapshot["listeners"]["presence_sample"])
+            media = snapshot["space"].get("media")
+        except (ValueError, KeyError, TypeError, AttributeError):
             return
         self.presence_sample = min(1.0, max(0.0, sample))
+        if isinstance(media, str) and media.startswith("/live/"):
+            self.media = media
 
     async def _follow_snapshot(self, until: float) -> None:
         failures = 0
@@ -312,7 +318,7 @@ class PageListener:
                         "presence",
                         self.api,
                         "POST",
-                        f"/api/spaces/{self.target.space_id}/presence",
+                        f"/api/spaces/{self.target.space_id}/presence{self.target.query()}",
                         body={"key": self.key},
                         ok=(204,),
                     )
@@ -349,7 +355,7 @@ class PageListener:
                             "reaction",
                             self.api,
                             "POST",
-                            f"/api/spaces/{self.target.space_id}/reactions",
+                            f"/api/spaces/{self.target.space_id}/reactions{self.target.query()}",
                             body={"emoji": "👏"},
                             ok=(200, 201, 202, 204),
                         )
@@ -357,7 +363,7 @@ class PageListener:
                     if hands in done:
                         hands = asyncio.ensure_future(self.actions.hands.get())
                         await self._signed_in()
-                        path = f"/api/spaces/{self.target.space_id}/hand"
+                        path = f"/api/spaces/{self.target.space_id}/hand{self.target.query()}"
                         await self._request("hand", self.api, "POST", path, ok=(200, 201, 204))
                         self.stats.hands += 1
                         await self._request("hand", self.api, "DELETE", path, ok=(200, 204))
@@ -396,14 +402,15 @@ class PageListener:
 
     async def _play_run(self, until: float, first: bool) -> None:
         base = self.target.base
-        index = await self._request("playlist", self.http, "GET", self.target.playlist)
+        playlist_path = self.target.playlist(self.media)
+        index = await self._request("playlist", self.http, "GET", playlist_path)
         media_uri = next(
             (line for line in index.content.decode().splitlines() if line and line[0] != "#"),
             None,
         )
         if media_uri is None:
             raise _Failed("bad_playlist")
-        media_url = urljoin(base + self.target.playlist, media_uri)
+        media_url = urljoin(base + playlist_path, media_uri)
         text = (await self._request("playlist", self.http, "GET", media_url)).content.decode()
         playlist = parse_playlist(text, media_url)
         self.part_hold_back = playlist.part_hold_back or self.part_hold_back

@@ -336,16 +336,19 @@ def _per_listener_second(seconds: list[Second]) -> float | None:
 
 
 def _part_hold_back(target: SpaceTarget) -> float:
-    """PART-HOLD-BACK of the Space's live playlist (the stall limit); 3 parts of 0.33 s if the
-    playlist cannot be read now (the listeners will say why)."""
+    """PART-HOLD-BACK of the Space's live playlist (the stall limit; its audio is where the snapshot
+    says: a private Space's capability path); 1 s if it cannot be read now (the listeners will say
+    why)."""
     try:
-        index = httpx.get(target.base + target.playlist, timeout=10, follow_redirects=False)
+        snapshot = httpx.get(target.base + target.snapshot, timeout=10, follow_redirects=False)
+        playlist = target.base + target.playlist(snapshot.json()["space"].get("media"))
+        index = httpx.get(playlist, timeout=10, follow_redirects=False)
         media = next(line for line in index.text.splitlines() if line and line[0] != "#")
-        text = httpx.get(httpx.URL(target.base + target.playlist).join(media), timeout=10).text
+        text = httpx.get(httpx.URL(playlist).join(media), timeout=10).text
         for line in text.splitlines():
             if line.startswith("#EXT-X-SERVER-CONTROL:") and "PART-HOLD-BACK=" in line:
                 return float(line.split("PART-HOLD-BACK=", 1)[1].split(",", 1)[0])
-    except (httpx.HTTPError, StopIteration, ValueError):
+    except (httpx.HTTPError, StopIteration, ValueError, KeyError, TypeError, AttributeError):
         pass
     return 1.0
 
