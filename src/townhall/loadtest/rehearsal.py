@@ -190,7 +190,7 @@ def judge(seconds: list[Second], totals: dict[str, Any], hold_back: float) -> Ve
         summary = (
             f"Held: {totals['arrived']:,} listeners, every one heard audio; lateness p95 "
             f"{_s(totals['lateness_p95_s'])}, {totals['stalls']} stalled parts, "
-            f"{totals['refused']} refusals honoured."
+            f"{totals['refused']} refusals (429/503)."
         )
     else:
         summary = "Not held: " + "; ".join(reasons) + "."
