@@ -71,6 +71,10 @@ def test_the_report_matches_what_the_server_logged(
                 "3",
                 "--hands",
                 "1",
+                "--speakers",
+                "1",
+                "--host-token",
+                space.host_token,
                 "--out",
                 str(out),
             ],
@@ -80,6 +84,10 @@ def test_the_report_matches_what_the_server_logged(
         )
     finally:
         server.proc.stop()  # and every line it wrote read: the log is complete after this
+    # The speaker bot it invited took a seat with its one-use link.
+    assert any(
+        f"POST /api/spaces/{space.id}/stage/join 200" in line for line in server.proc.lines[before:]
+    ), "the rehearsal's speaker bot never joined the stage"
     logged: Counter[str] = Counter()
     for line in server.proc.lines[before:]:
         found = LOG_LINE.search(line)
@@ -109,6 +117,7 @@ def test_the_report_matches_what_the_server_logged(
         sent["media" if kind == "segment" else kind] += count
     logged["playlist"] -= 2  # the command reads the snapshot and two playlists itself, for
     logged["snapshot"] -= 1  # PART-HOLD-BACK
+    logged["guest"] -= 1  # the speaker bot it invited signs in as a guest
     assert set(sent) >= {"page", "snapshot", "me", "playlist", "media", "guest", "reaction"}
     for kind in sent:
         assert answered[kind] <= logged[kind] <= sent[kind], (kind, answered, logged, sent)

@@ -212,7 +212,7 @@ def start_speakers(plan: Plan, target: SpaceTarget) -> list[Proc]:
             timeout=10,
             follow_redirects=False,
         )
-        if response.status_code != 200:
+        if not response.is_success:
             raise PlanError(f"the server refused a speaker invite: {response.text[:200]}")
         link = str(response.json()["url"])
         bots.append(
