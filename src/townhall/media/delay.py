@@ -56,15 +56,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from townhall.media.audio import FRAME_SECONDS, PcmFrame, silence
+from townhall.media.audio import FRAME_SECONDS, SILENCE, PcmFrame
 
 __all__ = ["MAX_DELAY_FRAMES", "MAX_DELAY_S", "ProgramGate", "ProgramStats"]
 
 MAX_DELAY_S: Final = 30.0
 MAX_DELAY_FRAMES: Final = round(MAX_DELAY_S / FRAME_SECONDS)  # 1500
-
-_SILENCE: Final = silence()
-_SILENCE.flags.writeable = False  # shared by every silent tick; nobody may write into it
 
 
 @dataclass(frozen=True)
@@ -166,7 +163,7 @@ class ProgramGate:
             leaving = self._line.popleft()
         else:
             leaving = entering
-        return _SILENCE if leaving is None else leaving
+        return SILENCE if leaving is None else leaving
 
     # -- counters ----------------------------------------------------------------------------------
     @property

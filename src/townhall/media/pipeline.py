@@ -36,7 +36,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from townhall.config import MediaConfig
-from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, PcmFrame, SpeakerId
+from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, SILENCE, PcmFrame, SpeakerId
 from townhall.media.delay import ProgramGate, ProgramStats
 from townhall.media.encoder import AAC_LC_MONO_CODECS, AacFmp4Encoder
 from townhall.media.mixer import Mixer, MixKey, MixResult
@@ -52,21 +52,28 @@ RETURN_QUEUE_PACKETS = 10  # 200 ms of return audio per speaker at most
 
 
 class ReturnTrack(MediaStreamTrack):
-    """A speaker's mix-minus as already-encoded Opus packets, restamped into this track's timeline."""
+    """A speaker's mix-minus as already-encoded Opus packets, restamped into this track's timeline.
+
+    Ticks whose mix is digital silence send nothing (a lone speaker hears nobody; a silent stage
+    hears silence): the packet after such a gap is stamped at its own tick, so the RTP timestamps
+    jump over the gap as they do after an Opus DTX pause, and the receiver plays silence there."""
 
     kind = "audio"
 
     def __init__(self) -> None:
         super().__init__()
-        self._queue: deque[bytes] = deque(maxlen=RETURN_QUEUE_PACKETS)
+        self._queue: deque[tuple[bytes, int]] = deque(maxlen=RETURN_QUEUE_PACKETS)
         self._ready = asyncio.Event()
-        self._pts = 0
+        self._first_tick: int | None = None
         self.dropped = 0
 
-    def offer(self, packet: bytes) -> None:
+    def offer(self, packet: bytes, tick: int) -> None:
+        """The packet of the mixer's tick `tick` (ticks only grow)."""
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
-        self._queue.append(packet)
+        if self._first_tick is None:
+            self._first_tick = tick
+        self._queue.append((packet, tick))
         self._ready.set()
 
     async def recv(self) -> av.Packet:  # type: ignore[type-arg]
@@ -75,10 +82,10 @@ class ReturnTrack(MediaStreamTrack):
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
-        packet = av.Packet(self._queue.popleft())
-        packet.pts = self._pts
+        data, tick = self._queue.popleft()
+        packet = av.Packet(data)
+        packet.pts = (tick - (self._first_tick or 0)) * FRAME_SAMPLES
         packet.time_base = TIME_BASE
-        self._pts += FRAME_SAMPLES
         return packet
 
     def stop(self) -> None:
@@ -88,6 +95,7 @@ class ReturnTrack(MediaStreamTrack):
 
 @dataclass
 class _EncodeResult:
+    tick: int
     parts: list[EncodedPart]
     returns: dict[SpeakerId, MixKey]
     packets: dict[MixKey, list[bytes]] = field(default_factory=dict)
@@ -186,6 +194,11 @@ class SpaceMedia:
     def recordings_dir(self) -> Path | None:
         """Where this Space's recording and its earlier runs' are (None: nothing is recorded)."""
         return self.config.recordings_dir
+
+    @property
+    def silent_frames_reused(self) -> int:
+        """AAC frames of settled silence that reused the encoder's access unit (see `encoder`)."""
+        return self._encoder.frames_reused
 
     @property
     def speakers(self) -> list[SpeakerId]:
@@ -300,9 +313,12 @@ class SpaceMedia:
 
     def _encode(self, mix: MixResult, program: PcmFrame) -> _EncodeResult:
         """Worker thread: AAC for the listener program (gated and delayed), one Opus encode per
-        distinct mix somebody hears (straight from the mixer)."""
-        result = _EncodeResult(self._encoder.encode(program), dict(mix.returns))
+        distinct mix somebody hears (straight from the mixer) unless it is silence: see
+        `ReturnTrack`."""
+        result = _EncodeResult(mix.tick, self._encoder.encode(program), dict(mix.returns))
         for key in set(mix.returns.values()):
+            if mix.mixes[key] is SILENCE:
+                continue
             encoder = self._opus.get(key)
             if encoder is None:
                 encoder = self._opus[key] = OpusMixEncoder(self.config.return_bitrate)
@@ -324,7 +340,7 @@ class SpaceMedia:
             track = self._returns.get(speaker)
             if track is not None:
                 for packet in result.packets.get(key, ()):
-                    track.offer(packet)
+                    track.offer(packet, result.tick)
 
     def _package(self, part: EncodedPart) -> None:
         msn, index = self.packager.add_part(part)
