@@ -7,6 +7,7 @@ would: as separate processes, stopped by their own PID.
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import json
 import os
@@ -48,6 +49,18 @@ def wait_until(
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def wait_until_async(
+    condition: Callable[[], bool], within: float, what: str, interval: float = 0.02
+) -> None:
+    """`wait_until` for a test whose condition is brought about by the event loop it runs on."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"timed out after {within}s waiting for {what}")
 
 
 @dataclass

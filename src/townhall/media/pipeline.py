@@ -2,17 +2,17 @@
 
 This is the asyncio adapter around the sans-I/O cores. Theory of operation:
 
-* A task wakes on absolute 20 ms deadlines of the monotonic clock and calls `Mixer.tick()`; the mixer
-  always returns a frame, so the stream never waits for a speaker. If the loop was starved and fell
-  behind, it ticks again at once to catch up (bounded), so the stream's timeline keeps pace with the
-  wall clock; a stall longer than the bound is skipped rather than replayed in a burst.
+* The node's `MediaClock` (one task and one worker thread for all of its Spaces, see `clock`) ticks
+  every 20 ms; each tick calls `Mixer.tick()`, which always returns a frame, so the stream never
+  waits for a speaker. A starved loop catches up (bounded) and a longer stall is skipped, so the
+  stream's timeline keeps pace with the wall clock. A SpaceMedia given no clock makes its own.
 * The listener program goes through the `ProgramGate` (on-air gate, then broadcast delay line; see
   `delay`) on the event loop, in the same step as the mixer tick, so a command from the control
   plane (Go live, set the delay, dump) lands between two ticks and applies to the next one. The
   gate is touched only on the loop; the worker gets the frame it returns, which nobody writes to.
   The mix-minus returns bypass the gate: the stage hears itself live, on air or not.
-* Encoding (AAC for listeners, Opus for each distinct mix-minus) runs on a single worker thread so
-  the event loop only moves bytes and decisions; the thread keeps tick order.
+* Encoding (AAC for listeners, Opus for each distinct mix-minus) runs on the clock's worker thread
+  so the event loop only moves bytes and decisions; the one thread keeps tick order.
 * Finished parts go into the LL-HLS packager and wake the HTTP requests blocked on them, and to the
   optional `on_part` observer (the recorder) as `PackagedPart`s, on the loop; Opus packets
   go to each speaker's return track, a bounded queue that drops the oldest packet when a speaker's
@@ -22,8 +22,6 @@ This is the asyncio adapter around the sans-I/O cores. Theory of operation:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import logging
 import secrets
 import time
@@ -36,7 +34,8 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from townhall.config import MediaConfig
-from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, SILENCE, PcmFrame, SpeakerId
+from townhall.media.audio import FRAME_SAMPLES, SILENCE, PcmFrame, SpeakerId
+from townhall.media.clock import Finish, MediaClock, Work
 from townhall.media.delay import ProgramGate, ProgramStats
 from townhall.media.encoder import AAC_LC_MONO_CODECS, AacFmp4Encoder
 from townhall.media.mixer import Mixer, MixKey, MixResult
@@ -47,7 +46,6 @@ from townhall.media.timeline import RunStart
 log = logging.getLogger(__name__)
 
 FIRST_MEDIA_SEQUENCE = 1
-MAX_CATCH_UP_TICKS = 25  # 500 ms: beyond this a stall is skipped, not replayed in a burst
 RETURN_QUEUE_PACKETS = 10  # 200 ms of return audio per speaker at most
 
 
@@ -121,11 +119,13 @@ class SpaceMedia:
         on_part: Callable[[PackagedPart], None] | None = None,
         run: RunStart | None = None,
         may_publish: Callable[[], bool] | None = None,
+        media_clock: MediaClock | None = None,
     ) -> None:
         """`run`: where this run starts on the Space's timeline (see `timeline`); None starts a
         stream of its own at sequence 1. `may_publish`: asked before each finished part is
         packaged or recorded; False (this node's lease on the Space may have lapsed) drops the
-        part, so an ex-owner never publishes beside the Space's new owner."""
+        part, so an ex-owner never publishes beside the Space's new owner. `media_clock`: the
+        node's shared clock; None makes one for this Space alone, reading `clock`."""
         self.space_id = space_id
         self._may_publish = may_publish
         self._on_part = on_part
@@ -161,11 +161,9 @@ class SpaceMedia:
         self._returns: dict[SpeakerId, ReturnTrack] = {}
         self._opus: dict[MixKey, OpusMixEncoder] = {}  # touched by the worker thread only
         self._opus_last_used: dict[MixKey, int] = {}
-        self._worker = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix=f"media-{space_id}"
-        )
-        self._new_part = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
+        self._own_clock = media_clock is None
+        self._media_clock = media_clock or MediaClock(now=clock, name=f"media-{space_id}")
+        self._new_part = asyncio.Event()  # set and replaced by a fresh one when a part is added
         self.ticks = 0
         self.skipped_ticks = 0
         self.fenced_parts = 0  # finished parts dropped because `may_publish` said no
@@ -240,20 +238,16 @@ class SpaceMedia:
 
     # -- clock -------------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"media-clock-{self.space_id}")
+        """Have the media clock tick this Space from now on."""
+        self._media_clock.add(self)
 
     async def stop(self) -> None:
-        """End the stream: close the last part, mark the playlist ended, release the worker.
+        """End the stream: close the last part, mark the playlist ended, leave the clock.
 
         END stops immediately: program still in the delay buffer is dumped, never aired (see
         `delay`). To let it play out first, set OFF AIR and wait `delay_s` before stopping.
         """
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._media_clock.remove(self)
         discarded = self._gate.dump()
         if discarded:
             log.info(
@@ -264,52 +258,41 @@ class SpaceMedia:
         for speaker in list(self._returns):
             self.remove_speaker(speaker)
         if not self.packager.ended:
-            loop = asyncio.get_running_loop()
-            parts = await loop.run_in_executor(self._worker, self._encoder.flush)
+            # Behind any tick of ours the worker has yet to finish: the parts stay in order.
+            parts = await self._media_clock.run_in_worker(self._encoder.flush)
             for part in parts:
                 self._package(part)
             self.packager.end()
-            await self._notify()
-        self._worker.shutdown(wait=False)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = self._clock()
-        while True:
-            deadline += FRAME_SECONDS
-            delay = deadline - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif -delay > MAX_CATCH_UP_TICKS * FRAME_SECONDS:
-                missed = int(-delay / FRAME_SECONDS)
-                self.skipped_ticks += missed
-                deadline += missed * FRAME_SECONDS
-                log.warning(
-                    "space %s: media clock stalled, skipped %d ticks", self.space_id, missed
-                )
-            try:
-                await self._tick(loop)
-            except Exception:  # one bad tick must not end the Space's stream
-                log.exception("space %s: media tick failed", self.space_id)
+            self._notify()
+        if self._own_clock:
+            await self._media_clock.close()
 
     async def tick(self) -> None:
         """Advance the stream by one tick without the clock task (tests, benchmarks, tools): mix,
-        gate and delay, encode, package, return. Not while the clock task runs."""
-        if self._task is not None:
+        gate and delay, encode, package, return. Not while the clock ticks this Space."""
+        if self._media_clock.owns(self):
             raise RuntimeError("the clock task is running: it owns the ticks")
         if self.packager.ended:
             raise RuntimeError("the stream has ended")
-        await self._tick(asyncio.get_running_loop())
+        await self._media_clock.tick([self])
 
-    async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+    def skip_ticks(self, missed: int) -> None:
+        self.skipped_ticks += missed
+        log.warning("space %s: media clock stalled, skipped %d ticks", self.space_id, missed)
+
+    def begin_tick(self) -> Work:
+        """The loop's part of a tick (see `clock`): mix, then gate and delay in the same step, so no
+        command lands between them. Returns the worker's part: encode, then deliver on the loop."""
         mix = self.mixer.tick()
-        program = self._gate.process(mix.program)  # same loop step as the mix: no command between
+        program = self._gate.process(mix.program)
         self.ticks += 1
         self._speaking = {s: mix.levels[s] for s in mix.speaking}
-        result = await loop.run_in_executor(self._worker, self._encode, mix, program)
-        self._deliver(result)
-        if result.parts:
-            await self._notify()
+
+        def work() -> Finish:
+            result = self._encode(mix, program)
+            return lambda: self._deliver(result)
+
+        return work
 
     def _encode(self, mix: MixResult, program: PcmFrame) -> _EncodeResult:
         """Worker thread: AAC for the listener program (gated and delayed), one Opus encode per
@@ -331,11 +314,15 @@ class SpaceMedia:
         return result
 
     def _deliver(self, result: _EncodeResult) -> None:
+        if self.packager.ended:  # a tick that was in the worker when the stream ended
+            return
         if result.parts and self._may_publish is not None and not self._may_publish():
             self.fenced_parts += len(result.parts)
             result.parts.clear()
         for part in result.parts:
             self._package(part)
+        if result.parts:
+            self._notify()
         for speaker, key in result.returns.items():
             track = self._returns.get(speaker)
             if track is not None:
@@ -361,18 +348,17 @@ class SpaceMedia:
             except Exception:  # an observer (the recorder) must never break the live stream
                 log.exception("space %s: part observer failed", self.space_id)
 
-    async def _notify(self) -> None:
-        async with self._new_part:
-            self._new_part.notify_all()
+    def _notify(self) -> None:
+        """Wake every request blocked in `wait_for` (they check their predicate again)."""
+        woken, self._new_part = self._new_part, asyncio.Event()
+        woken.set()
 
     async def wait_for(self, predicate: Callable[[], bool], within: float) -> bool:
         """Block an HTTP request until the packager satisfies `predicate` (or the timeout passes)."""
-        if predicate():
-            return True
         try:
             async with asyncio.timeout(within):
-                async with self._new_part:
-                    await self._new_part.wait_for(predicate)
+                while not predicate():
+                    await self._new_part.wait()
             return True
         except TimeoutError:
             return predicate()

@@ -1,0 +1,163 @@
+"""The node's media clock: one 20 ms timer and one encode worker for every Space it runs.
+
+Measured on the landed code (bench.stage_cost with its py-spy breakdown): an open Space with nobody
+talking spent more CPU on being woken than on its audio: each Space had its own clock task and its
+own worker thread, so every 20 ms and for every Space the event loop ran a timer, handed a job to a
+thread, woke that thread and was woken back through its self-pipe. One clock for all of a node's
+Spaces pays that once per tick, whatever the number of Spaces.
+
+Theory of operation
+-------------------
+* One task wakes on absolute 20 ms deadlines of the monotonic clock (as each Space's clock did:
+  if the loop was starved it ticks again at once to catch up, up to `MAX_CATCH_UP_TICKS`; a longer
+  stall is skipped, counted on the clock and on every member, rather than replayed in a burst).
+* A tick goes through the members in the order they joined, in three steps per member:
+  `begin_tick()` on the loop (mix, on-air gate, delay line: commands from the control plane land
+  between two ticks), returning the work for the worker; that work (AAC, Opus) runs for every
+  member in one hand-off to the single worker thread, which keeps tick order; what it returns
+  runs on the loop again (package, wake listeners, return to speakers). A member whose step
+  raises is logged and left out of this tick only: one bad Space must not stop the others.
+* The task runs while there are members and ends with the last one, so an empty node costs nothing.
+  `run_in_worker` queues other work (a Space's final flush) behind the ticks already handed over.
+
+Encoding stays off the event loop (the loop moves bytes and decisions), and it stays in order
+because there is one worker; PyAV releases the GIL inside the codecs, so the loop's own work for
+the next members overlaps it on another core when there is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from townhall.media.audio import FRAME_SECONDS
+
+log = logging.getLogger(__name__)
+
+MAX_CATCH_UP_TICKS = 25  # 500 ms: beyond this a stall is skipped, not replayed in a burst
+
+T = TypeVar("T")
+Finish = Callable[[], None]
+"""What a member does on the loop once its tick's work is done."""
+Work = Callable[[], Finish]
+"""A member's tick work for the worker thread: returns what is left to do on the loop."""
+
+
+class Ticking(Protocol):
+    """What the clock needs of a member (a Space's media)."""
+
+    @property
+    def space_id(self) -> str: ...
+
+    def begin_tick(self) -> Work:
+        """This tick's loop-side work (mix, gate); returns the worker-side work."""
+        ...
+
+    def skip_ticks(self, missed: int) -> None:
+        """The clock skipped `missed` ticks after a stall: they never happen for anyone."""
+        ...
+
+
+class MediaClock:
+    """One tick task and one worker thread shared by every member; see the module docstring."""
+
+    def __init__(self, *, now: Callable[[], float] = time.monotonic, name: str = "media") -> None:
+        self._now = now
+        self._name = name
+        self._members: dict[int, Ticking] = {}  # by id(): insertion order is tick order
+        self._worker: concurrent.futures.ThreadPoolExecutor | None = None  # made when needed
+        self._task: asyncio.Task[None] | None = None
+        self.ticks = 0
+        self.skipped_ticks = 0
+        self.late_ticks = 0  # ticks that began more than a tick after their deadline
+
+    @property
+    def members(self) -> int:
+        return len(self._members)
+
+    def owns(self, member: Ticking) -> bool:
+        return id(member) in self._members
+
+    def add(self, member: Ticking) -> None:
+        """Tick `member` from the next tick on (starting the task if it is not running)."""
+        self._members[id(member)] = member
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"{self._name}-clock")
+
+    def remove(self, member: Ticking) -> None:
+        """Stop ticking `member`; a tick already handed to the worker still finishes for it."""
+        self._members.pop(id(member), None)
+
+    async def run_in_worker(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the worker thread after the work already queued there."""
+        if self._worker is None:
+            self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=self._name)
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+
+    async def close(self) -> None:
+        """Stop the task and release the worker thread; members are no longer ticked. The clock
+        may be used again (a new thread is made when work comes)."""
+        self._members.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._worker is not None:
+            self._worker.shutdown(wait=False)
+            self._worker = None
+
+    async def tick(self, members: list[Ticking]) -> None:
+        """One tick of `members`, in order (the task's step; also for driving members by hand)."""
+        started: list[tuple[Ticking, Work]] = []
+        for member in members:
+            try:
+                started.append((member, member.begin_tick()))
+            except Exception:
+                log.exception("space %s: media tick failed", member.space_id)
+        finished = await self.run_in_worker(lambda: [_work(m, w) for m, w in started])
+        for member, finish in finished:
+            if finish is None:
+                continue
+            try:
+                finish()
+            except Exception:
+                log.exception("space %s: media tick failed", member.space_id)
+        self.ticks += 1
+
+    async def _run(self) -> None:
+        deadline = self._now()
+        while self._members:
+            deadline += FRAME_SECONDS
+            delay = deadline - self._now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif -delay > MAX_CATCH_UP_TICKS * FRAME_SECONDS:
+                missed = int(-delay / FRAME_SECONDS)
+                self.skipped_ticks += missed
+                deadline += missed * FRAME_SECONDS
+                for member in list(self._members.values()):
+                    member.skip_ticks(missed)
+                log.warning(
+                    "media clock stalled: skipped %d ticks of %d Spaces", missed, len(self._members)
+                )
+            elif -delay > FRAME_SECONDS:
+                self.late_ticks += 1
+            try:
+                await self.tick(list(self._members.values()))
+            except Exception:  # the clock must outlive any one tick
+                log.exception("media clock: tick failed")
+
+
+def _work(member: Ticking, work: Work) -> tuple[Ticking, Finish | None]:
+    """Worker thread: one member's work, its failure confined to it."""
+    try:
+        return member, work()
+    except Exception:
+        log.exception("space %s: media tick failed", member.space_id)
+        return member, None
