@@ -87,14 +87,14 @@ class Studio:
         expected: int | None = None
         for data, tick in self.returns[speaker]:
             if expected is not None and tick > expected:  # nothing sent: the receiver plays silence
-                chunks.append(np.zeros((tick - expected) * FRAME_SAMPLES, dtype=np.float32))
+                chunks.append(np.zeros((tick - expected) * FRAME_SAMPLES))
             expected = tick + 1
             for frame in codec.decode(av.Packet(data)):
-                chunks.append(frame.to_ndarray().reshape(-1))
-        samples = np.concatenate(chunks)
-        if samples.dtype.kind == "f":  # FFmpeg's Opus decoder gives floats in [-1, 1]
-            return samples.astype(np.float64)
-        return samples.astype(np.float64) / 32768.0
+                samples = frame.to_ndarray().reshape(-1)
+                if samples.dtype.kind != "f":  # floats in [-1, 1] from FFmpeg's own decoder
+                    samples = samples / 32768.0
+                chunks.append(samples.astype(np.float64))
+        return np.concatenate(chunks)
 
 
 @pytest.fixture
@@ -229,15 +229,16 @@ async def test_ticks_belong_to_the_clock_task_once_it_runs(studio: Studio) -> No
         await studio.media.tick()
 
 
-async def test_a_lone_speaker_is_sent_nothing_back_and_hears_the_next_voice_at_once(
+async def test_a_lone_speaker_gets_only_a_keepalive_back_and_hears_the_next_voice_at_once(
     studio: Studio,
 ) -> None:
     studio.join(A)
     studio.join(B)
     await studio.run(100, {A: 440, B: None})  # Alice alone: her mix-minus is silence
-    assert studio.returns[A] == []
+    assert [tick for _, tick in studio.returns[A]] == [0, 20, 40, 60, 80]
+    assert len({packet for packet, _ in studio.returns[A]}) == 1  # ready-made, not encoded
     await studio.run(50, {A: 440, B: 660})
-    alice_packets = studio.returns[A]
+    alice_packets = studio.returns[A][5:]
     # Bob's first frame reaches the mix after the jitter buffer's prefill, and so her return.
     assert alice_packets
     assert alice_packets[0][1] <= 100 + 3
@@ -246,11 +247,13 @@ async def test_a_lone_speaker_is_sent_nothing_back_and_hears_the_next_voice_at_o
     assert tone_strength(alice_hears, 660) > 0.5
 
 
-async def test_a_silent_stage_is_sent_nothing_back(studio: Studio) -> None:
+async def test_a_silent_stage_gets_a_keepalive_every_400_ms(studio: Studio) -> None:
     studio.join(A)
     studio.join(B)
     await studio.run(60, {A: None, B: None})
-    assert studio.returns == {A: [], B: []}
+    assert [tick for _, tick in studio.returns[A]] == [0, 20, 40]
+    assert studio.returns[B] == studio.returns[A]
+    assert rms_dbfs(studio.hears_back(A)) < SILENT_DBFS
 
 
 async def test_listeners_hear_digital_silence_then_the_first_word_whole(studio: Studio) -> None:

@@ -39,7 +39,7 @@ from townhall.media.clock import Finish, MediaClock, Work
 from townhall.media.delay import ProgramGate, ProgramStats
 from townhall.media.encoder import AAC_LC_MONO_CODECS, AacFmp4Encoder
 from townhall.media.mixer import Mixer, MixKey, MixResult
-from townhall.media.opus_return import TIME_BASE, OpusMixEncoder
+from townhall.media.opus_return import TIME_BASE, OpusMixEncoder, silent_packet
 from townhall.media.packager import EncodedPart, LlHlsPackager, PackagedPart, PackagerConfig
 from townhall.media.timeline import RunStart
 
@@ -47,14 +47,18 @@ log = logging.getLogger(__name__)
 
 FIRST_MEDIA_SEQUENCE = 1
 RETURN_QUEUE_PACKETS = 10  # 200 ms of return audio per speaker at most
+KEEPALIVE_TICKS = 20  # a silent return sends a packet every 400 ms (Opus DTX's rhythm)
 
 
 class ReturnTrack(MediaStreamTrack):
     """A speaker's mix-minus as already-encoded Opus packets, restamped into this track's timeline.
 
-    Ticks whose mix is digital silence send nothing (a lone speaker hears nobody; a silent stage
-    hears silence): the packet after such a gap is stamped at its own tick, so the RTP timestamps
-    jump over the gap as they do after an Opus DTX pause, and the receiver plays silence there."""
+    While a speaker's mix is digital silence (a lone speaker hears nobody; a silent stage hears
+    silence) nothing is encoded for them, and they are sent one ready-made silent packet every
+    `KEEPALIVE_TICKS` instead of one every tick, as Opus DTX does: each packet is stamped at its
+    own tick, so the RTP timestamps jump over the gaps and the receiver plays silence there, and
+    the stage's clients, which take a return standing still for 2 s for a dead server, still see
+    it move."""
 
     kind = "audio"
 
@@ -296,11 +300,13 @@ class SpaceMedia:
 
     def _encode(self, mix: MixResult, program: PcmFrame) -> _EncodeResult:
         """Worker thread: AAC for the listener program (gated and delayed), one Opus encode per
-        distinct mix somebody hears (straight from the mixer) unless it is silence: see
-        `ReturnTrack`."""
+        distinct mix somebody hears (straight from the mixer) unless it is silence (then a
+        keep-alive now and then: see `ReturnTrack`)."""
         result = _EncodeResult(mix.tick, self._encoder.encode(program), dict(mix.returns))
         for key in set(mix.returns.values()):
             if mix.mixes[key] is SILENCE:
+                if mix.tick % KEEPALIVE_TICKS == 0:
+                    result.packets[key] = [silent_packet(self.config.return_bitrate)]
                 continue
             encoder = self._opus.get(key)
             if encoder is None:
