@@ -141,9 +141,7 @@ SPACES_PER_CORE_GOAL = 50  # issue 17: mixed population (80 % idle, 15 % one voi
 
 
 def _spaces_per_core(r: Results) -> list[Verdict]:
-    s = _get(r, "spaces_per_core", "summary")
-    if not s:
-        return []
+    s = _get(r, "spaces_per_core", "summary") or {}
     per = s.get("per_space") or {}
     out = [
         Verdict(
