@@ -15,8 +15,13 @@ Theory of operation
   `begin_tick()` on the loop (mix, on-air gate, delay line: commands from the control plane land
   between two ticks), returning the work for the worker; that work (AAC, Opus) runs for every
   member in one hand-off to the single worker thread, which keeps tick order; what it returns
-  runs on the loop again (package, wake listeners, return to speakers). A member whose step
-  raises is logged and left out of this tick only: one bad Space must not stop the others.
+  runs on the loop again (package, wake listeners, return to speakers), in tick order too. A
+  member whose step raises is logged and left out of this tick only: one bad Space must not
+  stop the others.
+* The clock does not wait for a tick's work to come back before the next tick begins (the
+  round trip to a thread can exceed 20 ms on a busy machine, and waiting for it made ticks late);
+  it waits only when `MAX_IN_FLIGHT` ticks are out, so a worker slower than real time is not
+  outrun and the stall handling above takes over.
 * The task runs while there are members and ends with the last one, so an empty node costs nothing.
   `run_in_worker` queues other work (a Space's final flush) behind the ticks already handed over.
 
@@ -32,6 +37,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -40,6 +46,10 @@ from townhall.media.audio import FRAME_SECONDS
 log = logging.getLogger(__name__)
 
 MAX_CATCH_UP_TICKS = 25  # 500 ms: beyond this a stall is skipped, not replayed in a burst
+# Ticks handed to the worker and not yet finished before the clock waits for the oldest: a tick
+# need not wait for the one before it to come back (on a busy machine waking the worker and being
+# woken back can take longer than 20 ms), but a worker slower than real time is not outrun.
+MAX_IN_FLIGHT = 5
 
 T = TypeVar("T")
 Finish = Callable[[], None]
@@ -95,9 +105,12 @@ class MediaClock:
 
     async def run_in_worker(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the worker thread after the work already queued there."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), fn)
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._worker is None:
             self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=self._name)
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+        return self._worker
 
     async def close(self) -> None:
         """Stop the task and release the worker thread; members are no longer ticked. The clock
@@ -113,24 +126,43 @@ class MediaClock:
             self._worker = None
 
     async def tick(self, members: list[Ticking]) -> None:
-        """One tick of `members`, in order (the task's step; also for driving members by hand)."""
+        """One tick of `members`, in order, awaited to its end (for driving members by hand)."""
+        await self._submit(members)
+
+    def _submit(self, members: list[Ticking]) -> asyncio.Future[None]:
+        """Begin a tick of `members` on the loop and hand its work to the worker; the future is
+        done once every member has finished it on the loop."""
         started: list[tuple[Ticking, Work]] = []
         for member in members:
             try:
                 started.append((member, member.begin_tick()))
             except Exception:
                 log.exception("space %s: media tick failed", member.space_id)
-        finished = await self.run_in_worker(lambda: [_work(m, w) for m, w in started])
-        for member, finish in finished:
-            if finish is None:
-                continue
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self._executor(), lambda: [_work(m, w) for m, w in started])
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finish(future: asyncio.Future[list[tuple[Ticking, Finish | None]]]) -> None:
             try:
-                finish()
-            except Exception:
-                log.exception("space %s: media tick failed", member.space_id)
-        self.ticks += 1
+                for member, step in future.result():
+                    if step is None:
+                        continue
+                    try:
+                        step()
+                    except Exception:
+                        log.exception("space %s: media tick failed", member.space_id)
+                self.ticks += 1
+            except BaseException:  # the worker is gone (closed): nothing to deliver
+                log.exception("media clock: tick failed")
+            finally:
+                if not done.done():
+                    done.set_result(None)
+
+        work.add_done_callback(finish)
+        return done
 
     async def _run(self) -> None:
+        in_flight: deque[asyncio.Future[None]] = deque()
         deadline = self._now()
         while self._members:
             deadline += FRAME_SECONDS
@@ -148,8 +180,12 @@ class MediaClock:
                 )
             elif -delay > FRAME_SECONDS:
                 self.late_ticks += 1
+            while in_flight and in_flight[0].done():
+                in_flight.popleft()
+            if len(in_flight) >= MAX_IN_FLIGHT:  # the worker is behind: wait for it, bounded
+                await asyncio.wait([in_flight.popleft()])
             try:
-                await self.tick(list(self._members.values()))
+                in_flight.append(self._submit(list(self._members.values())))
             except Exception:  # the clock must outlive any one tick
                 log.exception("media clock: tick failed")
 
