@@ -295,6 +295,7 @@ def run(idle: int, one_voice: int, steps: list[int], hold: float) -> dict[str, A
             print(_line(row), flush=True)
             return row
 
+        overloaded = ""
         try:
             print(_header(), flush=True)
             grow([], "empty server")
@@ -307,30 +308,50 @@ def run(idle: int, one_voice: int, steps: list[int], hold: float) -> dict[str, A
                 mixed = [kind_of(i) for i in range(len(spaces), target)]
                 if not grow(mixed, "mixed")["on_time"]:
                     break
+        except (httpx.HTTPError, TimeoutError, RuntimeError) as exc:
+            # The server (or the machine) could not take the next Spaces: the ramp ends there,
+            # and that is a finding, not a failed bench.
+            overloaded = f"{len(spaces)} Spaces: {type(exc).__name__}: {exc}"
+            print(f"the ramp ended: {overloaded}", flush=True)
         finally:
             voices.stop()
             server.proc.stop()
-    return {"hold_s": hold, "late_s": LATE_S, "rows": rows, "summary": summarise(rows)}
+    summary = summarise(rows)
+    summary["ended_by"] = overloaded
+    summary["ended_late"] = summary["ended_late"] or bool(overloaded)
+    return {"hold_s": hold, "late_s": LATE_S, "rows": rows, "summary": summary}
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Each kind's cost per Space (from the first steps) and the ramp's outcome."""
     by_step = {r["step"]: r for r in rows}
-    floor = by_step["empty server"]["server_core_share"]
-    idle, one, stage = by_step["idle"], by_step["one voice"], by_step["stage of 5"]
-    per_idle = (idle["server_core_share"] - floor) / max(1, idle["kinds"]["idle"])
-    per_one = (one["server_core_share"] - idle["server_core_share"]) / max(
-        1, one["kinds"]["one_voice"]
+    cpu = {step: row["server_core_share"] for step, row in by_step.items()}
+    floor = cpu.get("empty server")
+    per: dict[str, float | None] = dict.fromkeys(KINDS)
+    if floor is not None and "idle" in cpu:
+        per["idle"] = (cpu["idle"] - floor) / max(1, by_step["idle"]["kinds"]["idle"])
+    if "idle" in cpu and "one voice" in cpu:
+        per["one_voice"] = (cpu["one voice"] - cpu["idle"]) / max(
+            1, by_step["one voice"]["kinds"]["one_voice"]
+        )
+    if "one voice" in cpu and "stage of 5" in cpu:
+        per["stage5"] = cpu["stage of 5"] - cpu["one voice"]
+    known = [
+        (share, per[kind])
+        for share, kind in ((0.80, "idle"), (0.15, "one_voice"), (0.05, "stage5"))
+    ]
+    mixed_mean = (
+        sum(share * cost for share, cost in known if cost is not None)
+        if all(cost is not None for _, cost in known)
+        else None
     )
-    per_stage = stage["server_core_share"] - one["server_core_share"]
-    mixed_mean = 0.80 * per_idle + 0.15 * per_one + 0.05 * per_stage
     on_time = [r for r in rows if r["on_time"]]
     best = max(on_time, key=lambda r: r["spaces"], default=None)
     return {
         "floor_core_share": floor,
-        "per_space": {"idle": per_idle, "one_voice": per_one, "stage5": per_stage},
+        "per_space": per,
         "mixed_mean_per_space": mixed_mean,
-        "spaces_per_core_from_costs": 1.0 / mixed_mean if mixed_mean > 0 else None,
+        "spaces_per_core_from_costs": 1.0 / mixed_mean if mixed_mean else None,
         "most_on_time": best["spaces"] if best else 0,
         "server_core_share_at_most": best["server_core_share"] if best else None,
         "ended_late": bool(rows) and not rows[-1]["on_time"],
@@ -354,12 +375,15 @@ def _line(r: dict[str, Any]) -> str:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value * 100:.2f}"
+
     per = summary["per_space"]
     print(
-        f"per Space (% of a core, above the empty server's {summary['floor_core_share'] * 100:.1f}):"
-        f" idle {per['idle'] * 100:.2f}, one voice {per['one_voice'] * 100:.2f}, "
-        f"stage of 5 {per['stage5'] * 100:.2f}; the mix (80/15/5) "
-        f"{summary['mixed_mean_per_space'] * 100:.2f} → "
+        f"per Space (% of a core, above the empty server's {pct(summary['floor_core_share'])}):"
+        f" idle {pct(per['idle'])}, one voice {pct(per['one_voice'])}, "
+        f"stage of 5 {pct(per['stage5'])}; the mix (80/15/5) "
+        f"{pct(summary['mixed_mean_per_space'])} → "
         f"{summary['spaces_per_core_from_costs'] or 0:.0f} Spaces per core by cost"
     )
     print(
