@@ -191,8 +191,11 @@ class Server:
         return str(link["url"])
 
 
-def start_server(tmp: Path, env: dict[str, str] | None = None, port: int | None = None) -> Server:
-    """A `townhall serve` on loopback with its data in `tmp`, on `port` (default: a free one)."""
+def start_server(
+    tmp: Path, env: dict[str, str] | None = None, port: int | None = None, within: float = 30.0
+) -> Server:
+    """A `townhall serve` on loopback with its data in `tmp`, on `port` (default: a free one),
+    started within `within` seconds (a bench on a loaded machine may allow more)."""
     port = port or free_port()
     proc = spawn(
         [
@@ -212,7 +215,7 @@ def start_server(tmp: Path, env: dict[str, str] | None = None, port: int | None 
     try:
         wait_until(
             lambda: proc.saw("is live at") or proc.popen.poll() is not None,
-            30,
+            within,
             "the server to start",
         )
     except TimeoutError:
