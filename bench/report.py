@@ -606,7 +606,7 @@ def _section_spaces_per_core(r: Results) -> list[str]:
             "/".join(str(row["kinds"][k]) for k in names),
             _pct(row["server_core_share"]),
             _pct(row["voices_core_share"]),
-            f"{row['worst_lag_s']:.2f} s",
+            f"{row['worst_lag_s']:.2f} s (+{row.get('fell_behind_s', 0):.2f})",
             str(row["stalls"]),
             "yes" if row["on_time"] else "**late**",
         ]
@@ -619,7 +619,7 @@ def _section_spaces_per_core(r: Results) -> list[str]:
             "idle/1 voice/stage",
             "server CPU",
             "speakers' CPU",
-            "worst lag",
+            "worst lag (+ in the step)",
             "stalls",
             "on time",
         ],

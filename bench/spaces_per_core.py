@@ -13,10 +13,11 @@ Spaces come one kind at a time, which gives each kind's own cost (the goal rows 
 
 Each step holds `--hold` s once every speaker is heard in the mix (speaking indicators), and
 measures the server's CPU (/proc utime+stime over the wall clock) and the speakers' process's.
-*On time*, after the hold: for every Space, the newest part of its media playlist ends (its
-PROGRAM-DATE-TIME plus the durations listed) less than `LATE_S` before now (a part is produced
-every 0.32 s, ~0.04 s after its last sample; ticks skipped after a stall leave that end behind for
-good), and the server logged no stalled media clock during the step.
+*On time*: for every Space, how long ago the newest part of its media playlist ended (its
+PROGRAM-DATE-TIME plus the durations listed; a part is produced every 0.32 s, ~0.04 s after its
+last sample) grew by less than `LATE_S` over the hold (ticks skipped after a stall leave that end
+behind for good, so it is read before and after), and the server logged no stalled media clock
+during the step.
 
 The speakers are one separate process (`--voices`, started by the bench) running every speaker bot
 on one event loop; each sends a tone already Opus-encoded (a 1 s loop encoded once), so a speaker
@@ -243,6 +244,7 @@ def settle(server: Server, voices: Voices, spaces: list[Open]) -> None:
 def measure(
     server: Server, voices: Voices, spaces: list[Open], hold: float, label: str
 ) -> dict[str, Any]:
+    lag_before = lags(spaces)
     stalls_before = sum("media clock stalled" in line for line in server.proc.lines)
     voices_cpu0, t0 = cpu_seconds(voices.popen.pid), time.monotonic()
     cpu = cpu_share([server.proc.popen.pid], hold)
@@ -250,6 +252,9 @@ def measure(
     behind = lags(spaces)
     stalls = sum("media clock stalled" in line for line in server.proc.lines) - stalls_before
     worst = max(behind, default=0.0)
+    # Falling behind during the step: ticks skipped since the Space opened (while Spaces were
+    # being created, say) leave its timeline behind for good and are not this step's doing.
+    fell = max((b - a for a, b in zip(lag_before, behind, strict=True)), default=0.0)
     return {
         "step": label,
         "spaces": len(spaces),
@@ -258,9 +263,10 @@ def measure(
         "server_core_share": cpu,
         "voices_core_share": voices_cpu,
         "worst_lag_s": worst,
-        "late_spaces": sum(1 for lag in behind if lag > LATE_S),
+        "fell_behind_s": fell,
+        "late_spaces": sum(1 for a, b in zip(lag_before, behind, strict=True) if b - a > LATE_S),
         "stalls": stalls,
-        "on_time": worst <= LATE_S and stalls == 0,
+        "on_time": fell <= LATE_S and stalls == 0,
     }
 
 
@@ -351,7 +357,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _header() -> str:
     return (
         f"{'step':<13} {'spaces':>6} {'idle/1v/st5':>11} {'speakers':>8} {'server %':>8} "
-        f"{'voices %':>8} {'worst lag s':>11} {'late':>4} {'stalls':>6}"
+        f"{'voices %':>8} {'worst lag s':>11} {'fell s':>6} {'late':>4} {'stalls':>6}"
     )
 
 
@@ -360,7 +366,8 @@ def _line(r: dict[str, Any]) -> str:
     return (
         f"{r['step']:<13} {r['spaces']:>6} {kinds:>11} {r['speakers']:>8} "
         f"{r['server_core_share'] * 100:>8.1f} {r['voices_core_share'] * 100:>8.1f} "
-        f"{r['worst_lag_s']:>11.2f} {r['late_spaces']:>4} {r['stalls']:>6}"
+        f"{r['worst_lag_s']:>11.2f} {r['fell_behind_s']:>6.2f} {r['late_spaces']:>4} "
+        f"{r['stalls']:>6}"
     )
 
 

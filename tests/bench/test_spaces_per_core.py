@@ -46,6 +46,7 @@ def row(
         "server_core_share": cpu,
         "voices_core_share": 0.1,
         "worst_lag_s": 0.3 if on_time else 2.0,
+        "fell_behind_s": 0.0 if on_time else 1.7,
         "late_spaces": 0 if on_time else 3,
         "stalls": 0,
         "on_time": on_time,
