@@ -8,7 +8,7 @@ One server, one live Space with a `townhall speak --tone 440` bot, and every edg
 sized for the largest audience × 2 connections). First the smallest audience plays straight from
 the origin (the lateness reference) and through every edge, all at the same time, so that a busy
 machine weighs on each alike; then each larger audience plays through each edge in turn. The listeners
-(`bench.llhls.run_listener`: blocking playlist reload + preload-hinted part per part) run in several
+(`townhall.loadtest.llhls.run_listener`: blocking playlist reload + preload-hinted part per part) run in several
 generator processes; after they have joined and settled, a window of `--window` seconds is counted
 by the edge itself (`Edge.counts`: nginx's access log, Varnish's statistics): client requests,
 origin requests, cache hits.
@@ -36,9 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.swarm import Swarm, listener_cap, live_space, machine, tree_cpu_seconds, wait_interval
+from bench.swarm import Swarm, listener_cap, live_space, machine, wait_interval
 from townhall.config import MediaConfig
 from townhall.harness import EDGE_KINDS, Edge, EdgeCounts, EdgeKind, start_edge
+from townhall.loadtest.procs import tree_cpu_seconds
 
 SETTLE = 3.0  # s after the last arrival before the window opens
 

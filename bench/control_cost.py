@@ -7,7 +7,7 @@ put on air), a pool of guests and `TOWNHALL_TRUSTED_PROXIES=127.0.0.1`: every re
 presence) and the per-person ones (reactions, hands) count each person apart, as they would behind
 the edge, and the figure is the call's cost, not a 429's. The load generator is one process per
 other core (`--procs`), each pinned to its own core, with `--concurrency` keep-alive connections in
-all (bench/http11.py on uvloop), each sending its next request as soon as the last is answered.
+all (townhall/loadtest/http.py on uvloop), each sending its next request as soon as the last is answered.
 
 Each call is one row of two back-to-back windows of `--seconds`:
 
@@ -30,7 +30,9 @@ health `GET /api/health`; snapshot `GET /api/spaces/{id}/snapshot`; guest sign-i
 `POST /api/auth/guest` (each from a new address; the identities it mints join the pool); Space
 `GET /api/spaces/{id}` and me `GET /api/spaces/{id}/me` with a guest's bearer; reaction
 `POST …/reactions`; hand `POST`/`DELETE …/hand` alternately per guest; presence `POST …/presence`
-(a new address per request, listener keys cycling); stage: the host mutes and unmutes themself
+(a new address per request, listener keys cycling), and the same with a guest's bearer (named:
+also marks them present by name); the host's audience list `GET …/audience` (the guests marked
+present by the rows before it); stage: the host mutes and unmutes themself
 (`POST …/members/{host}/mute`, `…/unmute`) alternately. Guests are taken in turn, so each one's
 per-person limits (reactions 2/s burst 10, hands 0.2/s burst 6) are shared out over the pool.
 
@@ -62,18 +64,8 @@ from typing import Any
 
 import httpx
 
-from bench.http11 import Client, HTTPFailure
 from bench.reference_app import key as reference_key
-from bench.swarm import (
-    affinity,
-    core_busy_seconds,
-    end_processes,
-    generator_process,
-    machine,
-    pin,
-    tree_cpu_seconds,
-    wait_interval,
-)
+from bench.swarm import affinity, core_busy_seconds, machine, pin, wait_interval
 from townhall.harness import (
     Postgres,
     Proc,
@@ -84,6 +76,8 @@ from townhall.harness import (
     start_server,
     wait_until,
 )
+from townhall.loadtest.http import Client, HTTPFailure
+from townhall.loadtest.procs import end_processes, generator_process, tree_cpu_seconds
 
 SERVER_CORE = {0}
 DATABASES = ("sqlite", "postgresql")
@@ -123,6 +117,8 @@ CALLS: tuple[Call, ...] = (
     Call("reaction", "POST /api/spaces/{id}/reactions", 0.5, "live", "query"),
     Call("hand", "POST+DELETE /api/spaces/{id}/hand", 0.5, "live", "query"),
     Call("presence", "POST /api/spaces/{id}/presence", 0.5, "live", "query"),
+    Call("presence-named", "POST …/presence (guest bearer: named)", 0.5, "live", "query"),
+    Call("audience", "GET …/audience (host bearer)", 3.0, "stage", "query"),
     Call("stage", "POST …/members/{host}/mute, /unmute", 3.0, "stage", "query"),
 )
 REFERENCE_CALLS = {
@@ -182,11 +178,16 @@ class Load:
             address = _address(self.n, self.base)
             headers = {"X-Forwarded-For": address} | _JSON
             return head("POST", "/api/auth/guest", headers, body), body, address
-        if self.kind == "presence":
+        if self.kind in ("presence", "presence-named"):
             body = json.dumps({"key": f"ctlcost-listener-{self.n % 10_000:05d}"}).encode()
             address = _address(self.n, self.base)
             headers = {"X-Forwarded-For": address} | _JSON
+            if self.kind == "presence-named":  # the beacon of a listener with a guest name
+                headers |= {"Authorization": f"Bearer {self.guests[self.n % len(self.guests)][0]}"}
             return head("POST", f"{space}/presence", headers, body), body, address
+        if self.kind == "audience":
+            headers = {"Authorization": f"Bearer {self.host_token}", "X-Forwarded-For": "127.0.0.3"}
+            return head("GET", f"{space}/audience", headers, b""), b"", ""
         if self.kind == "stage":
             command = "mute" if self.n % 2 else "unmute"
             headers = {"Authorization": f"Bearer {self.host_token}", "X-Forwarded-For": "127.0.0.3"}

@@ -10,8 +10,11 @@ as a share of core 1) is measured at every step; a step where it reaches 90 % is
 generator-limited, and a result stopped there is a lower bound.
 
 Listeners:
-- townhall (origin, edge, varnish): `bench.llhls.run_listener`, what hls.js asks in low-latency mode — a
-  blocking playlist reload and the preload-hinted part per part; a stall is a part that arrives
+- townhall (origin, edge, varnish), `--listener page` (default): `townhall.loadtest.page`, what
+  the real listener page asks — the snapshot once a second, sampled presence, one streamed request
+  per segment — the same listener `townhall loadtest` uses; `--listener llhls`:
+  `townhall.loadtest.llhls.run_listener`, what hls.js (and other LL-HLS players) ask — a blocking
+  playlist reload and the preload-hinted part per part. Either way a stall is a part that arrives
   later than its media end + PART-HOLD-BACK;
 - Icecast: a progressive HTTP GET of the mount, bytes counted; the same audio (a 440 Hz tone,
   AAC-LC ADTS at townhall's AAC bitrate), forwarded in chunks of one part (0.32 s); a stall is
@@ -49,12 +52,11 @@ from bench.swarm import (
     live_space,
     machine,
     pin,
-    tree_cpu_seconds,
-    tree_rss_bytes,
     wait_interval,
 )
 from townhall.config import MediaConfig
 from townhall.harness import EdgeKind
+from townhall.loadtest.procs import tree_cpu_seconds, tree_rss_bytes
 
 SERVER_CORE = {0}
 GENERATOR_CORE = {1}
@@ -208,7 +210,9 @@ def bitrate() -> int:
     return int(raw) if raw else MediaConfig().aac_bitrate
 
 
-def run(targets: list[str], max_listeners: int, hold: float, procs: int) -> dict[str, Any]:
+def run(
+    targets: list[str], max_listeners: int, hold: float, procs: int, listener: str = "page"
+) -> dict[str, Any]:
     steps = steps_up_to(max_listeners)
     results: dict[str, dict[str, Any]] = {}
     part = MediaConfig().part_seconds
@@ -233,7 +237,8 @@ def run(targets: list[str], max_listeners: int, hold: float, procs: int) -> dict
                 base, pids = live.server.url, [live.server.proc.popen.pid]
                 if live.edge is not None:
                     base, pids = live.edge.url, [*pids, live.edge.proc.popen.pid]
-                target = Target(name, "llhls", live.media_url(base), pids, [live.bot.popen.pid])
+                url = f"{base}/s/{live.space.id}" if listener == "page" else live.media_url(base)
+                target = Target(name, listener, url, pids, [live.bot.popen.pid])
                 results[name] = ramp(target, steps, procs, hold)
         if "icecast" in targets:
             with affinity(SERVER_CORE):
@@ -256,7 +261,7 @@ def run(targets: list[str], max_listeners: int, hold: float, procs: int) -> dict
                 results["icecast"]["summary"]["byte_rate"] = byte_rate
             finally:
                 icecast.stop()
-    return report(results, steps, hold, procs, hold_back)
+    return report(results, steps, hold, procs, hold_back, listener)
 
 
 def _ratio(results: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
@@ -268,7 +273,12 @@ def _ratio(results: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
 
 
 def report(
-    results: dict[str, dict[str, Any]], steps: list[int], hold: float, procs: int, phb: float
+    results: dict[str, dict[str, Any]],
+    steps: list[int],
+    hold: float,
+    procs: int,
+    phb: float,
+    listener: str = "page",
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {name: r["summary"] for name, r in results.items()}
     summary["ratio_origin_icecast"] = _ratio(results, "origin", "icecast")
@@ -284,8 +294,14 @@ def report(
         "A step is generator-limited when generator_cpu_share ≥ 0.90 or core 1 was ≥ 97 % busy "
         "with anything (core0/1_busy_share: all processes, from /proc/stat; a core 0 busier than "
         "server_cpu_share means other work competed with the server); a target stopped there "
-        "(or at the last step) is a lower bound. townhall listeners: blocking playlist reload + "
-        "preload-hinted part (bench.llhls), stall = part later than media end + PART-HOLD-BACK. "
+        "(or at the last step) is a lower bound. townhall listeners: "
+        + (
+            "the listener page's requests (townhall.loadtest.page: snapshot 1/s, sampled "
+            "presence, one streamed request per segment)"
+            if listener == "page"
+            else "blocking playlist reload + preload-hinted part (townhall.loadtest.llhls)"
+        )
+        + ", stall = part later than media end + PART-HOLD-BACK. "
         "Icecast listeners: progressive GET, burst-on-connect off, stall = media received "
         f"more than {phb:.2f} s (origin PART-HOLD-BACK) behind wall time since the first byte. "
         "Ratios compare listeners per core: the held count when the server's limit was reached "
@@ -358,6 +374,12 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=8.0, help="measurement window per step (s)")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--procs", type=int, default=3, help="generator processes (all on core 1)")
+    parser.add_argument(
+        "--listener",
+        choices=["page", "llhls"],
+        default="page",
+        help="townhall listeners: the listener page's requests, or an hls.js-like LL-HLS player",
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -371,7 +393,7 @@ def main() -> None:
     if len(os.sched_getaffinity(0)) < 2:
         parser.error("needs two cores (server on core 0, generator on core 1)")
     began = time.monotonic()
-    result = run(targets, args.max_listeners, args.hold, args.procs)
+    result = run(targets, args.max_listeners, args.hold, args.procs, args.listener)
     result["wall_s"] = time.monotonic() - began
     print_summary(result)
     print(f"wall time {result['wall_s']:.0f} s")

@@ -37,7 +37,6 @@ import av
 import httpx
 import numpy as np
 
-from bench.llhls import percentile
 from townhall.harness import (
     Proc,
     Server,
@@ -51,6 +50,7 @@ from townhall.harness import (
     wait_connected,
     wait_until,
 )
+from townhall.loadtest.llhls import percentile
 
 BUDGET_GAP_S = 5.0
 BUDGET_DRAIN_GAP_S = 1.0  # issue: restarting one node at a time, no audible gap over a second

@@ -6,7 +6,7 @@ Each join is what a listener's page does before it hears audio, on its own keep-
 one second and over several load-generator processes (so the generator is not what saturates
 first; its CPU is measured and printed). A 503/429 with Retry-After is obeyed with jitter, up to
 three attempts per join; a 503/429 without Retry-After, a timeout or a connection error is counted
-by kind. Meanwhile M listeners already playing (bench/llhls.py players in another process) report
+by kind. Meanwhile M listeners already playing (townhall/loadtest/llhls.py players in another process) report
 stalls and part lateness before vs during the storm.
 
 The same storm runs against (a) the origin directly and (b) the shipped nginx edge in front of it,
@@ -32,9 +32,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.http11 import Client, HTTPFailure
-from bench.llhls import PlayerStats, parse_playlist, percentile, run_listener
 from townhall.harness import cpu_seconds, start_edge, start_server, wait_until
+from townhall.loadtest.http import Client, HTTPFailure
+from townhall.loadtest.llhls import PlayerStats, parse_playlist, percentile, run_listener
 
 BUDGET_JOINS_PER_S = 5000
 BUDGET_P99 = 0.250

@@ -21,7 +21,7 @@ Method (all on loopback, one machine, one clock: Python's `time.time()`):
   frame quantisation (+0…20 ms on both, which largely cancels in the difference) and both bots' Opus
   encode/decode and aiortc's receive jitter buffer (in both, so they cancel too: what remains is the
   server's ingest, jitter buffer, mixing tick, mix-minus encode and the extra hop).
-- (b) speaker → listener, Python: the LL-HLS player of bench/llhls.py (blocking reloads + preload
+- (b) speaker → listener, Python: the LL-HLS player of townhall/loadtest/llhls.py (blocking reloads + preload
   hints) decodes each part with PyAV as it arrives and finds the click in it. Measured: the click's
   media time on the server clock (EXT-X-PROGRAM-DATE-TIME + durations + its sample offset) and the
   arrival of the part holding it. Modelled: the player's buffer, PART-HOLD-BACK (hls.js in
@@ -81,10 +81,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from playwright.async_api import Error as PlaywrightError
 
 from bench.latency_browser import CHROMIUM, ChromiumListener, Heard, requests_per_second
-from bench.llhls import PartRef, PlayerStats, parse_playlist, percentile, run_listener
 from townhall.client.sources import FileTrack, ToneTrack
 from townhall.client.speaker import ReturnRecorder, Speaker, parse_stage_url
 from townhall.harness import start_server
+from townhall.loadtest.llhls import PartRef, PlayerStats, parse_playlist, percentile, run_listener
 from townhall.media.audio import SAMPLE_RATE, downmix_interleaved
 
 PERIOD = 1.0  # s between clicks
@@ -341,7 +341,7 @@ async def measure(seconds: float, tmp: Path, browser: bool) -> dict[str, Any]:
         if listener is not None:
             page, listener = await listener.stop(), None
         await asyncio.gather(sender.close(), receiver.close(), direct.close())
-        from bench.http11 import Client
+        from townhall.loadtest.http import Client
 
         probe = Client(media_url)
         playlist = parse_playlist((await probe.get(media_url)).content.decode(), media_url)

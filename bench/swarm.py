@@ -13,8 +13,12 @@ limit (every LL-HLS listener holds two connections) and drives them over pipes:
 - `cpu_seconds()`: user + system CPU of all workers so far, read from /proc by the parent, so the
   generator's own cost is measured the same way as the server's.
 
-Two kinds of listener:
-- `"llhls"`: `bench.llhls.run_listener`, what hls.js asks in low-latency mode (blocking playlist
+Three kinds of listener:
+- `"page"`: `townhall.loadtest.page.PageListener`, what the real listener page asks (the same
+  listener `townhall loadtest` uses): snapshot once a second, sampled presence, one streamed
+  request per segment; `url` is the Space's link (…/s/{id}); a stall is a part later than its
+  media end + PART-HOLD-BACK.
+- `"llhls"`: `townhall.loadtest.llhls.run_listener`, what hls.js asks in low-latency mode (blocking playlist
   reload + preload-hinted part per part); a stall is a part later than its media end +
   PART-HOLD-BACK.
 - `"progressive"`: one HTTP GET of a continuous stream (Icecast), bytes counted in an
@@ -43,32 +47,30 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bench.llhls import PlayerStats, parse_playlist, percentile, run_listener
 from townhall.harness import (
     Edge,
     EdgeKind,
     HostedSpace,
     Proc,
     Server,
-    cpu_seconds,
-    rss_bytes,
     start_edge,
     start_server,
     start_speaker,
     wait_connected,
     wait_until,
 )
+from townhall.loadtest.llhls import PlayerStats, parse_playlist, percentile, run_listener
+from townhall.loadtest.page import PageListener, PageStats, SpaceTarget
+from townhall.loadtest.procs import (
+    end_processes,
+    generator_process,
+    process_tree,
+    send_blocking,
+    tree_cpu_seconds,
+)
 
 MAX_LISTENER_S = 3600.0  # a listener's hard deadline: every swarm is bounded in time
 REPLY_TIMEOUT = 60.0  # s a worker may take to answer a command
-
-
-def raise_nofile() -> int:
-    """Raise this process's open-files limit to its hard limit; return the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def listener_cap(processes: int = 1) -> int:
@@ -76,20 +78,6 @@ def listener_cap(processes: int = 1) -> int:
     two connections per listener it serves (a margin is kept for everything else). nginx cannot
     raise its limit past the hard limit either: `live_space` gives it more workers instead."""
     return (resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 1000) // 2 * processes
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (Linux /proc), so a server's workers are counted and pinned."""
-    found: list[int] = []
-    todo = [pid]
-    while todo and len(found) < 10_000:
-        current = todo.pop()
-        found.append(current)
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = (task / "children").read_text().split()
-                todo.extend(int(child) for child in children)
-    return found
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -102,26 +90,6 @@ def pin(pid: int, cpus: set[int]) -> None:
             for task in Path(f"/proc/{proc}/task").iterdir():
                 with contextlib.suppress(OSError):
                     os.sched_setaffinity(int(task.name), cpus)
-
-
-def tree_cpu_seconds(pids: list[int]) -> float:
-    """CPU used so far by these processes and their descendants (processes gone count 0)."""
-    total = 0.0
-    for pid in pids:
-        for proc in process_tree(pid):
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                total += cpu_seconds(proc)
-    return total
-
-
-def tree_rss_bytes(pids: list[int]) -> int:
-    """Resident memory of these processes and their descendants."""
-    total = 0
-    for pid in pids:
-        for proc in process_tree(pid):
-            with contextlib.suppress(OSError, ValueError):
-                total += rss_bytes(proc)
-    return total
 
 
 def core_busy_seconds(core: int) -> float:
@@ -297,13 +265,6 @@ class _Progressive:
 LATENESS_SAMPLE = 30_000  # lateness values a worker reports per window, at most (a random sample)
 
 
-def _send(conn: Connection, message: Any) -> None:
-    """Send on the pipe in blocking mode: the event loop's reader made the fd non-blocking, and a
-    window's report is larger than the pipe's buffer."""
-    os.set_blocking(conn.fileno(), True)
-    conn.send(message)
-
-
 def _window(stats: PlayerStats, listeners: int, extra_stalls: int) -> dict[str, Any]:
     late = stats.lateness
     if len(late) > LATENESS_SAMPLE:
@@ -329,7 +290,7 @@ def _reset(stats: PlayerStats) -> None:
 
 
 async def _serve(conn: Connection, kind: str, url: str, options: dict[str, float]) -> None:
-    stats = PlayerStats()
+    stats = PageStats()  # a PlayerStats; page listeners also count their answers
     until = time.monotonic() + MAX_LISTENER_S
     tasks: set[asyncio.Task[None]] = set()
     progressive = (
@@ -345,6 +306,8 @@ async def _serve(conn: Connection, kind: str, url: str, options: dict[str, float
         await asyncio.sleep(delay)
         if progressive is not None:
             await progressive.listen(until)
+        elif kind == "page":
+            await PageListener(SpaceTarget.parse(url), stats).run(until)
         else:
             await run_listener(url, until, stats)
 
@@ -356,47 +319,21 @@ async def _serve(conn: Connection, kind: str, url: str, options: dict[str, float
                 task = asyncio.create_task(arrive(spread * i / max(1, count)))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-            _send(conn, ("ok", len(tasks)))
+            send_blocking(conn, ("ok", len(tasks)))
         elif command[0] == "mark":
             _reset(stats)
-            _send(conn, ("ok", len(tasks)))
+            send_blocking(conn, ("ok", len(tasks)))
         elif command[0] == "collect":
             silent = progressive.silent_stalls() if progressive is not None else 0
-            _send(conn, ("window", _window(stats, len(tasks), silent)))
+            send_blocking(conn, ("window", _window(stats, len(tasks), silent)))
         else:  # "stop"
             loop.remove_reader(conn.fileno())
             for task in tasks:
                 task.cancel()
             if tasks:
                 await asyncio.wait(tasks, timeout=10)
-            _send(conn, ("stopped", 0))
+            send_blocking(conn, ("stopped", 0))
             return
-
-
-def generator_process(cpus: set[int] | None) -> Any:
-    """Set up this load-generator process: pinned to `cpus`, its open-files limit raised. Returns
-    how to run its event loop: uvloop's when installed (the generator's CPU is the limit)."""
-    if cpus is not None:
-        os.sched_setaffinity(0, cpus)
-    raise_nofile()
-    try:
-        import uvloop
-
-        return uvloop.run
-    except ImportError:
-        return asyncio.run
-
-
-def end_processes(procs: list[Any], conns: list[Connection]) -> None:
-    """Wait for worker processes told to stop (each killed by its own PID if it hangs), then
-    close their pipes."""
-    for proc in procs:
-        proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
-    for conn in conns:
-        conn.close()
 
 
 def _worker(conn: Connection, kind: str, url: str, cpus: set[int] | None, options: Any) -> None:
@@ -415,7 +352,7 @@ class Swarm:
         byte_rate: float = 0.0,
         hold_back: float = 0.0,
     ) -> None:
-        if kind not in ("llhls", "progressive"):
+        if kind not in ("page", "llhls", "progressive"):
             raise ValueError(kind)
         ctx = multiprocessing.get_context("spawn")
         options = {"byte_rate": byte_rate, "hold_back": hold_back}

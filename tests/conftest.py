@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.smtp_inbox import Inbox, start_smtp
 from townhall.harness import (
     REPO,
     Postgres,
@@ -114,6 +115,16 @@ def flaky_redis(tmp_path: Path) -> Iterator[FlakyRedis]:
     server = FlakyRedis(free_port(), tmp_path / "redis")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    """A real SMTP server on loopback for reminder mail: what it accepted, and its port."""
+    inbox, port, controller = start_smtp()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

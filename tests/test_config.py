@@ -123,3 +123,53 @@ def test_guests_create_spaces_unless_the_operator_says_otherwise(tmp_path: Path)
         assert config.guests_create_spaces is False, off
     config = load({}, data_dir=tmp_path)
     assert (config.max_open_spaces_per_host, config.clip_quota_per_space_mb) == (3, 200)
+
+
+def test_metrics_are_off_text_logs_and_no_request_lines_unless_configured(tmp_path: Path) -> None:
+    quiet = load({}, data_dir=tmp_path)
+    assert (quiet.metrics_token, quiet.log_format, quiet.access_log) == ("", "text", False)
+    token = "0123456789abcdef0123"
+    watched = load(
+        {
+            "TOWNHALL_METRICS_TOKEN": token,
+            "TOWNHALL_LOG_FORMAT": "JSON",
+            "TOWNHALL_ACCESS_LOG": "yes",
+        },
+        data_dir=tmp_path,
+    )
+    assert (watched.metrics_token, watched.log_format, watched.access_log) == (token, "json", True)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TOWNHALL_METRICS_TOKEN", "short"),
+        ("TOWNHALL_METRICS_TOKEN", "has a space in the middle of it"),
+        ("TOWNHALL_LOG_FORMAT", "xml"),
+        ("TOWNHALL_ACCESS_LOG", "sometimes"),
+    ],
+)
+def test_unusable_metrics_and_log_options_are_refused_by_name(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load({name: value}, data_dir=tmp_path)
+
+
+def test_reminder_mail_is_off_until_an_smtp_server_and_sender_are_set(tmp_path: Path) -> None:
+    assert load({}, data_dir=tmp_path).smtp.enabled is False
+    smtp = load(
+        {"TOWNHALL_SMTP_HOST": "mail.example.org", "TOWNHALL_SMTP_FROM": "r@example.org"},
+        data_dir=tmp_path,
+    ).smtp
+    assert (smtp.enabled, smtp.port, smtp.tls) == (True, 587, "starttls")
+    implicit = {
+        "TOWNHALL_SMTP_HOST": "m",
+        "TOWNHALL_SMTP_FROM": "r@x.org",
+        "TOWNHALL_SMTP_TLS": "tls",
+    }
+    assert load(implicit, data_dir=tmp_path).smtp.port == 465
+    with pytest.raises(ConfigError, match="TOWNHALL_SMTP_FROM"):
+        load({"TOWNHALL_SMTP_HOST": "mail.example.org"}, data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="TOWNHALL_SMTP_TLS"):
+        load({"TOWNHALL_SMTP_TLS": "ssl"}, data_dir=tmp_path)

@@ -90,6 +90,11 @@ sub vcl_recv {
         unset req.http.X-Forwarded-Host;
     }
 
+    # A node's /metrics is for its operator, scraped at the node's own address; never through
+    # here (it is protected by TOWNHALL_METRICS_TOKEN anyway: this keeps it off the public face).
+    if (req.url ~ "^/+metrics/?(\?|$)") {
+        return (synth(404, "No such resource."));
+    }
     if (req.http.Upgrade ~ "(?i)websocket") {
         return (pipe);   # the stage's WebSocket: a byte pipe to one node
     }
@@ -271,6 +276,8 @@ sub vcl_synth {
         set resp.body = {"{"error": {"code": "unavailable", "message": ""} + resp.reason + {"""} + "}}";
     } else if (resp.status == 413) {
         set resp.body = {"{"error": {"code": "too_large", "message": ""} + resp.reason + {"""} + "}}";
+    } else if (resp.status == 404) {
+        set resp.body = {"{"error": {"code": "not_found", "message": ""} + resp.reason + {"""} + "}}";
     } else {
         set resp.body = {"{"error": {"code": "bad_request", "message": ""} + resp.reason + {"""} + "}}";
     }

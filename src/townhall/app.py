@@ -20,7 +20,14 @@ from townhall.api.bounds import BoundedApp
 from townhall.api.media_routes import build_media_router, no_room
 from townhall.api.recording_routes import build_recording_router
 from townhall.config import Config
-from townhall.control_plane import ControlPlane, install_control_plane, open_control_plane
+from townhall.control_plane import (
+    ControlPlane,
+    install_control_plane,
+    open_control_plane,
+    reminder_sender,
+)
+from townhall.delivery.access import PrivateGate, SpaceAccess
+from townhall.delivery.capability import MediaKeys
 from townhall.delivery.origin import build_origin
 from townhall.delivery.replay import Replay
 from townhall.media.pipeline import SpaceMedia
@@ -32,6 +39,9 @@ from townhall.node.placement import NodeId, Placement
 from townhall.node.redis_placement import RedisPlacement
 from townhall.node.routing import LiveRouter
 from townhall.spaces.model import Space, SpaceId
+from townhall.state.unavailable import is_unavailable
+from townhall.telemetry.metrics import NodeMetrics, build_metrics_router
+from townhall.telemetry.requests import RequestStats, RequestTelemetry
 from townhall.web import pages
 from townhall.webhooks.sender import WebhookSender
 
@@ -130,13 +140,16 @@ def create_app(config: Config) -> FastAPI:
                 _expire_recordings(node.host, config.recording_retention_days), name="retention"
             ),
         ]
+        mail = reminder_sender(config, node.plane)
+        if mail is not None:  # reminder mail leaves from every process (one per person anyway)
+            background.append(asyncio.create_task(mail.run(), name="reminder-mail"))
         log.info("node %s (%s) reachable at %s", node_id, config.role, config.internal_url)
         try:
             yield
         finally:
             # Graceful drain: hand this node's Spaces to other nodes (if any can take them), then
             # stop streams and hang up speakers. Spaces stay open: another node, or this one at
-            # its next start, resumes them. Undelivered webhooks stay in the outbox.
+            # its next start, resumes them. Undelivered webhooks and mail stay in their outboxes.
             for task in background:
                 task.cancel()
             await node.keeper.drain()
@@ -186,11 +199,20 @@ def create_app(config: Config) -> FastAPI:
         space = await node.plane.records.space(SpaceId(space_id))
         return space is not None and space.state in OPEN_STATES
 
-    origin = build_origin(lookup, replays=replay_of, expired=expired)
+    async def find(space_id: str) -> Space | None:
+        return await node.plane.records.space(SpaceId(space_id))
+
+    # A private Space's media only at its capability path (delivery.access); the gate is inside
+    # the router, so a relayed request keeps its key and the Space's own node checks it.
+    gate = PrivateGate(
+        build_origin(lookup, replays=replay_of, expired=expired),
+        build_origin(lambda _space_id: None),  # what a Space that does not exist is answered
+        SpaceAccess(find, MediaKeys(config.secret), is_unavailable),
+    )
     app.mount(
         "/live",
         LiveRouter(
-            origin,
+            gate,
             lambda: node.forwarder if hasattr(node, "forwarder") else None,
             lambda space_id: lookup(space_id) is not None,
             is_open,
@@ -216,6 +238,19 @@ def create_app(config: Config) -> FastAPI:
     )
     app.state.admission = admission
     app.add_middleware(AdmissionMiddleware, admission=admission)
+    # Outside admission: the 503s it sheds are counted (and logged) like every other answer.
+    requests = RequestStats()
+    app.add_middleware(RequestTelemetry, stats=requests, log_requests=config.access_log)
+    metrics = NodeMetrics(
+        role=config.role,
+        admission=admission,
+        requests=requests,
+        presence=app.state.presence_rates,
+        node=lambda: node if hasattr(node, "keeper") else None,
+        live=lambda: node.plane.live,
+        records=lambda: node.plane.records,
+    )
+    app.include_router(build_metrics_router(metrics, config.metrics_token))
     if config.trusted_proxies:
         # Outermost (added last), so everything inside sees the real client and scheme: per-address
         # limits, listener counts and the links built from the request. Only these peers' headers

@@ -6,13 +6,16 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from townhall import __version__
-from townhall.config import ConfigError, load, make_private_dir
+from townhall.config import ConfigError, load, log_format, make_private_dir
+from townhall.spaces.invite_links import TTL_DEFAULT_S, USES_DEFAULT, USES_MAX
+from townhall.telemetry import jsonlog
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -59,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         role=args.role,
+        access_log=args.access_log or None,
     )
     make_private_dir(config.data_dir)
     app = create_app(config)
@@ -68,7 +72,11 @@ def _serve(args: argparse.Namespace) -> int:
             host=config.host,
             port=config.port,
             log_level=args.log_level,
-            access_log=args.access_log,
+            # Requests are logged by the app (telemetry.requests: with their route template,
+            # duration and request id), in the format chosen for every other line.
+            access_log=False,
+            # JSON lines: uvicorn's loggers go through the root handler like everyone else's.
+            log_config=None if config.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
             timeout_graceful_shutdown=5,
             lifespan="on",
             # The app believes X-Forwarded-* from TOWNHALL_TRUSTED_PROXIES only; uvicorn's own
@@ -153,6 +161,41 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def when(raw: str) -> float:
+    """A start time as people type it: UNIX seconds, or an ISO 8601 time with its zone
+    (`2026-12-05T18:00Z`, `2026-12-05 19:00+01:00`); a time without a zone is refused rather
+    than guessed, since a reminder an hour off is worse than an error."""
+    import datetime
+
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        at = datetime.datetime.fromisoformat(raw.strip().replace("z", "Z"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not a time: give UNIX seconds or e.g. 2026-12-05T18:00Z"
+        ) from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} has no time zone: add Z for UTC or an offset like +01:00"
+        )
+    return at.timestamp()
+
+
+def _duration(raw: str) -> int:
+    """Seconds from "90", "15m", "2h" or "7d"."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in units else (raw, "s")
+    try:
+        return int(float(number) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {raw!r} (say 900, 15m, 2h or 7d)"
+        ) from None
+
+
 def _spaces(args: argparse.Namespace) -> int:
     """Operator commands over the HTTP API (so they work against any node, local or not)."""
     import json
@@ -174,7 +217,23 @@ def _spaces(args: argparse.Namespace) -> int:
                 if args.start is not None:
                     body["scheduled_start"] = args.start
                 response = http.post("/api/spaces", json=body)
-            else:  # go-live, end
+            elif args.action == "edit":
+                changes = {
+                    "title": args.title,
+                    "description": args.description,
+                    "scheduled_start": args.start,
+                    "visibility": args.visibility,
+                }
+                edit = {name: value for name, value in changes.items() if value is not None}
+                response = http.patch(f"/api/spaces/{args.space}", json=edit)
+            elif args.action == "invite":
+                invite = {"role": args.role, "max_uses": args.uses, "expires_in_s": args.expires}
+                response = http.post(f"/api/spaces/{args.space}/invite-links", json=invite)
+            elif args.action == "invites":
+                response = http.get(f"/api/spaces/{args.space}/invite-links")
+            elif args.action == "revoke-invite":
+                response = http.delete(f"/api/spaces/{args.space}/invite-links/{args.link}")
+            else:  # open, go-live, end, rotate-invite
                 response = http.post(f"/api/spaces/{args.space}/{args.action}")
     except httpx.HTTPError as exc:
         print(f"townhall spaces: cannot reach {base}: {exc}", file=sys.stderr)
@@ -222,6 +281,45 @@ def _webhooks(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _loadtest(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from townhall.loadtest import report, view
+    from townhall.loadtest.rehearsal import Plan, PlanError, rehearse
+
+    plan = Plan(
+        url=args.space_url,
+        listeners=args.listeners,
+        ramp_s=args.ramp,
+        duration_s=args.duration,
+        storm=args.storm,
+        storm_at_s=args.storm_at,
+        reactions_per_s=args.reactions,
+        hands_per_s=args.hands,
+        processes=args.processes,
+        speakers=args.speakers,
+        tone_hz=args.tone,
+        host_token=args.host_token,
+        allow_remote=args.yes_i_operate_this_server,
+    )
+    console = Console(stderr=True)
+    try:
+        plan.check()
+        with Live(view.table(plan, None, None), console=console, refresh_per_second=2) as live:
+            result = rehearse(
+                plan, lambda second, sample: live.update(view.table(plan, second, sample))
+            )
+    except PlanError as exc:
+        print(f"townhall loadtest: {exc}", file=sys.stderr)
+        return 2
+    written = report.write(result, Path(args.out))
+    console.print(result.verdict.summary)
+    for path in written:
+        console.print(f"wrote {path}")
+    return 0 if result.verdict.held else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="townhall", description="Live audio rooms.")
     parser.add_argument("--version", action="version", version=f"townhall {__version__}")
@@ -241,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
-        "--access-log", action="store_true", help="log every request (off: listeners are many)"
+        "--access-log",
+        action="store_true",
+        help="log every request (off: listeners are many; env TOWNHALL_ACCESS_LOG)",
     )
     serve.set_defaults(func=_serve)
 
@@ -278,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--data-dir", help="data directory holding the secret (default ./data)")
     token.set_defaults(func=_token)
 
-    spaces = sub.add_parser("spaces", help="list, create, start and end Spaces over the API")
+    spaces = sub.add_parser(
+        "spaces", help="list, create, edit, open, start and end Spaces over the API"
+    )
     spaces.add_argument(
         "--url", default="http://127.0.0.1:8080", help="server (default http://127.0.0.1:8080)"
     )
@@ -289,15 +391,51 @@ def build_parser() -> argparse.ArgumentParser:
     create = actions.add_parser("create", help="create a Space (green room) or schedule one")
     create.add_argument("title")
     create.add_argument("--visibility", choices=["public", "unlisted", "private"], default="public")
-    create.add_argument("--start", type=float, help="scheduled start, UNIX seconds")
+    create.add_argument(
+        "--start", type=when, help="scheduled start: UNIX seconds or e.g. 2026-12-05T18:00Z"
+    )
     create.add_argument(
         "--record",
         action="store_true",
         help="record it (everyone sees a REC badge; replay, clips and the host's download)",
     )
-    for name in ("go-live", "end"):
-        action = actions.add_parser(name, help=f"{name.replace('-', ' ')} (host)")
+    edit = actions.add_parser(
+        "edit",
+        help="change the title or description; before it opens, the start time or visibility "
+        "(everyone reminded by email hears of a new time)",
+    )
+    edit.add_argument("space")
+    edit.add_argument("--title")
+    edit.add_argument("--description")
+    edit.add_argument("--start", type=when, help="UNIX seconds or e.g. 2026-12-05T18:00Z")
+    edit.add_argument("--visibility", choices=["public", "unlisted", "private"])
+    for name, about in (
+        ("open", "open the green room (host)"),
+        ("go-live", "go on air (host)"),
+        ("end", "end the Space (host)"),
+        ("rotate-invite", "a private Space's new invite link; old links stop working (host)"),
+    ):
+        action = actions.add_parser(name, help=about)
         action.add_argument("space")
+    invite = actions.add_parser(
+        "invite", help="make a stage invite link (host, co-hosts; prints its url)"
+    )
+    invite.add_argument("space")
+    invite.add_argument("--role", choices=["speaker", "cohost"], default="speaker")
+    invite.add_argument(
+        "--uses", type=int, default=USES_DEFAULT, help=f"people it seats (1–{USES_MAX})"
+    )
+    invite.add_argument(
+        "--expires",
+        type=_duration,
+        default=TTL_DEFAULT_S,
+        help="how long it works: seconds, or 15m, 2h, 7d (5 minutes to 7 days; default 24h)",
+    )
+    invites = actions.add_parser("invites", help="a Space's invite links with their uses")
+    invites.add_argument("space")
+    revoke = actions.add_parser("revoke-invite", help="revoke one invite link")
+    revoke.add_argument("space")
+    revoke.add_argument("link", help="the link's id, as `invites` lists it")
     spaces.set_defaults(func=_spaces)
 
     hooks = sub.add_parser(
@@ -316,14 +454,46 @@ def build_parser() -> argparse.ArgumentParser:
     remove = hook_actions.add_parser("remove", help="stop sending to an endpoint")
     remove.add_argument("id", type=int)
     hooks.set_defaults(func=_webhooks)
+
+    load = sub.add_parser(
+        "loadtest",
+        help="rehearse an event: a synthetic audience of listener pages on a Space you operate",
+    )
+    load.add_argument(
+        "space_url", help="the Space's link, http://HOST/s/SPACE (…?code= if private)"
+    )
+    load.add_argument("--listeners", type=int, default=100, help="listeners to ramp up to")
+    load.add_argument("--ramp", type=float, default=10.0, help="seconds to reach them (default 10)")
+    load.add_argument("--duration", type=float, default=60.0, help="seconds in all (default 60)")
+    load.add_argument("--storm", type=int, default=0, help="a join storm of this many listeners…")
+    load.add_argument("--storm-at", type=float, default=0.0, help="…arriving in 1 s at this second")
+    load.add_argument("--reactions", type=float, default=0.0, help="reactions per second")
+    load.add_argument(
+        "--hands", type=float, default=0.0, help="raised (and lowered) hands per second"
+    )
+    load.add_argument("--speakers", type=int, default=0, help="speaker bots to invite (tone)")
+    load.add_argument("--tone", type=float, default=440.0, help="the first bot's tone (Hz)")
+    load.add_argument("--host-token", help="the host's token: needed to invite speaker bots")
+    load.add_argument(
+        "--processes", type=int, default=0, help="generator processes (default: one per core)"
+    )
+    load.add_argument("--out", default="loadtest-report", help="report directory")
+    load.add_argument(
+        "--yes-i-operate-this-server",
+        action="store_true",
+        help="allow a host other than this machine (only a server you operate)",
+    )
+    load.set_defaults(func=_loadtest)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        jsonlog.configure(log_format(os.environ))
+    except ConfigError as exc:
+        print(f"townhall: configuration error: {exc}", file=sys.stderr)
+        return 2
     for chatty in ("alembic", "aioice", "httpx"):  # their INFO lines are per connection / per check
         logging.getLogger(chatty).setLevel(logging.WARNING)
     try:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from townhall.reminders.mailer import TLS_MODES, SmtpConfig
 from townhall.spaces.lifecycle import DEFAULT_HOST_ABSENT_LIMIT_S
+from townhall.telemetry.jsonlog import LOG_FORMATS
 
 
 class ConfigError(ValueError):
@@ -101,7 +104,17 @@ class Config:
     # Disk the clips of one Space may take (MB; 0: no quota). A 60 s clip is about 0.5 MB at the
     # default bitrate, so the default is some 400 full-length clips.
     clip_quota_per_space_mb: int = 200
+    # The bearer token `GET /metrics` (Prometheus) must carry; empty: /metrics is off (404), so
+    # nothing about the node's traffic is readable until the operator chooses a secret for it.
+    metrics_token: str = ""
+    # Log lines as "text" (one human-readable line each) or "json" (one JSON object each).
+    log_format: str = "text"
+    # One log line per HTTP request (method, path, route, status, duration, request id). Off by
+    # default: listeners make several requests a second each.
+    access_log: bool = False
     media: MediaConfig = field(default_factory=MediaConfig)
+    # Reminder mail (reminders/mailer.py); no host: no mail, reminders stay on the page.
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
 
     @property
     def runs_media(self) -> bool:
@@ -210,6 +223,61 @@ def parse_trusted_proxies(raw: str) -> tuple[str, ...]:
     return tuple(proxies)
 
 
+METRICS_TOKEN_MIN = 16
+
+
+def _metrics_token(raw: str) -> str:
+    token = raw.strip()
+    if token and (len(token) < METRICS_TOKEN_MIN or not token.isprintable() or " " in token):
+        raise ConfigError(
+            f"TOWNHALL_METRICS_TOKEN must be at least {METRICS_TOKEN_MIN} printable characters "
+            "without spaces (e.g. from `openssl rand -hex 24`)"
+        )
+    return token
+
+
+def log_format(env: Mapping[str, str]) -> str:
+    """TOWNHALL_LOG_FORMAT: read on its own too, since logging is set up before the rest."""
+    raw = env.get("TOWNHALL_LOG_FORMAT", "").strip().lower() or Config.log_format
+    if raw not in LOG_FORMATS:
+        raise ConfigError(
+            f"TOWNHALL_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {raw!r}"
+        )
+    return raw
+
+
+def parse_smtp(env: dict[str, str]) -> SmtpConfig:
+    """TOWNHALL_SMTP_*: where reminder mail goes out, checked at start."""
+    host = env.get("TOWNHALL_SMTP_HOST", "").strip()
+    tls = env.get("TOWNHALL_SMTP_TLS", "").strip().lower() or SmtpConfig.tls
+    if tls not in TLS_MODES:
+        raise ConfigError(f"TOWNHALL_SMTP_TLS must be one of {', '.join(TLS_MODES)}, got {tls!r}")
+    sender = env.get("TOWNHALL_SMTP_FROM", "").strip()
+    if host and "@" not in sender:
+        raise ConfigError(
+            "TOWNHALL_SMTP_FROM must be the address reminders come from (e.g. "
+            "'townhall <reminders@example.org>') when TOWNHALL_SMTP_HOST is set"
+        )
+    default_port = {"starttls": 587, "tls": 465, "none": 25}[tls]
+    rate = env.get("TOWNHALL_SMTP_RATE", "").strip()
+    try:
+        per_second = float(rate) if rate else SmtpConfig.per_second
+    except ValueError:
+        raise ConfigError(f"TOWNHALL_SMTP_RATE must be a number, got {rate!r}") from None
+    if not 0.01 <= per_second <= 10_000:
+        raise ConfigError(f"TOWNHALL_SMTP_RATE must be between 0.01 and 10000, got {rate!r}")
+    return SmtpConfig(
+        host=host,
+        port=_int(env, "TOWNHALL_SMTP_PORT", default_port, low=1, high=65535),
+        tls=tls,
+        username=env.get("TOWNHALL_SMTP_USER", ""),
+        password=env.get("TOWNHALL_SMTP_PASSWORD", ""),
+        sender=sender,
+        per_second=per_second,
+        ca_file=env.get("TOWNHALL_SMTP_CA_FILE", ""),
+    )
+
+
 def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
     """Build the config: defaults ← environment ← explicit overrides (CLI flags); then the secret."""
     env = dict(os.environ if env is None else env)
@@ -299,7 +367,11 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
             low=0,
             high=10**7,
         ),
+        "metrics_token": _metrics_token(env.get("TOWNHALL_METRICS_TOKEN", "")),
+        "log_format": log_format(env),
+        "access_log": _bool(env, "TOWNHALL_ACCESS_LOG", Config.access_log),
         "media": media,
+        "smtp": parse_smtp(env),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["role"] = _role(str(values["role"]))

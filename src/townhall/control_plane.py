@@ -7,6 +7,7 @@ control plane alone (no media), for tests and for API-only processes.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,24 +15,31 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from townhall.api import errors
+from townhall.api.audience_routes import build_audience_router
 from townhall.api.auth import Sessions, build_auth_router
 from townhall.api.bounds import BoundedApp
 from townhall.api.control_routes import build_control_router
 from townhall.api.headers import SecurityHeaders
-from townhall.api.live_routes import build_live_router
+from townhall.api.invite_routes import build_invite_router
+from townhall.api.live_routes import PresenceRates, build_live_router
 from townhall.api.origins import OriginCheck
-from townhall.api.tokens import IdentityTokens, InviteTokens
+from townhall.api.reminder_routes import build_reminder_router
+from townhall.api.tokens import IdentityTokens, InviteTokens, UnsubscribeTokens
 from townhall.config import Config, make_private_dir
+from townhall.delivery.capability import MediaKeys
 from townhall.node.forward import relay_key
+from townhall.reminders.mailer import SmtpMailer
+from townhall.reminders.sender import ReminderSender
 from townhall.spaces.control import ControlConfig, SpaceControl
-from townhall.spaces.model import Space
+from townhall.spaces.invite_links import TTL_DEFAULT_S
+from townhall.spaces.model import Space, SpaceId
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.live import LiveState
 from townhall.state.outbox import EventOutbox
-from townhall.state.records import Records, open_records
+from townhall.state.records import Records, ReminderMail, open_records
 from townhall.state.redis_live import RedisLiveState
 
-INVITE_TTL_S = 7 * 86400
+log = logging.getLogger(__name__)
 
 
 def records_url(data_dir: Path) -> str:
@@ -75,8 +83,35 @@ async def open_control_plane(config: Config) -> ControlPlane:
     quotas = ControlConfig(
         guests_may_create=config.guests_create_spaces,
         max_open_per_host=config.max_open_spaces_per_host,
+        sends_mail=config.smtp.enabled,
     )
     return ControlPlane(records, live, SpaceControl(records, live, quotas, events=events))
+
+
+def reminder_sender(config: Config, plane: ControlPlane) -> ReminderSender | None:
+    """The mail sender of this process, or None when no SMTP server is configured. Its
+    unsubscribe links carry a token signed with the installation's secret."""
+    if not config.smtp.enabled:
+        return None
+    if not config.public_url:
+        log.warning(
+            "reminder mail links will point at %s: set TOWNHALL_PUBLIC_URL to the address "
+            "people reach this server at",
+            config.base_url,
+        )
+    tokens = UnsubscribeTokens(config.secret)
+
+    def unsubscribe_url(mail: ReminderMail) -> str:
+        token = tokens.mint(mail.space_id, mail.user_id)
+        return f"{config.base_url}/api/reminders/unsubscribe?token={token}"
+
+    return ReminderSender(
+        plane.records,
+        SmtpMailer(config.smtp),
+        plane.live,
+        base_url=config.base_url,
+        unsubscribe_url=unsubscribe_url,
+    )
 
 
 async def _always_room() -> None:
@@ -94,21 +129,33 @@ def install_control_plane(
     """`on_space_changed` places a Space that opened on a media node (503 when none has room);
     `ensure_room` answers the same 503 before a Space that opens at once is written."""
     identity = IdentityTokens(config.secret, config.session_ttl_s)
+    keys = MediaKeys(config.secret)  # private Spaces' capability URLs (delivery.capability)
     sessions = Sessions(identity, lambda: plane().live)
     app.state.sessions = sessions
     app.state.config = config
     app.state.on_space_changed = on_space_changed
     app.state.ensure_room = ensure_room or _always_room
+    app.state.media_keys = keys
+    app.state.find_space = lambda space_id: plane().records.space(SpaceId(space_id))  # pages
     secure = config.public_url.startswith("https://")
     app.include_router(
         build_auth_router(
             lambda: plane().records, lambda: plane().live, sessions, secure_cookies=secure
         )
     )
+    app.include_router(build_control_router(lambda: plane().control, keys))
     app.include_router(
-        build_control_router(lambda: plane().control, InviteTokens(config.secret, INVITE_TTL_S))
+        build_invite_router(lambda: plane().control, InviteTokens(config.secret, TTL_DEFAULT_S))
     )
-    app.include_router(build_live_router(lambda: plane().control, sessions))
+    app.include_router(
+        build_reminder_router(lambda: plane().control, UnsubscribeTokens(config.secret))
+    )
+    # Shared with /metrics (app.py): both turn presence beacons into the same listener count.
+    app.state.presence_rates = PresenceRates()
+    app.include_router(
+        build_live_router(lambda: plane().control, sessions, keys, rates=app.state.presence_rates)
+    )
+    app.include_router(build_audience_router(lambda: plane().control))
     # Cookie-authenticated writes and WebSockets from other sites' pages are refused; a request
     # another node relays was checked where it arrived.
     app.add_middleware(

@@ -118,6 +118,19 @@ def spawn(args: list[str], env: dict[str, str] | None = None) -> Proc:
     return Proc(popen)
 
 
+def polite_request(
+    method: str, url: str, *, headers: dict[str, str], json: object = None
+) -> httpx.Response:
+    """One request, as a well-behaved client makes it: a 503 or 429 is retried after its
+    Retry-After (a few times at most); the last answer is returned whatever it is."""
+    for _attempt in range(4):
+        response = httpx.request(method, url, json=json, headers=headers, timeout=15)
+        if response.status_code not in (429, 503):
+            break
+        time.sleep(min(5.0, float(response.headers.get("Retry-After", "1"))))  # as told
+    return response
+
+
 @dataclass(frozen=True)
 class HostedSpace:
     id: str
@@ -137,16 +150,10 @@ class Server:
     data_dir: Path
 
     def call(self, method: str, path: str, token: str | None = None, json: object = None) -> Any:
-        """One API call, as a well-behaved client makes it: a 503 or 429 is retried after its
-        Retry-After (a few times at most); any other failure raises with the server's message."""
+        """One API call, as a well-behaved client makes it (`polite_request`); any failure raises
+        with the server's message."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        for _attempt in range(4):
-            response = httpx.request(
-                method, f"{self.url}{path}", json=json, headers=headers, timeout=15
-            )
-            if response.status_code not in (429, 503):
-                break
-            time.sleep(min(5.0, float(response.headers.get("Retry-After", "1"))))  # as told
+        response = polite_request(method, f"{self.url}{path}", headers=headers, json=json)
         if response.status_code >= 400:
             raise RuntimeError(f"{method} {path} failed: {response.status_code} {response.text}")
         return response.json() if response.content else None
@@ -192,10 +199,15 @@ class Server:
 
 
 def start_server(
-    tmp: Path, env: dict[str, str] | None = None, port: int | None = None, within: float = 30.0
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    args: Sequence[str] = (),
+    within: float = 30.0,
 ) -> Server:
     """A `townhall serve` on loopback with its data in `tmp`, on `port` (default: a free one),
-    started within `within` seconds (a bench on a loaded machine may allow more)."""
+    with extra `serve` options `args` (e.g. `--access-log`), started within `within` seconds (a
+    bench on a loaded machine may allow more)."""
     port = port or free_port()
     proc = spawn(
         [
@@ -209,6 +221,7 @@ def start_server(
             str(port),
             "--data-dir",
             str(tmp),
+            *args,
         ],
         env=env,
     )

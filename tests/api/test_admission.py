@@ -27,6 +27,8 @@ from townhall.config import load
         ("POST", "/api/spaces/abcdefghij/go-live", RequestClass.CONTROL),
         ("POST", "/api/spaces", RequestClass.CONTROL),
         ("GET", "/", RequestClass.CONTROL),
+        ("GET", "/metrics", RequestClass.OPERATOR),
+        ("GET", "/metrics/x", RequestClass.CONTROL),
     ],
 )
 def test_requests_are_classed_by_what_they_are_for(
@@ -92,3 +94,14 @@ def test_a_late_event_loop_sheds_everything_but_audio_first() -> None:
     assert not admission.enter(RequestClass.MEDIA)
     admission.lag_s = 0.0
     assert admission.enter(RequestClass.LISTENER)
+
+
+def test_a_late_event_loop_still_lets_the_operator_see_it_while_audio_flows() -> None:
+    admission = Admission(AdmissionLimits(lag_shed_s=0.2, lag_shed_media_s=1.0, operator=1))
+    admission.lag_s = 0.5
+    assert not admission.enter(RequestClass.CONTROL)
+    assert admission.enter(RequestClass.OPERATOR)
+    assert not admission.enter(RequestClass.OPERATOR), "a scrape flood is capped"
+    admission.leave(RequestClass.OPERATOR)
+    admission.lag_s = 1.5
+    assert not admission.enter(RequestClass.OPERATOR)

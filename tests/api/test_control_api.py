@@ -79,9 +79,9 @@ def test_a_space_lives_its_whole_life_over_the_api(client: TestClient) -> None:
     cohost_link = host.post(f"/api/spaces/{space_id}/invite-links", {"role": "cohost"}).json()[
         "invite"
     ]
-    speaker_link = host.post(f"/api/spaces/{space_id}/invite-links", {"role": "speaker"}).json()[
-        "invite"
-    ]
+    speaker_link = host.post(
+        f"/api/spaces/{space_id}/invite-links", {"role": "speaker", "max_uses": 2}
+    ).json()["invite"]
     cohost, ann, bob = signup(client, "cole"), signup(client, "ann"), guest(client, "Bob")
     assert (
         cohost.post(f"/api/spaces/{space_id}/stage/join", {"invite": cohost_link}).json()["role"]

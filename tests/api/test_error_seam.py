@@ -89,7 +89,9 @@ def test_the_openapi_documents_the_error_shape_for_every_route(
     error_schema = {"$ref": "#/components/schemas/ErrorOut"}
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
-            for status in ("401", "404", "422", "429", "503"):
+            # 413: any call, bodiless ones too, refuses a body declared over its cap (a fuzzer
+            # found it undocumented).
+            for status in ("401", "404", "413", "422", "429", "503"):
                 answer = operation["responses"].get(status)
                 assert answer is not None, f"{method.upper()} {path}: no {status} documented"
                 schema = answer["content"]["application/json"]["schema"]

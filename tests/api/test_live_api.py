@@ -11,9 +11,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from tests.api.test_control_api import Person, guest, signup
 from tests.conftest import wait_until
-from townhall.api.live_routes import PRESENCE_TARGET, presence_sample
 from townhall.config import load
 from townhall.control_plane import control_plane_app
+from townhall.spaces.counts import PRESENCE_TARGET, presence_sample
 
 
 @pytest.fixture
@@ -45,12 +45,32 @@ def test_a_private_space_snapshot_needs_the_code(client: TestClient) -> None:
     host = signup(client, "hana")
     created = host.post("/api/spaces", {"title": "Secret", "visibility": "private"}).json()
     space_id = created["space"]["id"]
+    client.cookies.clear()  # an anonymous listener's browser, not the host's (on its stage)
     assert client.get(f"/api/spaces/{space_id}/snapshot").status_code == 404
     code = created["links"]["listen"].split("?code=")[1]
     assert client.get(f"/api/spaces/{space_id}/snapshot?code={code}").status_code == 200
     # Built and cached for someone with the code, it is still refused to someone without it.
     assert client.get(f"/api/spaces/{space_id}/snapshot").status_code == 404
     assert client.get(f"/api/spaces/{space_id}/snapshot?code=wrong").status_code == 404
+
+
+def test_a_private_spaces_stage_reads_its_snapshot_signed_in_and_never_from_a_cache(
+    client: TestClient,
+) -> None:
+    host = signup(client, "hana")
+    created = host.post("/api/spaces", {"title": "Secret", "visibility": "private"}).json()
+    space_id = created["space"]["id"]
+    invite = host.post(f"/api/spaces/{space_id}/invite-links", {"role": "speaker"}).json()
+    speaker = guest(client, "Sam")
+    assert speaker.post(
+        f"/api/spaces/{space_id}/stage/join", {"invite": invite["invite"]}
+    ).is_success
+    # A speaker is not given the invite code, and still sees who is speaking.
+    mine = speaker.get(f"/api/spaces/{space_id}/snapshot")
+    assert mine.status_code == 200
+    assert mine.headers["cache-control"] == "private, no-store"
+    assert guest(client, "Troll").get(f"/api/spaces/{space_id}/snapshot").status_code == 404
+    assert client.get(f"/api/spaces/{space_id}/snapshot").status_code == 404
 
 
 def test_presence_beacons_count_distinct_listeners_and_refuse_junk(client: TestClient) -> None:

@@ -181,6 +181,20 @@ def new_person(browser: Browser, *, microphone: bool) -> tuple[BrowserContext, P
     return context, page, collect_errors(page)
 
 
+def host_on_stage(
+    browser: Browser, server: Server, title: str
+) -> tuple[BrowserContext, Page, list[str], str]:
+    """Hana signs up, creates a Space and opens its stage page, events connected: the host's
+    context, page, console errors and the Space id."""
+    context, host, errors = new_person(browser, microphone=True)
+    sign_up(host, server, "Hana")
+    space_id = create_space(host, server, title)
+    host.goto(f"{server.url}/s/{space_id}/stage")
+    expect(host.locator("#role")).to_have_text("Host")
+    host.wait_for_function("() => window.townhall.eventsConnected")
+    return context, host, errors, space_id
+
+
 def test_a_space_from_green_room_to_end_with_a_host_a_speaker_and_a_listener(
     server: Server, browser: Browser
 ) -> None:
@@ -422,12 +436,7 @@ def test_scheduling_a_space_on_the_home_page_lists_it_as_upcoming_with_a_reminde
 def test_the_host_console_brings_a_hand_on_stage_makes_a_cohost_pins_a_link_and_bans(
     server: Server, browser: Browser
 ) -> None:
-    host_context, host, host_errors = new_person(browser, microphone=True)
-    sign_up(host, server, "Hana")
-    space_id = create_space(host, server, "Ask me anything")
-    host.goto(f"{server.url}/s/{space_id}/stage")
-    expect(host.locator("#role")).to_have_text("Host")
-    host.wait_for_function("() => window.townhall.eventsConnected")
+    host_context, host, host_errors, space_id = host_on_stage(browser, server, "Ask me anything")
 
     # Two listeners, each with a name; both raise a hand.
     people = {}
@@ -455,7 +464,8 @@ def test_the_host_console_brings_a_hand_on_stage_makes_a_cohost_pins_a_link_and_
     dialog = host.get_by_role("dialog")
     expect(dialog).to_contain_text("Ban Kim?")
     expect(dialog).to_contain_text("can no longer react, raise a hand, make clips or come on stage")
-    expect(dialog).to_contain_text("The stream stays public: anyone with the link, Kim included")
+    expect(dialog).to_contain_text("The stream stays public and Kim can still hear it")
+    expect(dialog).to_contain_text("without asking who they are")  # and why
     dialog.get_by_role("button", name="Yes, ban").click()
     expect(host.locator("#hands")).not_to_contain_text("Kim")
     expect(host.locator("#roster-status")).to_have_text("Kim was banned from this Space.")

@@ -34,6 +34,7 @@ from tests.e2e.test_web_reconnect import (
     listener_sample,
     network_error,
 )
+from tests.telemetry.scrape import Scrape
 from townhall.harness import (
     Edge,
     EdgeKind,
@@ -407,3 +408,66 @@ def test_a_listener_page_plays_on_across_a_take_over_without_a_reload(
     assert listener_sample(page)["sameDocument"], "the page was reloaded"
     assert [e for e in errors if not network_error(e)] == [], errors
     context.close()
+
+
+def test_each_node_reports_its_own_metrics_and_a_space_once(cluster: Cluster) -> None:
+    """Every process is its own Prometheus target: its own node label, per-Space series only on
+    the node that runs the Space (so sums over nodes count it once), the shared backlogs alike."""
+    token = "cluster-metrics-token-0123456789"
+    one = cluster.start("media-1", "media", TOWNHALL_METRICS_TOKEN=token)
+    two = cluster.start("media-2", "media", TOWNHALL_METRICS_TOKEN=token)
+    space = one.create_space("Counted once", live=False)
+    wait_until(lambda: running(one) + running(two) == 1, 30, "the Space placed on one node")
+
+    def scrape(server: Server) -> Scrape:
+        answer = httpx.get(
+            f"{server.url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=15
+        )
+        assert answer.status_code == 200, answer.text
+        return Scrape(answer.text)
+
+    scrapes = {name: scrape(server) for name, server in (("media-1", one), ("media-2", two))}
+    nodes = {
+        name: {s.labels["node"] for s in found.samples if s.name == "townhall_node_info"}
+        for name, found in scrapes.items()
+    }
+    assert all(len(ids) == 1 for ids in nodes.values()), nodes
+    assert nodes["media-1"] != nodes["media-2"], "two processes share a node label"
+    owner = cluster.owner(space.id)
+    for name, found in scrapes.items():
+        runs_it = name == owner
+        assert (found.value("townhall_space_ticks_total", space=space.id) is not None) is runs_it
+        assert found.value("townhall_node_leases") == (1 if runs_it else 0)
+        assert found.value("townhall_webhook_backlog") == 0
+
+
+def test_a_private_spaces_capability_url_works_through_any_node_and_its_rotation_everywhere(
+    cluster: Cluster,
+) -> None:
+    """A node that does not run the Space relays the capability URL (key and all) to the owner,
+    which checks it; the plain path is a 404 on every node; a new invite code made through one
+    node ends the old URLs on all of them."""
+    api = cluster.start("api", "api")
+    media = cluster.start("media-1", "media")
+    host = api.host_identity()
+    created = api.call("POST", "/api/spaces", host, {"title": "Board", "visibility": "private"})
+    space_id = created["space"]["id"]
+    api.call("POST", f"/api/spaces/{space_id}/go-live", host)
+    path = httpx.URL(created["links"]["playlist"]).path.replace("index.m3u8", "media.m3u8")
+    assert cluster.owner(space_id) == "media-1"
+    for node in (api, media):
+        wait_until(
+            lambda url=f"{node.url}{path}": httpx.get(url, timeout=20).status_code == 200,
+            30,
+            "the capability URL to answer",
+        )
+        plain = httpx.get(f"{node.url}/live/{space_id}/media.m3u8", timeout=20)
+        assert plain.status_code == 404, plain.text
+
+    api.call("POST", f"/api/spaces/{space_id}/rotate-invite", host)
+    for node in (api, media):
+        wait_until(
+            lambda url=f"{node.url}{path}": httpx.get(url, timeout=20).status_code == 404,
+            5,
+            "the old capability URL to end",
+        )

@@ -61,8 +61,12 @@ async def listener(http: httpx.AsyncClient, media_url: str, until: float) -> int
     return requests
 
 
-async def audience(edge: Edge, space_id: str, count: int, seconds: float) -> int:
-    media_url = f"{edge.url}/live/{space_id}/media.m3u8"
+async def audience(
+    edge: Edge, space_id: str, count: int, seconds: float, base: str | None = None
+) -> int:
+    """`count` listeners of the Space through the edge; `base`: its media path if not the plain
+    `/live/{id}` (a private Space's capability path)."""
+    media_url = f"{edge.url}{base or f'/live/{space_id}'}/media.m3u8"
     limits = httpx.Limits(max_connections=count * 2 + 4)
     async with httpx.AsyncClient(timeout=15, limits=limits) as http:
         until = time.monotonic() + seconds
@@ -138,6 +142,51 @@ def test_a_private_space_seen_by_its_host_is_never_shown_to_anyone_else(
             assert stranger.status_code == 404, stranger.text
             again = http.get(url, headers=headers)  # nor is the stranger's 404 the host's answer
             assert again.status_code == 200, again.text
+
+
+def test_a_private_space_is_cached_at_its_capability_url_and_never_served_at_its_plain_one(
+    server: Server, edge: Edge
+) -> None:
+    """Through the edge, the invited audience of a private Space costs the origin what a public
+    one does; its plain path (and a made-up key) get the origin's 404 every time, never a cached
+    private object; after the host makes a new invite link the old URLs stop working within the
+    edge's lifetime for them (a live playlist: 1 s)."""
+    token = server.host_identity()
+    created = server.call("POST", "/api/spaces", token, {"title": "Board", "visibility": "private"})
+    space_id = created["space"]["id"]
+    server.call("POST", f"/api/spaces/{space_id}/go-live", token)
+    base = httpx.URL(created["links"]["playlist"]).path.removesuffix("/index.m3u8")
+    assert base != f"/live/{space_id}"
+    with httpx.Client(timeout=10) as http:
+        media = f"{edge.url}{base}/media.m3u8"
+        wait_until(lambda: PART.search(http.get(media).text) is not None, 30, "parts")
+        found = re.search(r'#EXT-X-MAP:URI="([^"]+)"', http.get(media).text)
+        assert found is not None
+        init = f"{edge.url}{base}/{found.group(1)}"
+        first = http.get(init)
+        again = [http.get(init) for _ in range(5)]
+        assert first.status_code == 200
+        assert [r.headers.get("x-cache-status") for r in again] == ["HIT"] * 5
+
+        before = edge.counts()
+        made = asyncio.run(audience(edge, space_id, 30, seconds=3.0, base=base))
+        counted = logged(edge, before.client + made) - before
+        assert counted.origin <= made / 5, (counted, made)
+        print(f"\n{edge.kind} private: {counted.origin} origin requests for {made} made")
+
+        plain = f"{edge.url}/live/{space_id}"
+        guessed = f"{plain}/{'A' * 22}"
+        for url in (f"{plain}/{found.group(1)}", f"{plain}/media.m3u8", f"{guessed}/media.m3u8"):
+            for _ in range(3):
+                answer = http.get(url)
+                # The 404 itself may be cached for a second (Varnish keeps errors that long).
+                assert answer.status_code == 404, (url, answer.text)
+                assert answer.json()["error"]["code"] == "not_found"
+
+        server.call("POST", f"/api/spaces/{space_id}/rotate-invite", token)
+        began = time.monotonic()
+        wait_until(lambda: http.get(media).status_code == 404, 10, "the old playlist to end")
+        assert time.monotonic() - began < 4  # the edge's second + the origin's second + slack
 
 
 def test_a_signed_in_listener_is_served_from_the_cache_like_everyone(

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.e2e
 EDGE_ADDRESS = "127.0.0.1"  # where the edge connects to the origin from
 LISTENER_A, LISTENER_B = "127.0.0.3", "127.0.0.4"  # two people in the audience
 STRANGER = "127.0.0.5"  # someone on the origin's network who is not the edge
+METRICS_TOKEN = "edge-test-metrics-token-0123456789"
 
 
 @dataclass
@@ -41,7 +42,8 @@ def site(
 ) -> Iterator[Site]:
     kind: EdgeKind = request.param
     tmp = tmp_path_factory.mktemp(f"forwarding-{kind}")
-    server = start_server(tmp / "data", env={"TOWNHALL_TRUSTED_PROXIES": EDGE_ADDRESS})
+    env = {"TOWNHALL_TRUSTED_PROXIES": EDGE_ADDRESS, "TOWNHALL_METRICS_TOKEN": METRICS_TOKEN}
+    server = start_server(tmp / "data", env=env)
     try:
         edge = start_edge(server.url, tmp / "edge", kind=kind)
     except BaseException:
@@ -67,6 +69,17 @@ def later_space(http: httpx.Client, title: str) -> tuple[str, dict[str, str]]:
     created = http.post("/api/spaces", json=body, headers=auth)
     assert created.status_code == 201, created.text
     return str(created.json()["space"]["id"]), auth
+
+
+def test_the_edge_never_hands_out_a_nodes_metrics_even_to_its_operator(site: Site) -> None:
+    bearer = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    direct = httpx.get(f"{site.server.url}/metrics", headers=bearer, timeout=15)
+    assert direct.status_code == 200, "scraped at the node's own address, it answers"
+    for path in ("/metrics", "/metrics?format=x", "//metrics", "/metrics/"):
+        answer = httpx.get(f"{site.edge.url}{path}", headers=bearer, timeout=15)
+        assert answer.status_code == 404, (path, answer.status_code)
+        assert answer.json()["error"]["code"] == "not_found"
+        assert "townhall_" not in answer.text
 
 
 def test_links_the_api_gives_through_the_edge_name_the_edge(site: Site) -> None:

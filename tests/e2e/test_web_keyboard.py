@@ -205,6 +205,8 @@ def test_the_host_console_by_keyboard_with_its_confirmations(
             "End Space",
             "Delay in seconds",
             "Set delay",
+            "People it can seat",
+            "Works for",
             "Invite a speaker",
             "Invite a co-host",
             "Link listeners see under the title",

@@ -1,5 +1,7 @@
 """What one listener costs: the listener page, playing live, asks for about one segment per
-segment of audio it plays — no playlist reloads, no part requests — and hears the stage.
+segment of audio it plays — no playlist reloads, no part requests — and hears the stage. The room
+it shows (stage, speaking, reactions, count) comes in those segments, so the snapshot is read only
+every 15 s for the rest, and everything the page asks for stays well under one request a second.
 
 Counted against the media the page played (its currentTime), not the wall clock, so a slow
 machine changes nothing: a page that reloaded the playlist and fetched every part, as hls.js
@@ -44,9 +46,11 @@ def test_a_live_listener_asks_for_about_one_segment_per_segment_and_hears_the_st
     on_stage(speakers(*space.host_bot_args(), "--tone", str(TONE_HZ)))
     context, page, errors = new_person(browser, microphone=False)
     stream_requests: list[str] = []
+    page_requests: list[str] = []  # everything: stream, snapshot, presence, …
 
     def on_request(request: Request) -> None:
         path = urlsplit(request.url).path
+        page_requests.append(path)
         if path.startswith("/live/"):
             stream_requests.append(path)
 
@@ -56,8 +60,10 @@ def test_a_live_listener_asks_for_about_one_segment_per_segment_and_hears_the_st
     poll_page(page, listener_sample, "the tone", hearing_the_tone(), DEADLINE_S)
 
     # Steady state: from now, over WINDOW_S of played audio.
+    page.wait_for_function("() => window.townhall.roomStreamed", timeout=DEADLINE_S * 1000)
     start = listener_sample(page)["time"]
     before = len(stream_requests)
+    before_all = len(page_requests)
     poll_page(
         page,
         listener_sample,
@@ -66,13 +72,21 @@ def test_a_live_listener_asks_for_about_one_segment_per_segment_and_hears_the_st
         DEADLINE_S + WINDOW_S,
     )
     window = stream_requests[before:]
+    everything = page_requests[before_all:]
     played = listener_sample(page)["time"] - start
     print(f"\n{len(window)} stream requests over {played:.1f} s of audio: {window}")
+    print(
+        f"{len(everything)} page requests in all ({len(everything) / played:.2f}/s): {everything}"
+    )
     segments = [p for p in window if p.endswith(".m4s")]
     assert len(window) <= played / SEGMENT_S + 2, window  # ~one request per segment
     assert len(window) <= played * 1.0, window  # the budget: at most one a second
     assert len(segments) >= played / SEGMENT_S - 2, "the page played audio it did not fetch?"
     assert sum(p.endswith(".m3u8") for p in window) <= 1, window  # no playlist reloads
+    # The room comes in the stream: the snapshot only every 15 s (not every second), and the
+    # whole page — stream, snapshot, presence beacon — well under one request a second.
+    assert sum(p.endswith("/snapshot") for p in everything) <= played / 15 + 1, everything
+    assert len(everything) <= played * 0.75, everything
     poll_page(page, listener_sample, "the tone, still", hearing_the_tone(), DEADLINE_S)
     assert errors == [], errors
     context.close()

@@ -19,6 +19,7 @@ from tests.conftest import Proc, Server, wait_until
 from tests.e2e.polling import poll_page
 from tests.e2e.test_audio_path import on_stage
 from tests.e2e.test_browser import CHROMIUM, FLAGS, new_person, screenshots
+from tests.e2e.test_web_phone import offered, press
 
 pytestmark = [
     pytest.mark.e2e,
@@ -107,6 +108,12 @@ def test_an_ended_recorded_space_replays_from_the_start_on_the_listener_page_and
     samples = until(page, "the seek lands", lambda s: 1.0 <= s["time"] < 2.0)
     # ...and playback goes on from there.
     until(page, "playback goes on after the seek", lambda s: s["time"] >= 2.2)
+    # The lock screen shows the replay's length and scrubs in it (Media Session).
+    lock = offered(page)
+    assert lock["actions"] == ["pause", "play", "seekbackward", "seekforward", "seekto", "stop"]
+    assert lock["position"]["duration"] == pytest.approx(duration, abs=0.5)
+    press(page, "seekto", seekTime=0.5)
+    until(page, "the lock screen's seek lands", lambda s: 0.5 <= s["time"] < 1.5)
     # The keyboard moves the slider too: End goes to the end, and the replay ends there.
     seek.focus()
     page.keyboard.press("End")

@@ -24,13 +24,19 @@ class Member:
         self.ticks = 0
         self.skipped = 0
         self.worker_threads: set[str] = set()
+        self.begun = 0
+        # What ran on the worker, in order: tick n as n, a fill given after n ticks as n - 0.5.
+        self.worker_log: list[float] = []
 
     def begin_tick(self) -> Work:
         if self.fail == "begin":
             raise RuntimeError("bad mix")
+        n = self.begun
+        self.begun += 1
 
         def work() -> Finish:
             self.worker_threads.add(threading.current_thread().name)
+            self.worker_log.append(n)
             if self.fail == "work":
                 raise RuntimeError("bad encode")
             return self.finish
@@ -42,8 +48,15 @@ class Member:
             raise RuntimeError("bad delivery")
         self.ticks += 1
 
-    def skip_ticks(self, missed: int) -> None:
+    def skip_ticks(self, missed: int) -> Work:
         self.skipped += missed
+        after = self.begun
+
+        def fill() -> Finish:
+            self.worker_log.append(after - 0.5)
+            return lambda: None
+
+        return fill
 
 
 async def test_one_clock_ticks_every_space_on_one_worker_thread() -> None:
@@ -105,6 +118,13 @@ async def test_a_stall_is_skipped_for_every_space_alike() -> None:
         away[0] += 2.0  # the loop was away for 2 s: 100 ticks
         await wait_until_async(lambda: clock.skipped_ticks >= 95, 30, "the stall to be noticed")
         assert all(s.skipped == clock.skipped_ticks for s in spaces)
+        # Each Space's skipped interval is filled on the worker between the ticks around it.
+        await wait_until_async(
+            lambda: all(s.worker_log[-1] % 1 == 0 for s in spaces), 30, "a tick after the fill"
+        )
+        for space in spaces:
+            assert any(entry % 1 for entry in space.worker_log)
+            assert space.worker_log == sorted(space.worker_log)
     finally:
         await clock.close()
 

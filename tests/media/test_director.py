@@ -40,7 +40,9 @@ from townhall.media.director import (
     translate,
 )
 from townhall.media.pipeline import SpaceMedia
+from townhall.media.roomstate import Audience, Seat
 from townhall.spaces.control import Actor, NewSpace, SpaceControl
+from townhall.spaces.counts import REACTION_WINDOW_S
 from townhall.spaces.model import (
     Role,
     Space,
@@ -56,7 +58,7 @@ from townhall.state.records import open_records
 SPACE = "spdirector1"
 ANA, BEN = SpeakerId("u-ana000000000"), SpeakerId("u-ben000000000")
 T0 = 1_800_000_000.0
-FAST = DirectorConfig(speaking_interval_s=0.01)  # speaking looked at every 10 ms, not 250
+FAST = DirectorConfig(speaking_interval_s=0.01, audience_interval_s=0.05)  # not 250 ms, 1 s
 
 
 async def until(condition: Callable[[], bool], what: str, within: float = 5.0) -> None:
@@ -263,6 +265,7 @@ class Rig:
         initial: Sequence[MediaCommand] = (),
         config: DirectorConfig = FAST,
         live: Any = None,
+        read_stage: Any = None,
     ) -> SpaceDirector:
         self.director = SpaceDirector(
             SPACE,
@@ -275,6 +278,7 @@ class Rig:
             initial=initial,
             config=config,
             clock=lambda: T0,
+            read_stage=read_stage,
         )
         await self.director.start()
         return self.director
@@ -653,3 +657,51 @@ async def test_the_director_follows_a_whole_space_driven_by_the_control_plane(
         await media.stop()
         await live.close()
         await records.close()
+
+
+# -- room state for the stream ---------------------------------------------------------------------
+
+
+def member(user: str, name: str, role: Role = Role.SPEAKER, muted: bool = False) -> StageMember:
+    return StageMember(SpaceId(SPACE), UserId(user), role, name, T0, muted_by_host=muted)
+
+
+async def test_the_stream_gets_the_stage_at_start_and_after_every_stage_change(rig: Rig) -> None:
+    stage = [member(ANA, "Ana", Role.HOST)]
+
+    async def read_stage() -> list[StageMember]:
+        return list(stage)
+
+    await rig.start(read_stage=read_stage)
+    assert rig.media.stage == (Seat(ANA, "Ana", "host", False),)
+    stage.append(member(BEN, "Ben", muted=True))
+    await rig.applied(await rig.emit("stage.joined", {"member": {"user_id": BEN}}))
+    assert rig.media.stage == (Seat(ANA, "Ana", "host", False), Seat(BEN, "Ben", "speaker", True))
+    stage.pop()
+    await rig.applied(await rig.emit("user.banned", {"user_id": BEN, "by": ANA}))
+    assert rig.media.stage == (Seat(ANA, "Ana", "host", False),)
+
+
+async def test_the_stream_gets_reactions_the_count_and_recent_bans_as_the_snapshot_has_them(
+    rig: Rig,
+) -> None:
+    await rig.live.add_reaction(SPACE, "👏", int(T0), 3)
+    await rig.live.mark_listener(SPACE, "k" * 20, T0)
+    director = await rig.start()
+    await until(lambda: rig.media.audience is not None, "the first audience")
+    assert rig.media.audience == Audience((("👏", 3),), 1, REACTION_WINDOW_S, (), 1.0, 0)
+    await rig.applied(await rig.emit("user.removed", {"user_id": BEN, "by": ANA}))
+    await until(
+        lambda: rig.media.audience is not None and bool(rig.media.audience.moderation),
+        "the removal in the audience",
+        within=10,
+    )
+    assert rig.media.audience is not None
+    assert rig.media.audience.moderation == ((BEN, "removed", T0),)
+    assert director.stats.audience_reads_failed == 0
+    pinned = await rig.emit("space.pinned", {"url": "https://example.org/"})
+    await until(
+        lambda: rig.media.audience is not None and rig.media.audience.revision == pinned.seq,
+        "the pin to be announced in the stream",
+        within=10,
+    )

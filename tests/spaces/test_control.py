@@ -73,7 +73,7 @@ async def test_a_listener_asks_to_speak_and_the_host_brings_them_up(control: Spa
     await refused("not_moderator", control.accept_request(SPEAKER, space.id, LISTENER.user_id))
     member = await control.accept_request(HOST, space.id, LISTENER.user_id)
     assert member.role is Role.SPEAKER
-    assert await control.records.hands(space.id) == []
+    assert await control.hands(space.id) == []
     assert "stage.joined" in await events(control, space.id)
 
 
@@ -103,13 +103,14 @@ async def test_the_stage_limit_holds(control: SpaceControl) -> None:
 
 async def test_a_banned_listener_can_do_nothing_in_the_space(control: SpaceControl) -> None:
     space = await control.create(HOST, NewSpace("Bans"))
+    link = await control.create_invite_link(HOST, space.id, Role.SPEAKER, max_uses=5)
     await control.raise_hand(TROLL, space.id)
     await control.ban(HOST, space.id, TROLL.user_id)
-    assert await control.records.hands(space.id) == []
+    assert await control.hands(space.id) == []
     await refused("banned", control.raise_hand(TROLL, space.id))
     await refused("banned", control.react(TROLL, space.id, "👏"))
     await refused("banned", control.can_listen(TROLL, space.id))
-    await refused("banned", control.join_with_invite_link(TROLL, space.id, Role.SPEAKER))
+    await refused("banned", control.join_with_invite_link(TROLL, space.id, link.id))
     await refused("banned", control.accept_invitation(TROLL, space.id))
 
 
@@ -171,6 +172,61 @@ async def test_a_private_space_does_not_exist_without_its_invite_code(
     assert (await control.can_listen(HOST, space.id)).space.id == space.id
 
 
+async def test_a_private_space_takes_no_hand_or_reaction_without_its_code_but_from_its_stage(
+    control: SpaceControl,
+) -> None:
+    space = await control.create(HOST, NewSpace("Secret", visibility=Visibility.PRIVATE))
+    await refused("space_not_found", control.raise_hand(LISTENER, space.id))
+    await refused("space_not_found", control.lower_hand(LISTENER, space.id, "wrong"))
+    await refused("space_not_found", control.react(LISTENER, space.id, "👏"))
+    assert await control.raise_hand(LISTENER, space.id, space.invite_code) is True
+    await control.react(LISTENER, space.id, "👏", space.invite_code)
+    await control.react(HOST, space.id, "👏")  # on its stage: no code needed
+    ended = await control.end(HOST, space.id)
+    # Over, and still nobody learns from the answer that it exists.
+    await refused("space_not_found", control.react(LISTENER, ended.id, "👏"))
+
+
+async def test_a_stranger_learns_nothing_of_a_private_space_from_a_refused_command(
+    control: SpaceControl,
+) -> None:
+    space = await control.create(HOST, NewSpace("Secret", visibility=Visibility.PRIVATE))
+    await refused("space_not_found", control.ban(TROLL, space.id, HOST.user_id))
+    await refused("space_not_found", control.end(TROLL, space.id))
+    await refused("space_not_found", control.leave_stage(TROLL, space.id))
+    await control.add_cohost(HOST, space.id, COHOST.user_id)
+    await refused("not_host", control.end(COHOST, space.id))  # on its stage: the real reason
+    await control.ban(HOST, space.id, TROLL.user_id)
+    # A banned listener who has the link is told they are banned, not that it does not exist.
+    await refused("banned", control.react(TROLL, space.id, "👏", space.invite_code))
+    await control.end(HOST, space.id)
+    await refused("space_not_found", control.end(TROLL, space.id))  # not "it ended"
+    await refused("space_cancelled", control.end(HOST, space.id))  # never went live
+
+
+async def test_only_the_host_gives_a_private_space_a_new_invite_code_and_the_old_one_stops(
+    control: SpaceControl,
+) -> None:
+    space = await control.create(HOST, NewSpace("Secret", visibility=Visibility.PRIVATE))
+    await control.add_cohost(HOST, space.id, COHOST.user_id)
+    await refused("not_host", control.rotate_invite(COHOST, space.id))
+    await refused("space_not_found", control.rotate_invite(LISTENER, space.id))
+    rotated = await control.rotate_invite(HOST, space.id)
+    assert rotated.invite_code
+    assert rotated.invite_code != space.invite_code
+    await refused("space_not_found", control.can_listen(LISTENER, space.id, space.invite_code))
+    assert (await control.can_listen(LISTENER, space.id, rotated.invite_code)).space == rotated
+    found = await control.live.events_since(space.id, 0)
+    assert found is not None
+    assert found[-1].type == "space.invite_rotated"
+    assert space.invite_code not in json.dumps([dict(e.data) for e in found])  # never in the log
+    await control.end(HOST, space.id)
+    again = await control.rotate_invite(HOST, space.id)  # its replay and clips are still served
+    assert again.invite_code != rotated.invite_code
+    public = await control.create(HOST, NewSpace("Open"))
+    await refused("not_private", control.rotate_invite(HOST, public.id))
+
+
 async def test_reactions_are_a_fixed_set_and_rate_limited_per_person(control: SpaceControl) -> None:
     space = await control.create(HOST, NewSpace("Claps"))
     await refused("bad_reaction", control.react(LISTENER, space.id, "💩"))
@@ -195,7 +251,7 @@ async def test_toggling_a_hand_too_fast_is_refused_and_changes_nothing(
         assert await control.lower_hand(LISTENER, space.id)
     with pytest.raises(Limited):
         await control.raise_hand(LISTENER, space.id)
-    assert await control.records.hands(space.id) == []
+    assert await control.hands(space.id) == []
 
 
 async def test_the_host_can_hand_over_and_becomes_a_cohost(control: SpaceControl) -> None:
@@ -280,7 +336,7 @@ async def recorded(control: SpaceControl, space_id: str) -> tuple[Any, ...]:
         space,
         await records.stage(space.id),
         await records.bans(space.id),
-        await records.hands(space.id),
+        await control.hands(space.id),
         [(d.id, d.event_type) for d in await records.deliveries()],
         await events(control, space.id),
     )
@@ -450,10 +506,11 @@ async def test_a_kept_roster_follows_the_log_and_always_equals_a_fresh_read(
     for name, step in steps:
         await step()
         kept = await reader.roster(space.id)
-        fresh = await control.records.roster(space.id)
+        fresh = await SpaceControl(control.records, control.live).roster(space.id)  # nothing kept
         assert kept == fresh, f"after {name}"
     assert counting.rosters_read == 1, "every one of these followed from the log"
 
     await control.go_live(HOST, space.id)  # a state change: read afresh, and still equal
-    assert await reader.roster(space.id) == await control.records.roster(space.id)
+    fresh = await SpaceControl(control.records, control.live).roster(space.id)
+    assert await reader.roster(space.id) == fresh
     assert counting.rosters_read == 2

@@ -41,3 +41,12 @@ def test_what_only_the_records_know_in_full_asks_for_a_fresh_read(type: str) -> 
 )
 def test_an_event_not_as_expected_asks_for_a_fresh_read(data: dict[str, Any]) -> None:
     assert follow(ROSTER, [event(1, "stage.joined", **data)]) is None
+
+
+def test_a_new_start_time_follows_and_a_change_of_visibility_asks_for_a_fresh_read() -> None:
+    edit = {"title": "Moved", "description": "", "visibility": "public"}
+    moved = follow(ROSTER, [event(1, "space.edited", scheduled_start=5_000.0, **edit)])
+    assert moved is not None
+    assert (moved.space.title, moved.space.scheduled_start) == ("Moved", 5_000.0)
+    private = {**edit, "visibility": "private"}
+    assert follow(ROSTER, [event(1, "space.edited", scheduled_start=None, **private)]) is None

@@ -17,15 +17,22 @@ import pytest
 import redis.asyncio
 
 from townhall.ratelimit.table import LIMITS, Limit, Limited, take
+from townhall.state import embedded_live as embedded_live_module
 from townhall.state import redis_live as redis_live_module
 from townhall.state.embedded_live import EmbeddedLiveState, HyperLogLog
 from townhall.state.live import (
+    AUDIENCE_KEPT,
     EVENT_LOG_LIMIT,
+    HANDS_LIMIT,
     LISTENER_BUCKET_S,
     LISTENER_WINDOW_S,
     REACTION_RETENTION_S,
     SPEAKING_TTL_S,
+    Hand,
+    HandsFull,
     LiveState,
+    LogEvent,
+    Present,
 )
 from townhall.state.redis_live import RedisLiveState
 
@@ -277,6 +284,52 @@ async def test_a_listener_who_keeps_listening_keeps_counting(live: LiveState) ->
     assert await live.listener_count(SPACE, T0 + 200 + LISTENER_WINDOW_S) == 1
 
 
+# -- who is present, by name ------------------------------------------------------------------
+
+
+async def test_people_present_are_listed_most_recently_seen_first_under_their_latest_name(
+    live: LiveState, peer: LiveState
+) -> None:
+    await live.mark_present(SPACE, "u-alice", "Alice", T0)
+    await peer.mark_present(SPACE, "g-bob", "Bob", T0 + 5)
+    await live.mark_present(SPACE, "u-alice", "Alice L.", T0 + 10)
+    await live.mark_present(OTHER, "u-carol", "Carol", T0)
+    for reader in (live, peer):
+        assert await reader.present(SPACE, T0 + 10) == [
+            Present("u-alice", "Alice L.", T0 + 10),
+            Present("g-bob", "Bob", T0 + 5),
+        ]
+    assert [p.user_id for p in await live.present(OTHER, T0 + 10)] == ["u-carol"]
+
+
+async def test_someone_not_seen_for_the_window_is_no_longer_present(live: LiveState) -> None:
+    await live.mark_present(SPACE, "u-alice", "Alice", T0)
+    await live.mark_present(SPACE, "g-bob", "Bob", T0 + 30)
+    assert len(await live.present(SPACE, T0 + LISTENER_WINDOW_S)) == 2
+    later = await live.present(SPACE, T0 + LISTENER_WINDOW_S + 1)
+    assert [p.user_id for p in later] == ["g-bob"]
+
+
+async def test_a_mark_from_a_slower_clock_does_not_move_someone_back(
+    live: LiveState, peer: LiveState
+) -> None:
+    await live.mark_present(SPACE, "u-alice", "Alice", T0 + 20)
+    await peer.mark_present(SPACE, "u-alice", "Alice", T0 + 19)
+    assert await live.present(SPACE, T0 + 20) == [Present("u-alice", "Alice", T0 + 20)]
+
+
+async def test_at_most_audience_kept_are_held_and_the_least_recently_seen_go_first(
+    live: LiveState,
+) -> None:
+    for n in range(AUDIENCE_KEPT + 50):
+        await live.mark_present(SPACE, f"g-{n}", f"Guest {n}", T0 + n / 100)
+    now = T0 + AUDIENCE_KEPT / 100
+    found = await live.present(SPACE, now)
+    assert len(found) == AUDIENCE_KEPT
+    assert found[0].user_id == f"g-{AUDIENCE_KEPT + 49}"
+    assert found[-1].user_id == "g-50"  # g-0 … g-49 were dropped for the newer ones
+
+
 # -- speaking ---------------------------------------------------------------------------------
 
 
@@ -355,7 +408,9 @@ async def _fill(live: LiveState, space_id: str) -> None:
     await live.append(space_id, "space.live", {"title": "launch"}, T0)
     await live.add_reaction(space_id, "🔥", int(T0))
     await live.mark_listeners(space_id, ["alice", "bob"], T0)
+    await live.mark_present(space_id, "u-alice", "Alice", T0)
     await live.set_speaking(space_id, {"alice": -20.0}, T0)
+    await live.raise_hand(space_id, Hand("carol", "Carol", T0), LogEvent("hand.raised", {}, T0))
 
 
 async def test_forgetting_a_space_drops_everything_it_held_and_nothing_else(
@@ -368,12 +423,16 @@ async def test_forgetting_a_space_drops_everything_it_held_and_nothing_else(
     assert await live.events_since(SPACE, 0) == []
     assert await live.reaction_totals(SPACE, int(T0) - 10, int(T0)) == {}
     assert await live.listener_count(SPACE, T0) == 0
+    assert await live.present(SPACE, T0) == []
     assert await live.speaking(SPACE) == {}
+    assert await live.hands(SPACE) == []
     assert (await live.append(SPACE, "space.live", {}, T0)).seq == 1
-    assert await live.latest_seq(OTHER) == 1
+    assert await live.latest_seq(OTHER) == 2  # its event and its raised hand's
     assert await live.reaction_totals(OTHER, int(T0) - 10, int(T0)) == {"🔥": 1}
     assert await live.listener_count(OTHER, T0) == 2
+    assert [p.display_name for p in await live.present(OTHER, T0)] == ["Alice"]
     assert await live.speaking(OTHER) == {"alice": -20.0}
+    assert [h.user_id for h in await live.hands(OTHER)] == ["carol"]
 
 
 async def test_a_client_waiting_on_a_forgotten_space_sees_its_new_log(
@@ -404,6 +463,78 @@ async def test_asking_for_history_before_the_first_event_or_in_empty_pages_is_a_
         await live.events_since(SPACE, -1)
     with pytest.raises(ValueError, match="limit"):
         await live.events_since(SPACE, 0, limit=0)
+
+
+# -- raised hands ----------------------------------------------------------------------------
+
+
+def raised(user: str, at: float = T0) -> tuple[Hand, LogEvent]:
+    return Hand(user, user.title(), at), LogEvent("hand.raised", {"user_id": user}, at)
+
+
+async def test_a_hand_and_its_event_go_up_together_and_only_once(
+    live: LiveState, peer: LiveState
+) -> None:
+    event = await live.raise_hand(SPACE, *raised("alice"))
+    assert event is not None
+    assert (event.seq, event.type) == (1, "hand.raised")
+    assert await peer.raise_hand(SPACE, *raised("alice", T0 + 1)) is None  # already up
+    assert await live.latest_seq(SPACE) == 1
+    assert await peer.hands(SPACE) == [Hand("alice", "Alice", T0)]
+
+
+async def test_hands_are_listed_first_raised_first(live: LiveState, peer: LiveState) -> None:
+    await live.raise_hand(SPACE, *raised("carol", T0 + 2))
+    await peer.raise_hand(SPACE, *raised("alice", T0))
+    await live.raise_hand(SPACE, *raised("bob", T0 + 1))
+    assert [h.user_id for h in await live.hands(SPACE)] == ["alice", "bob", "carol"]
+    assert await live.hands(OTHER) == []
+
+
+async def test_lowering_a_hand_appends_its_event_only_if_it_was_up(
+    live: LiveState, peer: LiveState
+) -> None:
+    await live.raise_hand(SPACE, *raised("alice"))
+    lowered = await peer.lower_hand(SPACE, "alice", LogEvent("hand.lowered", {}, T0))
+    assert lowered is not None
+    assert (lowered.seq, lowered.type) == (2, "hand.lowered")
+    assert await live.lower_hand(SPACE, "alice", LogEvent("hand.lowered", {}, T0)) is None
+    assert await live.lower_hand(SPACE, "nobody", LogEvent("hand.lowered", {}, T0)) is None
+    assert await live.latest_seq(SPACE) == 2
+    assert await live.hands(SPACE) == []
+
+
+async def test_a_hand_lowered_because_of_another_change_appends_nothing(live: LiveState) -> None:
+    await live.raise_hand(SPACE, *raised("alice"))
+    assert await live.lower_hand(SPACE, "alice") is None  # seated: the seat's event says so
+    assert await live.hands(SPACE) == []
+    assert await live.latest_seq(SPACE) == 1
+
+
+async def test_two_processes_raising_the_same_hand_at_once_append_one_event(
+    live: LiveState, peer: LiveState
+) -> None:
+    results = await asyncio.gather(
+        *(store.raise_hand(SPACE, *raised("alice")) for store in [live, peer] * 10)
+    )
+    assert sum(1 for r in results if r is not None) == 1
+    assert await live.latest_seq(SPACE) == 1
+
+
+async def test_a_space_holds_at_most_the_limit_of_hands(
+    live: LiveState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module in (redis_live_module, embedded_live_module):
+        monkeypatch.setattr(module, "HANDS_LIMIT", 3)
+    for user in ("a", "b", "c"):
+        await live.raise_hand(SPACE, *raised(user))
+    with pytest.raises(HandsFull):
+        await live.raise_hand(SPACE, *raised("d"))
+    assert len(await live.hands(SPACE)) == 3
+    assert await live.latest_seq(SPACE) == 3
+    await live.lower_hand(SPACE, "a")
+    assert await live.raise_hand(SPACE, *raised("d")) is not None
+    assert HANDS_LIMIT >= 1_000  # the real limit: far above what a host can read
 
 
 # -- Redis only: keys, expiry, subscriptions --------------------------------------------------

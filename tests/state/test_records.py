@@ -25,7 +25,6 @@ from townhall.spaces.lifecycle import NOT_OVER
 from townhall.spaces.model import (
     Account,
     Ban,
-    RaisedHand,
     Role,
     Space,
     SpaceId,
@@ -81,10 +80,6 @@ def a_member(
 ) -> StageMember:
     at = T0 + n if joined_at is None else joined_at
     return StageMember(space, user(n), role, f"User {n}", at)
-
-
-def a_hand(n: int, raised_at: float, space: SpaceId = SPACE) -> RaisedHand:
-    return RaisedHand(space, user(n), f"User {n}", raised_at)
 
 
 def an_account(username: str, user_id: UserId = HOST) -> Account:
@@ -249,7 +244,6 @@ async def test_everything_is_still_there_after_a_restart(url: str) -> None:
         await first.put_stage_member(a_member(1, Role.HOST), LIMITS)
         await first.put_stage_member(a_member(2), LIMITS)
         await first.ban(Ban(SPACE, user(3), user(1), T0))
-        await first.raise_hand(a_hand(4, T0))
         await first.add_reminder(SPACE, user(5))
         await first.put_invitation(SPACE, user(6), Role.SPEAKER, user(1), T0)
         endpoint = await first.add_webhook("https://example.test/hook", "s3cret", ["*"], now=T0)
@@ -265,7 +259,6 @@ async def test_everything_is_still_there_after_a_restart(url: str) -> None:
         assert space == a_space(state=SpaceState.LIVE, delay_s=7.5)
         assert [m.user_id for m in await second.stage(SPACE)] == [user(1), user(2)]
         assert await second.is_banned(SPACE, user(3))
-        assert await second.hands(SPACE) == [a_hand(4, T0)]
         assert await second.reminders(SPACE) == [user(5)]
         assert await second.take_invitation(SPACE, user(6)) is Role.SPEAKER
         assert await second.webhooks() == [endpoint]
@@ -336,7 +329,7 @@ async def test_the_schema_refuses_a_listener_on_the_stage_or_a_seat_in_no_space(
         await raw(records, insert, space="nosuchspace", role="speaker")
 
 
-async def test_the_schema_refuses_an_upper_case_username_or_a_duplicate_hand(
+async def test_the_schema_refuses_an_upper_case_username_or_a_duplicate_ban(
     records: Records,
 ) -> None:
     with pytest.raises(IntegrityError):
@@ -345,12 +338,11 @@ async def test_the_schema_refuses_an_upper_case_username_or_a_duplicate_hand(
             "INSERT INTO accounts VALUES ('u-1', 'Host', 'Host', 'h', 0)",
         )
     await records.create_space(a_space())
-    await records.raise_hand(a_hand(1, T0))
+    await records.ban(Ban(SPACE, user(1), HOST, T0))
     with pytest.raises(IntegrityError):
         await raw(
             records,
-            "INSERT INTO raised_hands (space_id, user_id, display_name, raised_at)"
-            " VALUES (:space, :user, 'again', 0)",
+            "INSERT INTO bans (space_id, user_id, banned_by, at) VALUES (:space, :user, 'u-2', 0)",
             space=SPACE,
             user=user(1),
         )
@@ -697,26 +689,21 @@ async def test_a_ban_withdraws_the_invitation_and_blocks_new_ones(records: Recor
 # --- bans --------------------------------------------------------------------------------------
 
 
-async def test_a_ban_takes_the_user_off_the_stage_and_drops_their_hand(records: Records) -> None:
+async def test_a_ban_takes_the_user_off_the_stage(records: Records) -> None:
     await records.create_space(a_space())
     await records.put_stage_member(a_member(1), LIMITS)
-    await records.raise_hand(a_hand(2, T0))
-    await records.raise_hand(a_hand(1, T0 + 1))
 
     assert await records.ban(Ban(SPACE, user(1), HOST, T0 + 2))
     assert await records.stage(SPACE) == []
-    assert [h.user_id for h in await records.hands(SPACE)] == [user(2)]
     assert await records.is_banned(SPACE, user(1))
     assert not await records.is_banned(SPACE, user(2))
 
 
-async def test_a_banned_user_cannot_take_the_stage_or_raise_a_hand(records: Records) -> None:
+async def test_a_banned_user_cannot_take_the_stage(records: Records) -> None:
     await records.create_space(a_space())
     await records.ban(Ban(SPACE, user(1), HOST, T0))
     with pytest.raises(Banned):
         await records.put_stage_member(a_member(1), LIMITS)
-    with pytest.raises(Banned):
-        await records.raise_hand(a_hand(1, T0 + 1))
 
 
 async def test_banning_twice_keeps_the_first_ban(records: Records) -> None:
@@ -728,38 +715,6 @@ async def test_banning_twice_keeps_the_first_ban(records: Records) -> None:
     assert await records.bans(SPACE) == [first, Ban(SPACE, user(2), HOST, T0 + 1)]
     with pytest.raises(NotFound):
         await records.ban(Ban(SpaceId("nosuchspac"), user(1), HOST, T0))
-
-
-# --- raised hands ------------------------------------------------------------------------------
-
-
-async def test_hands_queue_by_time_raised_then_arrival_without_duplicates(
-    records: Records,
-) -> None:
-    await records.create_space(a_space())
-    assert await records.raise_hand(a_hand(1, T0 + 5))
-    assert await records.raise_hand(a_hand(2, T0 + 1))
-    assert await records.raise_hand(a_hand(3, T0 + 5))  # same instant as user 1: arrived later
-    assert await records.raise_hand(a_hand(4, T0 + 3))
-    assert not await records.raise_hand(a_hand(1, T0 + 9))
-    assert await records.hands(SPACE) == [
-        a_hand(2, T0 + 1),
-        a_hand(4, T0 + 3),
-        a_hand(1, T0 + 5),
-        a_hand(3, T0 + 5),
-    ]
-
-
-async def test_a_lowered_hand_leaves_the_queue_and_can_be_raised_again(records: Records) -> None:
-    await records.create_space(a_space())
-    await records.raise_hand(a_hand(1, T0))
-    await records.raise_hand(a_hand(2, T0 + 1))
-    assert await records.lower_hand(SPACE, user(1))
-    assert not await records.lower_hand(SPACE, user(1))
-    assert await records.raise_hand(a_hand(1, T0 + 2))
-    assert [h.user_id for h in await records.hands(SPACE)] == [user(2), user(1)]
-    with pytest.raises(NotFound):
-        await records.raise_hand(a_hand(1, T0, space=SpaceId("nosuchspac")))
 
 
 # --- reminders ---------------------------------------------------------------------------------
@@ -878,6 +833,20 @@ async def test_a_delivered_webhook_is_not_claimed_again(records: Records) -> Non
     assert (stored.status, stored.delivered_at) == (DeliveryStatus.DELIVERED, T0 + 1)
     with pytest.raises(NotFound):
         await records.mark_delivered(9999, T0)
+
+
+async def test_the_webhook_backlog_counts_what_is_neither_delivered_nor_given_up(
+    records: Records,
+) -> None:
+    await records.add_webhook("https://a.test", "a", ["*"], now=T0)
+    for n in range(3):
+        await records.enqueue_delivery("space.started", f'{{"n": {n}}}', T0)
+    assert await records.pending_deliveries() == 3
+    first, second, _ = await records.claim_due_deliveries(T0, limit=10, lease_s=30)
+    assert await records.pending_deliveries() == 3, "a claimed delivery is still owed"
+    await records.mark_delivered(first.id, T0 + 1)
+    assert not await records.mark_failed(second.id, T0 + 1, None, "HTTP 410 Gone")
+    assert await records.pending_deliveries() == 1
 
 
 async def test_a_leased_delivery_is_hidden_until_the_lease_runs_out(records: Records) -> None:

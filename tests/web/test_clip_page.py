@@ -151,14 +151,21 @@ def test_a_private_spaces_clip_page_is_not_indexed_and_links_nowhere_private(
         "a second recorded",
     )
     clip = server.call("POST", f"/api/spaces/{space_id}/clips?code={code}", host)
-    page, preview = crawl(f"{server.url}/c/{clip['id']}")
+    # Its link carries the clip's key; the clip id alone opens nothing (not even the title).
+    assert clip["page"].startswith(f"{server.url}/c/{clip['id']}?key=")
+    bare = httpx.get(f"{server.url}/c/{clip['id']}", headers=CRAWLER, timeout=15)
+    assert bare.status_code == 404
+    assert "Town" not in bare.text
+    page, preview = crawl(clip["page"])
     assert page.status_code == 200
     assert preview.meta["robots"] == "noindex"
     assert not any(link.startswith("/s/") for link in preview.links)
     assert code not in page.text
+    assert preview.meta["og:url"] == clip["page"]  # a shared preview links to what opens
+    assert httpx.get(preview.meta["og:audio"], timeout=15).status_code == 200
 
     # Once retention deleted the recording, the page says the clip went with it.
     expire(server.data_dir / "recordings", space_id, time.time())
-    gone = httpx.get(f"{server.url}/c/{clip['id']}", headers=CRAWLER, timeout=15)
+    gone = httpx.get(clip["page"], headers=CRAWLER, timeout=15)
     assert gone.status_code == 410
     assert "deleted with its recording" in gone.text

@@ -11,7 +11,9 @@ Caps on requests in flight do not see a flood that has not reached the app yet: 
 saturated, requests wait in the accept queue and the event loop, and time out there. So the
 process also watches its event loop's lag (how late a 50 ms timer fires): past `lag_shed_s` it
 refuses everything but the media path, past `lag_shed_media_s` the media path too, until the lag
-falls again. Refusing is cheap, so shedding is what lets the loop catch up.
+falls again. Refusing is cheap, so shedding is what lets the loop catch up. The operator's
+`/metrics` is kept as long as the media path (an overload is when it is needed), with a small cap
+of its own.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class RequestClass(enum.StrEnum):
     LISTENER = "listener"  # joining and following a Space: GET space, snapshot, presence
     INTERACTION = "interaction"  # reactions, hands: first to go
     CONTROL = "control"  # everything else: the stage, identity, pages
+    # GET /metrics: the operator's view of an overload is kept as long as the audio is (a few
+    # scrapes a minute; a stranger's is refused by its token check at once).
+    OPERATOR = "operator"
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,11 @@ class AdmissionLimits:
     listener: int = 2_000
     interaction: int = 500
     control: int = 1_000
+    operator: int = 8
     lag_shed_s: float = (
         0.5  # sustained event-loop lag above which all but the media path is refused
     )
-    lag_shed_media_s: float = 2.0  # … and above which the media path is refused too
+    lag_shed_media_s: float = 2.0  # … and above which the media path (and /metrics) is refused too
 
     def of(self, kind: RequestClass) -> int:
         limit: int = getattr(self, kind.value)
@@ -57,6 +63,8 @@ class AdmissionLimits:
 def classify(method: str, path: str) -> RequestClass:
     if path.startswith("/live/"):
         return RequestClass.MEDIA
+    if path == "/metrics":
+        return RequestClass.OPERATOR
     if path.startswith("/api/spaces/"):
         tail = path.rsplit("/", 1)[-1]
         if tail in ("reactions", "hand"):
@@ -64,6 +72,9 @@ def classify(method: str, path: str) -> RequestClass:
         if tail in ("snapshot", "presence") or (method == "GET" and path.count("/") == 3):
             return RequestClass.LISTENER
     return RequestClass.CONTROL
+
+
+_KEPT_LONGEST = (RequestClass.MEDIA, RequestClass.OPERATOR)
 
 
 @dataclass
@@ -79,9 +90,7 @@ class Admission:
     lag_s: float = 0.0  # the event loop's current lag, kept up to date by `watch_loop_lag`
 
     def enter(self, kind: RequestClass) -> bool:
-        shed_at = (
-            self.limits.lag_shed_media_s if kind is RequestClass.MEDIA else self.limits.lag_shed_s
-        )
+        shed_at = self.limits.lag_shed_media_s if kind in _KEPT_LONGEST else self.limits.lag_shed_s
         if self.in_flight[kind] >= self.limits.of(kind) or self.lag_s > shed_at:
             self.refused[kind] += 1
             return False

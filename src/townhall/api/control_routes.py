@@ -18,11 +18,12 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 from townhall.api.auth import OptionalIdentity, RequiredIdentity, client_address
 from townhall.api.errors import (
     ApiError,
-    Conflict,
     Forbidden,
 )
-from townhall.api.params import SpaceIdP, TargetP, checked_user_id
-from townhall.api.tokens import Identity, IdentityKind, InviteTokens, TokenError
+from townhall.api.params import InviteCodeQ, SpaceIdP, TargetP, actor, checked_user_id
+from townhall.api.params import public_base as base
+from townhall.api.tokens import Identity
+from townhall.delivery.capability import MediaKeys
 from townhall.ratelimit.table import SPACE_PER_ADDRESS, take
 from townhall.spaces.control import (
     Actor,
@@ -72,10 +73,13 @@ class CreateSpaceIn(Strict):
 
 
 class EditSpaceIn(Strict):
-    """Only what is given changes; a field left out or null stays as it is."""
+    """Only what is given changes; a field left out or null stays as it is. The start time and
+    visibility change only before the Space opens."""
 
     title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
     description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
+    scheduled_start: float | None = Field(default=None, description="UNIX seconds")
+    visibility: Visibility | None = None
 
     _clean = field_validator("title", "description")(_printable)
 
@@ -86,14 +90,6 @@ class DelayIn(Strict):
 
 class PinIn(Strict):
     url: AnyHttpUrl | None = None
-
-
-class InviteLinkIn(Strict):
-    role: Literal["speaker", "cohost"] = "speaker"
-
-
-class ClaimIn(Strict):
-    invite: str = Field(min_length=10, max_length=2_000)
 
 
 class TargetIn(Strict):
@@ -110,21 +106,17 @@ class SpaceView(BaseModel):
     links: dict[str, str]
 
 
-def build_control_router(control: Callable[[], SpaceControl], invites: InviteTokens) -> APIRouter:
+def build_control_router(control: Callable[[], SpaceControl], keys: MediaKeys) -> APIRouter:
+    """The Spaces, the stage and the audience; invite links are api/invite_routes.py's."""
     router = APIRouter(prefix="/api/spaces", tags=["spaces"])
     anonymous_views: dict[tuple[str, str | None, str], tuple[int, bytes]] = {}
 
-    def actor(who: Identity) -> Actor:
-        return Actor(UserId(who.user_id), who.display_name, is_guest=who.kind is IdentityKind.GUEST)
-
-    def base(request: Request) -> str:
-        public: str = request.app.state.config.public_url
-        return public.rstrip("/") or str(request.base_url).rstrip("/")
-
     async def view(space: Space, request: Request, *, show_invite: bool = False) -> SpaceView:
+        """A Space as its callers see it: each one may hear it, so for a private Space the
+        playlist link is its capability URL (delivery.capability)."""
         links = {
             "listen": f"{base(request)}/s/{space.id}",
-            "playlist": f"{base(request)}/live/{space.id}/index.m3u8",
+            "playlist": f"{base(request)}{keys.media_path(space)}/index.m3u8",
         }
         if show_invite and space.visibility is Visibility.PRIVATE:
             links["listen"] += f"?code={space.invite_code}"
@@ -132,8 +124,9 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         return SpaceView(space=space_json(space), stage=stage, links=links)
 
     async def moderator_role(space_id: str, who: Identity, refusal: str) -> tuple[Space, Role]:
-        """The Space and the caller's role in it, if they are its host or a co-host (else 403)."""
-        standing = await control().standing(space_id, UserId(who.user_id))
+        """The Space and the caller's role in it, if they are its host or a co-host (else 403;
+        404 for a private Space they are not on the stage of)."""
+        standing = await control().admit(UserId(who.user_id), space_id, None)
         if standing.role not in (Role.HOST, Role.COHOST):
             raise Forbidden(refusal, code="not_moderator")
         return standing.space, standing.role
@@ -196,7 +189,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         space_id: SpaceIdP,
         request: Request,
         who: OptionalIdentity,
-        code: Annotated[str | None, Query(max_length=64)] = None,
+        code: InviteCodeQ = None,
     ) -> Any:
         if who is not None:
             standing = await control().can_listen(actor(who), space_id, code)
@@ -225,15 +218,25 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
     @router.patch(
         "/{space_id}",
         response_model=SpaceView,
-        summary="Edit title or description (host, co-hosts)",
+        summary="Edit the title and description; before it opens, the start time and visibility",
+        description=(
+            "Host and co-hosts. A new start time is checked like a new Space's (422 "
+            "`start_in_past`, `start_too_far_ahead`) and mails everyone reminded of the Space "
+            "by email; start time or visibility on a Space that has opened: 409 `not_scheduled`."
+        ),
     )
     async def edit(
         space_id: SpaceIdP, body: EditSpaceIn, request: Request, who: RequiredIdentity
     ) -> SpaceView:
         space = await control().edit(
-            actor(who), space_id, title=body.title, description=body.description
+            actor(who),
+            space_id,
+            title=body.title,
+            description=body.description,
+            scheduled_start=body.scheduled_start,
+            visibility=body.visibility,
         )
-        return await view(space, request)
+        return await view(space, request, show_invite=True)
 
     async def lifecycle(
         command: Callable[[SpaceControl, Actor, str], Awaitable[Space]],
@@ -297,54 +300,29 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         url = str(body.url) if body.url is not None else None
         return await view(await control().pin_link(actor(who), space_id, url), request)
 
-    @router.post("/{space_id}/remind", status_code=204, summary="Remind me when this Space starts")
-    async def remind(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
-        space = (await control().can_listen(actor(who), space_id)).space
-        if space.state is not SpaceState.SCHEDULED:
-            raise Conflict("only a scheduled Space can be reminded of", code="not_scheduled")
-        await control().records.add_reminder(space.id, UserId(who.user_id))
-        return Response(status_code=204)
-
-    @router.delete("/{space_id}/remind", status_code=204, summary="Cancel my reminder")
-    async def unremind(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
-        await control().records.remove_reminder(await _space_id(space_id), UserId(who.user_id))
-        return Response(status_code=204)
-
-    async def _space_id(raw: str) -> Any:
-        return (await control().space(raw)).id
-
     # -- the stage --------------------------------------------------------------------------------
-    @router.get("/{space_id}/stage", summary="Who is on stage")
-    async def stage(space_id: SpaceIdP) -> list[dict[str, Any]]:
-        await control().space(space_id)
-        return [member_json(m) for m in await control().stage(space_id)]
+    @router.get("/{space_id}/stage", summary="Who is on stage (private Spaces: ?code=)")
+    async def stage(
+        space_id: SpaceIdP, who: OptionalIdentity, code: InviteCodeQ = None
+    ) -> list[dict[str, Any]]:
+        standing = await control().admit(UserId(who.user_id) if who else None, space_id, code)
+        return [member_json(m) for m in await control().stage(standing.space.id)]
 
     @router.post(
-        "/{space_id}/invite-links",
-        status_code=201,
-        summary="A link that seats whoever opens it (host, co-hosts)",
+        "/{space_id}/rotate-invite",
+        response_model=SpaceView,
+        summary="Give a private Space a new invite link; old links stop working (host)",
+        description=(
+            "The old invite code, and every media URL made from it, stop working within a "
+            "second at every node; HTTP caches in front keep what they already hold for its "
+            "max-age (docs/architecture.md). 409 `not_private` for a public or unlisted Space."
+        ),
     )
-    async def invite_link(
-        space_id: SpaceIdP, body: InviteLinkIn, request: Request, who: RequiredIdentity
-    ) -> dict[str, Any]:
-        space, role = await moderator_role(space_id, who, "only the host or a co-host can invite")
-        if body.role == "cohost" and role is not Role.HOST:
-            raise Forbidden("only the host can invite a co-host", code="not_host")
-        token = invites.mint(space.id, body.role)
-        return {
-            "invite": token,
-            "url": f"{base(request)}/s/{space.id}/stage#invite={token}",
-            "expires_in": invites.ttl_s,
-        }
-
-    @router.post("/{space_id}/stage/join", summary="Take a seat on stage with an invite link")
-    async def claim(space_id: SpaceIdP, body: ClaimIn, who: RequiredIdentity) -> dict[str, Any]:
-        try:
-            seat = invites.verify(body.invite, space_id)
-        except TokenError as exc:
-            raise Forbidden(exc.message, code=exc.code) from None
-        member = await control().join_with_invite_link(actor(who), space_id, Role(seat.role))
-        return member_json(member)
+    async def rotate_invite(
+        space_id: SpaceIdP, request: Request, who: RequiredIdentity
+    ) -> SpaceView:
+        space = await control().rotate_invite(actor(who), space_id)
+        return await view(space, request, show_invite=True)
 
     @router.post("/{space_id}/stage/leave", status_code=204, summary="Leave the stage")
     async def leave(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
@@ -441,13 +419,17 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
 
     # -- the audience -----------------------------------------------------------------------------
     @router.post("/{space_id}/hand", summary="Raise my hand (ask to speak)")
-    async def raise_hand(space_id: SpaceIdP, who: RequiredIdentity) -> dict[str, bool]:
-        raised = await control().raise_hand(actor(who), space_id)
+    async def raise_hand(
+        space_id: SpaceIdP, who: RequiredIdentity, code: InviteCodeQ = None
+    ) -> dict[str, bool]:
+        raised = await control().raise_hand(actor(who), space_id, code)
         return {"raised": True, "already": not raised}
 
     @router.delete("/{space_id}/hand", summary="Lower my hand")
-    async def lower_hand(space_id: SpaceIdP, who: RequiredIdentity) -> dict[str, bool]:
-        await control().lower_hand(actor(who), space_id)
+    async def lower_hand(
+        space_id: SpaceIdP, who: RequiredIdentity, code: InviteCodeQ = None
+    ) -> dict[str, bool]:
+        await control().lower_hand(actor(who), space_id, code)
         return {"raised": False}
 
     @router.get("/{space_id}/hands", summary="The queue of raised hands (host, co-hosts)")
@@ -455,7 +437,7 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         space, _ = await moderator_role(space_id, who, "only the host or a co-host sees the queue")
         return [
             {"user_id": h.user_id, "display_name": h.display_name, "raised_at": h.raised_at}
-            for h in await control().records.hands(space.id)
+            for h in await control().hands(space.id)
         ]
 
     @router.post(
@@ -463,15 +445,19 @@ def build_control_router(control: Callable[[], SpaceControl], invites: InviteTok
         status_code=202,
         summary="React with an emoji (rate-limited per person)",
     )
-    async def react(space_id: SpaceIdP, body: ReactionIn, who: RequiredIdentity) -> Response:
-        await control().react(actor(who), space_id, body.emoji)
+    async def react(
+        space_id: SpaceIdP, body: ReactionIn, who: RequiredIdentity, code: InviteCodeQ = None
+    ) -> Response:
+        await control().react(actor(who), space_id, body.emoji, code)
         return Response(status_code=202)
 
     @router.get("/{space_id}/me", summary="My own state in this Space (private, not cached)")
-    async def me(space_id: SpaceIdP, response: Response, who: RequiredIdentity) -> dict[str, Any]:
+    async def me(
+        space_id: SpaceIdP, response: Response, who: RequiredIdentity, code: InviteCodeQ = None
+    ) -> dict[str, Any]:
         response.headers["Cache-Control"] = "private, no-store"
         user = UserId(who.user_id)
-        standing = await control().standing(space_id, user)
+        standing = await control().admit(user, space_id, code)  # banned: still told so
         member = standing.member
         return {
             "user_id": user,

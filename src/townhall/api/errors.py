@@ -128,6 +128,7 @@ CONTROL_KINDS: dict[str, type[ApiError]] = {
     "conflict": Conflict,
     "invalid": Unprocessable,
     "gone": Gone,
+    "unavailable": Unavailable,  # e.g. the queue of raised hands is full: later
 }
 
 # What the records raise on purpose, when a command let it through: almost always a race between
@@ -200,6 +201,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: documented("No such Space or object (a private Space without its code)"),
     409: documented("The Space's state does not allow it, or it changed meanwhile"),
     410: documented("It existed and is over (an ended Space, an expired recording)"),
+    413: documented("The body is larger than this call takes (any call: the cap is checked first)"),
     422: documented("Input the schema refuses; `field` names the field"),
     429: documented("A rate limit: wait Retry-After seconds", retry_after=True),
     503: documented(
@@ -232,6 +234,8 @@ _FIELD_NAMES = {
     "description": "The description",
     "visibility": "Who can find it",
     "scheduled_start": "The start time",
+    "email": "The email address",
+    "soon": "Remind me 10 minutes before",
     "record": "Record this Space",
     "max_speakers": "The number of speakers",
     "max_cohosts": "The number of co-hosts",
@@ -242,6 +246,8 @@ _FIELD_NAMES = {
     "emoji": "The reaction",
     "start_s": "The clip's start",
     "end_s": "The clip's end",
+    "max_uses": "The number of uses",
+    "expires_in_s": "The link's lifetime",
 }
 # Fields whose every fault means one thing to the person in front of the page.
 _FIELD_SENTENCES = {
@@ -251,6 +257,9 @@ _FIELD_SENTENCES = {
 }
 # What a number of that field counts.
 _FIELD_UNITS = {"seconds": "seconds", "start_s": "seconds", "end_s": "seconds"}
+# Lifetimes in seconds, said in the largest whole unit ("7 days", not "604800 seconds").
+_SPOKEN_DURATIONS = frozenset({"expires_in_s"})
+_DURATION_UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
 _WHERE = frozenset({"body", "query", "path", "header", "cookie"})
 # A number out of range: pydantic's error type → (its bound in the context, how people say it).
 _BOUNDS = {
@@ -265,6 +274,10 @@ def _amount(value: Any, field: str | None) -> str:
     """30.0 → "30 seconds" for the delay; numbers as people write them."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
+    if field in _SPOKEN_DURATIONS and isinstance(value, int) and value > 0:
+        size, name = next((s, n) for s, n in _DURATION_UNITS if value % s == 0)
+        count = value // size
+        return f"{count} {name}{'' if count == 1 else 's'}"
     unit = _FIELD_UNITS.get(field or "")
     return f"{value} {unit}" if unit else str(value)
 
@@ -375,7 +388,8 @@ def install(app: FastAPI) -> None:
     async def on_refused(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ControlError)
         kind = CONTROL_KINDS.get(exc.kind, Conflict)
-        return error_response(kind.status, exc.code, exc.message)
+        later = {"Retry-After": str(STORE_RETRY_AFTER_S)} if kind is Unavailable else None
+        return error_response(kind.status, exc.code, exc.message, later)
 
     async def on_records_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, records_errors.RecordsError)

@@ -1,21 +1,30 @@
 """What changes every second: the listeners' cacheable snapshot, presence beacons, and the stage's
 ordered event stream over WebSocket.
 
-Listeners never get a push from the origin: they fetch `/snapshot` about once a second, a plain GET
-that is the same for everyone (Cache-Control: public, max-age=1), so any HTTP cache answers for the
-whole audience and the origin builds it at most once per second per Space. Their own hand state
+Listeners never get a push from the origin: they fetch `/snapshot`, a plain GET that is the same
+for everyone (Cache-Control: public, max-age=1), so any HTTP cache answers for the whole audience
+and the origin builds it at most once per second per Space. The listener page reads it once a
+second only until the room state in the stream reaches it (`media.roomstate`: stage, speaking,
+on air, reactions, count and moderation in step with the audio, delay and dump included), then
+every 15 s for what the stream does not carry (title, pinned link, recording), and at once when
+the stream says the title or the link changed. Their own hand state
 comes from the private `/me` call. Stage members (host, co-hosts, speakers) get `/events`: every
 event of the Space's log, in order, with sequence numbers, resumable after a reconnect.
 
-A removal or a ban reaches the person's listener page the same way: the snapshot lists who was
-removed or banned in the last MODERATION_WINDOW_S seconds (user ids only, as the stage list does),
-read from the Space's event log once per build, so their page says so within a second without a
-private call per listener. (The stage's pages get the same events on their WebSocket.)
+A removal, a ban or an invitation to speak reaches the person's listener page the same way: the
+snapshot lists who was removed, banned or invited in the last MODERATION_WINDOW_S seconds (user
+ids only, as the stage list does), read from the Space's event log once per build, so their page
+says so within a second without a private call per listener. (The stage's pages get the same
+events on their WebSocket.)
 
 The listener count is approximate by design: a sample of listeners (the snapshot tells each client
 the current `presence_sample` rate; a client beacons only if its own random draw is below it) send a
 presence beacon every 30 s, and the count is the distinct beacons in the last minute divided by
-the rate. At a million listeners the origin sees a few thousand beacons a minute.
+the rate. At a million listeners the origin sees a few thousand beacons a minute. A beacon from a
+listener with an identity (the session cookie or a bearer token, verified as every request's is:
+a signature and one revocation lookup) also marks them present by name, for the host's audience
+list (api/audience_routes.py); one more bounded write per sampled beacon, nothing per listener on
+the audio path.
 """
 
 import asyncio
@@ -27,22 +36,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Path, Request, Response, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field
 
-from townhall.api.auth import COOKIE, Sessions, client_address
+from townhall.api.auth import COOKIE, Sessions, client_address, identity_from, presented_token
 from townhall.api.errors import NotFound
+from townhall.api.params import InviteCodeQ
 from townhall.api.tokens import TokenError
+from townhall.delivery.capability import MediaKeys, matches
 from townhall.ratelimit.table import PRESENCE, take
 from townhall.spaces.control import ControlError, SpaceControl, member_json
+from townhall.spaces.counts import (
+    MODERATION_EVENTS,
+    MODERATION_KEPT,
+    MODERATION_WINDOW_S,
+    REACTION_WINDOW_S,
+    presence_sample,
+)
 from townhall.spaces.model import SpaceId, SpaceState, UserId, Visibility, is_space_id
+from townhall.state.live import LiveState
 
-PRESENCE_TARGET = 10_000  # beacons per minute per Space we are willing to take
-REACTION_WINDOW_S = 10
 PING_INTERVAL_S = 15.0
-MODERATION_WINDOW_S = 60  # how long a removal or ban stays in the snapshot for its person to see
-MODERATION_KEPT = 100  # at most this many of them per Space (a flood of bans drops the oldest)
-MODERATION_EVENTS = {"user.removed": "removed", "user.banned": "banned"}
 
 
 class PresenceIn(BaseModel):
@@ -78,18 +92,39 @@ def _ends_membership(type: str, data: Mapping[str, Any], user_id: str) -> bool:
     return type in ("stage.left", "user.removed", "user.banned") and data.get("user_id") == user_id
 
 
-def presence_sample(listeners: int) -> float:
-    """The share of listeners asked to beacon: all of them until the target, then fewer."""
-    if listeners <= PRESENCE_TARGET:
-        return 1.0
-    return round(PRESENCE_TARGET / listeners, 4)
+class PresenceRates:
+    """The presence sampling rate this process last told each Space's listeners (its snapshot's
+    `presence_sample`), so that beacons turn into the same listener count wherever it is read:
+    the snapshot, and the node's `/metrics`. A Space this process has not built a snapshot for
+    is taken at 1.0, exact up to PRESENCE_TARGET beacons a minute."""
+
+    KEPT = 10_000  # Spaces remembered (the oldest is forgotten first)
+
+    def __init__(self) -> None:
+        self._rates: dict[str, float] = {}
+
+    def told(self, space_id: str, rate: float) -> None:
+        self._rates.pop(space_id, None)
+        self._rates[space_id] = rate
+        if len(self._rates) > self.KEPT:
+            self._rates.pop(next(iter(self._rates)))
+
+    async def listeners(self, live: LiveState, space_id: str, now: float) -> int:
+        """Approximate listeners: distinct beacons in the last minute ÷ the rate in force."""
+        sampled = await live.listener_count(space_id, now)
+        return round(sampled / self._rates.get(space_id, 1.0))
 
 
 def build_live_router(
     control: Callable[[], SpaceControl],
     sessions: Sessions,
+    keys: MediaKeys,
     clock: Callable[[], float] = time.time,
+    rates: PresenceRates | None = None,
 ) -> APIRouter:
+    """`rates`: where the snapshot keeps the presence sampling rate it tells listeners (shared
+    with `/metrics`); a private one if None."""
+    rates = rates if rates is not None else PresenceRates()
     router = APIRouter(prefix="/api/spaces", tags=["live"])
     memo: dict[str, _Snapshot] = {}  # space → the snapshot built this second
     moderation: dict[str, _Moderation] = {}  # space → the removals and bans read so far
@@ -141,11 +176,8 @@ def build_live_router(
         # only on air, when listeners actually hear the stage.
         speaking = await ctl.live.speaking(space.id)
         reactions = await ctl.live.reaction_totals(space.id, second - REACTION_WINDOW_S, second)
-        sampled = await ctl.live.listener_count(space.id, now)
-        previous = memo.get(space.id)
-        rate = (
-            presence_sample(json.loads(previous.body)["listeners"]["approx"]) if previous else 1.0
-        )
+        listeners = await rates.listeners(ctl.live, space.id, now)
+        rates.told(space.id, presence_sample(listeners))
         body = {
             "space": {
                 "id": space.id,
@@ -157,6 +189,13 @@ def build_live_router(
                 "pinned_link": space.pinned_link,
                 # Everyone hears whether they are recorded, from the body they already poll.
                 "record": space.record,
+                # Where its audio is: a private Space's capability path, which only those who
+                # showed its code get to read here (the listener page plays from it).
+                "media": keys.media_path(space),
+                # The stage's speaking flags below are live: with a delay they run ahead of what
+                # listeners hear (and show what a dump then discards), so listener pages show
+                # them only without one; the stream carries delayed ones (`media.roomstate`).
+                "delay_s": space.delay_s,
             },
             "stage": [
                 {
@@ -168,10 +207,7 @@ def build_live_router(
             ],
             "reactions": {"window_s": REACTION_WINDOW_S, "totals": reactions},
             "moderation": await recent_moderation(space.id, now),
-            "listeners": {
-                "approx": round(sampled / rate),
-                "presence_sample": presence_sample(round(sampled / rate)),
-            },
+            "listeners": {"approx": listeners, "presence_sample": presence_sample(listeners)},
             "at": second,
         }
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
@@ -192,7 +228,7 @@ def build_live_router(
         summary="The listener view, refreshed about once a second (cacheable)",
     )
     async def snapshot(
-        space_id: Annotated[str, Path()], code: Annotated[str | None, Query(max_length=64)] = None
+        space_id: Annotated[str, Path()], request: Request, code: InviteCodeQ = None
     ) -> Response:
         checked(space_id)
         now = clock()
@@ -206,12 +242,18 @@ def build_live_router(
                 in_flight[space_id] = building
                 building.add_done_callback(lambda _: in_flight.pop(space_id, None))
             cached = await asyncio.shield(building)
-        if cached.invite_code is not None and code != cached.invite_code:
-            raise NotFound("no such Space", code="space_not_found")
+        cache = "public, max-age=1"
+        if cached.invite_code is not None and not matches(code, cached.invite_code):
+            # Without the code, only the stage (signed in) may read it, and never from a cache:
+            # a speaker's console shows who is speaking, and only the host holds the code.
+            # Checked only here, so the audience's requests never pay for an identity.
+            who = await identity_from(request)
+            await control().admit(UserId(who.user_id) if who else None, space_id, None)
+            cache = "private, no-store"
         return Response(
             cached.body,
             media_type="application/json",
-            headers={"Cache-Control": "public, max-age=1", "Access-Control-Allow-Origin": "*"},
+            headers={"Cache-Control": cache, "Access-Control-Allow-Origin": "*"},
         )
 
     @router.post(
@@ -220,12 +262,28 @@ def build_live_router(
         summary="A sampled listener's heartbeat (approximate count)",
     )
     async def presence(
-        space_id: Annotated[str, Path()], body: PresenceIn, request: Request
+        space_id: Annotated[str, Path()],
+        body: PresenceIn,
+        request: Request,
+        code: InviteCodeQ = None,
     ) -> Response:
         checked(space_id)
         now = clock()
-        await take(control().live, PRESENCE, client_address(request), now)
-        await control().live.mark_listener(space_id, body.key, now)
+        live = control().live
+        await take(live, PRESENCE, client_address(request), now)
+        await control().admit(None, space_id, code)  # a private Space's audience shows its code
+        await live.mark_listener(space_id, body.key, now)
+        raw = presented_token(request)
+        if raw:
+            try:
+                who = await sessions.verify(raw)
+            except TokenError:
+                who = None  # counted, but not named: a stale cookie must not fail a beacon
+            if who is not None:
+                # Only for a Space that exists (the kept roster: no database read when current),
+                # so names are never held for made-up ids.
+                space = (await control().roster(space_id)).space
+                await live.mark_present(space.id, who.user_id, who.display_name, now)
         return Response(status_code=204)
 
     @router.websocket("/{space_id}/events")

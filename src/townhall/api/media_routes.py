@@ -87,7 +87,8 @@ def build_media_router(
             await take(node.control.live, RTC_PER_ADDRESS, client_address(request), now)
             await take(node.control.live, RTC_PER_PERSON, f"{space_id}:{who.user_id}", now)
         user = UserId(who.user_id)
-        standing = await node.control.standing(space_id, user)  # none: 404 through the seam
+        # None, or a private one they are not on the stage of: 404 through the seam.
+        standing = await node.control.admit(user, space_id, None)
         space, banned = standing.space, standing.banned
         if space.state.is_over:
             raise Gone("this Space has ended", code=f"space_{space.state.value}")

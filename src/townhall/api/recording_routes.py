@@ -4,7 +4,9 @@
     GET  /api/spaces/{id}/recording.m4a  the whole recording as one file (host)
     POST /api/spaces/{id}/clips          a clip of up to a minute (anyone who may listen; limited
                                          per person and address, a storage quota per Space)
-    GET  /api/clips/{clip_id}.m4a        a clip, by its unguessable id (a share link)
+    GET  /api/clips/{clip_id}.m4a        a clip, by its unguessable id (a share link); a private
+                                         Space's clip also needs its key (`?key=`, see
+                                         delivery.capability), which its links carry
 
 Files are made by remuxing the recorded AAC (`delivery.export`) on a worker thread, a few at a
 time. A download is written to a temporary file whose name is removed as soon as it is opened for
@@ -45,6 +47,7 @@ from townhall.api.media_routes import StageNode
 from townhall.api.params import SpaceIdP
 from townhall.api.tokens import Identity, IdentityKind
 from townhall.config import Config
+from townhall.delivery.capability import MediaKeys, clip_open
 from townhall.delivery.clip_card import ClipCard, write_card
 from townhall.delivery.export import (
     Exported,
@@ -101,7 +104,8 @@ class ClipIn(BaseModel):
 
 class ClipOut(BaseModel):
     id: str
-    url: str
+    url: str  # the file
+    page: str  # the share page (/c/…): the link to give people
     space_id: str
     start_s: float
     end_s: float
@@ -152,6 +156,7 @@ def build_recording_router(
     config: Config, current: Callable[[], StageNode], clock: Callable[[], float] = time.time
 ) -> APIRouter:
     router = APIRouter(prefix="/api", tags=["recordings"])
+    keys = MediaKeys(config.secret)
     exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
     root = config.media.recordings_dir
     quota = config.clip_quota_per_space_mb * 1_000_000  # bytes of clips per Space; 0: none
@@ -162,8 +167,11 @@ def build_recording_router(
     def control() -> SpaceControl:
         return host().control
 
-    async def role(space: Space, who: Identity) -> Role:
-        return await control().role_of(space, UserId(who.user_id))
+    async def stage_role(space_id: str, who: Identity) -> tuple[Space, Role]:
+        """The Space and the caller's role in it; 404 for a private Space they are not on the
+        stage of (the recording's routes are the stage's: no invite code opens them)."""
+        standing = await control().admit(UserId(who.user_id), space_id, None)
+        return standing.space, standing.role
 
     def recordings(space: Space) -> FsPath:
         """The Space's recording directory; 404 or 410 if there is nothing to read."""
@@ -204,8 +212,8 @@ def build_recording_router(
     async def recording(
         space_id: SpaceIdP, who: RequiredIdentity, request: Request
     ) -> RecordingOut | Response:
-        space = await control().space(space_id)
-        if await role(space, who) not in (Role.HOST, Role.COHOST):
+        space, role = await stage_role(space_id, who)
+        if role not in (Role.HOST, Role.COHOST):
             raise Forbidden("only the host or a co-host sees the recording", code="not_moderator")
 
         async def still_open() -> bool:
@@ -245,8 +253,8 @@ def build_recording_router(
         summary="Download the whole recording as one .m4a (host)",
     )
     async def download(space_id: SpaceIdP, who: RequiredIdentity) -> StreamingResponse:
-        space = await control().space(space_id)
-        if await role(space, who) is not Role.HOST:
+        space, role = await stage_role(space_id, who)
+        if role is not Role.HOST:
             raise Forbidden("only the host can download the recording", code="not_host")
         directory = recordings(space)
 
@@ -341,9 +349,11 @@ def build_recording_router(
             await asyncio.to_thread(write_card, root, card)
         except OSError as exc:  # the clip plays without it; its page just says less
             log.warning("clip %s: its card could not be written: %s", clip_id, exc)
+        query = keys.clip_query(space, clip_id)
         return ClipOut(
             id=clip_id,
-            url=f"{base(request)}/api/clips/{clip_id}.m4a",
+            url=f"{base(request)}/api/clips/{clip_id}.m4a{query}",
+            page=f"{base(request)}/c/{clip_id}{query}",
             space_id=space.id,
             start_s=round(start, 3),
             end_s=round(end, 3),
@@ -353,10 +363,13 @@ def build_recording_router(
     @router.get(
         "/clips/{clip_id}.m4a", response_class=FileResponse, summary="A clip (anyone with its link)"
     )
-    async def clip(clip_id: str) -> Any:
+    async def clip(clip_id: str, key: Annotated[str | None, Query(max_length=64)] = None) -> Any:
         match = _CLIP_ID.fullmatch(clip_id)
         if match is None or root is None:
             raise NotFound("no such clip", code="clip_not_found")
+        space = await control().records.space(SpaceId(match.group(1)))
+        if not clip_open(keys, space, clip_id, key):
+            raise NotFound("no such clip", code="clip_not_found")  # as for a clip never made
         if expired(root, match.group(1)):
             raise Gone(
                 "the recording was deleted after the retention period", code="recording_expired"

@@ -1,10 +1,13 @@
 """Signed, expiring tokens, all JWT (HS256) with the installation's secret, told apart by audience.
 
     identity  "townhall:identity"  who you are: an account or a guest (cookie or bearer)
-    invite    "townhall:invite"    a claimable seat on one Space's stage, as speaker or co-host
+    invite    "townhall:invite"    names one invite-link record (its `jti`) of one Space's stage
+    unsubscribe "townhall:unsubscribe" stop one person's reminder mail about one Space (one click)
 
 A token for one audience is refused by every other, an invite names one Space, and every token
-carries an expiry checked on each use. An identity token is also a session that signing out
+carries an expiry checked on each use. An invite token only proves that the installation minted
+it, cheaply (a forged or mangled link costs no database read): whether it still seats anyone —
+uses left, not expired, not revoked — is its record's to say (spaces/invite_links.py). An identity token is also a session that signing out
 ends before its expiry: api/auth.py keeps the cluster's list of those by `fingerprint`.
 """
 
@@ -22,6 +25,7 @@ import jwt
 ALGORITHM = "HS256"
 IDENTITY_AUDIENCE = "townhall:identity"
 INVITE_AUDIENCE = "townhall:invite"
+UNSUBSCRIBE_AUDIENCE = "townhall:unsubscribe"
 MIN_SECRET_LENGTH = 32  # HS256 wants a 256-bit key
 
 
@@ -121,7 +125,7 @@ def fingerprint(token: str) -> str:
 
 
 class InviteTokens:
-    """A link that puts whoever opens it (signed in or as a guest) on one Space's stage."""
+    """The signed part of an invite link: the Space, the role and the link record's id (`jti`)."""
 
     ROLES = ("speaker", "cohost")
 
@@ -129,10 +133,13 @@ class InviteTokens:
         self._jwt = _Jwt(secret)
         self.ttl_s = ttl_s
 
-    def mint(self, space_id: str, role: str, ttl_s: int | None = None) -> str:
+    def mint(
+        self, space_id: str, role: str, ttl_s: int | None = None, *, link_id: str | None = None
+    ) -> str:
         if role not in self.ROLES:
             raise ValueError(f"an invite is for one of {self.ROLES}")
-        claims = {"space": space_id, "role": role, "jti": secrets.token_urlsafe(9)}
+        jti = link_id if link_id is not None else secrets.token_urlsafe(9)
+        claims = {"space": space_id, "role": role, "jti": jti}
         return self._jwt.encode(INVITE_AUDIENCE, claims, ttl_s if ttl_s is not None else self.ttl_s)
 
     def verify(self, token: str, space_id: str) -> Invite:
@@ -144,3 +151,29 @@ class InviteTokens:
         return Invite(
             str(claims["space"]), str(claims["role"]), str(claims["jti"]), int(claims["exp"])
         )
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    space_id: str
+    user_id: str
+
+
+class UnsubscribeTokens:
+    """The one-click unsubscribe link of a reminder mail (RFC 8058): it names one person and one
+    Space and needs no sign-in, so it is signed, and it outlives every mail it can be in (a Space
+    is scheduled at most 30 days ahead and cancelled a day after a no-show)."""
+
+    TTL_S = 90 * 86400
+
+    def __init__(self, secret: str) -> None:
+        self._jwt = _Jwt(secret)
+
+    def mint(self, space_id: str, user_id: str) -> str:
+        return self._jwt.encode(
+            UNSUBSCRIBE_AUDIENCE, {"space": space_id, "sub": user_id}, self.TTL_S
+        )
+
+    def verify(self, token: str) -> Unsubscribe:
+        claims = self._jwt.decode(UNSUBSCRIBE_AUDIENCE, token, ["space", "sub"])
+        return Unsubscribe(str(claims["space"]), str(claims["sub"]))

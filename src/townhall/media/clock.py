@@ -11,6 +11,9 @@ Theory of operation
 * One task wakes on absolute 20 ms deadlines of the monotonic clock (as each Space's clock did:
   if the loop was starved it ticks again at once to catch up, up to `MAX_CATCH_UP_TICKS`; a longer
   stall is skipped, counted on the clock and on every member, rather than replayed in a burst).
+  Skipped is not lost: each member's `skip_ticks` puts the skipped interval into its stream as
+  silence (on the loop, through its gate) and returns the work that encodes it, which goes to the
+  worker ahead of the next tick's, so every stream stays on the wall clock and in tick order.
 * A tick goes through the members in the order they joined, in three steps per member:
   `begin_tick()` on the loop (mix, on-air gate, delay line: commands from the control plane land
   between two ticks), returning the work for the worker; that work (AAC, Opus) runs for every
@@ -68,8 +71,10 @@ class Ticking(Protocol):
         """This tick's loop-side work (mix, gate); returns the worker-side work."""
         ...
 
-    def skip_ticks(self, missed: int) -> None:
-        """The clock skipped `missed` ticks after a stall: they never happen for anyone."""
+    def skip_ticks(self, missed: int) -> Work | None:
+        """The clock skipped `missed` ticks after a stall: they are not mixed for anyone. Returns
+        the worker-side work that still puts their interval into the member's stream (silence),
+        which the clock runs before the next tick's work, or None."""
         ...
 
 
@@ -138,6 +143,27 @@ class MediaClock:
                 started.append((member, member.begin_tick()))
             except Exception:
                 log.exception("space %s: media tick failed", member.space_id)
+        return self._hand_over(started, tick=True)
+
+    def _skip(self, members: list[Ticking], missed: int) -> asyncio.Future[None]:
+        """Tell `members` that `missed` ticks were skipped and hand the work each returns (its
+        skipped interval as silence) to the worker, ahead of any later tick's."""
+        started: list[tuple[Ticking, Work]] = []
+        for member in members:
+            try:
+                work = member.skip_ticks(missed)
+            except Exception:
+                log.exception("space %s: filling skipped ticks failed", member.space_id)
+                continue
+            if work is not None:
+                started.append((member, work))
+        return self._hand_over(started, tick=False)
+
+    def _hand_over(
+        self, started: list[tuple[Ticking, Work]], *, tick: bool
+    ) -> asyncio.Future[None]:
+        """Run the members' work in one hand-off to the worker, then each one's finish on the
+        loop; the future is done once all have finished. `tick`: count it as a tick."""
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(self._executor(), lambda: [_work(m, w) for m, w in started])
         done: asyncio.Future[None] = loop.create_future()
@@ -151,7 +177,8 @@ class MediaClock:
                         step()
                     except Exception:
                         log.exception("space %s: media tick failed", member.space_id)
-                self.ticks += 1
+                if tick:
+                    self.ticks += 1
             except BaseException:  # the worker is gone (closed): nothing to deliver
                 log.exception("media clock: tick failed")
             finally:
@@ -173,11 +200,13 @@ class MediaClock:
                 missed = int(-delay / FRAME_SECONDS)
                 self.skipped_ticks += missed
                 deadline += missed * FRAME_SECONDS
-                for member in list(self._members.values()):
-                    member.skip_ticks(missed)
                 log.warning(
                     "media clock stalled: skipped %d ticks of %d Spaces", missed, len(self._members)
                 )
+                try:  # queued on the worker before this tick's work: the streams stay in order
+                    in_flight.append(self._skip(list(self._members.values()), missed))
+                except Exception:  # the clock must outlive any one stall
+                    log.exception("media clock: filling skipped ticks failed")
             elif -delay > FRAME_SECONDS:
                 self.late_ticks += 1
             while in_flight and in_flight[0].done():

@@ -42,6 +42,13 @@ With a delay of 0 the program passes through in the same tick.
 what it was: listeners hear silence where the dumped audio would have been, then what is said after
 the dump. It returns the seconds of on-air program discarded (0 if only silence was left).
 
+*Room state rides the line.* Each entry holds the tick's frame and the `roomstate.Cue` the
+mixer's side of the room had in that tick (who is on stage, who speaks, on air or not): after a
+tick, `aired` says which cue left the line with the frame listeners hear and whether that frame is
+program. A dump silences the frames and keeps the cues, so what was dumped shows as nobody
+speaking (the stage and on-air state stay as they were); silence inserted by a longer delay has no
+cue (the room looks as it did); entries dropped by a shorter delay never come out at all.
+
 *END stops immediately.* When a Space ends, the media pipeline stops ticking and dumps the line:
 whatever was still in the delay buffer never reaches listeners or the recording. The stage presses
 END believing the Space is over; up to 30 s more of program after that would be the surprise the
@@ -57,6 +64,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from townhall.media.audio import FRAME_SECONDS, SILENCE, PcmFrame
+from townhall.media.roomstate import Cue
 
 __all__ = ["MAX_DELAY_FRAMES", "MAX_DELAY_S", "ProgramGate", "ProgramStats"]
 
@@ -89,7 +97,8 @@ class ProgramGate:
 
     def __init__(self, *, on_air: bool = False, delay_s: float = 0.0) -> None:
         self._on_air = on_air
-        self._line: deque[PcmFrame | None] = deque()
+        self._line: deque[tuple[PcmFrame | None, Cue | None]] = deque()
+        self._aired: tuple[PcmFrame | None, Cue | None] = (None, None)
         self._ticks = 0
         self._off_air = 0
         self._dumped = 0
@@ -128,10 +137,10 @@ class ProgramGate:
         frames = min(round(seconds / FRAME_SECONDS), MAX_DELAY_FRAMES)
         change = frames - len(self._line)
         if change > 0:
-            self._line.extend([None] * change)
+            self._line.extend([(None, None)] * change)
             self._inserted += change
         for _ in range(-change):
-            if self._line.popleft() is not None:
+            if self._line.popleft()[0] is not None:
                 self._dropped_by_shrink += 1
 
     def dump(self) -> float:
@@ -139,31 +148,39 @@ class ProgramGate:
 
         Returns the seconds of on-air program discarded.
         """
-        discarded = sum(1 for frame in self._line if frame is not None)
+        discarded = sum(1 for frame, _ in self._line if frame is not None)
         if discarded:
-            self._line = deque([None] * len(self._line))
+            self._line = deque((None, cue) for _, cue in self._line)
         self._dumped += discarded
         self._dumps += 1
         return discarded * FRAME_SECONDS
 
     # -- audio -------------------------------------------------------------------------------------
-    def process(self, program: PcmFrame) -> PcmFrame:
-        """One tick: the mixer's program frame in, the frame listeners hear now out.
+    def process(self, program: PcmFrame, cue: Cue | None = None) -> PcmFrame:
+        """One tick: the mixer's program frame (and the room's cue) in, the frame listeners hear
+        now out; `aired` tells which cue came out with it.
 
         Neither the frame passed in nor the one returned is written to: the program frame may be
         shared with a speaker's return mix, and silence is one shared read-only frame.
         """
         self._ticks += 1
-        entering: PcmFrame | None = program
+        entering: tuple[PcmFrame | None, Cue | None] = (program, cue)
         if not self._on_air:
-            entering = None
+            entering = (None, cue)
             self._off_air += 1
         if self._line:
             self._line.append(entering)
             leaving = self._line.popleft()
         else:
             leaving = entering
-        return SILENCE if leaving is None else leaving
+        self._aired = leaving
+        return SILENCE if leaving[0] is None else leaving[0]
+
+    @property
+    def aired(self) -> tuple[Cue | None, bool]:
+        """The last tick's output: the cue that left the line with its frame (None: silence the
+        line inserted) and whether that frame is program (False: off air, dumped or inserted)."""
+        return self._aired[1], self._aired[0] is not None
 
     # -- counters ----------------------------------------------------------------------------------
     @property

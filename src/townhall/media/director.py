@@ -51,6 +51,15 @@ last tick's `SpaceMedia.speaking_levels()` and publishes them with `LiveState.se
 anyone speaks (the Redis store lets flags lapse after `SPEAKING_TTL_S`). It awaits each publish
 before the next, so there is never more than one outstanding, however slow the store.
 
+*Room state for the stream* (see `roomstate`). The director also gives the media what listeners
+are shown beside the audio: the stage as the records have it (`read_stage`), read again after
+`initial`, after a resync and after every event that changes the stage (`STAGE_EVENTS`: one
+records read per stage change, not per listener or per second); and, from the speaking task every
+`audience_interval_s`, the audience as the snapshot computes it (reaction totals of the last
+REACTION_WINDOW_S, the approximate listener count) with the removals and bans of the last
+MODERATION_WINDOW_S seen in the log, so a removed person's page learns it from the stream, and the
+seq of the last event that changed what only the snapshot says (`SNAPSHOT_EVENTS`).
+
 *Mutes outlive connections.* The director keeps the mute state the log (and `initial`/`resync`)
 gave it for every stage member, connected or not, because a speaker who connects later joins the
 mixer unmuted. The connect path calls `speaker_connected(user)` right after `Ingest.connect`
@@ -73,6 +82,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -80,6 +90,15 @@ from typing import TYPE_CHECKING, Protocol
 from townhall.media.audio import SpeakerId
 from townhall.media.delay import MAX_DELAY_S
 from townhall.media.pipeline import SpaceMedia
+from townhall.media.roomstate import Audience, Seat
+from townhall.spaces.counts import (
+    MODERATION_EVENTS,
+    MODERATION_KEPT,
+    MODERATION_WINDOW_S,
+    REACTION_WINDOW_S,
+    estimate_listeners,
+    presence_sample,
+)
 from townhall.spaces.model import Space, SpaceState, StageMember
 from townhall.state.live import Event, LiveState
 
@@ -142,6 +161,23 @@ _STATE_COMMANDS: Mapping[str, MediaCommand] = {
 }
 _DISCONNECTING = frozenset({"stage.left", "user.removed", "user.banned"})
 _ACTED_ON = frozenset({"space.state", "delay.set", "delay.dumped", "stage.muted"}) | _DISCONNECTING
+# Events after which the stage listeners are shown is read again (`read_stage`).
+STAGE_EVENTS = frozenset({"stage.joined", "stage.role", "stage.muted", "host.transferred"}) | (
+    _DISCONNECTING
+)
+# Events that change what only the snapshot carries (title, pinned link): the stream says when one
+# happened (`Audience.revision`), so a page that reads the snapshot rarely reads it again at once.
+SNAPSHOT_EVENTS = frozenset({"space.pinned", "space.edited"})
+
+
+def seat(member: StageMember) -> Seat:
+    """A stage member as listeners see them (the snapshot's `member_json`, less the details)."""
+    return Seat(
+        member.user_id,
+        member.display_name,
+        member.role.value,
+        member.muted_by_host or member.self_muted,
+    )
 
 
 def _user_id(data: object) -> SpeakerId | None:
@@ -256,6 +292,7 @@ class DirectorConfig:
     speaking_interval_s: float = 0.25  # how often the speaking set is looked at
     speaking_refresh_s: float = 2.0  # republish at least this often while anyone speaks
     retry_s: float = 1.0  # pause after the live state failed before asking again
+    audience_interval_s: float = 1.0  # how often reactions and the count are read for the stream
 
 
 @dataclass
@@ -270,6 +307,8 @@ class DirectorStats:
     speaking_published: int = 0
     speaking_failed: int = 0
     mutes_reconciled: int = 0  # mixer found out of step with the known mute state and corrected
+    stage_reads_failed: int = 0  # the stage for the stream could not be read (kept as it was)
+    audience_reads_failed: int = 0  # reactions or the count could not be read (kept as they were)
 
 
 class SpaceDirector:
@@ -298,6 +337,7 @@ class SpaceDirector:
         initial: Sequence[MediaCommand] = (),
         config: DirectorConfig = DirectorConfig(),
         clock: Callable[[], float] = time.time,
+        read_stage: Callable[[], Awaitable[Sequence[StageMember]]] | None = None,
     ) -> None:
         self.space_id = space_id
         self.live = live
@@ -318,6 +358,11 @@ class SpaceDirector:
         self._ended = False
         self._follower: asyncio.Task[None] | None = None
         self._speaking: asyncio.Task[None] | None = None
+        self._read_stage = read_stage
+        self._listeners: int | None = None  # the last estimate shown (sets the beacon rate)
+        self._audience_at = -math.inf
+        self._moderation: deque[tuple[str, str, float]] = deque(maxlen=MODERATION_KEPT)
+        self._revision = 0
 
     @property
     def after_seq(self) -> int:
@@ -348,6 +393,7 @@ class SpaceDirector:
             self._log_id = await self.live.log_id(self.space_id)
         await self._apply_all(self._initial)
         self._initial = []
+        await self._refresh_stage()
         if self._over() or self._stopped:  # already over (on_end has run) or stopped meanwhile
             return
         self._follower = asyncio.create_task(self._follow(), name=f"director-{self.space_id}")
@@ -417,6 +463,9 @@ class SpaceDirector:
                     )
                 else:
                     await self._apply_all(found)
+                self._note_moderation(event)
+                if event.type in STAGE_EVENTS and not self._over():
+                    await self._refresh_stage()
                 self._after = event.seq
 
     async def _resync_now(self) -> bool:
@@ -432,6 +481,7 @@ class SpaceDirector:
             return False
         log.info("space %s: event history lost after %d; resynced", self.space_id, self._after)
         await self._apply_all(commands)
+        await self._refresh_stage()
         self._after, self._log_id = latest, log_id
         return True
 
@@ -471,6 +521,53 @@ class SpaceDirector:
             case EndStream():
                 await self._end()
 
+    # -- room state for the stream ----------------------------------------------------------------
+    async def _refresh_stage(self) -> None:
+        """Read the stage from the records and hand it to the media (what listeners are shown)."""
+        if self._read_stage is None:
+            return
+        try:
+            members = await self._read_stage()
+        except Exception:
+            self.stats.stage_reads_failed += 1
+            log.warning("space %s: reading the stage failed", self.space_id, exc_info=True)
+            return
+        self.media.set_stage(tuple(seat(m) for m in members))
+
+    def _note_moderation(self, event: Event) -> None:
+        if event.type in SNAPSHOT_EVENTS:
+            self._revision = event.seq
+        action = MODERATION_EVENTS.get(event.type)
+        user = _user_id(event.data) if action is not None else None
+        if action is not None and user is not None:
+            self._moderation.append((user, action, event.at))
+
+    async def _refresh_audience(self, now: float) -> None:
+        """Reactions, the listener count and recent moderation, as the snapshot shows them."""
+        second = int(now)
+        try:
+            totals = await self.live.reaction_totals(
+                self.space_id, second - REACTION_WINDOW_S, second
+            )
+            sampled = await self.live.listener_count(self.space_id, now)
+        except Exception:
+            self.stats.audience_reads_failed += 1
+            log.warning("space %s: reading the audience failed", self.space_id, exc_info=True)
+            return
+        self._listeners = estimate_listeners(sampled, self._listeners)
+        while self._moderation and self._moderation[0][2] < now - MODERATION_WINDOW_S:
+            self._moderation.popleft()
+        self.media.set_audience(
+            Audience(
+                tuple(sorted(totals.items())),
+                self._listeners,
+                REACTION_WINDOW_S,
+                tuple(self._moderation),
+                presence_sample(self._listeners),
+                self._revision,
+            )
+        )
+
     async def _end(self) -> None:
         self._ended = True
         await self._stop_speaking()
@@ -489,6 +586,9 @@ class SpaceDirector:
             self._reconcile_mutes()
             levels = {str(user): level for user, level in self.media.speaking_levels().items()}
             now = loop.time()
+            if now - self._audience_at >= self.config.audience_interval_s:
+                self._audience_at = now
+                await self._refresh_audience(self._clock())
             if not self._flags.due(levels, now):
                 continue
             try:  # awaited here: never more than one publish outstanding

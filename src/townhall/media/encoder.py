@@ -32,7 +32,7 @@ import numpy as np
 from av.codec.context import Flags
 
 from townhall.media.audio import SAMPLE_RATE, PcmFrame
-from townhall.media.fmp4 import BoxSplitter, fragment_sample_count
+from townhall.media.fmp4 import BoxSplitter, fragment_decode_time, fragment_sample_count
 from townhall.media.packager import EncodedPart
 
 AAC_FRAME_SAMPLES = 1024
@@ -109,6 +109,7 @@ class AacFmp4Encoder:
         self._silent_unit: bytes | None = None  # the codec's last access unit of settled silence
         self._packets_out = 0
         self.frames_reused = 0  # AAC frames of silence that skipped the codec
+        self._shift: int | None = None
         self._moof: bytes | None = None
         self._container.start_encoding()
         self._init = self._take_init()
@@ -188,6 +189,15 @@ class AacFmp4Encoder:
         self._container.close()
         return self._parts()
 
+    @property
+    def timeline_shift(self) -> int | None:
+        """Where input sample `s` plays in the fragments' timeline: at `s + timeline_shift` (None
+        before the first fragment). The first packet holds the encoder's priming (1024 samples
+        before the first input sample); measured with PyAV's muxer, a run from 0 is shifted so
+        that packet starts at 0 (+1024), a run continuing at `start_sample` (frag_discont) is not
+        (0). Read from the first fragment rather than assumed, so a muxer change cannot skew it."""
+        return self._shift
+
     def _parts(self) -> list[EncodedPart]:
         boxes = self._drain()
         parts: list[EncodedPart] = []
@@ -197,6 +207,9 @@ class AacFmp4Encoder:
             elif kind == "mdat" and self._moof is not None:
                 fragment = self._moof + data
                 samples = fragment_sample_count(fragment) * AAC_FRAME_SAMPLES
+                if self._shift is None:
+                    first_input = self._start_sample - AAC_FRAME_SAMPLES
+                    self._shift = fragment_decode_time(fragment) - first_input
                 parts.append(EncodedPart(fragment, samples / SAMPLE_RATE, independent=True))
                 self._moof = None
         return parts

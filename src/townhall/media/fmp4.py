@@ -1,7 +1,11 @@
 """Just enough ISO-BMFF reading to cut a fragmented MP4 byte stream into what LL-HLS serves.
 
 The muxer writes `ftyp`+`moov` (the init section) once, then one `moof`+`mdat` pair per fragment;
-each pair is one LL-HLS part. We only walk top-level boxes and read one field of `trun`.
+each pair is one LL-HLS part. We only walk top-level boxes and read `trun`'s sample count and
+`tfdt`'s decode time. One box is written: the `emsg` (DASH event message, version 1, ISO/IEC
+23009-1 §5.10.3.3) that carries the room state in front of a part's `moof` (see
+`media.roomstate`); CMAF allows event messages before a fragment's `moof`, and players that do not
+know a scheme skip the box.
 """
 
 from __future__ import annotations
@@ -74,6 +78,73 @@ def fragment_sample_count(fragment: bytes) -> int:
     if total == 0:
         raise Fmp4Error("fragment has no samples")
     return total
+
+
+def fragment_decode_time(fragment: bytes) -> int:
+    """The base media decode time (`tfdt`) of a moof+mdat fragment's first track, in its timescale."""
+    tfdt = find_box(fragment, ["moof", "traf", "tfdt"])
+    if tfdt is None or tfdt.end - tfdt.start < 16:
+        raise Fmp4Error("fragment has no tfdt box")
+    version = fragment[tfdt.start + 8]
+    if version == 1:
+        if tfdt.end - tfdt.start < 20:
+            raise Fmp4Error("tfdt version 1 is too short")
+        (time,) = struct.unpack_from(">Q", fragment, tfdt.start + 12)
+    else:
+        (time,) = struct.unpack_from(">I", fragment, tfdt.start + 12)
+    return int(time)
+
+
+@dataclass(frozen=True)
+class EventMessage:
+    """An `emsg` box, version 1: an event at an absolute presentation time of the track."""
+
+    scheme_id_uri: str
+    value: str
+    timescale: int
+    presentation_time: int
+    duration: int
+    id: int
+    data: bytes
+
+
+def emsg_box(message: EventMessage) -> bytes:
+    """The `emsg` box (version 1) for `message`."""
+    for text in (message.scheme_id_uri, message.value):
+        if "\0" in text:
+            raise ValueError("emsg strings are NUL-terminated: no NUL inside")
+    body = (
+        struct.pack(
+            ">IQII",
+            message.timescale,
+            message.presentation_time,
+            message.duration,
+            message.id & 0xFFFFFFFF,
+        )
+        + message.scheme_id_uri.encode()
+        + b"\0"
+        + message.value.encode()
+        + b"\0"
+        + message.data
+    )
+    return struct.pack(">I4sI", 12 + len(body), b"emsg", 1 << 24) + body
+
+
+def read_emsg(data: bytes, box: Box) -> EventMessage:
+    """The event message in the `emsg` box `box` of `data` (version 1 only: what we write)."""
+    if box.type != "emsg" or box.end - box.start < 12 + 20 + 2:
+        raise Fmp4Error("not an emsg box of version 1")
+    if data[box.start + 8] != 1:
+        raise Fmp4Error(f"emsg version {data[box.start + 8]} is not read here")
+    timescale, time, duration, ident = struct.unpack_from(">IQII", data, box.start + 12)
+    rest = data[box.start + 32 : box.end]
+    scheme, sep1, rest = rest.partition(b"\0")
+    value, sep2, payload = rest.partition(b"\0")
+    if not (sep1 and sep2):
+        raise Fmp4Error("emsg strings are not NUL-terminated")
+    return EventMessage(
+        scheme.decode(), value.decode(), timescale, time, duration, ident, bytes(payload)
+    )
 
 
 class BoxSplitter:

@@ -4,13 +4,22 @@ This is the asyncio adapter around the sans-I/O cores. Theory of operation:
 
 * The node's `MediaClock` (one task and one worker thread for all of its Spaces, see `clock`) ticks
   every 20 ms; each tick calls `Mixer.tick()`, which always returns a frame, so the stream never
-  waits for a speaker. A starved loop catches up (bounded) and a longer stall is skipped, so the
-  stream's timeline keeps pace with the wall clock. A SpaceMedia given no clock makes its own.
+  waits for a speaker. A starved loop catches up (bounded); a longer stall is skipped and counted
+  (`skip_ticks`). Skipped ticks are not mixed, but their interval still enters the program as
+  silence, encoded on the clock's worker before the next tick, so the stream's media time —
+  samples, decode times, PROGRAM-DATE-TIME — never falls behind the wall clock, however starved
+  the machine: skip and count, never drift. (Silence rather than a timeline jump with a
+  discontinuity: see docs/architecture.md, "The media clock under load".) A SpaceMedia given no
+  clock makes its own.
 * The listener program goes through the `ProgramGate` (on-air gate, then broadcast delay line; see
   `delay`) on the event loop, in the same step as the mixer tick, so a command from the control
   plane (Go live, set the delay, dump) lands between two ticks and applies to the next one. The
   gate is touched only on the loop; the worker gets the frame it returns, which nobody writes to.
   The mix-minus returns bypass the gate: the stage hears itself live, on air or not.
+* Room state rides the same path (see `roomstate`): each tick the stage's side of the room (on
+  air, stage, who the mixer found speaking) enters the delay line as a `Cue` beside the program
+  frame, and what leaves the line with the frame goes into the `RoomTimeline`; each finished part
+  gets an `emsg` box in front of its `moof` with the room as it is during that part's audio.
 * Encoding (AAC for listeners, Opus for each distinct mix-minus) runs on the clock's worker thread
   so the event loop only moves bytes and decisions; the one thread keeps tick order.
 * Finished parts go into the LL-HLS packager and wake the HTTP requests blocked on them, and to the
@@ -34,18 +43,26 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from townhall.config import MediaConfig
-from townhall.media.audio import FRAME_SAMPLES, SILENCE, PcmFrame, SpeakerId
+from townhall.media.audio import FRAME_SAMPLES, SAMPLE_RATE, SILENCE, PcmFrame, SpeakerId
 from townhall.media.clock import Finish, MediaClock, Work
 from townhall.media.delay import ProgramGate, ProgramStats
 from townhall.media.encoder import AAC_LC_MONO_CODECS, AacFmp4Encoder
+from townhall.media.fmp4 import EventMessage, emsg_box, fragment_decode_time
 from townhall.media.mixer import Mixer, MixKey, MixResult
 from townhall.media.opus_return import TIME_BASE, OpusMixEncoder, silent_packet
 from townhall.media.packager import EncodedPart, LlHlsPackager, PackagedPart, PackagerConfig
+from townhall.media.roomstate import SCHEME_ID_URI, Audience, Cue, RoomTimeline, Seat
 from townhall.media.timeline import RunStart
+from townhall.telemetry.durations import TICK_BUCKETS, Durations
 
 log = logging.getLogger(__name__)
 
 FIRST_MEDIA_SEQUENCE = 1
+# A skipped stall still enters the stream, as silence, up to this much (30 s: the longest broadcast
+# delay, so delayed program is never lost to a skip); a longer stall (a suspended machine) is the
+# one case where the stream's timeline falls behind the wall clock, by the excess.
+MAX_FILL_TICKS = 1_500
+MISSED: PcmFrame = SILENCE  # what a skipped tick puts into the program (shared, read-only)
 RETURN_QUEUE_PACKETS = 10  # 200 ms of return audio per speaker at most
 KEEPALIVE_TICKS = 20  # a silent return sends a packet every 400 ms (Opus DTX's rhythm)
 
@@ -101,6 +118,19 @@ class _EncodeResult:
     parts: list[EncodedPart]
     returns: dict[SpeakerId, MixKey]
     packets: dict[MixKey, list[bytes]] = field(default_factory=dict)
+    seconds: float = 0.0  # the worker's time on it (AAC and every Opus encode)
+
+
+@dataclass
+class TickTimings:
+    """Where media ticks spend their time: mixing and gating (on the loop), encoding (worker).
+
+    One per node, shared by its Spaces so the histograms outlive any one Space (`/metrics`).
+    Written on the event loop only (the worker's time comes back with its result), so the
+    histograms need no lock (see `telemetry.durations`)."""
+
+    mix: Durations = field(default_factory=lambda: Durations(TICK_BUCKETS))
+    encode: Durations = field(default_factory=lambda: Durations(TICK_BUCKETS))
 
 
 IDLE_ENCODER_TICKS = 500  # a mix nobody has heard for 10 s gives its Opus encoder back
@@ -124,12 +154,14 @@ class SpaceMedia:
         run: RunStart | None = None,
         may_publish: Callable[[], bool] | None = None,
         media_clock: MediaClock | None = None,
+        timings: TickTimings | None = None,
     ) -> None:
         """`run`: where this run starts on the Space's timeline (see `timeline`); None starts a
         stream of its own at sequence 1. `may_publish`: asked before each finished part is
         packaged or recorded; False (this node's lease on the Space may have lapsed) drops the
         part, so an ex-owner never publishes beside the Space's new owner. `media_clock`: the
-        node's shared clock; None makes one for this Space alone, reading `clock`."""
+        node's shared clock; None makes one for this Space alone, reading `clock`. `timings`:
+        where to count each tick's mix and encode time (the node's, for `/metrics`)."""
         self.space_id = space_id
         self._may_publish = may_publish
         self._on_part = on_part
@@ -138,11 +170,18 @@ class SpaceMedia:
         self._gate = ProgramGate(on_air=on_air)
         self._clock = clock
         samples_per_segment = config.aac_frames_per_part * config.parts_per_segment * 1024
+        start_sample = run.start_sample(samples_per_segment) if run is not None else 0
         self._encoder = AacFmp4Encoder(
             frames_per_part=config.aac_frames_per_part,
             bitrate=config.aac_bitrate,
-            start_sample=run.start_sample(samples_per_segment) if run is not None else 0,
+            start_sample=start_sample,
         )
+        self._room = RoomTimeline(start_sample)
+        self._stage: tuple[Seat, ...] = ()
+        self._audience: Audience | None = None
+        self._cue = Cue(on_air, frozenset(), ())
+        self._ending = False  # the parts flushed at the end say the Space ended
+        self._messages = 0  # emsg ids: one per part of this run
         start_time = time.time()
         self._start_time = start_time  # PDT of a part: start_time + the durations before it
         self._elapsed = 0.0
@@ -170,7 +209,10 @@ class SpaceMedia:
         self._new_part = asyncio.Event()  # set and replaced by a fresh one when a part is added
         self.ticks = 0
         self.skipped_ticks = 0
+        self.filled_ticks = 0  # skipped ticks that entered the stream as silence (`skip_ticks`)
         self.fenced_parts = 0  # finished parts dropped because `may_publish` said no
+        self.parts_published = 0  # parts packaged for listeners (and recorded) by this run
+        self.timings = timings if timings is not None else TickTimings()
         self._speaking: dict[SpeakerId, float] = {}  # the last tick's speakers and their levels
 
     # -- stage -----------------------------------------------------------------------------------
@@ -240,6 +282,33 @@ class SpaceMedia:
     def program_stats(self) -> ProgramStats:
         return self._gate.stats
 
+    # -- room state in the stream (see `roomstate`) ------------------------------------------------
+    @property
+    def stage(self) -> tuple[Seat, ...]:
+        """The stage as last given: what enters the delay line now."""
+        return self._stage
+
+    def set_stage(self, seats: tuple[Seat, ...]) -> None:
+        """Who is on the stage as listeners see them: enters the delay line from the next tick."""
+        self._stage = seats
+
+    @property
+    def audience(self) -> Audience | None:
+        """The audience as last given (None: not yet): what the next part carries."""
+        return self._audience
+
+    def set_audience(self, audience: Audience) -> None:
+        """Reactions and listener count as they are now: in the next part (not delayed)."""
+        self._audience = audience
+        self._room.set_audience(audience)
+
+    def _cue_for(self, speaking: frozenset[SpeakerId]) -> Cue:
+        """This tick's cue; the last one again if nothing changed (the line holds references)."""
+        cue = self._cue
+        if cue.on_air != self._gate.on_air or cue.speaking != speaking or cue.stage != self._stage:
+            cue = self._cue = Cue(self._gate.on_air, frozenset(speaking), self._stage)
+        return cue
+
     # -- clock -------------------------------------------------------------------------------------
     def start(self) -> None:
         """Have the media clock tick this Space from now on."""
@@ -253,6 +322,7 @@ class SpaceMedia:
         """
         self._media_clock.remove(self)
         discarded = self._gate.dump()
+        self._ending = True
         if discarded:
             log.info(
                 "space %s: ended with %.2f s of delayed program not yet aired; dumped",
@@ -271,6 +341,28 @@ class SpaceMedia:
         if self._own_clock:
             await self._media_clock.close()
 
+    def skip_ticks(self, missed: int) -> Work:
+        """The clock skipped `missed` ticks after a stall (see `clock`): count them, and keep the
+        stream on the wall clock across them (module docstring). They enter the program as
+        silence through the gate, so the broadcast delay stays exact and the program already
+        delayed airs on time; what leaves the gate is encoded by the returned work, which the
+        clock runs on its worker before the next tick's. Nothing is mixed or returned to the
+        stage for them: the skipped time is gone for it."""
+        self.skipped_ticks += missed
+        log.warning("space %s: media clock stalled, skipped %d ticks", self.space_id, missed)
+        filled = min(missed, MAX_FILL_TICKS)
+        self.filled_ticks += filled
+        program = []
+        for _ in range(filled):  # as a tick does, with nobody speaking: the room keeps in step
+            program.append(self._gate.process(MISSED, self._cue_for(frozenset())))
+            self._room.aired(*self._gate.aired)
+
+        def work() -> Finish:
+            parts = [part for frame in program for part in self._encoder.encode(frame)]
+            return lambda: self._deliver(_EncodeResult(self.ticks, parts, {}))  # no returns
+
+        return work
+
     async def tick(self) -> None:
         """Advance the stream by one tick without the clock task (tests, benchmarks, tools): mix,
         gate and delay, encode, package, return. Not while the clock ticks this Space."""
@@ -280,21 +372,26 @@ class SpaceMedia:
             raise RuntimeError("the stream has ended")
         await self._media_clock.tick([self])
 
-    def skip_ticks(self, missed: int) -> None:
-        self.skipped_ticks += missed
-        log.warning("space %s: media clock stalled, skipped %d ticks", self.space_id, missed)
-
     def begin_tick(self) -> Work:
         """The loop's part of a tick (see `clock`): mix, then gate and delay in the same step, so no
-        command lands between them. Returns the worker's part: encode, then deliver on the loop."""
+        command lands between them; the room's cue enters the line with its frame. Returns the
+        worker's part: encode, then deliver on the loop."""
+        started = time.perf_counter()
         mix = self.mixer.tick()
-        program = self._gate.process(mix.program)
+        program = self._gate.process(mix.program, self._cue_for(mix.speaking))
+        self._room.aired(*self._gate.aired)
+        self.timings.mix.observe(time.perf_counter() - started)
         self.ticks += 1
         self._speaking = {s: mix.levels[s] for s in mix.speaking}
 
         def work() -> Finish:
             result = self._encode(mix, program)
-            return lambda: self._deliver(result)
+
+            def finish() -> None:
+                self.timings.encode.observe(result.seconds)
+                self._deliver(result)
+
+            return finish
 
         return work
 
@@ -302,6 +399,7 @@ class SpaceMedia:
         """Worker thread: AAC for the listener program (gated and delayed), one Opus encode per
         distinct mix somebody hears (straight from the mixer) unless it is silence (then a
         keep-alive now and then: see `ReturnTrack`)."""
+        started = time.perf_counter()
         result = _EncodeResult(mix.tick, self._encoder.encode(program), dict(mix.returns))
         for key in set(mix.returns.values()):
             if mix.mixes[key] is SILENCE:
@@ -317,6 +415,7 @@ class SpaceMedia:
             for key, last in list(self._opus_last_used.items()):
                 if mix.tick - last > IDLE_ENCODER_TICKS:
                     del self._opus_last_used[key], self._opus[key]
+        result.seconds = time.perf_counter() - started
         return result
 
     def _deliver(self, result: _EncodeResult) -> None:
@@ -335,8 +434,24 @@ class SpaceMedia:
                 for packet in result.packets.get(key, ()):
                     track.offer(packet, result.tick)
 
+    def _with_room(self, part: EncodedPart, key: bool) -> EncodedPart:
+        """The part with the room's message for its audio in an emsg box before its moof."""
+        shift = self._encoder.timeline_shift
+        if shift is None:  # cannot happen once a part exists; nothing to align the room with
+            return part
+        decode_time = fragment_decode_time(part.data)
+        samples = round(part.duration * SAMPLE_RATE)
+        message = self._room.message(decode_time - shift, samples, key=key, ended=self._ending)
+        self._messages += 1
+        event = EventMessage(
+            SCHEME_ID_URI, "", SAMPLE_RATE, decode_time, samples, self._messages, message
+        )
+        return EncodedPart(emsg_box(event) + part.data, part.duration, part.independent)
+
     def _package(self, part: EncodedPart) -> None:
+        part = self._with_room(part, key=self.packager.next_part[1] == 0)
         msn, index = self.packager.add_part(part)
+        self.parts_published += 1
         pdt = self._start_time + self._elapsed
         self._elapsed += part.duration
         if self._on_part is not None:

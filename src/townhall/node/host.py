@@ -36,7 +36,7 @@ from townhall.media.clock import MediaClock
 from townhall.media.director import MediaCommand, SpaceDirector, state_commands
 from townhall.media.encoder import AAC_LC_MONO_CODECS
 from townhall.media.ingest import Ingest
-from townhall.media.pipeline import SpaceMedia
+from townhall.media.pipeline import SpaceMedia, TickTimings
 from townhall.media.timeline import run_start
 from townhall.node.placement import Lease
 from townhall.spaces import lifecycle
@@ -93,6 +93,8 @@ class MediaHost:
         # One 20 ms clock and one encode worker for all the Spaces here, not a task and a thread
         # each: what an open Space cost was mostly being woken (see media/clock.py).
         self.media_clock = MediaClock()
+        # The mix and encode time of every Space run here, for /metrics (outlives each Space).
+        self.timings = TickTimings()
 
     # -- lookups -------------------------------------------------------------------------------
     def runtime(self, space_id: str) -> SpaceRuntime | None:
@@ -106,6 +108,10 @@ class MediaHost:
     @property
     def running(self) -> list[SpaceId]:
         return list(self._running)
+
+    def runtimes(self) -> list[SpaceRuntime]:
+        """The Spaces running here now (what `/metrics` reports per Space)."""
+        return list(self._running.values())
 
     # -- starting and stopping -----------------------------------------------------------------
     @property
@@ -136,6 +142,7 @@ class MediaHost:
                 run=run_start(space.created_at, time.time(), segment_s, lease.previous_msn),
                 may_publish=may_publish,
                 media_clock=self.media_clock,
+                timings=self.timings,
             )
             ingest = Ingest(media, self._ice_servers)
             live, records = self.control.live, self.control.records
@@ -162,6 +169,7 @@ class MediaHost:
                 on_end=on_end,
                 resync=resync,
                 initial=state_commands(space, stage),
+                read_stage=lambda: records.stage(space.id),
             )
             runtime = SpaceRuntime(
                 space.id, media, ingest, director, self._clock(), lease, recorder

@@ -136,6 +136,14 @@ class NodeKeeper:
             self._draining or not self.runs_media,
         )
 
+    def leases(self) -> list[Lease]:
+        """The leases this node holds now (for `/metrics`)."""
+        return [held.lease for held in self._held.values()]
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     def may_publish(self, space_id: str) -> bool:
         """Whether this node may still publish the Space: it holds the lease and its last renewal
         is recent enough that the lease cannot have lapsed in the shared store."""

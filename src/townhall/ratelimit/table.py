@@ -94,6 +94,17 @@ CLIP_DAILY_PER_ADDRESS = Limit(
     "disk: clips with free identities",
 )
 
+# "Remind me" can send mail: a person sets a few at once, then one every 10 s; and an address
+# is mailed about at most 20 Spaces a day whoever asks, so nobody can flood a stranger's inbox.
+REMIND = Limit("remind", 0.1, 10, "too many reminders just now; wait a moment", "mail per person")
+REMIND_EMAIL = Limit(
+    "remind-email",
+    20 / 86_400,
+    20,
+    "that address gets as many reminders as it can today; try again tomorrow",
+    "mail to one address, whoever asks",
+)
+
 LIMITS: tuple[Limit, ...] = (
     SIGNIN_PER_ADDRESS,
     SIGNIN_PER_ACCOUNT,
@@ -109,6 +120,8 @@ LIMITS: tuple[Limit, ...] = (
     SPACE_PER_ADDRESS,
     CLIP_DAILY_PER_PERSON,
     CLIP_DAILY_PER_ADDRESS,
+    REMIND,
+    REMIND_EMAIL,
 )
 
 

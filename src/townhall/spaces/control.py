@@ -20,6 +20,7 @@ read or a reaction cost no database round trip.
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from collections import OrderedDict
@@ -27,8 +28,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from townhall.ratelimit.table import HAND, REACT, SPACE_PER_PERSON, take
-from townhall.spaces import lifecycle, rules
+from townhall.ratelimit.table import HAND, REACT, REMIND, REMIND_EMAIL, SPACE_PER_PERSON, take
+from townhall.spaces import invite_links, lifecycle, rules
+from townhall.spaces.invite_links import (
+    REFUSAL_SENTENCES,
+    InviteLink,
+    InviteLinkId,
+    LinkState,
+    Refusal,
+    link_action,
+)
 from townhall.spaces.lifecycle import LifecycleAction, ScheduleError
 from townhall.spaces.model import (
     Ban,
@@ -46,18 +55,23 @@ from townhall.spaces.model import (
 )
 from townhall.spaces.roster import follow
 from townhall.spaces.rules import Action
-from townhall.state.live import LiveState
+from townhall.state.live import Hand, HandsFull, LiveState
 from townhall.state.outbox import EventOutbox
 from townhall.state.records import (
     Announced,
     Announcement,
     Banned,
     Conflict,
+    LinkRefused,
     LogEvent,
+    NotFound,
+    Notice,
+    NoticeKind,
     Records,
     Roster,
     StageFull,
     Standing,
+    TooManyLinks,
 )
 from townhall.state.unavailable import UNAVAILABLE_ERRORS, is_unavailable
 
@@ -128,6 +142,7 @@ class ControlConfig:
     # deployment's defaults and the reasons for them are in config.Config.
     guests_may_create: bool = True
     max_open_per_host: int = 0  # scheduled + green room + live; 0: no cap
+    sends_mail: bool = False  # an SMTP server is configured: reminders may go by email
 
 
 @dataclass(frozen=True)
@@ -212,7 +227,9 @@ class SpaceControl:
         found = await self.records.roster(SpaceId(space_id))
         if found is None:
             raise _not_found()
-        if position is not None:
+        if position is not None:  # the live store answers: its hands complete the roster
+            hands = frozenset(UserId(h.user_id) for h in await self.live.hands(space_id))
+            found = replace(found, hands=hands)
             self._rosters[space_id] = (position, found)
             if len(self._rosters) > ROSTERS_KEPT:
                 self._rosters.popitem(last=False)
@@ -236,6 +253,8 @@ class SpaceControl:
             actor_banned=standing.banned,
         )
         if not decision.allowed:
+            if decision.reason != rules.BANNED and not standing.role.on_stage:
+                _check_invite(standing, None)  # a private Space: no such Space to them
             raise ControlError(
                 "forbidden",
                 decision.reason,
@@ -244,14 +263,28 @@ class SpaceControl:
         return target_role or standing.role, target_member
 
     async def _open_space(
-        self, space_id: str, actor: Actor | None = None, target: UserId | None = None
+        self,
+        space_id: str,
+        actor: Actor | None = None,
+        target: UserId | None = None,
+        *,
+        audience: bool = False,
+        invite_code: str | None = None,
+        proven: bool = False,
     ) -> Standing:
         """The Space a command acts on, and where its actor and target stand. Every command but
         `create` starts here, so this is where a live store that cannot take the command's event
-        refuses it, before any record changes."""
+        refuses it, before any record changes. An `audience` command (a listener's) on a private
+        Space needs its `invite_code` (else 404, before anything else is said about it); any
+        other command by someone off a private Space's stage is answered 404, not "it ended",
+        unless they showed a proof of their own (`proven`: an invite link)."""
         await self.events.ready()
         standing = await self.standing(space_id, actor.user_id if actor else None, target)
         space = standing.space
+        if audience:
+            _check_invite(standing, invite_code)
+        elif space.state.is_over and actor is not None and not proven:
+            _check_invite(standing, None)
         if space.state.is_over:
             raise ControlError(
                 "gone",
@@ -353,7 +386,8 @@ class SpaceControl:
         announce: Announcement | None = None,
         on_air: bool | None = None,
     ) -> Space:
-        """Move the Space to its next state; its event says the state (and `on_air` if given)."""
+        """Move the Space to its next state; its event says the state (and `on_air` if given).
+        Going on air and being called off are news for everyone reminded of it by email."""
         try:
             new = lifecycle.transition(space, action, self._clock())
         except IllegalTransition as exc:
@@ -361,7 +395,10 @@ class SpaceControl:
         data: dict[str, Any] = {"state": new.state.value}
         if on_air is not None:
             data["on_air"] = on_air
-        return await self._save(space, new, "space.state", data, announce)
+        news = {SpaceState.LIVE: NoticeKind.STARTING, SpaceState.CANCELLED: NoticeKind.CANCELLED}
+        kind = news.get(new.state)
+        notify = Notice(kind, self._clock()) if kind is not None else None
+        return await self._save(space, new, "space.state", data, announce, notify)
 
     async def open(self, actor: Actor, space_id: str) -> Space:
         standing = await self._open_space(space_id, actor)
@@ -377,8 +414,8 @@ class SpaceControl:
         standing = await self._open_space(space_id, actor)
         space = standing.space
         self._authorize(standing, actor, Action.GO_LIVE)
-        # The webhook says who asked to be reminded, so an integrator can notify them (we send no
-        # mail ourselves).
+        # The webhook says who asked to be reminded, so an integrator can notify them on other
+        # channels; those who gave an email address are mailed (`_transition`).
         started = self._announcement("space.started", remind=True)
         return await self._transition(space, LifecycleAction.GO_LIVE, started, on_air=True)
 
@@ -412,18 +449,85 @@ class SpaceControl:
         *,
         title: str | None = None,
         description: str | None = None,
+        scheduled_start: float | None = None,
+        visibility: Visibility | None = None,
     ) -> Space:
+        """Change what a Space is called and, before it opens, when it starts and who can find
+        it. A new start time must pass `lifecycle.validate_schedule`, and everyone reminded of
+        the Space by email is told of it in the same transaction. Only what is given changes."""
         standing = await self._open_space(space_id, actor)
         space = standing.space
         self._authorize(standing, actor, Action.EDIT_SPACE)
+        if space.state is not SpaceState.SCHEDULED and (
+            scheduled_start is not None or visibility is not None
+        ):
+            raise ControlError(
+                "conflict",
+                "not_scheduled",
+                "the start time and visibility can only be changed before the Space opens",
+            )
+        if scheduled_start is not None:
+            try:
+                lifecycle.validate_schedule(
+                    scheduled_start, self._clock(), self.config.schedule_max_ahead_s
+                )
+            except ScheduleError as exc:
+                raise ControlError("invalid", exc.code, str(exc)) from None
         new = replace(
             space,
             title=title if title is not None else space.title,
             description=description if description is not None else space.description,
+            scheduled_start=scheduled_start
+            if scheduled_start is not None
+            else space.scheduled_start,
+            visibility=visibility or space.visibility,
         )
-        return await self._save(
-            space, new, "space.edited", {"title": new.title, "description": new.description}
+        if new.visibility is Visibility.PRIVATE and not new.invite_code:
+            new = replace(new, invite_code=self._invite_code())
+        moved = new.scheduled_start != space.scheduled_start
+        notify = (
+            Notice(NoticeKind.CHANGED, self._clock(), {"before": space.scheduled_start})
+            if moved
+            else None
         )
+        data = {
+            "title": new.title,
+            "description": new.description,
+            "scheduled_start": new.scheduled_start,
+            "visibility": new.visibility.value,
+        }
+        announce = self._announcement("space.scheduled") if moved else None
+        return await self._save(space, new, "space.edited", data, announce, notify)
+
+    async def remind(
+        self, actor: Actor, space_id: str, *, email: str | None = None, soon: bool = False
+    ) -> bool:
+        """'Remind me' of a scheduled Space the actor may listen to; by email to `email` (signed-in
+        people only: a guest has no way to prove or later manage an address) and, with `soon`,
+        10 minutes before too. Limited per person and per address mailed, so nobody can flood
+        a stranger's inbox. False if they had asked already (the new choice replaces the old)."""
+        space = (await self.can_listen(actor, space_id)).space
+        if space.state is not SpaceState.SCHEDULED:
+            raise ControlError(
+                "conflict", "not_scheduled", "only a Space that has not started can be reminded of"
+            )
+        if email is not None and not self.config.sends_mail:
+            raise ControlError(
+                "invalid",
+                "no_email",
+                "this server sends no email; you are reminded on this page while it is open",
+            )
+        if email is not None and actor.is_guest:
+            raise ControlError(
+                "forbidden",
+                "guests_cannot_get_email",
+                "sign in to be reminded by email; as a guest you are reminded on this page",
+            )
+        now = self._clock()
+        await take(self.live, REMIND, actor.user_id, now)
+        if email is not None:
+            await take(self.live, REMIND_EMAIL, email.lower(), now)
+        return await self.records.add_reminder(space.id, actor.user_id, email=email, soon=soon)
 
     async def _save(
         self,
@@ -432,6 +536,7 @@ class SpaceControl:
         event: str,
         data: Mapping[str, Any],
         announce: Announcement | None = None,
+        notify: Notice | None = None,
     ) -> Space:
         """Write `new` over `old` if the Space is still in `old`'s state (else 409)."""
         try:
@@ -440,6 +545,7 @@ class SpaceControl:
                 expect_state=old.state,
                 announce=announce,
                 event=self._event(new, event, data),
+                notify=notify,
             )
         except Conflict:
             raise ControlError(
@@ -483,7 +589,11 @@ class SpaceControl:
     async def stage(self, space_id: str) -> list[StageMember]:
         return list((await self.roster(space_id)).stage)
 
-    async def _put_on_stage(self, space: Space, user: UserId, name: str, role: Role) -> StageMember:
+    async def _put_on_stage(
+        self, space: Space, user: UserId, name: str, role: Role, link: InviteLink | None = None
+    ) -> StageMember:
+        """Seat `user` as `role`: by a moderator's act, or with `link` by an invite link (whose
+        checks and use are in the seat's own transaction)."""
         current = await self.records.stage(space.id)
         verdict = rules.check_capacity(
             [m for m in current if m.user_id != user], space.limits, role
@@ -504,12 +614,19 @@ class SpaceControl:
         seated = self._event(
             space,
             "stage.joined" if existing is None else "stage.role",
-            {"member": member_json(member)},
+            {"member": member_json(member), **({"invite_link": link.id} if link else {})},
         )
         try:
-            await self.records.put_stage_member(
-                member, space.limits, announce=changed, event=seated
-            )
+            if link is None:
+                await self.records.put_stage_member(
+                    member, space.limits, announce=changed, event=seated
+                )
+            else:
+                await self.records.seat_with_invite_link(
+                    member, space.limits, link.id, self._clock(), announce=changed, event=seated
+                )
+        except LinkRefused as exc:
+            raise _link_refused(exc.refusal) from None
         except StageFull:
             # Another command took the last seat between the check above and this write.
             raise ControlError("conflict", rules.STAGE_FULL, _REFUSALS[rules.STAGE_FULL]) from None
@@ -518,13 +635,17 @@ class SpaceControl:
         except Conflict as exc:
             raise ControlError("conflict", "stage_conflict", str(exc)) from None
         await self._delivered(space)
+        await self._hand_gone(space, user)  # seated: no longer waiting to speak
         return member
 
     async def _take_off_stage(self, space: Space, user: UserId, by: UserId) -> None:
+        """Back to the audience; moved there by someone else, no invite link seats them again
+        until a moderator does (spaces/invite_links.py)."""
         left = self._announcement("stage.changed", {"left": user})
         await self.records.remove_stage_member(
             space.id,
             user,
+            bar=(by, self._clock()) if by != user else None,
             announce=left,
             event=self._event(space, "stage.left", {"user_id": user, "by": by}),
         )
@@ -534,7 +655,7 @@ class SpaceControl:
         standing = await self._open_space(space_id, actor, target)
         space = standing.space
         self._authorize(standing, actor, Action.ACCEPT_REQUEST, target)
-        hand = next((h for h in await self.records.hands(space.id) if h.user_id == target), None)
+        hand = await self._hand_of(space, target)
         if hand is None:
             raise ControlError("conflict", "no_request", "that person has not asked to speak")
         return await self._put_on_stage(space, target, hand.display_name, Role.SPEAKER)
@@ -544,8 +665,7 @@ class SpaceControl:
         space = standing.space
         self._authorize(standing, actor, Action.DECLINE_REQUEST, target)
         declined = self._event(space, "hand.declined", {"user_id": target})
-        if await self.records.lower_hand(space.id, target, event=declined):
-            await self._delivered(space)
+        await self.live.lower_hand(space.id, target, declined)
 
     async def invite_to_speak(self, actor: Actor, space_id: str, target: UserId) -> None:
         """Offer a listener a place on the stage; they take it with `accept_invitation`."""
@@ -572,14 +692,115 @@ class SpaceControl:
             raise ControlError("conflict", "no_invitation", "you have no invitation to speak here")
         return await self._put_on_stage(space, actor.user_id, actor.display_name, role)
 
-    async def join_with_invite_link(self, actor: Actor, space_id: str, role: Role) -> StageMember:
-        """An invite link (verified by the caller) seats whoever opens it, unless banned."""
-        standing = await self._open_space(space_id, actor)
+    async def join_with_invite_link(
+        self, actor: Actor, space_id: str, link_id: InviteLinkId
+    ) -> StageMember:
+        """Take the seat an invite link offers (its token verified by the caller), if its record
+        still allows it for this person (the rule: spaces/invite_links.py). Someone already on
+        the stage in that role or a higher one keeps their seat and costs the link no use."""
+        standing = await self._open_space(space_id, actor, proven=True)
         if standing.banned:
             raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED])
-        if standing.member is not None:
+        link = await self.records.invite_link(standing.space.id, link_id)
+        if link is None:
+            raise _link_refused(Refusal.UNKNOWN)
+        if standing.member is not None and _RANK[standing.member.role] <= _RANK[link.role]:
             return standing.member
-        return await self._put_on_stage(standing.space, actor.user_id, actor.display_name, role)
+        return await self._put_on_stage(
+            standing.space, actor.user_id, actor.display_name, link.role, link
+        )
+
+    # -- invite links ---------------------------------------------------------------------------
+    async def create_invite_link(
+        self,
+        actor: Actor,
+        space_id: str,
+        role: Role,
+        *,
+        max_uses: int = invite_links.USES_DEFAULT,
+        ttl_s: float = invite_links.TTL_DEFAULT_S,
+    ) -> InviteLink:
+        """A link that seats up to `max_uses` people as `role` for `ttl_s` seconds (bounds in
+        spaces/invite_links.py; the API checks them first, naming the field)."""
+        if role not in invite_links.ROLES:
+            raise ControlError(
+                "invalid", "bad_role", "An invite link is for a speaker or a co-host."
+            )
+        if not 1 <= max_uses <= invite_links.USES_MAX:
+            raise ControlError(
+                "invalid",
+                "bad_max_uses",
+                f"An invite link can be used from 1 to {invite_links.USES_MAX} times.",
+            )
+        if not invite_links.TTL_MIN_S <= ttl_s <= invite_links.TTL_MAX_S:
+            raise ControlError(
+                "invalid",
+                "bad_expiry",
+                "An invite link works for 5 minutes at least and 7 days at most.",
+            )
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        self._authorize(standing, actor, link_action(role))
+        now = self._clock()
+        link = InviteLink(
+            id=invite_links.new_link_id(),
+            space_id=space.id,
+            role=role,
+            max_uses=max_uses,
+            uses=0,
+            created_by=actor.user_id,
+            created_by_name=actor.display_name,
+            created_at=now,
+            expires_at=now + ttl_s,
+        )
+        made = self._event(
+            space,
+            "invite_link.created",
+            {"link_id": link.id, "role": role.value, "by": actor.user_id},
+        )
+        try:
+            await self.records.create_invite_link(link, open_max=invite_links.OPEN_MAX, event=made)
+        except TooManyLinks:
+            raise ControlError(
+                "conflict",
+                "too_many_invite_links",
+                f"This Space already has {invite_links.OPEN_MAX} invite links that still work: "
+                "revoke some first.",
+            ) from None
+        await self._delivered(space)
+        return link
+
+    async def invite_links(self, actor: Actor, space_id: str) -> list[tuple[InviteLink, LinkState]]:
+        """The Space's invite links, newest first, each with where it stands now (host and
+        co-hosts; also once the Space is over)."""
+        roster = await self.roster(space_id)
+        self._authorize(roster.standing(actor.user_id), actor, Action.SPEAKER_LINKS)
+        now = self._clock()
+        links = await self.records.invite_links(roster.space.id, limit=invite_links.LISTED_MAX)
+        return [(link, link.state(now, roster.standing(link.created_by).role)) for link in links]
+
+    async def revoke_invite_link(
+        self, actor: Actor, space_id: str, link_id: InviteLinkId
+    ) -> InviteLink:
+        """Stop a link seating anyone, at once (host: any; co-host: speaker links). Those it
+        already seated stay on the stage. Revoking it again changes nothing."""
+        standing = await self._open_space(space_id, actor)
+        space = standing.space
+        link = await self.records.invite_link(space.id, link_id)
+        if link is None:
+            raise _not_found("invite link")
+        self._authorize(standing, actor, link_action(link.role))
+        revoked = self._event(
+            space, "invite_link.revoked", {"link_id": link.id, "by": actor.user_id}
+        )
+        try:
+            done = await self.records.revoke_invite_link(
+                space.id, link.id, self._clock(), event=revoked
+            )
+        except NotFound:
+            raise _not_found("invite link") from None
+        await self._delivered(space)
+        return done
 
     async def move_to_audience(self, actor: Actor, space_id: str, target: UserId) -> None:
         standing = await self._open_space(space_id, actor, target)
@@ -628,13 +849,14 @@ class SpaceControl:
         await self.records.remove_stage_member(
             space.id,
             target,
-            lower_hand=True,
+            bar=(actor.user_id, self._clock()),
             announce=self._announcement("stage.changed", {"left": target})
             if role.on_stage
             else None,
             event=self._event(space, "user.removed", {"user_id": target, "by": actor.user_id}),
         )
         await self._delivered(space)
+        await self._hand_gone(space, target)
 
     async def ban(self, actor: Actor, space_id: str, target: UserId) -> None:
         standing = await self._open_space(space_id, actor, target)
@@ -647,6 +869,7 @@ class SpaceControl:
             event=self._event(space, "user.banned", {"user_id": target, "by": actor.user_id}),
         )
         await self._delivered(space)
+        await self._hand_gone(space, target)
 
     async def add_cohost(
         self, actor: Actor, space_id: str, target: UserId, display_name: str | None = None
@@ -690,69 +913,135 @@ class SpaceControl:
         await self._delivered(new_space)
         return new_space
 
+    async def hands(self, space_id: str) -> list[RaisedHand]:
+        """The raised hands of a Space, first raised first (live state, state/live.py)."""
+        return [
+            RaisedHand(SpaceId(space_id), UserId(h.user_id), h.display_name, h.raised_at)
+            for h in await self.live.hands(space_id)
+        ]
+
+    async def _hand_of(self, space: Space, user: UserId) -> RaisedHand | None:
+        return next((h for h in await self.hands(space.id) if h.user_id == user), None)
+
+    async def _hand_gone(self, space: Space, user: UserId) -> None:
+        """Lower `user`'s hand after a change whose own event says they no longer wait (seated,
+        removed, banned). Best effort: with the live store out of reach the hand stays up, and
+        every roster followed from the log drops it anyway."""
+        try:
+            await self.live.lower_hand(space.id, user)
+        except UNAVAILABLE_ERRORS as exc:
+            if not is_unavailable(exc):
+                raise
+
     async def _display_name(self, space: Space, user: UserId) -> str:
-        hand = next((h for h in await self.records.hands(space.id) if h.user_id == user), None)
+        hand = await self._hand_of(space, user)
         if hand is not None:
             return hand.display_name
         account = await self.records.account(user)
         return account.display_name if account is not None else "Guest"
 
     # -- the audience ---------------------------------------------------------------------------
+    async def admit(self, user: UserId | None, space_id: str, invite_code: str | None) -> Standing:
+        """The Space and `user`'s standing in it, if they may know it exists: 404 for a private
+        Space unless they show its current invite code or are on its stage (signed in)."""
+        standing = await self.standing(space_id, user)
+        _check_invite(standing, invite_code)
+        return standing
+
     async def can_listen(
         self, actor: Actor | None, space_id: str, invite_code: str | None = None
     ) -> Standing:
         """The Space and the listener's standing in it, if they may listen; 404 for a private
         Space without its code (unless they are on its stage), 403 for someone banned."""
-        standing = await self.standing(space_id, actor.user_id if actor else None)
-        space = standing.space
-        private = space.visibility is Visibility.PRIVATE and invite_code != space.invite_code
-        if private and not standing.role.on_stage:
-            raise _not_found()  # a private Space does not exist for those without the link
+        standing = await self.admit(actor.user_id if actor else None, space_id, invite_code)
         if actor is not None:
             self._authorize(standing, actor, Action.LISTEN)
         return standing
 
-    async def raise_hand(self, actor: Actor, space_id: str) -> bool:
+    async def rotate_invite(self, actor: Actor, space_id: str) -> Space:
+        """Give a private Space a new invite code (host): every link with the old one, and every
+        media URL made from it, stops working (see delivery.capability). Also once the Space is
+        over, since its replay and clips are still served."""
+        await self.events.ready()
+        standing = await self.admit(actor.user_id, space_id, None)  # off its stage: 404
+        space = standing.space
+        self._authorize(standing, actor, Action.ROTATE_INVITE)
+        if space.visibility is not Visibility.PRIVATE:
+            raise ControlError(
+                "conflict", "not_private", "only a private Space has an invite code to replace"
+            )
+        # The event says only that it changed: the log reaches every stage member, and the code
+        # is the host's to hand out. A kept roster reads the Space afresh on it (roster.py).
+        return await self._save(
+            space, replace(space, invite_code=self._invite_code()), "space.invite_rotated", {}
+        )
+
+    async def raise_hand(self, actor: Actor, space_id: str, invite_code: str | None = None) -> bool:
         """Ask to speak; raises `Limited` when the person toggles their hand too fast."""
-        standing = await self._open_space(space_id, actor)
+        standing = await self._open_space(space_id, actor, audience=True, invite_code=invite_code)
         space = standing.space
         self._authorize(standing, actor, Action.RAISE_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
-        hand = RaisedHand(space.id, actor.user_id, actor.display_name, self._clock())
+        hand = Hand(actor.user_id, actor.display_name, self._clock())
         event = self._event(
             space, "hand.raised", {"user_id": actor.user_id, "display_name": actor.display_name}
         )
         try:
-            raised = await self.records.raise_hand(hand, event=event)
-        except Banned:
-            raise ControlError("forbidden", rules.BANNED, _REFUSALS[rules.BANNED]) from None
-        if raised:
-            await self._delivered(space)
+            raised = await self.live.raise_hand(space.id, hand, event) is not None
+        except HandsFull:
+            raise ControlError(
+                "unavailable",
+                "hands_full",
+                "too many hands are up in this Space: try again when the host has answered some",
+            ) from None
+        # Whoever asks to speak is listening: the host's audience list shows them at once.
+        await self.live.mark_present(space.id, actor.user_id, actor.display_name, self._clock())
         return raised
 
-    async def lower_hand(self, actor: Actor, space_id: str) -> bool:
-        standing = await self._open_space(space_id, actor)
+    async def lower_hand(self, actor: Actor, space_id: str, invite_code: str | None = None) -> bool:
+        standing = await self._open_space(space_id, actor, audience=True, invite_code=invite_code)
         space = standing.space
         self._authorize(standing, actor, Action.LOWER_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
         event = self._event(space, "hand.lowered", {"user_id": actor.user_id})
-        lowered = await self.records.lower_hand(space.id, actor.user_id, event=event)
-        if lowered:
-            await self._delivered(space)
-        return lowered
+        return await self.live.lower_hand(space.id, actor.user_id, event) is not None
 
-    async def react(self, actor: Actor, space_id: str, emoji: str) -> None:
+    async def react(
+        self, actor: Actor, space_id: str, emoji: str, invite_code: str | None = None
+    ) -> None:
         """Count a reaction; raises `Limited` when the person is over their limit."""
         if emoji not in REACTIONS:
             raise ControlError(
                 "invalid", "bad_reaction", f"reactions are one of {' '.join(REACTIONS)}"
             )
-        standing = await self._open_space(space_id, actor)
+        standing = await self._open_space(space_id, actor, audience=True, invite_code=invite_code)
         space = standing.space
         self._authorize(standing, actor, Action.REACT)
         now = self._clock()
         await take(self.live, REACT, f"{space.id}:{actor.user_id}", now)
         await self.live.add_reaction(space.id, emoji, int(now))
+        # Whoever reacts is listening: one bounded write, shed with the reaction under load.
+        await self.live.mark_present(space.id, actor.user_id, actor.display_name, now)
+
+
+# Stage roles by authority, for "already seated at least as high as the link offers".
+_RANK = {Role.HOST: 0, Role.COHOST: 1, Role.SPEAKER: 2, Role.LISTENER: 3}
+
+
+def _link_refused(refusal: Refusal) -> ControlError:
+    return ControlError("forbidden", refusal.value, REFUSAL_SENTENCES[refusal])
+
+
+def _check_invite(standing: Standing, invite_code: str | None) -> None:
+    """404 for a private Space unless `invite_code` is its current one or the person asking is
+    on its stage: to everyone else a private Space does not exist."""
+    space = standing.space
+    if space.visibility is not Visibility.PRIVATE or standing.role.on_stage:
+        return
+    if invite_code is None or not hmac.compare_digest(
+        invite_code.encode(), space.invite_code.encode()
+    ):
+        raise _not_found()
 
 
 def _random_invite_code() -> str:

@@ -22,7 +22,9 @@ from townhall.spaces.model import Role, Roster, SpaceId, StageMember, UserId
 from townhall.state.live import Event
 
 # Events that change nothing a roster holds.
-_NOTHING = frozenset({"delay.dumped", "stage.invited"})
+_NOTHING = frozenset(
+    {"delay.dumped", "stage.invited", "invite_link.created", "invite_link.revoked"}
+)
 _RANK = {Role.HOST: 0, Role.COHOST: 1}
 
 
@@ -66,8 +68,14 @@ def _apply(roster: Roster, type: str, data: Mapping[str, Any]) -> Roster | None:
         url = data["url"]
         return replace(roster, space=replace(roster.space, pinned_link=str(url) if url else None))
     if type == "space.edited":
+        if data.get("visibility", roster.space.visibility.value) != roster.space.visibility:
+            return None  # a Space made private has an invite code the event does not carry
+        start = data.get("scheduled_start", roster.space.scheduled_start)
         edited = replace(
-            roster.space, title=str(data["title"]), description=str(data["description"])
+            roster.space,
+            title=str(data["title"]),
+            description=str(data["description"]),
+            scheduled_start=float(start) if start is not None else None,
         )
         return replace(roster, space=edited)
     return None  # space.created, space.state, host.transferred, and whatever comes later

@@ -40,7 +40,8 @@ From the issue:
   the host is always someone else doing it). Only the host may remove, ban or move a co-host.
 * Only the speaker can unmute themselves: UNMUTE of someone else is refused for everyone,
   the host included ("only_self_can_unmute"); a host mute sets a flag only its owner clears.
-* Host only: ADD_COHOST, REMOVE_COHOST, TRANSFER_HOST, END_SPACE.
+* Host only: ADD_COHOST, REMOVE_COHOST, TRANSFER_HOST, END_SPACE, and ROTATE_INVITE (who may
+  hear a private Space is the host's decision, like whether it exists at all).
 * Stage members mute and unmute themselves and leave the stage.
 * A banned actor may do nothing at all, not even LISTEN.
 
@@ -49,6 +50,9 @@ Where the issue is silent, what Twitter/X Spaces, Clubhouse and Discord Stage us
 * **GO_LIVE is the host's alone**, like END_SPACE: SPEC and issue say "until the host presses Go
   live", and the on-air switch is one person's so that nobody is put on air mid-sentence by
   someone else's click (the 2023-05-24 hot mic).
+* **Invite links** (spaces/invite_links.py): host and co-hosts make, list and revoke speaker
+  links (SPEAKER_LINKS); only the host makes or revokes co-host links (COHOST_LINKS), since
+  whoever opens one moderates.
 * **SET_DELAY, DUMP, PIN_LINK, EDIT_SPACE: host and co-hosts.** The issue gives dump to both, and
   the delay is the dump's other half; co-hosts are the producers who pin links and fix a title
   (Twitter lets co-hosts pin). Edits are visible and reversible.
@@ -122,6 +126,9 @@ class Action(enum.StrEnum):
     DUMP = "dump"
     PIN_LINK = "pin_link"
     EDIT_SPACE = "edit_space"
+    SPEAKER_LINKS = "speaker_links"  # make, list and revoke speaker invite links
+    COHOST_LINKS = "cohost_links"  # make and revoke co-host invite links
+    ROTATE_INVITE = "rotate_invite"  # a private Space's new invite code: old links stop working
     # On oneself.
     LEAVE_STAGE = "leave_stage"
     STEP_DOWN = "step_down"  # a co-host gives the role up and becomes a speaker
@@ -225,6 +232,9 @@ UNTARGETED: Final[Mapping[Action, _Untargeted]] = {
     Action.DUMP: _Untargeted(MODERATORS, NOT_MODERATOR),
     Action.PIN_LINK: _Untargeted(MODERATORS, NOT_MODERATOR),
     Action.EDIT_SPACE: _Untargeted(MODERATORS, NOT_MODERATOR),
+    Action.SPEAKER_LINKS: _Untargeted(MODERATORS, NOT_MODERATOR),
+    Action.COHOST_LINKS: _Untargeted(_HOST_ONLY, NOT_HOST),
+    Action.ROTATE_INVITE: _Untargeted(_HOST_ONLY, NOT_HOST),
     Action.LEAVE_STAGE: _Untargeted(frozenset({COHOST, SPEAKER}), NOT_ON_STAGE),
     Action.STEP_DOWN: _Untargeted(frozenset({COHOST}), NOT_COHOST),
     Action.MUTE_SELF: _Untargeted(STAGE, NOT_ON_STAGE),

@@ -13,6 +13,10 @@ contract says. Memory per Space is bounded whatever the audience:
   no listener key string is ever held. (Exact sets capped at some size would either stop counting
   at the cap or hold the cap's worth of strings; HyperLogLog is what Redis uses, so both
   implementations have the same error.)
+* who is present by name: an insertion-ordered map per Space, least recently seen first, of at
+  most `AUDIENCE_KEPT` people; a mark moves its person to the end and drops, from the front,
+  whoever fell out of the window or past the cap;
+* raised hands go with the Space's log, at most `HANDS_LIMIT`;
 * rate-limit buckets reuse the sans-I/O `townhall.ratelimit.bucket.RateLimiter` (one per distinct
   (per_second, burst), at most `_MAX_LIMITS`), which forgets the least recently seen caller past
   its table size.
@@ -38,11 +42,17 @@ import numpy as np
 
 from townhall.ratelimit.bucket import RateLimit, RateLimiter
 from townhall.state.live import (
+    AUDIENCE_KEPT,
     EVENT_LOG_LIMIT,
+    HANDS_LIMIT,
     LISTENER_BUCKET_S,
     LISTENER_WINDOW_S,
     REACTION_RETENTION_S,
     Event,
+    Hand,
+    HandsFull,
+    LogEvent,
+    Present,
 )
 
 # Buckets in one window, plus one partly elapsed; one more is held for callers whose clocks differ
@@ -179,6 +189,7 @@ class _Log:
     # Set and replaced by every append: each waiter holds the one it saw, so none misses a wake-up.
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: int = 0
+    hands: dict[str, Hand] = field(default_factory=dict)  # user id → hand, first raised first
 
 
 @dataclass
@@ -206,6 +217,8 @@ class EmbeddedLiveState:
         self._logs: dict[str, _Log] = {}
         self._reactions: dict[str, _Reactions] = {}
         self._listeners: dict[str, _Listeners] = {}
+        # space → user id → (display name, seen), least recently seen first
+        self._present: dict[str, OrderedDict[str, tuple[str, float]]] = {}
         self._speaking: dict[str, dict[str, float]] = {}
         self._limiters: OrderedDict[RateLimit, RateLimiter] = OrderedDict()
         self._revoked: dict[str, float] = {}  # session → until
@@ -229,6 +242,28 @@ class EmbeddedLiveState:
         log.changed.set()
         log.changed = asyncio.Event()
         return event
+
+    async def raise_hand(self, space_id: str, hand: Hand, event: LogEvent) -> Event | None:
+        log = self._log(space_id)
+        if hand.user_id in log.hands:
+            return None
+        if len(log.hands) >= HANDS_LIMIT:
+            raise HandsFull(space_id)
+        log.hands[hand.user_id] = hand
+        return await self.append(space_id, event.type, event.data, event.at)
+
+    async def lower_hand(
+        self, space_id: str, user_id: str, event: LogEvent | None = None
+    ) -> Event | None:
+        log = self._logs.get(space_id)
+        if log is None or log.hands.pop(user_id, None) is None or event is None:
+            return None
+        return await self.append(space_id, event.type, event.data, event.at)
+
+    async def hands(self, space_id: str) -> list[Hand]:
+        log = self._logs.get(space_id)
+        held = log.hands.values() if log is not None else ()
+        return sorted(held, key=lambda h: (h.raised_at, h.user_id))  # as the Redis store lists them
 
     async def events_since(
         self, space_id: str, after_seq: int, limit: int = 500
@@ -350,6 +385,26 @@ class EmbeddedLiveState:
         window = range(bucket - _WINDOW_BUCKETS, bucket + 1)
         return HyperLogLog.count_union(s for b, s in held.buckets.items() if b in window)
 
+    # -- who is present ----------------------------------------------------------------------
+
+    async def mark_present(
+        self, space_id: str, user_id: str, display_name: str, now: float
+    ) -> None:
+        held = self._present.setdefault(space_id, OrderedDict())
+        previous = held.pop(user_id, None)
+        held[user_id] = (display_name, max(now, previous[1]) if previous else now)
+        oldest = now - LISTENER_WINDOW_S
+        while held and (len(held) > AUDIENCE_KEPT or next(iter(held.values()))[1] < oldest):
+            held.popitem(last=False)
+
+    async def present(self, space_id: str, now: float) -> list[Present]:
+        held = self._present.get(space_id)
+        if held is None:
+            return []
+        oldest = now - LISTENER_WINDOW_S
+        found = [Present(u, name, seen) for u, (name, seen) in held.items() if seen >= oldest]
+        return sorted(found, key=lambda p: p.seen, reverse=True)
+
     # -- speaking ----------------------------------------------------------------------------
 
     async def set_speaking(self, space_id: str, speaking: Mapping[str, float], now: float) -> None:
@@ -395,6 +450,7 @@ class EmbeddedLiveState:
             log.changed.set()  # waiters re-check against the fresh (empty) log
         self._reactions.pop(space_id, None)
         self._listeners.pop(space_id, None)
+        self._present.pop(space_id, None)
         self._speaking.pop(space_id, None)
 
     async def ping(self) -> None:

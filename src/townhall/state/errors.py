@@ -7,12 +7,25 @@ A database failure surfaces as SQLAlchemy's own exception, not as one of these::
      ├── Conflict        the record exists already, or changed under us (compare-and-set lost)
      │    └── UsernameTaken   another account has this username (compared lower-case)
      ├── StageFull       the role's seats (StageLimits) are all taken
-     └── Banned          the user is banned from this Space
+     ├── Banned          the user is banned from this Space
+     ├── LinkRefused     an invite link does not seat this person now (it says why)
+     └── TooManyLinks    a Space has as many open invite links as allowed
 """
 
 from __future__ import annotations
 
-__all__ = ["Banned", "Conflict", "NotFound", "RecordsError", "StageFull", "UsernameTaken"]
+from townhall.spaces.invite_links import Refusal
+
+__all__ = [
+    "Banned",
+    "Conflict",
+    "LinkRefused",
+    "NotFound",
+    "RecordsError",
+    "StageFull",
+    "TooManyLinks",
+    "UsernameTaken",
+]
 
 
 class RecordsError(Exception):
@@ -37,3 +50,15 @@ class StageFull(RecordsError):
 
 class Banned(RecordsError):
     """The user is banned from this Space: no seat on its stage, no raised hand, no invitation."""
+
+
+class LinkRefused(RecordsError):
+    """An invite link does not seat this person now; `refusal` says why (spaces/invite_links.py)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.value)
+        self.refusal = refusal
+
+
+class TooManyLinks(RecordsError):
+    """The Space has as many invite links that may still seat someone as allowed."""

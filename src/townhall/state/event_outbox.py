@@ -35,18 +35,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from townhall.spaces.model import SpaceId
 from townhall.state.database import SqlStore
 from townhall.state.errors import NotFound
+from townhall.state.live import LogEvent
 from townhall.state.schema import EventOutboxRow, SpaceRow
 
 __all__ = ["EventQueue", "LogEvent", "QueuedEvent", "lock_space", "order_events", "queue_event"]
-
-
-@dataclass(frozen=True)
-class LogEvent:
-    """An event for a Space's live log, queued by the write that makes the change it reports."""
-
-    type: str
-    data: Mapping[str, Any]  # JSON-serialisable
-    at: float  # UNIX seconds
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,18 @@ seconds. The listener count is approximate: distinct listener keys marked in the
 in steps of `LISTENER_BUCKET_S`, so a listener stops counting between `LISTENER_WINDOW_S` and
 `LISTENER_WINDOW_S + LISTENER_BUCKET_S` seconds after their last mark. Speaking flags are whatever the
 media node last published. Counters expire by themselves: nothing here grows without bound.
+
+Who is present, by name: a beacon (or a reaction, a raised hand) from a listener who has an
+identity marks `(user id, display name)` as seen at `now`; `present` answers those seen in the last
+`LISTENER_WINDOW_S` seconds, most recently seen first. At most `AUDIENCE_KEPT` people are held per
+Space: past that the least recently seen are dropped first, so at a very large audience the list
+is the most recently seen sample of those who beacon (and beacons are themselves sampled, see
+api/live_routes.py), never everyone.
+Raised hands live here, not in the records: a hand is the audience asking, minutes long, raised
+and lowered by thousands in a busy Space, and lost with nothing of value if the store is lost (the
+page raises it again). Raising or lowering one and appending the event that says so is one atomic
+step, so the log, and every roster followed from it (spaces/roster.py), never disagrees with the
+hands held. They are kept as long as the Space's log.
 """
 
 from __future__ import annotations
@@ -33,6 +45,34 @@ LISTENER_BUCKET_S = 10
 # so a media node that dies mid-sentence does not leave someone "speaking" forever. Publishers
 # re-publish at least every couple of seconds while anyone speaks.
 SPEAKING_TTL_S = 5.0
+# Named listeners held per Space for the host's audience list (the most recently seen win): enough
+# for a host to find anyone in a Space of a few thousand, small enough to read whole per request.
+AUDIENCE_KEPT = 1_000
+# Hands up at once in one Space, at most: a bound on what one Space holds, far above what a host
+# can read (the host console pages them).
+HANDS_LIMIT = 10_000
+
+
+class HandsFull(Exception):
+    """The Space already holds HANDS_LIMIT raised hands."""
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """An event to append to a Space's log (the log gives it its sequence number)."""
+
+    type: str
+    data: Mapping[str, Any]  # JSON-serialisable
+    at: float  # UNIX seconds
+
+
+@dataclass(frozen=True)
+class Hand:
+    """Someone in the audience asking to speak."""
+
+    user_id: str
+    display_name: str
+    raised_at: float  # UNIX seconds
 
 
 @dataclass(frozen=True)
@@ -41,6 +81,15 @@ class Event:
     type: str  # e.g. "stage.changed", "space.live", "hand.raised"
     at: float  # UNIX seconds
     data: Mapping[str, Any]  # JSON-serialisable
+
+
+@dataclass(frozen=True)
+class Present:
+    """A listener with an identity seen recently in a Space."""
+
+    user_id: str
+    display_name: str
+    seen: float  # UNIX seconds of their latest mark
 
 
 class LiveState(Protocol):
@@ -80,6 +129,23 @@ class LiveState(Protocol):
         """How many `wait_for_events` calls in this process are blocked on the Space (a gauge)."""
         ...
 
+    async def raise_hand(self, space_id: str, hand: Hand, event: LogEvent) -> Event | None:
+        """Put `hand` up and append `event`, as one step; None (and no event) if that user's hand
+        was already up. Raises HandsFull when HANDS_LIMIT hands are up."""
+        ...
+
+    async def lower_hand(
+        self, space_id: str, user_id: str, event: LogEvent | None = None
+    ) -> Event | None:
+        """Take `user_id`'s hand down and append `event` (if given), as one step; None (and no
+        event) if it was not up. Without an event: the hand goes because of a change whose own
+        event says so (seated, removed, banned)."""
+        ...
+
+    async def hands(self, space_id: str) -> list[Hand]:
+        """The hands up, first raised first."""
+        ...
+
     async def add_reaction(
         self, space_id: str, emoji: str, second: int, count: int = 1
     ) -> None: ...
@@ -103,6 +169,20 @@ class LiveState(Protocol):
 
     async def listener_count(self, space_id: str, now: float) -> int:
         """Approximate distinct listeners marked in the last LISTENER_WINDOW_S seconds."""
+        ...
+
+    async def mark_present(
+        self, space_id: str, user_id: str, display_name: str, now: float
+    ) -> None:
+        """`user_id` (called `display_name`) was seen listening at `now`: one write, bounded.
+
+        A later mark replaces the name; an earlier `now` than the one held does not move the
+        person back in time (callers' clocks differ a little)."""
+        ...
+
+    async def present(self, space_id: str, now: float) -> list[Present]:
+        """Those marked in the last LISTENER_WINDOW_S seconds, most recently seen first; at most
+        AUDIENCE_KEPT of them."""
         ...
 
     async def set_speaking(self, space_id: str, speaking: Mapping[str, float], now: float) -> None:

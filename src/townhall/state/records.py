@@ -1,12 +1,12 @@
-"""Durable records: accounts, Spaces, the stage roster, bans, hands, invitations, reminders, webhooks.
+"""Durable records: accounts, Spaces, the stage roster, bans, invitations, reminders, webhooks.
 
 `Records` is an async repository over one SQLAlchemy `AsyncEngine` — SQLite (the default, one file
 in the data directory) or PostgreSQL (at scale). It takes and returns the frozen domain types of
 spaces/model.py; rows (schema.py) never leave this module. `open_records(url)` is the front door:
 it creates the engine, brings the schema to the newest Alembic revision and returns the repository.
-The engine, its transactions and the migrations are database.py's; the webhook outbox and the
-event outbox, which `Records` inherits, are webhook_outbox.py's and event_outbox.py's; the errors
-are errors.py's (all re-exported here).
+The engine, its transactions and the migrations are database.py's; the webhook outbox, the
+event outbox and the invite links, which `Records` inherits, are webhook_outbox.py's,
+event_outbox.py's and invite_links.py's; the errors are errors.py's (all re-exported here).
 
 Theory of operation. Any number of processes may open the same database. Every method is one
 transaction. Writes take the database's write lock up front (`BEGIN IMMEDIATE` on SQLite, see
@@ -21,8 +21,8 @@ commit together or not at all (webhook_outbox.py). The same way, every write a c
 takes the `LogEvent` for the Space's live log and queues it in the event outbox in its own
 transaction (event_outbox.py); such a write locks the Space's row before anything else.
 
-Errors: the tree in errors.py (NotFound, Conflict, UsernameTaken, StageFull, Banned); a database
-failure surfaces as SQLAlchemy's own.
+Errors: the tree in errors.py (NotFound, Conflict, UsernameTaken, StageFull, Banned, LinkRefused,
+TooManyLinks); a database failure surfaces as SQLAlchemy's own.
 
 Lookups of one record (`space`, `account`, `stage_member`, …) return None when there is none.
 Timestamps are UNIX seconds as floats, passed in by the caller (the domain values carry them).
@@ -39,10 +39,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from townhall.spaces.invite_links import InviteLinkId
 from townhall.spaces.model import (
     Account,
     Ban,
-    RaisedHand,
     Role,
     Roster,
     Space,
@@ -65,7 +65,16 @@ from townhall.state.database import (
     migrate,
     rowcount,
 )
-from townhall.state.errors import Banned, Conflict, NotFound, RecordsError, StageFull, UsernameTaken
+from townhall.state.errors import (
+    Banned,
+    Conflict,
+    LinkRefused,
+    NotFound,
+    RecordsError,
+    StageFull,
+    TooManyLinks,
+    UsernameTaken,
+)
 from townhall.state.event_outbox import (
     EventQueue,
     LogEvent,
@@ -73,11 +82,19 @@ from townhall.state.event_outbox import (
     order_events,
     queue_event,
 )
+from townhall.state.invite_links import InviteLinkStore, bar_from_links, take_use, unbar
+from townhall.state.reminder_outbox import (
+    DEFAULT_MAX_MAIL_ATTEMPTS,
+    Notice,
+    NoticeKind,
+    ReminderMail,
+    ReminderOutbox,
+    queue_notice,
+)
 from townhall.state.schema import (
     AccountRow,
     BanRow,
     InvitationRow,
-    RaisedHandRow,
     ReminderRow,
     SpaceRow,
     StageMemberRow,
@@ -99,13 +116,18 @@ __all__ = [
     "Banned",
     "Conflict",
     "DeliveryStatus",
+    "LinkRefused",
     "LogEvent",
     "NotFound",
+    "Notice",
+    "NoticeKind",
     "Records",
     "RecordsError",
+    "ReminderMail",
     "Roster",
     "StageFull",
     "Standing",
+    "TooManyLinks",
     "UsernameTaken",
     "WebhookDelivery",
     "WebhookEndpoint",
@@ -241,22 +263,7 @@ def _ban(row: BanRow) -> Ban:
     )
 
 
-def _hand(row: RaisedHandRow) -> RaisedHand:
-    return RaisedHand(
-        space_id=SpaceId(row.space_id),
-        user_id=UserId(row.user_id),
-        display_name=row.display_name,
-        raised_at=row.raised_at,
-    )
-
-
-_PerUser = (
-    type[StageMemberRow]
-    | type[BanRow]
-    | type[RaisedHandRow]
-    | type[InvitationRow]
-    | type[ReminderRow]
-)
+_PerUser = type[StageMemberRow] | type[BanRow] | type[InvitationRow] | type[ReminderRow]
 
 
 def _of(table: _PerUser, space_id: str, user_id: str) -> sa.ColumnElement[bool]:
@@ -280,13 +287,14 @@ def _reminders(space_id: SpaceId) -> sa.Select[str]:
 # --- the repository --------------------------------------------------------------------------
 
 
-class Records(WebhookOutbox, EventQueue):
+class Records(WebhookOutbox, EventQueue, ReminderOutbox, InviteLinkStore):
     """The durable records over one engine. Use `open_records`, which also migrates the schema."""
 
     def __init__(
         self, engine: AsyncEngine, *, max_delivery_attempts: int = DEFAULT_MAX_DELIVERY_ATTEMPTS
     ) -> None:
         super().__init__(engine, max_delivery_attempts=max_delivery_attempts)
+        self.max_mail_attempts = DEFAULT_MAX_MAIL_ATTEMPTS
         self.applied_migrations: tuple[str, ...] = ()  # what open_records applied (empty: none)
 
     # -- helpers --
@@ -336,9 +344,11 @@ class Records(WebhookOutbox, EventQueue):
         event: LogEvent | None = None,
         *,
         publish_always: bool = True,
+        bar: tuple[UserId, float] | None = None,
     ) -> bool:
         """Delete the user's row from each of `tables`; True if the first had one. The change is
-        published (`announce`, `event`) either way, or with `publish_always=False` only if so."""
+        published (`announce`, `event`) either way, or with `publish_always=False` only if so.
+        With `bar` (who, when), invite links no longer seat the user (state/invite_links.py)."""
         async with self._write.begin() as session:
             if event is not None:
                 await order_events(session, space_id)
@@ -352,6 +362,8 @@ class Records(WebhookOutbox, EventQueue):
                 > 0
                 for table in tables
             ]
+            if bar is not None:
+                await bar_from_links(session, space_id, user_id, *bar)
             if publish_always or deleted[0]:
                 await self._publish(session, space_id, announce, event)
             return deleted[0]
@@ -449,12 +461,14 @@ class Records(WebhookOutbox, EventQueue):
         expect_state: SpaceState | None = None,
         announce: Announcement | None = None,
         event: LogEvent | None = None,
+        notify: Notice | None = None,
     ) -> Space:
         """Replace the stored Space with `new` (same id; created_at is kept).
 
         With `expect_state`, only if the stored state still is that one — compare-and-set, so of
         two hosts or processes pressing "Go live" or "End" at once exactly one wins; the other
-        gets Conflict and should re-read.
+        gets Conflict and should re-read. `notify` mails everyone reminded of it by email, in the
+        same transaction (reminder_outbox.py).
         """
         statement = sa.update(SpaceRow).where(SpaceRow.id == new.id)
         if expect_state is not None:
@@ -472,6 +486,8 @@ class Records(WebhookOutbox, EventQueue):
                     raise NotFound(f"no Space {new.id}")
                 raise Conflict(f"Space {new.id} is {current}, not {expect_state}")
             await self._publish(session, new.id, announce, event)
+            if notify is not None:
+                await queue_notice(session, new, notify)
         return new
 
     async def list_spaces(
@@ -519,6 +535,26 @@ class Records(WebhookOutbox, EventQueue):
         async with self._read() as session:
             return int(await session.scalar(query) or 0)
 
+    async def hosted_spaces(
+        self,
+        host_id: UserId,
+        states: Collection[SpaceState],
+        *,
+        visibility: Visibility | None = None,
+        limit: int = 50,
+    ) -> list[Space]:
+        """A host's Spaces in any of `states`, newest first (their calendar feed)."""
+        if not states or limit <= 0:
+            return []
+        query = sa.select(SpaceRow).where(
+            SpaceRow.host_id == host_id, SpaceRow.state.in_(list(states))
+        )
+        if visibility is not None:
+            query = query.where(SpaceRow.visibility == visibility)
+        query = query.order_by(SpaceRow.created_at.desc(), SpaceRow.id.desc()).limit(limit)
+        async with self._read() as session:
+            return [_space(row) for row in await session.scalars(query)]
+
     async def spaces_due(self, now: float, *, limit: int = 100) -> list[Space]:
         """Scheduled Spaces whose start time has come, soonest first."""
         query = (
@@ -546,52 +582,81 @@ class Records(WebhookOutbox, EventQueue):
         transaction that writes, under the Space's lock: concurrent joins, from any number of
         processes, never seat more than the limit. Raises StageFull (Conflict for a second host),
         Banned, or NotFound when the Space does not exist. Keeping the same role just rewrites the
-        member's other fields. Whoever is seated no longer waits with a raised hand: theirs is
-        lowered in the same transaction.
+        member's other fields. (Whoever is seated no longer waits with a raised hand: the caller
+        lowers it in the live state, spaces/control.py.)
         """
         if not member.role.on_stage:
             raise ValueError("listeners are not stored on the stage")
         async with self._write.begin() as session:
             await lock_space(session, member.space_id)
             await self._refuse_banned(session, member.space_id, member.user_id)
-            current = await session.scalar(
-                sa.select(StageMemberRow.role).where(
-                    _of(StageMemberRow, member.space_id, member.user_id)
-                )
-            )
-            if current is not member.role:
-                taken = await session.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(StageMemberRow)
-                    .where(
-                        StageMemberRow.space_id == member.space_id,
-                        StageMemberRow.role == member.role,
-                        StageMemberRow.user_id != member.user_id,
-                    )
-                )
-                if (taken or 0) >= _seats(member.role, limits):
-                    if member.role is Role.HOST:
-                        raise Conflict(f"Space {member.space_id} already has a host")
-                    raise StageFull(f"all {member.role} seats in Space {member.space_id} are taken")
-            if current is None:
-                await session.execute(
-                    sa.insert(StageMemberRow).values(
-                        space_id=member.space_id, user_id=member.user_id, **_member_values(member)
-                    )
-                )
-            else:
-                await session.execute(
-                    sa.update(StageMemberRow)
-                    .where(_of(StageMemberRow, member.space_id, member.user_id))
-                    .values(**_member_values(member)),
-                    execution_options=NO_SYNC,
-                )
-            await session.execute(
-                sa.delete(RaisedHandRow).where(_of(RaisedHandRow, member.space_id, member.user_id)),
-                execution_options=NO_SYNC,
-            )
+            await self._seat(session, member, limits)
+            # Seated by a moderator's act: invite links may seat them again (invite_links.py).
+            await unbar(session, member.space_id, member.user_id)
             await self._publish(session, member.space_id, announce, event)
         return member
+
+    async def seat_with_invite_link(
+        self,
+        member: StageMember,
+        limits: StageLimits,
+        link_id: InviteLinkId,
+        now: float,
+        *,
+        announce: Announcement | None = None,
+        event: LogEvent | None = None,
+    ) -> StageMember:
+        """Seat `member` by an invite link: the link's checks (state/invite_links.py `take_use`),
+        its use and the seat, in one transaction. Raises LinkRefused, Banned, StageFull (the use
+        is not counted then), or NotFound when the Space does not exist. The member's role must
+        be the link's (Conflict otherwise: the caller read another link)."""
+        async with self._write.begin() as session:
+            await lock_space(session, member.space_id)
+            await self._refuse_banned(session, member.space_id, member.user_id)
+            link = await take_use(
+                session, member.space_id, link_id, member.user_id, member.display_name, now
+            )
+            if link.role is not member.role:
+                raise Conflict(f"invite link {link_id} is for a {link.role}, not a {member.role}")
+            await self._seat(session, member, limits)
+            await self._publish(session, member.space_id, announce, event)
+        return member
+
+    @staticmethod
+    async def _seat(session: AsyncSession, member: StageMember, limits: StageLimits) -> None:
+        """put_stage_member's writes, in the caller's transaction (the Space's row locked)."""
+        current = await session.scalar(
+            sa.select(StageMemberRow.role).where(
+                _of(StageMemberRow, member.space_id, member.user_id)
+            )
+        )
+        if current is not member.role:
+            taken = await session.scalar(
+                sa.select(sa.func.count())
+                .select_from(StageMemberRow)
+                .where(
+                    StageMemberRow.space_id == member.space_id,
+                    StageMemberRow.role == member.role,
+                    StageMemberRow.user_id != member.user_id,
+                )
+            )
+            if (taken or 0) >= _seats(member.role, limits):
+                if member.role is Role.HOST:
+                    raise Conflict(f"Space {member.space_id} already has a host")
+                raise StageFull(f"all {member.role} seats in Space {member.space_id} are taken")
+        if current is None:
+            await session.execute(
+                sa.insert(StageMemberRow).values(
+                    space_id=member.space_id, user_id=member.user_id, **_member_values(member)
+                )
+            )
+        else:
+            await session.execute(
+                sa.update(StageMemberRow)
+                .where(_of(StageMemberRow, member.space_id, member.user_id))
+                .values(**_member_values(member)),
+                execution_options=NO_SYNC,
+            )
 
     async def update_stage_member(
         self, member: StageMember, *, event: LogEvent | None = None
@@ -632,17 +697,15 @@ class Records(WebhookOutbox, EventQueue):
         space_id: SpaceId,
         user_id: UserId,
         *,
-        lower_hand: bool = False,
+        bar: tuple[UserId, float] | None = None,
         announce: Announcement | None = None,
         event: LogEvent | None = None,
     ) -> bool:
-        """Take someone off the stage (back to the audience), with `lower_hand` also out of the
-        queue of raised hands; False if they were not on the stage. `announce` and `event` are
-        queued either way (the caller decided the change)."""
-        tables: tuple[_PerUser, ...] = (StageMemberRow,)
-        if lower_hand:
-            tables += (RaisedHandRow,)
-        return await self._delete(tables, space_id, user_id, announce, event)
+        """Take someone off the stage (back to the audience); False if they were not on the stage.
+        With `bar` (the moderator, when) no invite link seats them again until a moderator does
+        (spaces/invite_links.py). `announce` and `event` are queued either way (the caller decided
+        the change)."""
+        return await self._delete((StageMemberRow,), space_id, user_id, announce, event, bar=bar)
 
     async def stage(self, space_id: SpaceId) -> list[StageMember]:
         """The stage in display order: host, co-hosts, speakers; each role by who joined first."""
@@ -662,9 +725,9 @@ class Records(WebhookOutbox, EventQueue):
             return None if row is None else _member(row)
 
     async def roster(self, space_id: SpaceId) -> Roster | None:
-        """The Space with its stage (in display order), its bans and its raised hands, read
-        together in one transaction: enough to tell where anyone stands in it. None when there
-        is no such Space."""
+        """The Space with its stage (in display order) and its bans, read together in one
+        transaction; None when there is no such Space. Its `hands` are empty: raised hands are
+        live state (state/live.py), which the caller adds."""
         async with self._read() as session:
             row = await session.scalar(sa.select(SpaceRow).where(SpaceRow.id == space_id))
             if row is None:
@@ -679,11 +742,7 @@ class Records(WebhookOutbox, EventQueue):
                 sa.select(BanRow.user_id).where(BanRow.space_id == space_id)
             )
             banned = frozenset(UserId(user_id) for user_id in bans)
-            hands = await session.scalars(
-                sa.select(RaisedHandRow.user_id).where(RaisedHandRow.space_id == space_id)
-            )
-            raised = frozenset(UserId(user_id) for user_id in hands)
-        return Roster(_space(row), members, banned, raised)
+        return Roster(_space(row), members, banned, frozenset())
 
     async def transfer_host(
         self,
@@ -803,11 +862,11 @@ class Records(WebhookOutbox, EventQueue):
         self, ban: Ban, *, announce: Announcement | None = None, event: LogEvent | None = None
     ) -> bool:
         """Ban a user from a Space and, in the same transaction, take them off the stage and drop
-        their raised hand and any invitation. False if they were already banned (the first ban is
-        kept); `announce` and `event` are queued either way."""
+        any invitation (their raised hand is live state: the caller lowers it). False if they were
+        already banned (the first ban is kept); `announce` and `event` are queued either way."""
         async with self._write.begin() as session:
             await lock_space(session, ban.space_id)
-            for row in (StageMemberRow, RaisedHandRow, InvitationRow):
+            for row in (StageMemberRow, InvitationRow):
                 await session.execute(
                     sa.delete(row).where(_of(row, ban.space_id, ban.user_id)),
                     execution_options=NO_SYNC,
@@ -839,64 +898,37 @@ class Records(WebhookOutbox, EventQueue):
         async with self._read() as session:
             return [_ban(row) for row in await session.scalars(query)]
 
-    # -- raised hands --
-
-    async def raise_hand(self, hand: RaisedHand, *, event: LogEvent | None = None) -> bool:
-        """Queue a raised hand; False if this user's hand is already up (no duplicates; `event`
-        is queued only for a new hand). Raises Banned, or NotFound when the Space does not exist."""
-        async with self._write.begin() as session:
-            await lock_space(session, hand.space_id)
-            await self._refuse_banned(session, hand.space_id, hand.user_id)
-            existing = await session.scalar(
-                sa.select(RaisedHandRow.id).where(_of(RaisedHandRow, hand.space_id, hand.user_id))
-            )
-            if existing is not None:
-                return False
-            await session.execute(
-                sa.insert(RaisedHandRow).values(
-                    space_id=hand.space_id,
-                    user_id=hand.user_id,
-                    display_name=hand.display_name,
-                    raised_at=hand.raised_at,
-                )
-            )
-            await queue_event(session, hand.space_id, event)
-            return True
-
-    async def lower_hand(
-        self, space_id: SpaceId, user_id: UserId, *, event: LogEvent | None = None
-    ) -> bool:
-        """Take a hand out of the queue; False if it was not up (`event` is queued only if it was)."""
-        return await self._delete(
-            (RaisedHandRow,), space_id, user_id, event=event, publish_always=False
-        )
-
-    async def hands(self, space_id: SpaceId) -> list[RaisedHand]:
-        """The queue in order: earliest raised first; equal times in the order they arrived."""
-        query = (
-            sa.select(RaisedHandRow)
-            .where(RaisedHandRow.space_id == space_id)
-            .order_by(RaisedHandRow.raised_at, RaisedHandRow.id)
-        )
-        async with self._read() as session:
-            return [_hand(row) for row in await session.scalars(query)]
-
     # -- reminders --
 
-    async def add_reminder(self, space_id: SpaceId, user_id: UserId) -> bool:
-        """'Remind me'; False if already set. NotFound when the Space does not exist."""
+    async def add_reminder(
+        self, space_id: SpaceId, user_id: UserId, *, email: str | None = None, soon: bool = False
+    ) -> bool:
+        """'Remind me' (by mail to `email` if given, and with `soon` 10 minutes before too); False
+        if already set, in which case the new address and choice replace the old. NotFound when
+        the Space does not exist."""
         async with self._write.begin() as session:
             await lock_space(session, space_id)
             existing = await session.scalar(
                 sa.select(ReminderRow.user_id).where(_of(ReminderRow, space_id, user_id))
             )
             if existing is not None:
+                await session.execute(
+                    sa.update(ReminderRow)
+                    .where(_of(ReminderRow, space_id, user_id))
+                    .values(email=email, soon=soon),
+                    execution_options=NO_SYNC,
+                )
                 return False
-            await session.execute(sa.insert(ReminderRow).values(space_id=space_id, user_id=user_id))
+            await session.execute(
+                sa.insert(ReminderRow).values(
+                    space_id=space_id, user_id=user_id, email=email, soon=soon
+                )
+            )
             return True
 
     async def remove_reminder(self, space_id: SpaceId, user_id: UserId) -> bool:
-        return await self._delete((ReminderRow,), space_id, user_id)
+        """Cancel a reminder, and the mails still waiting for it (reminder_outbox.unsubscribe)."""
+        return await self.unsubscribe(space_id, user_id)
 
     async def reminders(self, space_id: SpaceId) -> list[UserId]:
         async with self._read() as session:

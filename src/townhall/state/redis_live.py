@@ -17,7 +17,9 @@ Theory of operation.
   A Space nobody has waited on for `_WATCH_LINGER_S` is unsubscribed.
 * **Reactions** live in a ring of `_REACTION_SLOTS` hashes per Space (slot = second mod ring size),
   each remembering which second it holds; **listeners** in a ring of HyperLogLogs (slot = bucket
-  mod ring size) plus a small hash saying which bucket each slot holds. Rings give every Space a
+  mod ring size) plus a small hash saying which bucket each slot holds; **who is present** by name
+  in a sorted set (score = last seen) and a hash of names, trimmed by the mark script to the
+  window and to `AUDIENCE_KEPT` people. Rings give every Space a
   fixed, computable set of keys, so `forget_space` deletes them with one DEL (no SCAN over the
   keyspace), Redis memory per Space is bounded whatever the callers' clocks say, and a listener's
   expiry follows the `now` the caller passes, exactly as in the embedded store. TTLs clean up
@@ -44,12 +46,18 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from townhall.state.live import (
+    AUDIENCE_KEPT,
     EVENT_LOG_LIMIT,
+    HANDS_LIMIT,
     LISTENER_BUCKET_S,
     LISTENER_WINDOW_S,
     REACTION_RETENTION_S,
     SPEAKING_TTL_S,
     Event,
+    Hand,
+    HandsFull,
+    LogEvent,
+    Present,
 )
 
 log = logging.getLogger(__name__)
@@ -68,6 +76,9 @@ EVENT_SEQ_KEY = "{prefix}:space:{{{space}}}:seq"
 EVENT_LOG_KEY = "{prefix}:space:{{{space}}}:events"
 # STRING: the id of this incarnation of the log, set with its first event, same TTL as the log.
 EVENT_LOG_ID_KEY = "{prefix}:space:{{{space}}}:log-id"
+# HASH: user id → {"n": display name, "at": raised at} of each raised hand. Written by the hand
+# script (a raise or lower and its event in one step), read by hands. TTL as EVENT_SEQ_KEY.
+HANDS_KEY = "{prefix}:space:{{{space}}}:hands"
 # PUB/SUB CHANNEL (not a key): message "<seq>" after each append, "reset" after forget_space.
 # Published by the append script and forget_space; every process waiting on the Space subscribes.
 EVENT_CHANNEL = "{prefix}:space:{{{space}}}:appended"
@@ -84,6 +95,14 @@ LISTENERS_KEY = "{prefix}:space:{{{space}}}:listeners:{slot}"
 # HASH: slot number → the bucket that LISTENERS_KEY slot holds. Written by the mark script, read by
 # the count script. TTL _LISTENER_TTL_S from the last mark; deleted by forget_space.
 LISTENER_BUCKETS_KEY = "{prefix}:space:{{{space}}}:listener-buckets"
+# ZSET: user id → when they were last seen listening (UNIX seconds), at most AUDIENCE_KEPT members,
+# none older than LISTENER_WINDOW_S before the latest mark. Written by the mark-present script
+# (ZADD GT, then trims the stale and the least recently seen past the cap), read by present
+# (ZREVRANGEBYSCORE over the window). TTL _LISTENER_TTL_S from the last mark; deleted by forget_space.
+PRESENT_KEY = "{prefix}:space:{{{space}}}:present"
+# HASH: user id → display name of each member of PRESENT_KEY (trimmed with it). Written by the
+# mark-present script, read by present. TTL and deletion as PRESENT_KEY.
+PRESENT_NAMES_KEY = "{prefix}:space:{{{space}}}:present-names"
 # HASH: user id → level in dBFS of who is speaking now. Replaced (DEL + HSET in MULTI) by
 # set_speaking from the Space's media node, read by speaking. TTL SPEAKING_TTL_S from the last
 # publish, so a dead media node leaves nobody speaking; deleted by forget_space.
@@ -114,20 +133,51 @@ _RETRY_S = 1.0
 # Lua's unpack() is limited by the C stack; feed PFADD at most this many keys per call.
 _MARK_BATCH = 1_000
 
-_APPEND = """
--- KEYS: seq, stream, log id; ARGV: limit, ttl, type, at, data, channel, fresh log id
--- A counter without its stream (or the reverse) means the log was partly evicted: start afresh
--- rather than fail XADD on an id below the stream's top.
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
-local seq = redis.call('INCR', KEYS[1])
-if seq == 1 then redis.call('SET', KEYS[3], ARGV[7]) end
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-0', 't', ARGV[3], 'at', ARGV[4], 'd', ARGV[5])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('EXPIRE', KEYS[3], ARGV[2])
-redis.call('PUBLISH', ARGV[6], seq)
-return seq
+# The append step, as a Lua function both the append and the hand scripts call. KEYS of the
+# append: seq, stream, log id; ARGV: limit, ttl, type, at, data, channel, fresh log id.
+_APPEND_FUNCTION = """
+local function append(seq_key, stream_key, id_key, limit, ttl, type, at, data, channel, fresh_id)
+  -- A counter without its stream (or the reverse) means the log was partly evicted: start afresh
+  -- rather than fail XADD on an id below the stream's top.
+  if redis.call('EXISTS', seq_key) == 0 then redis.call('DEL', stream_key) end
+  local seq = redis.call('INCR', seq_key)
+  if seq == 1 then redis.call('SET', id_key, fresh_id) end
+  redis.call('XADD', stream_key, 'MAXLEN', limit, seq .. '-0', 't', type, 'at', at, 'd', data)
+  redis.call('EXPIRE', seq_key, ttl)
+  redis.call('EXPIRE', stream_key, ttl)
+  redis.call('EXPIRE', id_key, ttl)
+  redis.call('PUBLISH', channel, seq)
+  return seq
+end
 """
+
+_APPEND = (
+    _APPEND_FUNCTION
+    + """
+return append(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+"""
+)
+
+# KEYS: hands, then the append's; ARGV: "raise" or "lower", user id, hand (JSON), hands limit,
+# then the append's ARGV (type "" for no event). Returns the event's seq, 0 when nothing changed
+# (the hand was already up, or not up), -1 when the Space holds the limit of hands.
+_SET_HAND = (
+    _APPEND_FUNCTION
+    + """
+local changed
+if ARGV[1] == 'raise' then
+  if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return 0 end
+  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return -1 end
+  changed = redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+else
+  changed = redis.call('HDEL', KEYS[1], ARGV[2])
+end
+if changed == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+if ARGV[7] == '' then return 0 end
+return append(KEYS[2], KEYS[3], KEYS[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
+"""
+)
 
 _ADD_REACTION = """
 -- KEYS: ring slot hash; ARGV: second, field, count, ttl
@@ -169,6 +219,26 @@ for i = 1, #held, 2 do
 end
 if #window == 0 then return 0 end
 return redis.call('PFCOUNT', unpack(window))
+"""
+
+_MARK_PRESENT = """
+-- KEYS: present zset, names hash; ARGV: user id, display name, now, oldest kept, cap, ttl
+redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
+local over = redis.call('ZCARD', KEYS[1]) - #gone - tonumber(ARGV[5])
+if over > 0 then  -- past the cap: the least recently seen of those still in the window go
+  for _, user in ipairs(redis.call('ZRANGE', KEYS[1], #gone, #gone + over - 1)) do
+    table.insert(gone, user)
+  end
+end
+if #gone > 0 then
+  redis.call('ZREM', KEYS[1], unpack(gone))
+  redis.call('HDEL', KEYS[2], unpack(gone))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return #gone
 """
 
 _TAKE_TOKEN = """
@@ -231,9 +301,11 @@ class RedisLiveState:
         self._prefix = prefix
         self._owns_client = owns_client
         self._append_script = redis.register_script(_APPEND)
+        self._hand_script = redis.register_script(_SET_HAND)
         self._reaction_script = redis.register_script(_ADD_REACTION)
         self._mark_script = redis.register_script(_MARK_LISTENERS)
         self._count_script = redis.register_script(_COUNT_LISTENERS)
+        self._present_script = redis.register_script(_MARK_PRESENT)
         self._token_script = redis.register_script(_TAKE_TOKEN)
         self._pubsub = redis.pubsub()
         self._watches: dict[str, _Watch] = {}  # by channel
@@ -274,33 +346,80 @@ class RedisLiveState:
             self._key(EVENT_SEQ_KEY, space_id),
             self._key(EVENT_LOG_KEY, space_id),
             self._key(EVENT_LOG_ID_KEY, space_id),
+            self._key(HANDS_KEY, space_id),
             self._key(SPEAKING_KEY, space_id),
             self._key(LISTENER_BUCKETS_KEY, space_id),
+            self._key(PRESENT_KEY, space_id),
+            self._key(PRESENT_NAMES_KEY, space_id),
             *(self._key(LISTENERS_KEY, space_id, slot=s) for s in range(_LISTENER_SLOTS)),
             *(self._key(REACTIONS_KEY, space_id, slot=s) for s in range(_REACTION_SLOTS)),
         ]
 
     # -- event log ---------------------------------------------------------------------------
 
+    def _log_keys(self, space_id: str) -> list[str]:
+        return [
+            self._key(EVENT_SEQ_KEY, space_id),
+            self._key(EVENT_LOG_KEY, space_id),
+            self._key(EVENT_LOG_ID_KEY, space_id),
+        ]
+
+    def _append_args(self, space_id: str, event: LogEvent | None) -> list[str | int]:
+        """The append step's ARGV for `event` (no event: an empty type, and nothing appended)."""
+        return [
+            EVENT_LOG_LIMIT,
+            EVENT_LOG_TTL_S,
+            event.type if event is not None else "",
+            repr(float(event.at)) if event is not None else "0",
+            json.dumps(event.data, separators=(",", ":")) if event is not None else "{}",
+            self._key(EVENT_CHANNEL, space_id),
+            secrets.token_hex(6),
+        ]
+
     async def append(self, space_id: str, type: str, data: Mapping[str, Any], at: float) -> Event:
-        payload = json.dumps(data, separators=(",", ":"))
+        event = LogEvent(type, data, at)
         seq = await self._append_script(
-            keys=[
-                self._key(EVENT_SEQ_KEY, space_id),
-                self._key(EVENT_LOG_KEY, space_id),
-                self._key(EVENT_LOG_ID_KEY, space_id),
-            ],
-            args=[
-                EVENT_LOG_LIMIT,
-                EVENT_LOG_TTL_S,
-                type,
-                repr(float(at)),
-                payload,
-                self._key(EVENT_CHANNEL, space_id),
-                secrets.token_hex(6),
-            ],
+            keys=self._log_keys(space_id), args=self._append_args(space_id, event)
         )
-        return Event(seq=int(seq), type=type, at=float(at), data=json.loads(payload))
+        return self._appended(int(seq), event)
+
+    @staticmethod
+    def _appended(seq: int, event: LogEvent) -> Event:
+        # The same JSON round trip a reader of the log makes.
+        data = json.loads(json.dumps(event.data, separators=(",", ":")))
+        return Event(seq=seq, type=event.type, at=float(event.at), data=data)
+
+    async def _set_hand(
+        self, space_id: str, mode: str, user_id: str, hand: str, event: LogEvent | None
+    ) -> int:
+        return int(
+            await self._hand_script(
+                keys=[self._key(HANDS_KEY, space_id), *self._log_keys(space_id)],
+                args=[mode, user_id, hand, HANDS_LIMIT, *self._append_args(space_id, event)],
+            )
+        )
+
+    async def raise_hand(self, space_id: str, hand: Hand, event: LogEvent) -> Event | None:
+        raw = json.dumps({"n": hand.display_name, "at": hand.raised_at}, separators=(",", ":"))
+        seq = await self._set_hand(space_id, "raise", hand.user_id, raw, event)
+        if seq < 0:
+            raise HandsFull(space_id)
+        return self._appended(seq, event) if seq > 0 else None
+
+    async def lower_hand(
+        self, space_id: str, user_id: str, event: LogEvent | None = None
+    ) -> Event | None:
+        seq = await self._set_hand(space_id, "lower", user_id, "", event)
+        return self._appended(seq, event) if seq > 0 and event is not None else None
+
+    async def hands(self, space_id: str) -> list[Hand]:
+        raw = await self._redis.hgetall(self._key(HANDS_KEY, space_id))
+        found = []
+        for user, value in raw.items():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                hand = json.loads(value)
+                found.append(Hand(str(user), str(hand["n"]), float(hand["at"])))
+        return sorted(found, key=lambda h: (h.raised_at, h.user_id))
 
     async def events_since(
         self, space_id: str, after_seq: int, limit: int = 500
@@ -527,6 +646,40 @@ class RedisLiveState:
             args=[bucket - _WINDOW_BUCKETS, bucket],
         )
         return int(count)
+
+    # -- who is present ----------------------------------------------------------------------
+
+    async def mark_present(
+        self, space_id: str, user_id: str, display_name: str, now: float
+    ) -> None:
+        await self._present_script(
+            keys=[self._key(PRESENT_KEY, space_id), self._key(PRESENT_NAMES_KEY, space_id)],
+            args=[
+                user_id,
+                display_name,
+                repr(float(now)),
+                repr(float(now - LISTENER_WINDOW_S)),
+                AUDIENCE_KEPT,
+                _LISTENER_TTL_S,
+            ],
+        )
+
+    async def present(self, space_id: str, now: float) -> list[Present]:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrevrangebyscore(
+                self._key(PRESENT_KEY, space_id),
+                "+inf",
+                repr(float(now - LISTENER_WINDOW_S)),
+                withscores=True,
+            )
+            pipe.hgetall(self._key(PRESENT_NAMES_KEY, space_id))
+            seen, names = await pipe.execute()
+        held = {_text(user): _text(name) for user, name in names.items()}
+        return [
+            Present(_text(user), held[_text(user)], float(at))
+            for user, at in seen
+            if _text(user) in held
+        ]
 
     # -- speaking ----------------------------------------------------------------------------
 

@@ -167,19 +167,6 @@ class BanRow(Base):
     at: Mapped[float] = mapped_column(sa.Double)
 
 
-class RaisedHandRow(Base):
-    """The raise-hand queue. `id` only breaks ties between equal raised_at (insertion order)."""
-
-    __tablename__ = "raised_hands"
-    __table_args__ = (sa.UniqueConstraint("space_id", "user_id"),)
-
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk())
-    user_id: Mapped[str] = mapped_column(_user_id())
-    display_name: Mapped[str] = mapped_column(sa.Text)
-    raised_at: Mapped[float] = mapped_column(sa.Double)
-
-
 class InvitationRow(Base):
     """An open invitation to take the stage, until the invitee accepts it (or is banned)."""
 
@@ -194,12 +181,24 @@ class InvitationRow(Base):
 
 
 class ReminderRow(Base):
-    """'Remind me' on a scheduled Space."""
+    """'Remind me' on a scheduled Space: by email to `email` if one was given (accounts only),
+    and with `soon` also 10 minutes before the start."""
 
     __tablename__ = "reminders"
 
     space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk(), primary_key=True)
     user_id: Mapped[str] = mapped_column(_user_id(), primary_key=True)
+    email: Mapped[str | None] = mapped_column(sa.Text)
+    soon: Mapped[bool] = mapped_column(_flag("soon"), server_default=sa.false())
+
+
+class NoticeKind(enum.StrEnum):
+    """Why a reminder mail is sent (reminders/notices.py writes each)."""
+
+    STARTING = "starting"  # the Space went on air
+    SOON = "soon"  # it starts in 10 minutes
+    CHANGED = "changed"  # its start time changed
+    CANCELLED = "cancelled"  # it was called off
 
 
 class WebhookEndpointRow(Base):
@@ -242,6 +241,36 @@ class WebhookDeliveryRow(Base):
     last_error: Mapped[str | None] = mapped_column(sa.Text)
 
 
+class ReminderMailRow(Base):
+    """The mail outbox: one row per notice per person, worked off like the webhook deliveries
+    (state/leased_queue.py). (space, user, key) is unique, so a notice is queued once whichever
+    process or sweep queues it: the key is the notice's kind, with the start time for the
+    10-minute warning (a new time, a new warning)."""
+
+    __tablename__ = "reminder_mail"
+    __table_args__ = (
+        sa.CheckConstraint("attempts >= 0", name="attempts_range"),
+        sa.UniqueConstraint("space_id", "user_id", "key"),
+        sa.Index(None, "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk())
+    user_id: Mapped[str] = mapped_column(_user_id())
+    email: Mapped[str] = mapped_column(sa.Text)
+    kind: Mapped[NoticeKind] = mapped_column(_enum(NoticeKind, "kind"))
+    key: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    data: Mapped[str] = mapped_column(sa.Text)  # JSON: the Space as the change left it, and extras
+    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus, "status"))
+    attempts: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[float] = mapped_column(sa.Double)
+    next_attempt_at: Mapped[float] = mapped_column(sa.Double)
+    lease_until: Mapped[float | None] = mapped_column(sa.Double)
+    lease_token: Mapped[str | None] = mapped_column(sa.String(ID_LEN))
+    delivered_at: Mapped[float | None] = mapped_column(sa.Double)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
 class EventOutboxRow(Base):
     """A command's event, committed with its change and waiting for the Space's live log
     (state/event_outbox.py). Rows live for milliseconds unless the live store is out of reach or
@@ -257,4 +286,56 @@ class EventOutboxRow(Base):
     space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk())
     type: Mapped[str] = mapped_column(sa.String(ID_LEN))
     data: Mapped[str] = mapped_column(sa.Text)  # the event's JSON object
+    at: Mapped[float] = mapped_column(sa.Double)
+
+
+class InviteLinkRow(Base):
+    """A stage invite link (spaces/invite_links.py): what it seats, how often, until when. The
+    token in the link's URL names the row; the row alone says whether it still seats anyone."""
+
+    __tablename__ = "invite_links"
+    __table_args__ = (
+        sa.CheckConstraint("role IN ('cohost', 'speaker')", name="role_invitable"),
+        sa.CheckConstraint("max_uses >= 1", name="max_uses_range"),
+        sa.CheckConstraint("uses >= 0 AND uses <= max_uses", name="uses_range"),
+        # The host's list: a Space's links, newest first.
+        sa.Index(None, "space_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(ID_LEN), primary_key=True)
+    space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk())
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    max_uses: Mapped[int] = mapped_column(sa.Integer)
+    uses: Mapped[int] = mapped_column(sa.Integer)
+    created_by: Mapped[str] = mapped_column(_user_id())
+    created_by_name: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[float] = mapped_column(sa.Double)
+    expires_at: Mapped[float] = mapped_column(sa.Double)
+    revoked_at: Mapped[float | None] = mapped_column(sa.Double)
+
+
+class InviteLinkUseRow(Base):
+    """Who an invite link seated: one row per person, so a person opening it again costs no use."""
+
+    __tablename__ = "invite_link_uses"
+
+    link_id: Mapped[str] = mapped_column(
+        sa.String(ID_LEN),
+        sa.ForeignKey("invite_links.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    user_id: Mapped[str] = mapped_column(_user_id(), primary_key=True)
+    display_name: Mapped[str] = mapped_column(sa.Text)
+    at: Mapped[float] = mapped_column(sa.Double)
+
+
+class InviteLinkBarRow(Base):
+    """Someone a moderator took off the stage (or removed from the Space): no invite link seats
+    them until a moderator seats them directly, which deletes the row."""
+
+    __tablename__ = "invite_link_bars"
+
+    space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk(), primary_key=True)
+    user_id: Mapped[str] = mapped_column(_user_id(), primary_key=True)
+    barred_by: Mapped[str] = mapped_column(_user_id())
     at: Mapped[float] = mapped_column(sa.Double)

@@ -2,11 +2,9 @@
 
 An event is queued once per endpoint that wants it (`queue_deliveries`); any number of sender
 processes work the queue off (webhooks/sender.py) by claiming due rows under a lease
-(`claim_due_deliveries`) and reporting the outcome (`mark_delivered`, `mark_failed`). A claim and
-its lease are single conditional UPDATEs, atomic on SQLite and PostgreSQL alike; on PostgreSQL
-concurrent claimers also skip each other's locked rows instead of queueing behind them. Delivery
-is at least once: a claimer that dies leaves its rows to come back when the lease lapses, and
-receivers dedupe on the delivery id.
+(`claim_due_deliveries`) and reporting the outcome (`mark_delivered`, `mark_failed`), the way
+every leased queue is worked (leased_queue.py). Delivery is at least once: a claimer that dies
+leaves its rows to come back when the lease lapses, and receivers dedupe on the delivery id.
 
 `WebhookOutbox` is one part of the records (`Records` in records.py inherits it), so callers use
 it as `records.add_webhook(…)`, `records.claim_due_deliveries(…)`, ….
@@ -22,7 +20,6 @@ expected it to write.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from townhall.spaces.model import Space, UserId
+from townhall.state import leased_queue
 from townhall.state.database import NO_SYNC, SqlStore, rowcount
 from townhall.state.errors import NotFound
 from townhall.state.schema import DeliveryStatus, WebhookDeliveryRow, WebhookEndpointRow
@@ -48,7 +46,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_DELIVERY_ATTEMPTS: Final = 8
-ERROR_TEXT_MAX: Final = 1_000  # a failed delivery keeps this much of the last error
 
 
 @dataclass(frozen=True)
@@ -213,72 +210,29 @@ class WebhookOutbox(SqlStore):
         async with self._write.begin() as session:
             return await queue_deliveries(session, event_type, payload_json, now)
 
+    async def pending_deliveries(self) -> int:
+        """Deliveries neither delivered nor given up yet, due or waiting to retry: the webhook
+        backlog (a gauge; counted on the status index)."""
+        async with self._read() as session:
+            count = await session.scalar(
+                sa.select(sa.func.count())
+                .select_from(WebhookDeliveryRow)
+                .where(WebhookDeliveryRow.status == DeliveryStatus.PENDING)
+            )
+            return int(count or 0)
+
     async def claim_due_deliveries(
         self, now: float, limit: int, lease_s: float
     ) -> list[WebhookDelivery]:
-        """Lease up to `limit` due deliveries to this caller for `lease_s` seconds.
-
-        A claimed row is invisible to every other claimer until its lease runs out, so two
-        processes never deliver the same row at once; if the claimer dies, the row comes back when
-        the lease lapses (delivery is at least once: receivers dedupe on the delivery id). Each
-        claim counts as an attempt; a row whose last allowed attempt's lease lapsed without an
-        outcome is given up here.
-        """
-        if limit <= 0:
-            return []
-        pending = WebhookDeliveryRow.status == DeliveryStatus.PENDING
-        lease_free = sa.or_(
-            WebhookDeliveryRow.lease_until.is_(None), WebhookDeliveryRow.lease_until <= now
-        )
-        token = secrets.token_hex(16)
+        """Lease up to `limit` due deliveries to this caller for `lease_s` seconds (see
+        leased_queue.py: never two processes on one row; at least once, so receivers dedupe on
+        the delivery id)."""
         async with self._write.begin() as session:
-            await session.execute(
-                sa.update(WebhookDeliveryRow)
-                .where(
-                    pending,
-                    WebhookDeliveryRow.attempts >= self.max_delivery_attempts,
-                    WebhookDeliveryRow.lease_until <= now,
-                )
-                .values(
-                    status=DeliveryStatus.FAILED,
-                    lease_until=None,
-                    lease_token=None,
-                    last_error=sa.func.coalesce(
-                        WebhookDeliveryRow.last_error,
-                        "no outcome reported before the lease ran out",
-                    ),
-                ),
-                execution_options=NO_SYNC,
+            token = await leased_queue.claim(
+                session, WebhookDeliveryRow, now, limit, lease_s, self.max_delivery_attempts
             )
-            due = [
-                pending,
-                WebhookDeliveryRow.next_attempt_at <= now,
-                WebhookDeliveryRow.attempts < self.max_delivery_attempts,
-                lease_free,
-            ]
-            ids = list(
-                await session.scalars(
-                    sa.select(WebhookDeliveryRow.id)
-                    .where(*due)
-                    .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
-                    .limit(limit)
-                    # PostgreSQL: concurrent claimers pass over each other's rows instead of
-                    # queueing behind them. The UPDATE below re-checks `due` either way.
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if not ids:
+            if token is None:
                 return []
-            await session.execute(
-                sa.update(WebhookDeliveryRow)
-                .where(WebhookDeliveryRow.id.in_(ids), *due)
-                .values(
-                    lease_until=now + lease_s,
-                    lease_token=token,
-                    attempts=WebhookDeliveryRow.attempts + 1,
-                ),
-                execution_options=NO_SYNC,
-            )
             rows = await session.execute(
                 sa.select(WebhookDeliveryRow, WebhookEndpointRow)
                 .join(WebhookEndpointRow)
@@ -290,21 +244,8 @@ class WebhookOutbox(SqlStore):
     async def mark_delivered(self, delivery_id: int, now: float) -> None:
         """The endpoint accepted it. A row already delivered or given up is left as it is."""
         async with self._write.begin() as session:
-            result = await session.execute(
-                sa.update(WebhookDeliveryRow)
-                .where(
-                    WebhookDeliveryRow.id == delivery_id,
-                    WebhookDeliveryRow.status == DeliveryStatus.PENDING,
-                )
-                .values(
-                    status=DeliveryStatus.DELIVERED,
-                    delivered_at=now,
-                    lease_until=None,
-                    lease_token=None,
-                ),
-                execution_options=NO_SYNC,
-            )
-            if rowcount(result) == 0 and not await self._delivery_exists(session, delivery_id):
+            done = await leased_queue.mark_delivered(session, WebhookDeliveryRow, delivery_id, now)
+            if not done and not await self._delivery_exists(session, delivery_id):
                 raise NotFound(f"no webhook delivery {delivery_id}")
 
     async def mark_failed(
@@ -314,26 +255,16 @@ class WebhookOutbox(SqlStore):
         attempts are used up (`max_delivery_attempts`). A given-up row stays, status failed, with
         its last error, for inspection. Returns True if it will be retried."""
         async with self._write.begin() as session:
-            row = await session.scalar(
-                sa.select(WebhookDeliveryRow).where(WebhookDeliveryRow.id == delivery_id)
+            retry = await leased_queue.mark_failed(
+                session,
+                WebhookDeliveryRow,
+                delivery_id,
+                next_attempt_at,
+                error,
+                self.max_delivery_attempts,
             )
-            if row is None:
+            if retry is None:
                 raise NotFound(f"no webhook delivery {delivery_id}")
-            if row.status is not DeliveryStatus.PENDING:
-                return False
-            retry = next_attempt_at is not None and row.attempts < self.max_delivery_attempts
-            await session.execute(
-                sa.update(WebhookDeliveryRow)
-                .where(WebhookDeliveryRow.id == delivery_id)
-                .values(
-                    status=DeliveryStatus.PENDING if retry else DeliveryStatus.FAILED,
-                    next_attempt_at=next_attempt_at if retry else row.next_attempt_at,
-                    last_error=error[:ERROR_TEXT_MAX],
-                    lease_until=None,
-                    lease_token=None,
-                ),
-                execution_options=NO_SYNC,
-            )
             return retry
 
     async def delivery(self, delivery_id: int) -> WebhookDelivery | None:

@@ -19,13 +19,15 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from townhall.delivery.capability import MediaKeys, clip_open
 from townhall.delivery.clip_card import ClipCard, read_card
 from townhall.delivery.storage import CLIPS_DIR, expired
-from townhall.spaces.model import Visibility, is_space_id
+from townhall.spaces.model import Space, Visibility, is_space_id
 
 WEB_DIR = Path(__file__).parent
 PAGES = WEB_DIR / "pages"
 STATIC = WEB_DIR / "static"
+MANIFEST = STATIC / "manifest.webmanifest"
 
 _CLIP_ID = re.compile(r"([a-z0-9]{10})-[a-z0-9]{12}")  # <space id>-<12 random chars>
 _CLIP_PAGE = Template((PAGES / "clip.html").read_text(encoding="utf-8"))
@@ -65,6 +67,16 @@ async def stage(request: Request) -> Response:
     return _page("stage.html")
 
 
+async def manifest(_: Request) -> Response:
+    """The web app manifest (a phone's "Add to Home Screen"), at the root so that its scope is
+    the whole site; its standard type, which browsers check."""
+    return FileResponse(
+        MANIFEST,
+        media_type="application/manifest+json",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"},
+    )
+
+
 def _length(seconds: float) -> str:
     """ "45 s", "1 min 5 s": how long, as people say it."""
     whole = max(1, round(seconds))
@@ -89,11 +101,14 @@ def _utc(at: float) -> tuple[str, str]:
     return machine, human
 
 
-def render_clip(clip_id: str, space_id: str, card: ClipCard | None, base_url: str) -> str:
+def render_clip(
+    clip_id: str, space_id: str, card: ClipCard | None, base_url: str, query: str = ""
+) -> str:
     """The share page of a clip; every value from the card is HTML-escaped (titles and names are
-    what people typed, and a title like `<script>` must stay text)."""
+    what people typed, and a title like `<script>` must stay text). `query`: what the clip's links
+    carry after the path (a private Space's clip key, `?key=…`)."""
     title = card.title if card is not None else _UNKNOWN_CLIP_TITLE
-    audio_path = f"/api/clips/{clip_id}.m4a"
+    audio_path = f"/api/clips/{clip_id}.m4a{query}"
     facts: list[str] = []
     description = "Listen to a clip from a live audio Space on townhall."
     if card is not None:
@@ -125,7 +140,7 @@ def render_clip(clip_id: str, space_id: str, card: ClipCard | None, base_url: st
         "robots": "index"
         if card is not None and card.visibility == Visibility.PUBLIC.value
         else "noindex",
-        "page_url": f"{base_url}/c/{clip_id}",
+        "page_url": f"{base_url}/c/{clip_id}{query}",
         "audio_url": f"{base_url}{audio_path}",
         "audio_path": audio_path,
         "download_name": f"townhall-clip-{clip_id}.m4a",
@@ -149,6 +164,11 @@ async def clip(request: Request) -> Response:
     root: Path | None = config.media.recordings_dir
     if root is None:
         return HTMLResponse("<h1>No such clip</h1>", 404, headers=SECURITY_HEADERS)
+    keys: MediaKeys = request.app.state.media_keys
+    space: Space | None = await request.app.state.find_space(space_id)
+    key = request.query_params.get("key")
+    if not clip_open(keys, space, clip_id, key):  # a private Space's clip without its key
+        return HTMLResponse("<h1>No such clip</h1>", 404, headers=SECURITY_HEADERS)
     if await asyncio.to_thread(expired, root, space_id):
         return HTMLResponse(
             "<h1>This clip was deleted with its recording after the retention period</h1>",
@@ -161,7 +181,9 @@ async def clip(request: Request) -> Response:
         return HTMLResponse("<h1>No such clip</h1>", 404, headers=SECURITY_HEADERS)
     base_url = config.public_url.rstrip("/") or str(request.base_url).rstrip("/")
     return HTMLResponse(
-        render_clip(clip_id, space_id, card, base_url),
+        render_clip(
+            clip_id, space_id, card, base_url, keys.clip_query(space, clip_id) if space else ""
+        ),
         headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=300"},
     )
 
@@ -172,5 +194,6 @@ def routes() -> list[Route | Mount]:
         Route("/s/{space}", listener),
         Route("/s/{space}/stage", stage),
         Route("/c/{clip}", clip),
+        Route("/manifest.webmanifest", manifest),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

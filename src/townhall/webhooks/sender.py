@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import httpx
 
+from townhall.state.leased_queue import work_forever
 from townhall.state.records import Records, WebhookDelivery
 from townhall.webhooks import retry, signing
 
@@ -48,13 +49,7 @@ class WebhookSender:
         return len(due)
 
     async def run(self) -> None:
-        while True:
-            try:
-                if await self.run_once() == BATCH:
-                    continue  # more are waiting
-            except Exception:  # the sender must outlive any one failure
-                log.exception("webhook delivery round failed")
-            await asyncio.sleep(POLL_S)
+        await work_forever(self.run_once, BATCH, POLL_S, "webhook delivery")
 
     async def _deliver(self, delivery: WebhookDelivery) -> None:
         body = delivery.payload.encode()

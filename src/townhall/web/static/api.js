@@ -97,6 +97,33 @@ try {
   // storage blocked: nothing was kept either
 }
 
+const REMINDERS_KEY = 'townhall.reminders';
+
+/**
+ * The Spaces this browser asked to be reminded of. The API has no "did I ask?" read: the browser
+ * remembers the reminders it set (localStorage), which is right for the person who set them here.
+ */
+export function remindedSpaces() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(REMINDERS_KEY) || '[]');
+    return new Set(Array.isArray(saved) ? saved : []);
+  } catch {
+    return new Set();
+  }
+}
+
+/** Remember (or forget) that this browser asked to be reminded of a Space. */
+export function rememberReminder(spaceId, on) {
+  const set = remindedSpaces();
+  if (on) set.add(spaceId);
+  else set.delete(spaceId);
+  try {
+    localStorage.setItem(REMINDERS_KEY, JSON.stringify([...set].slice(-200)));
+  } catch {
+    // storage blocked: the button just forgets after a reload
+  }
+}
+
 /** Who this browser is ({user_id, display_name, kind, expires_at}), or null when signed out. */
 export async function whoAmI() {
   const me = await api('/api/auth/me');

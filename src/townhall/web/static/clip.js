@@ -12,7 +12,7 @@ const ui = {
 };
 
 async function share() {
-  const url = `${location.origin}${location.pathname}`;
+  const url = `${location.origin}${location.pathname}${location.search}`; // a private clip's key
   if (navigator.share) {
     try {
       await navigator.share({ title: document.title, url });

@@ -2,8 +2,7 @@
 // (with their listener count and who is on stage, from each Space's cacheable snapshot) and the
 // ones coming up, with "Remind me".
 //
-// The API has no "did I ask to be reminded?" read: this browser remembers the reminders it set
-// (localStorage), which is right for the person who set them here.
+// Which reminders this browser set it remembers itself (api.js, `remindedSpaces`).
 //
 // `?next=/s/…` brings a person back to the page that sent them here to sign in.
 
@@ -15,6 +14,8 @@ import {
   el,
   errorAt,
   listenersLabel,
+  rememberReminder,
+  remindedSpaces,
   roleLabel,
   safeNext,
   say,
@@ -28,7 +29,6 @@ import {
 
 const LIST_REFRESH_MS = 15000;
 const SNAPSHOTS_SHOWN = 12; // live Spaces whose snapshot (count, stage) the list fetches
-const REMINDERS_KEY = 'townhall.reminders';
 
 const ui = {
   who: byId('who'),
@@ -262,23 +262,6 @@ async function showLiveDetails(spaceId) {
 
 // -------------------------------------------------------------------------------------- upcoming
 
-function reminders() {
-  try {
-    const saved = JSON.parse(localStorage.getItem(REMINDERS_KEY) || '[]');
-    return new Set(Array.isArray(saved) ? saved : []);
-  } catch {
-    return new Set();
-  }
-}
-
-function saveReminders(set) {
-  try {
-    localStorage.setItem(REMINDERS_KEY, JSON.stringify([...set].slice(-200)));
-  } catch {
-    // storage blocked: the button just forgets after a reload
-  }
-}
-
 function startsLabel(seconds) {
   if (!seconds) return 'Start time to be announced';
   const when = new Date(seconds * 1000);
@@ -294,8 +277,7 @@ function showRemind(button, on, title) {
 
 async function toggleRemind(button, space) {
   say(ui.upcomingError, '');
-  const set = reminders();
-  const on = set.has(space.id);
+  const on = remindedSpaces().has(space.id);
   button.disabled = true;
   try {
     if (!me) {
@@ -306,9 +288,7 @@ async function toggleRemind(button, space) {
       return;
     }
     await api(`/api/spaces/${space.id}/remind`, { method: on ? 'DELETE' : 'POST' });
-    if (on) set.delete(space.id);
-    else set.add(space.id);
-    saveReminders(set);
+    rememberReminder(space.id, !on);
     // The list may have been rebuilt while the request was out (a refresh that began before it
     // answered): show the new state on the button the list holds now, not only the one clicked.
     const shown = ui.upcomingList.querySelector(`button.remind[data-space="${space.id}"]`);
@@ -340,7 +320,7 @@ function upcomingItem({ space, stage }) {
   const remind = el('button', 'small remind');
   remind.type = 'button';
   remind.dataset.space = space.id;
-  showRemind(remind, reminders().has(space.id), space.title);
+  showRemind(remind, remindedSpaces().has(space.id), space.title);
   remind.addEventListener('click', () => toggleRemind(remind, space));
   row.append(remind);
   const mine = me && stage.find((m) => m.user_id === me.user_id);

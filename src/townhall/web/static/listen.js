@@ -1,9 +1,15 @@
 // Listener page: play a Space's program mix over LL-HLS, see who is on stage, react, raise a hand.
 //
 // Theory of operation. Everything a listener fetches is a cacheable GET: the Space's *snapshot*
-// about once a second (state, stage with speaking flags, reaction totals, approximate listener
-// count: the same body for everyone, so an HTTP cache answers for the whole audience), then the
-// playlists and media. Live, where Media Source Extensions exist, segments.js plays: one request
+// (state, title, stage, reaction totals, approximate listener count: the same body for everyone,
+// so an HTTP cache answers for the whole audience), then the playlists and media. While the live
+// player plays, what the page shows of the room (on air, stage, speaking, reactions, count,
+// removals and bans, the end) comes from the stream itself (roomstate.js): it went through the
+// broadcast delay with the audio, so it is shown at the playback position, in step with what the
+// listener hears, and what the host dumped never shows. The snapshot is then read only every
+// SNAPSHOT_STREAMED_MS for what the stream does not carry (title, pinned link, recording). Before
+// Play, while rewound and with the browser's own player it is read every SNAPSHOT_MS as before;
+// its speaking flags are the stage's, live, so they are shown only when the Space has no delay. Live, where Media Source Extensions exist, segments.js plays: one request
 // per segment, each streamed as the origin writes its parts (about 0.5 requests/s, where hls.js
 // made a playlist reload and a part request per 0.32 s part); rewind and replay are VODs of whole
 // segments and play in hls.js. Elsewhere (iPhone Safari without MSE) the browser's own HLS player
@@ -51,8 +57,11 @@ import {
   stateLabel,
   whoAmI,
 } from './api.js';
+import { startMediaSession } from './media_session.js';
 import { retryDelay } from './recovery.js';
+import { RoomSchedule } from './roomstate.js';
 import { SegmentPlayer, segmentPlayerSupported } from './segments.js';
+import { showUpcoming } from './upcoming.js';
 
 const MAX_BEHIND_S = 6; // further behind than this after a stall: jump to live instead of speeding up
 const STALL_RECONNECTING_MS = 3000; // no progress for this long while playing: re-create the player
@@ -61,6 +70,9 @@ const END_STALL_MS = 1500; // after ENDLIST, this long without progress means th
 const MAX_BACKOFF_S = 15;
 const TICK_MS = 500;
 const SNAPSHOT_MS = 1000;
+const SNAPSHOT_STREAMED_MS = 15000; // while the stream brings the room: only title, link, recording
+const STREAM_FRESH_MS = 5000; // the stream's room state is current if a message came this recently
+const ROOM_CHECK_MS = 50; // how often the playback position is compared with the room's views
 const PRESENCE_MS = 30000;
 const HAND_POLL_MS = 5000; // only while my hand is up: was it accepted or declined?
 const END_FALLBACK_MS = 40000; // the longest broadcast delay (30 s) and a margin
@@ -84,6 +96,8 @@ const MODERATED_TEXT = {
   removed:
     'You were removed from this Space: your raised hand was taken down. ' +
     'You are not banned: you can keep listening and raise your hand again.',
+  removedListening:
+    'You were removed from this Space. You are not banned: you can keep listening, react and raise your hand.',
 };
 
 const REACTIONS = [
@@ -171,16 +185,24 @@ const ui = {
   handLabel: byId('hand-label'),
   handStatus: byId('hand-status'),
   toStage: byId('to-stage'),
+  acceptInvitation: byId('accept-invitation'),
   stage: byId('stage'),
   stageHeading: byId('stage-heading'),
   stageEmpty: byId('stage-empty'),
 };
 
 const spaceId = spaceIdFromPath();
-const playlistUrl = `/live/${spaceId}/index.m3u8`;
-const dvrUrl = `/live/${spaceId}/dvr.m3u8`; // everything recorded so far, a VOD (rebuilt every 10 s)
 const inviteCode = new URLSearchParams(location.search).get('code'); // private Spaces
-const snapshotUrl = `/api/spaces/${spaceId}/snapshot${inviteCode ? `?code=${encodeURIComponent(inviteCode)}` : ''}`;
+/** An API path with the invite code a private Space's every call must show (`?code=`). */
+function withCode(path) {
+  return inviteCode ? `${path}?code=${encodeURIComponent(inviteCode)}` : path;
+}
+const snapshotUrl = withCode(`/api/spaces/${spaceId}/snapshot`);
+// Where the Space's audio is: `/live/{id}` for a public Space; a private one's capability path
+// (`/live/{id}/{key}`, the key made from its invite code) comes with the snapshot.
+let mediaBase = `/live/${spaceId}`;
+const playlistUrl = () => `${mediaBase}/index.m3u8`;
+const dvrUrl = () => `${mediaBase}/dvr.m3u8`; // everything recorded so far, a VOD (rebuilt every 10 s)
 
 /** What the snapshot and the private calls said last. */
 const space = {
@@ -200,6 +222,12 @@ const space = {
   record: undefined, // whether the Space is recorded (REC badge, rewind and clips): the snapshot says
   settled: false, // my own state is known: changes from now on are news worth announcing
   reactionButtons: new Map(), // emoji → {button, count}
+  room: new RoomSchedule(), // the stream's room state by media time (live player only)
+  roomAt: -Infinity, // performance.now() of the stream's last message
+  roomView: null, // the stream's view shown now: {on_air, speaking, stage}
+  presenceSample: null, // the share of listeners asked to beacon, as the stream said last
+  revision: null, // the stream's revision of what only the snapshot says (title, pinned link)
+  polling: false, // a snapshot request is in flight
 };
 
 const player = {
@@ -236,7 +264,7 @@ function setState(state, message = '') {
   player.state = state;
   ui.status.dataset.state = state;
   let text = message || STATE_TEXT[state];
-  if (!message && state === 'playing' && space.state !== 'live') text = 'Playing: waiting for the stage to go live';
+  if (!message && state === 'playing' && !onAirHeard()) text = 'Playing: waiting for the stage to go live';
   ui.status.textContent = text;
   const over = state === 'ended' || state === 'unavailable';
   const replaying = state.startsWith('replay-');
@@ -269,24 +297,31 @@ function showSnapshot(snapshot) {
   const previous = space.state;
   space.snapshot = snapshot;
   space.state = info.state;
+  if (info.media) mediaBase = info.media;
   ui.title.textContent = info.title;
   document.title = `${info.title} · townhall`;
   showSpaceState(info.state);
   space.record = Boolean(info.record);
   showRecording(ui.rec, space.record, info.state);
-  ui.soon.hidden = !info.starting_soon;
+  // Scheduled: the upcoming card says when (upcoming.js); the green room: press Play and wait.
+  ui.soon.hidden = info.state !== 'green_room';
+  showUpcoming(info, spaceId, inviteCode, announce);
   if (info.pinned_link) {
     ui.pinnedLink.href = info.pinned_link;
     ui.pinnedLink.textContent = info.pinned_link.replace(/^https?:\/\//, '');
   }
   ui.pinned.hidden = !info.pinned_link;
   ui.listeners.hidden = space.over;
-  ui.listeners.textContent = listenersLabel(snapshot.listeners.approx);
-  noticeModeration(snapshot);
-  // The green room is off air: listeners hear nothing, so they must not see anyone "speaking".
-  showStage(snapshot.stage, Boolean(info.on_air));
-  space.justModerated = false;
-  showReactionTotals(snapshot.reactions.totals || {});
+  if (!roomStreamed()) {
+    ui.listeners.textContent = listenersLabel(snapshot.listeners.approx);
+    noticeModeration(snapshot);
+    // Speaking flags of the snapshot are the stage's, live: with a broadcast delay they run ahead
+    // of what listeners hear and would show what a dump discards, so they are shown only without
+    // one (and not while rewound). The green room is off air: nobody is shown "speaking".
+    showStage(snapshot.stage, Boolean(info.on_air) && !info.delay_s && !player.rewound);
+    space.justModerated = false;
+    showReactionTotals(snapshot.reactions.totals || {});
+  }
   if (previous !== info.state && player.state === 'playing') setState('playing'); // "waiting" → "live"
   if (info.state === 'ended' || info.state === 'cancelled') spaceIsOver();
   showRecordingControls();
@@ -298,6 +333,7 @@ function showStage(members, onAir) {
     const speaking = onAir && Boolean(member.speaking) && !member.muted;
     const item = el('li', 'person');
     item.dataset.speaking = String(speaking);
+    item.dataset.userId = member.user_id;
     const avatar = el('span', 'avatar', (member.display_name.trim()[0] || '?').toUpperCase());
     avatar.setAttribute('aria-hidden', 'true');
     const main = el('div', 'person-main');
@@ -429,6 +465,16 @@ function latency() {
   return null;
 }
 
+/** "Jump to live": out of a rewind, or to the live edge (and playing). */
+function goLive() {
+  if (player.rewound) {
+    backToLive();
+    return;
+  }
+  jumpToLive();
+  if (ui.audio.paused) play();
+}
+
 function jumpToLive() {
   if (player.live) {
     const target = player.live.liveSyncPosition;
@@ -443,8 +489,10 @@ function jumpToLive() {
 /** The live player. A re-created one (`recovering`) asks for its playlists past the browser's
  * cache: a stream that started again at 1 repeats the URLs of an earlier run. */
 function createLive({ recovering = false } = {}) {
-  player.live = new SegmentPlayer(ui.audio, playlistUrl, {
+  resetRoom();
+  player.live = new SegmentPlayer(ui.audio, playlistUrl(), {
     fresh: recovering,
+    onRoom: roomMessage,
     onFatal: () => reconnect(),
     // A new run of the stream (the server restarted, or another node took the Space over): its
     // segments follow a gap in time. Go to its live edge at once with a new player.
@@ -479,7 +527,7 @@ function start() {
     createLive();
   } else if (ui.audio.canPlayType('application/vnd.apple.mpegurl')) {
     player.native = true;
-    ui.audio.src = playlistUrl;
+    ui.audio.src = playlistUrl();
   } else {
     setState('unavailable', 'This browser cannot play live audio (no Media Source Extensions, no HLS).');
     return false;
@@ -567,7 +615,7 @@ async function rewind(fromStart) {
   ui.fromStart.disabled = true;
   ui.backMinute.disabled = true;
   try {
-    const response = await fetch(dvrUrl, { credentials: 'same-origin' });
+    const response = await fetch(dvrUrl(), { credentials: 'same-origin' });
     if (!response.ok) {
       errorAt(button, response.status === 404 ? 'Nothing to rewind yet: try again in a moment.' : 'Could not load the earlier audio. Try again.');
       return;
@@ -603,8 +651,9 @@ function startRewind(target, duration) {
     player.rewindDuration = details.totalduration;
   });
   hls.attachMedia(ui.audio);
-  hls.loadSource(dvrUrl);
+  hls.loadSource(dvrUrl());
   player.hls = hls;
+  pollSnapshot(); // the stream no longer brings the room: back to the snapshot at once
   setState('rewound-loading');
   ui.latency.textContent = '';
   announce('Rewound. Press Jump to live to catch up.');
@@ -658,7 +707,7 @@ function rewoundTick() {
 // ---------------------------------------------------------------------------------------- clips
 
 function clipsUrl() {
-  return `/api/spaces/${spaceId}/clips${inviteCode ? `?code=${encodeURIComponent(inviteCode)}` : ''}`;
+  return withCode(`/api/spaces/${spaceId}/clips`);
 }
 
 async function makeClip() {
@@ -668,8 +717,8 @@ async function makeClip() {
     if (!(await identity('make a clip'))) return;
     ui.clipStatus.textContent = 'Making your clip…';
     const clip = await api(clipsUrl(), { method: 'POST', body: {} });
-    ui.clipLink.value = `${location.origin}/c/${clip.id}`;
-    ui.clipOpen.href = `/c/${clip.id}`;
+    ui.clipLink.value = clip.page; // a private Space's clip link carries the clip's key
+    ui.clipOpen.href = clip.page;
     ui.clipShare.hidden = false;
     ui.clipCopyStatus.textContent = '';
     ui.clipStatus.textContent = `Your clip of the last ${Math.round(clip.seconds)} s is ready: share the link.`;
@@ -707,7 +756,7 @@ async function shareClip() {
 // --------------------------------------------------------------------------------------- replay
 
 function spaceViewUrl() {
-  return `/api/spaces/${spaceId}${inviteCode ? `?code=${encodeURIComponent(inviteCode)}` : ''}`;
+  return withCode(`/api/spaces/${spaceId}`);
 }
 
 /**
@@ -724,7 +773,7 @@ async function findReplay(attempt = 0) {
       space.record = Boolean(info.record);
     }
     if (!player.recorded) return; // nothing was recorded: nothing to look for
-    const response = await fetch(`/live/${spaceId}/media.m3u8`, { credentials: 'same-origin' });
+    const response = await fetch(`${mediaBase}/media.m3u8`, { credentials: 'same-origin' });
     const text = response.ok ? await response.text() : '';
     if (text.includes('#EXT-X-PLAYLIST-TYPE:VOD')) {
       // Its length, before anything plays: the sum of the segments' durations.
@@ -765,13 +814,13 @@ function startReplay() {
       showPosition();
     });
     hls.attachMedia(ui.audio);
-    hls.loadSource(playlistUrl);
+    hls.loadSource(playlistUrl());
     player.hls = hls;
     return true;
   }
   if (ui.audio.canPlayType('application/vnd.apple.mpegurl')) {
     player.native = true;
-    ui.audio.src = playlistUrl;
+    ui.audio.src = playlistUrl();
     if (player.startAt > 0) {
       ui.audio.addEventListener('loadedmetadata', () => (ui.audio.currentTime = player.startAt), { once: true });
     }
@@ -885,17 +934,27 @@ function restartPlayer() {
   player.reconnecting = false;
   if (player.state === 'ended' || player.replay || player.rewound) return;
   const resume = player.state !== 'paused';
-  if (player.live) {
-    destroyPlayer();
+  if (player.native) {
+    ui.audio.src = playlistUrl(); // assigning it again loads it afresh
+  } else {
+    destroyPlayer(); // a live player, or none left (the page was in the back-forward cache)
     createLive({ recovering: true });
-  } else if (player.native) {
-    ui.audio.src = playlistUrl; // assigning it again loads it afresh
   }
   player.lastProgressAt = performance.now();
   player.stallChecked = false;
   if (!resume) return;
   setState('reconnecting');
   ui.audio.play().catch(() => {}); // AbortError if replaced again meanwhile: that one plays
+}
+
+/** Back in the foreground (media_session.js): a live player that died or was paused while hidden
+ * is re-created at the live edge; one that stood still since the last (throttled) tick is a stall. */
+function recoverInForeground() {
+  if (!player.started || player.replay || player.rewound || space.over) return;
+  if (!['playing', 'loading', 'reconnecting'].includes(player.state)) return;
+  ensureAudioGraph(); // resumes a suspended graph
+  if ((!player.live && !player.native) || ui.audio.paused) reconnect();
+  else tick();
 }
 
 /** Twice a second: show latency, notice stalls and the end of an ended playlist. */
@@ -935,12 +994,85 @@ function tick() {
   }
 }
 
+// ------------------------------------------------------------------------ room state in the stream
+
+/** The stream brings the room now: the live player plays and its messages keep coming. */
+function roomStreamed() {
+  return Boolean(player.live) && !player.rewound && performance.now() - space.roomAt < STREAM_FRESH_MS;
+}
+
+/** On air as the listener hears it: the stream's view when it brings one, else the Space's state. */
+function onAirHeard() {
+  if (roomStreamed() && space.roomView) return space.roomView.on_air;
+  return space.state === 'live';
+}
+
+function roomMessage(event) {
+  space.room.add(event);
+  space.roomAt = performance.now();
+}
+
+/** Every ROOM_CHECK_MS: show what the stream said for the playback position, once it is heard. */
+function roomTick() {
+  if (!player.live || player.rewound) return;
+  const due = space.room.take(ui.audio.currentTime);
+  if (!due) return;
+  // The audience first: a removal is news before the stage that no longer has me (which, through
+  // the delay, may come later) is shown, so the page says "removed", not "back in the audience".
+  if (due.audience) {
+    const audience = due.audience;
+    ui.listeners.textContent = listenersLabel(audience.listeners);
+    space.presenceSample = audience.presence_sample;
+    showReactionTotals(audience.reactions || {});
+    noticeModeration({ at: space.snapshot ? space.snapshot.at : 0, moderation: audience.moderation });
+    // The title or the pinned link changed: read the snapshot now, and once more a second later
+    // (a cache may answer the first with the body of the second before the change).
+    if (space.revision !== null && audience.revision > space.revision) {
+      pollSnapshot();
+      setTimeout(pollSnapshot, SNAPSHOT_MS + 100);
+    }
+    space.revision = audience.revision;
+  }
+  if (due.view) {
+    const wasOnAir = onAirHeard();
+    space.roomView = due.view;
+    const speaking = new Set(due.view.speaking);
+    showStage(
+      due.view.stage.map((seat) => ({ ...seat, speaking: speaking.has(seat.user_id) })),
+      due.view.on_air,
+    );
+    if (!space.onStage) space.justModerated = false; // the removal has been shown
+    if (due.view.on_air) heardLive();
+    if (wasOnAir !== due.view.on_air && player.state === 'playing') setState('playing');
+  }
+  if (due.ended) spaceIsOver();
+}
+
+/** The stream says the stage is heard on air: the Space is live, whatever the last snapshot said
+ * (it is read rarely while the stream brings the room). */
+function heardLive() {
+  if (space.state !== 'scheduled' && space.state !== 'green_room') return;
+  space.state = 'live';
+  showSpaceState('live');
+  ui.soon.hidden = true;
+  showRecording(ui.rec, space.record, 'live');
+  showRecordingControls();
+}
+
+/** A new live player starts from a key part: forget what the last one had not shown yet. */
+function resetRoom() {
+  space.room = new RoomSchedule();
+  space.roomAt = -Infinity;
+}
+
 // ------------------------------------------------------------------------------------- snapshot
 
 async function pollSnapshot() {
+  if (space.polling) return; // the one in flight schedules the next
   clearTimeout(space.pollTimer);
   if (player.replay || (space.over && (player.state === 'ended' || player.state === 'unavailable'))) return;
-  let wait = SNAPSHOT_MS;
+  let wait = roomStreamed() ? SNAPSHOT_STREAMED_MS : SNAPSHOT_MS;
+  space.polling = true;
   try {
     const snapshot = await api(snapshotUrl, { cache: 'default' });
     // A cache may answer with an older second than one already seen: keep the newest.
@@ -953,6 +1085,8 @@ async function pollSnapshot() {
     }
     space.failures += 1;
     wait = Math.max(err.retryAfterSeconds || 0, backoff(space.failures, MAX_BACKOFF_S)) * 1000;
+  } finally {
+    space.polling = false;
   }
   if (!player.replay && !(space.over && player.state === 'ended')) space.pollTimer = setTimeout(pollSnapshot, wait);
 }
@@ -984,11 +1118,11 @@ function presenceKey() {
 
 function beacon() {
   if (space.over) return;
-  const sample = space.snapshot ? space.snapshot.listeners.presence_sample : 1;
+  const sample = space.presenceSample ?? (space.snapshot ? space.snapshot.listeners.presence_sample : 1);
   const key = presenceKey();
   // Only a sample of listeners beacons: at a million listeners the origin sees a few thousand.
   if (key && Math.random() < sample) {
-    api(`/api/spaces/${spaceId}/presence`, { method: 'POST', body: { key } }).catch(() => {});
+    api(withCode(`/api/spaces/${spaceId}/presence`), { method: 'POST', body: { key } }).catch(() => {});
   }
 }
 
@@ -1043,7 +1177,7 @@ async function react(emoji, name, button) {
   try {
     if (!(await identity('react'))) return;
     button.classList.add('sent');
-    await api(`/api/spaces/${spaceId}/reactions`, { method: 'POST', body: { emoji } });
+    await api(withCode(`/api/spaces/${spaceId}/reactions`), { method: 'POST', body: { emoji } });
     ui.reactStatus.textContent = `You reacted: ${name}.`;
   } catch (err) {
     ui.reactStatus.textContent = err.status === 429 ? 'Slow down: too many reactions at once.' : err.message;
@@ -1064,9 +1198,37 @@ function noticeModeration(snapshot) {
   for (const entry of snapshot.moderation || []) {
     if (entry.user_id !== space.me.user_id || entry.at <= space.moderatedAt) continue;
     space.moderatedAt = entry.at;
+    if (entry.action === 'invited') {
+      invited();
+      continue;
+    }
     space.justModerated = true;
     if (entry.action === 'banned') banned();
     else removed();
+  }
+}
+
+/** The host invited me to speak (from their audience list): offer the seat, one press away. */
+function invited() {
+  if (space.banned || space.onStage || space.over) return;
+  ui.acceptInvitation.hidden = false;
+  ui.handStatus.textContent = 'The host invites you to speak: press “Join the stage” to take a seat.';
+  announce('The host invites you to speak.');
+}
+
+async function acceptInvitation() {
+  ui.acceptInvitation.disabled = true;
+  try {
+    const member = await api(`/api/spaces/${spaceId}/invitations/accept`, { method: 'POST' });
+    ui.acceptInvitation.hidden = true;
+    showOnStage(true, member.role);
+    if (!ui.toStage.hidden) ui.toStage.focus();
+  } catch (err) {
+    ui.handStatus.textContent = err.message;
+    if (err.code === 'banned') banned();
+    if (err.code === 'no_invitation') ui.acceptInvitation.hidden = true;
+  } finally {
+    ui.acceptInvitation.disabled = false;
   }
 }
 
@@ -1084,6 +1246,7 @@ function banned() {
   showModerated(MODERATED_TEXT.banned);
   ui.reactStatus.textContent = '';
   ui.toStage.hidden = true;
+  ui.acceptInvitation.hidden = true; // a ban withdraws any invitation (records.ban)
   const refused = [ui.hand, ui.clip, ...[...space.reactionButtons.values()].map(({ button }) => button)];
   for (const button of refused) {
     button.disabled = true;
@@ -1094,9 +1257,14 @@ function banned() {
 /** I was removed: nothing is barred, but the stage or my hand went away, and I am told why. */
 function removed() {
   if (space.banned) return;
+  const text = space.onStage
+    ? MODERATED_TEXT.removedFromStage
+    : space.hand
+      ? MODERATED_TEXT.removed
+      : MODERATED_TEXT.removedListening;
   clearTimeout(space.handTimer);
   showHand(false, '');
-  showModerated(space.onStage ? MODERATED_TEXT.removedFromStage : MODERATED_TEXT.removed);
+  showModerated(text);
 }
 
 function forgetIdentity() {
@@ -1119,10 +1287,10 @@ async function toggleHand() {
   try {
     if (!(await identity('raise your hand'))) return;
     if (space.hand) {
-      await api(`/api/spaces/${spaceId}/hand`, { method: 'DELETE' });
+      await api(withCode(`/api/spaces/${spaceId}/hand`), { method: 'DELETE' });
       showHand(false, 'You lowered your hand.');
     } else {
-      await api(`/api/spaces/${spaceId}/hand`, { method: 'POST' });
+      await api(withCode(`/api/spaces/${spaceId}/hand`), { method: 'POST' });
       showHand(true, 'Your hand is up: the host sees you in the queue.');
       if (!space.banned) showModerated(''); // a removal is behind them now
     }
@@ -1140,7 +1308,7 @@ async function toggleHand() {
 async function checkHand() {
   if (!space.me || space.over) return;
   try {
-    const mine = await api(`/api/spaces/${spaceId}/me`);
+    const mine = await api(withCode(`/api/spaces/${spaceId}/me`));
     if (mine.role !== 'listener') {
       showOnStage(true, mine.role);
     } else if (mine.banned) {
@@ -1171,14 +1339,7 @@ function stopInteraction() {
 
 function wire() {
   ui.play.addEventListener('click', () => (ui.audio.paused ? play() : pause()));
-  ui.live.addEventListener('click', () => {
-    if (player.rewound) {
-      backToLive();
-      return;
-    }
-    jumpToLive();
-    if (ui.audio.paused) play();
-  });
+  ui.live.addEventListener('click', goLive);
   ui.fromStart.addEventListener('click', () => rewind(true));
   ui.backMinute.addEventListener('click', () => rewind(false));
   ui.clip.addEventListener('click', makeClip);
@@ -1207,16 +1368,27 @@ function wire() {
   ui.back.addEventListener('click', () => seekTo((player.started ? ui.audio.currentTime : player.startAt) - SKIP_S));
   ui.forward.addEventListener('click', () => seekTo((player.started ? ui.audio.currentTime : player.startAt) + SKIP_S));
   ui.hand.addEventListener('click', toggleHand);
+  ui.acceptInvitation.addEventListener('click', acceptInvitation);
   ui.share.addEventListener('click', share);
+  // Back from the background (a phone unlocked, a tab shown again): a live player that fell
+  // behind while the browser throttled it catches up at once instead of playing the past.
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState !== 'visible' || player.replay || player.rewound) return;
+    const behind = latency();
+    if (player.state === 'playing' && behind !== null && behind > MAX_BEHIND_S) jumpToLive();
+  });
   // Leaving stops all audio at once and releases the player (and its requests).
-  window.addEventListener('pagehide', () => {
+  // Kept in the back-forward cache (`persisted`), the page may come back: keep its audio graph
+  // (an element feeds one graph for life) and let recoverInForeground start a new player.
+  window.addEventListener('pagehide', (event) => {
     clearTimeout(player.retryTimer);
     clearTimeout(player.replayTimer);
     destroyPlayer();
     ui.audio.pause();
-    if (player.audioContext) player.audioContext.close().catch(() => {});
+    if (player.audioContext) (event.persisted ? player.audioContext.suspend() : player.audioContext.close()).catch(() => {});
   });
   setInterval(tick, TICK_MS);
+  setInterval(roomTick, ROOM_CHECK_MS);
 }
 
 /** RMS level of what the listener hears, in dBFS (-Infinity for digital silence; null before playing). */
@@ -1239,8 +1411,16 @@ window.townhall = {
     return space.state;
   },
   get onAir() {
+    if (roomStreamed() && space.roomView) return space.roomView.on_air;
     return Boolean(space.snapshot && space.snapshot.space.on_air);
   },
+  /** Whether the room shown comes from the stream, and how many of its messages were read. */
+  get roomStreamed() {
+    return roomStreamed();
+  },
+  roomMessages: () => space.room.received,
+  /** Who the page shows speaking now, by user id. */
+  speakingShown: () => [...ui.stage.querySelectorAll('li.person[data-speaking="true"]')].map((item) => item.dataset.userId),
   get handRaised() {
     return space.hand;
   },
@@ -1265,8 +1445,32 @@ window.townhall = {
   },
 };
 
+/** What the lock screen and a headset see and do (media_session.js). */
+function mediaSessionPage() {
+  const host = (space.snapshot?.stage || []).find((member) => member.role === 'host');
+  const over = player.state === 'ended' || player.state === 'unavailable';
+  const mode = player.replay ? 'replay' : player.rewound ? 'rewound' : player.started && !over ? 'live' : 'idle';
+  return {
+    title: space.snapshot?.space.title || document.title,
+    host: host ? host.display_name : '',
+    mode,
+    duration: player.replay ? replayDuration() : player.rewindDuration,
+    canRewind: !ui.rewindControls.hidden,
+  };
+}
+
 async function main() {
   wire();
+  startMediaSession(ui.audio, {
+    now: mediaSessionPage,
+    play,
+    pause,
+    rewind: () => rewind(false),
+    seekTo: (seconds) => (player.replay ? seekTo(seconds) : (ui.audio.currentTime = seconds)),
+    toLive: goLive,
+    recover: recoverInForeground,
+    skipSeconds: SKIP_S,
+  });
   buildReactions();
   if (!spaceId) {
     setState('unavailable', 'This is not a Space link.');

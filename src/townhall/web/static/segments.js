@@ -15,6 +15,11 @@
 // a new run of the stream began after a restart or a take-over; 503: late), never in steady state.
 // One request per segment: 0.52 requests/s with 1.92 s segments.
 //
+// Room state. Each part starts with an `emsg` box carrying the room's state during that part
+// (roomstate.js): the loader cuts the stream into whole top-level boxes, hands every event message
+// to `onRoom` and appends the rest (ftyp+moov, moof+mdat) to the SourceBuffer. A part is written
+// by the origin in one piece, so waiting for whole boxes costs no latency.
+//
 // Latency. Parts arrive as they are written, so the buffer ahead of the playhead saws by one part.
 // The player keeps that buffer, measured right after a part arrived (its peak), at `targetAhead`:
 // one and a half part durations, so that its trough stays half a part above empty. It plays 10 %
@@ -27,6 +32,8 @@
 // at the new run's live edge, as it does after any loss); the end of the Space ends the media
 // element's stream (its `ended` event), after `onEnded`.
 
+import { readEventMessage } from './roomstate.js';
+
 const MAX_BEHIND_S = 6; // further behind than this: jump instead of speeding up
 const FASTER = 1.1;
 const MUCH_FASTER = 1.25; // more than CATCH_UP_S behind the target (after a stall, at the start)
@@ -38,6 +45,42 @@ const KEEP_TOTAL_S = 40; // at most this much media buffered in all (paused for 
 const TARGET_PARTS = 1.5; // buffer ahead right after a part arrived, in parts (see the top)
 const MAX_TARGET_PARTS = 8;
 const MAX_MISSES = 3; // the next segment not there this many times in a row: fatal (the page recovers)
+const ascii = new TextDecoder('latin1');
+
+/** Whole top-level ISO-BMFF boxes out of bytes that arrive in pieces (one response at a time). */
+export class BoxCutter {
+  constructor() {
+    this.held = new Uint8Array(0);
+  }
+
+  /** The boxes completed by `bytes`, each {type, bytes}; an incomplete one waits for more. */
+  feed(bytes) {
+    let data = bytes;
+    if (this.held.length) {
+      data = new Uint8Array(this.held.length + bytes.length);
+      data.set(this.held);
+      data.set(bytes, this.held.length);
+    }
+    const boxes = [];
+    let at = 0;
+    while (data.length - at >= 8) {
+      const view = new DataView(data.buffer, data.byteOffset + at, data.length - at);
+      let size = view.getUint32(0);
+      if (size === 1) {
+        if (data.length - at < 16) break;
+        size = Number(view.getBigUint64(8));
+      } else if (size === 0) {
+        size = data.length - at; // "to the end": only ever the last box of a whole object
+      }
+      if (size < 8) throw new Error(`the stream holds a box of impossible size ${size}`);
+      if (data.length - at < size) break;
+      boxes.push({ type: ascii.decode(data.subarray(at + 4, at + 8)), bytes: data.subarray(at, at + size) });
+      at += size;
+    }
+    this.held = data.slice(at);
+    return boxes;
+  }
+}
 
 /** The attributes of one playlist tag, quoted values unquoted. */
 function attributes(text) {
@@ -102,14 +145,16 @@ export class SegmentPlayer {
    * @param {HTMLMediaElement} media the element to play into
    * @param {string} multivariantUrl the Space's index.m3u8
    * @param {{onFatal: (why: string) => void, onNewRun: () => void, onEnded: () => void,
-   *          fresh?: boolean}} options fresh: ask for playlists past the browser's cache
+   *          onRoom?: (event: object) => void, fresh?: boolean}} options fresh: ask for
+   *          playlists past the browser's cache; onRoom: each event message of the stream
    */
-  constructor(media, multivariantUrl, { onFatal, onNewRun, onEnded, fresh = false }) {
+  constructor(media, multivariantUrl, { onFatal, onNewRun, onEnded, onRoom = () => {}, fresh = false }) {
     this.media = media;
     this.multivariantUrl = multivariantUrl;
     this.onFatal = onFatal;
     this.onNewRun = onNewRun;
     this.onEnded = onEnded;
+    this.onRoom = onRoom;
     this.fresh = fresh;
     this.abort = new AbortController();
     this.queue = []; // appends and removals for the SourceBuffer, in order
@@ -192,8 +237,8 @@ export class SegmentPlayer {
     this.buffer.mode = 'segments';
     this.buffer.addEventListener('updateend', () => this.updated());
     this.buffer.addEventListener('error', () => this.onFatal('the browser could not decode the stream'));
-    this.append(await this.get(playlist.init));
-    if (playlist.lastComplete) this.append(await this.get(playlist.lastComplete));
+    this.take(await this.get(playlist.init), new BoxCutter());
+    if (playlist.lastComplete) this.take(await this.get(playlist.lastComplete), new BoxCutter());
     let url = playlist.openUri;
     let msn = playlist.openMsn;
     let misses = 0; // the next segment asked for in vain, in a row
@@ -249,13 +294,38 @@ export class SegmentPlayer {
     }
     if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
     const reader = response.body.getReader();
+    const cutter = new BoxCutter();
     for (;;) {
       const { done, value } = await reader.read(); // a broken transfer throws: fatal
       if (this.destroyed) throw new Gone();
       if (done) return 'done';
       this.lastChunkAt = performance.now();
-      this.append(value, { live: true });
+      this.take(value, cutter, { live: true });
     }
+  }
+
+  /** Bytes of a response: event messages to `onRoom`, the media boxes to the SourceBuffer. */
+  take(bytes, cutter, { live = false } = {}) {
+    const media = [];
+    for (const box of cutter.feed(bytes)) {
+      if (box.type !== 'emsg') media.push(box.bytes);
+      else {
+        const event = readEventMessage(box.bytes);
+        if (event) this.onRoom(event);
+      }
+    }
+    if (!media.length) return;
+    if (media.length === 1) {
+      this.append(media[0], { live });
+      return;
+    }
+    const joined = new Uint8Array(media.reduce((sum, part) => sum + part.length, 0));
+    let at = 0;
+    for (const part of media) {
+      joined.set(part, at);
+      at += part.length;
+    }
+    this.append(joined, { live });
   }
 
   end() {

@@ -57,7 +57,10 @@ import {
   spaceIdFromPath,
   whoAmI,
 } from './api.js';
+import { audiencePanel } from './audience.js';
+import { banQuestion, removeQuestion } from './moderation.js';
 import { retryDelay, Stillness } from './recovery.js';
+import { renderEdit, wireEdit } from './space_edit.js';
 
 const ICE_GATHERING_TIMEOUT_MS = 3000;
 const DISCONNECTED_GRACE_MS = 2500; // ICE may recover from "disconnected" by itself; a fresh connection is cheap
@@ -154,6 +157,10 @@ const ui = {
   inviteLink: byId('invite-link'),
   copyInvite: byId('copy-invite'),
   inviteStatus: byId('invite-status'),
+  inviteUses: byId('invite-uses'),
+  inviteExpiry: byId('invite-expiry'),
+  inviteLinks: byId('invite-links'),
+  inviteLinksEmpty: byId('invite-links-empty'),
   handsCard: byId('hands-card'),
   hands: byId('hands'),
   handsCount: byId('hands-count'),
@@ -168,6 +175,10 @@ const ui = {
   shareCard: byId('share-card'),
   listenLink: byId('listen-link'),
   copyListen: byId('copy-listen'),
+  rotateRow: byId('rotate-row'),
+  rotateHint: byId('rotate-hint'),
+  rotateInvite: byId('rotate-invite'),
+  rotateStatus: byId('rotate-status'),
   copyListenStatus: byId('copy-listen-status'),
   leaveRow: byId('leave-row'),
   leave: byId('leave'),
@@ -198,6 +209,7 @@ const view = {
   links: null,
   members: new Map(), // user_id → stage member
   hands: [], // [{user_id, display_name, raised_at}], in the order they were raised
+  inviteLinks: [], // the Space's invite links as GET …/invite-links gives them, newest first
   speaking: new Set(),
   onStage: false,
   over: false,
@@ -237,6 +249,15 @@ const events = {
 
 let snapshotTimer = 0;
 let iceServersCache = null;
+
+// The host console's audience list (audience.js), shown with the console.
+const audience = audiencePanel({
+  spacePath,
+  actionButton,
+  confirmAction,
+  visibility: () => (view.space ? view.space.visibility : 'public'),
+  onGone: (userId) => removeHand(userId),
+});
 
 // ------------------------------------------------------------------------------------ helpers
 
@@ -336,6 +357,29 @@ function renderSpace() {
   renderRecording();
 }
 
+/**
+ * A private Space's new listener link (host): the server gives it a new invite code, so the old
+ * link and the audio addresses made from it stop working for everyone who has them.
+ */
+async function rotateInvite() {
+  const question =
+    'Make a new listener link? Everyone with the current link, including people listening now, ' +
+    'stops hearing the Space within a few seconds; share the new link with those who should stay.';
+  if (!(await confirmAction(question, 'Yes, make a new link'))) return;
+  ui.rotateInvite.disabled = true;
+  say(ui.rotateStatus, '');
+  try {
+    const result = await api(spacePath('/rotate-invite'), { method: 'POST' });
+    applySpace(result.space, result.links);
+    errorAt(ui.rotateInvite, '');
+    say(ui.rotateStatus, 'New listener link made: the old one no longer works. Copy it above.');
+  } catch (err) {
+    errorAt(ui.rotateInvite, err.message);
+  } finally {
+    ui.rotateInvite.disabled = false;
+  }
+}
+
 /** The REC badge for everyone on stage; the host's recording card with its download. */
 function renderRecording() {
   const space = view.space;
@@ -395,6 +439,9 @@ function renderRole() {
   ui.micCard.hidden = !view.onStage;
   ui.rosterCard.hidden = !view.onStage;
   ui.shareCard.hidden = !view.onStage || view.over;
+  const rotatable = view.onStage && isHost() && Boolean(view.space) && view.space.visibility === 'private';
+  ui.rotateRow.hidden = !rotatable;
+  ui.rotateHint.hidden = !rotatable;
   ui.leaveRow.hidden = !onStage || role === 'host'; // the host hands over or ends instead
   renderConsole();
   renderRecording();
@@ -404,6 +451,7 @@ function renderConsole() {
   const moderator = view.onStage && !view.over && isModerator();
   ui.console.hidden = !moderator;
   ui.handsCard.hidden = !moderator;
+  audience.show(moderator);
   if (!moderator || !view.space) return;
   const host = isHost();
   const state = view.space.state;
@@ -416,6 +464,7 @@ function renderConsole() {
   if (document.activeElement !== ui.pinUrl && view.space.pinned_link) ui.pinUrl.value = view.space.pinned_link;
   ui.end.hidden = !host || !ui.endConfirm.hidden;
   ui.inviteCohost.hidden = !host;
+  renderEdit(view.space);
 }
 
 function renderDelay() {
@@ -477,26 +526,10 @@ function confirmAction(question, yesLabel) {
   });
 }
 
-/**
- * What a removal and a ban do, as the server enforces them (spaces/rules.py, control.py): removing
- * takes someone off the stage and out of the hand queue and bars nothing; banning also refuses them
- * reacting, raising a hand, clips and the stage from then on. Neither can stop the stream: it is an
- * open HTTP broadcast (a private Space's to anyone who has its listener link).
- */
-function removeQuestion(name, onStage) {
-  return (
-    `Remove ${name}? ${onStage ? 'They leave the stage.' : 'Their raised hand is taken down.'} ` +
-    'They are not banned: they can keep listening and raise a hand again.'
-  );
-}
-
-function banQuestion(name, onStage) {
-  const stream =
-    view.space && view.space.visibility === 'private'
-      ? `The stream still plays for anyone who has this private Space's listener link, ${name} included if they have it.`
-      : `The stream stays public: anyone with the link, ${name} included, can still listen.`;
-  const now = onStage ? 'They leave the stage and can' : 'Their raised hand is taken down and they can';
-  return `Ban ${name}? ${now} no longer react, raise a hand, make clips or come on stage in this Space. ${stream}`;
+/** Where a stage member (they have a role) or a raised hand stands, for the confirmations. */
+function where(person) {
+  const visibility = view.space ? view.space.visibility : 'public';
+  return { onStage: Boolean(person.role), handRaised: !person.role, visibility };
 }
 
 /** "Remove" and "Ban" for a stage member or a raised hand, each behind a confirmation. */
@@ -508,7 +541,7 @@ function exitButtons(person) {
   };
   return [
     actionButton('Remove', `Remove ${name} from the Space`, async () => {
-      if (!(await confirmAction(removeQuestion(name, Boolean(person.role)), 'Yes, remove'))) return;
+      if (!(await confirmAction(removeQuestion(name, where(person)), 'Yes, remove'))) return;
       await api(spacePath(`/members/${person.user_id}/remove`), { method: 'POST' });
       gone(person.user_id);
       say(ui.rosterStatus, `${name} was removed.`);
@@ -517,7 +550,7 @@ function exitButtons(person) {
       'Ban',
       `Ban ${name}`,
       async () => {
-        if (!(await confirmAction(banQuestion(name, Boolean(person.role)), 'Yes, ban'))) return;
+        if (!(await confirmAction(banQuestion(name, where(person)), 'Yes, ban'))) return;
         await api(spacePath(`/members/${person.user_id}/ban`), { method: 'POST' });
         gone(person.user_id);
         say(ui.rosterStatus, `${name} was banned from this Space.`);
@@ -715,7 +748,7 @@ function resync() {
       applySpace(current.space, current.links);
       renderRole();
       renderRoster();
-      if (isModerator()) await refreshHands();
+      if (isModerator()) await Promise.all([refreshHands(), refreshInviteLinks()]);
       if (!view.onStage && !view.over) offStage(mine.banned ? BANNED_TEXT : 'You are not on this stage.', mine.banned ? 'You were banned' : undefined);
       events.synced = true;
     } finally {
@@ -757,6 +790,11 @@ function applyEvent({ type, data }) {
     case 'stage.role':
     case 'stage.muted':
       if (data.member) upsertMember(data.member);
+      if (data.invite_link) refreshInviteLinks(); // its use count moved
+      break;
+    case 'invite_link.created':
+    case 'invite_link.revoked':
+      refreshInviteLinks();
       break;
     case 'stage.left':
     case 'user.removed':
@@ -1459,18 +1497,124 @@ async function dump() {
   if (done) ui.delayStatus.textContent = 'Dumped: what was in the delay will never air.';
 }
 
+// ------------------------------------------------------------------------------- invite links
+//
+// A link seats as many people as the host chose, until it expires or is revoked (the rule is the
+// server's: spaces/invite_links.py). The list is read again whenever the event log says a link was
+// made, revoked or used, so every moderator's console shows the same counts.
+
+const INVITE_USES_MAX = 100;
+const LINK_ROLE = { speaker: 'Speaker link', cohost: 'Co-host link' };
+
+/** "15 minutes", "24 hours", "7 days": the lifetime as the menu says it. */
+function lifetimeText(seconds) {
+  const option = [...ui.inviteExpiry.options].find((o) => Number(o.value) === seconds);
+  return option ? option.textContent : `${Math.round(seconds / 60)} minutes`;
+}
+
+function clockText(unixSeconds) {
+  const at = new Date(unixSeconds * 1000);
+  const time = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const sameDay = at.toDateString() === new Date().toDateString();
+  return sameDay ? time : `${at.toLocaleDateString([], { weekday: 'short', day: 'numeric', month: 'short' })} ${time}`;
+}
+
+function linkStateText(link) {
+  switch (link.state) {
+    case 'open':
+      return `works until ${clockText(link.expires_at)}`;
+    case 'used_up':
+      return 'used up';
+    case 'expired':
+      return 'expired';
+    case 'revoked':
+      return 'revoked';
+    default:
+      return 'no longer works: the person who made it can no longer invite';
+  }
+}
+
 async function invite(role) {
   const button = role === 'cohost' ? ui.inviteCohost : ui.invite;
   ui.inviteStatus.textContent = '';
-  const created = await consoleCall(button, () => api(spacePath('/invite-links'), { method: 'POST', body: { role } }));
+  const uses = Number(ui.inviteUses.value);
+  if (!Number.isInteger(uses) || uses < 1 || uses > INVITE_USES_MAX) {
+    errorAt(ui.inviteUses, `A link can seat from 1 to ${INVITE_USES_MAX} people.`);
+    ui.inviteUses.focus();
+    return;
+  }
+  errorAt(ui.inviteUses, '');
+  const body = { role, max_uses: uses, expires_in_s: Number(ui.inviteExpiry.value) };
+  const created = await consoleCall(button, () => api(spacePath('/invite-links'), { method: 'POST', body }));
   if (!created) return;
   ui.inviteLabel.textContent = role === 'cohost' ? 'Co-host invite link' : 'Speaker invite link';
   ui.inviteLink.value = created.url;
   ui.inviteResult.hidden = false;
-  const hours = Math.round((created.expires_in || 0) / 3600);
-  ui.inviteStatus.textContent = `New ${role === 'cohost' ? 'co-host' : 'speaker'} invite link ready${hours > 0 ? ` (valid for ${hours >= 48 ? `${Math.round(hours / 24)} days` : `${hours} h`})` : ''}.`;
+  const people = uses === 1 ? '1 person' : `${uses} people`;
+  ui.inviteStatus.textContent = `New ${role === 'cohost' ? 'co-host' : 'speaker'} invite link ready: it seats ${people} and works for ${lifetimeText(created.expires_in)}.`;
+  upsertInviteLink(created.link);
   ui.inviteLink.focus();
   ui.inviteLink.select();
+}
+
+function upsertInviteLink(link) {
+  view.inviteLinks = [link, ...view.inviteLinks.filter((l) => l.id !== link.id)].sort((a, b) => b.created_at - a.created_at);
+  renderInviteLinks();
+}
+
+let inviteLinksReading = null;
+
+/** The list, read again; a read asked for while one is in flight runs once after it. */
+async function refreshInviteLinks() {
+  if (!isModerator() || view.over) return;
+  if (inviteLinksReading) {
+    inviteLinksReading.again = true;
+    return;
+  }
+  inviteLinksReading = { again: false };
+  try {
+    do {
+      inviteLinksReading.again = false;
+      view.inviteLinks = await api(spacePath('/invite-links'));
+      renderInviteLinks();
+    } while (inviteLinksReading.again);
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 403)) say(ui.inviteStatus, err.message);
+  } finally {
+    inviteLinksReading = null;
+  }
+}
+
+function renderInviteLinks() {
+  const count = view.inviteLinks.length;
+  const items = view.inviteLinks.map((link, index) => {
+    const name = `${LINK_ROLE[link.role] || 'Invite link'} #${count - index}`; // #1 is the oldest
+    const item = el('li', 'person invite-link');
+    item.dataset.state = link.state;
+    item.dataset.linkId = link.id;
+    const main = el('div', 'person-main');
+    main.append(
+      el('span', 'person-name', name),
+      el('span', 'person-meta', `${link.uses} of ${link.max_uses} used · ${linkStateText(link)} · made by ${link.created_by_name}`),
+    );
+    if (link.used_by.length > 0) {
+      main.append(el('span', 'person-meta', `Joined with it: ${link.used_by.map((u) => u.display_name).join(', ')}`));
+    }
+    const actions = el('div', 'person-actions');
+    const revocable = link.state !== 'revoked' && link.state !== 'expired' && (isHost() || link.role === 'speaker');
+    if (revocable) {
+      actions.append(
+        actionButton('Revoke', `Revoke ${name}`, async () => {
+          upsertInviteLink(await api(spacePath(`/invite-links/${link.id}`), { method: 'DELETE' }));
+          ui.inviteStatus.textContent = `${name} is revoked: it seats nobody from now on. Whoever it seated stays on the stage.`;
+        }),
+      );
+    }
+    item.append(main, actions);
+    return item;
+  });
+  ui.inviteLinks.replaceChildren(...items);
+  ui.inviteLinksEmpty.hidden = count > 0;
 }
 
 // -------------------------------------------------------------------------------------- startup
@@ -1483,12 +1627,24 @@ function wire() {
   ui.leave.addEventListener('click', leaveStage);
   ui.download.addEventListener('click', downloadRecording);
   ui.copyListen.addEventListener('click', () => copyField(ui.listenLink, ui.copyListenStatus));
+  ui.rotateInvite.addEventListener('click', rotateInvite);
   ui.copyInvite.addEventListener('click', () => copyField(ui.inviteLink, ui.inviteStatus));
   ui.invite.addEventListener('click', () => invite('speaker'));
   ui.inviteCohost.addEventListener('click', () => invite('cohost'));
   ui.goLive.addEventListener('click', goLive);
   ui.openRoom.addEventListener('click', openGreenRoom);
   ui.pinForm.addEventListener('submit', pinLink);
+  wireEdit(async (body, onError) => {
+    try {
+      const result = await api(spacePath(), { method: 'PATCH', body });
+      applySpace(result.space, result.links);
+      return result;
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 410) spaceEnded();
+      else onError(err);
+      return null;
+    }
+  });
   ui.pinClear.addEventListener('click', unpinLink);
   ui.micDevice.addEventListener('change', () => switchMicrophone(ui.micDevice.value));
   if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
@@ -1557,6 +1713,7 @@ window.townhall = {
   },
   stage: () => sortedMembers().map((m) => ({ ...m })),
   hands: () => view.hands.map((h) => ({ ...h })),
+  inviteLinks: () => view.inviteLinks.map((l) => ({ ...l })),
   micLevel,
   returnedLevel,
   returnedLevelAt,

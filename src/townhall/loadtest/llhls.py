@@ -16,13 +16,13 @@ What it measures, per listener (`PlayerStats`):
 - a *stall* when a part arrives later than its media end + PART-HOLD-BACK: a player holding the
   playlist's recommended buffer would have run dry before it.
 
-Each listener owns a `bench.http11.Client` (HTTP/1.1 keep-alive, two connections: one for the
+Each listener owns a `townhall.loadtest.http.Client` (HTTP/1.1 keep-alive, two connections: one for the
 blocking reload, one for the hinted part). Not one shared `httpx.AsyncClient`: httpcore's pool
 rescans all its connections on every request, so its cost per request grows with the audience
-(see bench/http11.py for the profile). Other benches import `run_listener`/`PlayerStats`; on its
+(see townhall/loadtest/http.py for the profile). Other benches import `run_listener`/`PlayerStats`; on its
 own it plays a Space with N listeners for S seconds:
 
-    .venv/bin/python -m bench.llhls http://127.0.0.1:8080/live/SPACE/media.m3u8 --listeners 20 --seconds 10
+    .venv/bin/python -m townhall.loadtest.llhls http://127.0.0.1:8080/live/SPACE/media.m3u8 --listeners 20 --seconds 10
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urljoin
 
-from bench.http11 import Client, HTTPFailure, Response
+from townhall.loadtest.http import Client, HTTPFailure, Response
 
 _PART = re.compile(r'#EXT-X-PART:DURATION=([\d.]+),URI="([^"]+)"(?:,BYTERANGE="(\d+)@(\d+)")?')
 _HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([^"]+)"(?:,BYTERANGE-START=(\d+))?')

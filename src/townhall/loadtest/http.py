@@ -13,11 +13,14 @@ its Content-Length and extra headers, for benches of the control API.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 MAX_BODY = 16 * 2**20  # bounded: a benchmark never buffers more than this per response
+READ_SIZE = 65_536
+
+Sink = Callable[[bytes], None]  # receives a streamed body piece by piece, as it arrives
 
 
 class HTTPFailure(Exception):
@@ -43,8 +46,12 @@ class _Connection:
     def close(self) -> None:
         self.writer.close()
 
-    async def exchange(self, head: bytes, body: bytes) -> tuple[Response, bool]:
-        """Send one request (its head already formatted, blank line included) and read the answer."""
+    async def exchange(
+        self, head: bytes, body: bytes, sink: Sink | None = None
+    ) -> tuple[Response, bool]:
+        """Send one request (its head already formatted, blank line included) and read the answer;
+        with a `sink`, the body is handed to it as it arrives instead of being kept (a segment the
+        origin streams while it is produced: its parts must be seen when they come, not at the end)."""
         self.writer.write(head + body if body else head)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
@@ -54,13 +61,21 @@ class _Connection:
             if line:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
+        chunks: list[bytes] = []
+        keep = sink or chunks.append
         if "content-length" in headers:
             length = int(headers["content-length"])
             if length > MAX_BODY:
                 raise HTTPFailure("protocol")
-            body = await self.reader.readexactly(length)
+            if sink is None:
+                chunks.append(await self.reader.readexactly(length))
+            while sink is not None and length > 0:
+                piece = await self.reader.read(min(READ_SIZE, length))
+                if not piece:
+                    raise asyncio.IncompleteReadError(piece, length)
+                length -= len(piece)
+                sink(piece)
         elif headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
             size_total = 0
             while True:
                 size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
@@ -70,11 +85,10 @@ class _Connection:
                 if size == 0:
                     await self.reader.readuntil(b"\r\n")  # no trailers expected
                     break
-                chunks.append(await self.reader.readexactly(size))
+                keep(await self.reader.readexactly(size))
                 await self.reader.readexactly(2)
-            body = b"".join(chunks)
-        else:
-            body = b""  # 204/304 or a close-delimited body we do not use
+        # else: 204/304 or a close-delimited body we do not use
+        body = b"".join(chunks)
         reusable = headers.get("connection", "").lower() != "close"
         return Response(status, headers, body), reusable
 
@@ -93,12 +107,16 @@ class Client:
         self._idle: list[_Connection] = []
 
     async def get(
-        self, url: str, params: dict[str, int] | None = None, byte_range: str | None = None
+        self,
+        url: str,
+        params: dict[str, int] | None = None,
+        byte_range: str | None = None,
+        sink: Sink | None = None,
     ) -> Response:
         """GET a path or an absolute URL on this origin; `byte_range` ("0-99", "100-") asks for
-        those bytes only (a part of a segment)."""
+        those bytes only (a part of a segment); `sink` takes the body as it arrives."""
         headers = {"Range": f"bytes={byte_range}"} if byte_range is not None else None
-        return await self.request("GET", url, headers=headers, params=params)
+        return await self.request("GET", url, headers=headers, params=params, sink=sink)
 
     def head(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> bytes:
         """The request line and headers for `target` on this origin; a body gets its length."""
@@ -116,6 +134,7 @@ class Client:
         headers: Mapping[str, str] | None = None,
         body: bytes = b"",
         params: dict[str, int] | None = None,
+        sink: Sink | None = None,
     ) -> Response:
         """One request to a path or an absolute URL on this origin, on a pooled connection."""
         parts = urlsplit(url)
@@ -123,9 +142,9 @@ class Client:
         query = "&".join(q for q in (parts.query, urlencode(params or {})) if q)
         if query:
             target += "?" + query
-        return await self.send(self.head(method, target, headers or {}, body), body)
+        return await self.send(self.head(method, target, headers or {}, body), body, sink)
 
-    async def send(self, head: bytes, body: bytes = b"") -> Response:
+    async def send(self, head: bytes, body: bytes = b"", sink: Sink | None = None) -> Response:
         """Send a request whose head `head()` formatted (a generator that sends the same few
         requests again and again formats each once), on a pooled connection."""
         connection: _Connection | None = None
@@ -139,7 +158,7 @@ class Client:
                     except OSError:
                         raise HTTPFailure("connect") from None
                     connection = _Connection(reader, writer)
-                response, reusable = await connection.exchange(head, body)
+                response, reusable = await connection.exchange(head, body, sink)
         except TimeoutError:
             self._drop(connection)
             raise HTTPFailure("timeout") from None

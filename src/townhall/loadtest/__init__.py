@@ -1,0 +1,1 @@
+"""Synthetic audiences: `townhall loadtest` for operators, and the listeners the benches use."""
