@@ -19,7 +19,8 @@ from tests.media.test_pipeline import SILENT_DBFS, tone
 from townhall.config import MediaConfig
 from townhall.media import pipeline
 from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, SpeakerId
-from townhall.media.clock import MAX_CATCH_UP_TICKS
+from townhall.media.clock import MAX_CATCH_UP_TICKS, MediaClock
+from townhall.media.fmp4 import fragment_decode_time
 from townhall.media.packager import PackagedPart
 from townhall.media.pipeline import SpaceMedia
 
@@ -111,3 +112,38 @@ async def test_delayed_program_airs_on_time_through_a_stall(tmp_path: Path) -> N
     # Aired 1.0–1.5 s into the stream (AAC's priming shifts it by ~21 ms; judge the middle).
     assert rms_dbfs(heard[int(1.1 * SAMPLE_RATE) : int(1.4 * SAMPLE_RATE)]) > -20.0
     assert rms_dbfs(heard[int(1.6 * SAMPLE_RATE) : int(9.5 * SAMPLE_RATE)]) < SILENT_DBFS
+
+
+async def test_every_space_on_a_shared_clock_keeps_its_stream_on_time_through_a_stall() -> None:
+    """The node's one clock skips a stall for all its Spaces at once; each one's skipped interval
+    still enters its own stream, encoded in order between the ticks around it."""
+    clock = FakeClock()
+    shared = MediaClock(now=clock)
+    parts: dict[str, list[PackagedPart]] = {"a": [], "b": []}
+    spaces = [
+        SpaceMedia(name, MediaConfig(), media_clock=shared, on_part=parts[name].append)
+        for name in parts
+    ]
+    try:
+        for media in spaces:
+            media.start()
+        await until(lambda: all(media.ticks >= 1 for media in spaces))
+        clock.now += 5.0
+        await until(lambda: all(filled(media, parts[media.space_id]) for media in spaces))
+    finally:
+        for media in spaces:
+            await media.stop()
+        await shared.close()
+    for media in spaces:
+        assert media.filled_ticks == media.skipped_ticks == shared.skipped_ticks
+        published = parts[media.space_id]
+        media_time = sum(p.part.duration for p in published)
+        # Every tick, run or skipped, is 20 ms of stream; the codec's priming frame and the padded
+        # last frame add less than two AAC frames (42.7 ms) in all.
+        assert media_time == pytest.approx(
+            (media.ticks + media.skipped_ticks) * FRAME_SECONDS, abs=0.043
+        )
+        # One timeline without a gap: each part's decode time follows on from the one before.
+        starts = [fragment_decode_time(p.part.data) for p in published]
+        lengths = [round(p.part.duration * SAMPLE_RATE) for p in published]
+        assert all(b - a == n for a, b, n in zip(starts, starts[1:], lengths, strict=False))
