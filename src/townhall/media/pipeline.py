@@ -322,7 +322,6 @@ class SpaceMedia:
         """
         self._media_clock.remove(self)
         discarded = self._gate.dump()
-        self._ending = True
         if discarded:
             log.info(
                 "space %s: ended with %.2f s of delayed program not yet aired; dumped",
@@ -334,6 +333,9 @@ class SpaceMedia:
         if not self.packager.ended:
             # Behind any tick of ours the worker has yet to finish: the parts stay in order.
             parts = await self._media_clock.run_in_worker(self._encoder.flush)
+            # Ticks handed over before this have been delivered by now (the loop runs their
+            # finish first): only the flushed parts say the Space ended.
+            self._ending = True
             for part in parts:
                 self._package(part)
             self.packager.end()
