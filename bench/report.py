@@ -133,6 +133,44 @@ def _stage_cost(r: Results) -> list[Verdict]:
     ]
 
 
+SPACE_GOALS = (  # issue 17: what an open Space may cost, by kind (share of one core each)
+    ("idle", "an open Space with nobody talking", 0.005),
+    ("one_voice", "a live Space with one speaker", 0.05),
+)
+SPACES_PER_CORE_GOAL = 50  # issue 17: mixed population (80 % idle, 15 % one voice, 5 % stage of 5)
+
+
+def _spaces_per_core(r: Results) -> list[Verdict]:
+    s = _get(r, "spaces_per_core", "summary") or {}
+    per = s.get("per_space") or {}
+    out = [
+        Verdict(
+            what,
+            f"≤ {goal * 100:g} % of a core each (issue 17)",
+            f"{_pct(per.get(kind))} each",
+            None if per.get(kind) is None else per[kind] <= goal,
+            "Above the empty server's CPU, from the first steps of the spaces_per_core ramp.",
+        )
+        for kind, what, goal in SPACE_GOALS
+    ]
+    most, by_cost = s.get("most_on_time"), s.get("spaces_per_core_from_costs")
+    server = s.get("server_core_share_at_most")
+    out.append(
+        Verdict(
+            "open Spaces one core holds with audio on time (80 % idle, 15 % one voice, "
+            "5 % stage of 5)",
+            f"≥ {SPACES_PER_CORE_GOAL} (issue 17)",
+            f"{_num(most)} on time in the ramp, the server at {_pct(server)} of a core"
+            + ("" if s.get("ended_late") else " (the ramp's end, not a limit)")
+            + f"; {_num(by_cost)} per core by the measured cost of each kind",
+            None if by_cost is None else by_cost >= SPACES_PER_CORE_GOAL,
+            "The ramp's speakers run in one process on the same machine; when it ends before "
+            "the server uses a whole core, the cost per kind gives the per-core figure.",
+        )
+    )
+    return out
+
+
 def _density(r: Results) -> list[Verdict]:
     s = _get(r, "density", "summary") or {}
 
@@ -440,6 +478,7 @@ def _control_cost(r: Results) -> list[Verdict]:
 BUDGETS: tuple[Callable[[Results], list[Verdict]], ...] = (
     _latency,
     _stage_cost,
+    _spaces_per_core,
     _density,
     _cache_collapse,
     _join_storm,
@@ -536,6 +575,56 @@ def _section_stage_cost(r: Results) -> list[str]:
         for row in rows
     ]
     return _table(["speakers", "server CPU", "RSS", *categories], table)
+
+
+def _section_spaces_per_core(r: Results) -> list[str]:
+    result = r.get("spaces_per_core") or {}
+    s = result.get("summary") or {}
+    if not s:
+        return ["Nothing measured."]
+    before = _get(result, "reference", "summary", "per_space") or {}
+    per = s.get("per_space") or {}
+    names = {
+        "idle": "nobody talking",
+        "one_voice": "one speaker",
+        "stage5": "stage of 5, all talking",
+    }
+    lines = _table(
+        ["an open Space", "before (% of a core)", "now (% of a core)"],
+        [[names[k], _pct(before.get(k)), _pct(per.get(k))] for k in names],
+    )
+    lines += [
+        "",
+        f"Each above the empty server ({_pct(s.get('floor_core_share'))}); 'before' is the same "
+        "bench run against the code before issue 17, on the same machine, just before.",
+        "",
+    ]
+    rows = [
+        [
+            str(row["step"]),
+            str(row["spaces"]),
+            "/".join(str(row["kinds"][k]) for k in names),
+            _pct(row["server_core_share"]),
+            _pct(row["voices_core_share"]),
+            f"{row['worst_lag_s']:.2f} s (+{row.get('fell_behind_s', 0):.2f})",
+            str(row["stalls"]),
+            "yes" if row["on_time"] else "**late**",
+        ]
+        for row in result.get("rows") or []
+    ]
+    return lines + _table(
+        [
+            "step",
+            "Spaces",
+            "idle/1 voice/stage",
+            "server CPU",
+            "speakers' CPU",
+            "worst lag (+ in the step)",
+            "stalls",
+            "on time",
+        ],
+        rows,
+    )
 
 
 def _section_density(r: Results) -> list[str]:
@@ -729,6 +818,12 @@ def _section_control_cost(r: Results) -> list[str]:
 SECTIONS: tuple[tuple[str, str, Callable[[Results], list[str]], str], ...] = (
     ("latency", "Glass-to-glass latency", _section_latency, "latency.png"),
     ("stage_cost", "Stage cost", _section_stage_cost, "stage_cost.png"),
+    (
+        "spaces_per_core",
+        "Spaces per core: a mixed population ramped until late (issue 17)",
+        _section_spaces_per_core,
+        "",
+    ),
     (
         "density",
         "Listener density: townhall vs nginx edge vs Icecast",

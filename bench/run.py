@@ -41,6 +41,12 @@ class Module:
 SUITE: tuple[Module, ...] = (
     Module("latency", ("--seconds", "40"), ("--seconds", "10"), 300),
     Module("stage_cost", (), ("--seconds", "4", "--counts", "1,5"), 300),
+    Module(
+        "spaces_per_core",
+        (),
+        ("--idle", "4", "--one-voice", "1", "--steps", "10", "--hold", "3"),
+        1200,
+    ),
     Module("density", (), ("--max-listeners", "200", "--hold", "4"), 720),
     Module("cache_collapse", (), ("--scales", "100,400", "--window", "6"), 600),
     Module(

@@ -81,6 +81,7 @@ def _http(frame: Frame) -> str | None:
 _MEDIA_MODULES = {
     "townhall/media/ingest.py": "ingest",
     "townhall/media/jitter.py": "ingest",
+    "townhall/media/clock.py": "mix",  # the node's 20 ms clock, as each Space's own clock was
     "townhall/media/mixer.py": "mix",
     "townhall/media/limiter.py": "mix",
     "townhall/media/delay.py": "mix",  # the green-room gate and broadcast delay, on the mix step
@@ -95,11 +96,10 @@ _PIPELINE_METHODS = {
     "SpaceMedia._deliver": "return",  # its own loop hands Opus packets to each speaker's track
     "SpaceMedia._package": "package",
     "SpaceMedia._notify": "package",
+    "SpaceMedia.begin_tick": "mix",
     "SpaceMedia.wait_for": "package",
     "SpaceMedia._encode": "encode",
     "SpaceMedia.push": "ingest",
-    "SpaceMedia._tick": "mix",
-    "SpaceMedia._run": "mix",
     "SpaceMedia.tick": "mix",
 }
 

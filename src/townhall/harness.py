@@ -7,6 +7,7 @@ would: as separate processes, stopped by their own PID.
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import json
 import os
@@ -48,6 +49,18 @@ def wait_until(
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def wait_until_async(
+    condition: Callable[[], bool], within: float, what: str, interval: float = 0.02
+) -> None:
+    """`wait_until` for a test whose condition is brought about by the event loop it runs on."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"timed out after {within}s waiting for {what}")
 
 
 @dataclass
@@ -190,9 +203,11 @@ def start_server(
     env: dict[str, str] | None = None,
     port: int | None = None,
     args: Sequence[str] = (),
+    within: float = 30.0,
 ) -> Server:
     """A `townhall serve` on loopback with its data in `tmp`, on `port` (default: a free one),
-    with extra `serve` options `args` (e.g. `--access-log`)."""
+    with extra `serve` options `args` (e.g. `--access-log`), started within `within` seconds (a
+    bench on a loaded machine may allow more)."""
     port = port or free_port()
     proc = spawn(
         [
@@ -213,7 +228,7 @@ def start_server(
     try:
         wait_until(
             lambda: proc.saw("is live at") or proc.popen.poll() is not None,
-            30,
+            within,
             "the server to start",
         )
     except TimeoutError:

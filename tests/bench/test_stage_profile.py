@@ -39,12 +39,14 @@ DECODER = (
             "ingest",
         ),
         (
-            f"{LOOP};SpaceMedia._run (townhall/media/pipeline.py:270);"
-            "SpaceMedia._tick (townhall/media/pipeline.py:290);Mixer.tick (townhall/media/mixer.py:230)",
+            f"{LOOP};MediaClock._run (townhall/media/clock.py:150);"
+            "MediaClock.tick (townhall/media/clock.py:120);"
+            "SpaceMedia.begin_tick (townhall/media/pipeline.py:290);"
+            "Mixer.tick (townhall/media/mixer.py:230)",
             "mix",
         ),
         (
-            f"{LOOP};SpaceMedia._tick (townhall/media/pipeline.py:290);"
+            f"{LOOP};SpaceMedia.begin_tick (townhall/media/pipeline.py:290);"
             "Mixer.tick (townhall/media/mixer.py:215);JitterBuffer.next_frame (townhall/media/jitter.py:220)",
             "ingest",
         ),

@@ -40,10 +40,8 @@ def part_tag(media: SpaceMedia, msn: int, index: int) -> str:
 
 
 @pytest.fixture
-async def media() -> AsyncIterator[SpaceMedia]:
-    m = SpaceMedia(SPACE, MediaConfig())
-    yield m
-    m._worker.shutdown(wait=False)
+async def media() -> SpaceMedia:
+    return SpaceMedia(SPACE, MediaConfig())  # never started: its clock has no task or thread
 
 
 @pytest.fixture
@@ -104,7 +102,7 @@ async def answered_once_produced(
     request = asyncio.create_task(client.get(path, headers=headers, params=params))
     await still_held(request, "the origin answered before the part existed")
     add_parts(media, 1)
-    await media._notify()
+    media._notify()
     return await asyncio.wait_for(request, 5)
 
 
@@ -182,7 +180,7 @@ async def test_a_whole_segment_asked_for_while_produced_is_its_final_bytes(
     for _ in range(5):
         await still_held(request, "the segment ended before its last part was written")
         add_parts(media, 1)
-        await media._notify()
+        media._notify()
     response = await asyncio.wait_for(request, 5)
     assert response.status_code == 200
     assert response.content == media.packager.segment(msn)
@@ -257,7 +255,7 @@ async def test_the_segment_after_an_ended_streams_last_is_no_content(
     waiting = asyncio.create_task(client.get(path))
     await still_held(waiting, "the next segment was answered before it had a part")
     media.packager.end()
-    await media._notify()
+    media._notify()
     for answer in (await asyncio.wait_for(waiting, 5), await client.get(path)):
         assert answer.status_code == 204
         assert answer.headers["cache-control"] == "no-store"

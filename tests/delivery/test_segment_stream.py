@@ -54,7 +54,7 @@ async def base(media: SpaceMedia) -> AsyncIterator[str]:
 
 async def produce_one(media: SpaceMedia) -> None:
     add_parts(media, 1)
-    await media._notify()
+    media._notify()
 
 
 async def read_while_produced(media: SpaceMedia, base: str) -> None:
@@ -98,19 +98,16 @@ async def test_a_listener_gets_each_part_of_a_segment_as_it_is_written(
 async def test_a_segment_cut_short_by_a_stopped_stream_is_not_a_complete_response() -> None:
     # One-part segments of 0.107 s: a target duration of 1 s, so a 3 s blocking timeout.
     media = SpaceMedia(SPACE, MediaConfig(aac_frames_per_part=5, parts_per_segment=2))
-    try:
-        async for base in serve(media):
+    async for base in serve(media):
+        await produce_one(media)
+        while media.packager.next_part[1] != 1:
             await produce_one(media)
-            while media.packager.next_part[1] != 1:
-                await produce_one(media)
-            msn = media.packager.next_part[0]
-            async with (
-                httpx.AsyncClient(timeout=30) as http,
-                http.stream("GET", f"{base}/s{msn}.m4s") as response,
-            ):
-                assert response.status_code == 200
-                # Nothing more is produced (the stream stopped): no final chunk, incomplete.
-                with pytest.raises(httpx.RemoteProtocolError):
-                    await response.aread()
-    finally:
-        media._worker.shutdown(wait=False)
+        msn = media.packager.next_part[0]
+        async with (
+            httpx.AsyncClient(timeout=30) as http,
+            http.stream("GET", f"{base}/s{msn}.m4s") as response,
+        ):
+            assert response.status_code == 200
+            # Nothing more is produced (the stream stopped): no final chunk, incomplete.
+            with pytest.raises(httpx.RemoteProtocolError):
+                await response.aread()

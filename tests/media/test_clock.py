@@ -1,112 +1,171 @@
-"""The media clock on a starved machine: a stall beyond the catch-up bound is skipped and counted,
-and its interval still enters the stream as silence, so the stream's media time stays on the clock.
-
-The clock task runs against a fake monotonic clock that the test moves: a jump of the clock is a
-stall of the event loop as the clock task sees it.
-"""
+"""The node's media clock: one task and one worker tick every Space in turn, and one bad Space or a
+stalled loop does not stop the others' audio."""
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.audio_analysis import decode_mono, rms_dbfs
-from tests.media.test_pipeline import SILENT_DBFS, tone
 from townhall.config import MediaConfig
-from townhall.media import pipeline
-from townhall.media.audio import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, SpeakerId
-from townhall.media.packager import PackagedPart
-from townhall.media.pipeline import MAX_CATCH_UP_TICKS, SpaceMedia
-
-A = SpeakerId("alice")
+from townhall.harness import wait_until_async
+from townhall.media.clock import Finish, MediaClock, Work
+from townhall.media.pipeline import SpaceMedia
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
+class Member:
+    """Counts its ticks and where each step ran; `fail` makes a step raise."""
 
-    def __call__(self) -> float:
-        return self.now
+    def __init__(self, name: str, fail: str = "") -> None:
+        self.space_id = name
+        self.fail = fail
+        self.ticks = 0
+        self.skipped = 0
+        self.worker_threads: set[str] = set()
+        self.begun = 0
+        # What ran on the worker, in order: tick n as n, a fill given after n ticks as n - 0.5.
+        self.worker_log: list[float] = []
 
+    def begin_tick(self) -> Work:
+        if self.fail == "begin":
+            raise RuntimeError("bad mix")
+        n = self.begun
+        self.begun += 1
 
-async def until(predicate: Callable[[], bool], within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for the clock task"
-        await asyncio.sleep(0.005)
+        def work() -> Finish:
+            self.worker_threads.add(threading.current_thread().name)
+            self.worker_log.append(n)
+            if self.fail == "work":
+                raise RuntimeError("bad encode")
+            return self.finish
 
+        return work
 
-def filled(media: SpaceMedia, parts: list[PackagedPart]) -> bool:
-    """Whether a skip was filled and its parts published (all but the part still open)."""
-    published = sum(p.part.duration for p in parts)
-    return (
-        media.filled_ticks > 0
-        and published >= (media.ticks + media.filled_ticks) * FRAME_SECONDS - 0.4
-    )
+    def finish(self) -> None:
+        if self.fail == "finish":
+            raise RuntimeError("bad delivery")
+        self.ticks += 1
 
+    def skip_ticks(self, missed: int) -> Work:
+        self.skipped += missed
+        after = self.begun
 
-async def stalled_stream(stall_s: float) -> tuple[SpaceMedia, list[PackagedPart]]:
-    """Run a Space's clock for a tick, stall it `stall_s`, let it recover, end the stream."""
-    clock = FakeClock()
-    parts: list[PackagedPart] = []
-    media = SpaceMedia("s1", MediaConfig(), clock=clock, on_part=parts.append)
-    media.start()
-    await until(lambda: media.ticks >= 1)
-    clock.now += stall_s
-    await until(lambda: filled(media, parts))
-    await media.stop()
-    return media, parts
+        def fill() -> Finish:
+            self.worker_log.append(after - 0.5)
+            return lambda: None
 
-
-async def test_a_stall_is_skipped_but_its_time_still_enters_the_stream() -> None:
-    media, parts = await stalled_stream(10.0)
-    assert media.skipped_ticks >= 10.0 / FRAME_SECONDS - MAX_CATCH_UP_TICKS
-    assert media.filled_ticks == media.skipped_ticks
-    media_time = sum(p.part.duration for p in parts)
-    # Every tick, run or skipped, is 20 ms of stream (the last AAC frame is padded: < 21.4 ms).
-    assert media_time == pytest.approx(
-        (media.ticks + media.skipped_ticks) * FRAME_SECONDS, abs=0.03
-    )
-    assert media_time >= 10.0
+        return fill
 
 
-async def test_a_stall_longer_than_the_fill_bound_is_counted(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(pipeline, "MAX_FILL_TICKS", 50)
-    media, parts = await stalled_stream(10.0)
-    assert media.filled_ticks == 50
-    assert media.skipped_ticks >= 10.0 / FRAME_SECONDS - MAX_CATCH_UP_TICKS
-    media_time = sum(p.part.duration for p in parts)
-    assert media_time == pytest.approx((media.ticks + 50) * FRAME_SECONDS, abs=0.03)
+async def test_one_clock_ticks_every_space_on_one_worker_thread() -> None:
+    clock = MediaClock(name="node")
+    spaces = [Member(f"s{i}") for i in range(5)]
+    try:
+        for space in spaces:
+            clock.add(space)
+        await wait_until_async(
+            lambda: all(s.ticks >= 10 for s in spaces), 30, "every Space ticking"
+        )
+        assert {name for s in spaces for name in s.worker_threads} == {"node_0"}
+        # Added in one loop step, so they tick together.
+        assert max(s.ticks for s in spaces) - min(s.ticks for s in spaces) <= 1
+    finally:
+        await clock.close()
 
 
-async def test_delayed_program_airs_on_time_through_a_stall(tmp_path: Path) -> None:
-    """With a broadcast delay, what was said before a stall is already in the delay line: the
-    skipped interval enters the line as silence and pushes it out on time, so listeners lose none
-    of it and it airs at its place on the stream's timeline, not after the stall."""
-    clock = FakeClock()
-    parts: list[PackagedPart] = []
-    media = SpaceMedia("s1", MediaConfig(), clock=clock, on_part=parts.append)
-    media.set_delay(1.0)
-    media.add_speaker(A)
-    for index in range(25):  # 0.5 s of tone into the delay line, before the clock task runs
-        media.push(A, tone(440, index), index * FRAME_SAMPLES)
-        await media.tick()
-    media.start()
-    await until(lambda: media.ticks > 25)
-    clock.now += 10.0
-    await until(lambda: filled(media, parts))
-    await media.stop()
+@pytest.mark.parametrize("step", ["begin", "work", "finish"])
+async def test_a_failing_space_does_not_stop_the_others(step: str) -> None:
+    clock = MediaClock()
+    good, bad = Member("good"), Member("bad", fail=step)
+    try:
+        clock.add(bad)
+        clock.add(good)
+        await wait_until_async(lambda: good.ticks >= 10, 30, "the good Space to keep ticking")
+        assert bad.ticks == 0
+    finally:
+        await clock.close()
 
-    path = tmp_path / "program.mp4"
-    path.write_bytes(media.packager.init_section() + b"".join(p.part.data for p in parts))
-    heard = decode_mono(path)
-    assert len(heard) >= 10 * SAMPLE_RATE
-    # Aired 1.0–1.5 s into the stream (AAC's priming shifts it by ~21 ms; judge the middle).
-    assert rms_dbfs(heard[int(1.1 * SAMPLE_RATE) : int(1.4 * SAMPLE_RATE)]) > -20.0
-    assert rms_dbfs(heard[int(1.6 * SAMPLE_RATE) : int(9.5 * SAMPLE_RATE)]) < SILENT_DBFS
+
+async def test_the_clock_task_ends_with_its_last_space_and_starts_with_a_new_one() -> None:
+    clock = MediaClock()
+    first = Member("first")
+    try:
+        clock.add(first)
+        await wait_until_async(lambda: first.ticks >= 3, 30, "ticks")
+        clock.remove(first)
+        await wait_until_async(
+            lambda: clock._task is None or clock._task.done(), 30, "the task to end"
+        )
+        stopped_at = first.ticks
+        second = Member("second")
+        clock.add(second)
+        await wait_until_async(lambda: second.ticks >= 3, 30, "the clock to start again")
+        assert first.ticks == stopped_at
+    finally:
+        await clock.close()
+
+
+async def test_a_stall_is_skipped_for_every_space_alike() -> None:
+    away = [0.0]  # how far the clock's time is ahead of the real one
+    clock = MediaClock(now=lambda: time.monotonic() + away[0])
+    spaces = [Member("a"), Member("b")]
+    try:
+        for space in spaces:
+            clock.add(space)
+        await wait_until_async(lambda: all(s.ticks >= 2 for s in spaces), 30, "ticks")
+        away[0] += 2.0  # the loop was away for 2 s: 100 ticks
+        await wait_until_async(lambda: clock.skipped_ticks >= 95, 30, "the stall to be noticed")
+        assert all(s.skipped == clock.skipped_ticks for s in spaces)
+        # Each Space's skipped interval is filled on the worker between the ticks around it.
+        await wait_until_async(
+            lambda: all(s.worker_log[-1] % 1 == 0 for s in spaces), 30, "a tick after the fill"
+        )
+        for space in spaces:
+            assert any(entry % 1 for entry in space.worker_log)
+            assert space.worker_log == sorted(space.worker_log)
+    finally:
+        await clock.close()
+
+
+async def test_spaces_on_one_clock_each_publish_their_own_stream(tmp_path: Path) -> None:
+    clock = MediaClock()
+    config = MediaConfig(aac_frames_per_part=5, recordings_dir=tmp_path)
+    spaces = [SpaceMedia(f"space{i}", config, media_clock=clock) for i in range(3)]
+    try:
+        for space in spaces:
+            space.start()
+        await wait_until_async(
+            lambda: all(s.packager.next_part >= (1, 3) for s in spaces), 30, "parts from each"
+        )
+        assert len({s.packager.stream_id for s in spaces}) == 3
+        assert all(s.silent_frames_reused > 0 for s in spaces)
+        with pytest.raises(RuntimeError, match="clock"):
+            await spaces[0].tick()
+    finally:
+        for space in spaces:
+            await space.stop()
+        await clock.close()
+    assert all(s.packager.ended for s in spaces)
+    assert clock.members == 0
+
+
+async def test_a_stopped_space_stays_stopped_while_the_others_tick() -> None:
+    clock = MediaClock()
+    config = MediaConfig(aac_frames_per_part=5)
+    kept = SpaceMedia("kept", config, media_clock=clock)
+    ended = SpaceMedia("gone", config, media_clock=clock)
+    try:
+        kept.start()
+        ended.start()
+        await wait_until_async(lambda: ended.ticks >= 5, 30, "ticks")
+        await ended.stop()
+        at_end = ended.ticks
+        await wait_until_async(lambda: kept.ticks >= at_end + 20, 30, "the other Space to go on")
+        assert ended.ticks == at_end
+        assert ended.packager.ended
+        assert not kept.packager.ended
+    finally:
+        await kept.stop()
+        await clock.close()

@@ -110,3 +110,43 @@ def test_sample_count_reads_the_trun() -> None:
     encoder = AacFmp4Encoder(frames_per_part=10)
     parts = encode_all(encoder, tone_frames(440, 1.0))
     assert fragment_sample_count(parts[0]) == 10
+
+
+def tone_after_silence(silence_s: float) -> list[np.ndarray]:
+    """Half a second of tone, `silence_s` of digital silence, then a second of another tone."""
+    quiet = [np.zeros(FRAME_SAMPLES, dtype=np.int16)] * round(
+        silence_s * SAMPLE_RATE / FRAME_SAMPLES
+    )
+    return tone_frames(440, 0.5) + quiet + tone_frames(660, 1.0)
+
+
+def test_reused_silence_is_byte_for_byte_what_encoding_every_frame_gives() -> None:
+    frames = tone_after_silence(3.0) + [np.zeros(FRAME_SAMPLES, dtype=np.int16)] * 7
+    streams = []
+    for reuse in (True, False):
+        encoder = AacFmp4Encoder(reuse_silence=reuse, start_sample=15 * 1024 * 7)
+        streams.append([encoder.init_section, *encode_all(encoder, frames)])
+        streams[-1] += [p.data for p in encoder.flush()]
+        assert (encoder.frames_reused > 100) == reuse  # 3 s is ~140 AAC frames
+    assert streams[0] == streams[1]
+
+
+def test_a_silent_stretch_decodes_to_silence_and_the_word_after_it_is_whole(
+    tmp_path: Path,
+) -> None:
+    encoder = AacFmp4Encoder()
+    frames = tone_after_silence(3.0)
+    body = encode_all(encoder, frames) + [p.data for p in encoder.flush()]
+    path = tmp_path / "stream.mp4"
+    path.write_bytes(encoder.init_section + b"".join(body))
+    audio = decode_mono(path)
+    # The decoder's output starts with the codec's priming delay: where the first tone starts.
+    delay = int(np.flatnonzero(np.abs(audio) > 0.01)[0])
+    onset = delay + (len(frames) - 50) * FRAME_SAMPLES  # the second tone's first sample
+    frame = 1024
+    # Inside the silence (a frame clear of each tone's codec window): digital silence, exactly.
+    assert not audio[delay + 24_000 + 2 * frame : onset - 2 * frame].any()
+    # The tone after it is there at full level from its first 20 ms.
+    first = audio[onset : onset + FRAME_SAMPLES]
+    assert np.sqrt(np.mean(first**2)) > 0.8 * 0.3 / np.sqrt(2)
+    assert tone_strength(audio[onset : onset + SAMPLE_RATE // 2], 660) > 0.8

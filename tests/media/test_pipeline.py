@@ -41,7 +41,7 @@ class Studio:
         self.tmp_path = tmp_path
         self.index = 0
         self.parts: list[bytes] = []
-        self.returns: dict[SpeakerId, list[bytes]] = {}
+        self.returns: dict[SpeakerId, list[tuple[bytes, int]]] = {}
         add_part = media.packager.add_part
 
         def record_part(part: EncodedPart) -> tuple[int, int]:
@@ -55,9 +55,9 @@ class Studio:
         packets = self.returns[speaker] = []
         offer = track.offer
 
-        def record_packet(packet: bytes) -> None:
-            packets.append(packet)
-            offer(packet)
+        def record_packet(packet: bytes, tick: int) -> None:
+            packets.append((packet, tick))
+            offer(packet, tick)
 
         track.offer = record_packet  # type: ignore[method-assign]
 
@@ -84,13 +84,17 @@ class Studio:
         codec.sample_rate = SAMPLE_RATE
         codec.layout = "mono"
         chunks = []
-        for data in self.returns[speaker]:
+        expected: int | None = None
+        for data, tick in self.returns[speaker]:
+            if expected is not None and tick > expected:  # nothing sent: the receiver plays silence
+                chunks.append(np.zeros((tick - expected) * FRAME_SAMPLES))
+            expected = tick + 1
             for frame in codec.decode(av.Packet(data)):
-                chunks.append(frame.to_ndarray().reshape(-1))
-        samples = np.concatenate(chunks)
-        if samples.dtype.kind == "f":  # FFmpeg's Opus decoder gives floats in [-1, 1]
-            return samples.astype(np.float64)
-        return samples.astype(np.float64) / 32768.0
+                samples = frame.to_ndarray().reshape(-1)
+                if samples.dtype.kind != "f":  # floats in [-1, 1] from FFmpeg's own decoder
+                    samples = samples / 32768.0
+                chunks.append(samples.astype(np.float64))
+        return np.concatenate(chunks)
 
 
 @pytest.fixture
@@ -223,3 +227,46 @@ async def test_ticks_belong_to_the_clock_task_once_it_runs(studio: Studio) -> No
     studio.media.start()
     with pytest.raises(RuntimeError, match="clock"):
         await studio.media.tick()
+
+
+async def test_a_lone_speaker_gets_only_a_keepalive_back_and_hears_the_next_voice_at_once(
+    studio: Studio,
+) -> None:
+    studio.join(A)
+    studio.join(B)
+    await studio.run(100, {A: 440, B: None})  # Alice alone: her mix-minus is silence
+    assert [tick for _, tick in studio.returns[A]] == [0, 20, 40, 60, 80]
+    assert len({packet for packet, _ in studio.returns[A]}) == 1  # ready-made, not encoded
+    await studio.run(50, {A: 440, B: 660})
+    alice_packets = studio.returns[A][5:]
+    # Bob's first frame reaches the mix after the jitter buffer's prefill, and so her return.
+    assert alice_packets
+    assert alice_packets[0][1] <= 100 + 3
+    assert [tick for _, tick in alice_packets] == list(range(alice_packets[0][1], 150))
+    alice_hears = studio.hears_back(A)[seconds(5) :]
+    assert tone_strength(alice_hears, 660) > 0.5
+
+
+async def test_a_silent_stage_gets_a_keepalive_every_400_ms(studio: Studio) -> None:
+    studio.join(A)
+    studio.join(B)
+    await studio.run(60, {A: None, B: None})
+    assert [tick for _, tick in studio.returns[A]] == [0, 20, 40]
+    assert studio.returns[B] == studio.returns[A]
+    assert rms_dbfs(studio.hears_back(A)) < SILENT_DBFS
+
+
+async def test_listeners_hear_digital_silence_then_the_first_word_whole(studio: Studio) -> None:
+    studio.join(A)
+    await studio.run(25, {A: 330})
+    await studio.run(150, {A: None})  # 3 s of silence: the encoder reuses its silent unit
+    await studio.run(60, {A: 440})
+    audio = studio.listeners_hear()
+    # Where each tone starts in the decoded program: the same offset (jitter prefill, codec delay).
+    delay = int(np.flatnonzero(np.abs(audio) > 0.01)[0])
+    onset = delay + seconds(25 + 150)
+    assert not audio[delay + seconds(25) + 2048 : onset - 2048].any(), "not digital silence"
+    first = audio[onset : onset + FRAME_SAMPLES]  # the first 20 ms of the word after it
+    assert np.sqrt(np.mean(first**2)) > 0.8 * 0.3 / np.sqrt(2)
+    assert tone_strength(audio[onset : onset + seconds(20)], 440) > 0.8
+    assert studio.media.silent_frames_reused > 100

@@ -6,7 +6,7 @@ from it, so no module needs to know what a browser or a file sent.
 
 from __future__ import annotations
 
-from typing import Any, NewType
+from typing import Any, Final, NewType
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,13 @@ SpeakerId = NewType("SpeakerId", str)
 
 def silence() -> PcmFrame:
     return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+
+SILENCE: Final = silence()
+"""The one shared frame of silence: read-only (nobody may write into it), so a stage that says
+nothing passes this same object along, and `frame is SILENCE` tells later stages (the encoders)
+that there is nothing to work on without looking at a sample."""
+SILENCE.flags.writeable = False
 
 
 def downmix_interleaved(samples: npt.NDArray[Any], channels: int) -> PcmFrame:

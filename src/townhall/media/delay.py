@@ -63,16 +63,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from townhall.media.audio import FRAME_SECONDS, PcmFrame, silence
+from townhall.media.audio import FRAME_SECONDS, SILENCE, PcmFrame
 from townhall.media.roomstate import Cue
 
 __all__ = ["MAX_DELAY_FRAMES", "MAX_DELAY_S", "ProgramGate", "ProgramStats"]
 
 MAX_DELAY_S: Final = 30.0
 MAX_DELAY_FRAMES: Final = round(MAX_DELAY_S / FRAME_SECONDS)  # 1500
-
-_SILENCE: Final = silence()
-_SILENCE.flags.writeable = False  # shared by every silent tick; nobody may write into it
 
 
 @dataclass(frozen=True)
@@ -177,7 +174,7 @@ class ProgramGate:
         else:
             leaving = entering
         self._aired = leaving
-        return _SILENCE if leaving[0] is None else leaving[0]
+        return SILENCE if leaving[0] is None else leaving[0]
 
     @property
     def aired(self) -> tuple[Cue | None, bool]:

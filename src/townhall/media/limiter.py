@@ -35,7 +35,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from townhall.media.audio import FRAME_SAMPLES, SAMPLE_RATE, PcmFrame
+from townhall.media.audio import FRAME_SAMPLES, SAMPLE_RATE, SILENCE, PcmFrame
 
 FULL_SCALE: Final = 32767
 _DB_TO_LN_GAIN: Final = -math.log(10.0) / 20.0  # gain = exp(reduction_db · this)
@@ -76,6 +76,14 @@ class Limiter:
 
     def reset(self) -> None:
         self._reduction_db = 0.0
+
+    def silence(self) -> PcmFrame:
+        """One frame of silence through the limiter: the shared `SILENCE` frame, with no array
+        work, when no reduction is in force (the output is zeros and the state cannot change);
+        otherwise `process` of zeros, so the envelope keeps decaying exactly as it would."""
+        if self._reduction_db == 0.0:
+            return SILENCE
+        return self.process(np.zeros(FRAME_SAMPLES))
 
     def process(self, mix: npt.NDArray[np.floating] | npt.NDArray[np.integer]) -> PcmFrame:
         """Limit one block (any length; normally a 960-sample frame) of a wide mix into int16."""

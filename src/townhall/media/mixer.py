@@ -22,6 +22,11 @@ contributed nothing hears exactly the program, so every such speaker maps to `PR
 contributors get their own key (`minus:<speaker>`): with 13 on stage and one talking, there are two
 mixes, and the adapter encodes each distinct mix once.
 
+*Silence* is the shared read-only `SILENCE` frame wherever the mixer can tell without looking:
+the program when nobody contributes, and a lone contributor's mix-minus (everyone but them is
+nobody), each while its limiter has no reduction to release (`Limiter.silence`). The encoders
+downstream recognise it by identity and skip their work.
+
 *Limiting.* Each distinct mix goes through its own `Limiter`, whose envelope persists across ticks:
 one for the program, one per speaker while they are on stage. When a speaker starts contributing
 after a tick of silence, they were hearing the program until then, so their limiter takes over the
@@ -235,10 +240,13 @@ class Mixer:
                 if level >= threshold:
                     self._speaking_until[speaker] = now + self._hold_ticks
             mixes = {PROGRAM: self._program_limiter.process(total)}
-            for i, entry in enumerate(entries):
-                mixes[entry.key] = entry.limiter.process(total - stack[i])
+            if len(entries) == 1:  # a lone voice's mix-minus is exactly silence
+                mixes[entries[0].key] = entries[0].limiter.silence()
+            else:
+                for i, entry in enumerate(entries):
+                    mixes[entry.key] = entry.limiter.process(total - stack[i])
         else:
-            mixes = {PROGRAM: self._program_limiter.process(np.zeros(FRAME_SAMPLES))}
+            mixes = {PROGRAM: self._program_limiter.silence()}
         self._contributed = set(ids)
 
         for speaker in [s for s, until in self._speaking_until.items() if until < now]:

@@ -8,10 +8,11 @@ by every speaker's outgoing track, which restamps them into its own timeline.
 from __future__ import annotations
 
 import fractions
+import functools
 
 import av
 
-from townhall.media.audio import SAMPLE_RATE, PcmFrame
+from townhall.media.audio import SAMPLE_RATE, PcmFrame, silence
 
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 
@@ -34,3 +35,15 @@ class OpusMixEncoder:
         frame.time_base = TIME_BASE
         self._pts += pcm.shape[0]
         return [bytes(packet) for packet in self._codec.encode(frame)]
+
+
+@functools.cache
+def silent_packet(bitrate: int) -> bytes:
+    """One Opus packet of 20 ms of digital silence, encoded once per process: what a speaker whose
+    return is silence is sent now and then (see `pipeline.ReturnTrack`), so that their client
+    still sees audio arrive and does not take the quiet for a dead server."""
+    encoder = OpusMixEncoder(bitrate)
+    packets: list[bytes] = []
+    while len(packets) < 3:  # past the codec's start-up: a steady silent frame
+        packets += encoder.encode(silence())
+    return packets[-1]

@@ -2,14 +2,15 @@
 
 This is the asyncio adapter around the sans-I/O cores. Theory of operation:
 
-* A task wakes on absolute 20 ms deadlines of the monotonic clock and calls `Mixer.tick()`; the mixer
-  always returns a frame, so the stream never waits for a speaker. If the loop was starved and fell
-  behind, it ticks again at once to catch up (bounded), so the stream's timeline keeps pace with the
-  wall clock; a stall longer than the bound is skipped rather than replayed in a burst, and counted.
-  Skipped ticks are not mixed, but their interval still enters the program as silence (`_fill`),
-  so the stream's media time — samples, decode times, PROGRAM-DATE-TIME — never falls behind the
-  wall clock, however starved the machine: skip and count, never drift. (Silence rather than a
-  timeline jump with a discontinuity: see docs/architecture.md, "The media clock under load".)
+* The node's `MediaClock` (one task and one worker thread for all of its Spaces, see `clock`) ticks
+  every 20 ms; each tick calls `Mixer.tick()`, which always returns a frame, so the stream never
+  waits for a speaker. A starved loop catches up (bounded); a longer stall is skipped and counted
+  (`skip_ticks`). Skipped ticks are not mixed, but their interval still enters the program as
+  silence, encoded on the clock's worker before the next tick, so the stream's media time —
+  samples, decode times, PROGRAM-DATE-TIME — never falls behind the wall clock, however starved
+  the machine: skip and count, never drift. (Silence rather than a timeline jump with a
+  discontinuity: see docs/architecture.md, "The media clock under load".) A SpaceMedia given no
+  clock makes its own.
 * The listener program goes through the `ProgramGate` (on-air gate, then broadcast delay line; see
   `delay`) on the event loop, in the same step as the mixer tick, so a command from the control
   plane (Go live, set the delay, dump) lands between two ticks and applies to the next one. The
@@ -19,8 +20,8 @@ This is the asyncio adapter around the sans-I/O cores. Theory of operation:
   air, stage, who the mixer found speaking) enters the delay line as a `Cue` beside the program
   frame, and what leaves the line with the frame goes into the `RoomTimeline`; each finished part
   gets an `emsg` box in front of its `moof` with the room as it is during that part's audio.
-* Encoding (AAC for listeners, Opus for each distinct mix-minus) runs on a single worker thread so
-  the event loop only moves bytes and decisions; the thread keeps tick order.
+* Encoding (AAC for listeners, Opus for each distinct mix-minus) runs on the clock's worker thread
+  so the event loop only moves bytes and decisions; the one thread keeps tick order.
 * Finished parts go into the LL-HLS packager and wake the HTTP requests blocked on them, and to the
   optional `on_part` observer (the recorder) as `PackagedPart`s, on the loop; Opus packets
   go to each speaker's return track, a bounded queue that drops the oldest packet when a speaker's
@@ -30,8 +31,6 @@ This is the asyncio adapter around the sans-I/O cores. Theory of operation:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import logging
 import secrets
 import time
@@ -44,19 +43,13 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from townhall.config import MediaConfig
-from townhall.media.audio import (
-    FRAME_SAMPLES,
-    FRAME_SECONDS,
-    SAMPLE_RATE,
-    PcmFrame,
-    SpeakerId,
-    silence,
-)
+from townhall.media.audio import FRAME_SAMPLES, SAMPLE_RATE, SILENCE, PcmFrame, SpeakerId
+from townhall.media.clock import Finish, MediaClock, Work
 from townhall.media.delay import ProgramGate, ProgramStats
 from townhall.media.encoder import AAC_LC_MONO_CODECS, AacFmp4Encoder
 from townhall.media.fmp4 import EventMessage, emsg_box, fragment_decode_time
 from townhall.media.mixer import Mixer, MixKey, MixResult
-from townhall.media.opus_return import TIME_BASE, OpusMixEncoder
+from townhall.media.opus_return import TIME_BASE, OpusMixEncoder, silent_packet
 from townhall.media.packager import EncodedPart, LlHlsPackager, PackagedPart, PackagerConfig
 from townhall.media.roomstate import SCHEME_ID_URI, Audience, Cue, RoomTimeline, Seat
 from townhall.media.timeline import RunStart
@@ -65,32 +58,41 @@ from townhall.telemetry.durations import TICK_BUCKETS, Durations
 log = logging.getLogger(__name__)
 
 FIRST_MEDIA_SEQUENCE = 1
-MAX_CATCH_UP_TICKS = 25  # 500 ms: beyond this a stall is skipped, not replayed in a burst
 # A skipped stall still enters the stream, as silence, up to this much (30 s: the longest broadcast
 # delay, so delayed program is never lost to a skip); a longer stall (a suspended machine) is the
 # one case where the stream's timeline falls behind the wall clock, by the excess.
 MAX_FILL_TICKS = 1_500
-MISSED: PcmFrame = silence()  # what a skipped tick puts into the program; shared, so read-only
-MISSED.flags.writeable = False
+MISSED: PcmFrame = SILENCE  # what a skipped tick puts into the program (shared, read-only)
 RETURN_QUEUE_PACKETS = 10  # 200 ms of return audio per speaker at most
+KEEPALIVE_TICKS = 20  # a silent return sends a packet every 400 ms (Opus DTX's rhythm)
 
 
 class ReturnTrack(MediaStreamTrack):
-    """A speaker's mix-minus as already-encoded Opus packets, restamped into this track's timeline."""
+    """A speaker's mix-minus as already-encoded Opus packets, restamped into this track's timeline.
+
+    While a speaker's mix is digital silence (a lone speaker hears nobody; a silent stage hears
+    silence) nothing is encoded for them, and they are sent one ready-made silent packet every
+    `KEEPALIVE_TICKS` instead of one every tick, as Opus DTX does: each packet is stamped at its
+    own tick, so the RTP timestamps jump over the gaps and the receiver plays silence there, and
+    the stage's clients, which take a return standing still for 2 s for a dead server, still see
+    it move."""
 
     kind = "audio"
 
     def __init__(self) -> None:
         super().__init__()
-        self._queue: deque[bytes] = deque(maxlen=RETURN_QUEUE_PACKETS)
+        self._queue: deque[tuple[bytes, int]] = deque(maxlen=RETURN_QUEUE_PACKETS)
         self._ready = asyncio.Event()
-        self._pts = 0
+        self._first_tick: int | None = None
         self.dropped = 0
 
-    def offer(self, packet: bytes) -> None:
+    def offer(self, packet: bytes, tick: int) -> None:
+        """The packet of the mixer's tick `tick` (ticks only grow)."""
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
-        self._queue.append(packet)
+        if self._first_tick is None:
+            self._first_tick = tick
+        self._queue.append((packet, tick))
         self._ready.set()
 
     async def recv(self) -> av.Packet:  # type: ignore[type-arg]
@@ -99,10 +101,10 @@ class ReturnTrack(MediaStreamTrack):
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
-        packet = av.Packet(self._queue.popleft())
-        packet.pts = self._pts
+        data, tick = self._queue.popleft()
+        packet = av.Packet(data)
+        packet.pts = (tick - (self._first_tick or 0)) * FRAME_SAMPLES
         packet.time_base = TIME_BASE
-        self._pts += FRAME_SAMPLES
         return packet
 
     def stop(self) -> None:
@@ -112,6 +114,7 @@ class ReturnTrack(MediaStreamTrack):
 
 @dataclass
 class _EncodeResult:
+    tick: int
     parts: list[EncodedPart]
     returns: dict[SpeakerId, MixKey]
     packets: dict[MixKey, list[bytes]] = field(default_factory=dict)
@@ -150,13 +153,15 @@ class SpaceMedia:
         on_part: Callable[[PackagedPart], None] | None = None,
         run: RunStart | None = None,
         may_publish: Callable[[], bool] | None = None,
+        media_clock: MediaClock | None = None,
         timings: TickTimings | None = None,
     ) -> None:
         """`run`: where this run starts on the Space's timeline (see `timeline`); None starts a
         stream of its own at sequence 1. `may_publish`: asked before each finished part is
         packaged or recorded; False (this node's lease on the Space may have lapsed) drops the
-        part, so an ex-owner never publishes beside the Space's new owner. `timings`: where to
-        count each tick's mix and encode time (the node's, for `/metrics`)."""
+        part, so an ex-owner never publishes beside the Space's new owner. `media_clock`: the
+        node's shared clock; None makes one for this Space alone, reading `clock`. `timings`:
+        where to count each tick's mix and encode time (the node's, for `/metrics`)."""
         self.space_id = space_id
         self._may_publish = may_publish
         self._on_part = on_part
@@ -199,14 +204,12 @@ class SpaceMedia:
         self._returns: dict[SpeakerId, ReturnTrack] = {}
         self._opus: dict[MixKey, OpusMixEncoder] = {}  # touched by the worker thread only
         self._opus_last_used: dict[MixKey, int] = {}
-        self._worker = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix=f"media-{space_id}"
-        )
-        self._new_part = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
+        self._own_clock = media_clock is None
+        self._media_clock = media_clock or MediaClock(now=clock, name=f"media-{space_id}")
+        self._new_part = asyncio.Event()  # set and replaced by a fresh one when a part is added
         self.ticks = 0
         self.skipped_ticks = 0
-        self.filled_ticks = 0  # skipped ticks that entered the stream as silence (`_fill`)
+        self.filled_ticks = 0  # skipped ticks that entered the stream as silence (`skip_ticks`)
         self.fenced_parts = 0  # finished parts dropped because `may_publish` said no
         self.parts_published = 0  # parts packaged for listeners (and recorded) by this run
         self.timings = timings if timings is not None else TickTimings()
@@ -235,6 +238,11 @@ class SpaceMedia:
     def recordings_dir(self) -> Path | None:
         """Where this Space's recording and its earlier runs' are (None: nothing is recorded)."""
         return self.config.recordings_dir
+
+    @property
+    def silent_frames_reused(self) -> int:
+        """AAC frames of settled silence that reused the encoder's access unit (see `encoder`)."""
+        return self._encoder.frames_reused
 
     @property
     def speakers(self) -> list[SpeakerId]:
@@ -303,22 +311,17 @@ class SpaceMedia:
 
     # -- clock -------------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"media-clock-{self.space_id}")
+        """Have the media clock tick this Space from now on."""
+        self._media_clock.add(self)
 
     async def stop(self) -> None:
-        """End the stream: close the last part, mark the playlist ended, release the worker.
+        """End the stream: close the last part, mark the playlist ended, leave the clock.
 
         END stops immediately: program still in the delay buffer is dumped, never aired (see
         `delay`). To let it play out first, set OFF AIR and wait `delay_s` before stopping.
         """
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._media_clock.remove(self)
         discarded = self._gate.dump()
-        self._ending = True
         if discarded:
             log.info(
                 "space %s: ended with %.2f s of delayed program not yet aired; dumped",
@@ -328,88 +331,83 @@ class SpaceMedia:
         for speaker in list(self._returns):
             self.remove_speaker(speaker)
         if not self.packager.ended:
-            loop = asyncio.get_running_loop()
-            parts = await loop.run_in_executor(self._worker, self._encoder.flush)
+            # Behind any tick of ours the worker has yet to finish: the parts stay in order.
+            parts = await self._media_clock.run_in_worker(self._encoder.flush)
+            # Ticks handed over before this have been delivered by now (the loop runs their
+            # finish first): only the flushed parts say the Space ended.
+            self._ending = True
             for part in parts:
                 self._package(part)
             self.packager.end()
-            await self._notify()
-        self._worker.shutdown(wait=False)
+            self._notify()
+        if self._own_clock:
+            await self._media_clock.close()
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = self._clock()
-        while True:
-            deadline += FRAME_SECONDS
-            delay = deadline - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif -delay > MAX_CATCH_UP_TICKS * FRAME_SECONDS:
-                missed = int(-delay / FRAME_SECONDS)
-                self.skipped_ticks += missed
-                deadline += missed * FRAME_SECONDS
-                log.warning(
-                    "space %s: media clock stalled, skipped %d ticks", self.space_id, missed
-                )
-                try:
-                    await self._fill(loop, missed)
-                except Exception:  # as for a tick: the stream goes on
-                    log.exception("space %s: filling skipped ticks failed", self.space_id)
-            try:
-                await self._tick(loop)
-            except Exception:  # one bad tick must not end the Space's stream
-                log.exception("space %s: media tick failed", self.space_id)
-
-    async def _fill(self, loop: asyncio.AbstractEventLoop, missed: int) -> None:
-        """Keep the stream on the wall clock across `missed` skipped ticks (module docstring): they
-        enter the program as silence through the gate, so the broadcast delay stays exact and the
-        program already delayed airs on time; what leaves the gate is encoded in one worker call.
-        Nothing is mixed or returned to the stage for them: the skipped time is gone for it."""
+    def skip_ticks(self, missed: int) -> Work:
+        """The clock skipped `missed` ticks after a stall (see `clock`): count them, and keep the
+        stream on the wall clock across them (module docstring). They enter the program as
+        silence through the gate, so the broadcast delay stays exact and the program already
+        delayed airs on time; what leaves the gate is encoded by the returned work, which the
+        clock runs on its worker before the next tick's. Nothing is mixed or returned to the
+        stage for them: the skipped time is gone for it."""
+        self.skipped_ticks += missed
+        log.warning("space %s: media clock stalled, skipped %d ticks", self.space_id, missed)
         filled = min(missed, MAX_FILL_TICKS)
         self.filled_ticks += filled
         program = []
         for _ in range(filled):  # as a tick does, with nobody speaking: the room keeps in step
             program.append(self._gate.process(MISSED, self._cue_for(frozenset())))
             self._room.aired(*self._gate.aired)
-        parts = await loop.run_in_executor(self._worker, self._encode_program, program)
-        self._deliver(_EncodeResult(parts, {}))
-        if parts:
-            await self._notify()
 
-    def _encode_program(self, frames: list[PcmFrame]) -> list[EncodedPart]:
-        """Worker thread: AAC for a run of program frames (the encoder is the worker's only)."""
-        return [part for frame in frames for part in self._encoder.encode(frame)]
+        def work() -> Finish:
+            parts = [part for frame in program for part in self._encoder.encode(frame)]
+            return lambda: self._deliver(_EncodeResult(self.ticks, parts, {}))  # no returns
+
+        return work
 
     async def tick(self) -> None:
         """Advance the stream by one tick without the clock task (tests, benchmarks, tools): mix,
-        gate and delay, encode, package, return. Not while the clock task runs."""
-        if self._task is not None:
+        gate and delay, encode, package, return. Not while the clock ticks this Space."""
+        if self._media_clock.owns(self):
             raise RuntimeError("the clock task is running: it owns the ticks")
         if self.packager.ended:
             raise RuntimeError("the stream has ended")
-        await self._tick(asyncio.get_running_loop())
+        await self._media_clock.tick([self])
 
-    async def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+    def begin_tick(self) -> Work:
+        """The loop's part of a tick (see `clock`): mix, then gate and delay in the same step, so no
+        command lands between them; the room's cue enters the line with its frame. Returns the
+        worker's part: encode, then deliver on the loop."""
         started = time.perf_counter()
         mix = self.mixer.tick()
-        # Same loop step as the mix: no command between; the cue enters the line with its frame.
         program = self._gate.process(mix.program, self._cue_for(mix.speaking))
         self._room.aired(*self._gate.aired)
         self.timings.mix.observe(time.perf_counter() - started)
         self.ticks += 1
         self._speaking = {s: mix.levels[s] for s in mix.speaking}
-        result = await loop.run_in_executor(self._worker, self._encode, mix, program)
-        self.timings.encode.observe(result.seconds)
-        self._deliver(result)
-        if result.parts:
-            await self._notify()
+
+        def work() -> Finish:
+            result = self._encode(mix, program)
+
+            def finish() -> None:
+                self.timings.encode.observe(result.seconds)
+                self._deliver(result)
+
+            return finish
+
+        return work
 
     def _encode(self, mix: MixResult, program: PcmFrame) -> _EncodeResult:
         """Worker thread: AAC for the listener program (gated and delayed), one Opus encode per
-        distinct mix somebody hears (straight from the mixer)."""
+        distinct mix somebody hears (straight from the mixer) unless it is silence (then a
+        keep-alive now and then: see `ReturnTrack`)."""
         started = time.perf_counter()
-        result = _EncodeResult(self._encoder.encode(program), dict(mix.returns))
+        result = _EncodeResult(mix.tick, self._encoder.encode(program), dict(mix.returns))
         for key in set(mix.returns.values()):
+            if mix.mixes[key] is SILENCE:
+                if mix.tick % KEEPALIVE_TICKS == 0:
+                    result.packets[key] = [silent_packet(self.config.return_bitrate)]
+                continue
             encoder = self._opus.get(key)
             if encoder is None:
                 encoder = self._opus[key] = OpusMixEncoder(self.config.return_bitrate)
@@ -423,16 +421,20 @@ class SpaceMedia:
         return result
 
     def _deliver(self, result: _EncodeResult) -> None:
+        if self.packager.ended:  # a tick that was in the worker when the stream ended
+            return
         if result.parts and self._may_publish is not None and not self._may_publish():
             self.fenced_parts += len(result.parts)
             result.parts.clear()
         for part in result.parts:
             self._package(part)
+        if result.parts:
+            self._notify()
         for speaker, key in result.returns.items():
             track = self._returns.get(speaker)
             if track is not None:
                 for packet in result.packets.get(key, ()):
-                    track.offer(packet)
+                    track.offer(packet, result.tick)
 
     def _with_room(self, part: EncodedPart, key: bool) -> EncodedPart:
         """The part with the room's message for its audio in an emsg box before its moof."""
@@ -469,18 +471,17 @@ class SpaceMedia:
             except Exception:  # an observer (the recorder) must never break the live stream
                 log.exception("space %s: part observer failed", self.space_id)
 
-    async def _notify(self) -> None:
-        async with self._new_part:
-            self._new_part.notify_all()
+    def _notify(self) -> None:
+        """Wake every request blocked in `wait_for` (they check their predicate again)."""
+        woken, self._new_part = self._new_part, asyncio.Event()
+        woken.set()
 
     async def wait_for(self, predicate: Callable[[], bool], within: float) -> bool:
         """Block an HTTP request until the packager satisfies `predicate` (or the timeout passes)."""
-        if predicate():
-            return True
         try:
             async with asyncio.timeout(within):
-                async with self._new_part:
-                    await self._new_part.wait_for(predicate)
+                while not predicate():
+                    await self._new_part.wait()
             return True
         except TimeoutError:
             return predicate()

@@ -32,6 +32,7 @@ from townhall.delivery import storage
 from townhall.delivery.recording import SpaceRecorder
 from townhall.delivery.replay import Replay, open_replay
 from townhall.media.audio import SpeakerId
+from townhall.media.clock import MediaClock
 from townhall.media.director import MediaCommand, SpaceDirector, state_commands
 from townhall.media.encoder import AAC_LC_MONO_CODECS
 from townhall.media.ingest import Ingest
@@ -89,6 +90,9 @@ class MediaHost:
         # Why a Space's recording stopped (e.g. ENOSPC): kept for the host/operator to see.
         self.recording_errors: dict[SpaceId, str] = {}
         self._replays: OrderedDict[SpaceId, Replay] = OrderedDict()
+        # One 20 ms clock and one encode worker for all the Spaces here, not a task and a thread
+        # each: what an open Space cost was mostly being woken (see media/clock.py).
+        self.media_clock = MediaClock()
         # The mix and encode time of every Space run here, for /metrics (outlives each Space).
         self.timings = TickTimings()
 
@@ -137,6 +141,7 @@ class MediaHost:
                 on_part=recorder.on_part if recorder is not None else None,
                 run=run_start(space.created_at, time.time(), segment_s, lease.previous_msn),
                 may_publish=may_publish,
+                media_clock=self.media_clock,
                 timings=self.timings,
             )
             ingest = Ingest(media, self._ice_servers)
@@ -293,3 +298,4 @@ class MediaHost:
         """Stop every stream without ending any Space: they resume when the process starts again."""
         for space_id in list(self._running):
             await self._stop(space_id, ended=False)
+        await self.media_clock.close()
