@@ -16,6 +16,7 @@ from tests.conftest import Proc, Server
 from tests.e2e.polling import poll_page
 from tests.e2e.test_browser import CHROMIUM, FLAGS, new_person, sign_up
 from tests.e2e.test_private_streams import private_space
+from townhall.harness import wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -108,7 +109,13 @@ def test_the_host_makes_a_new_listener_link_from_the_console(
     old_code = httpx.URL(old_link).params["code"]
     new_code = httpx.URL(new_link).params["code"]
     snapshot = f"{server.url}/api/spaces/{space_id}/snapshot"
-    assert httpx.get(snapshot, params={"code": old_code}, timeout=15).status_code == 404
+    # A node stops taking the old code within about a second (its snapshot is built once a
+    # second, with the code it was built for): wait for that, never longer than a few seconds.
+    wait_until(
+        lambda: httpx.get(snapshot, params={"code": old_code}, timeout=15).status_code == 404,
+        10,
+        "the old listener link to stop working",
+    )
     assert httpx.get(snapshot, params={"code": new_code}, timeout=15).status_code == 200
     assert errors == [], errors
     context.close()

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from townhall.api.auth import RequiredIdentity
-from townhall.api.params import SpaceIdP, TargetP
+from townhall.api.params import InviteCodeQ, SpaceIdP, TargetP
 from townhall.api.tokens import IdentityKind, TokenError, UnsubscribeTokens
 from townhall.reminders.calendar import calendar_of
 from townhall.spaces.control import Actor, SpaceControl
@@ -103,13 +103,18 @@ def build_reminder_router(
         ),
     )
     async def remind(
-        space_id: SpaceIdP, who: RequiredIdentity, body: RemindIn | None = None
+        space_id: SpaceIdP,
+        who: RequiredIdentity,
+        body: RemindIn | None = None,
+        code: InviteCodeQ = None,
     ) -> Response:
         wanted = body or RemindIn()
         actor = Actor(
             UserId(who.user_id), who.display_name, is_guest=who.kind is IdentityKind.GUEST
         )
-        await control().remind(actor, space_id, email=wanted.email, soon=wanted.soon)
+        await control().remind(
+            actor, space_id, email=wanted.email, soon=wanted.soon, invite_code=code
+        )
         return Response(status_code=204)
 
     @router.get(
@@ -121,9 +126,12 @@ def build_reminder_router(
         return {"email": control().config.sends_mail, "page": True}
 
     @router.delete("/api/spaces/{space_id}/remind", status_code=204, summary="Cancel my reminder")
-    async def unremind(space_id: SpaceIdP, who: RequiredIdentity) -> Response:
-        space = await control().space(space_id)
-        await control().records.remove_reminder(space.id, UserId(who.user_id))
+    async def unremind(
+        space_id: SpaceIdP, who: RequiredIdentity, code: InviteCodeQ = None
+    ) -> Response:
+        user = UserId(who.user_id)
+        space = (await control().admit(user, space_id, code)).space  # private: 404 without it
+        await control().records.remove_reminder(space.id, user)
         return Response(status_code=204)
 
     async def verified(token: str) -> tuple[SpaceId, UserId, str] | Response:

@@ -500,13 +500,20 @@ class SpaceControl:
         return await self._save(space, new, "space.edited", data, announce, notify)
 
     async def remind(
-        self, actor: Actor, space_id: str, *, email: str | None = None, soon: bool = False
+        self,
+        actor: Actor,
+        space_id: str,
+        *,
+        email: str | None = None,
+        soon: bool = False,
+        invite_code: str | None = None,
     ) -> bool:
         """'Remind me' of a scheduled Space the actor may listen to; by email to `email` (signed-in
         people only: a guest has no way to prove or later manage an address) and, with `soon`,
         10 minutes before too. Limited per person and per address mailed, so nobody can flood
-        a stranger's inbox. False if they had asked already (the new choice replaces the old)."""
-        space = (await self.can_listen(actor, space_id)).space
+        a stranger's inbox. False if they had asked already (the new choice replaces the old).
+        A private Space needs its `invite_code`, as for listening."""
+        space = (await self.can_listen(actor, space_id, invite_code)).space
         if space.state is not SpaceState.SCHEDULED:
             raise ControlError(
                 "conflict", "not_scheduled", "only a Space that has not started can be reminded of"

@@ -99,7 +99,7 @@ async function remind(event) {
   const body = email ? { email, soon: ui.soon.checked } : {};
   ui.button.disabled = true;
   try {
-    await api(`/api/spaces/${state.spaceId}/remind`, { method: 'POST', body });
+    await api(withCode(`/api/spaces/${state.spaceId}/remind`), { method: 'POST', body });
     rememberReminder(state.spaceId, true);
     showReminded(true);
     say(
@@ -121,7 +121,7 @@ async function remind(event) {
 async function cancel() {
   clearErrors(ui.form);
   try {
-    await api(`/api/spaces/${state.spaceId}/remind`, { method: 'DELETE' });
+    await api(withCode(`/api/spaces/${state.spaceId}/remind`), { method: 'DELETE' });
     rememberReminder(state.spaceId, false);
     showReminded(false);
     say(ui.status, 'Reminder cancelled.');
