@@ -62,15 +62,13 @@ from townhall.harness import (
 from townhall.loadtest.llhls import PlayerStats, parse_playlist, percentile, run_listener
 from townhall.loadtest.page import PageListener, PageStats, SpaceTarget
 from townhall.loadtest.procs import (
-    end_processes,
+    WorkerGroup,
     generator_process,
     process_tree,
     send_blocking,
-    tree_cpu_seconds,
 )
 
 MAX_LISTENER_S = 3600.0  # a listener's hard deadline: every swarm is bounded in time
-REPLY_TIMEOUT = 60.0  # s a worker may take to answer a command
 
 
 def listener_cap(processes: int = 1) -> int:
@@ -340,7 +338,7 @@ def _worker(conn: Connection, kind: str, url: str, cpus: set[int] | None, option
     generator_process(cpus)(_serve(conn, kind, url, options))
 
 
-class Swarm:
+class Swarm(WorkerGroup):
     """`procs` worker processes of `kind` listeners on `url`; see the module docstring."""
 
     def __init__(
@@ -356,8 +354,7 @@ class Swarm:
             raise ValueError(kind)
         ctx = multiprocessing.get_context("spawn")
         options = {"byte_rate": byte_rate, "hold_back": hold_back}
-        self.conns: list[Connection] = []
-        self.procs: list[Any] = []
+        super().__init__()
         self.listeners = 0
         for _ in range(procs):
             parent, child = ctx.Pipe()
@@ -370,22 +367,14 @@ class Swarm:
     def _ask(self, *command: Any) -> list[Any]:
         for conn in self.conns:
             conn.send(command)
-        replies = []
-        for conn in self.conns:
-            if not conn.poll(REPLY_TIMEOUT):
-                raise TimeoutError(f"a swarm worker did not answer {command[0]}")
-            replies.append(conn.recv()[1])
-        return replies
+        return self.replies(command[0])
 
     def add(self, count: int, spread: float = 1.0) -> None:
         """`count` more listeners, spread evenly over the workers and over `spread` seconds."""
         n = len(self.conns)
         for i, conn in enumerate(self.conns):
             conn.send(("add", count // n + (1 if i < count % n else 0), spread))
-        for conn in self.conns:
-            if not conn.poll(REPLY_TIMEOUT):
-                raise TimeoutError("a swarm worker did not answer add")
-            conn.recv()
+        self.replies("add")
         self.listeners += count
 
     def mark(self) -> None:
@@ -396,30 +385,6 @@ class Swarm:
         for reply in self._ask("collect"):
             window.add(reply)
         return window
-
-    @property
-    def pids(self) -> list[int]:
-        return [int(p.pid) for p in self.procs]
-
-    def cpu_seconds(self) -> float:
-        return tree_cpu_seconds(self.pids)
-
-    def close(self) -> None:
-        """Stop the listeners, then the workers (by their own PID, killed if they hang)."""
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.send(("stop",))
-        for conn in self.conns:
-            with contextlib.suppress(OSError, EOFError):
-                if conn.poll(20):
-                    conn.recv()
-        end_processes(self.procs, self.conns)
-
-    def __enter__(self) -> Swarm:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def wait_interval(seconds: float) -> None:

@@ -17,7 +17,6 @@ dies; `close` stops the workers by their own PID if they do not answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import random
 import time
@@ -27,14 +26,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from townhall.loadtest.page import Actions, PageListener, PageStats, SpaceTarget
-from townhall.loadtest.procs import (
-    end_processes,
-    generator_process,
-    send_blocking,
-    tree_cpu_seconds,
-)
+from townhall.loadtest.procs import WorkerGroup, generator_process, send_blocking
 
-REPLY_TIMEOUT = 60.0  # s a worker may take to answer
 SAMPLES_PER_REPLY = 5_000  # lateness values a worker reports per sample, at most (random sample)
 ACTION_BACKLOG = 200  # reactions or hands waiting for a free listener, per worker, at most
 
@@ -151,16 +144,15 @@ def _worker(conn: Connection, url: str, until_in: float, cpus: set[int] | None) 
     run(_serve(conn, url, time.monotonic() + until_in))
 
 
-class Audience:
+class Audience(WorkerGroup):
     """`processes` workers of page listeners on the Space at `url`, all gone after `max_s`."""
 
     def __init__(
         self, url: str, processes: int, max_s: float, cpus: set[int] | None = None
     ) -> None:
         SpaceTarget.parse(url)  # refuse a bad link here, not in every worker
+        super().__init__()
         ctx = multiprocessing.get_context("spawn")
-        self.conns: list[Connection] = []
-        self.procs: list[Any] = []
         for _ in range(max(1, processes)):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker, args=(child, url, max_s, cpus), daemon=True)
@@ -175,15 +167,7 @@ class Audience:
         for i, conn in enumerate(self.conns):
             shares = [c // n + (1 if i < c % n else 0) for c in counts]
             conn.send((command, *shares, *extra))
-        self._replies(command)
-
-    def _replies(self, command: str) -> list[Any]:
-        replies = []
-        for conn in self.conns:
-            if not conn.poll(REPLY_TIMEOUT):
-                raise TimeoutError(f"a load-generator worker did not answer {command}")
-            replies.append(conn.recv()[1])
-        return replies
+        self.replies(command)
 
     def arrive(self, count: int, spread: float) -> None:
         if count > 0:
@@ -197,31 +181,6 @@ class Audience:
         for conn in self.conns:
             conn.send(("sample",))
         total = Sample()
-        for reply in self._replies("sample"):
+        for reply in self.replies("sample"):
             total.add(reply)
         return total
-
-    @property
-    def pids(self) -> list[int]:
-        return [int(p.pid) for p in self.procs]
-
-    def cpu_seconds(self) -> float:
-        """CPU the workers used so far (the generator's own cost, to tell it from the server's)."""
-        return tree_cpu_seconds(self.pids)
-
-    def close(self) -> None:
-        """Stop the listeners, then the workers (by their own PID, killed if they hang)."""
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.send(("stop",))
-        for conn in self.conns:
-            with contextlib.suppress(OSError, EOFError):
-                if conn.poll(20):
-                    conn.recv()
-        end_processes(self.procs, self.conns)
-
-    def __enter__(self) -> Audience:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

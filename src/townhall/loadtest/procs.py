@@ -16,7 +16,7 @@ import os
 import resource
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from townhall.harness import cpu_seconds, rss_bytes
 
@@ -94,3 +94,49 @@ def end_processes(procs: list[Any], conns: list[Connection]) -> None:
             proc.join(5)
     for conn in conns:
         conn.close()
+
+
+REPLY_TIMEOUT = 60.0  # s a worker may take to answer a command
+
+
+class WorkerGroup:
+    """Worker processes driven over pipes (`conns[i]` talks to `procs[i]`): what every load
+    generator shares — asking all of them, their CPU, and stopping them by their own PID."""
+
+    def __init__(self) -> None:
+        self.conns: list[Connection] = []
+        self.procs: list[Any] = []
+
+    def replies(self, command: str) -> list[Any]:
+        """Each worker's answer to `command` (already sent), in worker order."""
+        answers = []
+        for conn in self.conns:
+            if not conn.poll(REPLY_TIMEOUT):
+                raise TimeoutError(f"a load-generator worker did not answer {command}")
+            answers.append(conn.recv()[1])
+        return answers
+
+    @property
+    def pids(self) -> list[int]:
+        return [int(p.pid) for p in self.procs]
+
+    def cpu_seconds(self) -> float:
+        """CPU the workers used so far (the generator's own cost, to tell it from the server's)."""
+        return tree_cpu_seconds(self.pids)
+
+    def close(self) -> None:
+        """Stop the listeners, then the workers (by their own PID, killed if they hang)."""
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+        for conn in self.conns:
+            with contextlib.suppress(OSError, EOFError):
+                if conn.poll(20):
+                    conn.recv()
+        end_processes(self.procs, self.conns)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
