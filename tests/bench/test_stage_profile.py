@@ -115,7 +115,10 @@ DECODER = (
         # the loop itself, thread hand-offs, full file names
         (f"{LOOP};BaseSelectorEventLoop._read_from_self (asyncio/selector_events.py:119)", "other"),
         ("thread (101): MainThread", "other"),
-        ("thread (101): MainThread;Mixer.tick (/opt/townhall/src/townhall/media/mixer.py:230)", "mix"),
+        (
+            "thread (101): MainThread;Mixer.tick (/opt/townhall/src/townhall/media/mixer.py:230)",
+            "mix",
+        ),
         # waits the OS reported runnable are not CPU
         (
             "thread (101): MainThread;BaseEventLoop._run_once (asyncio/base_events.py:1884);"
