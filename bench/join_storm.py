@@ -13,7 +13,16 @@ The same storm runs against (a) the origin directly and (b) the shipped nginx ed
 in one run, side by side with the SPEC budget (≥ 5,000 joins/s per process, p99 ≤ 250 ms; beyond
 capacity 503/429 + Retry-After, never a crash).
 
-    .venv/bin/python -m bench.join_storm --listeners 2000 [--procs 4] [--existing 50] [--json out.json]
+`cluster` (issue 12's storm of signed-in listeners): a cluster of two API processes
+(`--role api`) and one media process on Redis and PostgreSQL, behind the shipped Varnish edge
+taking the API nodes in turn. Each arrival first signs in as a guest (`POST /api/auth/guest`, from
+an address of its own in `X-Forwarded-For`, which the nodes trust from the edge on loopback), then
+asks for the Space and `GET /api/spaces/{id}/me` with its bearer (never cached), then the media
+as above (the edge's cache answers it). Budget: every arrival served, or told 503/429 with
+Retry-After, within 1 s.
+
+    .venv/bin/python -m bench.join_storm --listeners 2000 [--procs 4] [--existing 50]
+        [--targets origin,edge,cluster] [--json out.json]
 
 On a 2-core machine the server, nginx and the generators share the cores: read the generator's CPU
 next to the figures.
@@ -32,9 +41,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from townhall.harness import cpu_seconds, start_edge, start_server, wait_until
+from townhall.harness import (
+    Proc,
+    free_port,
+    redis_url_of,
+    start_edge,
+    start_postgres,
+    start_redis,
+    start_server,
+    wait_until,
+)
 from townhall.loadtest.http import Client, HTTPFailure
 from townhall.loadtest.llhls import PlayerStats, parse_playlist, percentile, run_listener
+from townhall.loadtest.procs import tree_cpu_seconds
 
 BUDGET_JOINS_PER_S = 5000
 BUDGET_P99 = 0.250
@@ -51,7 +70,9 @@ class Refused(Exception):
         self.retry_after = retry_after
 
 
-STEPS = ("space", "snapshot", "index", "media", "init", "part")
+STEPS = ("guest", "space", "me", "snapshot", "index", "media", "init", "part")
+TARGETS = ("origin", "edge", "cluster")
+SIGNED_IN_BUDGET_S = 1.0  # cluster: every arrival served or refused politely within this
 
 
 async def _ok(
@@ -61,15 +82,22 @@ async def _ok(
     steps: dict[str, list[float]],
     step: str,
     byte_range: str | None = None,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
 ) -> bytes:
     began = time.monotonic()
+    sent = dict(headers or {})
+    if byte_range is not None:
+        sent["Range"] = f"bytes={byte_range}"
     try:
-        response = await http.get(url, None, byte_range)
+        response = await http.request(method, url, headers=sent, body=body)
     except HTTPFailure as failure:
         errors[failure.kind] += 1
         raise Refused(failure.kind, None) from None
     steps[step].append(time.monotonic() - began)
-    if response.status == (200 if byte_range is None else 206):
+    if response.status == 206 if byte_range is not None else 200 <= response.status < 300:
         return response.content
     raw = response.headers.get("retry-after")
     kind = f"http_{response.status}" + ("" if raw else "_no_retry_after")
@@ -83,11 +111,53 @@ async def _ok(
     raise Refused(kind, retry)
 
 
-async def _join(base: str, space: str, errors: Counter[str], steps: dict[str, list[float]]) -> None:
+def _address(n: int) -> str:
+    """The n-th simulated person's address (only ever a header value, never a destination)."""
+    return f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
+async def _sign_in(
+    http: Client,
+    base: str,
+    space: str,
+    n: int,
+    errors: Counter[str],
+    steps: dict[str, list[float]],
+) -> None:
+    """What a signed-in listener's page asks before the media: a guest identity, then the Space
+    and what this person may do in it, with the bearer (never from a cache)."""
+    forwarded = {"X-Forwarded-For": _address(n)}
+    body = json.dumps({"display_name": f"Listener {n}"}).encode()
+    answer = await _ok(
+        http,
+        f"{base}/api/auth/guest",
+        errors,
+        steps,
+        "guest",
+        method="POST",
+        headers={**forwarded, "Content-Type": "application/json"},
+        body=body,
+    )
+    bearer = {**forwarded, "Authorization": f"Bearer {json.loads(answer)['token']}"}
+    await _ok(http, f"{base}/api/spaces/{space}", errors, steps, "space", headers=bearer)
+    await _ok(http, f"{base}/api/spaces/{space}/me", errors, steps, "me", headers=bearer)
+
+
+async def _join(
+    base: str,
+    space: str,
+    errors: Counter[str],
+    steps: dict[str, list[float]],
+    signed_in: int | None = None,
+) -> None:
+    """One listener's join; `signed_in`: sign in first as the guest with that number."""
     http = Client(base, timeout=10.0)
     try:
-        await _ok(http, f"{base}/api/spaces/{space}", errors, steps, "space")
-        await _ok(http, f"{base}/api/spaces/{space}/snapshot", errors, steps, "snapshot")
+        if signed_in is None:
+            await _ok(http, f"{base}/api/spaces/{space}", errors, steps, "space")
+            await _ok(http, f"{base}/api/spaces/{space}/snapshot", errors, steps, "snapshot")
+        else:
+            await _sign_in(http, base, space, signed_in, errors, steps)
         index_url = f"{base}/live/{space}/index.m3u8"
         index = (await _ok(http, index_url, errors, steps, "index")).decode()
         media_uri = next(line for line in index.splitlines() if line and not line.startswith("#"))
@@ -102,21 +172,31 @@ async def _join(base: str, space: str, errors: Counter[str], steps: dict[str, li
         http.close()
 
 
-async def _storm(base: str, space: str, arrivals: list[float]) -> dict[str, Any]:
+async def _storm(
+    base: str, space: str, arrivals: list[float], numbers: list[int] | None
+) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     steps: dict[str, list[float]] = {step: [] for step in STEPS}
     done: list[tuple[float, float]] = []  # (scheduled arrival, first audio), monotonic
     lag: list[float] = []  # how late the generator started a join vs its schedule
+    # Per arrival: seconds until it had its first audio or a polite refusal (503/429 with
+    # Retry-After); None: neither (a timeout, an error, or still waiting at the deadline).
+    first_word: list[float | None] = []
     gave_up = 0
 
-    async def one(at: float) -> None:
+    async def one(at: float, number: int | None) -> None:
         nonlocal gave_up
         await asyncio.sleep(max(0.0, at - time.monotonic()))
         lag.append(time.monotonic() - at)
+        answered = False
         for attempt in range(ATTEMPTS):
             try:
-                await _join(base, space, errors, steps)
+                await _join(base, space, errors, steps, number)
             except Refused as refused:
+                if not answered:
+                    answered = True
+                    polite = refused.retry_after is not None
+                    first_word.append(time.monotonic() - at if polite else None)
                 if refused.retry_after is None or attempt == ATTEMPTS - 1:
                     gave_up += 1
                     return
@@ -127,26 +207,35 @@ async def _storm(base: str, space: str, arrivals: list[float]) -> dict[str, Any]
                 return
             else:
                 done.append((at, time.monotonic()))
+                if not answered:
+                    first_word.append(time.monotonic() - at)
                 return
 
     started = time.process_time()
-    tasks = [asyncio.ensure_future(one(at)) for at in arrivals]
+    tasks = [
+        asyncio.ensure_future(one(at, None if numbers is None else numbers[i]))
+        for i, at in enumerate(arrivals)
+    ]
     _, late = await asyncio.wait(tasks, timeout=STORM_DEADLINE)  # bounded in time, whatever happens
     for task in late:
         task.cancel()
     errors["unfinished_at_deadline"] += len(late)
+    first_word += [None] * (len(arrivals) - len(first_word))
     return {
         "steps": steps,
         "done": done,
         "errors": dict(errors),
         "gave_up": gave_up,
         "lag": lag,
+        "first_word": first_word,
         "cpu": time.process_time() - started,
     }
 
 
-def storm_worker(base: str, space: str, arrivals: list[float]) -> dict[str, Any]:
-    return asyncio.run(_storm(base, space, arrivals))
+def storm_worker(
+    base: str, space: str, arrivals: list[float], numbers: list[int] | None
+) -> dict[str, Any]:
+    return asyncio.run(_storm(base, space, arrivals, numbers))
 
 
 def existing_worker(media_url: str, listeners: int, until: float) -> dict[str, Any]:
@@ -191,6 +280,7 @@ def run_target(
     existing: int,
     server_pids: list[int],
     pool: Any,
+    signed_in: bool = False,
 ) -> dict[str, Any]:
     media_url = f"{base}/live/{space}/media.m3u8"
     probe = asyncio.run(_probe(media_url))
@@ -204,12 +294,16 @@ def run_target(
     )
     arrivals = [storm_start + i / listeners for i in range(listeners)]
     shares = [arrivals[i::procs] for i in range(procs)]
+    numbers = [list(range(listeners))[i::procs] if signed_in else None for i in range(procs)]
     time.sleep(max(0.0, storm_start - 0.5 - time.monotonic()))
-    server_cpu0 = sum(cpu_seconds(pid) for pid in server_pids)
+    server_cpu0 = tree_cpu_seconds(server_pids)
     wall0 = time.monotonic()
-    results = [pool.apply_async(storm_worker, (base, space, share)) for share in shares]
+    results = [
+        pool.apply_async(storm_worker, (base, space, share, numbers[i]))
+        for i, share in enumerate(shares)
+    ]
     outcomes = [r.get(timeout=STORM_DEADLINE + 30) for r in results]
-    server_cpu = sum(cpu_seconds(pid) for pid in server_pids) - server_cpu0
+    server_cpu = tree_cpu_seconds(server_pids) - server_cpu0
     wall = time.monotonic() - wall0
     old = background.get(timeout=STORM_DEADLINE + 30) if background else None
     done = [d for o in outcomes for d in o["done"]]
@@ -219,9 +313,15 @@ def run_target(
     ttfa = [audio - at for at, audio in done]
     last = max((audio for _, audio in done), default=storm_start)
     absorbed_per_s = len(done) / max(1e-3, last - storm_start)
+    first_word = [w for o in outcomes for w in o["first_word"]]
     row: dict[str, Any] = {
         "target": name,
+        "signed_in": signed_in,
         "listeners": listeners,
+        "answered_within_1s": sum(
+            1 for w in first_word if w is not None and w <= SIGNED_IN_BUDGET_S
+        ),
+        "first_word_p99_s": percentile([w for w in first_word if w is not None], 99),
         "joined": len(done),
         "gave_up": sum(o["gave_up"] for o in outcomes),
         "joins_per_s": absorbed_per_s,
@@ -300,31 +400,13 @@ async def _probe(media_url: str) -> Any:
 def run(listeners: int, procs: int, existing: int, targets: list[str]) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(Path(tmp) / "server")
-        edge = None
-        try:
-            space = server.create_space("Join storm")
-            edge = start_edge(server.url, Path(tmp) / "edge")
-            _wait_for_parts(f"{server.url}/live/{space.id}/media.m3u8", 3)
-            ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(procs + 1) as pool:
-                for target in targets:
-                    base = server.url if target == "origin" else edge.url
-                    pids = [server.proc.popen.pid] + (
-                        [edge.proc.popen.pid] if target == "edge" else []
-                    )
-                    rows.append(
-                        run_target(target, base, space.id, listeners, procs, existing, pids, pool)
-                    )
-                    alive = server.proc.popen.poll() is None
-                    rows[-1]["server_alive_after"] = alive
-                    if not alive:
-                        break
-                    rows[-1]["settle_s"] = _settle(f"{server.url}/live/{space.id}/media.m3u8")
-        finally:
-            if edge is not None:
-                edge.proc.stop()
-            server.proc.stop()
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(procs + 1) as pool:
+            single = [t for t in targets if t != "cluster"]
+            if single:
+                rows += _run_one_process(listeners, procs, existing, single, Path(tmp), pool)
+            if "cluster" in targets:
+                rows.append(_run_cluster(listeners, procs, existing, Path(tmp) / "cluster", pool))
     return {
         "listeners": listeners,
         "procs": procs,
@@ -332,6 +414,84 @@ def run(listeners: int, procs: int, existing: int, targets: list[str]) -> dict[s
         "budget": {"joins_per_s": BUDGET_JOINS_PER_S, "p99_s": BUDGET_P99},
         "rows": rows,
     }
+
+
+def _run_one_process(
+    listeners: int, procs: int, existing: int, targets: list[str], tmp: Path, pool: Any
+) -> list[dict[str, Any]]:
+    """The storm at one `townhall serve` process: straight at it, then through the nginx edge."""
+    rows = []
+    server = start_server(tmp / "server")
+    edge = None
+    try:
+        space = server.create_space("Join storm")
+        edge = start_edge(server.url, tmp / "edge")
+        _wait_for_parts(f"{server.url}/live/{space.id}/media.m3u8", 3)
+        for target in targets:
+            base = server.url if target == "origin" else edge.url
+            pids = [server.proc.popen.pid] + ([edge.proc.popen.pid] if target == "edge" else [])
+            rows.append(run_target(target, base, space.id, listeners, procs, existing, pids, pool))
+            alive = server.proc.popen.poll() is None
+            rows[-1]["server_alive_after"] = alive
+            if not alive:
+                break
+            rows[-1]["settle_s"] = _settle(f"{server.url}/live/{space.id}/media.m3u8")
+    finally:
+        if edge is not None:
+            edge.proc.stop()
+        server.proc.stop()
+    return rows
+
+
+def _run_cluster(
+    listeners: int, procs: int, existing: int, root: Path, pool: Any
+) -> dict[str, Any]:
+    """The storm of signed-in listeners at two API processes and a media process (Redis,
+    PostgreSQL) behind the Varnish edge."""
+    postgres = start_postgres()
+    running: list[Proc] = []
+    try:
+        redis = start_redis(free_port(), root / "redis")
+        running.append(redis)
+        env = {
+            "TOWNHALL_REDIS_URL": redis_url_of(redis),
+            "TOWNHALL_DATABASE_URL": postgres.create_database("join_storm"),
+            "TOWNHALL_SECRET": "join-storm-bench-" + "s" * 40,
+            "TOWNHALL_RECORDINGS_DIR": str(root / "recordings"),
+            "TOWNHALL_TRUSTED_PROXIES": "127.0.0.1",
+        }
+        media = start_server(root / "media", env={**env, "TOWNHALL_ROLE": "media"}, within=60)
+        running.append(media.proc)
+        apis = []
+        for n in range(2):
+            api = start_server(root / f"api-{n}", env={**env, "TOWNHALL_ROLE": "api"}, within=60)
+            running.append(api.proc)
+            apis.append(api)
+        edge = start_edge(
+            [api.url for api in apis], root / "edge", kind="varnish", connections=2 * listeners
+        )
+        running.append(edge.proc)
+        space = apis[0].create_space("Join storm")
+        _wait_for_parts(f"{edge.url}/live/{space.id}/media.m3u8", 3)
+        nodes = [api.proc for api in apis] + [media.proc]
+        row = run_target(
+            "cluster",
+            edge.url,
+            space.id,
+            listeners,
+            procs,
+            existing,
+            [proc.popen.pid for proc in [*nodes, edge.proc]],
+            pool,
+            signed_in=True,
+        )
+        row["server_alive_after"] = all(proc.popen.poll() is None for proc in nodes)
+        row["nodes"] = "2 API + 1 media (Redis, PostgreSQL), Varnish edge"
+        return row
+    finally:
+        for proc in reversed(running):
+            proc.stop()
+        postgres.stop()
 
 
 def _ms(value: float | None) -> str:
@@ -344,6 +504,12 @@ def print_table(result: dict[str, Any]) -> None:
         ("joins arriving in 1 s", [str(r["listeners"]) for r in rows], ""),
         ("joined (got first audio)", [str(r["joined"]) for r in rows], "all, or 503/429"),
         ("gave up", [str(r["gave_up"]) for r in rows], ""),
+        (
+            "answered within 1 s",
+            [f"{r['answered_within_1s']}/{r['listeners']}" for r in rows],
+            "cluster: all (first audio, or 503/429 + Retry-After)",
+        ),
+        ("first answer p99", [_ms(r["first_word_p99_s"]) for r in rows], "cluster: ≤ 1000 ms"),
         (
             "joins absorbed per second",
             [f"{r['joins_per_s']:.0f}" for r in rows],
@@ -367,7 +533,7 @@ def print_table(result: dict[str, Any]) -> None:
         ),
         ("server alive after", [str(r.get("server_alive_after")) for r in rows], "never a crash"),
         (
-            "server (+nginx) CPU during storm",
+            "server side CPU during storm",
             [f"{r['server_cpu_s']:.2f} s / {r['wall_s']:.1f} s" for r in rows],
             "",
         ),
@@ -429,7 +595,9 @@ def main() -> None:
     parser.add_argument("--listeners", type=int, default=2000, help="joins within one second")
     parser.add_argument("--procs", type=int, default=4, help="load-generator processes")
     parser.add_argument("--existing", type=int, default=50, help="listeners already playing")
-    parser.add_argument("--targets", default="origin,edge", help="origin,edge or one of them")
+    parser.add_argument(
+        "--targets", default="origin,edge", help="any of origin,edge,cluster (comma-separated)"
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if not 1 <= args.listeners <= 50_000 or not 1 <= args.procs <= 16:
@@ -437,8 +605,8 @@ def main() -> None:
     if not 0 <= args.existing <= 2000:
         parser.error("--existing 0..2000")
     targets = [t for t in args.targets.split(",") if t]
-    if not targets or any(t not in ("origin", "edge") for t in targets):
-        parser.error("--targets: origin, edge")
+    if not targets or any(t not in TARGETS for t in targets):
+        parser.error(f"--targets: any of {', '.join(TARGETS)}")
     result = run(args.listeners, args.procs, args.existing, targets)
     print_table(result)
     if args.json:

@@ -22,6 +22,7 @@ Results = dict[str, Any]
 SPEC_LISTENER_KB = 20
 SPEC_JOINS_PER_S = 5000
 SPEC_JOIN_P99_S = 0.250
+SIGNED_IN_STORM_WHY = "TODO"
 SPEC_FAILOVER_GAP_S = 5.0
 SPEC_EDGE_LATE_S = 0.100  # lateness behind the edge vs direct, p95
 DRAIN_GAP_S = 1.0  # restarting one node at a time: no audible gap longer than a second
@@ -364,6 +365,29 @@ def _join_storm(r: Results) -> list[Verdict]:
             "every refusal prompt; behind the edge the same storm is answered from the cache "
             "(see the table).",
         ),
+        *_signed_in_storm(rows),
+    ]
+
+
+def _signed_in_storm(rows: list[dict[str, Any]]) -> list[Verdict]:
+    """Issue 12's storm: signed-in listeners at two API processes, each served or politely
+    refused within a second."""
+    cluster = next((row for row in rows if row.get("target") == "cluster"), None)
+    if cluster is None:
+        return []
+    arrived, answered = cluster.get("listeners") or 0, cluster.get("answered_within_1s") or 0
+    return [
+        Verdict(
+            "join storm of signed-in listeners (guest sign-in, Space, me, first audio) on two "
+            "API processes behind the Varnish edge",
+            "every one served, or told 503/429 + Retry-After, within 1 s",
+            f"{answered:,} of {arrived:,} within 1 s; first answer p99 "
+            f"{_t(cluster.get('first_word_p99_s'))}, first audio p99 "
+            f"{_t(cluster.get('ttfa_p99_s'))}; errors: "
+            f"{', '.join(f'{k} {v}' for k, v in (cluster.get('errors') or {}).items()) or 'none'}",
+            bool(arrived) and answered == arrived,
+            SIGNED_IN_STORM_WHY,
+        )
     ]
 
 
@@ -718,6 +742,7 @@ def _section_join(r: Results) -> list[str]:
             "joins/s",
             "first audio p50",
             "p99",
+            "answered ≤ 1 s",
             "errors",
             "existing listeners before",
             "during",
@@ -730,6 +755,7 @@ def _section_join(r: Results) -> list[str]:
                 _num(row.get("joins_per_s")),
                 _t(row.get("ttfa_p50_s")),
                 _t(row.get("ttfa_p99_s")),
+                _num(row.get("answered_within_1s")),
                 ", ".join(f"{k} {v}" for k, v in (row.get("errors") or {}).items()) or "none",
                 existing(row, "before"),
                 existing(row, "during"),

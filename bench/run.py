@@ -51,9 +51,9 @@ SUITE: tuple[Module, ...] = (
     Module("cache_collapse", (), ("--scales", "100,400", "--window", "6"), 600),
     Module(
         "join_storm",
-        ("--listeners", "5000", "--existing", "50"),
-        ("--listeners", "200", "--existing", "10"),
-        300,
+        ("--listeners", "5000", "--existing", "50", "--targets", "origin,edge,cluster"),
+        ("--listeners", "200", "--existing", "10", "--targets", "origin,edge,cluster"),
+        600,
     ),
     Module("failover", ("--rounds", "5", "--drains", "3"), ("--rounds", "2", "--drains", "1"), 300),
     Module(
