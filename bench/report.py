@@ -871,13 +871,8 @@ SECTIONS: tuple[tuple[str, str, Callable[[Results], list[str]], str], ...] = (
 def render(results: Results, runs: Results, made: list[str]) -> str:
     """The report as Markdown."""
     status = {run["name"]: run for run in runs.get("runs", [])}
-    lines = [
-        "# townhall benchmarks",
-        "",
-        f"Measured {runs.get('finished', '?')} by `{runs.get('command', 'scripts/bench.sh')}` "
-        f"in {runs.get('wall_s', 0) / 60:.1f} minutes. Every figure below comes from that one run; "
-        "the raw figures are in `report.json` and `results/`.",
-        "",
+    lines = ["# townhall benchmarks", "", *_provenance(runs), ""]
+    lines += [
         "## Machine",
         "",
         *_machine_lines(runs),
@@ -912,12 +907,38 @@ def render(results: Results, runs: Results, made: list[str]) -> str:
         notes = _get(results, name, "notes")
         if notes:
             lines += ["", f"Method: {notes}"]
+        when = ""
+        if run.get("finished"):
+            load = run.get("load_average") or ["?", "?"]
+            when = (
+                f" (finished {run['finished']}, commit {run.get('commit', '?')}, load average "
+                f"{load[0]} before, {load[-1]} after)"
+            )
         lines += [
             "",
-            f"Ran `python -m bench.{name} {' '.join(run['args'])}` in {run['wall_s']:.0f} s; "
+            f"Ran `python -m bench.{name} {' '.join(run['args'])}` in {run['wall_s']:.0f} s{when}; "
             f"its printed tables: `results/{name}.txt`.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _provenance(runs: Results) -> list[str]:
+    """Where the figures come from: one run of the whole suite, or (after `--only` runs) which
+    module was measured when."""
+    command = runs.get("command", "scripts/bench.sh")
+    each = runs.get("runs", [])
+    finished = {run.get("finished") for run in each if run.get("finished")}
+    if len(finished) <= 1 or "--only" not in command:
+        return [
+            f"Measured {runs.get('finished', '?')} by `{command}` in "
+            f"{runs.get('wall_s', 0) / 60:.1f} minutes. Every figure below comes from that one "
+            "run; the raw figures are in `report.json` and `results/`."
+        ]
+    return [
+        "Measured by `scripts/bench.sh`, some benchmarks again later with `--only`; each section "
+        "says when its figures were taken, at which commit and how loaded the machine was. The "
+        "raw figures are in `report.json` and `results/`.",
+    ]
 
 
 def build(out: Path) -> None:

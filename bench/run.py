@@ -70,6 +70,7 @@ def run_module(module: Module, results: Path, quick: bool) -> dict[str, object]:
     out_json = results / f"{module.name}.json"
     out_json.unlink(missing_ok=True)
     args = module.quick if quick else module.full
+    load_before = os.getloadavg()[0]
     command = [sys.executable, "-m", f"bench.{module.name}", *args, "--json", str(out_json)]
     print(f"== bench.{module.name} {' '.join(args)}", flush=True)
     began = time.monotonic()
@@ -92,7 +93,31 @@ def run_module(module: Module, results: Path, quick: bool) -> dict[str, object]:
         status = "wrote no results"
     print((results / f"{module.name}.txt").read_text()[-4000:], flush=True)
     print(f"== bench.{module.name}: {status} in {wall:.0f} s", flush=True)
-    return {"name": module.name, "args": list(args), "status": status, "wall_s": wall}
+    return {
+        "name": module.name,
+        "args": list(args),
+        "status": status,
+        "wall_s": wall,
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        # Other work on the machine shows here (the modules themselves load it too): a figure
+        # measured at a high load is a figure of a busy machine, and the report says so.
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+    }
+
+
+def merged_runs(
+    previous: list[dict[str, object]], new: list[dict[str, object]], commit: str
+) -> list[dict[str, object]]:
+    """This run's modules (tagged with the commit they measured) in place of the same modules of
+    the last record, the others kept as they were: a `--only` run updates its sections without
+    passing off the rest as its own."""
+    fresh = {str(run["name"]): {**run, "commit": commit} for run in new}
+    kept = [run for run in previous if run.get("name") not in fresh]
+    order = [m.name for m in SUITE]
+    return sorted(
+        [*kept, *fresh.values()],
+        key=lambda run: order.index(str(run["name"])) if run["name"] in order else len(order),
+    )
 
 
 def main() -> None:
@@ -118,10 +143,17 @@ def main() -> None:
     command = "scripts/bench.sh" + (" --quick" if args.quick else "")
     if args.only:
         command += f" --only {args.only}"
-    (results / "runs.json").write_text(
+    record = results / "runs.json"
+    previous: list[dict[str, object]] = []
+    if args.only and record.exists():
+        try:
+            previous = list(json.loads(record.read_text()).get("runs", []))
+        except ValueError:
+            previous = []
+    record.write_text(
         json.dumps(
             {
-                "runs": runs,
+                "runs": merged_runs(previous, runs, str(described.get("townhall_commit", "?"))),
                 "wall_s": total,
                 "command": command,
                 "quick": args.quick,

@@ -259,3 +259,23 @@ def test_control_cost_needs_both_databases_and_renders_a_table_per_database() ->
     assert "**SQLite**" in text
     assert "**PostgreSQL**" not in text
     assert "| GET /api/health | – | 0/0/0 | 0.12 ms | 0.15 ms | – |" in text
+
+
+def test_an_only_run_replaces_its_modules_and_keeps_the_others_with_their_provenance() -> None:
+    from bench.run import merged_runs
+
+    previous = [
+        {"name": "latency", "status": "ok", "finished": "09:00", "commit": "aaa"},
+        {"name": "density", "status": "ok", "finished": "09:10", "commit": "aaa"},
+    ]
+    previous = [{**run, "args": [], "wall_s": 1.0} for run in previous]
+    new = [{"name": "density", "status": "ok", "finished": "11:00", "args": [], "wall_s": 2.0}]
+    runs = merged_runs(previous, new, "bbb")
+    assert [(r["name"], r["commit"], r["finished"]) for r in runs] == [
+        ("latency", "aaa", "09:00"),
+        ("density", "bbb", "11:00"),
+    ]
+    text = render({}, {"runs": runs, "command": "scripts/bench.sh --only density"}, made=[])
+    assert "some benchmarks again later with `--only`" in text
+    assert "commit bbb" in text
+    assert "commit aaa" in text
