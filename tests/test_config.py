@@ -173,3 +173,13 @@ def test_reminder_mail_is_off_until_an_smtp_server_and_sender_are_set(tmp_path: 
         load({"TOWNHALL_SMTP_HOST": "mail.example.org"}, data_dir=tmp_path)
     with pytest.raises(ConfigError, match="TOWNHALL_SMTP_TLS"):
         load({"TOWNHALL_SMTP_TLS": "ssl"}, data_dir=tmp_path)
+
+
+def test_the_listen_backlog_is_the_os_maximum_unless_configured(tmp_path: Path) -> None:
+    from townhall.config import SOMAXCONN, listen_backlog
+
+    default = load({}, data_dir=tmp_path)
+    assert listen_backlog(default) == max(128, min(65535, int(SOMAXCONN.read_text())))
+    assert listen_backlog(load({"TOWNHALL_LISTEN_BACKLOG": "512"}, data_dir=tmp_path)) == 512
+    with pytest.raises(ConfigError, match="TOWNHALL_LISTEN_BACKLOG"):
+        load({"TOWNHALL_LISTEN_BACKLOG": "-1"}, data_dir=tmp_path)

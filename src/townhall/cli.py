@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from townhall import __version__
-from townhall.config import ConfigError, load, log_format, make_private_dir
+from townhall.config import ConfigError, listen_backlog, load, log_format, make_private_dir
 from townhall.spaces.invite_links import TTL_DEFAULT_S, USES_DEFAULT, USES_MAX
 from townhall.telemetry import jsonlog
 
@@ -86,6 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
             # idle time a kept-alive connection is held between requests.
             http=bounds.BoundedHttpProtocol,
             timeout_keep_alive=bounds.KEEP_ALIVE_S,
+            backlog=listen_backlog(config),
             ws_max_size=bounds.WS_MESSAGE_MAX,
         )
     )

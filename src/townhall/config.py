@@ -67,6 +67,11 @@ class Config:
     # the client address every per-address limit and count keys on, and the scheme of the links
     # the server builds. Empty: nobody's, so a peer cannot claim to be someone else (or many).
     trusted_proxies: tuple[str, ...] = ()
+    # Connections the OS may hold for this server before it accepts them. A join storm arrives
+    # faster than any process accepts; past the queue the kernel drops the new connection and the
+    # client's retry comes 1, 3, 7 s later, which a listener sees as a dead server. 0: the most
+    # the OS allows (net.core.somaxconn).
+    listen_backlog: int = 0
     session_ttl_s: int = 30 * 86400  # how long a sign-in (or guest identity) lasts
     ice_servers: tuple[IceServer, ...] = ()
     database_url: str = ""  # sqlite:///… or postgresql://…; empty: SQLite file in data_dir
@@ -134,6 +139,20 @@ class Config:
             return self.public_url.rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+
+
+def listen_backlog(config: Config) -> int:
+    """The accept queue to ask for: the configured one, else the most the OS allows (asking for
+    more is silently cut to that, asking for less wastes it)."""
+    if config.listen_backlog:
+        return config.listen_backlog
+    try:
+        return max(128, min(65535, int(SOMAXCONN.read_text())))
+    except (OSError, ValueError):
+        return 4096
 
 
 def _int(env: dict[str, str], name: str, default: int, *, low: int, high: int) -> int:
@@ -308,6 +327,9 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "secret": env.get("TOWNHALL_SECRET", ""),
         "public_url": env.get("TOWNHALL_PUBLIC_URL", ""),
         "trusted_proxies": parse_trusted_proxies(env.get("TOWNHALL_TRUSTED_PROXIES", "")),
+        "listen_backlog": _int(
+            env, "TOWNHALL_LISTEN_BACKLOG", Config.listen_backlog, low=0, high=65535
+        ),
         "session_ttl_s": _int(
             env, "TOWNHALL_SESSION_TTL", Config.session_ttl_s, low=60, high=365 * 86400
         ),

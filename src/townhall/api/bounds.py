@@ -70,7 +70,12 @@ class BoundedApp(FastAPI):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(
-            max_body_size=JSON_BODY_MAX, dependencies=[Depends(_refuse_declared_excess)], **kwargs
+            max_body_size=JSON_BODY_MAX,
+            dependencies=[Depends(_refuse_declared_excess)],
+            # The operator's metrics are Prometheus (townhall.telemetry); FastAPI's own
+            # OpenTelemetry hooks would only ask, on every request, whether a provider exists.
+            telemetry={"tracing": False, "metrics": False, "logs": False},
+            **kwargs,
         )
 
     def build_middleware_stack(self) -> ASGIApp:
