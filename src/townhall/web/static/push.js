@@ -6,6 +6,9 @@
 import { api } from './api.js';
 
 const WORKER = '/push-worker.js';
+// A browser whose push service cannot be reached may take long to say so; the person waits on
+// the button meanwhile.
+const SUBSCRIBE_TIMEOUT_MS = 15000;
 
 /** Whether this browser can receive pushes at all (and the page is a secure context). */
 export function pushSupported() {
@@ -38,8 +41,10 @@ export async function subscribeThisBrowser() {
   const { public_key: key } = await api('/api/push/key', { cache: 'default' });
   let subscription;
   try {
-    subscription = await registration.pushManager.getSubscription()
-      || await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(key) });
+    subscription = await registration.pushManager.getSubscription() || await Promise.race([
+      registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(key) }),
+      new Promise((_, reject) => { setTimeout(() => reject(new Error('timeout')), SUBSCRIBE_TIMEOUT_MS); }),
+    ]);
   } catch {
     throw new Error('This browser could not reach its push service: you will be reminded by the other ways you chose.');
   }
