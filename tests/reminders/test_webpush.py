@@ -304,3 +304,40 @@ def test_a_server_says_it_reminds_by_push(client: TestClient) -> None:
     r = host.post(f"/api/spaces/{space_id}/remind", {"push": "sometimes"})
     assert r.status_code == 422
     assert code(r) == "invalid_input"
+
+
+async def test_the_ten_minute_warning_and_live_now_reach_each_browser_once_on_either_database(
+    tmp_path: Path, database_url: str, service: PushService
+) -> None:
+    env = {"TOWNHALL_PUSH_ALLOW_LOOPBACK_HTTP": "1", "TOWNHALL_DATABASE_URL": database_url}
+    config = load(env, data_dir=tmp_path / "data", public_url="https://townhall.test")
+    planes = [await open_control_plane(config) for _ in range(2)]
+    senders = [push_sender(config, plane) for plane in planes]
+    try:
+        with TestClient(control_plane_app(config), base_url="https://townhall.test") as client:
+            host, ada, bo = signup(client, "hana"), signup(client, "ada"), signup(client, "bob")
+            r = host.post(
+                "/api/spaces", {"title": "Launch day", "scheduled_start": time.time() + 300}
+            )
+            space_id = r.json()["space"]["id"]
+            phone = subscribed(ada, service, "phone")
+            subscribed(bo, service, "bob")
+            ada.post(f"/api/spaces/{space_id}/remind", {"push": True, "soon": True})
+            bo.post(f"/api/spaces/{space_id}/remind", {"push": True})  # no warning asked for
+            for _ in range(2):
+                await asyncio.gather(*(s.run_once() for s in senders))
+            assert [m["title"] for m in pushed(service, phone, "phone")] == [
+                "In 10 minutes: Launch day"
+            ]
+            assert service.to("phone")[0].headers["TTL"] == "600"
+            assert service.to("bob") == []
+            host.post(f"/api/spaces/{space_id}/open")
+            host.post(f"/api/spaces/{space_id}/go-live")
+            for _ in range(2):
+                await asyncio.gather(*(s.run_once() for s in senders))
+        assert [m["title"] for m in pushed(service, phone, "phone")][1:] == ["Live now: Launch day"]
+        assert len(service.to("bob")) == 1
+    finally:
+        for sender, plane in zip(senders, planes, strict=True):
+            await sender.close()
+            await plane.close()
