@@ -53,3 +53,21 @@ self.addEventListener('notificationclick', (event) => {
     return self.clients.openWindow(url);
   })());
 });
+
+// A push service may replace a subscription (Firefox does when one expires): hand the new one to
+// the server, for the same person (the session cookie goes with a same-origin fetch), and let the
+// old one go. The server would otherwise learn of it only when the old endpoint answers 410.
+self.addEventListener('pushsubscriptionchange', (event) => {
+  event.waitUntil((async () => {
+    const old = event.oldSubscription;
+    const fresh = event.newSubscription || (old ? await self.registration.pushManager.subscribe(old.options) : null);
+    const send = (method, body) => fetch('/api/push/subscriptions', {
+      method,
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify(body),
+    });
+    if (fresh) await send('POST', fresh.toJSON());
+    if (old && (!fresh || fresh.endpoint !== old.endpoint)) await send('DELETE', { endpoint: old.endpoint });
+  })());
+});
