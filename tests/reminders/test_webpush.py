@@ -341,3 +341,20 @@ async def test_the_ten_minute_warning_and_live_now_reach_each_browser_once_on_ei
         for sender, plane in zip(senders, planes, strict=True):
             await sender.close()
             await plane.close()
+
+
+async def test_a_browser_another_person_signs_in_on_no_longer_gets_the_first_ones_pushes(
+    client: TestClient, service: PushService, processes: list[Process]
+) -> None:
+    host, ada, bo = signup(client, "hana"), signup(client, "ada"), signup(client, "bob")
+    space_id = scheduled(host)
+    shared = subscribed(ada, service, "shared")
+    ada.post(f"/api/spaces/{space_id}/remind", {"push": True})
+    host.post(f"/api/spaces/{space_id}/end")  # queued for ada's browser, not sent yet
+    assert bo.post("/api/push/subscriptions", shared.subscription()).status_code == 201
+    await send_all(processes)
+    assert service.to("shared") == []
+    records = processes[0].plane.records
+    assert await records.push_subscriptions(UserId(ada.user_id)) == []
+    [now_bobs] = await records.push_subscriptions(UserId(bo.user_id))
+    assert now_bobs.endpoint == shared.endpoint

@@ -171,19 +171,33 @@ class PushOutbox(SqlStore):
         self, user_id: UserId, endpoint: str, p256dh: str, auth: str, now: float
     ) -> int:
         """Keep a browser's subscription for `user_id` (one already known moves to them, with its
-        new keys); forget their oldest beyond `max_subscriptions`. Returns its id."""
+        new keys, and what still waited there for its previous owner is dropped); forget their
+        oldest beyond `max_subscriptions`. Returns its id."""
         async with self._write.begin() as session:
-            existing = await session.scalar(
-                sa.select(PushSubscriptionRow.id).where(PushSubscriptionRow.endpoint == endpoint)
-            )
+            existing = (
+                await session.execute(
+                    sa.select(PushSubscriptionRow.id, PushSubscriptionRow.user_id).where(
+                        PushSubscriptionRow.endpoint == endpoint
+                    )
+                )
+            ).first()
             if existing is not None:
+                sub_id = int(existing.id)
                 await session.execute(
                     sa.update(PushSubscriptionRow)
-                    .where(PushSubscriptionRow.id == existing)
+                    .where(PushSubscriptionRow.id == sub_id)
                     .values(user_id=user_id, p256dh=p256dh, auth=auth, created_at=now),
                     execution_options=NO_SYNC,
                 )
-                sub_id = int(existing)
+                if existing.user_id != user_id:  # another person signed in on this browser
+                    await session.execute(
+                        sa.delete(ReminderPushRow).where(
+                            ReminderPushRow.subscription_id == sub_id,
+                            ReminderPushRow.status == DeliveryStatus.PENDING,
+                            ReminderPushRow.lease_token.is_(None),
+                        ),
+                        execution_options=NO_SYNC,
+                    )
             else:
                 sub_id = int(
                     await session.scalar(
