@@ -48,6 +48,7 @@ LEASE_S = 60.0  # a batch of 50 at CONCURRENCY, each within TIMEOUT_S, with room
 POLL_S = 1.0  # how soon after going live a reminder leaves (plus the sending itself)
 TIMEOUT_S = 10.0
 CONCURRENCY = 8  # requests in flight: push services answer in tens of milliseconds
+ERROR_BODY_MAX = 200  # bytes of a refusal's body kept with the row
 RETRY_AFTER_MAX_S = 3600.0  # a push service's Retry-After is believed up to an hour
 SOON_LEAD_S = SOON_MINUTES * 60.0
 
@@ -135,9 +136,7 @@ class PushSender:
             now = self._clock()
             request = await asyncio.to_thread(self.request, push, now)
             try:
-                response = await self._client.post(
-                    request.url, content=request.body, headers=request.headers
-                )
+                response, said = await self._post(request)
             except httpx.HTTPError as exc:
                 await self._failed(push, f"no answer: {exc!r}", again=True, wait=0.0)
                 return
@@ -150,9 +149,22 @@ class PushSender:
             await self.records.drop_push_subscription(push.subscription.id)
             self.gone += 1
         else:
-            error = f"{response.status_code} {response.text[:200]}"
+            error = f"{response.status_code} {said.decode(errors='replace')}"
             wait = _retry_after(response, now)
             await self._failed(push, error, again=outcome is Outcome.RETRY, wait=wait)
+
+    async def _post(self, request: PushRequest) -> tuple[httpx.Response, bytes]:
+        """POST the push; the answer and at most ERROR_BODY_MAX bytes of its body (an endpoint
+        is whatever a subscriber named: its answer is not read whole)."""
+        async with self._client.stream(
+            "POST", request.url, content=request.body, headers=request.headers
+        ) as response:
+            said = b""
+            async for chunk in response.aiter_bytes():
+                said += chunk
+                if len(said) >= ERROR_BODY_MAX:
+                    break
+            return response, said[:ERROR_BODY_MAX]
 
     async def _failed(self, push: ReminderPush, error: str, *, again: bool, wait: float) -> None:
         self.failed += 1
