@@ -15,6 +15,9 @@ sent leaves it to be sent again when its lease lapses (at least once; the Messag
 row's, so a mail client can tell). A newer change supersedes what is still waiting: a second
 edit of the start time, or a cancellation, drops the unsent notices of the first.
 
+The same notice is queued for the browsers of everyone reminded by Web Push, in the same
+transaction and superseded the same way (push_outbox.py keeps that queue and its subscriptions).
+
 `ReminderOutbox` is one part of the records (`Records` in records.py inherits it).
 """
 
