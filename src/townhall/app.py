@@ -24,6 +24,7 @@ from townhall.control_plane import (
     ControlPlane,
     install_control_plane,
     open_control_plane,
+    push_sender,
     reminder_sender,
 )
 from townhall.delivery.access import PrivateGate, SpaceAccess
@@ -143,6 +144,8 @@ def create_app(config: Config) -> FastAPI:
         mail = reminder_sender(config, node.plane)
         if mail is not None:  # reminder mail leaves from every process (one per person anyway)
             background.append(asyncio.create_task(mail.run(), name="reminder-mail"))
+        pushes = push_sender(config, node.plane)  # and pushes (one per browser anyway)
+        background.append(asyncio.create_task(pushes.run(), name="reminder-push"))
         log.info("node %s (%s) reachable at %s", node_id, config.role, config.internal_url)
         try:
             yield
@@ -155,6 +158,7 @@ def create_app(config: Config) -> FastAPI:
             await node.keeper.drain()
             await node.keeper.close()
             await sender.close()
+            await pushes.close()
             await node.host.close()
             await node.forwarder.close()
             await node.placement.close()

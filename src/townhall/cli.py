@@ -14,6 +14,7 @@ from pathlib import Path
 
 from townhall import __version__
 from townhall.config import ConfigError, listen_backlog, load, log_format, make_private_dir
+from townhall.reminders.webpush import VapidKey
 from townhall.spaces.invite_links import TTL_DEFAULT_S, USES_DEFAULT, USES_MAX
 from townhall.telemetry import jsonlog
 
@@ -379,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--data-dir", help="data directory holding the secret (default ./data)")
     token.set_defaults(func=_token)
 
+    vapid = sub.add_parser(
+        "vapid-key",
+        help="print a new Web Push (VAPID) private key for TOWNHALL_VAPID_PRIVATE_KEY",
+    )
+    vapid.set_defaults(func=_vapid_key)
+
     spaces = sub.add_parser(
         "spaces", help="list, create, edit, open, start and end Spaces over the API"
     )
@@ -486,6 +493,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.set_defaults(func=_loadtest)
     return parser
+
+
+def _vapid_key(_args: argparse.Namespace) -> int:
+    """One key for every machine of a deployment: a browser subscribed with one server's public
+    key only accepts pushes signed by the matching private key."""
+    print(VapidKey.generate())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

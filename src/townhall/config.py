@@ -12,9 +12,11 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from email.utils import parseaddr
 from pathlib import Path
 
 from townhall.reminders.mailer import TLS_MODES, SmtpConfig
+from townhall.reminders.webpush import PushConfig, VapidKey
 from townhall.spaces.lifecycle import DEFAULT_HOST_ABSENT_LIMIT_S
 from townhall.telemetry.jsonlog import LOG_FORMATS
 
@@ -120,6 +122,8 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     # Reminder mail (reminders/mailer.py); no host: no mail, reminders stay on the page.
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    # Web Push reminders (reminders/webpush.py): the VAPID key and subject, filled by `load`.
+    push: PushConfig = field(default_factory=PushConfig)
 
     @property
     def runs_media(self) -> bool:
@@ -394,6 +398,7 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "access_log": _bool(env, "TOWNHALL_ACCESS_LOG", Config.access_log),
         "media": media,
         "smtp": parse_smtp(env),
+        "push": parse_push(env),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["role"] = _role(str(values["role"]))
@@ -407,7 +412,7 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         raise ConfigError(
             "TOWNHALL_SECRET must be at least 32 characters (HS256 wants a 256-bit key)"
         )
-    return config
+    return replace(config, push=_completed_push(config))
 
 
 def make_private_dir(path: Path) -> None:
@@ -422,15 +427,63 @@ def _stored_secret(data_dir: Path) -> str:
     Tokens stay valid across restarts of one installation; several processes sharing one data
     directory share the key. Set TOWNHALL_SECRET to share it across machines.
     """
-    path = data_dir / "secret.key"
+    return _stored_key(data_dir / "secret.key", secrets.token_urlsafe(48))
+
+
+def _stored_key(path: Path, new: str) -> str:
+    """The key kept in `path` (mode 0600, in a private data directory), or `new`, stored there
+    first. Written whole under a temporary name and linked into place, which fails if the name
+    exists: of processes starting together one stores its key and the others read it, never a
+    half-written file."""
     if path.exists():
         return path.read_text().strip()
-    make_private_dir(data_dir)
-    key = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return path.read_text().strip()
+    make_private_dir(path.parent)
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    return key
+        f.write(new + "\n")
+    try:
+        os.link(draft, path)
+    except FileExistsError:  # another process stored one first: use theirs
+        return path.read_text().strip()
+    finally:
+        draft.unlink()
+    return new
+
+
+def parse_push(env: dict[str, str]) -> PushConfig:
+    """TOWNHALL_VAPID_*: the Web Push key and subject, checked at start."""
+    key = env.get("TOWNHALL_VAPID_PRIVATE_KEY", "").strip()
+    if key:
+        try:
+            VapidKey.check(key)
+        except ValueError as exc:
+            raise ConfigError(
+                f"TOWNHALL_VAPID_PRIVATE_KEY must be a raw P-256 private key in base64url "
+                f"(43 characters, as `townhall vapid-key` prints): {exc}"
+            ) from None
+    subject = env.get("TOWNHALL_VAPID_SUBJECT", "").strip()
+    if subject and not subject.startswith(("mailto:", "https://")):
+        raise ConfigError(
+            "TOWNHALL_VAPID_SUBJECT must be a mailto: or https:// address where push services "
+            f"can reach the operator, got {subject!r}"
+        )
+    return PushConfig(
+        vapid_private_key=key,
+        subject=subject,
+        allow_loopback_http=_bool(env, "TOWNHALL_PUSH_ALLOW_LOOPBACK_HTTP", False),
+    )
+
+
+def _completed_push(config: Config) -> PushConfig:
+    """The push settings with a key (the configured one, else the data directory's, made on
+    first run) and a subject (the configured one, else the reminder mail's sender, else the
+    public URL if it is https, else a placeholder push services accept)."""
+    push = config.push
+    key = push.vapid_private_key or _stored_key(config.data_dir / "vapid.key", VapidKey.generate())
+    subject = push.subject
+    if not subject and "@" in config.smtp.sender:
+        subject = f"mailto:{parseaddr(config.smtp.sender)[1]}"
+    if not subject and config.public_url.startswith("https://"):
+        subject = config.public_url.rstrip("/")
+    return replace(push, vapid_private_key=key, subject=subject or "mailto:townhall@localhost")

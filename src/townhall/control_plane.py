@@ -23,13 +23,16 @@ from townhall.api.headers import SecurityHeaders
 from townhall.api.invite_routes import build_invite_router
 from townhall.api.live_routes import PresenceRates, build_live_router
 from townhall.api.origins import OriginCheck
+from townhall.api.push_routes import build_push_router
 from townhall.api.reminder_routes import build_reminder_router
 from townhall.api.tokens import IdentityTokens, InviteTokens, UnsubscribeTokens
 from townhall.config import Config, make_private_dir
 from townhall.delivery.capability import MediaKeys
 from townhall.node.forward import relay_key
 from townhall.reminders.mailer import SmtpMailer
+from townhall.reminders.push_sender import PushSender
 from townhall.reminders.sender import ReminderSender
+from townhall.reminders.webpush import VapidKey
 from townhall.spaces.control import ControlConfig, SpaceControl
 from townhall.spaces.invite_links import TTL_DEFAULT_S
 from townhall.spaces.model import Space, SpaceId
@@ -114,6 +117,16 @@ def reminder_sender(config: Config, plane: ControlPlane) -> ReminderSender | Non
     )
 
 
+def vapid_key(config: Config) -> VapidKey:
+    return VapidKey(config.push.vapid_private_key, config.push.subject)
+
+
+def push_sender(config: Config, plane: ControlPlane) -> PushSender:
+    """The reminder push sender of this process. Every process runs one, all with the same key:
+    a browser subscribed with one node's public key takes pushes signed by that key only."""
+    return PushSender(plane.records, vapid_key(config), base_url=config.base_url)
+
+
 async def _always_room() -> None:
     """A control plane without media nodes (tests, API-only apps) has no capacity to check."""
 
@@ -150,6 +163,7 @@ def install_control_plane(
     app.include_router(
         build_reminder_router(lambda: plane().control, UnsubscribeTokens(config.secret))
     )
+    app.include_router(build_push_router(lambda: plane().control, vapid_key(config), config.push))
     # Shared with /metrics (app.py): both turn presence beacons into the same listener count.
     app.state.presence_rates = PresenceRates()
     app.include_router(

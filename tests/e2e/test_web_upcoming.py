@@ -90,7 +90,7 @@ def test_a_listener_sees_when_it_starts_sets_a_reminder_and_hears_of_changes(
         details.get_by_label("Starts (your time)").fill(in_paris)
         details.get_by_role("button", name="Save details").click()
         expect(host.locator("#edit-status")).to_have_text(
-            "Saved. Everyone who asked to be reminded by email is told of the new time."
+            "Saved. Everyone who asked to be reminded by email or push is told of the new time."
         )
         screenshots(host, "stage-edit-details")
         new_time = datetime.datetime.fromtimestamp(later, TOKYO)

@@ -222,7 +222,11 @@ def test_asking_for_reminders_is_limited_per_person_and_a_server_says_it_sends_m
 ) -> None:
     host, ada = signup(client, "hana"), signup(client, "ada")
     space_id = scheduled(host, time.time() + 900)
-    assert client.get("/api/reminders/channels").json() == {"email": True, "page": True}
+    assert client.get("/api/reminders/channels").json() == {
+        "email": True,
+        "push": True,
+        "page": True,
+    }
     answers = [
         ada.post(f"/api/spaces/{space_id}/remind", {"email": ADA}).status_code for _ in range(11)
     ]

@@ -1,8 +1,8 @@
 """Remind me, and Add to calendar: the HTTP side of reminders.
 
-- `POST /api/spaces/{id}/remind` (optionally with an email address, accounts only, and the
-  10-minute warning) and `DELETE` to cancel; the mails themselves leave from the outbox
-  (reminders/sender.py).
+- `POST /api/spaces/{id}/remind` (optionally with an email address, accounts only, by push to
+  the person's browsers (api/push_routes.py), and the 10-minute warning) and `DELETE` to cancel;
+  the mails and pushes themselves leave from the outboxes (reminders/sender.py, push_sender.py).
 - `/api/reminders/unsubscribe?token=…`: the link in every reminder mail. GET shows a page with one
   button (link scanners and mail previews fetch links, so a GET changes nothing); POST stops the
   mail, from that button or from a mail client's one-click unsubscribe (RFC 8058).
@@ -48,6 +48,7 @@ class RemindIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     email: str | None = Field(default=None, max_length=EMAIL_MAX)
+    push: bool = False  # by Web Push to the browsers subscribed (api/push_routes.py)
     soon: bool = False  # also 10 minutes before the start
 
     @field_validator("email")
@@ -97,7 +98,9 @@ def build_reminder_router(
         summary="Remind me when this Space goes on air (by email: signed-in people only)",
         description=(
             "With `email`, a mail when it goes on air, when its start time changes and if it is "
-            "cancelled, and with `soon` also 10 minutes before. Guests: 403 "
+            "cancelled; with `push`, the same by Web Push to every browser the person subscribed "
+            "(`POST /api/push/subscriptions`); with `soon` also 10 minutes before. Email for "
+            "guests: 403 "
             "`guests_cannot_get_email`; a server with no SMTP server: 422 `no_email`; "
             "limited per person and per address mailed (429)."
         ),
@@ -113,17 +116,22 @@ def build_reminder_router(
             UserId(who.user_id), who.display_name, is_guest=who.kind is IdentityKind.GUEST
         )
         await control().remind(
-            actor, space_id, email=wanted.email, soon=wanted.soon, invite_code=code
+            actor,
+            space_id,
+            email=wanted.email,
+            soon=wanted.soon,
+            push=wanted.push,
+            invite_code=code,
         )
         return Response(status_code=204)
 
     @router.get(
         "/api/reminders/channels",
-        summary="How this server can remind people: by email or only on the page",
+        summary="How this server can remind people: by email, by push, on the page",
     )
     async def channels(response: Response) -> dict[str, bool]:
         response.headers["Cache-Control"] = "public, max-age=300"
-        return {"email": control().config.sends_mail, "page": True}
+        return {"email": control().config.sends_mail, "push": True, "page": True}
 
     @router.delete("/api/spaces/{space_id}/remind", status_code=204, summary="Cancel my reminder")
     async def unremind(

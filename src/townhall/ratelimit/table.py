@@ -105,6 +105,12 @@ REMIND_EMAIL = Limit(
     "mail to one address, whoever asks",
 )
 
+# Subscribing a browser to Web Push writes a record: a few at once (a person with several tabs
+# or browsers), then one a minute; the number kept per person is capped too (state/push_outbox).
+PUSH_SUBSCRIBE = Limit(
+    "push-subscribe", 1 / 60, 5, "too many browsers subscribed just now; wait a minute", "records"
+)
+
 LIMITS: tuple[Limit, ...] = (
     SIGNIN_PER_ADDRESS,
     SIGNIN_PER_ACCOUNT,
@@ -122,6 +128,7 @@ LIMITS: tuple[Limit, ...] = (
     CLIP_DAILY_PER_ADDRESS,
     REMIND,
     REMIND_EMAIL,
+    PUSH_SUBSCRIBE,
 )
 
 

@@ -23,6 +23,12 @@ SOON_MINUTES = 10  # the optional warning before the start (reminders/sender.py 
 class Written:
     subject: str
     text: str
+    url: str  # the Space's page: where a click on the notice leads
+
+    @property
+    def headline(self) -> str:
+        """The first sentence: the body of a push notification, where there is room for one."""
+        return self.text.split("\n", 1)[0]
 
 
 def when(at: float | None) -> str:
@@ -67,4 +73,4 @@ def write(kind: NoticeKind, data: Mapping[str, Any], base_url: str) -> Written:
     else:
         subject = f"Cancelled: {title}"
         lines = [f"“{title}”, planned for {when(start)}, has been cancelled."]
-    return Written(subject, "\n".join(lines) + "\n")
+    return Written(subject, "\n".join(lines) + "\n", listen)

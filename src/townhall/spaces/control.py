@@ -506,11 +506,13 @@ class SpaceControl:
         *,
         email: str | None = None,
         soon: bool = False,
+        push: bool = False,
         invite_code: str | None = None,
     ) -> bool:
         """'Remind me' of a scheduled Space the actor may listen to; by email to `email` (signed-in
-        people only: a guest has no way to prove or later manage an address) and, with `soon`,
-        10 minutes before too. Limited per person and per address mailed, so nobody can flood
+        people only: a guest has no way to prove or later manage an address), with `push` by Web
+        Push to the browsers they subscribed (guests too: a browser is theirs), and, with
+        `soon`, 10 minutes before too. Limited per person and per address mailed, so nobody can flood
         a stranger's inbox. False if they had asked already (the new choice replaces the old).
         A private Space needs its `invite_code`, as for listening."""
         space = (await self.can_listen(actor, space_id, invite_code)).space
@@ -534,7 +536,9 @@ class SpaceControl:
         await take(self.live, REMIND, actor.user_id, now)
         if email is not None:
             await take(self.live, REMIND_EMAIL, email.lower(), now)
-        return await self.records.add_reminder(space.id, actor.user_id, email=email, soon=soon)
+        return await self.records.add_reminder(
+            space.id, actor.user_id, email=email, soon=soon, push=push
+        )
 
     async def _save(
         self,

@@ -28,8 +28,9 @@ from typing import Any, Final
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 from townhall.config import make_private_dir
@@ -244,6 +245,13 @@ async def migrate(engine: AsyncEngine) -> tuple[str, ...]:
 
 
 # --- the base of the repositories ------------------------------------------------------------
+
+
+def insert_or_skip(session: AsyncSession, table: type[Any]) -> Any:
+    """An INSERT into `table` in the session's dialect, which has `.on_conflict_do_nothing()`
+    (the same clause on SQLite and PostgreSQL, each with its own insert construct)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def rowcount(result: sa.Result[Any]) -> int:

@@ -10,7 +10,9 @@ the lease lapses (delivery is at least once). Each claim counts as an attempt; t
 the outcome (`mark_delivered`, `mark_failed`); a row whose last allowed attempt's lease lapsed
 without an outcome is given up by the next claim.
 
-Every function works in the caller's transaction on any table with the columns below (`Leased`).
+Every function works in the caller's transaction on any table with the columns below (`Leased`),
+except `claim_due` and `report`, which open their own on a store's session makers: the claim and
+the outcome as the reminder outboxes (mail and push) take them.
 """
 
 from __future__ import annotations
@@ -18,22 +20,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from townhall.state.database import NO_SYNC, rowcount
-from townhall.state.schema import DeliveryStatus, ReminderMailRow, WebhookDeliveryRow
+from townhall.state.errors import NotFound
+from townhall.state.schema import (
+    DeliveryStatus,
+    ReminderMailRow,
+    ReminderPushRow,
+    WebhookDeliveryRow,
+)
 
-__all__ = ["ERROR_TEXT_MAX", "Leased", "claim", "mark_delivered", "mark_failed", "work_forever"]
+__all__ = [
+    "ERROR_TEXT_MAX",
+    "Leased",
+    "claim",
+    "claim_due",
+    "mark_delivered",
+    "mark_failed",
+    "report",
+    "work_forever",
+]
 
 ERROR_TEXT_MAX: Final = 1_000  # a failed row keeps this much of the last error
 
 # The tables with id, status, attempts, next_attempt_at, lease_until, lease_token, delivered_at
 # and last_error.
-Leased = type[WebhookDeliveryRow] | type[ReminderMailRow]
+Leased = type[WebhookDeliveryRow] | type[ReminderMailRow] | type[ReminderPushRow]
+Sessions = async_sessionmaker[AsyncSession]
 
 
 async def claim(
@@ -129,6 +147,58 @@ async def mark_failed(
         execution_options=NO_SYNC,
     )
     return retry
+
+
+async def claim_due(
+    read: Sessions,
+    write: Sessions,
+    table: Leased,
+    claimed: Callable[[str], sa.Executable],
+    *,
+    now: float,
+    limit: int,
+    lease_s: float,
+    max_attempts: int,
+) -> Sequence[Any]:
+    """Lease up to `limit` due rows (`claim`) and read them with `claimed(token)`. Every process
+    asks every second: a read first, so that asking when nothing is due (nearly always) takes no
+    write lock."""
+    async with read() as session:
+        due = await session.scalar(
+            sa.select(table.id)
+            .where(table.status == DeliveryStatus.PENDING, table.next_attempt_at <= now)
+            .limit(1)
+        )
+    if due is None:
+        return []
+    async with write.begin() as session:
+        token = await claim(session, table, now, limit, lease_s, max_attempts)
+        if token is None:
+            return []
+        rows: Sequence[Any] = (await session.execute(claimed(token))).all()
+        return rows
+
+
+async def report(
+    write: Sessions,
+    table: Leased,
+    row_id: int,
+    now: float,
+    *,
+    failed: tuple[float | None, str] | None = None,
+    max_attempts: int,
+) -> bool:
+    """The outcome of one attempt at a claimed row: delivered, or with `failed` (when to retry,
+    None to give up; the error) retried or given up (`mark_failed`). True: delivered or to be
+    retried. NotFound when the row is gone."""
+    async with write.begin() as session:
+        if failed is None:
+            await mark_delivered(session, table, row_id, now)
+            return True
+        retry = await mark_failed(session, table, row_id, failed[0], failed[1], max_attempts)
+        if retry is None:
+            raise NotFound(f"no {table.__tablename__} row {row_id}")
+        return retry
 
 
 async def work_forever(

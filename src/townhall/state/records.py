@@ -83,6 +83,7 @@ from townhall.state.event_outbox import (
     queue_event,
 )
 from townhall.state.invite_links import InviteLinkStore, bar_from_links, take_use, unbar
+from townhall.state.push_outbox import PushOutbox, PushSubscription, ReminderPush
 from townhall.state.reminder_outbox import (
     DEFAULT_MAX_MAIL_ATTEMPTS,
     Notice,
@@ -121,9 +122,11 @@ __all__ = [
     "NotFound",
     "Notice",
     "NoticeKind",
+    "PushSubscription",
     "Records",
     "RecordsError",
     "ReminderMail",
+    "ReminderPush",
     "Roster",
     "StageFull",
     "Standing",
@@ -287,7 +290,7 @@ def _reminders(space_id: SpaceId) -> sa.Select[str]:
 # --- the repository --------------------------------------------------------------------------
 
 
-class Records(WebhookOutbox, EventQueue, ReminderOutbox, InviteLinkStore):
+class Records(WebhookOutbox, EventQueue, ReminderOutbox, PushOutbox, InviteLinkStore):
     """The durable records over one engine. Use `open_records`, which also migrates the schema."""
 
     def __init__(
@@ -901,11 +904,17 @@ class Records(WebhookOutbox, EventQueue, ReminderOutbox, InviteLinkStore):
     # -- reminders --
 
     async def add_reminder(
-        self, space_id: SpaceId, user_id: UserId, *, email: str | None = None, soon: bool = False
+        self,
+        space_id: SpaceId,
+        user_id: UserId,
+        *,
+        email: str | None = None,
+        soon: bool = False,
+        push: bool = False,
     ) -> bool:
-        """'Remind me' (by mail to `email` if given, and with `soon` 10 minutes before too); False
-        if already set, in which case the new address and choice replace the old. NotFound when
-        the Space does not exist."""
+        """'Remind me' (by mail to `email` if given, by push to the person's browsers with `push`,
+        and with `soon` 10 minutes before too); False if already set, in which case the new
+        address and choices replace the old. NotFound when the Space does not exist."""
         async with self._write.begin() as session:
             await lock_space(session, space_id)
             existing = await session.scalar(
@@ -915,13 +924,13 @@ class Records(WebhookOutbox, EventQueue, ReminderOutbox, InviteLinkStore):
                 await session.execute(
                     sa.update(ReminderRow)
                     .where(_of(ReminderRow, space_id, user_id))
-                    .values(email=email, soon=soon),
+                    .values(email=email, soon=soon, push=push),
                     execution_options=NO_SYNC,
                 )
                 return False
             await session.execute(
                 sa.insert(ReminderRow).values(
-                    space_id=space_id, user_id=user_id, email=email, soon=soon
+                    space_id=space_id, user_id=user_id, email=email, soon=soon, push=push
                 )
             )
             return True

@@ -15,6 +15,9 @@ sent leaves it to be sent again when its lease lapses (at least once; the Messag
 row's, so a mail client can tell). A newer change supersedes what is still waiting: a second
 edit of the start time, or a cancellation, drops the unsent notices of the first.
 
+The same notice is queued for the browsers of everyone reminded by Web Push, in the same
+transaction and superseded the same way (push_outbox.py keeps that queue and its subscriptions).
+
 `ReminderOutbox` is one part of the records (`Records` in records.py inherits it).
 """
 
@@ -26,17 +29,17 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from townhall.spaces.model import Space, SpaceId, SpaceState, UserId
 from townhall.state import leased_queue
-from townhall.state.database import NO_SYNC, SqlStore, rowcount
-from townhall.state.errors import NotFound
+from townhall.state.database import NO_SYNC, SqlStore, insert_or_skip, rowcount
+from townhall.state.push_outbox import queue_push, unwarned_by_push
 from townhall.state.schema import (
     DeliveryStatus,
     NoticeKind,
     ReminderMailRow,
+    ReminderPushRow,
     ReminderRow,
     SpaceRow,
 )
@@ -53,6 +56,7 @@ __all__ = [
 DEFAULT_MAX_MAIL_ATTEMPTS: Final = 8
 # Notices a newer change makes stale while they wait: a moved start's warning and its news.
 _SUPERSEDED = (NoticeKind.CHANGED, NoticeKind.SOON)
+_OUTBOXES = (ReminderMailRow, ReminderPushRow)  # what a notice queues: mail, and push
 
 
 @dataclass(frozen=True)
@@ -123,29 +127,28 @@ def _data(space: Space | SpaceRow, extra: Mapping[str, Any]) -> str:
     )
 
 
-def _insert_new(session: AsyncSession) -> Any:
-    """An INSERT into the mail outbox that skips rows whose (space, user, key) exists."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(ReminderMailRow)
-
-
 async def queue_notice(
     session: AsyncSession, space: Space | SpaceRow, notice: Notice, *, only_soon: bool = False
 ) -> int:
-    """Queue `notice` for everyone reminded of `space` by email, in the caller's transaction;
-    with `only_soon`, for those who also asked for the 10-minute warning. Returns how many rows
-    are new (a row already queued for a person is left as it is)."""
+    """Queue `notice` for everyone reminded of `space` by email, and for the browsers of
+    everyone reminded by push (push_outbox.py), in the caller's transaction; with `only_soon`,
+    for those who also asked for the 10-minute warning. Returns how many rows are new (a row
+    already queued for a person is left as it is)."""
     if notice.kind in (NoticeKind.CHANGED, NoticeKind.CANCELLED):
-        await session.execute(
-            sa.delete(ReminderMailRow).where(
-                ReminderMailRow.space_id == space.id,
-                ReminderMailRow.kind.in_(_SUPERSEDED),
-                ReminderMailRow.status == DeliveryStatus.PENDING,
-                ReminderMailRow.lease_token.is_(None),
-            ),
-            execution_options=NO_SYNC,
-        )
+        for table in _OUTBOXES:
+            await session.execute(
+                sa.delete(table).where(
+                    table.space_id == space.id,
+                    table.kind.in_(_SUPERSEDED),
+                    table.status == DeliveryStatus.PENDING,
+                    table.lease_token.is_(None),
+                ),
+                execution_options=NO_SYNC,
+            )
+    data = _data(space, notice.extra)
+    pushed = await queue_push(
+        session, space.id, notice.kind, notice.key(space), data, notice.at, only_soon=only_soon
+    )
     who = sa.and_(ReminderRow.space_id == space.id, ReminderRow.email.is_not(None))
     if only_soon:
         who = sa.and_(who, ReminderRow.soon.is_(sa.true()))
@@ -156,23 +159,24 @@ async def queue_notice(
         ReminderRow.email,
         sa.literal(notice.kind.value, sa.String),
         sa.literal(notice.key(space), sa.String),
-        sa.literal(_data(space, notice.extra), sa.Text),
+        sa.literal(data, sa.Text),
         sa.literal(DeliveryStatus.PENDING.value, sa.String),
         sa.literal(0, sa.Integer),
         sa.literal(notice.at, sa.Double),
         sa.literal(notice.at, sa.Double),
     ).where(who)
     statement = (
-        _insert_new(session)
+        insert_or_skip(session, ReminderMailRow)
         .from_select([*columns, "created_at", "next_attempt_at"], rows)
         .on_conflict_do_nothing()
     )
-    return rowcount(await session.execute(statement, execution_options=NO_SYNC))
+    return pushed + rowcount(await session.execute(statement, execution_options=NO_SYNC))
 
 
-def _unwarned(space: SpaceRow, notice: Notice) -> sa.Select[str]:
-    """Who asked for the warning of `space` by email and has none queued for its start yet."""
-    return sa.select(ReminderRow.user_id).where(
+def _unwarned(space: SpaceRow, notice: Notice) -> sa.Select[bool]:
+    """Whether someone asked for the warning of `space` (by email or push) and has none queued
+    for its start yet."""
+    by_mail = sa.exists().where(
         ReminderRow.space_id == space.id,
         ReminderRow.soon.is_(sa.true()),
         ReminderRow.email.is_not(None),
@@ -182,6 +186,7 @@ def _unwarned(space: SpaceRow, notice: Notice) -> sa.Select[str]:
             ReminderMailRow.key == notice.key(space),
         ),
     )
+    return sa.select(sa.or_(by_mail, unwarned_by_push(space.id, notice.key(space))))
 
 
 class ReminderOutbox(SqlStore):
@@ -209,7 +214,7 @@ class ReminderOutbox(SqlStore):
             due = [
                 space
                 for space in await session.scalars(query)
-                if await session.scalar(_unwarned(space, notice).limit(1)) is not None
+                if await session.scalar(_unwarned(space, notice))
             ]
         queued = 0
         if due:
@@ -219,48 +224,40 @@ class ReminderOutbox(SqlStore):
         return queued
 
     async def claim_due_mail(self, now: float, limit: int, lease_s: float) -> list[ReminderMail]:
-        """Lease up to `limit` due mails to this caller for `lease_s` seconds (leased_queue.py).
-        Every process asks every second: a read first, so that asking when nothing is due (nearly
-        always) takes no write lock."""
-        async with self._read() as session:
-            due = await session.scalar(
-                sa.select(ReminderMailRow.id)
-                .where(
-                    ReminderMailRow.status == DeliveryStatus.PENDING,
-                    ReminderMailRow.next_attempt_at <= now,
-                )
-                .limit(1)
-            )
-        if due is None:
-            return []
-        async with self._write.begin() as session:
-            token = await leased_queue.claim(
-                session, ReminderMailRow, now, limit, lease_s, self.max_mail_attempts
-            )
-            if token is None:
-                return []
-            rows = await session.scalars(
+        """Lease up to `limit` due mails to this caller for `lease_s` seconds (leased_queue.py)."""
+        rows = await leased_queue.claim_due(
+            self._read,
+            self._write,
+            ReminderMailRow,
+            lambda token: (
                 sa.select(ReminderMailRow)
                 .where(ReminderMailRow.lease_token == token)
                 .order_by(ReminderMailRow.next_attempt_at, ReminderMailRow.id)
-            )
-            return [_mail(row) for row in rows]
+            ),
+            now=now,
+            limit=limit,
+            lease_s=lease_s,
+            max_attempts=self.max_mail_attempts,
+        )
+        return [_mail(row) for (row,) in rows]
 
     async def mark_mail_sent(self, mail_id: int, now: float) -> None:
-        async with self._write.begin() as session:
-            await leased_queue.mark_delivered(session, ReminderMailRow, mail_id, now)
+        await leased_queue.report(
+            self._write, ReminderMailRow, mail_id, now, max_attempts=self.max_mail_attempts
+        )
 
     async def mark_mail_failed(
         self, mail_id: int, next_attempt_at: float | None, error: str
     ) -> bool:
         """Retry at `next_attempt_at` or give up (see leased_queue.mark_failed); True: retried."""
-        async with self._write.begin() as session:
-            retry = await leased_queue.mark_failed(
-                session, ReminderMailRow, mail_id, next_attempt_at, error, self.max_mail_attempts
-            )
-            if retry is None:
-                raise NotFound(f"no reminder mail {mail_id}")
-            return retry
+        return await leased_queue.report(
+            self._write,
+            ReminderMailRow,
+            mail_id,
+            0.0,
+            failed=(next_attempt_at, error),
+            max_attempts=self.max_mail_attempts,
+        )
 
     async def reminder_mail(
         self, space_id: SpaceId | None = None, *, limit: int = 1_000
@@ -282,13 +279,14 @@ class ReminderOutbox(SqlStore):
                 ),
                 execution_options=NO_SYNC,
             )
-            await session.execute(
-                sa.delete(ReminderMailRow).where(
-                    ReminderMailRow.space_id == space_id,
-                    ReminderMailRow.user_id == user_id,
-                    ReminderMailRow.status == DeliveryStatus.PENDING,
-                    ReminderMailRow.lease_token.is_(None),
-                ),
-                execution_options=NO_SYNC,
-            )
+            for table in _OUTBOXES:
+                await session.execute(
+                    sa.delete(table).where(
+                        table.space_id == space_id,
+                        table.user_id == user_id,
+                        table.status == DeliveryStatus.PENDING,
+                        table.lease_token.is_(None),
+                    ),
+                    execution_options=NO_SYNC,
+                )
             return rowcount(gone) > 0

@@ -182,7 +182,8 @@ class InvitationRow(Base):
 
 class ReminderRow(Base):
     """'Remind me' on a scheduled Space: by email to `email` if one was given (accounts only),
-    and with `soon` also 10 minutes before the start."""
+    by Web Push to the person's browsers with `push`, and with `soon` also 10 minutes before the
+    start."""
 
     __tablename__ = "reminders"
 
@@ -190,6 +191,7 @@ class ReminderRow(Base):
     user_id: Mapped[str] = mapped_column(_user_id(), primary_key=True)
     email: Mapped[str | None] = mapped_column(sa.Text)
     soon: Mapped[bool] = mapped_column(_flag("soon"), server_default=sa.false())
+    push: Mapped[bool] = mapped_column(_flag("push"), server_default=sa.false())
 
 
 class NoticeKind(enum.StrEnum):
@@ -258,6 +260,54 @@ class ReminderMailRow(Base):
     space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk())
     user_id: Mapped[str] = mapped_column(_user_id())
     email: Mapped[str] = mapped_column(sa.Text)
+    kind: Mapped[NoticeKind] = mapped_column(_enum(NoticeKind, "kind"))
+    key: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    data: Mapped[str] = mapped_column(sa.Text)  # JSON: the Space as the change left it, and extras
+    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus, "status"))
+    attempts: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[float] = mapped_column(sa.Double)
+    next_attempt_at: Mapped[float] = mapped_column(sa.Double)
+    lease_until: Mapped[float | None] = mapped_column(sa.Double)
+    lease_token: Mapped[str | None] = mapped_column(sa.String(ID_LEN))
+    delivered_at: Mapped[float | None] = mapped_column(sa.Double)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+P256_KEY_LEN = 88  # a browser's p256dh key: 65 bytes, 87 characters of base64url
+
+
+class PushSubscriptionRow(Base):
+    """A browser that accepts Web Push for a person (PushSubscription.toJSON()). An endpoint
+    belongs to one browser profile, so it is unique: whoever subscribes it last owns it."""
+
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(_user_id(), index=True)
+    endpoint: Mapped[str] = mapped_column(sa.Text, unique=True)
+    p256dh: Mapped[str] = mapped_column(sa.String(P256_KEY_LEN))
+    auth: Mapped[str] = mapped_column(sa.String(ID_LEN))
+    created_at: Mapped[float] = mapped_column(sa.Double)
+
+
+class ReminderPushRow(Base):
+    """The push outbox: one row per notice per browser of a person, worked off like the mail
+    (state/leased_queue.py); (subscription, space, key) is unique as (space, user, key) is for
+    mail. A subscription that goes takes its rows with it."""
+
+    __tablename__ = "reminder_push"
+    __table_args__ = (
+        sa.CheckConstraint("attempts >= 0", name="attempts_range"),
+        sa.UniqueConstraint("subscription_id", "space_id", "key"),
+        sa.Index(None, "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
+    space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk(), index=True)
+    subscription_id: Mapped[int] = mapped_column(
+        sa.Integer, sa.ForeignKey("push_subscriptions.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[str] = mapped_column(_user_id())
     kind: Mapped[NoticeKind] = mapped_column(_enum(NoticeKind, "kind"))
     key: Mapped[str] = mapped_column(sa.String(ID_LEN))
     data: Mapped[str] = mapped_column(sa.Text)  # JSON: the Space as the change left it, and extras

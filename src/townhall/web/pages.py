@@ -28,6 +28,7 @@ WEB_DIR = Path(__file__).parent
 PAGES = WEB_DIR / "pages"
 STATIC = WEB_DIR / "static"
 MANIFEST = STATIC / "manifest.webmanifest"
+PUSH_WORKER = STATIC / "push_worker.js"
 
 _CLIP_ID = re.compile(r"([a-z0-9]{10})-[a-z0-9]{12}")  # <space id>-<12 random chars>
 _CLIP_PAGE = Template((PAGES / "clip.html").read_text(encoding="utf-8"))
@@ -74,6 +75,17 @@ async def manifest(_: Request) -> Response:
         MANIFEST,
         media_type="application/manifest+json",
         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"},
+    )
+
+
+async def push_worker(_: Request) -> Response:
+    """The Web Push service worker, at the root so that its scope is the whole site (a worker
+    controls only what is under its own path). Revalidated on every check, so a fixed worker
+    reaches browsers at once rather than after a cache's lifetime."""
+    return FileResponse(
+        PUSH_WORKER,
+        media_type="text/javascript",
+        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
     )
 
 
@@ -195,5 +207,6 @@ def routes() -> list[Route | Mount]:
         Route("/s/{space}/stage", stage),
         Route("/c/{clip}", clip),
         Route("/manifest.webmanifest", manifest),
+        Route("/push-worker.js", push_worker),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -1,6 +1,6 @@
 // The host console's "Details" form: title and description at any time; before the Space opens,
 // also its start time (in the host's own time zone) and who can find it. Only what the host
-// changed is sent (PATCH); the server checks the start time and tells everyone reminded by email.
+// changed is sent (PATCH); the server checks the start time and tells everyone reminded by email or push.
 //
 // stage.js owns the console: it passes the call that sends the change (its console call, which
 // shows a refusal by the button) and what to do with the Space that comes back.
@@ -62,7 +62,7 @@ async function save(event) {
   say(
     ui.status,
     'scheduled_start' in body
-      ? 'Saved. Everyone who asked to be reminded by email is told of the new time.'
+      ? 'Saved. Everyone who asked to be reminded by email or push is told of the new time.'
       : 'Saved.',
   );
 }

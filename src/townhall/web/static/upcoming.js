@@ -1,6 +1,6 @@
 // The listener page of a Space that has not started: when it starts, in the viewer's own time
-// zone, with a countdown; Remind me (by email too, for a signed-in account, and 10 minutes before
-// if they like); Add to calendar (the Space's .ics) and the host's feed to subscribe to. While
+// zone, with a countdown; Remind me (by email too, for a signed-in account, by a push to this
+// browser (push.js), and 10 minutes before if they like); Add to calendar (the Space's .ics) and the host's feed to subscribe to. While
 // the page stays open, a reminded person is also told in the page, and by a browser notification
 // if they allowed one, the moment the Space goes on air.
 //
@@ -8,6 +8,7 @@
 // and once for the host's id (the snapshot, shared by the whole audience, does not carry it).
 
 import { api, byId, ensureIdentity, errorAt, clearErrors, rememberReminder, remindedSpaces, say, whoAmI } from './api.js';
+import { pushSupported, subscribeThisBrowser } from './push.js';
 
 const COUNTDOWN_MS = 1000;
 
@@ -19,6 +20,9 @@ const ui = {
   emailRow: byId('remind-email-row'),
   email: byId('remind-email'),
   soon: byId('remind-soon'),
+  soonRow: byId('remind-soon-row'),
+  push: byId('remind-push'),
+  pushRow: byId('remind-push-row'),
   button: byId('remind'),
   cancel: byId('remind-cancel'),
   guestHint: byId('remind-guest-hint'),
@@ -74,19 +78,29 @@ function showReminded(on) {
   ui.cancel.hidden = !on;
 }
 
-let mails = null; // whether this server sends email at all (asked once)
+let channels = null; // how this server reminds people: {email, push, page} (asked once)
 
 async function showWhoCanMail() {
   let me = null;
   try {
-    if (mails === null) mails = (await api('/api/reminders/channels', { cache: 'default' })).email;
+    if (channels === null) channels = await api('/api/reminders/channels', { cache: 'default' });
     me = await whoAmI();
   } catch {
     // asked again when they press the button
   }
   const account = Boolean(me && me.kind === 'account');
+  const mails = Boolean(channels && channels.email);
   ui.emailRow.hidden = !account || !mails;
   ui.guestHint.hidden = account || !mails;
+  ui.pushRow.hidden = !(channels && channels.push && pushSupported());
+  ui.soonRow.hidden = ui.emailRow.hidden && ui.pushRow.hidden;
+}
+
+/** "We will email ada@example.org and notify this browser when it starts, and 10 minutes before." */
+function promise(email, push, soon) {
+  const ways = [email ? `email ${email}` : '', push ? 'notify this browser' : ''].filter(Boolean);
+  if (ways.length === 0) return 'Reminder saved: keep this page open and you will be told when it starts.';
+  return `We will ${ways.join(' and ')} when it starts${soon ? ', and 10 minutes before' : ''}.`;
 }
 
 async function remind(event) {
@@ -96,18 +110,24 @@ async function remind(event) {
   const me = await ensureIdentity('ask to be reminded');
   if (!me) return;
   const email = me.kind === 'account' && !ui.emailRow.hidden ? ui.email.value.trim() : '';
-  const body = email ? { email, soon: ui.soon.checked } : {};
   ui.button.disabled = true;
+  let push = !ui.pushRow.hidden && ui.push.checked;
+  let pushTrouble = '';
+  if (push) {
+    try {
+      await subscribeThisBrowser();
+    } catch (err) {
+      push = false; // remind by the other ways; say why not this one
+      pushTrouble = err.message;
+    }
+  }
+  const soon = (Boolean(email) || push) && ui.soon.checked;
+  const body = { ...(email ? { email } : {}), ...(push ? { push } : {}), ...(soon ? { soon } : {}) };
   try {
     await api(withCode(`/api/spaces/${state.spaceId}/remind`), { method: 'POST', body });
     rememberReminder(state.spaceId, true);
     showReminded(true);
-    say(
-      ui.status,
-      email
-        ? `We will email ${email} when it starts${ui.soon.checked ? ', and 10 minutes before' : ''}.`
-        : 'Reminder saved: keep this page open and you will be told when it starts.',
-    );
+    say(ui.status, [pushTrouble, promise(email, push, soon)].filter(Boolean).join(' '));
     // The in-page notice: ask now, while the person is pressing a button (browsers require it).
     if (window.Notification && Notification.permission === 'default') Notification.requestPermission().catch(() => {});
   } catch (err) {
