@@ -2,7 +2,8 @@
 
 Chromium's fake microphone plays one WAV per browser *launch*, so each tone needs a browser of its
 own: Sam's browser sings 440 Hz, Ada's 660 Hz; the host and the listeners share a third one and do
-not talk. Every page is judged on what it shows and on what it hears: the listeners' page analyses
+not talk. The second walk is a private, recorded Space in one browser singing 440 Hz (its host
+talks): who may hear it, who may come back, and what everyone is told. Every page is judged on what it shows and on what it hears: the listeners' page analyses
 the LL-HLS program with Web Audio (`levelAt(hz)`), a stage page analyses the mix-minus the server
 returns to it (`returnedLevelAt(hz)`).
 """
@@ -26,16 +27,14 @@ from tests.conftest import ARTIFACTS, Server
 from tests.e2e.test_browser import (
     CHROMIUM,
     FLAGS,
-    PASSWORD,
     hears_silence_while_playing,
     new_person,
     pick_guest_name,
     screenshots,
     sign_up,
-    unique,
 )
 from tests.e2e.test_private_streams import stranger_answers
-from tests.e2e.test_web_errors import below_and_near
+from tests.e2e.test_web_errors import sign_up_after_a_short_password
 from townhall.harness import wait_until
 
 pytestmark = [
@@ -348,21 +347,8 @@ def test_a_whole_event_scheduled_opened_staged_heard_moderated_delayed_and_ended
 TITLE = "Board meeting"
 
 
-def listener_hears(page: Page, hz: float) -> Callable[[], dict[str, Any]]:
-    """The listener page's level at `hz` and its playback time."""
-
-    def probe() -> dict[str, Any]:
-        result: dict[str, Any] = page.evaluate(
-            "(hz) => ({ time: window.townhall.currentTime(), [hz]: window.townhall.levelAt(hz) })",
-            hz,
-        )
-        return result
-
-    return probe
-
-
-def media_paths(page: Page) -> list[str]:
-    """Every `/live/` path the page asks for from now on (the list grows as it plays)."""
+def media_requests(page: Page) -> list[str]:
+    """Every `/live/` URL the page asks for from now on (the list grows as it plays)."""
     fetched: list[str] = []
     page.on(
         "request",
@@ -383,21 +369,7 @@ def test_a_private_recorded_event_is_heard_only_with_its_link_moderated_and_clip
     listener's media URLs."""
     # --- Hana signs up on the home page; her first password is too short, and is said so.
     host_context, host, host_errors = new_person(browser, microphone=True)
-    host.goto(f"{server.url}/")
-    host.get_by_role("button", name="Create account").click()
-    form = host.locator("#signup-form")
-    form.get_by_label("Username").fill(unique("hana"))
-    form.get_by_label("Display name").fill("Hana")
-    password = form.get_by_label("Password")
-    password.fill("short")
-    form.get_by_role("button", name="Create account").click()
-    said = host.locator("#signup-password-error")
-    expect(said).to_have_text("The password must be at least 8 characters long.")
-    below_and_near(password, said)
-    password.fill(PASSWORD)
-    form.get_by_role("button", name="Create account").click()
-    expect(host.locator("#who")).to_contain_text("Hana")
-    expect(said).to_be_hidden()
+    sign_up_after_a_short_password(host, server, "Hana")
 
     # --- A private Space, recorded, from the create form; REC is announced before and on air.
     host.get_by_label("Title").fill(TITLE)
@@ -427,7 +399,7 @@ def test_a_private_recorded_event_is_heard_only_with_its_link_moderated_and_clip
 
     # --- Lee opens the listener link: REC for him too, and he hears Hana's tone.
     lee_context, lee, lee_errors = new_person(browser, microphone=False)
-    lee_media = media_paths(lee)
+    lee_media = media_requests(lee)
     lee.goto(listen_link)
     expect(lee.locator("#space-state")).to_have_text("Live")
     lee_rec = lee.get_by_role("status").filter(has_text="This Space is being recorded.")
@@ -436,7 +408,7 @@ def test_a_private_recorded_event_is_heard_only_with_its_link_moderated_and_clip
     lee.get_by_role("button", name="Play").click()
     poll(
         "Lee hears the host through the private link",
-        playing_advances(listener_hears(lee, SAM_HZ)),
+        playing_advances(listener_ears(lee)),
         lambda s: s["advancing"] and hears(s, SAM_HZ),
     )
     assert lee_media, "the listener page fetched no audio"
@@ -475,7 +447,7 @@ def test_a_private_recorded_event_is_heard_only_with_its_link_moderated_and_clip
 
     # --- A stranger who knows the Space's id, its stream id and the clip's id: nothing, anywhere.
     stranger_context, stranger, stranger_errors = new_person(browser, microphone=False)
-    stranger_media = media_paths(stranger)
+    stranger_media = media_requests(stranger)
     stranger.goto(f"{server.url}/s/{space_id}")
     expect(stranger.locator("#space-state")).to_have_text("Not found")
     assert stranger_media == [], stranger_media
