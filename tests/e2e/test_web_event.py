@@ -364,9 +364,9 @@ def test_a_private_recorded_event_is_heard_only_with_its_link_moderated_and_clip
     sings 440 Hz): the host signs up (after a too-short password), creates a private recorded
     Space on the home page and talks; REC is on every page; a listener with the link hears the
     host while a stranger with the id gets nothing anywhere; a limited speaker link is used,
-    revoked and refused; a banned listener's page says so at once; the host downloads the
-    recording; a clip's page shows what a pasted link previews; a new listener link ends the old
-    listener's media URLs."""
+    refused to the speaker the host removed, then revoked and refused to all; a banned
+    listener's page says so at once; the host downloads the recording; a clip's page shows what
+    a pasted link previews; a new listener link ends the old listener's media URLs."""
     # --- Hana signs up on the home page; her first password is too short, and is said so.
     host_context, host, host_errors = new_person(browser, microphone=True)
     sign_up_after_a_short_password(host, server, "Hana")
@@ -474,6 +474,15 @@ def test_a_private_recorded_event_is_heard_only_with_its_link_moderated_and_clip
     expect(sam.locator("#rec")).to_contain_text("REC")  # the stage sees it too
     expect(listed).to_contain_text("1 of 2 used")
     expect(listed).to_contain_text("Joined with it: Sam")
+    # The host removes Sam from the stage: the link still has a seat, but not for him.
+    host.get_by_role("button", name="Remove Sam from the Space").click()
+    host.get_by_role("dialog").get_by_role("button", name="Yes, remove").click()
+    expect(host.locator("#roster")).not_to_contain_text("Sam")
+    sam.goto(invite)
+    expect(sam.locator("#gate-text")).to_have_text(
+        "A host took you off this stage, so invite links no longer seat you here. "
+        "Raise your hand to ask to come back."
+    )
     host.get_by_role("button", name="Revoke Speaker link #1").click()
     expect(listed).to_contain_text("revoked")
     cat_context, cat, _ = new_person(browser, microphone=False)
@@ -544,6 +553,6 @@ def test_a_private_recorded_event_is_heard_only_with_its_link_moderated_and_clip
     assert [e for e in lee_errors if "404" not in e] == [], lee_errors
     assert clip_errors == [], clip_errors
     assert [e for e in stranger_errors if "404" not in e] == [], stranger_errors
-    assert sam_errors == [], sam_errors
+    assert [e for e in sam_errors if "403" not in e] == [], sam_errors  # the refused seat
     for context in (kim_context, sam_context, lee_context, host_context):
         context.close()
