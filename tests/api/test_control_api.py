@@ -3,6 +3,7 @@ listeners; ban enforcement on every path; bad input answers a clear 4xx and chan
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -274,8 +275,6 @@ def test_unknown_ids_and_malformed_json_are_clear_errors(client: TestClient) -> 
 
 
 def test_a_private_space_needs_its_code_and_upcoming_spaces_are_listed(client: TestClient) -> None:
-    import time
-
     host = signup(client, "hana")
     private = host.post("/api/spaces", {"title": "Secret", "visibility": "private"}).json()
     listen = private["links"]["listen"]
@@ -295,6 +294,34 @@ def test_a_private_space_needs_its_code_and_upcoming_spaces_are_listed(client: T
         "Tomorrow"
     ]
     assert stranger.post(f"/api/spaces/{upcoming['space']['id']}/remind").status_code == 204
+
+
+def test_a_private_spaces_listener_link_keeps_its_code_in_every_answer_to_its_moderators(
+    client: TestClient,
+) -> None:
+    """The stage page shows the listener link of each answer it gets: one without the code (seen
+    after "Go live") is a link that opens "No such Space" for everyone the host shares it with."""
+    host = signup(client, "hana")
+    created = host.post(
+        "/api/spaces",
+        {"title": "Secret", "visibility": "private", "scheduled_start": time.time() + 600},
+    ).json()
+    space_id, listen = created["space"]["id"], created["links"]["listen"]
+    assert "?code=" in listen
+    cohost = guest(client, "Cora")
+    link = host.post(f"/api/spaces/{space_id}/invite-links", {"role": "cohost"}).json()
+    assert cohost.post(f"/api/spaces/{space_id}/stage/join", {"invite": link["invite"]}).is_success
+    answers = {
+        "open": host.post(f"/api/spaces/{space_id}/open"),
+        "go live": host.post(f"/api/spaces/{space_id}/go-live"),
+        "delay": cohost.put(f"/api/spaces/{space_id}/delay", {"seconds": 2}),
+        "pin": cohost.put(f"/api/spaces/{space_id}/pin", {"url": "https://example.org/"}),
+        "hand over": host.post(f"/api/spaces/{space_id}/host", {"user_id": cohost.user_id}),
+        "end": cohost.post(f"/api/spaces/{space_id}/end"),
+    }
+    assert {what: a.status_code for what, a in answers.items()} == dict.fromkeys(answers, 200)
+    links = {what: a.json()["links"]["listen"] for what, a in answers.items()}
+    assert links == dict.fromkeys(answers, listen)
 
 
 def test_who_am_i_answers_signed_out_without_an_error(client: TestClient) -> None:

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server
+from tests.e2e.test_private_streams import Private, recorded_clip, stranger_answers, stream_id
 from townhall.config import MediaConfig
 from townhall.harness import (
     Edge,
@@ -187,6 +188,46 @@ def test_a_private_space_is_cached_at_its_capability_url_and_never_served_at_its
         began = time.monotonic()
         wait_until(lambda: http.get(media).status_code == 404, 10, "the old playlist to end")
         assert time.monotonic() - began < 4  # the edge's second + the origin's second + slack
+
+
+def test_through_the_edge_a_stranger_gets_nothing_of_a_private_space_live_or_in_replay(
+    server: Server, edge: Edge
+) -> None:
+    """Every path a stranger who knows the Space's id, its stream id and a clip's id could try
+    (tests/e2e/test_private_streams.py's list), asked through the edge: 404, live and after the
+    end, and no cached private answer ever reaches them; the invited, through the same edge,
+    get the clip and the replay."""
+    host = server.host_identity()
+    created = server.call(
+        "POST", "/api/spaces", host, {"title": "Board", "visibility": "private", "record": True}
+    )
+    space_id = created["space"]["id"]
+    server.call("POST", f"/api/spaces/{space_id}/go-live", host)
+    code = httpx.URL(created["links"]["listen"]).params["code"]
+    space = Private(space_id, host, code, created["links"]["playlist"])
+    via_edge = created["links"]["playlist"].replace(server.url, edge.url)
+    stranger = server.host_identity("Stranger")
+    with httpx.Client(timeout=15) as http:
+        wait_until(  # through the edge, as the invited audience plays it (and fills its cache)
+            lambda: PART.search(http.get(via_edge.replace("index", "media")).text) is not None,
+            30,
+            "the private playlist through the edge",
+        )
+        stream = stream_id(http, via_edge)
+        clip = recorded_clip(http, server, space, server.host_identity("Invited"))
+        clip_file = clip["url"].replace(server.url, edge.url)
+        for _ in range(2):  # the second time from the edge's cache, if it keeps it
+            assert http.get(clip_file).status_code == 200
+            assert http.get(clip["page"].replace(server.url, edge.url)).status_code == 200
+
+        answers = stranger_answers(http, edge.url, space_id, stream, clip, stranger)
+        assert answers == dict.fromkeys(answers, 404), (edge.kind, answers)
+
+        server.call("POST", f"/api/spaces/{space_id}/end", host)
+        replay = via_edge.replace("index", "media")
+        wait_until(lambda: "#EXT-X-PLAYLIST-TYPE:VOD" in http.get(replay).text, 30, "the replay")
+        answers = stranger_answers(http, edge.url, space_id, stream, clip, stranger)
+        assert answers == dict.fromkeys(answers, 404), (edge.kind, answers)
 
 
 def test_a_signed_in_listener_is_served_from_the_cache_like_everyone(

@@ -79,11 +79,12 @@ def recorded_clip(http: httpx.Client, server: Server, space: Private, token: str
 
 
 def stranger_answers(
-    http: httpx.Client, server: Server, space_id: str, stream: str, clip: dict[str, Any], token: str
+    http: httpx.Client, base: str, space_id: str, stream: str, clip: dict[str, Any], token: str
 ) -> dict[str, int]:
-    """What someone who knows the Space id, its stream id and a clip id (not its key) gets."""
-    api = f"{server.url}/api/spaces/{space_id}"
-    live = f"{server.url}/live/{space_id}"
+    """What someone who knows the Space id, its stream id and a clip id (not its key) gets from
+    the site at `base` (the server itself, or an edge in front of it)."""
+    api = f"{base}/api/spaces/{space_id}"
+    live = f"{base}/live/{space_id}"
     me = bearer(token)
     return {
         "space": http.get(api).status_code,
@@ -112,8 +113,8 @@ def stranger_answers(
         "dvr": http.get(f"{live}/dvr.m3u8").status_code,
         "init": http.get(f"{live}/{stream}/init.mp4").status_code,
         "segment": http.get(f"{live}/{stream}/s1.m4s").status_code,
-        "clip file": http.get(f"{server.url}/api/clips/{clip['id']}.m4a").status_code,
-        "clip page": http.get(f"{server.url}/c/{clip['id']}").status_code,
+        "clip file": http.get(f"{base}/api/clips/{clip['id']}.m4a").status_code,
+        "clip page": http.get(f"{base}/c/{clip['id']}").status_code,
     }
 
 
@@ -134,7 +135,7 @@ def test_a_stranger_gets_404_for_everything_a_private_space_serves_live_and_in_r
         assert "?key=" in clip["url"]
         assert "?key=" in clip["page"]
 
-        answers = stranger_answers(http, server, space.id, stream, clip, stranger)
+        answers = stranger_answers(http, server.url, space.id, stream, clip, stranger)
         assert answers == dict.fromkeys(answers, 404), answers
 
         # With the link, the same things work; the host needs no code for the stage's own.
@@ -164,7 +165,7 @@ def test_a_stranger_gets_404_for_everything_a_private_space_serves_live_and_in_r
         assert plain.status_code == 404, plain.text
         download = http.get(f"{api}/recording.m4a", headers=bearer(space.host))
         assert download.status_code == 200
-        answers = stranger_answers(http, server, space.id, stream, clip, stranger)
+        answers = stranger_answers(http, server.url, space.id, stream, clip, stranger)
         assert answers == dict.fromkeys(answers, 404), answers
 
 

@@ -46,16 +46,14 @@ def as_guest(page: Page, server: Server, name: str) -> None:
     assert response.status == 201, response.text()
 
 
-def test_a_short_password_a_bad_invite_and_a_full_stage_are_said_by_their_controls(
-    server: Server, browser: Browser
-) -> None:
-    # --- A password too short: the sentence sits under the password field, then goes.
-    context, page, _ = new_person(browser, microphone=False)
+def sign_up_after_a_short_password(page: Page, server: Server, name: str) -> None:
+    """Create an account on the home page, first with a password too short: the sentence sits
+    under the password field, then goes once the account is made."""
     page.goto(f"{server.url}/")
     page.get_by_role("button", name="Create account").click()
     form = page.locator("#signup-form")
-    form.get_by_label("Username").fill(unique("nadia"))
-    form.get_by_label("Display name").fill("Nadia")
+    form.get_by_label("Username").fill(unique(name.lower()))
+    form.get_by_label("Display name").fill(name)
     password = form.get_by_label("Password")
     password.fill("short")
     form.get_by_role("button", name="Create account").click()
@@ -67,9 +65,17 @@ def test_a_short_password_a_bad_invite_and_a_full_stage_are_said_by_their_contro
     screenshots(page, "errors-short-password")
     password.fill(PASSWORD)
     form.get_by_role("button", name="Create account").click()
-    expect(page.locator("#who")).to_contain_text("Nadia")
+    expect(page.locator("#who")).to_contain_text(name)
     expect(said).to_be_hidden()
     expect(password).not_to_have_attribute("aria-invalid", "true")
+
+
+def test_a_short_password_a_bad_invite_and_a_full_stage_are_said_by_their_controls(
+    server: Server, browser: Browser
+) -> None:
+    # --- A password too short: the sentence sits under the password field, then goes.
+    context, page, _ = new_person(browser, microphone=False)
+    sign_up_after_a_short_password(page, server, "Nadia")
     context.close()
 
     # --- A host whose stage holds one speaker, and a speaker in that seat.

@@ -70,10 +70,19 @@ def test_the_invite_link_plays_a_private_space_and_nothing_else_does(
     assert media, fetched
     assert all(path.startswith(capability) for path in media), media
     assert errors == [], errors
+
+    # The host makes a new listener link: the page playing the old one stops and says why (it
+    # once said "This Space has ended", which was not true, and looked for a replay).
+    server.call("POST", f"/api/spaces/{space.id}/rotate-invite", space.host)
+    expect(page.locator("#space-state")).to_have_text("Link replaced", timeout=20_000)
+    expect(page.locator("#status")).to_have_text(
+        "This listener link no longer works: the host made a new one. Ask the host for it."
+    )
+    expect(page.get_by_role("heading", level=1)).to_have_text("Board")
+    expect(page.get_by_role("button", name="Play")).to_be_hidden()
     context.close()
 
     # Without the code, and with the code after the host replaced it: no such Space, no audio.
-    server.call("POST", f"/api/spaces/{space.id}/rotate-invite", space.host)
     for url in (f"{server.url}/s/{space.id}", f"{server.url}/s/{space.id}?code={space.code}"):
         context, page, _ = new_person(browser, microphone=False)
         fetched.clear()

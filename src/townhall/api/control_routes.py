@@ -113,7 +113,10 @@ def build_control_router(control: Callable[[], SpaceControl], keys: MediaKeys) -
 
     async def view(space: Space, request: Request, *, show_invite: bool = False) -> SpaceView:
         """A Space as its callers see it: each one may hear it, so for a private Space the
-        playlist link is its capability URL (delivery.capability)."""
+        playlist link is its capability URL (delivery.capability). `show_invite`: the caller is
+        its host or a co-host (the listener link carries the invite code). Every command only a
+        moderator may give answers with it: the stage page takes the links of each answer, and a
+        Share card that lost the code after "Go live" handed out a link that opens nothing."""
         links = {
             "listen": f"{base(request)}/s/{space.id}",
             "playlist": f"{base(request)}{keys.media_path(space)}/index.m3u8",
@@ -246,7 +249,7 @@ def build_control_router(control: Callable[[], SpaceControl], keys: MediaKeys) -
     ) -> SpaceView:
         space = await command(control(), actor(who), space_id)
         await request.app.state.on_space_changed(space)
-        return await view(space, request)
+        return await view(space, request, show_invite=True)
 
     @router.post(
         "/{space_id}/open",
@@ -278,7 +281,8 @@ def build_control_router(control: Callable[[], SpaceControl], keys: MediaKeys) -
     async def delay(
         space_id: SpaceIdP, body: DelayIn, request: Request, who: RequiredIdentity
     ) -> SpaceView:
-        return await view(await control().set_delay(actor(who), space_id, body.seconds), request)
+        space = await control().set_delay(actor(who), space_id, body.seconds)
+        return await view(space, request, show_invite=True)
 
     @router.post(
         "/{space_id}/dump",
@@ -298,7 +302,8 @@ def build_control_router(control: Callable[[], SpaceControl], keys: MediaKeys) -
         space_id: SpaceIdP, body: PinIn, request: Request, who: RequiredIdentity
     ) -> SpaceView:
         url = str(body.url) if body.url is not None else None
-        return await view(await control().pin_link(actor(who), space_id, url), request)
+        space = await control().pin_link(actor(who), space_id, url)
+        return await view(space, request, show_invite=True)
 
     # -- the stage --------------------------------------------------------------------------------
     @router.get("/{space_id}/stage", summary="Who is on stage (private Spaces: ?code=)")
@@ -412,10 +417,8 @@ def build_control_router(control: Callable[[], SpaceControl], keys: MediaKeys) -
     async def transfer(
         space_id: SpaceIdP, body: TargetIn, request: Request, who: RequiredIdentity
     ) -> SpaceView:
-        return await view(
-            await control().transfer_host(actor(who), space_id, checked_user_id(body.user_id)),
-            request,
-        )
+        space = await control().transfer_host(actor(who), space_id, checked_user_id(body.user_id))
+        return await view(space, request, show_invite=True)  # it was theirs a moment ago
 
     # -- the audience -----------------------------------------------------------------------------
     @router.post("/{space_id}/hand", summary="Raise my hand (ask to speak)")

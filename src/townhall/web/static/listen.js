@@ -902,13 +902,19 @@ function spaceIsOver() {
   if (!player.started || ui.audio.paused || player.state === 'reconnecting') finish();
 }
 
+/** Whether the stream stopped for good: the Space is over, or this link opens nothing now (404:
+ * the page says so itself, see notFound(); it is not an end, and no replay is looked for). */
 async function spaceHasEnded() {
   try {
     const snapshot = await api(snapshotUrl, { cache: 'default' });
     showSnapshot(snapshot);
     return space.over;
   } catch (err) {
-    return err instanceof ApiError && (err.status === 404 || err.status === 410);
+    if (err instanceof ApiError && err.status === 404) {
+      notFound();
+      return true;
+    }
+    return err instanceof ApiError && err.status === 410;
   }
 }
 
@@ -921,7 +927,7 @@ async function reconnect() {
   if (resume) setState('reconnecting');
   if (await spaceHasEnded()) {
     player.reconnecting = false;
-    finish();
+    if (player.state !== 'unavailable') finish();
     return;
   }
   player.attempt += 1;
@@ -1091,12 +1097,25 @@ async function pollSnapshot() {
   if (!player.replay && !(space.over && player.state === 'ended')) space.pollTimer = setTimeout(pollSnapshot, wait);
 }
 
+/** Nothing at this link: no such Space ever (a mistyped link, a private one without its code:
+ * the same answer, by design), or no longer: a private Space's link that worked on this page
+ * until its host made a new listener link. Say which, and stop asking (the stream is gone too). */
 function notFound() {
-  ui.title.textContent = 'No such Space';
+  const replaced = Boolean(inviteCode && space.snapshot); // this page played it with this code
+  clearTimeout(player.retryTimer);
+  clearTimeout(space.pollTimer);
+  destroyPlayer();
+  ui.audio.pause();
+  stopInteraction();
+  if (!replaced) ui.title.textContent = 'No such Space';
   showSpaceState('not found');
-  ui.spaceState.textContent = 'Not found';
-  ui.interact.hidden = true;
-  setState('unavailable', 'This Space does not exist. Check the link.');
+  ui.spaceState.textContent = replaced ? 'Link replaced' : 'Not found';
+  setState(
+    'unavailable',
+    replaced
+      ? 'This listener link no longer works: the host made a new one. Ask the host for it.'
+      : 'This Space does not exist. Check the link.',
+  );
 }
 
 // ----------------------------------------------------------------------------------- presence
