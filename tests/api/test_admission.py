@@ -78,6 +78,9 @@ async def test_an_overloaded_class_answers_503_with_retry_after_and_recovers(
             assert refused.status_code == 503
             assert int(refused.headers["retry-after"]) >= 1
             assert refused.json()["error"]["code"] == "overloaded"
+            # Shed before the app runs, yet dressed like every other JSON answer.
+            assert refused.headers["x-content-type-options"] == "nosniff"
+            assert refused.headers["content-security-policy"].startswith("default-src 'none'")
             # Other classes still get through while the media class is saturated.
             assert (await http.get(f"/api/spaces/{space_id}")).status_code == 200
             assert all(r.status_code == 200 for r in await asyncio.gather(*waiting))

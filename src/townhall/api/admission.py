@@ -26,6 +26,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from townhall.api.headers import JSON_ANSWER_HEADERS
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -153,6 +155,7 @@ class AdmissionMiddleware:
                         (b"retry-after", retry_after(kind).encode()),
                         (b"cache-control", b"no-store"),
                         (b"access-control-allow-origin", b"*"),
+                        *JSON_ANSWER_HEADERS,
                     ],
                 }
             )

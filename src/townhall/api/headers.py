@@ -28,6 +28,12 @@ _SHARED = {
     name: value for name, value in SECURITY_HEADERS.items() if name != "Content-Security-Policy"
 }
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+# What a JSON answer built outside this middleware (admission's 503: it sheds before the app
+# runs) carries, as raw ASGI headers.
+JSON_ANSWER_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    *((name.lower().encode(), value.encode()) for name, value in _SHARED.items()),
+    (b"content-security-policy", JSON_POLICY.encode()),
+)
 
 
 def docs_policy(page: bytes) -> str:
