@@ -87,8 +87,9 @@ def test_password_guesses_over_two_processes_are_refused_after_as_many_as_agains
     alone, took = guesses_until_refused([one], lambda _: "alice", "203.0.113.1")
     assert_refused_after_its_burst(SIGNIN_PER_ACCOUNT, alone, took)
     spread, took = guesses_until_refused([one, two], lambda _: "bob", "203.0.113.2")
+    # Shared, not one allowance per process (that would be about twice the burst); the two runs
+    # may differ by a token that refilled while a slow machine answered.
     assert_refused_after_its_burst(SIGNIN_PER_ACCOUNT, spread, took)
-    assert spread == alone
 
     # Many accounts from one address: the per-address limit, over both processes too.
     by_address, took = guesses_until_refused([one, two], lambda n: f"carol{n}", "203.0.113.3")
