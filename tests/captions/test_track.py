@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from townhall.captions.track import CaptionTrack, TrackShape
 from townhall.captions.vtt import Cue
 
@@ -76,3 +78,18 @@ def test_an_ended_track_lists_its_short_last_segment_and_endlist() -> None:
     assert playlist.rstrip().endswith("#EXT-X-ENDLIST")
     assert "#EXTINF:0.58000," in playlist
     assert "the end" in (track.segment(101) or "")
+
+
+def test_segments_published_in_a_burst_each_stay_listed_for_a_windows_time() -> None:
+    track = CaptionTrack(replace(SHAPE, retained=64))
+    track.add(Cue(192.5, 193.0, "early words"))
+    # The answer for the first segment comes 30 s late: 15 segments are published at once.
+    track.advance(192.0 + 15 * 1.92, now=192.0 + 15 * 1.92)
+    playlist = track.media_playlist()
+    assert "#EXT-X-MEDIA-SEQUENCE:100" in playlist
+    assert playlist.count("#EXTINF") == 15
+    assert "early words" in (track.segment(100) or "")
+    # A window's time later the burst has slid out; what was published since is listed.
+    later = 192.0 + 22 * 1.92
+    track.advance(later, now=later)
+    assert "#EXT-X-MEDIA-SEQUENCE:115" in track.media_playlist()

@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.audio_analysis import decode_mono
 from tests.conftest import Proc, Server
+from tests.e2e.test_audio_path import listen_with_ffmpeg
 from townhall.captions.model import default_model
 from townhall.harness import HostedSpace, wait_connected, wait_until
 
@@ -82,6 +84,12 @@ class CaptionListener:
         self.http.close()
 
 
+def transcriber_ready(server: Server) -> None:
+    """The model loads when the first captioned Space opens (seconds on a busy machine); speech
+    before that would wait in the bounded backlog, and the oldest of it could be dropped."""
+    wait_until(lambda: server.proc.saw("transcriber ready"), 120, "the transcriber to load")
+
+
 def in_order(words: list[str], transcript: str) -> bool:
     at = 0
     for word in words:
@@ -100,6 +108,7 @@ def test_a_listener_reads_what_the_speaker_says_in_order(
     both = tmp_path / "both.wav"
     ffmpeg("-i", str(first), "-i", str(second), "-filter_complex", "concat=n=2:v=0:a=1", str(both))
     space = server.create_space("Captioned", captions=True)
+    transcriber_ready(server)
     listener = CaptionListener(space)
     try:
         wait_connected(speakers(*space.host_bot_args(), "--file", str(both)), 60)
@@ -110,6 +119,9 @@ def test_a_listener_reads_what_the_speaker_says_in_order(
             "the spoken words in the captions",
             interval=0.5,
         )
+        # ffmpeg, a player we did not write, still plays the audio of a stream with subtitles.
+        heard = decode_mono(listen_with_ffmpeg(space.playlist_url, tmp_path / "heard.wav", 2))
+        assert len(heard) >= 1.5 * 48_000, "ffmpeg played no audio"
     finally:
         listener.close()
 
@@ -120,10 +132,11 @@ def test_speech_dumped_from_the_delay_line_is_never_captioned(
     dumped = speech(tmp_path, "dumped", "The secret password is pineapple.")
     kept = speech(tmp_path, "kept", "Thank you all for listening.")
     space = server.create_space("Delayed and captioned", captions=True)
-    server.call("PUT", f"/api/spaces/{space.id}/delay", space.host_token, {"seconds": 15})
+    transcriber_ready(server)
+    server.call("PUT", f"/api/spaces/{space.id}/delay", space.host_token, {"seconds": 10})
     listener = CaptionListener(space)
     try:
-        # The bot says the sentence (about 3 s) and leaves: all of it is in the 15 s delay line.
+        # The bot says the sentence (about 3 s) and leaves: all of it is in the 10 s delay line.
         bot = speakers(*space.host_bot_args(), "--file", str(dumped), "--duration", "4")
         wait_connected(bot, 60)
         wait_until(lambda: bot.popen.poll() is not None, 30, "the first bot to leave")

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 AAC_PRIMING = 1024  # the encoder's priming samples before a run's first input sample
 END_WAIT_S = 5.0  # an ending Space waits this long for its last window's captions
+# Subtitle segments kept downloadable (~2 min at 1.92 s): a late answer publishes many at once,
+# and each stays listed for a window's time after (see `track`). Cues are small.
+RETAINED_SEGMENTS = 64
 
 
 class SpaceCaptions:
@@ -66,7 +69,7 @@ class SpaceCaptions:
                     start_time=self.media.start_time,
                     target_duration=packager.target_duration,
                     window=packager.window_size,
-                    retained=packager.retained_segments,
+                    retained=max(packager.retained_segments, RETAINED_SEGMENTS),
                     discontinuity_sequence=self.media.discontinuity_sequence,
                 )
             )
@@ -89,8 +92,9 @@ class SpaceCaptions:
 
     def _advance(self) -> None:
         track, done = self.track, self._media_time(self._done())
+        now = self._media_time(self.chunker.position)
         if track is not None and done is not None:
-            track.advance(done)
+            track.advance(done, now)
 
     # -- on the loop -------------------------------------------------------------------------------
     def on_program(self, frame: PcmFrame | None) -> None:

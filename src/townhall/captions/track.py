@@ -11,7 +11,12 @@ Sans-I/O, like the packager beside it. Theory of operation:
   dropped them. From then on its bytes never change (cached as immutable), so a cue that arrives
   for published time is clipped to start where the published time ends; it cannot happen in order
   (the adapter only advances past windows that were answered) and is counted if it does.
-* The subtitle playlist therefore trails the audio by the transcription delay. It is a plain live
+* The subtitle playlist therefore trails the audio by the transcription delay, which varies: an
+  answer that comes late publishes many segments at once. So a segment stays listed for a whole
+  window's time *after it was published* (measured on the program's media time, `now`), not just
+  while it is among the newest `window`: a player reloading every target duration sees every
+  segment, however they were bunched.
+* It is a plain live
   playlist (no parts, no blocking reload): a player reloads it every target duration, which costs a
   listener who turned captions on about one request per segment, and nothing for the others.
 * A cue that spans a segment boundary is written into every segment it overlaps (RFC 8216bis
@@ -51,6 +56,10 @@ class CaptionTrack:
         self.shape = shape
         self._cues: deque[Cue] = deque()
         self._published = shape.first_msn  # segments before this msn are published
+        self._now = shape.origin  # the program's media time at the latest `advance`
+        # (first msn of a publication, the program's media time then), oldest first
+        self._publications: deque[tuple[int, float]] = deque()
+        self._listed_from: int | None = None  # the first msn of the playlist as last rendered
         self._ended = False
         self._last_end: float | None = None  # an ended stream's last, short segment ends here
         self.late_cues = 0  # cues that arrived for time already published (clipped or dropped)
@@ -78,17 +87,34 @@ class CaptionTrack:
         self._cues.append(cue)
         self._playlist = None
 
-    def advance(self, done: float) -> None:
-        """Transcription is final for media time before `done`: publish the segments it covers."""
+    def advance(self, done: float, now: float | None = None) -> None:
+        """Transcription is final for media time before `done`, and the program is at `now`
+        (default: `done`): publish the segments `done` covers."""
         if self._ended:
             return
+        self._now = max(self._now, done if now is None else now)
         published = self._published
         while self.segment_start(published + 1) <= done + 1e-6:
             published += 1
         if published != self._published:
+            self._publications.append((self._published, self._now))
             self._published = published
             self._forget()
             self._playlist = None
+        elif self._publications and self._first_listed() != self._listed_from:
+            self._playlist = None
+
+    def _first_listed(self) -> int:
+        """The oldest segment listed: the newest `window`, and all published within a window's
+        time of `now` (never one no longer held)."""
+        shape = self.shape
+        first = self._published - shape.window
+        horizon = self._now - shape.window * shape.segment_s
+        for msn, when in self._publications:
+            if when >= horizon:
+                first = min(first, msn)
+                break
+        return max(shape.first_msn, first, self._published - shape.retained)
 
     def end(self, done: float) -> None:
         """The stream ended at media time `done`: publish through it (a last, short segment)."""
@@ -102,6 +128,10 @@ class CaptionTrack:
         self._playlist = None
 
     def _forget(self) -> None:
+        while (
+            self._publications and self._publications[0][0] < self._published - self.shape.retained
+        ):
+            self._publications.popleft()
         oldest = self.segment_start(self._published - self.shape.retained)
         while self._cues and self._cues[0].end <= oldest:
             self._cues.popleft()
@@ -139,7 +169,7 @@ class CaptionTrack:
 
     def _render(self) -> str:
         shape = self.shape
-        first = max(shape.first_msn, self._published - shape.window)
+        first = self._listed_from = self._first_listed()
         lines = [
             "#EXTM3U",
             f"#EXT-X-VERSION:{HLS_VERSION}",
