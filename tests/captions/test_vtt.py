@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from townhall.captions.vtt import Cue, document, timestamp
+from townhall.captions.vtt import Cue, document, parse, timestamp
 
 
 def test_timestamps_always_carry_hours_and_round_to_the_millisecond() -> None:
@@ -35,3 +35,8 @@ def test_a_download_starts_at_zero() -> None:
 def test_a_cue_must_end_after_it_starts() -> None:
     with pytest.raises(ValueError, match="end after"):
         Cue(2.0, 2.0, "x")
+
+
+def test_what_is_written_reads_back() -> None:
+    cues = [Cue(10.0, 11.5, "hello"), Cue(3700.25, 3701.0, "an hour in")]
+    assert parse(document(cues, mapped_at=8.0)) == (8.0, cues)

@@ -17,6 +17,7 @@ from tests.audio_analysis import decode_mono
 from tests.conftest import Proc, Server
 from tests.e2e.test_audio_path import listen_with_ffmpeg
 from townhall.captions.model import default_model
+from townhall.captions.vtt import parse
 from townhall.harness import HostedSpace, wait_connected, wait_until
 
 pytestmark = [
@@ -24,8 +25,6 @@ pytestmark = [
     pytest.mark.skipif(default_model() is None, reason="the captions extra is not installed"),
     pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed"),
 ]
-
-CUE_TIMING = re.compile(r"^(\d+):(\d\d):(\d\d\.\d{3}) --> ")
 
 
 def speech(tmp_path: Path, name: str, text: str) -> Path:
@@ -67,13 +66,8 @@ class CaptionListener:
             assert segment.headers["content-type"].startswith("text/vtt")
             assert segment.text.startswith("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:")
             self.fetched.add(uri)
-            lines = segment.text.splitlines()
-            for i, line in enumerate(lines):
-                timing = CUE_TIMING.match(line)
-                if timing is not None:
-                    h, m, s = timing.groups()
-                    start = int(h) * 3600 + int(m) * 60 + float(s)
-                    self.cues[(start, lines[i + 1])] = lines[i + 1]
+            for cue in parse(segment.text)[1]:
+                self.cues[(cue.start, cue.text)] = cue.text
         return self.transcript()
 
     def transcript(self) -> str:

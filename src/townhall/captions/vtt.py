@@ -10,10 +10,11 @@ media time, written at the segment's own start so the 33-bit MPEGTS value stays 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Cue", "document", "timestamp"]
+__all__ = ["Cue", "document", "parse", "timestamp"]
 
 MPEGTS_HZ = 90_000
 MPEGTS_WRAP = 1 << 33  # MPEG-2 timestamps are 33 bits
@@ -68,3 +69,29 @@ def document(cues: Iterable[Cue], *, mapped_at: float | None = None, offset: flo
         end = max(start + 0.001, cue.end - offset)
         lines += [f"{timestamp(start)} --> {timestamp(end)}", text, ""]
     return "\n".join(lines) + ("\n" if lines[-1] else "")
+
+
+_TIME = r"(\d+):(\d\d):(\d\d\.\d{3})"
+_TIMING = re.compile(rf"^{_TIME} --> {_TIME}")
+_MAP = re.compile(rf"^X-TIMESTAMP-MAP=MPEGTS:(\d+),LOCAL:{_TIME}$")
+
+
+def _seconds(h: str, m: str, s: str) -> float:
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def parse(text: str) -> tuple[float | None, list[Cue]]:
+    """What a listener reads back from one of our WebVTT files (tests, benches, tools): the
+    segment's mapped start (None without an X-TIMESTAMP-MAP) and its cues."""
+    lines = text.splitlines()
+    mapped_at = None
+    cues = []
+    for i, line in enumerate(lines):
+        mapping = _MAP.match(line)
+        if mapping is not None:
+            mapped_at = _seconds(*mapping.groups()[1:])
+        timing = _TIMING.match(line)
+        if timing is not None and i + 1 < len(lines):
+            values = timing.groups()
+            cues.append(Cue(_seconds(*values[:3]), _seconds(*values[3:]), lines[i + 1]))
+    return mapped_at, cues
