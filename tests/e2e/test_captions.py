@@ -20,11 +20,11 @@ from townhall.captions.model import default_model
 from townhall.captions.vtt import parse
 from townhall.harness import HostedSpace, wait_connected, wait_until
 
-pytestmark = [
-    pytest.mark.e2e,
+needs_captions = [
     pytest.mark.skipif(default_model() is None, reason="the captions extra is not installed"),
     pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed"),
 ]
+pytestmark = [pytest.mark.e2e, *needs_captions]
 
 
 def speech(tmp_path: Path, name: str, text: str) -> Path:
