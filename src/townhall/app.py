@@ -200,6 +200,9 @@ def create_app(config: Config) -> FastAPI:
     async def caption_file(space_id: str) -> str | None:
         return await node.host.caption_file(space_id) if hasattr(node, "host") else None
 
+    async def replay_captions(space_id: str) -> str | None:
+        return await node.host.replay_captions(space_id) if hasattr(node, "host") else None
+
     def expired(space_id: str) -> bool:
         return hasattr(node, "host") and node.host.recording_expired(space_id)
 
@@ -219,6 +222,7 @@ def create_app(config: Config) -> FastAPI:
             expired=expired,
             captions=captions_of,
             caption_file=caption_file,
+            replay_captions=replay_captions,
         ),
         build_origin(lambda _space_id: None),  # what a Space that does not exist is answered
         SpaceAccess(find, MediaKeys(config.secret), is_unavailable),

@@ -101,7 +101,7 @@ def test_a_listener_reads_what_the_speaker_says_in_order(
     second = speech(tmp_path, "second", "The secret password is pineapple.")
     both = tmp_path / "both.wav"
     ffmpeg("-i", str(first), "-i", str(second), "-filter_complex", "concat=n=2:v=0:a=1", str(both))
-    space = server.create_space("Captioned", captions=True)
+    space = server.create_space("Captioned", captions=True, record=True)
     transcriber_ready(server)
     listener = CaptionListener(space)
     try:
@@ -116,6 +116,19 @@ def test_a_listener_reads_what_the_speaker_says_in_order(
         # ffmpeg, a player we did not write, still plays the audio of a stream with subtitles.
         heard = decode_mono(listen_with_ffmpeg(space.playlist_url, tmp_path / "heard.wav", 2))
         assert len(heard) >= 1.5 * 48_000, "ffmpeg played no audio"
+        # Kept with the recording: the replay has the subtitle rendition, and the download.
+        server.call("POST", f"/api/spaces/{space.id}/end", space.host_token)
+        replay = CaptionListener(space)  # reads the replay's multivariant playlist now
+        try:
+            wait_until(lambda: in_order(words, replay.poll()), 30, "the replay's captions")
+            assert "#EXT-X-ENDLIST" in replay.http.get(replay.playlist_url).text
+        finally:
+            replay.close()
+        download = httpx.get(space.playlist_url.replace("index.m3u8", "captions.vtt"), timeout=20)
+        assert download.status_code == 200
+        _, cues = parse(download.text)
+        assert cues[0].start < 30  # timed from the recording's start
+        assert in_order(words, " ".join(c.text.lower() for c in cues))
     finally:
         listener.close()
 

@@ -27,13 +27,14 @@ Sans-I/O, like the packager beside it. Theory of operation:
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
 from townhall.captions.vtt import Cue, document
 from townhall.media.packager import HLS_VERSION, iso8601_ms
 
-__all__ = ["CaptionTrack", "TrackShape"]
+__all__ = ["CaptionTrack", "TrackShape", "vod_playlist"]
 
 
 @dataclass(frozen=True)
@@ -189,3 +190,20 @@ class CaptionTrack:
             lines.append("#EXT-X-ENDLIST")
         lines.append("")
         return "\n".join(lines)
+
+
+def vod_playlist(duration: float, uri: str) -> str:
+    """A replay's subtitle playlist: every kept caption in one WebVTT segment as long as the
+    replay (the cues carry media time, which runs on across the recording's runs)."""
+    return "\n".join(
+        [
+            "#EXTM3U",
+            f"#EXT-X-VERSION:{HLS_VERSION}",
+            f"#EXT-X-TARGETDURATION:{max(1, math.ceil(duration))}",
+            "#EXT-X-PLAYLIST-TYPE:VOD",
+            f"#EXTINF:{duration:.5f},",
+            uri,
+            "#EXT-X-ENDLIST",
+            "",
+        ]
+    )

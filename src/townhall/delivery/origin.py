@@ -53,7 +53,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from townhall.captions.track import CaptionTrack
+from townhall.captions.track import CaptionTrack, vod_playlist
 from townhall.delivery.byteranges import requested_range
 from townhall.delivery.replay import Replay, open_replay
 from townhall.media.packager import LlHlsPackager, Verdict
@@ -110,7 +110,8 @@ MediaLookup = Callable[[str], LiveStream | None]
 ReplayLookup = Callable[[str], Awaitable[Replay | None]]
 ExpiredLookup = Callable[[str], bool]  # space id → its recording was deleted by retention
 CaptionLookup = Callable[[str], CaptionTrack | None]  # space id → its live subtitle track
-# space id → every kept caption as one WebVTT file (None: none kept)
+# space id → every kept caption as one WebVTT file (None: none kept): from 0 for the download, on
+# the media timeline for a replay's subtitle rendition
 CaptionFileLookup = Callable[[str], Awaitable[str | None]]
 REPLAYS_KEPT = 50  # replays found through an ended stream's recordings directory (no lookup)
 
@@ -200,6 +201,7 @@ def build_origin(
     expired: ExpiredLookup | None = None,
     captions: CaptionLookup | None = None,
     caption_file: CaptionFileLookup | None = None,
+    replay_captions: CaptionFileLookup | None = None,
 ) -> Starlette:
     found: OrderedDict[str, Replay] = OrderedDict()
     # space → (refresh bucket, when it was read, replay)
@@ -262,7 +264,10 @@ def build_origin(
         if isinstance(replay, Response):
             return replay
         if replay is not None:
-            body = replay.multivariant_playlist("media.m3u8")
+            kept = await replay_captions(space) if replay_captions is not None else None
+            body = replay.multivariant_playlist(
+                "media.m3u8", "captions.m3u8" if kept is not None else None
+            )
             return Response(body, 200, {**CORS, "Cache-Control": MULTIVARIANT}, PLAYLIST_TYPE)
         media = _media_or_404(lookup, request)
         if isinstance(media, Response):
@@ -279,13 +284,31 @@ def build_origin(
             return _error(404, "not_found", "this Space has no live captions")
         return track
 
+    async def replay_caption_text(space: str) -> tuple[Replay, str] | None:
+        """An ended recorded Space's replay and its kept captions (on the media timeline)."""
+        replay = await replay_of(space, lookup(space))
+        if not isinstance(replay, Replay) or replay_captions is None:
+            return None
+        text = await replay_captions(space)
+        return (replay, text) if text is not None else None
+
     async def caption_playlist(request: Request) -> Response:
         track = caption_track(request)
         if isinstance(track, Response):
-            return track
+            kept = await replay_caption_text(request.path_params["space"])
+            if kept is None:
+                return track
+            body = vod_playlist(kept[0].duration, "captions-replay.vtt")
+            return Response(body, 200, {**CORS, "Cache-Control": REPLAY_PLAYLIST}, PLAYLIST_TYPE)
         return Response(
             track.media_playlist(), 200, {**CORS, "Cache-Control": LIVE_PLAYLIST}, PLAYLIST_TYPE
         )
+
+    async def replay_caption_segment(request: Request) -> Response:
+        kept = await replay_caption_text(request.path_params["space"])
+        if kept is None:
+            return _error(404, "not_found", "no captions were kept for this Space's replay")
+        return Response(kept[1], 200, {**CORS, "Cache-Control": REPLAY_PLAYLIST}, VTT_TYPE)
 
     async def caption_download(request: Request) -> Response:
         space = request.path_params["space"]
@@ -508,6 +531,7 @@ def build_origin(
             Route("/{space}/dvr.m3u8", dvr_playlist, methods=["GET", "HEAD"]),
             Route("/{space}/captions.m3u8", caption_playlist, methods=["GET", "HEAD"]),
             Route("/{space}/captions.vtt", caption_download, methods=["GET", "HEAD"]),
+            Route("/{space}/captions-replay.vtt", replay_caption_segment, methods=["GET", "HEAD"]),
             Route("/{space}/{stream}/{name}", media_object, methods=["GET", "HEAD"]),
             Route("/{path:path}", preflight, methods=["OPTIONS"]),
             Route("/{path:path}", unknown, methods=["GET", "HEAD"]),

@@ -110,6 +110,7 @@ class MediaHost:
         self.transcriber: Transcriber | None = None  # started with the first captioned Space
         # Running and recently ended Spaces' captions (the origin serves their subtitle tracks).
         self._captions: OrderedDict[SpaceId, SpaceCaptions] = OrderedDict()
+        self._replay_captions: OrderedDict[SpaceId, str | None] = OrderedDict()
 
     # -- lookups -------------------------------------------------------------------------------
     def runtime(self, space_id: str) -> SpaceRuntime | None:
@@ -310,6 +311,24 @@ class MediaHost:
             while len(self._replays) > ENDED_MEDIA_KEPT:
                 self._replays.popitem(last=False)
         return replay
+
+    async def replay_captions(self, space_id: str) -> str | None:
+        """An ended Space's kept captions as one WebVTT file on the media timeline (the replay's
+        subtitle rendition); None if nothing was kept or the Space still runs here."""
+        sid = SpaceId(space_id)
+        if sid in self._replay_captions:
+            return self._replay_captions[sid]
+        root = self._media_config.recordings_dir
+        if root is None or not is_space_id(space_id) or sid in self._running:
+            return None
+        kept = await asyncio.to_thread(read_cues, root / space_id)
+        cues = [c.cue for c in kept]
+        text = document(cues, mapped_at=min(c.start for c in cues)) if cues else None
+        if sid in self._replays:  # an ended Space's replay: its captions never change again
+            self._replay_captions[sid] = text
+            while len(self._replay_captions) > ENDED_MEDIA_KEPT:
+                self._replay_captions.popitem(last=False)
+        return text
 
     async def caption_file(self, space_id: str) -> str | None:
         """Every caption kept with the Space's recording as one WebVTT file, timed from the
