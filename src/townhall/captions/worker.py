@@ -9,7 +9,9 @@ and the CPU seconds it spent (counted per Space by the caller).
 
 `Transcriber` is the asyncio adapter of one node: it hands windows to the worker through the
 `Backlog` (bounded: merge, then drop), reads answers on a thread and delivers them on the loop.
-A worker that dies is started again (counted); the windows it held are dropped.
+A worker that dies is started again (counted) after a pause that doubles with each death before
+it got ready (1 s up to a minute), so a model that cannot load never becomes a restart storm; the
+window it held is dropped.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 WHISPER_RATE = 16_000
 START_TIMEOUT_S = 120.0  # loading the model on a busy machine
+RESTART_PAUSE_S = (1.0, 60.0)  # first and longest pause before starting a dead worker again
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +118,14 @@ class Transcriber:
         self._ready = asyncio.Event()
         self._stopping = False
         self._in_flight: tuple[Hashable, Window] | None = None
+        self._pause = RESTART_PAUSE_S[0]
+        self._restart: asyncio.TimerHandle | None = None
         self.restarts = 0
+
+    @property
+    def restart_pause(self) -> float:
+        """Seconds the next dead worker waits before it is started again."""
+        return self._pause
 
     @property
     def pid(self) -> int | None:
@@ -194,6 +204,7 @@ class Transcriber:
     def _answered(self, ident: str, answer: Answer | None) -> None:
         if ident == "ready":
             self._ready.set()
+            self._pause = RESTART_PAUSE_S[0]  # it loaded: the next death starts from a short pause
             log.info("captions: transcriber ready (pid %s, model %s)", self.pid, self._model)
             self._pump()
             return
@@ -210,18 +221,27 @@ class Transcriber:
         if self._stopping or process is not self._process:
             return
         self.restarts += 1
-        log.warning("captions: transcriber exited (code %s); starting another", process.exitcode)
+        self._ready.clear()
+        log.warning(
+            "captions: transcriber exited (code %s); starting another in %.0f s",
+            process.exitcode,
+            self._pause,
+        )
         job, self._in_flight = self._in_flight, None
         if job is not None:
             window = self.backlog.answered(job[0])
             callback = self._callbacks.get(job[0])
             if callback is not None and window is not None:
                 callback(job[0], window, None)
-        self._spawn()
+        assert self._loop is not None
+        self._restart = self._loop.call_later(self._pause, self._spawn)
+        self._pause = min(self._pause * 2, RESTART_PAUSE_S[1])
 
     async def close(self) -> None:
         """Stop the worker (by its PID, through its queue first) and its reader."""
         self._stopping = True
+        if self._restart is not None:
+            self._restart.cancel()
         process = self._process
         if process is None:
             return
