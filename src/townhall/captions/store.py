@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from townhall.captions.vtt import Cue
+from townhall.captions.vtt import Cue, document
 
-__all__ = ["CAPTIONS_NAME", "CaptionStore", "StoredCue", "read_cues"]
+__all__ = ["CAPTIONS_NAME", "CaptionStore", "StoredCue", "read_cues", "timed_from"]
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +85,17 @@ def read_cues(space_dir: Path) -> list[StoredCue]:
             continue  # a torn line
     cues.sort(key=lambda c: c.pdt)
     return cues
+
+
+def timed_from(kept: list[StoredCue], start: float, seconds: float | None = None) -> str | None:
+    """The kept cues on air from wall-clock `start` (for `seconds`, or to the end) as one WebVTT
+    file timed from 0: the download (from the recording's start) and a clip's captions. None if
+    no cue falls in that time."""
+    end = math.inf if seconds is None else start + seconds
+    cues = []
+    for item in kept:
+        begin, until = item.pdt, item.pdt + (item.cue.end - item.cue.start)
+        if until <= start or begin >= end:
+            continue
+        cues.append(Cue(max(begin, start) - start, min(until, end) - start, item.cue.text))
+    return document(cues) if cues else None

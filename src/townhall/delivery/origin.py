@@ -294,12 +294,14 @@ def build_origin(
 
     async def caption_playlist(request: Request) -> Response:
         track = caption_track(request)
-        if isinstance(track, Response):
+        if isinstance(track, Response) or track.ended:  # over: the replay's, once there is one
             kept = await replay_caption_text(request.path_params["space"])
-            if kept is None:
-                return track
-            body = vod_playlist(kept[0].duration, "captions-replay.vtt")
-            return Response(body, 200, {**CORS, "Cache-Control": REPLAY_PLAYLIST}, PLAYLIST_TYPE)
+            if kept is not None:
+                body = vod_playlist(kept[0].duration, "captions-replay.vtt")
+                headers = {**CORS, "Cache-Control": REPLAY_PLAYLIST}
+                return Response(body, 200, headers, PLAYLIST_TYPE)
+        if isinstance(track, Response):
+            return track
         return Response(
             track.media_playlist(), 200, {**CORS, "Cache-Control": LIVE_PLAYLIST}, PLAYLIST_TYPE
         )

@@ -32,9 +32,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from townhall.captions.live import SpaceCaptions
-from townhall.captions.store import CaptionStore, read_cues
+from townhall.captions.store import CaptionStore, read_cues, timed_from
 from townhall.captions.track import CaptionTrack
-from townhall.captions.vtt import Cue, document
+from townhall.captions.vtt import document
 from townhall.captions.worker import Transcriber
 from townhall.config import CaptionsConfig, IceServer, MediaConfig
 from townhall.delivery import storage
@@ -343,12 +343,7 @@ class MediaHost:
         if replay is None:
             replay = await asyncio.to_thread(open_replay, root / space_id)
         start = replay.segments[0].pdt if replay is not None and replay.segments else kept[0].pdt
-        cues = [
-            Cue(c.pdt - start, c.pdt - start + c.cue.end - c.cue.start, c.cue.text)
-            for c in kept
-            if c.pdt >= start
-        ]
-        return document(cues)
+        return timed_from(kept, start)
 
     def recording_expired(self, space_id: str) -> bool:
         """Retention deleted the Space's recording (one stat): its replay answers 410."""
