@@ -4,7 +4,8 @@ subtitle track and the recording's captions.
 On the loop, each tick: the aired program frame (None where it is not program) goes into the
 `Chunker`; a closed window goes to the node's `Transcriber`; the subtitle track is published up to
 where everything before is answered for (`done`: the chunker's `done_through`, or the start of the
-oldest window still pending or in flight). An answer becomes cues on the media timeline (program
+oldest window still pending or in flight), but never more than MAX_HOLD_S behind the program. An
+answer becomes cues on the media timeline (program
 sample + the encoder's timeline shift), added to the track and appended to the recording.
 Counted per Space: windows sent, CPU seconds the worker spent on them, audio dropped because the
 worker fell behind, phrases captioned.
@@ -31,6 +32,10 @@ END_WAIT_S = 5.0  # an ending Space waits this long for its last window's captio
 # Subtitle segments kept downloadable (~2 min at 1.92 s): a late answer publishes many at once,
 # and each stays listed for a window's time after (see `track`). Cues are small.
 RETAINED_SEGMENTS = 64
+# The subtitle playlist never trails the program by more than this: players that wait for every
+# rendition before they play (GStreamer's hlsdemux2 does) must not wait on a slow transcriber.
+# A caption that comes later still airs, at the first time still open (`CaptionTrack.late_cues`).
+MAX_HOLD_S = 8.0
 
 
 class SpaceCaptions:
@@ -93,8 +98,8 @@ class SpaceCaptions:
     def _advance(self) -> None:
         track, done = self.track, self._media_time(self._done())
         now = self._media_time(self.chunker.position)
-        if track is not None and done is not None:
-            track.advance(done, now)
+        if track is not None and done is not None and now is not None:
+            track.advance(max(done, now - MAX_HOLD_S), now)
 
     # -- on the loop -------------------------------------------------------------------------------
     def on_program(self, frame: PcmFrame | None) -> None:
