@@ -841,6 +841,33 @@ def _section_control_cost(r: Results) -> list[str]:
     return lines[:-1] if lines else ["Nothing measured."]
 
 
+def _section_captions(r: Results) -> list[str]:
+    s = _get(r, "captions", "summary") or {}
+    if not s:
+        return ["Nothing measured."]
+    rows = [
+        [
+            "speech → caption readable by a listener, from the phrase's start",
+            _t(s.get("delay_from_start_p50_s")),
+            _t(s.get("delay_from_start_p95_s")),
+        ],
+        [
+            "… from the phrase's end",
+            _t(s.get("delay_from_end_p50_s")),
+            _t(s.get("delay_from_end_p95_s")),
+        ],
+    ]
+    lines = _table(["caption delay", "p50", "p95"], rows)
+    lines += [
+        "",
+        f"CPU per captioned Space (server and its transcriber worker, speech all the time): "
+        f"{_pct(s.get('cpu_per_captioned_space_share'))} of a core; "
+        f"{_num(s.get('cues'))} cues read over {_num(s.get('seconds'))} s, "
+        f"{_num(s.get('spaces'))} Space(s).",
+    ]
+    return lines
+
+
 SECTIONS: tuple[tuple[str, str, Callable[[Results], list[str]], str], ...] = (
     ("latency", "Glass-to-glass latency", _section_latency, "latency.png"),
     ("stage_cost", "Stage cost", _section_stage_cost, "stage_cost.png"),
@@ -859,6 +886,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Results], list[str]], str], ...] = (
     ("cache_collapse", "Cache collapse behind the edge", _section_cache, "cache_collapse.png"),
     ("join_storm", "Join storm", _section_join, "join_storm.png"),
     ("failover", "Failover: kill -9 of the Space's media node", _section_failover, "failover.png"),
+    ("captions", "Live captions: delay and CPU (issue 15)", _section_captions, ""),
     (
         "control_cost",
         "Control cost: server CPU per audience call (issue 12)",

@@ -56,6 +56,7 @@ SUITE: tuple[Module, ...] = (
         600,
     ),
     Module("failover", ("--rounds", "5", "--drains", "3"), ("--rounds", "2", "--drains", "1"), 300),
+    Module("captions", ("--seconds", "40"), ("--seconds", "12"), 600),
     Module(
         "control_cost",
         ("--seconds", "5"),

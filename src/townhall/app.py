@@ -19,6 +19,7 @@ from townhall.api.admission import Admission, AdmissionLimits, AdmissionMiddlewa
 from townhall.api.bounds import BoundedApp
 from townhall.api.media_routes import build_media_router, no_room
 from townhall.api.recording_routes import build_recording_router
+from townhall.captions.track import CaptionTrack
 from townhall.config import Config
 from townhall.control_plane import (
     ControlPlane,
@@ -115,6 +116,7 @@ def create_app(config: Config) -> FastAPI:
             max_live=config.max_live_spaces,
             host_absent_end_s=config.empty_stage_end_s,
             on_ended=ended,
+            captions=config.captions,
         )
         node.keeper = NodeKeeper(
             node.host,
@@ -196,6 +198,15 @@ def create_app(config: Config) -> FastAPI:
     async def replay_of(space_id: str) -> Replay | None:
         return await node.host.replay_of(space_id) if hasattr(node, "host") else None
 
+    def captions_of(space_id: str) -> CaptionTrack | None:
+        return node.host.captions_of(space_id) if hasattr(node, "host") else None
+
+    async def caption_file(space_id: str) -> str | None:
+        return await node.host.caption_file(space_id) if hasattr(node, "host") else None
+
+    async def replay_captions(space_id: str) -> str | None:
+        return await node.host.replay_captions(space_id) if hasattr(node, "host") else None
+
     def expired(space_id: str) -> bool:
         return hasattr(node, "host") and node.host.recording_expired(space_id)
 
@@ -209,7 +220,14 @@ def create_app(config: Config) -> FastAPI:
     # A private Space's media only at its capability path (delivery.access); the gate is inside
     # the router, so a relayed request keeps its key and the Space's own node checks it.
     gate = PrivateGate(
-        build_origin(lookup, replays=replay_of, expired=expired),
+        build_origin(
+            lookup,
+            replays=replay_of,
+            expired=expired,
+            captions=captions_of,
+            caption_file=caption_file,
+            replay_captions=replay_captions,
+        ),
         build_origin(lambda _space_id: None),  # what a Space that does not exist is answered
         SpaceAccess(find, MediaKeys(config.secret), is_unavailable),
     )

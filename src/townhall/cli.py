@@ -215,6 +215,7 @@ def _spaces(args: argparse.Namespace) -> int:
                     "title": args.title,
                     "visibility": args.visibility,
                     "record": args.record,
+                    "captions": args.captions,
                 }
                 if args.start is not None:
                     body["scheduled_start"] = args.start
@@ -406,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--record",
         action="store_true",
         help="record it (everyone sees a REC badge; replay, clips and the host's download)",
+    )
+    create.add_argument(
+        "--captions",
+        action="store_true",
+        help="caption it live for listeners (kept with the recording; the server must allow it)",
     )
     edit = actions.add_parser(
         "edit",

@@ -59,6 +59,25 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class CaptionsConfig:
+    """Live captions (townhall/captions): whether this server may caption Spaces, and with what.
+
+    `model` is a CTranslate2 Whisper directory; None means captions are off on this server (hosts
+    cannot turn them on). `load` fills both from TOWNHALL_CAPTIONS and TOWNHALL_CAPTIONS_MODEL."""
+
+    model: Path | None = None
+    # Windows of speech transcribed at once per node (one worker process); what comes in while
+    # the worker is busy is merged per Space, and the oldest dropped past `max_pending_s`.
+    max_pending_s: float = 10.0
+    niceness: int = 10  # the worker process yields the CPU to the media clock
+    threads: int = 1  # CTranslate2 threads in the worker
+
+    @property
+    def enabled(self) -> bool:
+        return self.model is not None
+
+
+@dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -124,6 +143,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     # Web Push reminders (reminders/webpush.py): the VAPID key and subject, filled by `load`.
     push: PushConfig = field(default_factory=PushConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
 
     @property
     def runs_media(self) -> bool:
@@ -301,6 +321,48 @@ def parse_smtp(env: dict[str, str]) -> SmtpConfig:
     )
 
 
+CAPTIONS_SWITCH = ("auto", "on", "off")
+
+
+def parse_captions(env: Mapping[str, str]) -> CaptionsConfig:
+    """TOWNHALL_CAPTIONS (auto, on, off; default auto: on when a model is at hand) and
+    TOWNHALL_CAPTIONS_MODEL (a CTranslate2 Whisper directory; default: the tiny.en model of the
+    `captions` extra). `on` without a usable model is an error at start, not a silent off."""
+    from townhall.captions import model as models  # no faster-whisper import: only a lookup
+
+    switch = env.get("TOWNHALL_CAPTIONS", "").strip().lower() or "auto"
+    if switch in _TRUE:
+        switch = "on"
+    elif switch in _FALSE:
+        switch = "off"
+    if switch not in CAPTIONS_SWITCH:
+        raise ConfigError(
+            f"TOWNHALL_CAPTIONS must be one of {', '.join(CAPTIONS_SWITCH)}, got {switch!r}"
+        )
+    if switch == "off":
+        return CaptionsConfig()
+    raw = env.get("TOWNHALL_CAPTIONS_MODEL", "").strip()
+    model = Path(raw) if raw else models.default_model()
+    if raw and not models.is_model_dir(Path(raw)):
+        raise ConfigError(
+            f"TOWNHALL_CAPTIONS_MODEL: {raw!r} is not a CTranslate2 Whisper directory "
+            f"(it needs {' and '.join(models.MODEL_FILES)})"
+        )
+    if model is not None and not models.engine_installed():
+        if switch == "on" or raw:
+            raise ConfigError(
+                "captions need faster-whisper: pip install 'townhall[captions]' "
+                "(or set TOWNHALL_CAPTIONS=off)"
+            )
+        model = None
+    if model is None and switch == "on":
+        raise ConfigError(
+            "TOWNHALL_CAPTIONS=on needs a model: install the captions extra "
+            "(pip install 'townhall[captions]') or set TOWNHALL_CAPTIONS_MODEL"
+        )
+    return CaptionsConfig(model=model)
+
+
 def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
     """Build the config: defaults ← environment ← explicit overrides (CLI flags); then the secret."""
     env = dict(os.environ if env is None else env)
@@ -399,6 +461,7 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "media": media,
         "smtp": parse_smtp(env),
         "push": parse_push(env),
+        "captions": parse_captions(env),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["role"] = _role(str(values["role"]))

@@ -87,6 +87,7 @@ async def open_control_plane(config: Config) -> ControlPlane:
         guests_may_create=config.guests_create_spaces,
         max_open_per_host=config.max_open_spaces_per_host,
         sends_mail=config.smtp.enabled,
+        captions=config.captions.enabled,
     )
     return ControlPlane(records, live, SpaceControl(records, live, quotas, events=events))
 

@@ -163,14 +163,21 @@ class Server:
         return str(self.call("POST", "/api/auth/guest", json={"display_name": name})["token"])
 
     def create_space(
-        self, title: str = "Test Space", *, live: bool = True, record: bool = False
+        self,
+        title: str = "Test Space",
+        *,
+        live: bool = True,
+        record: bool = False,
+        captions: bool = False,
     ) -> HostedSpace:
         """A Space with a host identity, put on air unless `live` is False (it stays in the green room);
-        recorded if `record`."""
+        recorded if `record`, captioned live if `captions`."""
         token = self.host_identity()
         body: dict[str, object] = {"title": title}
         if record:
             body["record"] = True
+        if captions:
+            body["captions"] = True
         created = self.call("POST", "/api/spaces", token, body)
         space_id = str(created["space"]["id"])
         if live:

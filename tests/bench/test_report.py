@@ -279,3 +279,25 @@ def test_an_only_run_replaces_its_modules_and_keeps_the_others_with_their_proven
     assert "some benchmarks again later with `--only`" in text
     assert "commit bbb" in text
     assert "commit aaa" in text
+
+
+def test_the_captions_section_shows_delay_and_cpu_per_space() -> None:
+    results = {
+        "captions": {
+            "summary": {
+                "spaces": 1,
+                "seconds": 40,
+                "cues": 12,
+                "cpu_per_captioned_space_share": 0.126,
+                "delay_from_start_p50_s": 5.0,
+                "delay_from_start_p95_s": 6.2,
+                "delay_from_end_p50_s": 2.1,
+                "delay_from_end_p95_s": 3.4,
+            }
+        }
+    }
+    runs = {"runs": [{"name": "captions", "args": [], "status": "ok", "wall_s": 60}]}
+    text = render(results, runs, [])
+    section = text[text.index("## Live captions") :]
+    assert "2.10 s" in section
+    assert "12.6 %" in section

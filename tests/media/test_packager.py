@@ -420,6 +420,20 @@ def test_the_multivariant_playlist_names_bandwidth_and_codecs() -> None:
     assert lines[lines.index(stream_inf) + 1] == "media.m3u8"
 
 
+def test_a_captioned_stream_names_its_subtitle_rendition_in_the_multivariant_playlist() -> None:
+    config = PackagerConfig(part_target=AAC_PART, codecs="mp4a.40.2", bandwidth=72_000)
+    packager = LlHlsPackager(config, stream_id=STREAM, init_section=b"i", start_time=START)
+    lines = packager.multivariant_playlist("media.m3u8", "captions.m3u8").splitlines()
+    media = next(line for line in lines if line.startswith("#EXT-X-MEDIA:"))
+    attrs = parse_attributes(media.partition(":")[2])
+    assert attrs["TYPE"] == "SUBTITLES"
+    assert attrs["URI"] == "captions.m3u8"
+    assert attrs["DEFAULT"] == "NO"  # captions are the listener's choice
+    stream_inf = next(line for line in lines if line.startswith("#EXT-X-STREAM-INF:"))
+    assert parse_attributes(stream_inf.partition(":")[2])["SUBTITLES"] == attrs["GROUP-ID"]
+    assert lines[lines.index(stream_inf) + 1] == "media.m3u8"
+
+
 def test_the_init_section_is_served_as_given() -> None:
     assert make().init_section() == b"ftyp+moov"
 

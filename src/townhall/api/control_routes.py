@@ -66,6 +66,10 @@ class CreateSpaceIn(Strict):
         default=None, description="UNIX seconds; omit to open now"
     )
     record: bool = False
+    captions: bool = Field(
+        default=False,
+        description="live captions for listeners (409 `captions_unavailable` where the server has them off)",
+    )
     max_speakers: int = Field(default=10, ge=1, le=50)
     max_cohosts: int = Field(default=2, ge=0, le=5)
 
@@ -154,6 +158,7 @@ def build_control_router(control: Callable[[], SpaceControl], keys: MediaKeys) -
             visibility=body.visibility,
             scheduled_start=body.scheduled_start,
             record=body.record,
+            captions=body.captions,
             limits=StageLimits(max_cohosts=body.max_cohosts, max_speakers=body.max_speakers),
         )
         host = actor(who)

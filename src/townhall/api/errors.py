@@ -237,6 +237,7 @@ _FIELD_NAMES = {
     "email": "The email address",
     "soon": "Remind me 10 minutes before",
     "record": "Record this Space",
+    "captions": "Live captions",
     "max_speakers": "The number of speakers",
     "max_cohosts": "The number of co-hosts",
     "seconds": "The delay",

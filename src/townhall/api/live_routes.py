@@ -189,6 +189,7 @@ def build_live_router(
                 "pinned_link": space.pinned_link,
                 # Everyone hears whether they are recorded, from the body they already poll.
                 "record": space.record,
+                "captions": space.captions,
                 # Where its audio is: a private Space's capability path, which only those who
                 # showed its code get to read here (the listener page plays from it).
                 "media": keys.media_path(space),

@@ -7,6 +7,7 @@
     GET  /api/clips/{clip_id}.m4a        a clip, by its unguessable id (a share link); a private
                                          Space's clip also needs its key (`?key=`, see
                                          delivery.capability), which its links carry
+    GET  /api/clips/{clip_id}.vtt        its captions, when the Space was captioned (same access)
 
 Files are made by remuxing the recorded AAC (`delivery.export`) on a worker thread, a few at a
 time. A download is written to a temporary file whose name is removed as soon as it is opened for
@@ -46,6 +47,7 @@ from townhall.api.errors import (
 from townhall.api.media_routes import StageNode
 from townhall.api.params import SpaceIdP
 from townhall.api.tokens import Identity, IdentityKind
+from townhall.captions.store import read_cues, timed_from
 from townhall.config import Config
 from townhall.delivery.capability import MediaKeys, clip_open
 from townhall.delivery.clip_card import ClipCard, write_card
@@ -349,6 +351,10 @@ def build_recording_router(
             await asyncio.to_thread(write_card, root, card)
         except OSError as exc:  # the clip plays without it; its page just says less
             log.warning("clip %s: its card could not be written: %s", clip_id, exc)
+        if space.captions and card.recorded_at is not None:
+            await asyncio.to_thread(
+                _write_clip_captions, directory, clips / f"{clip_id}.vtt", card.recorded_at, made
+            )
         query = keys.clip_query(space, clip_id)
         return ClipOut(
             id=clip_id,
@@ -364,6 +370,21 @@ def build_recording_router(
         "/clips/{clip_id}.m4a", response_class=FileResponse, summary="A clip (anyone with its link)"
     )
     async def clip(clip_id: str, key: Annotated[str | None, Query(max_length=64)] = None) -> Any:
+        return await clip_file(clip_id, key, ".m4a", M4A)
+
+    @router.get(
+        "/clips/{clip_id}.vtt",
+        response_class=FileResponse,
+        summary="A clip's captions (WebVTT, from the clip's start; a captioned Space's clips)",
+    )
+    async def clip_captions(
+        clip_id: str, key: Annotated[str | None, Query(max_length=64)] = None
+    ) -> Any:
+        return await clip_file(clip_id, key, ".vtt", "text/vtt; charset=utf-8")
+
+    async def clip_file(clip_id: str, key: str | None, suffix: str, media_type: str) -> Any:
+        """A file kept for a clip, to whoever may have the clip (its link, and a private
+        Space's key)."""
         match = _CLIP_ID.fullmatch(clip_id)
         if match is None or root is None:
             raise NotFound("no such clip", code="clip_not_found")
@@ -374,12 +395,24 @@ def build_recording_router(
             raise Gone(
                 "the recording was deleted after the retention period", code="recording_expired"
             )
-        path = root / match.group(1) / CLIPS_DIR / f"{clip_id}.m4a"
+        path = root / match.group(1) / CLIPS_DIR / f"{clip_id}{suffix}"
         with contextlib.suppress(OSError):
             if path.is_file():
                 return FileResponse(
-                    path, media_type=M4A, headers={"Cache-Control": "public, max-age=3600"}
+                    path, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"}
                 )
         raise NotFound("no such clip", code="clip_not_found")
 
     return router
+
+
+def _write_clip_captions(space_dir: FsPath, path: FsPath, start: float, made: Exported) -> None:
+    """The clip's captions beside it (worker thread), if any were kept for its time; the clip
+    stands without them."""
+    text = timed_from(read_cues(space_dir), start, made.seconds)
+    if text is None:
+        return
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        log.warning("%s: the clip's captions could not be written: %s", path.name, exc)

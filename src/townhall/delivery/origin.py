@@ -9,6 +9,12 @@ URLs (relative to /live/{space}/):
     index.m3u8                       multivariant playlist
     media.m3u8[?_HLS_msn=N[&_HLS_part=P]]   live media playlist, blocking reloads per RFC 8216bis
     {stream}/init.mp4 | s{msn}.m4s | p{msn}.{part}.m4s
+    captions.m3u8                    live captions: WebVTT subtitle playlist (captioned Spaces)
+    {stream}/c{msn}.vtt              its segments, aligned with the audio's (captions.track)
+    captions.vtt                     every caption kept with the recording, as one file from 0
+
+A captioned Space's multivariant playlist names the subtitle rendition (EXT-X-MEDIA TYPE=SUBTITLES);
+an uncaptioned one's is unchanged. Subtitle segments are published once final (immutable).
 
 A segment is requestable from the moment it opens, not only once complete: the playlist lists its
 parts as byte ranges of it. A GET of the whole segment while it is produced is answered at once
@@ -47,11 +53,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from townhall.captions.track import CaptionTrack, vod_playlist
 from townhall.delivery.byteranges import requested_range
 from townhall.delivery.replay import Replay, open_replay
 from townhall.media.packager import LlHlsPackager, Verdict
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+VTT_TYPE = "text/vtt; charset=utf-8"
 MEDIA_TYPE = "audio/mp4"
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -78,6 +86,7 @@ MEDIA_HEADERS = {**CORS, "Cache-Control": IMMUTABLE, "Accept-Ranges": "bytes"}
 
 _OBJECT = re.compile(r"^(?:init\.mp4|s(\d{1,9})\.m4s|p(\d{1,9})\.(\d{1,3})\.m4s)$")
 _NUMBER = re.compile(r"^\d{1,9}$")
+_CAPTION_SEGMENT = re.compile(r"^c(\d{1,9})\.vtt$")
 
 
 class LiveStream(Protocol):
@@ -100,6 +109,10 @@ class LiveStream(Protocol):
 MediaLookup = Callable[[str], LiveStream | None]
 ReplayLookup = Callable[[str], Awaitable[Replay | None]]
 ExpiredLookup = Callable[[str], bool]  # space id → its recording was deleted by retention
+CaptionLookup = Callable[[str], CaptionTrack | None]  # space id → its live subtitle track
+# space id → every kept caption as one WebVTT file (None: none kept): from 0 for the download, on
+# the media timeline for a replay's subtitle rendition
+CaptionFileLookup = Callable[[str], Awaitable[str | None]]
 REPLAYS_KEPT = 50  # replays found through an ended stream's recordings directory (no lookup)
 
 
@@ -186,6 +199,9 @@ def build_origin(
     lookup: MediaLookup,
     replays: ReplayLookup | None = None,
     expired: ExpiredLookup | None = None,
+    captions: CaptionLookup | None = None,
+    caption_file: CaptionFileLookup | None = None,
+    replay_captions: CaptionFileLookup | None = None,
 ) -> Starlette:
     found: OrderedDict[str, Replay] = OrderedDict()
     # space → (refresh bucket, when it was read, replay)
@@ -248,13 +264,65 @@ def build_origin(
         if isinstance(replay, Response):
             return replay
         if replay is not None:
-            body = replay.multivariant_playlist("media.m3u8")
+            kept = await replay_captions(space) if replay_captions is not None else None
+            body = replay.multivariant_playlist(
+                "media.m3u8", "captions.m3u8" if kept is not None else None
+            )
             return Response(body, 200, {**CORS, "Cache-Control": MULTIVARIANT}, PLAYLIST_TYPE)
         media = _media_or_404(lookup, request)
         if isinstance(media, Response):
             return media
-        body = media.packager.multivariant_playlist("media.m3u8")
+        track = captions(space) if captions is not None else None
+        body = media.packager.multivariant_playlist(
+            "media.m3u8", "captions.m3u8" if track is not None else None
+        )
         return Response(body, 200, {**CORS, "Cache-Control": MULTIVARIANT}, PLAYLIST_TYPE)
+
+    def caption_track(request: Request) -> CaptionTrack | Response:
+        track = captions(request.path_params["space"]) if captions is not None else None
+        if track is None:
+            return _error(404, "not_found", "this Space has no live captions")
+        return track
+
+    async def replay_caption_text(space: str) -> tuple[Replay, str] | None:
+        """An ended recorded Space's replay and its kept captions (on the media timeline)."""
+        replay = await replay_of(space, lookup(space))
+        if not isinstance(replay, Replay) or replay_captions is None:
+            return None
+        text = await replay_captions(space)
+        return (replay, text) if text is not None else None
+
+    async def caption_playlist(request: Request) -> Response:
+        track = caption_track(request)
+        if isinstance(track, Response) or track.ended:  # over: the replay's, once there is one
+            kept = await replay_caption_text(request.path_params["space"])
+            if kept is not None:
+                body = vod_playlist(kept[0].duration, "captions-replay.vtt")
+                headers = {**CORS, "Cache-Control": REPLAY_PLAYLIST}
+                return Response(body, 200, headers, PLAYLIST_TYPE)
+        if isinstance(track, Response):
+            return track
+        return Response(
+            track.media_playlist(), 200, {**CORS, "Cache-Control": LIVE_PLAYLIST}, PLAYLIST_TYPE
+        )
+
+    async def replay_caption_segment(request: Request) -> Response:
+        kept = await replay_caption_text(request.path_params["space"])
+        if kept is None:
+            return _error(404, "not_found", "no captions were kept for this Space's replay")
+        return Response(kept[1], 200, {**CORS, "Cache-Control": REPLAY_PLAYLIST}, VTT_TYPE)
+
+    async def caption_download(request: Request) -> Response:
+        space = request.path_params["space"]
+        body = await caption_file(space) if caption_file is not None else None
+        if body is None:
+            return _error(404, "not_found", "no captions were kept for this Space")
+        headers = {
+            **CORS,
+            "Cache-Control": LIVE_PLAYLIST,
+            "Content-Disposition": f'attachment; filename="{space}.vtt"',
+        }
+        return Response(body, 200, headers, VTT_TYPE)
 
     async def media_playlist(request: Request) -> Response:
         space = request.path_params["space"]
@@ -336,6 +404,9 @@ def build_origin(
 
     async def media_object(request: Request) -> Response:
         space, stream = request.path_params["space"], request.path_params["stream"]
+        caption = _CAPTION_SEGMENT.fullmatch(request.path_params["name"])
+        if caption is not None:
+            return caption_segment(request, stream, int(caption.group(1)))
         replay = await replay_of(space, lookup(space))
         if isinstance(replay, Response):
             return replay
@@ -385,6 +456,17 @@ def build_origin(
                 404, "not_found", "no such media object (not produced yet, or no longer held)"
             )
         return _media(request, data)
+
+    def caption_segment(request: Request, stream: str, msn: int) -> Response:
+        track = caption_track(request)
+        if isinstance(track, Response):
+            return track
+        text = track.segment(msn) if stream == track.shape.stream_id else None
+        if text is None:
+            return _error(
+                404, "not_found", "no such caption segment (not final yet, or no longer held)"
+            )
+        return Response(text, 200, {**CORS, "Cache-Control": IMMUTABLE}, VTT_TYPE)
 
     async def growing_segment(request: Request, media: LiveStream, msn: int) -> Response:
         """The segment being produced: streamed whole, or the byte range asked for once written."""
@@ -449,6 +531,9 @@ def build_origin(
             Route("/{space}/index.m3u8", multivariant, methods=["GET", "HEAD"]),
             Route("/{space}/media.m3u8", media_playlist, methods=["GET", "HEAD"]),
             Route("/{space}/dvr.m3u8", dvr_playlist, methods=["GET", "HEAD"]),
+            Route("/{space}/captions.m3u8", caption_playlist, methods=["GET", "HEAD"]),
+            Route("/{space}/captions.vtt", caption_download, methods=["GET", "HEAD"]),
+            Route("/{space}/captions-replay.vtt", replay_caption_segment, methods=["GET", "HEAD"]),
             Route("/{space}/{stream}/{name}", media_object, methods=["GET", "HEAD"]),
             Route("/{path:path}", preflight, methods=["OPTIONS"]),
             Route("/{path:path}", unknown, methods=["GET", "HEAD"]),

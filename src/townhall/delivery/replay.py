@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from townhall.delivery.recording import IndexEntry, RecordedRun, load_runs
-from townhall.media.packager import HLS_VERSION
+from townhall.media.packager import HLS_VERSION, multivariant_playlist
 
 __all__ = ["Replay", "ReplaySegment", "open_replay"]
 
@@ -101,16 +101,8 @@ class Replay:
     def media_playlist(self) -> str:
         return self._playlist
 
-    def multivariant_playlist(self, media_uri: str) -> str:
-        return "\n".join(
-            [
-                "#EXTM3U",
-                "#EXT-X-INDEPENDENT-SEGMENTS",
-                f'#EXT-X-STREAM-INF:BANDWIDTH={self.bandwidth},CODECS="{self.codecs}"',
-                media_uri,
-                "",
-            ]
-        )
+    def multivariant_playlist(self, media_uri: str, subtitles_uri: str | None = None) -> str:
+        return multivariant_playlist(media_uri, self.bandwidth, self.codecs, subtitles_uri)
 
     def init_section(self, stream_id: str) -> bytes | None:
         run = self._runs.get(stream_id)

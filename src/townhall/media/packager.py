@@ -425,21 +425,11 @@ class LlHlsPackager:
             self._playlist = self._render_media_playlist()
         return self._playlist
 
-    def multivariant_playlist(self, media_uri: str) -> str:
-        """A multivariant playlist naming the one media playlist, with BANDWIDTH and CODECS."""
-        if not media_uri or not media_uri.isprintable() or any(c.isspace() for c in media_uri):
-            raise ValueError(f"media_uri must be a printable URI without spaces: {media_uri!r}")
-        return "\n".join(
-            [
-                "#EXTM3U",
-                # AAC: every part starts with a sync sample, so every segment decodes on its own.
-                "#EXT-X-INDEPENDENT-SEGMENTS",
-                # Every EXT-X-STREAM-INF SHOULD carry CODECS (§4.4.6.2): players pick a decoder
-                # (hls.js sets up MSE) from it before fetching any media.
-                f'#EXT-X-STREAM-INF:BANDWIDTH={self.config.bandwidth},CODECS="{self.config.codecs}"',
-                media_uri,
-                "",
-            ]
+    def multivariant_playlist(self, media_uri: str, subtitles_uri: str | None = None) -> str:
+        """A multivariant playlist naming the one media playlist, with BANDWIDTH and CODECS, and
+        with `subtitles_uri` a WebVTT subtitle rendition (live captions) grouped with it."""
+        return multivariant_playlist(
+            media_uri, self.config.bandwidth, self.config.codecs, subtitles_uri
         )
 
     def _part_hold_back_ms(self) -> int:
@@ -488,7 +478,7 @@ class LlHlsPackager:
             first_start = listed[0].start if listed else self._open_start
             # One date-time for the first segment maps every later one: segments are contiguous
             # and there are no discontinuities within a run (§4.4.4.6).
-            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_iso8601_ms(self._start_time + first_start)}")
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso8601_ms(self._start_time + first_start)}")
         playlist_end = self._open_start + self._open_duration
         parts_horizon = 3 * self._target_duration  # §6.2.2: parts further back SHOULD go
         for segment in listed:
@@ -514,12 +504,43 @@ class LlHlsPackager:
         return "\n".join(lines)
 
 
+SUBTITLES_GROUP = "cc"
+
+
+def multivariant_playlist(
+    media_uri: str, bandwidth: int, codecs: str, subtitles_uri: str | None = None
+) -> str:
+    """The multivariant playlist of one audio rendition (and optionally its captions)."""
+    for uri in (media_uri, subtitles_uri or "-"):
+        if not uri or not uri.isprintable() or any(c.isspace() or c == '"' for c in uri):
+            raise ValueError(f"a playlist URI must be printable, without spaces: {uri!r}")
+    lines = [
+        "#EXTM3U",
+        # AAC: every part starts with a sync sample, so every segment decodes on its own.
+        "#EXT-X-INDEPENDENT-SEGMENTS",
+    ]
+    stream_inf = f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS="{codecs}"'
+    if subtitles_uri is not None:
+        # §4.4.6.1: a SUBTITLES rendition; not the default (captions are the listener's choice,
+        # the CC button), AUTOSELECT so a player may pick it for a user who asked for captions.
+        lines.append(
+            f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{SUBTITLES_GROUP}",LANGUAGE="en",'
+            'NAME="English (live captions)",DEFAULT=NO,AUTOSELECT=YES,FORCED=NO,'
+            f'URI="{subtitles_uri}"'
+        )
+        stream_inf += f',SUBTITLES="{SUBTITLES_GROUP}"'
+    # Every EXT-X-STREAM-INF SHOULD carry CODECS (§4.4.6.2): players pick a decoder (hls.js sets
+    # up MSE) from it before fetching any media.
+    lines += [stream_inf, media_uri, ""]
+    return "\n".join(lines)
+
+
 def _fixed(units: int, per_second: int, digits: int) -> str:
     """An exact decimal from an integer count of 1/per_second units (no binary-float rounding)."""
     return f"{units // per_second}.{units % per_second:0{digits}d}"
 
 
-def _iso8601_ms(unix_seconds: float) -> str:
+def iso8601_ms(unix_seconds: float) -> str:
     """ISO 8601 UTC with milliseconds, e.g. 2023-05-24T22:00:00.000Z (§4.4.4.6)."""
     moment = _EPOCH + timedelta(milliseconds=round(unix_seconds * 1000))
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"

@@ -26,6 +26,10 @@ This is the asyncio adapter around the sans-I/O cores. Theory of operation:
   optional `on_part` observer (the recorder) as `PackagedPart`s, on the loop; Opus packets
   go to each speaker's return track, a bounded queue that drops the oldest packet when a speaker's
   connection cannot keep up.
+* The program as it leaves the gate — what listeners hear, after the delay line — also goes,
+  frame by frame on the loop, to the optional `program_tap` (live captions: see
+  `townhall.captions`), which is given None for a frame that is not program (off air, dumped,
+  inserted or filled silence), so dumped audio can never be transcribed.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from townhall.telemetry.durations import TICK_BUCKETS, Durations
 log = logging.getLogger(__name__)
 
 FIRST_MEDIA_SEQUENCE = 1
+ProgramTap = Callable[[PcmFrame | None], None]
 # A skipped stall still enters the stream, as silence, up to this much (30 s: the longest broadcast
 # delay, so delayed program is never lost to a skip); a longer stall (a suspended machine) is the
 # one case where the stream's timeline falls behind the wall clock, by the excess.
@@ -171,6 +176,12 @@ class SpaceMedia:
         self._clock = clock
         samples_per_segment = config.aac_frames_per_part * config.parts_per_segment * 1024
         start_sample = run.start_sample(samples_per_segment) if run is not None else 0
+        self.samples_per_segment = samples_per_segment
+        self.start_sample = start_sample  # program position of the run's first sample
+        self.first_msn = run.first_msn if run is not None else FIRST_MEDIA_SEQUENCE
+        self.discontinuity_sequence = run.discontinuity_sequence if run is not None else None
+        # Called on the loop with each tick's aired program frame, None where it is not program.
+        self.program_tap: ProgramTap | None = None
         self._encoder = AacFmp4Encoder(
             frames_per_part=config.aac_frames_per_part,
             bitrate=config.aac_bitrate,
@@ -198,8 +209,8 @@ class SpaceMedia:
             start_time=start_time,
             # Not 0: hls.js (1.7, Chromium) loops re-fetching the last part of segment 0 when MSE
             # reports its buffered end a microsecond short, stalling listeners who join early.
-            first_msn=run.first_msn if run is not None else FIRST_MEDIA_SEQUENCE,
-            discontinuity_sequence=run.discontinuity_sequence if run is not None else None,
+            first_msn=self.first_msn,
+            discontinuity_sequence=self.discontinuity_sequence,
         )
         self._returns: dict[SpeakerId, ReturnTrack] = {}
         self._opus: dict[MixKey, OpusMixEncoder] = {}  # touched by the worker thread only
@@ -238,6 +249,17 @@ class SpaceMedia:
     def recordings_dir(self) -> Path | None:
         """Where this Space's recording and its earlier runs' are (None: nothing is recorded)."""
         return self.config.recordings_dir
+
+    @property
+    def start_time(self) -> float:
+        """UNIX seconds of the run's first sample (the first segment's PROGRAM-DATE-TIME)."""
+        return self._start_time
+
+    @property
+    def timeline_shift(self) -> int | None:
+        """Where program sample `s` plays on the fragments' timeline: `s + timeline_shift` (None
+        before the first part; see `encoder`)."""
+        return self._encoder.timeline_shift
 
     @property
     def silent_frames_reused(self) -> int:
@@ -358,6 +380,7 @@ class SpaceMedia:
         for _ in range(filled):  # as a tick does, with nobody speaking: the room keeps in step
             program.append(self._gate.process(MISSED, self._cue_for(frozenset())))
             self._room.aired(*self._gate.aired)
+            self._tap(program[-1])
 
         def work() -> Finish:
             parts = [part for frame in program for part in self._encoder.encode(frame)]
@@ -382,6 +405,7 @@ class SpaceMedia:
         mix = self.mixer.tick()
         program = self._gate.process(mix.program, self._cue_for(mix.speaking))
         self._room.aired(*self._gate.aired)
+        self._tap(program)
         self.timings.mix.observe(time.perf_counter() - started)
         self.ticks += 1
         self._speaking = {s: mix.levels[s] for s in mix.speaking}
@@ -396,6 +420,16 @@ class SpaceMedia:
             return finish
 
         return work
+
+    def _tap(self, program: PcmFrame) -> None:
+        """The aired frame to the program tap (None where the gate gave no program)."""
+        if self.program_tap is None:
+            return
+        try:
+            self.program_tap(program if self._gate.aired[1] else None)
+        except Exception:  # captions must never break the live stream
+            log.exception("space %s: program tap failed", self.space_id)
+            self.program_tap = None
 
     def _encode(self, mix: MixResult, program: PcmFrame) -> _EncodeResult:
         """Worker thread: AAC for the listener program (gated and delayed), one Opus encode per

@@ -15,6 +15,10 @@ on-air parts into `MediaConfig.recordings_dir` (shared by every media node of a 
 take-over continues the same recording); a recording that fails (a full disk) stops with its
 error kept in `recording_errors` and logged, while the live stream goes on. Recordings past the
 retention period are deleted by `expire_recordings` (see `delivery.storage`).
+
+Spaces with `captions` on (where the server allows them: `CaptionsConfig`) get a SpaceCaptions
+(see `captions.live`) fed from the program after the delay line; the node's one transcriber worker
+process starts with the first captioned Space. Their cues are kept beside the recording.
 """
 
 from __future__ import annotations
@@ -27,7 +31,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from townhall.config import IceServer, MediaConfig
+from townhall.captions.live import SpaceCaptions
+from townhall.captions.store import CaptionStore, read_cues, timed_from
+from townhall.captions.track import CaptionTrack
+from townhall.captions.vtt import document
+from townhall.captions.worker import Transcriber
+from townhall.config import CaptionsConfig, IceServer, MediaConfig
 from townhall.delivery import storage
 from townhall.delivery.recording import SpaceRecorder
 from townhall.delivery.replay import Replay, open_replay
@@ -61,6 +70,7 @@ class SpaceRuntime:
     host_seen_at: float
     lease: Lease
     recorder: SpaceRecorder | None = None
+    captions: SpaceCaptions | None = None
 
 
 class MediaHost:
@@ -74,6 +84,7 @@ class MediaHost:
         host_absent_end_s: float = 900.0,
         clock: Callable[[], float] = time.monotonic,
         on_ended: Callable[[SpaceRuntime], Awaitable[None]] | None = None,
+        captions: CaptionsConfig | None = None,
     ) -> None:
         """`on_ended`: awaited after a Space that ended has stopped here (the keeper releases its
         lease, leaving a pointer to this node while it still serves the final playlist)."""
@@ -95,6 +106,11 @@ class MediaHost:
         self.media_clock = MediaClock()
         # The mix and encode time of every Space run here, for /metrics (outlives each Space).
         self.timings = TickTimings()
+        self._captions_config = captions or CaptionsConfig()
+        self.transcriber: Transcriber | None = None  # started with the first captioned Space
+        # Running and recently ended Spaces' captions (the origin serves their subtitle tracks).
+        self._captions: OrderedDict[SpaceId, SpaceCaptions] = OrderedDict()
+        self._replay_captions: OrderedDict[SpaceId, str | None] = OrderedDict()
 
     # -- lookups -------------------------------------------------------------------------------
     def runtime(self, space_id: str) -> SpaceRuntime | None:
@@ -104,6 +120,14 @@ class MediaHost:
         """The stream listeners fetch: a running Space's, or a recently ended one's final playlist."""
         running = self._running.get(SpaceId(space_id))
         return running.media if running is not None else self._ended.get(SpaceId(space_id))
+
+    def captions_of(self, space_id: str) -> CaptionTrack | None:
+        """The subtitle track listeners fetch beside the stream (None: not captioned here)."""
+        captions = self._captions.get(SpaceId(space_id))
+        return captions.track if captions is not None else None
+
+    def space_captions(self, space_id: str) -> SpaceCaptions | None:
+        return self._captions.get(SpaceId(space_id))
 
     @property
     def running(self) -> list[SpaceId]:
@@ -172,7 +196,14 @@ class MediaHost:
                 read_stage=lambda: records.stage(space.id),
             )
             runtime = SpaceRuntime(
-                space.id, media, ingest, director, self._clock(), lease, recorder
+                space.id,
+                media,
+                ingest,
+                director,
+                self._clock(),
+                lease,
+                recorder,
+                self._captions_for(space, media),
             )
             self._running[space.id] = runtime
             media.start()
@@ -204,12 +235,40 @@ class MediaHost:
         await runtime.director.stop()
         await runtime.ingest.close()
         await runtime.media.stop()
+        if runtime.captions is not None:
+            await runtime.captions.close(ended=ended)
+            if not ended:
+                self._captions.pop(space_id, None)
         if runtime.recorder is not None:
             runtime.recorder.close()  # after stop(): the flushed last parts are in
             self._replays.pop(space_id, None)  # built while stopping: may lack the last parts
         log.info("space %s: media stopped%s", space_id, " (ended)" if ended else "")
         if ended and self._on_ended is not None:
             await self._on_ended(runtime)
+
+    def _captions_for(self, space: Space, media: SpaceMedia) -> SpaceCaptions | None:
+        config = self._captions_config
+        if not space.captions or config.model is None:
+            return None
+        if self.transcriber is None:
+            self.transcriber = Transcriber(
+                config.model,
+                threads=config.threads,
+                niceness=config.niceness,
+                max_pending_s=config.max_pending_s,
+            )
+            self.transcriber.start()
+        root = self._media_config.recordings_dir
+        store = CaptionStore(root / space.id) if space.record and root is not None else None
+        captions = SpaceCaptions(media, self.transcriber, store)
+        self._captions[space.id] = captions
+        self._captions.move_to_end(space.id)
+        while len(self._captions) > ENDED_MEDIA_KEPT + len(self._running) + 1:
+            oldest = next(iter(self._captions))
+            if oldest in self._running:
+                break
+            self._captions.popitem(last=False)
+        return captions
 
     def _recorder_for(self, space: Space) -> SpaceRecorder | None:
         root = self._media_config.recordings_dir
@@ -252,6 +311,39 @@ class MediaHost:
             while len(self._replays) > ENDED_MEDIA_KEPT:
                 self._replays.popitem(last=False)
         return replay
+
+    async def replay_captions(self, space_id: str) -> str | None:
+        """An ended Space's kept captions as one WebVTT file on the media timeline (the replay's
+        subtitle rendition); None if nothing was kept or the Space still runs here."""
+        sid = SpaceId(space_id)
+        if sid in self._replay_captions:
+            return self._replay_captions[sid]
+        root = self._media_config.recordings_dir
+        if root is None or not is_space_id(space_id) or sid in self._running:
+            return None
+        kept = await asyncio.to_thread(read_cues, root / space_id)
+        cues = [c.cue for c in kept]
+        text = document(cues, mapped_at=min(c.start for c in cues)) if cues else None
+        if sid in self._replays:  # an ended Space's replay: its captions never change again
+            self._replay_captions[sid] = text
+            while len(self._replay_captions) > ENDED_MEDIA_KEPT:
+                self._replay_captions.popitem(last=False)
+        return text
+
+    async def caption_file(self, space_id: str) -> str | None:
+        """Every caption kept with the Space's recording as one WebVTT file, timed from the
+        recording's start (None: nothing kept). Read from storage, so any node answers."""
+        root = self._media_config.recordings_dir
+        if root is None or not is_space_id(space_id):
+            return None
+        kept = await asyncio.to_thread(read_cues, root / space_id)
+        if not kept:
+            return None
+        replay = self._replays.get(SpaceId(space_id))
+        if replay is None:
+            replay = await asyncio.to_thread(open_replay, root / space_id)
+        start = replay.segments[0].pdt if replay is not None and replay.segments else kept[0].pdt
+        return timed_from(kept, start)
 
     def recording_expired(self, space_id: str) -> bool:
         """Retention deleted the Space's recording (one stat): its replay answers 410."""
@@ -299,3 +391,5 @@ class MediaHost:
         for space_id in list(self._running):
             await self._stop(space_id, ended=False)
         await self.media_clock.close()
+        if self.transcriber is not None:
+            await self.transcriber.close()

@@ -143,6 +143,7 @@ class ControlConfig:
     guests_may_create: bool = True
     max_open_per_host: int = 0  # scheduled + green room + live; 0: no cap
     sends_mail: bool = False  # an SMTP server is configured: reminders may go by email
+    captions: bool = False  # this deployment can caption Spaces (config.CaptionsConfig)
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ class NewSpace:
     visibility: Visibility = Visibility.PUBLIC
     scheduled_start: float | None = None
     record: bool = False
+    captions: bool = False
     limits: StageLimits | None = None
 
 
@@ -354,6 +356,12 @@ class SpaceControl:
                 )
             except ScheduleError as exc:
                 raise ControlError("invalid", exc.code, str(exc)) from None
+        if spec.captions and not self.config.captions:
+            raise ControlError(
+                "conflict",
+                "captions_unavailable",
+                "live captions are switched off on this server",
+            )
         space = Space(
             id=new_space_id(),
             title=spec.title,
@@ -367,6 +375,7 @@ class SpaceControl:
             invite_code=self._invite_code() if spec.visibility is Visibility.PRIVATE else "",
             scheduled_start=spec.scheduled_start,
             record=spec.record,
+            captions=spec.captions,
             limits=spec.limits or self.config.default_limits,
         )
         scheduled = space.state is SpaceState.SCHEDULED

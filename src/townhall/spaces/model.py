@@ -107,6 +107,7 @@ class Space:
     started_at: float | None = None  # went live
     ended_at: float | None = None
     record: bool = False
+    captions: bool = False  # live captions (the host's choice; the server must allow them)
     limits: StageLimits = StageLimits()
     delay_s: float = 0.0  # broadcast delay on the listener program, 0–30 s
     pinned_link: str | None = None

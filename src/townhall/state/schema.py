@@ -123,6 +123,7 @@ class SpaceRow(Base):
     started_at: Mapped[float | None] = mapped_column(sa.Double)
     ended_at: Mapped[float | None] = mapped_column(sa.Double)
     record: Mapped[bool] = mapped_column(_flag("record"))
+    captions: Mapped[bool] = mapped_column(_flag("captions"), server_default=sa.false())
     max_cohosts: Mapped[int] = mapped_column(sa.Integer)
     max_speakers: Mapped[int] = mapped_column(sa.Integer)
     delay_s: Mapped[float] = mapped_column(sa.Double)

@@ -222,9 +222,22 @@ class NodeMetrics:
             "Bytes of the Space's recording written by this node.",
             labels=per_space,
         )
+        caption_cpu = CounterMetricFamily(
+            "townhall_space_captions_cpu_seconds",
+            "CPU seconds the transcriber worker spent on the Space's live captions.",
+            labels=per_space,
+        )
+        caption_dropped = CounterMetricFamily(
+            "townhall_space_captions_dropped_seconds",
+            "Speech not captioned because transcription fell behind (dropped, never queued).",
+            labels=per_space,
+        )
         for runtime in node.host.runtimes():
             labels = [*ids, runtime.space_id]
             media = runtime.media
+            if runtime.captions is not None:
+                caption_cpu.add_metric(labels, runtime.captions.cpu_s)
+                caption_dropped.add_metric(labels, runtime.captions.dropped_s)
             if stored.listeners is not None and runtime.space_id in stored.listeners:
                 listeners.add_metric(labels, stored.listeners[runtime.space_id])
             stage.add_metric(labels, len(runtime.ingest.connections))
@@ -236,6 +249,7 @@ class NodeMetrics:
             if runtime.recorder is not None:
                 recorded.add_metric(labels, runtime.recorder.bytes_written)
         yield from (listeners, stage, on_air, parts, ticks, skipped, lease, recorded)
+        yield from (caption_cpu, caption_dropped)
         yield _gauge(
             "townhall_spaces_running",
             "Open Spaces whose media runs here.",

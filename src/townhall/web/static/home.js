@@ -47,6 +47,7 @@ const ui = {
   title: byId('title'),
   visibility: byId('visibility'),
   record: byId('record'),
+  captions: byId('captions'),
   schedule: byId('schedule'),
   whenField: byId('when-field'),
   when: byId('when'),
@@ -156,7 +157,7 @@ async function createSpace(event) {
     ui.title.focus();
     return;
   }
-  const body = { title, visibility: ui.visibility.value, record: ui.record.checked };
+  const body = { title, visibility: ui.visibility.value, record: ui.record.checked, captions: ui.captions.checked };
   if (ui.schedule.checked) {
     const start = ui.when.value ? new Date(ui.when.value).getTime() / 1000 : NaN;
     if (!Number.isFinite(start) || start < Date.now() / 1000) {

@@ -60,6 +60,7 @@ import {
 import { startMediaSession } from './media_session.js';
 import { retryDelay } from './recovery.js';
 import { RoomSchedule } from './roomstate.js';
+import { Captions } from './captions.js';
 import { SegmentPlayer, segmentPlayerSupported } from './segments.js';
 import { showUpcoming } from './upcoming.js';
 
@@ -191,6 +192,14 @@ const ui = {
   stageEmpty: byId('stage-empty'),
 };
 
+// Live captions under the player (captions.js): cues by the playback position of the live player.
+const captions = new Captions({
+  button: byId('cc'),
+  line: byId('captions'),
+  playlist: () => `${mediaBase}/captions.m3u8`,
+  position: () => (player.live && !player.rewound ? ui.audio.currentTime : -1),
+});
+
 const spaceId = spaceIdFromPath();
 const inviteCode = new URLSearchParams(location.search).get('code'); // private Spaces
 /** An API path with the invite code a private Space's every call must show (`?code=`). */
@@ -303,6 +312,7 @@ function showSnapshot(snapshot) {
   showSpaceState(info.state);
   space.record = Boolean(info.record);
   showRecording(ui.rec, space.record, info.state);
+  captions.setAvailable(Boolean(info.captions) && info.state === 'live');
   // Scheduled: the upcoming card says when (upcoming.js); the green room: press Play and wait.
   ui.soon.hidden = info.state !== 'green_room';
   showUpcoming(info, spaceId, inviteCode, announce);

@@ -58,6 +58,7 @@ import {
   whoAmI,
 } from './api.js';
 import { audiencePanel } from './audience.js';
+import { Captions } from './captions.js';
 import { banQuestion, removeQuestion } from './moderation.js';
 import { retryDelay, Stillness } from './recovery.js';
 import { renderEdit, wireEdit } from './space_edit.js';
@@ -355,6 +356,7 @@ function renderSpace() {
   renderDelay();
   renderMic();
   renderRecording();
+  renderCaptions();
 }
 
 /**
@@ -378,6 +380,21 @@ async function rotateInvite() {
   } finally {
     ui.rotateInvite.disabled = false;
   }
+}
+
+// Live captions as listeners get them (captions.js); the stage hears itself live, so each cue is
+// shown as it arrives rather than at a playback position.
+const captions = new Captions({
+  button: byId('cc'),
+  line: byId('captions'),
+  playlist: () => (view.links ? view.links.playlist.replace(/index\.m3u8$/, 'captions.m3u8') : null),
+  position: () => null,
+});
+
+function renderCaptions() {
+  const shown = Boolean(view.space && view.space.captions && view.space.state === 'live' && view.onStage);
+  byId('captions-card').hidden = !shown;
+  captions.setAvailable(shown);
 }
 
 /** The REC badge for everyone on stage; the host's recording card with its download. */
