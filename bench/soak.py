@@ -29,10 +29,11 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.llhls import percentile
 from bench.stage_cost import start_stage
-from bench.swarm import Swarm, raise_nofile, wait_interval
+from bench.swarm import Swarm, wait_interval
 from townhall.harness import Server, cpu_seconds, rss_bytes, start_server
+from townhall.loadtest.llhls import percentile
+from townhall.loadtest.procs import raise_nofile
 
 TOKEN = "soak-bench-metrics-token-0123456789"
 
@@ -107,6 +108,8 @@ def run(minutes: float, speakers: int, listeners: int, interval: float) -> dict[
                         "parts_published": now.get("townhall_space_parts_published_total", 0.0)
                         - before.get("townhall_space_parts_published_total", 0.0),
                         "loop_lag_s": now.get("townhall_event_loop_lag_seconds"),
+                        # The machine is shared: its load explains lateness the server did not cause.
+                        "load_1m": os.getloadavg()[0],
                     }
                     rows.append(row)
                     print_row(row)
@@ -139,7 +142,7 @@ def print_row(row: dict[str, Any]) -> None:
         f"cpu {row['cpu_core_share']:5.0%}  listeners {row['listeners']:4d}  "
         f"late p50/p95 {_ms(row['lateness_p50_s'])}/{_ms(row['lateness_p95_s'])} ms  "
         f"stalls {row['stalls']}  errors {row['errors']}  skipped {row['ticks_skipped']:.0f}  "
-        f"parts {row['parts_published']:.0f}",
+        f"parts {row['parts_published']:.0f}  load {row['load_1m']:.1f}",
         flush=True,
     )
 
