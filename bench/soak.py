@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +59,14 @@ def scrape(server: Server) -> dict[str, float]:
         for sample in family.samples:
             sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
     return sums
+
+
+def delta(now: dict[str, float], before: dict[str, float], name: str) -> float | None:
+    """How much a counter grew since the last scrape that answered; None when this one did not
+    (an overloaded server may miss the scrape's deadline: the next row's delta then covers both)."""
+    if not now:
+        return None
+    return now.get(name, 0.0) - before.get(name, 0.0)
 
 
 def third_ratio(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -103,10 +113,10 @@ def run(minutes: float, speakers: int, listeners: int, interval: float) -> dict[
                         "lateness_p95_s": percentile(window.lateness, 95),
                         "stalls": window.stalls,
                         "errors": window.error_count,
-                        "ticks_skipped": now.get("townhall_space_ticks_skipped_total", 0.0)
-                        - before.get("townhall_space_ticks_skipped_total", 0.0),
-                        "parts_published": now.get("townhall_space_parts_published_total", 0.0)
-                        - before.get("townhall_space_parts_published_total", 0.0),
+                        "ticks_skipped": delta(now, before, "townhall_space_ticks_skipped_total"),
+                        "parts_published": delta(
+                            now, before, "townhall_space_parts_published_total"
+                        ),
                         "loop_lag_s": now.get("townhall_event_loop_lag_seconds"),
                         # The machine is shared: its load explains lateness the server did not cause.
                         "load_1m": os.getloadavg()[0],
@@ -126,7 +136,7 @@ def run(minutes: float, speakers: int, listeners: int, interval: float) -> dict[
         "interval_s": interval,
         "rows": rows,
         "last_over_first_third": verdict,
-        "ticks_skipped": sum(row["ticks_skipped"] for row in rows),
+        "ticks_skipped": sum(row["ticks_skipped"] or 0 for row in rows),
         "stalls": sum(row["stalls"] for row in rows),
         "errors": sum(row["errors"] for row in rows),
     }
@@ -136,13 +146,17 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f}"
 
 
+def _n(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def print_row(row: dict[str, Any]) -> None:
     print(
         f"{row['at_s']:7.0f} s  rss {row['rss_mb']:6.1f} MB  fds {row['fds']:5d}  "
         f"cpu {row['cpu_core_share']:5.0%}  listeners {row['listeners']:4d}  "
         f"late p50/p95 {_ms(row['lateness_p50_s'])}/{_ms(row['lateness_p95_s'])} ms  "
-        f"stalls {row['stalls']}  errors {row['errors']}  skipped {row['ticks_skipped']:.0f}  "
-        f"parts {row['parts_published']:.0f}  load {row['load_1m']:.1f}",
+        f"stalls {row['stalls']}  errors {row['errors']}  skipped {_n(row['ticks_skipped'])}  "
+        f"parts {_n(row['parts_published'])}  load {row['load_1m']:.1f}",
         flush=True,
     )
 
@@ -158,6 +172,9 @@ def main() -> None:
     )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    # Stopped early (kill PID, or `timeout` past its bound): leave through the `finally` blocks,
+    # so the server, the bots and the swarm's workers are stopped too, not left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args.minutes, args.speakers, args.listeners, args.interval)
     flat = True
     for key, ratio in result["last_over_first_third"].items():
