@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from townhall.ratelimit.storage import RECORDING_RESERVE_S, StorageQuota, recording_cost
 from townhall.reminders.mailer import TLS_MODES, SmtpConfig
 from townhall.spaces.lifecycle import DEFAULT_HOST_ABSENT_LIMIT_S
 from townhall.telemetry.jsonlog import LOG_FORMATS
@@ -104,6 +105,12 @@ class Config:
     # Disk the clips of one Space may take (MB; 0: no quota). A 60 s clip is about 0.5 MB at the
     # default bitrate, so the default is some 400 full-length clips.
     clip_quota_per_space_mb: int = 200
+    # Disk one identity, and one address, may fill with clips and recordings (MB; 0: no quota),
+    # a budget refilled evenly over the recording retention period (see ratelimit/storage.py).
+    # Identities are free, addresses are not: the address budget is what bounds a stranger. At
+    # the default bitrate an hour of recording is about 30 MB and a 60 s clip about 0.5 MB.
+    storage_quota_per_identity_mb: int = 2_000
+    storage_quota_per_address_mb: int = 5_000
     # The bearer token `GET /metrics` (Prometheus) must carry; empty: /metrics is off (404), so
     # nothing about the node's traffic is readable until the operator chooses a secret for it.
     metrics_token: str = ""
@@ -115,6 +122,19 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     # Reminder mail (reminders/mailer.py); no host: no mail, reminders stay on the page.
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+
+    @property
+    def storage_quota(self) -> StorageQuota:
+        return StorageQuota.from_config(
+            self.storage_quota_per_identity_mb,
+            self.storage_quota_per_address_mb,
+            self.recording_retention_days,
+        )
+
+    @property
+    def recording_reserve_bytes(self) -> int:
+        """What a recorded Space's host (and address) pay at creation: its first hour."""
+        return recording_cost(RECORDING_RESERVE_S, self.media.aac_bitrate)
 
     @property
     def runs_media(self) -> bool:
@@ -364,6 +384,20 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
             env,
             "TOWNHALL_CLIP_QUOTA_PER_SPACE_MB",
             Config.clip_quota_per_space_mb,
+            low=0,
+            high=10**7,
+        ),
+        "storage_quota_per_identity_mb": _int(
+            env,
+            "TOWNHALL_STORAGE_QUOTA_PER_IDENTITY_MB",
+            Config.storage_quota_per_identity_mb,
+            low=0,
+            high=10**7,
+        ),
+        "storage_quota_per_address_mb": _int(
+            env,
+            "TOWNHALL_STORAGE_QUOTA_PER_ADDRESS_MB",
+            Config.storage_quota_per_address_mb,
             low=0,
             high=10**7,
         ),
