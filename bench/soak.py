@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.report import SOAK_TOLERANCE
 from bench.stage_cost import start_stage
 from bench.swarm import Swarm, wait_interval
 from townhall.harness import Server, cpu_seconds, rss_bytes, start_server
@@ -168,7 +169,10 @@ def main() -> None:
     parser.add_argument("--listeners", type=int, default=300)
     parser.add_argument("--interval", type=float, default=60.0, help="seconds per row")
     parser.add_argument(
-        "--tolerance", type=float, default=0.10, help="last third over first, at most 1 + this"
+        "--tolerance",
+        type=float,
+        default=SOAK_TOLERANCE,
+        help="last third over first, at most 1 + this",
     )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.report import Verdict, load, render, verdicts
+from bench.report import Verdict, _render_section, load, render, replace_section, verdicts
 
 
 def by_what(results: dict[str, Any]) -> dict[str, Verdict]:
@@ -235,3 +235,52 @@ def test_control_cost_needs_both_databases_and_renders_a_table_per_database() ->
     assert "**SQLite**" in text
     assert "**PostgreSQL**" not in text
     assert "| GET /api/health | – | 0/0/0 | 0.12 ms | 0.15 ms | – |" in text
+
+
+def soak_rows(rss: list[float]) -> list[dict[str, Any]]:
+    return [
+        {
+            "at_s": 60.0 * (i + 1),
+            "rss_mb": value,
+            "fds": 600,
+            "cpu_core_share": 0.5,
+            "lateness_p50_s": 0.5,
+            "lateness_p95_s": 0.9,
+            "stalls": 0,
+            "errors": 0,
+            "ticks_skipped": 0.0,
+            "load_1m": 3.0,
+        }
+        for i, value in enumerate(rss)
+    ]
+
+
+def test_a_soak_section_calls_growth_past_the_tolerance_growing_and_the_rest_flat() -> None:
+    rows = soak_rows([200, 200, 201, 202, 230, 240, 250])
+    soak = {
+        "minutes": 7,
+        "speakers": 5,
+        "listeners": 300,
+        "interval_s": 60,
+        "rows": rows,
+        "last_over_first_third": {"rss_mb": 245 / 200.5, "fds": 1.0, "lateness_p95_s": 1.0},
+    }
+    text = "\n".join(render_section_for({"soak": soak}))
+    assert "| server memory (RSS) | 200.5 MB | 245.0 MB | 1.222 | **growing** |" in text
+    assert "| server file descriptors | 600 | 600 | 1.000 | flat |" in text
+    assert "load average was 3.0" in text
+    assert "bench.soak --minutes 7 --speakers 5 --listeners 300 --interval 60" in text
+
+
+def render_section_for(results: dict[str, Any]) -> list[str]:
+    return _render_section("soak", results, None, [])
+
+
+def test_one_section_is_replaced_in_place_and_the_others_are_left_as_they_were() -> None:
+    report = "# r\n\n## A\n\nold a\n\n## Soak\n\nold soak\n\n## C\n\nc\n"
+    assert replace_section(report, "## Soak", ["## Soak", "", "new"]) == (
+        "# r\n\n## A\n\nold a\n\n## Soak\n\nnew\n\n## C\n\nc\n"
+    )
+    assert replace_section("# r\n\n## A\n\na\n", "## Soak", ["## Soak", "", "new"]) == (
+        "# r\n\n## A\n\na\n\n## Soak\n\nnew\n"
+    )
