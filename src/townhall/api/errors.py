@@ -204,7 +204,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     410: documented("It existed and is over (an ended Space, an expired recording)"),
     413: documented("The body is larger than this call takes (any call: the cap is checked first)"),
     422: documented("Input the schema refuses; `field` names the field"),
-    429: documented("A rate limit: wait Retry-After seconds", retry_after=True),
+    429: documented(
+        "A rate limit, or a storage quota used up (`quota_exceeded`): wait Retry-After seconds",
+        retry_after=True,
+    ),
     503: documented(
         "A store, or room for one more Space, is unavailable: retry after Retry-After",
         retry_after=True,
