@@ -15,8 +15,7 @@ on-air parts into `MediaConfig.recordings_dir` (shared by every media node of a 
 take-over continues the same recording); a recording that fails (a full disk) stops with its
 error kept in `recording_errors` and logged, while the live stream goes on; so does one whose
 host's storage budget cannot pay for it (`charge_recordings`, see `node.recording_meter`).
-Recordings past the
-retention period are deleted by `expire_recordings` (see `delivery.storage`).
+Recordings past the retention period are deleted by `expire_recordings` (see `delivery.storage`).
 """
 
 from __future__ import annotations
