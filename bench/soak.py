@@ -6,8 +6,9 @@ asks) for `--minutes`. Every `--interval` seconds one row: the server's RSS, ope
 and CPU share over the interval; the listeners' lateness (p50/p95: arrival − the part's media end),
 stalls and errors in the interval; and from the server's own `/metrics`, the media ticks skipped,
 parts published and the event loop's lag. At the end, each of RSS, descriptors and lateness p95 is
-compared between the first and the last third of the rows (after the first row, which includes
-the listeners joining): a soak passes when the last third is within `--tolerance` of the first.
+compared between the first and the last third of the rows (by median, after the first row, which
+includes the listeners joining, and without a last row the end cut short; `bench.report.soak_ratio`):
+a soak passes when the last third is within `--tolerance` of the first.
 
 The issue's soak is an hour with a stage of 5 and hundreds of listeners (the defaults); a short
 run checks the harness:
@@ -21,7 +22,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.report import SOAK_TOLERANCE
+from bench.report import SOAK_TOLERANCE, soak_ratio
 from bench.stage_cost import start_stage
 from bench.swarm import Swarm, wait_interval
 from townhall.harness import Server, cpu_seconds, rss_bytes, start_server
@@ -68,16 +68,6 @@ def delta(now: dict[str, float], before: dict[str, float], name: str) -> float |
     if not now:
         return None
     return now.get(name, 0.0) - before.get(name, 0.0)
-
-
-def third_ratio(rows: list[dict[str, Any]], key: str) -> float | None:
-    """Mean of the last third of `rows` over the mean of the first third (the first row left out)."""
-    values = [row[key] for row in rows[1:] if row.get(key) is not None]
-    third = len(values) // 3
-    if third == 0:
-        return None
-    first, last = statistics.fmean(values[:third]), statistics.fmean(values[-third:])
-    return last / first if first else None
 
 
 def run(minutes: float, speakers: int, listeners: int, interval: float) -> dict[str, Any]:
@@ -129,7 +119,7 @@ def run(minutes: float, speakers: int, listeners: int, interval: float) -> dict[
             for bot in bots:
                 bot.stop()
             server.proc.stop()
-    verdict = {key: third_ratio(rows, key) for key in ("rss_mb", "fds", "lateness_p95_s")}
+    verdict = {key: soak_ratio(rows, key, interval) for key in ("rss_mb", "fds", "lateness_p95_s")}
     return {
         "minutes": minutes,
         "speakers": speakers,

@@ -6,7 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.report import Verdict, _render_section, load, render, replace_section, verdicts
+import pytest
+from bench.report import (
+    SOAK_TOLERANCE,
+    Verdict,
+    _render_section,
+    load,
+    render,
+    replace_section,
+    soak_ratio,
+    verdicts,
+)
 
 
 def by_what(results: dict[str, Any]) -> dict[str, Verdict]:
@@ -284,3 +294,14 @@ def test_one_section_is_replaced_in_place_and_the_others_are_left_as_they_were()
     assert replace_section("# r\n\n## A\n\na\n", "## Soak", ["## Soak", "", "new"]) == (
         "# r\n\n## A\n\na\n\n## Soak\n\nnew\n"
     )
+
+
+def test_a_starved_minute_and_a_last_row_cut_short_do_not_make_a_soak_grow() -> None:
+    rows = soak_rows([200.0] * 16)
+    for row, fds in zip(rows, [640, 200, 630, 250] + [634] * 12, strict=True):
+        row["fds"] = fds  # two minutes when starved listeners dropped their connections
+    rows.append({**rows[-1], "at_s": rows[-1]["at_s"] + 13, "fds": 33})  # the end, 13 s in
+    assert soak_ratio(rows, "fds", 60) == pytest.approx(634 / 630)
+    assert soak_ratio(rows, "rss_mb", 60) == 1.0
+    leaking = soak_rows([200.0 + 5 * i for i in range(10)])
+    assert (soak_ratio(leaking, "rss_mb", 60) or 0) > 1 + SOAK_TOLERANCE
