@@ -164,20 +164,53 @@ def _join_storm(r: Results) -> Figure | None:
     return fig
 
 
+def _soak(r: Results) -> Figure | None:
+    rows = (r.get("soak") or {}).get("rows") or []
+    if not rows:
+        return None
+    minutes = [row["at_s"] / 60 for row in rows]
+    fig, (memory, fds, late) = plt.subplots(1, 3, figsize=(13, 3.8))
+    memory.plot(minutes, [row["rss_mb"] for row in rows], color=COLOURS["origin"])
+    memory.set(title="server RSS", xlabel="minutes", ylabel="MB")
+    memory.set_ylim(bottom=0)
+    fds.plot(minutes, [row["fds"] for row in rows], color=COLOURS["edge"])
+    fds.set(title="server file descriptors", xlabel="minutes", ylabel="open")
+    fds.set_ylim(bottom=0)
+
+    def seconds(key: str) -> list[float]:
+        return [float("nan") if row.get(key) is None else row[key] for row in rows]
+
+    late.plot(minutes, seconds("lateness_p50_s"), label="lateness p50")
+    late.plot(minutes, seconds("lateness_p95_s"), label="lateness p95")
+    late.set(title="listener lateness (and machine load)", xlabel="minutes", ylabel="seconds")
+    late.set_ylim(bottom=0)
+    load = late.twinx()
+    load.plot(minutes, seconds("load_1m"), color="grey", linestyle=":", label="load average")
+    load.set_ylabel("1-minute load average")
+    load.set_ylim(bottom=0)
+    handles = late.get_legend_handles_labels()[0] + load.get_legend_handles_labels()[0]
+    late.legend(handles=handles, fontsize=8, loc="upper left")
+    return fig
+
+
 PLOTS: dict[str, Callable[[Results], Figure | None]] = {
     "latency.png": _latency,
     "stage_cost.png": _stage_cost,
     "density.png": _density,
     "cache_collapse.png": _cache_collapse,
     "join_storm.png": _join_storm,
+    "soak.png": _soak,
 }
 
 
-def draw(results: Results, folder: Path) -> list[str]:
-    """Draw every plot the results allow into `folder`; returns the file names made."""
+def draw(results: Results, folder: Path, only: list[str] | None = None) -> list[str]:
+    """Draw every plot the results allow (or those named in `only`) into `folder`; returns the
+    file names made."""
     folder.mkdir(parents=True, exist_ok=True)
     made = []
     for name, plot in PLOTS.items():
+        if only is not None and name not in only:
+            continue
         (folder / name).unlink(missing_ok=True)
         figure = plot(results)
         if figure is None:

@@ -6,12 +6,17 @@ people who read the figures; the figures are only ever read from the run's own f
 report can never show a number that run did not measure.
 
     .venv/bin/python -m bench.report [--out bench]     # rebuild from <out>/results/*.json
+    .venv/bin/python -m bench.report --section soak    # only that section (and its plot), in place
+
+A benchmark outside the suite (the hour-long `bench.soak`) is added to a report with `--section`:
+its section is written from its own results file and every other section stays as it was.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +31,7 @@ SIGNED_IN_STORM_WHY = "TODO"
 SPEC_FAILOVER_GAP_S = 5.0
 SPEC_EDGE_LATE_S = 0.100  # lateness behind the edge vs direct, p95
 DRAIN_GAP_S = 1.0  # restarting one node at a time: no audible gap longer than a second
+SOAK_TOLERANCE = 0.10  # flat: the last third of a soak's rows within 10 % of the first third
 FLAT_FACTOR = (
     1.5  # "constant in audience size": origin req/s at the largest audience ≤ 1.5 × smallest
 )
@@ -868,6 +874,144 @@ def _section_captions(r: Results) -> list[str]:
     return lines
 
 
+def soak_judged(rows: list[dict[str, Any]], interval_s: float) -> list[dict[str, Any]]:
+    """The rows a soak is judged on: not the first (the audience joining), nor a last one that
+    covers under half an interval (the run's end cut it short; its listeners may be stopping)."""
+    judged = rows[1:]
+    if len(judged) >= 2 and judged[-1]["at_s"] - judged[-2]["at_s"] < interval_s / 2:
+        judged = judged[:-1]
+    return judged
+
+
+def soak_thirds(
+    rows: list[dict[str, Any]], key: str, interval_s: float
+) -> tuple[float | None, float | None]:
+    """Medians of the first and the last third of the judged rows. Medians, not means: on a
+    shared machine a starved minute drops listeners' connections (descriptors fall by hundreds
+    for a row) or stretches lateness, and one such row must not decide the verdict; a leak moves
+    the whole last third, which the median shows."""
+    values = [row[key] for row in soak_judged(rows, interval_s) if row.get(key) is not None]
+    third = len(values) // 3
+    if third == 0:
+        return None, None
+    return statistics.median(values[:third]), statistics.median(values[-third:])
+
+
+def soak_ratio(rows: list[dict[str, Any]], key: str, interval_s: float) -> float | None:
+    """Last third over first third (`soak_thirds`): flat when at most 1 + SOAK_TOLERANCE."""
+    first, last = soak_thirds(rows, key, interval_s)
+    return None if first is None or last is None or not first else last / first
+
+
+SOAK_SERIES = (  # what must stay flat: (row key, label, format)
+    ("rss_mb", "server memory (RSS)", lambda v: f"{v:.1f} MB"),
+    ("fds", "server file descriptors", lambda v: f"{v:.0f}"),
+    ("lateness_p95_s", "listener lateness p95", lambda v: _t(v)),
+)
+
+
+def _section_soak(r: Results) -> list[str]:
+    data = _get(r, "soak") or {}
+    rows = data.get("rows") or []
+    if not rows:
+        return ["No rows were recorded."]
+    interval = float(data.get("interval_s") or 60)
+    printed = data.get("last_over_first_third") or {}
+    lines = [
+        f"One live Space, a stage of {data.get('speakers')} speaker bots and "
+        f"{data.get('listeners')} LL-HLS listeners (what hls.js asks in low-latency mode) for "
+        f"{data.get('minutes'):.0f} minutes; a row every {interval:.0f} s. Flat: the median of "
+        f"the last third of the rows within {SOAK_TOLERANCE:.0%} of the first third's (the first "
+        "row, the audience joining, and a last row the end cut short left out).",
+        "",
+    ]
+    table = []
+    for key, label, show in SOAK_SERIES:
+        first, last = soak_thirds(rows, key, interval)
+        ratio = soak_ratio(rows, key, interval)
+        flat = ratio is not None and ratio <= 1 + SOAK_TOLERANCE
+        table.append(
+            [
+                label,
+                "–" if first is None else show(first),
+                "–" if last is None else show(last),
+                "–" if ratio is None else f"{ratio:.3f}",
+                "flat" if flat else "**growing**",
+            ]
+        )
+    lines += _table(["what", "first third", "last third", "last / first", "verdict"], table)
+    differing = {
+        key: value
+        for key, value in printed.items()
+        if value is not None
+        and (value <= 1 + SOAK_TOLERANCE)
+        != ((soak_ratio(rows, key, interval) or 0.0) <= 1 + SOAK_TOLERANCE)
+    }
+    if differing:  # a run made before the verdict took medians of the judged rows
+        lines += [
+            "",
+            "The run's own printout judged otherwise, from the means of every row after the "
+            "first (the last included): "
+            + ", ".join(f"`{key}` {value:.3f}" for key, value in differing.items())
+            + ". The rows below show which minutes moved those means.",
+        ]
+    loads = [row["load_1m"] for row in rows if row.get("load_1m") is not None]
+    load_first, load_last = soak_thirds(rows, "load_1m", interval)
+    lines += [
+        "",
+        f"In all: {data.get('ticks_skipped', 0):,.0f} media ticks skipped, "
+        f"{data.get('stalls', 0):,} listener stalls, {data.get('errors', 0):,} listener errors.",
+    ]
+    if loads:
+        lines += [
+            "",
+            f"The machine is shared (2 cores, other developers' tests and benches; the soak ran "
+            f"under `nice -n 15`): its 1-minute load average was {sum(loads) / len(loads):.1f} on "
+            f"average, at most {max(loads):.1f}"
+            + (
+                f", {load_first:.1f} in the first third and {load_last:.1f} in the last"
+                if load_first is not None and load_last is not None
+                else ""
+            )
+            + ". Lateness, stalls and skipped ticks follow that load (the server got what CPU "
+            "was left); memory and descriptors are what a leak would show.",
+        ]
+    step = max(1, len(rows) // 12)
+    step_s = (data.get("interval_s") or 60) * step
+    shown = rows[::step] + ([rows[-1]] if (len(rows) - 1) % step else [])
+    lines += [
+        "",
+        *_table(
+            [
+                "at",
+                "RSS",
+                "fds",
+                "server CPU",
+                "lateness p50 / p95",
+                "stalls",
+                "errors",
+                "ticks skipped",
+                "load",
+            ],
+            [
+                [
+                    f"{row['at_s'] / 60:.0f} min" if step_s >= 60 else f"{row['at_s']:.0f} s",
+                    f"{row['rss_mb']:.1f} MB",
+                    f"{row['fds']}",
+                    _pct(row.get("cpu_core_share")),
+                    f"{_t(row.get('lateness_p50_s'))} / {_t(row.get('lateness_p95_s'))}",
+                    f"{row.get('stalls', 0):,}",
+                    f"{row.get('errors', 0):,}",
+                    _num(row.get("ticks_skipped")),
+                    _num(row.get("load_1m"), 1),
+                ]
+                for row in shown
+            ],
+        ),
+    ]
+    return lines
+
+
 SECTIONS: tuple[tuple[str, str, Callable[[Results], list[str]], str], ...] = (
     ("latency", "Glass-to-glass latency", _section_latency, "latency.png"),
     ("stage_cost", "Stage cost", _section_stage_cost, "stage_cost.png"),
@@ -893,6 +1037,12 @@ SECTIONS: tuple[tuple[str, str, Callable[[Results], list[str]], str], ...] = (
         _section_control_cost,
         "control_cost.png",
     ),
+    (
+        "soak",
+        "Soak: one hour, a stage of 5 and hundreds of listeners (issue 13)",
+        _section_soak,
+        "soak.png",
+    ),
 )
 
 
@@ -917,36 +1067,8 @@ def render(results: Results, runs: Results, made: list[str]) -> str:
     if missed:
         lines += ["", "### Why the missed budgets are missed, and what would fix them", ""]
         lines += [f"- **{v.what}** ({v.budget}; measured {v.figure}): {v.note}" for v in missed]
-    for name, title, section, plot in SECTIONS:
-        lines += ["", f"## {title}", ""]
-        run = status.get(name)
-        if run is None:
-            lines += ["Not run in this report."]
-            continue
-        if run["status"] != "ok":
-            lines += [
-                f"**This benchmark did not finish: {run['status']}.** See `results/{name}.txt`.",
-                "",
-            ]
-        if name in results:
-            lines += section(results)
-        if plot in made:
-            lines += ["", f"![{title}](plots/{plot})"]
-        notes = _get(results, name, "notes")
-        if notes:
-            lines += ["", f"Method: {notes}"]
-        when = ""
-        if run.get("finished"):
-            load = run.get("load_average") or ["?", "?"]
-            when = (
-                f" (finished {run['finished']}, commit {run.get('commit', '?')}, load average "
-                f"{load[0]} before, {load[-1]} after)"
-            )
-        lines += [
-            "",
-            f"Ran `python -m bench.{name} {' '.join(run['args'])}` in {run['wall_s']:.0f} s{when}; "
-            f"its printed tables: `results/{name}.txt`.",
-        ]
+    for name, *_ in SECTIONS:
+        lines += ["", *_render_section(name, results, status.get(name), made)]
     return "\n".join(lines) + "\n"
 
 
@@ -967,6 +1089,82 @@ def _provenance(runs: Results) -> list[str]:
         "says when its figures were taken, at which commit and how loaded the machine was. The "
         "raw figures are in `report.json` and `results/`.",
     ]
+
+
+def _own_run(name: str, results: Results) -> Results | None:
+    """How a benchmark outside the suite ran, from its own results (the soak's parameters)."""
+    data = results.get(name)
+    if name != "soak" or not isinstance(data, dict) or "rows" not in data:
+        return None
+    args = ["--minutes", "--speakers", "--listeners", "--interval"]
+    values = [data.get(k) for k in ("minutes", "speakers", "listeners", "interval_s")]
+    rows = data["rows"]
+    return {
+        "status": "ok",
+        "args": [f"{a} {v:g}" for a, v in zip(args, values, strict=True) if v is not None],
+        "wall_s": rows[-1]["at_s"] if rows else 0.0,
+    }
+
+
+def _render_section(name: str, results: Results, run: Results | None, made: list[str]) -> list[str]:
+    """One benchmark's section: its title, figures, plot, method and how it ran."""
+    title, section, plot = next((t, s, p) for n, t, s, p in SECTIONS if n == name)
+    lines = [f"## {title}", ""]
+    run = run or _own_run(name, results)
+    if run is None:
+        return [*lines, "Not run in this report."]
+    if run["status"] != "ok":
+        lines += [
+            f"**This benchmark did not finish: {run['status']}.** See `results/{name}.txt`.",
+            "",
+        ]
+    if name in results:
+        lines += section(results)
+    if plot in made:
+        lines += ["", f"![{title}](plots/{plot})"]
+    notes = _get(results, name, "notes")
+    if notes:
+        lines += ["", f"Method: {notes}"]
+    when = ""
+    if run.get("finished"):
+        load = run.get("load_average") or ["?", "?"]
+        when = (
+            f" (finished {run['finished']}, commit {run.get('commit', '?')}, load average "
+            f"{load[0]} before, {load[-1]} after)"
+        )
+    lines += [
+        "",
+        f"Ran `python -m bench.{name} {' '.join(run['args'])}` in {run['wall_s']:.0f} s{when}; "
+        f"its printed tables: `results/{name}.txt`.",
+    ]
+    return lines
+
+
+def replace_section(markdown: str, heading: str, section: list[str]) -> str:
+    """`markdown` with the section under `heading` (up to the next `## `) replaced by `section`,
+    or `section` appended when the report has none yet."""
+    lines = markdown.rstrip("\n").split("\n")
+    start = next((i for i, line in enumerate(lines) if line == heading), None)
+    if start is None:
+        return "\n".join([*lines, "", *section]) + "\n"
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    after = ["", *lines[end:]] if end < len(lines) else []
+    return "\n".join([*lines[:start], *section, *after]) + "\n"
+
+
+def build_section(out: Path, name: str) -> None:
+    """Write one benchmark's section (and its plot) into the existing `out/report.md`, leaving
+    every other section, plot and report.json as they are."""
+    from bench import plots
+
+    results = load(out)
+    runs = results.pop("runs", {})
+    status = {run["name"]: run for run in runs.get("runs", [])}
+    _, title, _, plot = next(s for s in SECTIONS if s[0] == name)
+    made = plots.draw(results, out / "plots", only=[plot] if plot else [])
+    report = out / "report.md"
+    section = _render_section(name, results, status.get(name), made)
+    report.write_text(replace_section(report.read_text(), f"## {title}", section))
 
 
 def build(out: Path) -> None:
@@ -994,8 +1192,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent))
+    names = [name for name, *_ in SECTIONS]
+    parser.add_argument("--section", choices=names, help="rewrite only this section, in place")
     args = parser.parse_args()
-    build(Path(args.out))
+    if args.section:
+        build_section(Path(args.out), args.section)
+    else:
+        build(Path(args.out))
     print(f"wrote {Path(args.out) / 'report.md'}")
 
 

@@ -6,8 +6,9 @@ asks) for `--minutes`. Every `--interval` seconds one row: the server's RSS, ope
 and CPU share over the interval; the listeners' lateness (p50/p95: arrival − the part's media end),
 stalls and errors in the interval; and from the server's own `/metrics`, the media ticks skipped,
 parts published and the event loop's lag. At the end, each of RSS, descriptors and lateness p95 is
-compared between the first and the last third of the rows (after the first row, which includes
-the listeners joining): a soak passes when the last third is within `--tolerance` of the first.
+compared between the first and the last third of the rows (by median, after the first row, which
+includes the listeners joining, and without a last row the end cut short; `bench.report.soak_ratio`):
+a soak passes when the last third is within `--tolerance` of the first.
 
 The issue's soak is an hour with a stage of 5 and hundreds of listeners (the defaults); a short
 run checks the harness:
@@ -20,7 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +31,12 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.llhls import percentile
+from bench.report import SOAK_TOLERANCE, soak_ratio
 from bench.stage_cost import start_stage
-from bench.swarm import Swarm, raise_nofile, wait_interval
+from bench.swarm import Swarm, wait_interval
 from townhall.harness import Server, cpu_seconds, rss_bytes, start_server
+from townhall.loadtest.llhls import percentile
+from townhall.loadtest.procs import raise_nofile
 
 TOKEN = "soak-bench-metrics-token-0123456789"
 
@@ -58,14 +62,12 @@ def scrape(server: Server) -> dict[str, float]:
     return sums
 
 
-def third_ratio(rows: list[dict[str, Any]], key: str) -> float | None:
-    """Mean of the last third of `rows` over the mean of the first third (the first row left out)."""
-    values = [row[key] for row in rows[1:] if row.get(key) is not None]
-    third = len(values) // 3
-    if third == 0:
+def delta(now: dict[str, float], before: dict[str, float], name: str) -> float | None:
+    """How much a counter grew since the last scrape that answered; None when this one did not
+    (an overloaded server may miss the scrape's deadline: the next row's delta then covers both)."""
+    if not now:
         return None
-    first, last = statistics.fmean(values[:third]), statistics.fmean(values[-third:])
-    return last / first if first else None
+    return now.get(name, 0.0) - before.get(name, 0.0)
 
 
 def run(minutes: float, speakers: int, listeners: int, interval: float) -> dict[str, Any]:
@@ -102,11 +104,13 @@ def run(minutes: float, speakers: int, listeners: int, interval: float) -> dict[
                         "lateness_p95_s": percentile(window.lateness, 95),
                         "stalls": window.stalls,
                         "errors": window.error_count,
-                        "ticks_skipped": now.get("townhall_space_ticks_skipped_total", 0.0)
-                        - before.get("townhall_space_ticks_skipped_total", 0.0),
-                        "parts_published": now.get("townhall_space_parts_published_total", 0.0)
-                        - before.get("townhall_space_parts_published_total", 0.0),
+                        "ticks_skipped": delta(now, before, "townhall_space_ticks_skipped_total"),
+                        "parts_published": delta(
+                            now, before, "townhall_space_parts_published_total"
+                        ),
                         "loop_lag_s": now.get("townhall_event_loop_lag_seconds"),
+                        # The machine is shared: its load explains lateness the server did not cause.
+                        "load_1m": os.getloadavg()[0],
                     }
                     rows.append(row)
                     print_row(row)
@@ -115,7 +119,7 @@ def run(minutes: float, speakers: int, listeners: int, interval: float) -> dict[
             for bot in bots:
                 bot.stop()
             server.proc.stop()
-    verdict = {key: third_ratio(rows, key) for key in ("rss_mb", "fds", "lateness_p95_s")}
+    verdict = {key: soak_ratio(rows, key, interval) for key in ("rss_mb", "fds", "lateness_p95_s")}
     return {
         "minutes": minutes,
         "speakers": speakers,
@@ -123,7 +127,7 @@ def run(minutes: float, speakers: int, listeners: int, interval: float) -> dict[
         "interval_s": interval,
         "rows": rows,
         "last_over_first_third": verdict,
-        "ticks_skipped": sum(row["ticks_skipped"] for row in rows),
+        "ticks_skipped": sum(row["ticks_skipped"] or 0 for row in rows),
         "stalls": sum(row["stalls"] for row in rows),
         "errors": sum(row["errors"] for row in rows),
     }
@@ -133,13 +137,17 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f}"
 
 
+def _n(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def print_row(row: dict[str, Any]) -> None:
     print(
         f"{row['at_s']:7.0f} s  rss {row['rss_mb']:6.1f} MB  fds {row['fds']:5d}  "
         f"cpu {row['cpu_core_share']:5.0%}  listeners {row['listeners']:4d}  "
         f"late p50/p95 {_ms(row['lateness_p50_s'])}/{_ms(row['lateness_p95_s'])} ms  "
-        f"stalls {row['stalls']}  errors {row['errors']}  skipped {row['ticks_skipped']:.0f}  "
-        f"parts {row['parts_published']:.0f}",
+        f"stalls {row['stalls']}  errors {row['errors']}  skipped {_n(row['ticks_skipped'])}  "
+        f"parts {_n(row['parts_published'])}  load {row['load_1m']:.1f}",
         flush=True,
     )
 
@@ -151,10 +159,16 @@ def main() -> None:
     parser.add_argument("--listeners", type=int, default=300)
     parser.add_argument("--interval", type=float, default=60.0, help="seconds per row")
     parser.add_argument(
-        "--tolerance", type=float, default=0.10, help="last third over first, at most 1 + this"
+        "--tolerance",
+        type=float,
+        default=SOAK_TOLERANCE,
+        help="last third over first, at most 1 + this",
     )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    # Stopped early (kill PID, or `timeout` past its bound): leave through the `finally` blocks,
+    # so the server, the bots and the swarm's workers are stopped too, not left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args.minutes, args.speakers, args.listeners, args.interval)
     flat = True
     for key, ratio in result["last_over_first_third"].items():

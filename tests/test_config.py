@@ -51,6 +51,8 @@ def test_environment_and_flags_override_defaults(tmp_path: Path) -> None:
         ({"TOWNHALL_GUESTS_CREATE_SPACES": "maybe"}, "TOWNHALL_GUESTS_CREATE_SPACES must be true"),
         ({"TOWNHALL_MAX_OPEN_SPACES_PER_HOST": "-1"}, "TOWNHALL_MAX_OPEN_SPACES_PER_HOST"),
         ({"TOWNHALL_CLIP_QUOTA_PER_SPACE_MB": "lots"}, "TOWNHALL_CLIP_QUOTA_PER_SPACE_MB"),
+        ({"TOWNHALL_STORAGE_QUOTA_PER_IDENTITY_MB": "-5"}, "TOWNHALL_STORAGE_QUOTA_PER_IDENTITY"),
+        ({"TOWNHALL_STORAGE_QUOTA_PER_ADDRESS_MB": "a lot"}, "TOWNHALL_STORAGE_QUOTA_PER_ADDRESS"),
     ],
 )
 def test_bad_values_are_named_in_the_error(
@@ -123,6 +125,18 @@ def test_guests_create_spaces_unless_the_operator_says_otherwise(tmp_path: Path)
         assert config.guests_create_spaces is False, off
     config = load({}, data_dir=tmp_path)
     assert (config.max_open_spaces_per_host, config.clip_quota_per_space_mb) == (3, 200)
+    assert (config.storage_quota_per_identity_mb, config.storage_quota_per_address_mb) == (
+        2000,
+        5000,
+    )
+    env = {
+        "TOWNHALL_STORAGE_QUOTA_PER_IDENTITY_MB": "0",
+        "TOWNHALL_STORAGE_QUOTA_PER_ADDRESS_MB": "7",
+    }
+    quota = load(env, data_dir=tmp_path).storage_quota
+    assert quota.per_identity is None
+    assert quota.per_address is not None
+    assert quota.per_address.burst == 7_000_000
 
 
 def test_metrics_are_off_text_logs_and_no_request_lines_unless_configured(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from townhall.node.keeper import OPEN_STATES, KeeperConfig, NodeKeeper
 from townhall.node.placement import NodeId, Placement
 from townhall.node.redis_placement import RedisPlacement
 from townhall.node.routing import LiveRouter
+from townhall.ratelimit.storage import StorageQuota
 from townhall.spaces.model import Space, SpaceId
 from townhall.state.unavailable import is_unavailable
 from townhall.telemetry.metrics import NodeMetrics, build_metrics_router
@@ -63,6 +64,20 @@ async def _end_abandoned_spaces(host: MediaHost) -> None:
             await host.control.cancel_no_shows(NO_SHOW_CANCEL_S)
         except Exception:  # the reaper must outlive any one failure
             log.exception("ending abandoned Spaces failed")
+
+
+RECORDING_CHARGE_S = 30.0  # a chunk (recording_meter.CHARGE_BYTES) takes minutes to record
+
+
+async def _charge_recordings(host: MediaHost, quota: StorageQuota) -> None:
+    if not quota.enabled:
+        return
+    while True:
+        await asyncio.sleep(RECORDING_CHARGE_S)
+        try:
+            await host.charge_recordings(quota, time.time())
+        except Exception:  # the meter must outlive any one failure (the store's outage)
+            log.exception("charging recordings to their hosts failed")
 
 
 RETENTION_SWEEP_S = 600.0  # retention is counted in days: a sweep every 10 minutes is plenty
@@ -117,6 +132,7 @@ def create_app(config: Config) -> FastAPI:
             host_absent_end_s=config.empty_stage_end_s,
             on_ended=ended,
             captions=config.captions,
+            recording_reserve=config.recording_reserve_bytes,
         )
         node.keeper = NodeKeeper(
             node.host,
@@ -141,6 +157,9 @@ def create_app(config: Config) -> FastAPI:
             asyncio.create_task(sender.run(), name="webhooks"),
             asyncio.create_task(
                 _expire_recordings(node.host, config.recording_retention_days), name="retention"
+            ),
+            asyncio.create_task(
+                _charge_recordings(node.host, config.storage_quota), name="recording-meter"
             ),
         ]
         mail = reminder_sender(config, node.plane)

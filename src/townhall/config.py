@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 from pathlib import Path
 
+from townhall.ratelimit.storage import RECORDING_RESERVE_S, StorageQuota, recording_cost
 from townhall.reminders.mailer import TLS_MODES, SmtpConfig
 from townhall.reminders.webpush import PushConfig, VapidKey
 from townhall.spaces.lifecycle import DEFAULT_HOST_ABSENT_LIMIT_S
@@ -130,6 +131,12 @@ class Config:
     # Disk the clips of one Space may take (MB; 0: no quota). A 60 s clip is about 0.5 MB at the
     # default bitrate, so the default is some 400 full-length clips.
     clip_quota_per_space_mb: int = 200
+    # Disk one identity, and one address, may fill with clips and recordings (MB; 0: no quota),
+    # a budget refilled evenly over the recording retention period (see ratelimit/storage.py).
+    # Identities are free, addresses are not: the address budget is what bounds a stranger. At
+    # the default bitrate an hour of recording is about 30 MB and a 60 s clip about 0.5 MB.
+    storage_quota_per_identity_mb: int = 2_000
+    storage_quota_per_address_mb: int = 5_000
     # The bearer token `GET /metrics` (Prometheus) must carry; empty: /metrics is off (404), so
     # nothing about the node's traffic is readable until the operator chooses a secret for it.
     metrics_token: str = ""
@@ -144,6 +151,19 @@ class Config:
     # Web Push reminders (reminders/webpush.py): the VAPID key and subject, filled by `load`.
     push: PushConfig = field(default_factory=PushConfig)
     captions: CaptionsConfig = field(default_factory=CaptionsConfig)
+
+    @property
+    def storage_quota(self) -> StorageQuota:
+        return StorageQuota.from_config(
+            self.storage_quota_per_identity_mb,
+            self.storage_quota_per_address_mb,
+            self.recording_retention_days,
+        )
+
+    @property
+    def recording_reserve_bytes(self) -> int:
+        """What a recorded Space's host (and address) pay at creation: its first hour."""
+        return recording_cost(RECORDING_RESERVE_S, self.media.aac_bitrate)
 
     @property
     def runs_media(self) -> bool:
@@ -452,6 +472,20 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
             env,
             "TOWNHALL_CLIP_QUOTA_PER_SPACE_MB",
             Config.clip_quota_per_space_mb,
+            low=0,
+            high=10**7,
+        ),
+        "storage_quota_per_identity_mb": _int(
+            env,
+            "TOWNHALL_STORAGE_QUOTA_PER_IDENTITY_MB",
+            Config.storage_quota_per_identity_mb,
+            low=0,
+            high=10**7,
+        ),
+        "storage_quota_per_address_mb": _int(
+            env,
+            "TOWNHALL_STORAGE_QUOTA_PER_ADDRESS_MB",
+            Config.storage_quota_per_address_mb,
             low=0,
             high=10**7,
         ),

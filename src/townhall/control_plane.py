@@ -157,7 +157,14 @@ def install_control_plane(
             lambda: plane().records, lambda: plane().live, sessions, secure_cookies=secure
         )
     )
-    app.include_router(build_control_router(lambda: plane().control, keys))
+    app.include_router(
+        build_control_router(
+            lambda: plane().control,
+            keys,
+            storage=config.storage_quota,
+            recording_reserve=config.recording_reserve_bytes,
+        )
+    )
     app.include_router(
         build_invite_router(lambda: plane().control, InviteTokens(config.secret, TTL_DEFAULT_S))
     )

@@ -23,7 +23,7 @@ from tests.api.test_control_api import code, guest, signup
 from townhall.app import create_app
 from townhall.config import load
 from townhall.control_plane import control_plane_app
-from townhall.ratelimit.table import HAND, PRESENCE, SIGNIN_PER_ACCOUNT, Limit
+from townhall.ratelimit.table import GUEST, HAND, PRESENCE, SIGNIN_PER_ACCOUNT, Limit
 
 PEER = ("127.0.0.1", 50000)  # the process that connects: a local one, as in the attack
 
@@ -134,3 +134,34 @@ def test_password_guesses_at_one_account_from_many_addresses_are_refused_per_acc
         assert refused_after_its_burst(SIGNIN_PER_ACCOUNT, guess, started), guess
         assert code(answer) == "rate_limited"
         assert int(answer.headers["Retry-After"]) >= 1
+
+
+def test_fresh_ipv6_addresses_of_one_slash_64_share_the_per_address_limits(
+    tmp_path: Path,
+) -> None:
+    """An IPv6 subscriber picks any of 2^64 source addresses for free: each request from a new
+    one (as a trusted edge forwards it) must count against the same per-address limit, while a
+    neighbouring /64 and an IPv4 client keep their own."""
+    config = load({"TOWNHALL_TRUSTED_PROXIES": "127.0.0.1"}, data_dir=tmp_path)
+    with TestClient(create_app(config), client=PEER) as client:
+
+        def guest_from(address: str, name: str) -> int:
+            answer = client.post(
+                "/api/auth/guest",
+                json={"display_name": name},
+                headers={"X-Forwarded-For": address},
+            )
+            if answer.status_code == 429:
+                assert code(answer) == "rate_limited"
+                assert int(answer.headers["Retry-After"]) >= 1
+            return int(answer.status_code)
+
+        started = time.monotonic()
+        named = 0
+        while guest_from(f"2001:db8:1:2::{named + 1:x}", f"Guest {named}") == 201:
+            named += 1
+            assert named < 100, "100 guest names from 100 addresses of one /64 were all allowed"
+        # Every name came from an address of its own: refused after one address's burst.
+        assert refused_after_its_burst(GUEST, named, started), named
+        assert guest_from("2001:db8:1:3::1", "Next /64") == 201
+        assert guest_from("198.51.100.7", "IPv4") == 201

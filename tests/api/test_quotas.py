@@ -1,6 +1,7 @@
 """Quotas a stranger meets: Space creation per person and per address, open Spaces per host,
 guests creating Spaces only where the operator allows it, a creation refused for capacity that
-leaves nothing behind, and clips bounded per person, per address and in disk per Space."""
+leaves nothing behind, clips bounded per person, per address and in disk per Space, and the disk
+clips and recordings take bounded per identity and per address."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.test_control_api import Person, code, guest, signup
-from tests.api.test_recording_api import recording_app, replay_with_a_chirp, root
+from tests.api.test_recording_api import on_air, recording_app, replay_with_a_chirp, root
 from tests.conftest import FlakyRedis
 from townhall.app import create_app
 from townhall.config import load
 from townhall.control_plane import control_plane_app
 from townhall.delivery.storage import CLIPS_DIR
+from townhall.ratelimit.storage import StorageQuota
 from townhall.ratelimit.table import SPACE_PER_ADDRESS, SPACE_PER_PERSON, Limit
 from townhall.spaces.lifecycle import NOT_OVER
 from townhall.spaces.model import SpaceState
@@ -223,3 +225,126 @@ def test_the_creation_limits_hold_across_the_processes_of_a_deployment(
         assert created_until_refused(SPACE_PER_ADDRESS, fresh_guest) >= (
             SPACE_PER_ADDRESS.burst - spent
         )
+
+
+# -- storage per identity and per address -------------------------------------------------------
+# A recorded Space pays for its first hour at creation (about 32 MB at the default bitrate) and a
+# 30 s clip about 0.27 MB: budgets just above the first hour leave room for one clip, not two.
+
+
+def upcoming_titles(client: TestClient) -> list[str]:
+    listed = client.get("/api/spaces", params={"state": "upcoming"}).json()
+    return sorted(s["space"]["title"] for s in listed)
+
+
+def refused_for_quota(r: Any, whose: str) -> None:
+    assert r.status_code == 429, r.text
+    assert code(r) == "quota_exceeded"
+    assert whose in r.json()["error"]["message"]
+    assert "storage quota" in r.json()["error"]["message"]
+    assert int(r.headers["retry-after"]) >= 1
+
+
+def test_a_host_whose_storage_is_used_up_cannot_start_a_recorded_space_and_nothing_is_written(
+    tmp_path: Path, database_url: str
+) -> None:
+    config = load(
+        {}, data_dir=tmp_path, database_url=database_url, storage_quota_per_identity_mb=40
+    )
+    with TestClient(control_plane_app(config)) as client:
+        host = signup(client, "hana")
+        body = scheduled("Recorded") | {"record": True}
+        assert host.post("/api/spaces", body).status_code == 201
+        r = host.post("/api/spaces", scheduled("Recorded again") | {"record": True})
+        refused_for_quota(r, "your clips and recordings")
+        assert upcoming_titles(client) == ["Recorded"]  # no record of the refused one
+        # Without a recording nothing is stored: the host may still talk.
+        assert host.post("/api/spaces", scheduled("Live only")).status_code == 201
+
+
+def test_fresh_guest_names_from_one_address_cannot_fill_the_disk_with_recordings(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = {
+        "TOWNHALL_STORAGE_QUOTA_PER_IDENTITY_MB": "0",
+        "TOWNHALL_STORAGE_QUOTA_PER_ADDRESS_MB": "70",
+    }
+    config = load(env, data_dir=tmp_path, database_url=database_url)
+    with TestClient(control_plane_app(config)) as client:
+        for n in range(2):
+            r = guest(client, f"G{n}").post("/api/spaces", scheduled(f"R{n}") | {"record": True})
+            assert r.status_code == 201, r.text
+        r = guest(client, "G2").post("/api/spaces", scheduled("R2") | {"record": True})
+        refused_for_quota(r, "your address's")
+        assert upcoming_titles(client) == ["R0", "R1"]
+
+
+def clip_files(client: TestClient, space_id: str) -> list[str]:
+    return sorted(p.name for p in (root(client) / space_id / CLIPS_DIR).glob("*"))
+
+
+def spend(client: TestClient, *, identity: str, address: str | None, leaving: int) -> None:
+    """Spend a budget of the app's quota down to `leaving` bytes, as earlier clips would have."""
+    config = client.app.state.config  # type: ignore[attr-defined]
+    quota = config.storage_quota
+    live = client.app.state.node.plane.live  # type: ignore[attr-defined]
+    mb = config.storage_quota_per_identity_mb or config.storage_quota_per_address_mb
+    assert client.portal is not None
+    size = mb * 1_000_000 - leaving
+    client.portal.call(
+        lambda: quota.charge(live, identity=identity, address=address, size=size, now=time.time())
+    )
+
+
+ONE_CLIP_LEFT = 80_000  # the replay has 6 s recorded: a clip of it is about 60 KB
+
+
+def test_clips_are_paid_from_the_clippers_storage_and_a_refused_clip_writes_no_file(
+    tmp_path: Path,
+) -> None:
+    for client in recording_app(tmp_path, storage_quota_per_identity_mb=40):
+        space_id = replay_with_a_chirp(client, guest(client, "Host"), 5)
+        fan = guest(client, "Fan")
+        spend(client, identity=fan.user_id, address=None, leaving=ONE_CLIP_LEFT)
+        assert fan.post(f"/api/spaces/{space_id}/clips").status_code == 201
+        made = clip_files(client, space_id)
+        refused_for_quota(fan.post(f"/api/spaces/{space_id}/clips"), "your clips")
+        assert clip_files(client, space_id) == made
+        assert guest(client, "Other").post(f"/api/spaces/{space_id}/clips").status_code == 201
+
+
+def test_fresh_guest_names_from_one_address_share_its_clip_storage(tmp_path: Path) -> None:
+    options = {"storage_quota_per_identity_mb": 0, "storage_quota_per_address_mb": 100}
+    for client in recording_app(tmp_path, **options):
+        space_id = replay_with_a_chirp(client, guest(client, "Host"), 5)
+        reserve = client.app.state.config.recording_reserve_bytes  # type: ignore[attr-defined]
+        # The test client's address paid the recording's first hour; earlier clips the rest.
+        spend(client, identity="-", address="testclient", leaving=ONE_CLIP_LEFT + reserve)
+        assert guest(client, "Fan").post(f"/api/spaces/{space_id}/clips").status_code == 201
+        made = clip_files(client, space_id)
+        refused_for_quota(
+            guest(client, "Another").post(f"/api/spaces/{space_id}/clips"), "your address's"
+        )
+        assert clip_files(client, space_id) == made
+
+
+def test_a_recording_stops_when_its_host_can_no_longer_pay_and_the_host_is_told(
+    tmp_path: Path,
+) -> None:
+    """Past its first hour a recording is charged to its host as it grows (node.recording_meter);
+    here the first hour is taken as spent, so the next charge finds an empty budget."""
+    for client in recording_app(tmp_path):
+        host = guest(client, "Host")
+        space_id = on_air(client, host)
+        media_host = client.app.state.node.host  # type: ignore[attr-defined]
+        runtime = media_host.runtime(space_id)
+        runtime.meter.paid = -10_000_000  # as if 10 MB more had been written than paid for
+        tiny = StorageQuota.from_config(identity_mb=1, address_mb=0, retention_days=30)
+        assert client.portal is not None
+        stopped = client.portal.call(media_host.charge_recordings, tiny, time.time())
+        assert stopped == [space_id]
+        body = host.get(f"/api/spaces/{space_id}/recording").json()
+        assert body["recording"] is False
+        assert "storage quota is used up" in body["error"]
+        assert body["seconds"] > 0  # what was recorded stays
+        assert client.get(f"/live/{space_id}/media.m3u8").status_code == 200  # still on air

@@ -6,7 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.report import Verdict, load, render, verdicts
+import pytest
+from bench.report import (
+    SOAK_TOLERANCE,
+    Verdict,
+    _render_section,
+    load,
+    render,
+    replace_section,
+    soak_ratio,
+    verdicts,
+)
 
 
 def by_what(results: dict[str, Any]) -> dict[str, Verdict]:
@@ -301,3 +311,63 @@ def test_the_captions_section_shows_delay_and_cpu_per_space() -> None:
     section = text[text.index("## Live captions") :]
     assert "2.10 s" in section
     assert "12.6 %" in section
+
+
+def soak_rows(rss: list[float]) -> list[dict[str, Any]]:
+    return [
+        {
+            "at_s": 60.0 * (i + 1),
+            "rss_mb": value,
+            "fds": 600,
+            "cpu_core_share": 0.5,
+            "lateness_p50_s": 0.5,
+            "lateness_p95_s": 0.9,
+            "stalls": 0,
+            "errors": 0,
+            "ticks_skipped": 0.0,
+            "load_1m": 3.0,
+        }
+        for i, value in enumerate(rss)
+    ]
+
+
+def test_a_soak_section_calls_growth_past_the_tolerance_growing_and_the_rest_flat() -> None:
+    rows = soak_rows([200, 200, 201, 202, 230, 240, 250])
+    soak = {
+        "minutes": 7,
+        "speakers": 5,
+        "listeners": 300,
+        "interval_s": 60,
+        "rows": rows,
+        "last_over_first_third": {"rss_mb": 245 / 200.5, "fds": 1.0, "lateness_p95_s": 1.0},
+    }
+    text = "\n".join(render_section_for({"soak": soak}))
+    assert "| server memory (RSS) | 200.5 MB | 245.0 MB | 1.222 | **growing** |" in text
+    assert "| server file descriptors | 600 | 600 | 1.000 | flat |" in text
+    assert "load average was 3.0" in text
+    assert "bench.soak --minutes 7 --speakers 5 --listeners 300 --interval 60" in text
+
+
+def render_section_for(results: dict[str, Any]) -> list[str]:
+    return _render_section("soak", results, None, [])
+
+
+def test_one_section_is_replaced_in_place_and_the_others_are_left_as_they_were() -> None:
+    report = "# r\n\n## A\n\nold a\n\n## Soak\n\nold soak\n\n## C\n\nc\n"
+    assert replace_section(report, "## Soak", ["## Soak", "", "new"]) == (
+        "# r\n\n## A\n\nold a\n\n## Soak\n\nnew\n\n## C\n\nc\n"
+    )
+    assert replace_section("# r\n\n## A\n\na\n", "## Soak", ["## Soak", "", "new"]) == (
+        "# r\n\n## A\n\na\n\n## Soak\n\nnew\n"
+    )
+
+
+def test_a_starved_minute_and_a_last_row_cut_short_do_not_make_a_soak_grow() -> None:
+    rows = soak_rows([200.0] * 16)
+    for row, fds in zip(rows, [640, 200, 630, 250] + [634] * 12, strict=True):
+        row["fds"] = fds  # two minutes when starved listeners dropped their connections
+    rows.append({**rows[-1], "at_s": rows[-1]["at_s"] + 13, "fds": 33})  # the end, 13 s in
+    assert soak_ratio(rows, "fds", 60) == pytest.approx(634 / 630)
+    assert soak_ratio(rows, "rss_mb", 60) == 1.0
+    leaking = soak_rows([200.0 + 5 * i for i in range(10)])
+    assert (soak_ratio(leaking, "rss_mb", 60) or 0) > 1 + SOAK_TOLERANCE

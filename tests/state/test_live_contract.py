@@ -364,6 +364,21 @@ async def test_a_rate_limit_is_shared_by_two_processes(live: LiveState, peer: Li
     assert await live.take_token("hand:bob", 1.0, 3, T0 + 1.0) == 0.0
 
 
+async def test_a_byte_budget_is_taken_by_cost_across_processes_and_refunds_return(
+    live: LiveState, peer: LiveState
+) -> None:
+    """A storage quota (ratelimit.storage) takes bytes, not requests, from the shared bucket."""
+    assert await live.take_token("storage:alice", 10.0, 1_000_000, T0, 600_000) == 0.0
+    assert await peer.take_token("storage:alice", 10.0, 1_000_000, T0, 600_000) == pytest.approx(
+        20_000.0
+    )  # 400,000 left, 200,000 short at 10 bytes/s; and nothing was taken
+    assert await peer.take_token("storage:alice", 10.0, 1_000_000, T0, 400_000) == 0.0
+    assert await live.take_token("storage:alice", 10.0, 1_000_000, T0, -300_000) == 0.0
+    assert await peer.take_token("storage:alice", 10.0, 1_000_000, T0, 300_000) == 0.0
+    assert await live.take_token("storage:alice", 10.0, 1_000_000, T0, -5_000_000) == 0.0
+    assert await live.take_token("storage:alice", 10.0, 1_000_000, T0, 1_000_001) > 0
+
+
 async def test_rate_limits_for_different_callers_are_independent(live: LiveState) -> None:
     assert await live.take_token("react:alice", 1.0, 1, T0) == 0.0
     assert await live.take_token("react:alice", 1.0, 1, T0) > 0

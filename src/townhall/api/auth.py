@@ -32,6 +32,7 @@ from townhall.api.identity import (
     verify_password,
 )
 from townhall.api.tokens import Identity, IdentityKind, IdentityTokens, TokenError, fingerprint
+from townhall.ratelimit.address import address_key
 from townhall.ratelimit.table import (
     GUEST,
     SIGNIN_PER_ACCOUNT,
@@ -179,8 +180,10 @@ RequiredIdentity = Annotated[Identity, Depends(required_identity)]
 
 
 def client_address(request: Request) -> str:
-    """The caller's address, as the server sees it (after trusted proxy headers)."""
-    return request.client.host if request.client else "unknown"
+    """The caller as every per-address limit and quota counts it: their address as the server
+    sees it (after a trusted proxy's X-Forwarded-For, TOWNHALL_TRUSTED_PROXIES), an IPv6 one by
+    its /64 (`ratelimit.address`). The one place a per-address key is made."""
+    return address_key(request.client.host) if request.client else "unknown"
 
 
 def build_auth_router(

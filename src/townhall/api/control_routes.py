@@ -24,6 +24,7 @@ from townhall.api.params import InviteCodeQ, SpaceIdP, TargetP, actor, checked_u
 from townhall.api.params import public_base as base
 from townhall.api.tokens import Identity
 from townhall.delivery.capability import MediaKeys
+from townhall.ratelimit.storage import NO_STORAGE_QUOTA, StorageQuota
 from townhall.ratelimit.table import SPACE_PER_ADDRESS, take
 from townhall.spaces.control import (
     Actor,
@@ -110,8 +111,15 @@ class SpaceView(BaseModel):
     links: dict[str, str]
 
 
-def build_control_router(control: Callable[[], SpaceControl], keys: MediaKeys) -> APIRouter:
-    """The Spaces, the stage and the audience; invite links are api/invite_routes.py's."""
+def build_control_router(
+    control: Callable[[], SpaceControl],
+    keys: MediaKeys,
+    *,
+    storage: StorageQuota = NO_STORAGE_QUOTA,
+    recording_reserve: int = 0,
+) -> APIRouter:
+    """The Spaces, the stage and the audience; invite links are api/invite_routes.py's. A
+    recorded Space's first `recording_reserve` bytes are paid from `storage` at creation."""
     router = APIRouter(prefix="/api/spaces", tags=["spaces"])
     anonymous_views: dict[tuple[str, str | None, str], tuple[int, bytes]] = {}
 
@@ -147,8 +155,9 @@ def build_control_router(control: Callable[[], SpaceControl], keys: MediaKeys) -
         description=(
             "Limited per person and per address (429), to a number of open Spaces per host "
             "(409 `too_many_open_spaces`), to signed-in people where guests may not create "
-            "(403 `guests_cannot_create`); a Space that opens now needs a media node with room "
-            "(503 `capacity`, and nothing is created)."
+            "(403 `guests_cannot_create`); a recorded Space's first hour is paid from the host's "
+            "and their address's storage budgets (429 `quota_exceeded`); a Space that opens now "
+            "needs a media node with room (503 `capacity`, and nothing is created)."
         ),
     )
     async def create(body: CreateSpaceIn, request: Request, who: RequiredIdentity) -> SpaceView:
@@ -162,12 +171,26 @@ def build_control_router(control: Callable[[], SpaceControl], keys: MediaKeys) -
             limits=StageLimits(max_cohosts=body.max_cohosts, max_speakers=body.max_speakers),
         )
         host = actor(who)
+        address = client_address(request)
+        live = control().live
         # Every refusal before anything is written: a refused creation leaves no Space behind.
-        await take(control().live, SPACE_PER_ADDRESS, client_address(request), time.time())
+        await take(live, SPACE_PER_ADDRESS, address, time.time())
         await control().admit_new_space(host)
         if spec.scheduled_start is None:  # opens now: it needs a media node's slot
             await request.app.state.ensure_room()
-        space = await control().create(host, spec)
+        reserve = recording_reserve if spec.record else 0
+        if reserve:  # the last refusal: nothing to give back if an earlier one answered
+            await storage.charge(
+                live, identity=who.user_id, address=address, size=reserve, now=time.time()
+            )
+        try:
+            space = await control().create(host, spec)
+        except Exception:
+            if reserve:
+                await storage.refund(
+                    live, identity=who.user_id, address=address, size=reserve, now=time.time()
+                )
+            raise
         try:
             await request.app.state.on_space_changed(space)
         except ApiError:
@@ -176,6 +199,10 @@ def build_control_router(control: Callable[[], SpaceControl], keys: MediaKeys) -
             # over, or gone meanwhile: nothing to call off; the capacity answer stands.)
             with contextlib.suppress(ControlError):
                 await control().end(host, space.id)
+            if reserve:  # called off before it recorded anything
+                await storage.refund(
+                    live, identity=who.user_id, address=address, size=reserve, now=time.time()
+                )
             raise
         return await view(space, request, show_invite=True)
 

@@ -8,7 +8,8 @@ ApiError                    {"error": {"code", "message"}} with a status
 ├── Conflict          409   the state does not allow it (or changed meanwhile)
 ├── Gone              410   existed, has ended
 ├── Unprocessable     422   well-formed, but the values cannot be used
-├── TooManyRequests   429   rate limit hit (Retry-After); ratelimit.table.Limited maps here too
+├── TooManyRequests   429   rate limit hit (Retry-After); ratelimit.table.Limited maps here too,
+│                           and its QuotaExceeded (`quota_exceeded`: a storage budget used up)
 ├── Unavailable       503   try again later (Retry-After)
 └── InsufficientStorage 507 a storage quota is used up (a clip past its Space's share)
 
@@ -24,7 +25,7 @@ awaits its command and never catches them one by one:
 - `state.errors.RecordsError` that a command let through (`RECORDS_ERRORS`): a target removed or
   a record changed between a command's check and its write, someone banned or a stage filled
   meanwhile → 404 / 409 / 403 / 409, never a 500;
-- `ratelimit.table.Limited` → 429 + Retry-After;
+- `ratelimit.table.Limited` → 429 + Retry-After, with its code (`rate_limited`, `quota_exceeded`);
 - a store that cannot be reached (Redis or the database; `state.unavailable` says which driver
   errors those are) → 503 + Retry-After, or close code 1013 ("try again later") on a WebSocket.
 
@@ -203,7 +204,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     410: documented("It existed and is over (an ended Space, an expired recording)"),
     413: documented("The body is larger than this call takes (any call: the cap is checked first)"),
     422: documented("Input the schema refuses; `field` names the field"),
-    429: documented("A rate limit: wait Retry-After seconds", retry_after=True),
+    429: documented(
+        "A rate limit, or a storage quota used up (`quota_exceeded`): wait Retry-After seconds",
+        retry_after=True,
+    ),
     503: documented(
         "A store, or room for one more Space, is unavailable: retry after Retry-After",
         retry_after=True,
@@ -402,7 +406,7 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, Limited)
         return error_response(
             TooManyRequests.status,
-            TooManyRequests.code,
+            exc.code,
             exc.limit.message,
             {"Retry-After": exc.retry_after},
         )

@@ -3,7 +3,8 @@
     GET  /api/spaces/{id}/recording      what it costs on disk, and why it stopped (host, co-hosts)
     GET  /api/spaces/{id}/recording.m4a  the whole recording as one file (host)
     POST /api/spaces/{id}/clips          a clip of up to a minute (anyone who may listen; limited
-                                         per person and address, a storage quota per Space)
+                                         per person and address, a storage quota per Space, and
+                                         the clipper's and their address's storage budgets)
     GET  /api/clips/{clip_id}.m4a        a clip, by its unguessable id (a share link); a private
                                          Space's clip also needs its key (`?key=`, see
                                          delivery.capability), which its links carry
@@ -64,6 +65,7 @@ from townhall.delivery.recording import load_runs
 from townhall.delivery.storage import CLIPS_DIR, DAY_S, clips_bytes, expired, usage
 from townhall.node.host import MediaHost
 from townhall.node.keeper import OPEN_STATES
+from townhall.ratelimit.storage import clip_cost
 from townhall.ratelimit.table import CLIP, CLIP_DAILY_PER_ADDRESS, CLIP_DAILY_PER_PERSON, take
 from townhall.spaces.control import Actor, SpaceControl
 from townhall.spaces.model import Role, Space, SpaceId, UserId
@@ -162,6 +164,7 @@ def build_recording_router(
     exports = asyncio.Semaphore(EXPORTS_AT_ONCE)
     root = config.media.recordings_dir
     quota = config.clip_quota_per_space_mb * 1_000_000  # bytes of clips per Space; 0: none
+    budgets = config.storage_quota
 
     def host() -> MediaHost:
         return current().host
@@ -290,7 +293,8 @@ def build_recording_router(
         summary="Clip up to 60 s of a recorded Space, live or replay (default: the last 30 s)",
         description=(
             "One at a time and a number a day per person and per address (429); the clips of "
-            "one Space share a storage quota (507 `clip_quota`)."
+            "one Space share a storage quota (507 `clip_quota`); each clip is paid from the "
+            "clipper's and their address's storage budgets (429 `quota_exceeded`)."
         ),
         responses={507: documented("The Space's clips have used their storage quota")},
     )
@@ -323,6 +327,11 @@ def build_recording_router(
         if window is None:
             raise NotFound("nothing is recorded in that range", code="nothing_recorded")
         start, end = window
+        # Paid before anything is written (a refusal leaves no file), given back if none is made.
+        cost = clip_cost(end - start, config.media.aac_bitrate)
+        address = client_address(request)
+        live = control().live
+        await budgets.charge(live, identity=who.user_id, address=address, size=cost, now=now)
         clip_id = f"{space.id}-{''.join(secrets.choice(_ALPHABET) for _ in range(12))}"
         clips = directory / CLIPS_DIR
         final = clips / f"{clip_id}.m4a"
@@ -337,7 +346,11 @@ def build_recording_router(
                 partial.unlink(missing_ok=True)
             return Exported(final, made.seconds, made.size)
 
-        made = await export(make)
+        try:
+            made = await export(make)
+        except Exception:
+            await budgets.refund(live, identity=who.user_id, address=address, size=cost, now=now)
+            raise
         card = ClipCard(
             clip_id=clip_id,
             space_id=space.id,

@@ -328,6 +328,11 @@ class SpaceRecorder:
             assert run.error is not None
             self._fail(run.error)
 
+    def stop(self, reason: OSError) -> None:
+        """Stop recording for good, as a write error would (its host's storage quota is used
+        up): what was written stays, `reason` is reported once."""
+        self._fail(reason)
+
     def close(self) -> None:
         """The end of the Space's media in this process: make the run durable, stop the syncer."""
         if self._closed:

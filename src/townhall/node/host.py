@@ -13,8 +13,9 @@ connections are the cluster's).
 Spaces with `record` on get a SpaceRecorder (see `delivery.recording`) that follows the packager's
 on-air parts into `MediaConfig.recordings_dir` (shared by every media node of a cluster, so a
 take-over continues the same recording); a recording that fails (a full disk) stops with its
-error kept in `recording_errors` and logged, while the live stream goes on. Recordings past the
-retention period are deleted by `expire_recordings` (see `delivery.storage`).
+error kept in `recording_errors` and logged, while the live stream goes on; so does one whose
+host's storage budget cannot pay for it (`charge_recordings`, see `node.recording_meter`).
+Recordings past the retention period are deleted by `expire_recordings` (see `delivery.storage`).
 
 Spaces with `captions` on (where the server allows them: `CaptionsConfig`) get a SpaceCaptions
 (see `captions.live`) fed from the program after the delay line; the node's one transcriber worker
@@ -48,6 +49,8 @@ from townhall.media.ingest import Ingest
 from townhall.media.pipeline import SpaceMedia, TickTimings
 from townhall.media.timeline import run_start
 from townhall.node.placement import Lease
+from townhall.node.recording_meter import RecordingMeter, quota_used_up
+from townhall.ratelimit.storage import StorageQuota
 from townhall.spaces import lifecycle
 from townhall.spaces.control import ControlError, SpaceControl
 from townhall.spaces.model import Space, SpaceId, SpaceState, is_space_id
@@ -70,6 +73,7 @@ class SpaceRuntime:
     host_seen_at: float
     lease: Lease
     recorder: SpaceRecorder | None = None
+    meter: RecordingMeter | None = None  # what the recording has been paid for (recorded Spaces)
     captions: SpaceCaptions | None = None
 
 
@@ -85,9 +89,11 @@ class MediaHost:
         clock: Callable[[], float] = time.monotonic,
         on_ended: Callable[[SpaceRuntime], Awaitable[None]] | None = None,
         captions: CaptionsConfig | None = None,
+        recording_reserve: int = 0,
     ) -> None:
         """`on_ended`: awaited after a Space that ended has stopped here (the keeper releases its
-        lease, leaving a pointer to this node while it still serves the final playlist)."""
+        lease, leaving a pointer to this node while it still serves the final playlist).
+        `recording_reserve`: the bytes of a recording its host paid for at creation."""
         self.control = control
         self._media_config = media_config
         self._ice_servers = ice_servers
@@ -95,6 +101,7 @@ class MediaHost:
         self._host_absent_end_s = host_absent_end_s
         self._clock = clock
         self._on_ended = on_ended
+        self._recording_reserve = recording_reserve
         self._running: dict[SpaceId, SpaceRuntime] = {}
         self._ended: OrderedDict[SpaceId, SpaceMedia] = OrderedDict()
         self._lock = asyncio.Lock()
@@ -195,6 +202,13 @@ class MediaHost:
                 initial=state_commands(space, stage),
                 read_stage=lambda: records.stage(space.id),
             )
+            # The first hour was paid at creation (on another node's start too: a take-over's
+            # recorder counts this process's bytes only).
+            meter = (
+                RecordingMeter(space.host_id, self._recording_reserve)
+                if recorder is not None
+                else None
+            )
             runtime = SpaceRuntime(
                 space.id,
                 media,
@@ -203,7 +217,8 @@ class MediaHost:
                 self._clock(),
                 lease,
                 recorder,
-                self._captions_for(space, media),
+                meter=meter,
+                captions=self._captions_for(space, media),
             )
             self._running[space.id] = runtime
             media.start()
@@ -365,6 +380,20 @@ class MediaHost:
             self._replays.pop(SpaceId(space_id), None)
 
         return await storage.sweep(root, ended_at, retention_days, now, on_expired=forget)
+
+    async def charge_recordings(self, quota: StorageQuota, now: float) -> list[SpaceId]:
+        """Charge each recording's host for what it wrote since the last charge (see
+        `node.recording_meter`); stop the recordings whose host's budget cannot pay. Returns
+        the Spaces whose recording stopped now."""
+        stopped = []
+        for runtime in list(self._running.values()):
+            recorder, meter = runtime.recorder, runtime.meter
+            if recorder is None or meter is None or not recorder.recording:
+                continue
+            if not await meter.settle(self.control.live, quota, recorder.bytes_written, now):
+                recorder.stop(quota_used_up())
+                stopped.append(runtime.space_id)
+        return stopped
 
     async def end_abandoned(self) -> list[SpaceId]:
         """End Spaces whose host has been off the stage's audio longer than the limit."""

@@ -32,18 +32,20 @@ class RateLimiter:
             OrderedDict()
         )  # caller → (tokens, at)
 
-    def check(self, caller: str, now: float) -> float:
-        """Take one token for `caller`: 0.0 if allowed, else the seconds until one is available."""
+    def check(self, caller: str, now: float, cost: float = 1.0) -> float:
+        """Take `cost` tokens for `caller` (one a request; bytes for a storage quota): 0.0 if
+        allowed, else the seconds until that many are available (nothing is taken then). A
+        negative cost gives tokens back (a refund), never past the burst."""
         tokens, at = self._buckets.pop(caller, (float(self.limit.burst), now))
         # Callers' clocks may differ a little (several processes): time never runs backwards.
         tokens = min(float(self.limit.burst), tokens + max(0.0, now - at) * self.limit.per_second)
         at = max(at, now)
-        if tokens >= 1.0:
-            self._buckets[caller] = (tokens - 1.0, at)
+        if tokens >= cost:
+            self._buckets[caller] = (min(float(self.limit.burst), tokens - cost), at)
             wait = 0.0
         else:
             self._buckets[caller] = (tokens, at)
-            wait = (1.0 - tokens) / self.limit.per_second
+            wait = (cost - tokens) / self.limit.per_second
         while len(self._buckets) > self._max:
             self._buckets.popitem(last=False)
         return wait

@@ -135,6 +135,8 @@ LIMITS: tuple[Limit, ...] = (
 class Limited(Exception):
     """A caller is over a limit; they may try again after `wait` seconds (429 + Retry-After)."""
 
+    code = "rate_limited"  # the error code the API answers with
+
     def __init__(self, limit: Limit, wait: float) -> None:
         super().__init__(limit.message)
         self.limit = limit
@@ -145,14 +147,32 @@ class Limited(Exception):
         return retry_after(self.wait)
 
 
+class QuotaExceeded(Limited):
+    """A caller's storage budget (`storage.StorageQuota`) cannot pay for what they ask:
+    429 `quota_exceeded` + Retry-After (the budget refills over time)."""
+
+    code = "quota_exceeded"
+
+
 class TokenStore(Protocol):
     """What `take` needs of a store: `LiveState.take_token` (embedded or Redis)."""
 
-    async def take_token(self, key: str, per_second: float, burst: int, now: float) -> float: ...
+    async def take_token(
+        self, key: str, per_second: float, burst: int, now: float, cost: float = 1.0
+    ) -> float: ...
 
 
-async def take(store: TokenStore, limit: Limit, caller: str, now: float) -> None:
-    """Take one of `caller`'s tokens for `limit` from the shared store, or raise `Limited`."""
-    wait = await store.take_token(limit.key(caller), limit.per_second, limit.burst, now)
+async def take(
+    store: TokenStore,
+    limit: Limit,
+    caller: str,
+    now: float,
+    *,
+    cost: float = 1.0,
+    refusal: type[Limited] = Limited,
+) -> None:
+    """Take `cost` of `caller`'s tokens for `limit` from the shared store (one a request), or
+    raise `refusal` (a `Limited`) and take nothing."""
+    wait = await store.take_token(limit.key(caller), limit.per_second, limit.burst, now, cost)
     if wait > 0:
-        raise Limited(limit, wait)
+        raise refusal(limit, wait)

@@ -419,7 +419,9 @@ class EmbeddedLiveState:
 
     # -- rate limits -------------------------------------------------------------------------
 
-    async def take_token(self, key: str, per_second: float, burst: int, now: float) -> float:
+    async def take_token(
+        self, key: str, per_second: float, burst: int, now: float, cost: float = 1.0
+    ) -> float:
         if per_second <= 0 or burst < 1:
             raise ValueError("a rate limit needs per_second > 0 and burst >= 1")
         limit = RateLimit(per_second=per_second, burst=burst)
@@ -427,7 +429,7 @@ class EmbeddedLiveState:
         self._limiters[limit] = limiter
         while len(self._limiters) > _MAX_LIMITS:
             self._limiters.popitem(last=False)
-        return limiter.check(key, now)
+        return limiter.check(key, now, cost)
 
     # -- sessions ----------------------------------------------------------------------------
 

@@ -191,8 +191,12 @@ class LiveState(Protocol):
 
     async def speaking(self, space_id: str) -> dict[str, float]: ...
 
-    async def take_token(self, key: str, per_second: float, burst: int, now: float) -> float:
-        """Shared token bucket: 0.0 if allowed, else seconds until a token is available.
+    async def take_token(
+        self, key: str, per_second: float, burst: int, now: float, cost: float = 1.0
+    ) -> float:
+        """Shared token bucket: take `cost` tokens (one a request; bytes for a storage quota):
+        0.0 if allowed, else seconds until that many are available (and nothing is taken). A
+        negative cost gives tokens back (a refund), never past `burst`.
 
         `key` names both the caller and the limit (e.g. "react:<user id>"): use one
         (per_second, burst) per key."""

@@ -242,9 +242,10 @@ return #gone
 """
 
 _TAKE_TOKEN = """
--- KEYS: bucket hash; ARGV: per_second, burst, now, ttl_ms. Returns the wait as a string (a Lua
--- number would be truncated to an integer on the way out).
+-- KEYS: bucket hash; ARGV: per_second, burst, now, ttl_ms, cost (negative: a refund). Returns the
+-- wait as a string (a Lua number would be truncated to an integer on the way out).
 local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cost = tonumber(ARGV[5])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens, at = tonumber(state[1]), tonumber(state[2])
 if tokens == nil or at == nil then tokens, at = burst, now end
@@ -252,7 +253,7 @@ if tokens == nil or at == nil then tokens, at = burst, now end
 local elapsed = math.max(0, now - at)
 tokens = math.min(burst, tokens + elapsed * rate)
 local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+if tokens >= cost then tokens = math.min(burst, tokens - cost) else wait = (cost - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%.17g', math.max(at, now)))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return string.format('%.17g', wait)
@@ -698,13 +699,15 @@ class RedisLiveState:
 
     # -- rate limits -------------------------------------------------------------------------
 
-    async def take_token(self, key: str, per_second: float, burst: int, now: float) -> float:
+    async def take_token(
+        self, key: str, per_second: float, burst: int, now: float, cost: float = 1.0
+    ) -> float:
         if per_second <= 0 or burst < 1:
             raise ValueError("a rate limit needs per_second > 0 and burst >= 1")
         refill_ms = math.ceil(burst / per_second * 1000) + 1000
         wait = await self._token_script(
             keys=[RATE_KEY.format(prefix=self._prefix, key=key)],
-            args=[repr(float(per_second)), burst, repr(float(now)), refill_ms],
+            args=[repr(float(per_second)), burst, repr(float(now)), refill_ms, repr(float(cost))],
         )
         return float(_text(wait))
 
