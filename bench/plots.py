@@ -19,7 +19,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 Results = dict[str, Any]
-COLOURS = {"origin": "#c0392b", "edge": "#2471a3", "varnish": "#1e8449", "icecast": "#7d3c98"}
+COLOURS = {
+    "origin": "#c0392b",
+    "edge": "#2471a3",
+    "varnish": "#1e8449",
+    "icecast": "#7d3c98",
+    "cluster": "#b9770e",
+}
 
 
 def _cdf(ax: Axes, values: list[float], label: str) -> None:
@@ -149,14 +155,16 @@ def _join_storm(r: Results) -> Figure | None:
         return None
     fig, (rate, p99) = plt.subplots(1, 2, figsize=(10, 4))
     names = [row["target"] for row in rows]
-    rate.bar(names, [row["joins_per_s"] for row in rows], color=[COLOURS.get(n) for n in names])
+    rate.bar(
+        names, [row["joins_per_s"] for row in rows], color=[COLOURS.get(n, "grey") for n in names]
+    )
     rate.axhline(5000, color="grey", linestyle="--", label="budget 5,000/s")
     rate.set(title="joins absorbed per second", ylabel="joins/s")
     rate.legend(fontsize=8)
     p99.bar(
         names,
         [(row.get("ttfa_p99_s") or 0) * 1000 for row in rows],
-        color=[COLOURS.get(n) for n in names],
+        color=[COLOURS.get(n, "grey") for n in names],
     )
     p99.axhline(250, color="grey", linestyle="--", label="budget 250 ms")
     p99.set(title="time to first audio, p99", ylabel="ms")

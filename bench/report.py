@@ -27,7 +27,16 @@ Results = dict[str, Any]
 SPEC_LISTENER_KB = 20
 SPEC_JOINS_PER_S = 5000
 SPEC_JOIN_P99_S = 0.250
-SIGNED_IN_STORM_WHY = "TODO"
+SIGNED_IN_STORM_WHY = (
+    "On this 2-core machine the two API processes, the media process, Redis, PostgreSQL, "
+    "Varnish and the four generator processes share both cores, which were saturated for the "
+    "whole storm (the cluster's processes alone used more CPU than the storm's wall time). "
+    "A signed-in join is three uncacheable calls (guest sign-in, the Space with a bearer, me, "
+    "about 0.5 ms of CPU each alone) before the cached media; most arrivals were refused "
+    "politely (503 + Retry-After) but the refusals themselves queued behind the saturated "
+    "loops, so none came within a second. Measuring the claim needs the API processes on "
+    "cores of their own (or machines), which this machine does not have."
+)
 SPEC_FAILOVER_GAP_S = 5.0
 SPEC_EDGE_LATE_S = 0.100  # lateness behind the edge vs direct, p95
 DRAIN_GAP_S = 1.0  # restarting one node at a time: no audible gap longer than a second
@@ -219,36 +228,46 @@ def _density(r: Results) -> list[Verdict]:
             "origin",
             "listeners held per core, straight from one origin process",
             0.5,
-            "An LL-HLS listener is a stream of small requests (a blocking playlist reload and a "
-            "part every 0.32 s, about 6 per second) and each costs the Python origin a few hundred "
-            "microseconds; an Icecast listener is one long response the C server writes to. "
-            "Fewer requests per listener (longer parts, or one chunked request per segment) "
-            "is the fix that keeps the latency budget; the edge is the fix that scales.",
+            "A listener page is now about half a request per second (one streamed request per "
+            "1.92 s segment, the snapshot every 15 s, sampled presence), down from ~6, and one "
+            "origin process holds about 2.5 times the listeners it did; but each part is still "
+            "written to every listener's open response by Python (3 writes and wake-ups per "
+            "listener per second, about 0.6 ms of CPU per listener-second in all), where Icecast "
+            "writes one long response from C. The origin is not meant to face the audience: the "
+            "Varnish edge answers it from its cache (see its row and the cache-collapse section).",
         ),
         ratio_verdict(
             "edge",
             "listeners held per core, origin behind the nginx edge",
             1.0,
-            "nginx answers the audience from its cache, but each listener still costs it about "
-            "6 requests per second against Icecast's one open response; the same request-rate "
-            "fix applies. proxy_cache_lock waiters also poll for the cached answer every 500 ms.",
+            "nginx hands a segment still being written by the origin to its first requester "
+            "only; every other listener waits on proxy_cache_lock (re-checked every 500 ms) for "
+            "the complete segment, so with one streamed request per segment listeners behind "
+            "nginx fall seconds behind live and count as stalls at once. Use the Varnish edge "
+            "(deploy/varnish/townhall.vcl), which streams a fill in progress to every waiter; "
+            "the nginx config stays for the request-per-part players (hls.js) it serves well.",
         ),
         ratio_verdict(
             "varnish",
             "listeners held per core, origin behind the Varnish edge",
             1.0,
-            "Varnish answers the audience from its cache and hands each part to every waiting "
-            "listener as it arrives, but each listener is still about 6 requests per second, "
-            "each a worker-thread hand-off, against Icecast's one open response; the "
-            "request-rate fix applies here too.",
+            "Varnish serves the audience from its cache, streaming each segment to every "
+            "listener as the origin writes it, and halves the CPU per listener of the origin "
+            "alone; but at the next step (+500 listeners in 3 s) lateness rose while neither "
+            "core was saturated (edge and origin together under half of theirs). Each streamed "
+            "response holds a Varnish worker thread for its 1.92 s, and the pools add threads "
+            "one by one as the ramp asks: the suspected limit, untested. To try: start the "
+            "bench's pools at their maximum (thread_pool_min), then measure again.",
         ),
         Verdict(
             "memory per directly served listener",
             f"≤ {SPEC_LISTENER_KB} KB",
             "–" if rss is None else f"{rss / 1024:.1f} KB (origin RSS growth ÷ listeners)",
             None if rss is None else rss <= SPEC_LISTENER_KB * 1024,
-            "Each listener holds two keep-alive connections (the blocking reload and the part), "
-            "each with uvicorn's protocol objects and buffers.",
+            "A listener page holds two keep-alive connections (its media and its API calls), "
+            "each with uvicorn's protocol objects, an asyncio transport and read buffers, and "
+            "one response streaming at a time; Icecast keeps one socket and a queue position. "
+            "Not yet profiled per object (tracemalloc per connection is the next step).",
         ),
     ]
 
@@ -350,11 +369,15 @@ def _join_storm(r: Results) -> list[Verdict]:
             f"{_num(rate)} joins/s, p99 {_t(p99)} ({origin.get('listeners', 0):,} arriving in 1 s "
             "at one origin process)",
             None if rate is None or p99 is None else rate >= SPEC_JOINS_PER_S and p99 <= 0.25,
-            "A join is six requests (Space, snapshot, two playlists, init, first part); the "
-            "origin spends about a millisecond of Python per join request, so one process "
-            "absorbs a few hundred joins a second. Everything a join asks is the same for every "
-            "listener of a Space, so the fix is to let the edge answer all six from its cache "
-            "(today the Space lookup passes through) and to fold the two playlists into one.",
+            "One origin process saturates its core at a few hundred joins a second (a join is six "
+            "requests, about 3 ms of Python in all); the rest wait in the kernel's accept queue "
+            "before any code of ours sees them (the first request's p50 is the wait), and those "
+            "still queued at the client's 10 s give up. Listeners already playing are not "
+            "touched (their media is served first). The accept queue is now the OS's largest "
+            "(uvicorn's 2,048 overflowed: the kernel dropped connections and clients retried "
+            "1-7 s later). Behind an edge the same storm is answered from its cache (next rows "
+            "and the table): an audience-facing deployment puts one in front; refusing at accept "
+            "while the event loop lags is the origin-side fix still to try.",
         ),
         Verdict(
             "… beyond capacity",
@@ -363,13 +386,10 @@ def _join_storm(r: Results) -> list[Verdict]:
             alive and not impolite,
             ""
             if not impolite
-            else f"Failures other than a polite refusal: {', '.join(impolite)}. The origin's "
-            "event loop is the bottleneck: with thousands of new connections in a second it "
-            "spends its core accepting and parsing them, so some wait longer than the client's "
-            "10 s for even a 503. Refusing before parsing (a cap on open connections answered "
-            "with 503 + Retry-After by the HTTP layer, and a short accept backlog) would make "
-            "every refusal prompt; behind the edge the same storm is answered from the cache "
-            "(see the table).",
+            else f"Failures other than a polite refusal: {', '.join(impolite)}. They are the "
+            "arrivals still in the kernel's accept queue when the client's 10 s ran out (see "
+            "above): a 503 can only be sent once a connection is accepted, and the process "
+            "accepts no faster than its saturated event loop turns.",
         ),
         *_signed_in_storm(rows),
     ]

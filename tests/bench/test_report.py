@@ -371,3 +371,15 @@ def test_a_starved_minute_and_a_last_row_cut_short_do_not_make_a_soak_grow() -> 
     assert soak_ratio(rows, "rss_mb", 60) == 1.0
     leaking = soak_rows([200.0 + 5 * i for i in range(10)])
     assert (soak_ratio(leaking, "rss_mb", 60) or 0) > 1 + SOAK_TOLERANCE
+
+
+def test_the_join_storm_plot_draws_every_target_including_the_cluster(tmp_path: Path) -> None:
+    from bench import plots
+
+    rows = [
+        {"target": name, "joins_per_s": rate, "ttfa_p99_s": 0.5}
+        for name, rate in (("origin", 362), ("edge", 2455), ("cluster", 65), ("unnamed", 1))
+    ]
+    made = plots.draw({"join_storm": {"rows": rows}}, tmp_path, only=["join_storm.png"])
+    assert made == ["join_storm.png"]
+    assert (tmp_path / "join_storm.png").stat().st_size > 0

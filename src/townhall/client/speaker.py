@@ -6,7 +6,7 @@ Theory of operation. One `connect()` is one attempt: an identity (a guest, unles
 given), the seat an invite offers (claimed once: a re-join is the same person already on the
 roster), then a fresh peer connection and one offer/answer. `stay_on_stage()` keeps the bot on
 stage for as long as it runs: a connection is *lost* when its state turns failed or closed, or when
-the server's mix-minus stops arriving (a frame every 20 ms, or a silent one every 400 ms while the
+the server's mix-minus stops arriving (a frame every 20 ms, a ready-made silent one while the
 return is silence, so a return that stands still for `RETURN_TIMEOUT_S` means the server is gone long before ICE consent
 gives up, ~30 s in aioice). Then it connects again, at once and afterwards with exponential
 backoff and full jitter (or after the server's Retry-After), keeping the same source track, which
@@ -46,7 +46,7 @@ _STAGE_PATH = re.compile(r"^/s/([a-z0-9]{10})(?:/stage)?/?$")
 CONNECT_ATTEMPTS = 5  # before the first connection succeeded; once on stage, no limit
 MAX_BACKOFF_S = 10.0
 RETURN_TIMEOUT_S = (
-    2.0  # no mix-minus packet for this long (one comes every 20 ms, 400 ms in silence): gone
+    2.0  # no mix-minus packet for this long (one comes every 20 ms, silence included): gone
 )
 WATCH_INTERVAL_S = 0.5
 # Answers that retrying the same request as the same person cannot change.

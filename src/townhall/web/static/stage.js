@@ -23,7 +23,7 @@
 // timeout), the server answers with all its candidates. The connection is lost when it fails,
 // stays disconnected for a few seconds, or — what a crashed or restarted server leaves behind,
 // while the browser may still call the connection "connected" — when the audio the stage sends
-// back (a packet every 20 ms; every 400 ms while it is silence) stands still for RETURN_TIMEOUT_MS. Then the
+// back (a packet every 20 ms, silence included) stands still for RETURN_TIMEOUT_MS. Then the
 // session drops that peer connection and makes a new one, at once and then after exponential
 // waits with full jitter (recovery.js), keeping the same microphone track; the page says
 // "Reconnecting…" until the new one carries audio. Answers that retrying cannot fix (not on the
