@@ -485,12 +485,16 @@ def _start_varnish(
     # thread is a process id, and a test machine has a few tens of thousands for everyone.
     # Statistics are published after every request, so counts are exact at once.
     threads = min(2000, max(200, connections // 2 + 100))
+    # A capacity bench ramps hundreds of streamed responses (each holding a thread for its
+    # segment) in seconds, faster than the pools add threads one by one: listeners then fell
+    # behind with neither core saturated (1,000 held; started full, 2,000). Tests start small.
+    prestarted = threads if connections > 4096 else 100
     args = [VARNISHD, "-F", "-j", "none", "-n", str(workdir), "-T", "none"]
     args += ["-a", f"127.0.0.1:{port}", "-f", str(tmp / "townhall.vcl"), "-s", "malloc,256m"]
     for name, value in {
         "pipe_timeout": "120",  # an idle stage WebSocket outlives the 60 s default
         "backend_idle_timeout": "4",  # under the origin's keep-alive (api/bounds.py KEEP_ALIVE_S)
-        "thread_pool_min": "100",
+        "thread_pool_min": str(prestarted),
         "thread_pool_max": str(threads),
         "thread_stats_rate": "1",
     }.items():
