@@ -25,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from townhall.api import bounds
     from townhall.app import create_app
+    from townhall.node import collector
 
     class Server(uvicorn.Server):
         """uvicorn's server, but (1) the first SIGTERM/Ctrl-C first hands this node's Spaces to
@@ -98,6 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
                 return
             await asyncio.sleep(0.05)
         print(f"townhall {__version__} is live at {config.base_url}/  (Ctrl-C to stop)", flush=True)
+        collector.tune_after_startup()
 
     async def main() -> None:
         announcer = asyncio.create_task(announce())
