@@ -17,6 +17,7 @@ from townhall import __version__
 from townhall.api import errors
 from townhall.api.admission import Admission, AdmissionLimits, AdmissionMiddleware, watch_loop_lag
 from townhall.api.bounds import BoundedApp
+from townhall.api.lanes import Lane
 from townhall.api.media_routes import build_media_router, no_room
 from townhall.api.recording_routes import build_recording_router
 from townhall.captions.track import CaptionTrack
@@ -250,14 +251,17 @@ def create_app(config: Config) -> FastAPI:
         build_origin(lambda _space_id: None),  # what a Space that does not exist is answered
         SpaceAccess(find, MediaKeys(config.secret), is_unavailable),
     )
-    app.mount(
-        "/live",
-        LiveRouter(
-            gate,
-            lambda: node.forwarder if hasattr(node, "forwarder") else None,
-            lambda space_id: lookup(space_id) is not None,
-            is_open,
-        ),
+    live = LiveRouter(
+        gate,
+        lambda: node.forwarder if hasattr(node, "forwarder") else None,
+        lambda space_id: lookup(space_id) is not None,
+        is_open,
+    )
+    app.mount("/live", live)
+    # The listeners' requests skip the API's stack (api/lanes.py): of the app's own middleware they
+    # pass only the real client's address, request telemetry and admission control, added below.
+    app.lanes.append(
+        Lane("/live", live, keep=(ProxyHeadersMiddleware, RequestTelemetry, AdmissionMiddleware))
     )
 
     async def drain() -> None:

@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from townhall.api.errors import error_response
+from townhall.api.lanes import Lane, by_prefix
 
 JSON_BODY_MAX = 16 * 1024
 SDP_BODY_MAX = 64 * 1024
@@ -77,9 +78,14 @@ class BoundedApp(FastAPI):
             telemetry={"tracing": False, "metrics": False, "logs": False},
             **kwargs,
         )
+        # Prefixes served past the framework's stack (api/lanes.py), built with the stack.
+        self.lanes: list[Lane] = []
 
     def build_middleware_stack(self) -> ASGIApp:
-        return _json_too_large(super().build_middleware_stack())
+        full = _json_too_large(super().build_middleware_stack())
+        if not self.lanes:
+            return full
+        return by_prefix(full, {lane.prefix: lane.build(self) for lane in self.lanes})
 
 
 async def _refuse_declared_excess(connection: HTTPConnection) -> None:
