@@ -147,3 +147,14 @@ async def test_a_space_without_an_account_is_charged_past_its_first_hour_to_its_
     meter = RecordingMeter(space.id, written_before=0, paid=RESERVE)
     await meter.settle(records, store, quota, RESERVE + 2 * MB, T0)
     assert await left(store, quota, "g-host", address=False) == 48 * MB
+
+
+async def test_one_host_pays_for_all_their_recordings_from_one_budget(records: Records) -> None:
+    store, quota = EmbeddedLiveState(), budgets(identity_mb=3, address_mb=0)
+    first = RecordingMeter(await recorded(records, 1), 0, RESERVE)
+    second = RecordingMeter(await recorded(records, 2, address="203.0.113.9"), 0, RESERVE)
+    await first.settle(records, store, quota, RESERVE + 2 * MB, T0)
+    with pytest.raises(QuotaExceeded):
+        await second.settle(records, store, quota, RESERVE + 2 * MB, T0)
+    other_host = RecordingMeter(await recorded(records, 3, "g-other"), 0, RESERVE)
+    await other_host.settle(records, store, quota, RESERVE + 2 * MB, T0)
