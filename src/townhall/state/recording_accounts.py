@@ -13,11 +13,12 @@ grows (node.recording_meter). Both facts that charge needs outlive the node that
   another free hour.
 
 So both live in one row per recorded Space, written with the Space itself (`open_account`, in
-`Records.create_space`'s transaction: a recorded Space never exists without its account) and
-read by whichever node records it. The payer is read with it: the Space's host now, so a host
+`Records.create_space`'s transaction: a recorded Space created through the API never exists
+without its account) and read by whichever node records it. The payer is read with it: the Space's host now, so a host
 who hands the Space over hands its recording's bill over too, while the address stays the one
-that created it. Spaces recorded before the table existed get an account when first charged
-(their first hour paid at creation, no address known).
+that created it. Spaces recorded before the table existed (or created by other means: the
+command line, the load generator) get an account when first charged, their first hour counted
+as paid and no address known.
 """
 
 from __future__ import annotations
