@@ -5,6 +5,7 @@ clips and recordings take bounded per identity and per address."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,11 +22,17 @@ from tests.conftest import FlakyRedis
 from townhall.app import create_app
 from townhall.config import load
 from townhall.control_plane import control_plane_app
+from townhall.delivery.recording import recorded_bytes
 from townhall.delivery.storage import CLIPS_DIR
 from townhall.ratelimit.storage import StorageQuota
-from townhall.ratelimit.table import SPACE_PER_ADDRESS, SPACE_PER_PERSON, Limit
+from townhall.ratelimit.table import (
+    CLIP_DAILY_PER_ADDRESS,
+    SPACE_PER_ADDRESS,
+    SPACE_PER_PERSON,
+    Limit,
+)
 from townhall.spaces.lifecycle import NOT_OVER
-from townhall.spaces.model import SpaceState
+from townhall.spaces.model import SpaceId, SpaceState
 
 
 def scheduled(title: str = "Later") -> dict[str, Any]:
@@ -328,6 +335,42 @@ def test_fresh_guest_names_from_one_address_share_its_clip_storage(tmp_path: Pat
         assert clip_files(client, space_id) == made
 
 
+def test_fresh_guest_names_from_one_address_share_its_clips_of_the_day(tmp_path: Path) -> None:
+    """The attack made 15 clips in 0.6 s from 5 guest names: however many names, one address
+    makes `CLIP_DAILY_PER_ADDRESS` clips a day."""
+    for client in recording_app(tmp_path, storage_quota_per_identity_mb=0):
+        space_id = replay_with_a_chirp(client, guest(client, "Host"), 5)
+        live = client.app.state.node.plane.live  # type: ignore[attr-defined]
+        limit = CLIP_DAILY_PER_ADDRESS
+        assert client.portal is not None
+        # Earlier clips from this address (the test client's) took all but one of the day's.
+        client.portal.call(
+            functools.partial(
+                live.take_token,
+                limit.key("testclient"),
+                limit.per_second,
+                limit.burst,
+                time.time(),
+                limit.burst - 1,
+            )
+        )
+        assert guest(client, "Fan").post(f"/api/spaces/{space_id}/clips").status_code == 201
+        made = clip_files(client, space_id)
+        refused = guest(client, "Another").post(f"/api/spaces/{space_id}/clips")
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["message"] == limit.message
+        assert int(refused.headers["retry-after"]) >= 1
+        assert clip_files(client, space_id) == made
+
+
+def as_if_written(client: TestClient, space_id: str, past_the_first_hour: int) -> None:
+    """Make the Space's recording look `past_the_first_hour` bytes past its first hour, as
+    earlier runs on storage would (recording an hour is not a test's business)."""
+    reserve = client.app.state.config.recording_reserve_bytes  # type: ignore[attr-defined]
+    runtime = client.app.state.node.host.runtime(space_id)  # type: ignore[attr-defined]
+    runtime.meter.written_before = reserve + past_the_first_hour
+
+
 def test_a_recording_stops_when_its_host_can_no_longer_pay_and_the_host_is_told(
     tmp_path: Path,
 ) -> None:
@@ -337,14 +380,70 @@ def test_a_recording_stops_when_its_host_can_no_longer_pay_and_the_host_is_told(
         host = guest(client, "Host")
         space_id = on_air(client, host)
         media_host = client.app.state.node.host  # type: ignore[attr-defined]
-        runtime = media_host.runtime(space_id)
-        runtime.meter.paid = -10_000_000  # as if 10 MB more had been written than paid for
+        as_if_written(client, space_id, 10_000_000)
         tiny = StorageQuota.from_config(identity_mb=1, address_mb=0, retention_days=30)
         assert client.portal is not None
         stopped = client.portal.call(media_host.charge_recordings, tiny, time.time())
         assert stopped == [space_id]
         body = host.get(f"/api/spaces/{space_id}/recording").json()
         assert body["recording"] is False
-        assert "storage quota is used up" in body["error"]
+        assert "the host's storage quota is used up" in body["error"]
         assert body["seconds"] > 0  # what was recorded stays
         assert client.get(f"/live/{space_id}/media.m3u8").status_code == 200  # still on air
+
+
+def test_recordings_of_fresh_guest_names_from_one_address_stop_at_its_storage_quota(
+    tmp_path: Path,
+) -> None:
+    """Past their first hour, recordings are charged to the address that created their Space
+    as well as to their host: each guest could pay, their address cannot pay for both."""
+    options = {"storage_quota_per_identity_mb": 1000, "storage_quota_per_address_mb": 70}
+    for client in recording_app(tmp_path, **options):
+        first, second = guest(client, "First"), guest(client, "Second")
+        first_space, second_space = on_air(client, first), on_air(client, second)
+        media_host = client.app.state.node.host  # type: ignore[attr-defined]
+        quota = client.app.state.config.storage_quota  # type: ignore[attr-defined]
+        # Two first hours (about 63 MB) are paid; 4 MB more fits in 70 MB once, not twice.
+        as_if_written(client, first_space, 4_000_000)
+        as_if_written(client, second_space, 4_000_000)
+        assert client.portal is not None
+        stopped = client.portal.call(media_host.charge_recordings, quota, time.time())
+        assert len(stopped) == 1
+        body = (
+            (first if stopped == [first_space] else second)
+            .get(f"/api/spaces/{stopped[0]}/recording")
+            .json()
+        )
+        assert body["recording"] is False
+        assert "the address this Space was created from" in body["error"]
+        going_on = second_space if stopped == [first_space] else first_space
+        assert media_host.runtime(going_on).recorder.recording
+
+
+def test_a_recording_started_again_counts_what_is_on_storage_and_pays_no_new_first_hour(
+    tmp_path: Path,
+) -> None:
+    """A take-over (another node, or this one after a restart or a lapsed lease) starts a new
+    run of the recording: what earlier runs wrote counts as written, so what was paid at
+    creation covers the first hour once."""
+    for client in recording_app(tmp_path):
+        space_id = on_air(client, guest(client, "Host"))
+        media_host = client.app.state.node.host  # type: ignore[attr-defined]
+        lease = media_host.runtime(space_id).lease
+        assert client.portal is not None
+        client.portal.call(media_host.stop, SpaceId(space_id))
+        on_storage = recorded_bytes(root(client) / space_id)
+        assert on_storage > 0
+        space = client.portal.call(media_host.control.records.space, SpaceId(space_id))
+        again = client.portal.call(media_host.start, space, lease)
+        assert again.meter.written_before == on_storage
+        # Its host is charged from the account once a chunk is due, not after another hour.
+        reserve = client.app.state.config.recording_reserve_bytes  # type: ignore[attr-defined]
+        again.meter.written_before = reserve + 3_000_000
+        quota = client.app.state.config.storage_quota  # type: ignore[attr-defined]
+        assert client.portal.call(media_host.charge_recordings, quota, time.time()) == []
+        records = media_host.control.records
+        account = client.portal.call(
+            functools.partial(records.recording_account, SpaceId(space_id), opened_with=0)
+        )
+        assert account.paid >= reserve + 3_000_000

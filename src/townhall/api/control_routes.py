@@ -45,6 +45,7 @@ from townhall.spaces.model import (
     UserId,
     Visibility,
 )
+from townhall.state.recording_accounts import RecordingDeposit
 
 
 def _printable(value: str | None) -> str | None:
@@ -184,7 +185,9 @@ def build_control_router(
                 live, identity=who.user_id, address=address, size=reserve, now=time.time()
             )
         try:
-            space = await control().create(host, spec)
+            # The address is kept with the recording: the media node charges it too as it grows.
+            deposit = RecordingDeposit(address, reserve) if spec.record else None
+            space = await control().create(host, spec, deposit=deposit)
         except Exception:
             if reserve:
                 await storage.refund(

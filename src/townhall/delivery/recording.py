@@ -61,6 +61,7 @@ __all__ = [
     "SpaceRecorder",
     "load_runs",
     "parse_index",
+    "recorded_bytes",
 ]
 
 log = logging.getLogger(__name__)
@@ -442,3 +443,20 @@ def load_runs(space_dir: Path) -> list[RecordedRun]:
             )
     runs.sort(key=lambda r: (r.entries[0].pdt, r.stream_id))
     return runs
+
+
+def recorded_bytes(space_dir: Path) -> int:
+    """The bytes of parts every run of a Space left on storage (blocking: a stat per run). What a
+    node taking the recording over counts as already written (see node.recording_meter): the
+    size of each run's media file, as each run's recorder counted what it wrote."""
+    total = 0
+    try:
+        children = list(space_dir.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for directory in children:
+        if not _NAME.fullmatch(directory.name):
+            continue
+        with contextlib.suppress(OSError):  # not a run (the clips), or a run without parts
+            total += (directory / MEDIA_NAME).stat().st_size
+    return total

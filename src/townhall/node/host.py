@@ -14,7 +14,8 @@ Spaces with `record` on get a SpaceRecorder (see `delivery.recording`) that foll
 on-air parts into `MediaConfig.recordings_dir` (shared by every media node of a cluster, so a
 take-over continues the same recording); a recording that fails (a full disk) stops with its
 error kept in `recording_errors` and logged, while the live stream goes on; so does one whose
-host's storage budget cannot pay for it (`charge_recordings`, see `node.recording_meter`).
+host's or address's storage budget cannot pay for it (`charge_recordings`, see
+`node.recording_meter`).
 Recordings past the retention period are deleted by `expire_recordings` (see `delivery.storage`).
 
 Spaces with `captions` on (where the server allows them: `CaptionsConfig`) get a SpaceCaptions
@@ -39,7 +40,7 @@ from townhall.captions.vtt import document
 from townhall.captions.worker import Transcriber
 from townhall.config import CaptionsConfig, IceServer, MediaConfig
 from townhall.delivery import storage
-from townhall.delivery.recording import SpaceRecorder
+from townhall.delivery.recording import SpaceRecorder, recorded_bytes
 from townhall.delivery.replay import Replay, open_replay
 from townhall.media.audio import SpeakerId
 from townhall.media.clock import MediaClock
@@ -51,6 +52,7 @@ from townhall.media.timeline import run_start
 from townhall.node.placement import Lease
 from townhall.node.recording_meter import RecordingMeter, quota_used_up
 from townhall.ratelimit.storage import StorageQuota
+from townhall.ratelimit.table import QuotaExceeded
 from townhall.spaces import lifecycle
 from townhall.spaces.control import ControlError, SpaceControl
 from townhall.spaces.model import Space, SpaceId, SpaceState, is_space_id
@@ -93,7 +95,8 @@ class MediaHost:
     ) -> None:
         """`on_ended`: awaited after a Space that ended has stopped here (the keeper releases its
         lease, leaving a pointer to this node while it still serves the final playlist).
-        `recording_reserve`: the bytes of a recording its host paid for at creation."""
+        `recording_reserve`: the bytes of a recording its host paid for at creation (what a
+        recording without an account, from before there were accounts, counts as paid)."""
         self.control = control
         self._media_config = media_config
         self._ice_servers = ice_servers
@@ -202,13 +205,13 @@ class MediaHost:
                 initial=state_commands(space, stage),
                 read_stage=lambda: records.stage(space.id),
             )
-            # The first hour was paid at creation (on another node's start too: a take-over's
-            # recorder counts this process's bytes only).
-            meter = (
-                RecordingMeter(space.host_id, self._recording_reserve)
-                if recorder is not None
-                else None
-            )
+            # The recording's account says what is paid (the first hour at creation, then each
+            # charge, whichever node made it); what earlier runs left on storage counts as
+            # written, so a take-over charges on from there rather than from a free hour.
+            meter = None
+            if recorder is not None:
+                before = await asyncio.to_thread(recorded_bytes, recorder.directory)
+                meter = RecordingMeter(space.id, before, self._recording_reserve)
             runtime = SpaceRuntime(
                 space.id,
                 media,
@@ -382,16 +385,20 @@ class MediaHost:
         return await storage.sweep(root, ended_at, retention_days, now, on_expired=forget)
 
     async def charge_recordings(self, quota: StorageQuota, now: float) -> list[SpaceId]:
-        """Charge each recording's host for what it wrote since the last charge (see
-        `node.recording_meter`); stop the recordings whose host's budget cannot pay. Returns
+        """Charge each recording's host and address for what it wrote past what its account has
+        paid (see `node.recording_meter`); stop the recordings a budget cannot pay for. Returns
         the Spaces whose recording stopped now."""
         stopped = []
         for runtime in list(self._running.values()):
             recorder, meter = runtime.recorder, runtime.meter
             if recorder is None or meter is None or not recorder.recording:
                 continue
-            if not await meter.settle(self.control.live, quota, recorder.bytes_written, now):
-                recorder.stop(quota_used_up())
+            try:
+                await meter.settle(
+                    self.control.records, self.control.live, quota, recorder.bytes_written, now
+                )
+            except QuotaExceeded as refused:
+                recorder.stop(quota_used_up(refused, quota))
                 stopped.append(runtime.space_id)
         return stopped
 

@@ -11,8 +11,8 @@ long it keeps at it; an honest host or clipper never notices it.
 What is charged, and when (always before anything is written, so a refusal leaves nothing behind):
 - a clip: its length at the recording's bitrate (`clip_cost`), to the clipper and their address;
 - a recorded Space: one hour of recording at creation (`RECORDING_RESERVE_S`), to the host and
-  their address; then, while it records, every byte past that hour to the host (the media node
-  knows the host, not the address they created it from), and the recording stops when the host's
+  their address; then, while it records, every byte past that hour to the host and that same
+  address (kept with the Space: `state.recording_accounts`), and the recording stops when either
   budget is used up (`node.recording_meter`).
 
 A refusal is `QuotaExceeded`: 429 `quota_exceeded` + Retry-After (when the budget will have

@@ -57,6 +57,7 @@ from townhall.spaces.roster import follow
 from townhall.spaces.rules import Action
 from townhall.state.live import Hand, HandsFull, LiveState
 from townhall.state.outbox import EventOutbox
+from townhall.state.recording_accounts import RecordingDeposit
 from townhall.state.records import (
     Announced,
     Announcement,
@@ -344,9 +345,13 @@ class SpaceControl:
             )
         await take(self.live, SPACE_PER_PERSON, actor.user_id, self._clock())
 
-    async def create(self, actor: Actor, spec: NewSpace) -> Space:
+    async def create(
+        self, actor: Actor, spec: NewSpace, *, deposit: RecordingDeposit | None = None
+    ) -> Space:
         """A new Space with `actor` as its host. The caller asks `admit_new_space` first (and the
-        media capacity, for a Space that opens now) so that a refusal writes nothing."""
+        media capacity, for a Space that opens now) so that a refusal writes nothing. A recorded
+        Space's `deposit` (what its recording was paid at creation, and from which address) is
+        kept with it, for the media nodes that charge its recording as it grows."""
         await self.events.ready()
         now = self._clock()
         if spec.scheduled_start is not None:
@@ -384,6 +389,7 @@ class SpaceControl:
             host=StageMember(space.id, actor.user_id, Role.HOST, actor.display_name, now),
             announce=self._announcement("space.scheduled") if scheduled else None,
             event=self._event(space, "space.created", {"space": space_json(space)}),
+            deposit=deposit if space.record else None,
         )
         await self._delivered(space)
         return space

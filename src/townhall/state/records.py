@@ -84,6 +84,7 @@ from townhall.state.event_outbox import (
 )
 from townhall.state.invite_links import InviteLinkStore, bar_from_links, take_use, unbar
 from townhall.state.push_outbox import PushOutbox, PushSubscription, ReminderPush
+from townhall.state.recording_accounts import RecordingAccountStore, RecordingDeposit, open_account
 from townhall.state.reminder_outbox import (
     DEFAULT_MAX_MAIL_ATTEMPTS,
     Notice,
@@ -292,7 +293,9 @@ def _reminders(space_id: SpaceId) -> sa.Select[str]:
 # --- the repository --------------------------------------------------------------------------
 
 
-class Records(WebhookOutbox, EventQueue, ReminderOutbox, PushOutbox, InviteLinkStore):
+class Records(
+    WebhookOutbox, EventQueue, ReminderOutbox, PushOutbox, InviteLinkStore, RecordingAccountStore
+):
     """The durable records over one engine. Use `open_records`, which also migrates the schema."""
 
     def __init__(
@@ -429,9 +432,11 @@ class Records(WebhookOutbox, EventQueue, ReminderOutbox, PushOutbox, InviteLinkS
         host: StageMember | None = None,
         announce: Announcement | None = None,
         event: LogEvent | None = None,
+        deposit: RecordingDeposit | None = None,
     ) -> Space:
         """Store a new Space and, in the same transaction, seat its `host` (the Space and its
-        host exist together or not at all)."""
+        host exist together or not at all) and open its recording's account with `deposit`
+        (state/recording_accounts.py)."""
         if host is not None and (host.role is not Role.HOST or host.space_id != space.id):
             raise ValueError("the host is seated as the host of the Space being created")
         try:
@@ -447,6 +452,8 @@ class Records(WebhookOutbox, EventQueue, ReminderOutbox, PushOutbox, InviteLinkS
                             space_id=space.id, user_id=host.user_id, **_member_values(host)
                         )
                     )
+                if deposit is not None:
+                    await open_account(session, space.id, deposit)
                 await self._publish(session, space.id, announce, event)
         except IntegrityError as exc:
             if await self.space(space.id) is not None:

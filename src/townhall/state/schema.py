@@ -390,3 +390,18 @@ class InviteLinkBarRow(Base):
     user_id: Mapped[str] = mapped_column(_user_id(), primary_key=True)
     barred_by: Mapped[str] = mapped_column(_user_id())
     at: Mapped[float] = mapped_column(sa.Double)
+
+
+class RecordingAccountRow(Base):
+    """What a recorded Space's recording has been paid for, and the address that pays beside its
+    host (state/recording_accounts.py). Kept with the Space, not on the node recording it, so
+    whichever media node records it next charges on from the same account."""
+
+    __tablename__ = "recording_accounts"
+    __table_args__ = (sa.CheckConstraint("paid >= 0", name="paid_range"),)
+
+    space_id: Mapped[str] = mapped_column(sa.String(ID_LEN), _space_fk(), primary_key=True)
+    # The per-address key (ratelimit.address.address_key: an IPv4 address or an IPv6 /64) the
+    # Space was created from; None for a Space recorded before this table existed.
+    address: Mapped[str | None] = mapped_column(sa.Text)
+    paid: Mapped[int] = mapped_column(sa.BigInteger)
