@@ -161,6 +161,7 @@ async def test_a_private_spaces_reminders_open_it_for_whoever_asked_with_its_lin
     assert opens(client, page)
     calendar = client.get(f"/api/spaces/{space_id}/calendar.ics?code={invite}")
     assert calendar.status_code == 200
+    assert f"URL:{page}" in calendar.text.replace("\r\n ", "")  # the event opens it too
 
 
 async def test_a_replaced_invite_link_is_neither_resent_nor_handed_to_old_reminders(
