@@ -34,13 +34,6 @@ BASE = "https://townhall.test"
 
 
 @pytest.fixture
-def service() -> Iterator[PushService]:
-    started = PushService().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
 def config(tmp_path: Path, smtp: tuple[Inbox, int]) -> Config:
     env = {
         **smtp_env(smtp[1]),
