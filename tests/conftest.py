@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.push_service import PushService
 from tests.smtp_inbox import Inbox, start_smtp
 from townhall.harness import (
     REPO,
@@ -125,6 +126,14 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
         yield inbox, port
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def service() -> Iterator[PushService]:
+    """A Web Push service on loopback (tests/push_service.py): what it received, its answers."""
+    started = PushService().start()
+    yield started
+    started.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed"),
 ]
-
-
-@pytest.fixture
-def service() -> Iterator[PushService]:
-    started = PushService().start()
-    yield started
-    started.stop()
 
 
 NOTIFICATIONS = """async () => {

@@ -33,13 +33,6 @@ from townhall.state.records import DeliveryStatus
 
 
 @pytest.fixture
-def service() -> Iterator[PushService]:
-    started = PushService().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
 def config(tmp_path: Path) -> Config:
     env = {"TOWNHALL_PUSH_ALLOW_LOOPBACK_HTTP": "1"}
     return load(env, data_dir=tmp_path / "data", public_url="https://townhall.test")

@@ -5,9 +5,11 @@ cancellation or unsubscribe drops what is still waiting."""
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import replace
 
 from tests.state.test_records import T0, a_space
-from townhall.spaces.model import SpaceState, UserId
+from townhall.spaces.model import SpaceState, UserId, Visibility
 from townhall.state.records import DeliveryStatus, Notice, NoticeKind, Records
 
 ADA, BOB, CY = UserId("u-ada000000001"), UserId("u-bob000000001"), UserId("u-cy0000000001")
@@ -75,3 +77,28 @@ async def test_a_cancellation_drops_the_waiting_warning_and_unsubscribing_drops_
     [left] = await records.reminder_mail()
     assert (left.user_id, left.status) == (BOB, DeliveryStatus.PENDING)
     assert await records.reminders(cancelled.id) == [BOB, CY]
+
+
+async def test_a_claimed_mail_carries_the_invite_code_only_while_it_is_the_spaces(
+    records: Records,
+) -> None:
+    """state/reminder_links.py: decided at each claim, never copied into the queued notice."""
+    space = a_space(
+        state=SpaceState.SCHEDULED,
+        scheduled_start=T0 + 300,
+        visibility=Visibility.PRIVATE,
+        invite_code="code-one",
+    )
+    await records.create_space(space)
+    await records.add_reminder(space.id, ADA, email="ada@example.org", invite_code="code-one")
+    await records.add_reminder(space.id, BOB, email="bob@example.org", invite_code="made-up")
+    live = replace(space, state=SpaceState.LIVE)
+    await records.update_space(live, notify=Notice(NoticeKind.STARTING, T0))
+    claimed = {m.user_id: m for m in await records.claim_due_mail(T0 + 1, 10, 60)}
+    assert (claimed[ADA].code, claimed[BOB].code) == ("code-one", None)
+    assert "code-one" not in json.dumps(claimed[ADA].data)
+    # The host replaces the link before a retry: the retry carries no code at all.
+    await records.update_space(replace(live, invite_code="code-two"))
+    await records.mark_mail_failed(claimed[ADA].id, T0 + 2, "busy")
+    [again] = await records.claim_due_mail(T0 + 3, 10, 60)
+    assert (again.user_id, again.code) == (ADA, None)

@@ -211,7 +211,8 @@ def build_reminder_router(
         code: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Response:
         space = (await control().can_listen(None, space_id, code)).space
-        body = calendar_of([space], base(request), time.time(), name=space.title)
+        shown = code if space.visibility is Visibility.PRIVATE else None  # checked: it is current
+        body = calendar_of([space], base(request), time.time(), name=space.title, code=shown)
         return ics(body, f"townhall-{space.id}.ics")
 
     @router.get(

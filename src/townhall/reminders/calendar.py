@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import icalendar
 
@@ -30,7 +30,7 @@ def _utc(at: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(at, datetime.UTC)
 
 
-def _event(space: Space, base_url: str, now: float) -> icalendar.Event:
+def _event(space: Space, base_url: str, now: float, code: str | None) -> icalendar.Event:
     host = urlsplit(base_url).hostname or "townhall"
     start = space.scheduled_start or space.started_at or space.created_at
     end = space.ended_at if space.state is SpaceState.ENDED and space.ended_at else None
@@ -40,7 +40,7 @@ def _event(space: Space, base_url: str, now: float) -> icalendar.Event:
     event.add("dtstart", _utc(start))
     event.add("dtend", _utc(end if end is not None and end > start else start + DEFAULT_LENGTH_S))
     event.add("summary", space.title)
-    listen = f"{base_url}/s/{space.id}"
+    listen = f"{base_url}/s/{space.id}" + (f"?code={quote(code, safe='')}" if code else "")
     event.add("description", f"{space.description}\n\n{listen}".strip())
     event.add("url", listen)
     event.add("location", listen)
@@ -49,14 +49,18 @@ def _event(space: Space, base_url: str, now: float) -> icalendar.Event:
     return event
 
 
-def calendar_of(spaces: Iterable[Space], base_url: str, now: float, *, name: str) -> bytes:
-    """An iCalendar file with one event per Space; `name` is the calendar's display name."""
+def calendar_of(
+    spaces: Iterable[Space], base_url: str, now: float, *, name: str, code: str | None = None
+) -> bytes:
+    """An iCalendar file with one event per Space; `name` is the calendar's display name. `code`:
+    the private Space's invite code its links carry (the caller showed it to get the file; a
+    link without it would open "Not found")."""
     calendar = icalendar.Calendar()
     calendar.add("prodid", PRODID)
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
     calendar.add("x-wr-calname", name)
     for space in spaces:
-        calendar.add_component(_event(space, base_url.rstrip("/"), now))
+        calendar.add_component(_event(space, base_url.rstrip("/"), now, code))
     data: bytes = calendar.to_ical()
     return data

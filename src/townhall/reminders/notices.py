@@ -11,12 +11,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from townhall.state.schema import NoticeKind
 
 __all__ = ["Written", "when", "write"]
 
 SOON_MINUTES = 10  # the optional warning before the start (reminders/sender.py queues it)
+# A private Space's notice to someone whose invite code is no longer the Space's.
+REPLACED = (
+    "The invite link you asked with no longer opens this private Space: "
+    "ask the host for the new one."
+)
 
 
 @dataclass(frozen=True)
@@ -44,33 +50,40 @@ def _one_line(value: str) -> str:
     return re.sub(r"\s+", " ", value).strip()
 
 
-def write(kind: NoticeKind, data: Mapping[str, Any], base_url: str) -> Written:
-    """The subject and plain-text body of one notice about the Space in `data`."""
+def write(
+    kind: NoticeKind, data: Mapping[str, Any], base_url: str, code: str | None = None
+) -> Written:
+    """The subject and plain-text body of one notice about the Space in `data`. `code`: the
+    private Space's invite code this reader's links carry (state/reminder_links.py decides). A
+    private Space's notice without one carries no link, which would only lead to "Not found",
+    and says why."""
     title = _one_line(str(data.get("title", "")))
     space = str(data["id"])
-    listen = f"{base_url}/s/{space}"
-    calendar = f"{base_url}/api/spaces/{space}/calendar.ics"
+    query = f"?code={quote(code, safe='')}" if code else ""
+    listen = f"{base_url}/s/{space}{query}"
+    calendar = f"{base_url}/api/spaces/{space}/calendar.ics{query}"
     start = data.get("scheduled_start")
     if kind is NoticeKind.STARTING:
         subject = f"Live now: {title}"
-        lines = [f"“{title}” is on air now.", "", f"Listen: {listen}"]
+        lines = [f"“{title}” is on air now."]
+        links = [f"Listen: {listen}"]
     elif kind is NoticeKind.SOON:
         subject = f"In {SOON_MINUTES} minutes: {title}"
-        lines = [
-            f"“{title}” starts in {SOON_MINUTES} minutes, at {when(start)}.",
-            "",
-            f"Listen: {listen}",
-        ]
+        lines = [f"“{title}” starts in {SOON_MINUTES} minutes, at {when(start)}."]
+        links = [f"Listen: {listen}"]
     elif kind is NoticeKind.CHANGED:
         subject = f"New time: {title}"
         lines = [
             f"“{title}” has moved to {when(start)}.",
             f"It was to start {when(data.get('before'))}.",
-            "",
-            f"The Space: {listen}",
-            f"Update your calendar: {calendar}",
         ]
+        links = [f"The Space: {listen}", f"Update your calendar: {calendar}"]
     else:
         subject = f"Cancelled: {title}"
         lines = [f"“{title}”, planned for {when(start)}, has been cancelled."]
+        links = []
+    if links and not code and data.get("visibility") == "private":
+        links = [REPLACED]
+    if links:
+        lines += ["", *links]
     return Written(subject, "\n".join(lines) + "\n", listen)

@@ -64,7 +64,7 @@ DELIVERY: Final[dict[NoticeKind, tuple[int, Urgency]]] = {
 def message_of(push: ReminderPush, base_url: str) -> PushMessage:
     """What the notification says: the mail's subject and first sentence, and the Space's page.
     One tag per Space, so a newer notice replaces an older one in the notification tray."""
-    written = write(push.kind, push.data, base_url)
+    written = write(push.kind, push.data, base_url, push.code)
     return PushMessage(written.subject, written.headline, written.url, f"townhall-{push.space_id}")
 
 

@@ -75,7 +75,7 @@ class ReminderSender:
             await asyncio.sleep(wait)  # pacing: the bucket says how long
 
     async def _send(self, mail: ReminderMail) -> None:
-        written = write(mail.kind, mail.data, self._base_url)
+        written = write(mail.kind, mail.data, self._base_url, mail.code)
         unsubscribe = self._unsubscribe_url(mail)
         text = (
             f"{written.text}\n--\nYou asked to be reminded of this Space on townhall.\n"

@@ -529,8 +529,13 @@ class SpaceControl:
         Push to the browsers they subscribed (guests too: a browser is theirs), and, with
         `soon`, 10 minutes before too. Limited per person and per address mailed, so nobody can flood
         a stranger's inbox. False if they had asked already (the new choice replaces the old).
-        A private Space needs its `invite_code`, as for listening."""
-        space = (await self.can_listen(actor, space_id, invite_code)).space
+        A private Space needs its `invite_code`, as for listening; the code is kept with the
+        reminder, for its links while it stays the Space's (state/reminder_links.py)."""
+        standing = await self.can_listen(actor, space_id, invite_code)
+        space = standing.space
+        shown = invite_code if _is_invite(space, invite_code) else None
+        if space.visibility is Visibility.PRIVATE and standing.role in (Role.HOST, Role.COHOST):
+            shown = space.invite_code  # theirs to hand out: their stage answers carry it
         if space.state is not SpaceState.SCHEDULED:
             raise ControlError(
                 "conflict", "not_scheduled", "only a Space that has not started can be reminded of"
@@ -552,7 +557,7 @@ class SpaceControl:
         if email is not None:
             await take(self.live, REMIND_EMAIL, email.lower(), now)
         return await self.records.add_reminder(
-            space.id, actor.user_id, email=email, soon=soon, push=push
+            space.id, actor.user_id, email=email, soon=soon, push=push, invite_code=shown
         )
 
     async def _save(
@@ -1064,10 +1069,17 @@ def _check_invite(standing: Standing, invite_code: str | None) -> None:
     space = standing.space
     if space.visibility is not Visibility.PRIVATE or standing.role.on_stage:
         return
-    if invite_code is None or not hmac.compare_digest(
-        invite_code.encode(), space.invite_code.encode()
-    ):
+    if not _is_invite(space, invite_code):
         raise _not_found()
+
+
+def _is_invite(space: Space, invite_code: str | None) -> bool:
+    """Whether `invite_code` is the private Space's current invite code (in constant time)."""
+    return (
+        space.visibility is Visibility.PRIVATE
+        and invite_code is not None
+        and hmac.compare_digest(invite_code.encode(), space.invite_code.encode())
+    )
 
 
 def _random_invite_code() -> str:

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from townhall.spaces.model import SpaceId, UserId
 from townhall.state import leased_queue
 from townhall.state.database import NO_SYNC, SqlStore, insert_or_skip, rowcount
+from townhall.state.reminder_links import reminder_code
 from townhall.state.schema import (
     DeliveryStatus,
     NoticeKind,
@@ -73,6 +74,7 @@ class ReminderPush:
     attempts: int
     created_at: float
     last_error: str | None = None
+    code: str | None = None  # the invite code its link carries, as of the claim (reminder_links)
 
 
 def _subscription(row: PushSubscriptionRow) -> PushSubscription:
@@ -81,7 +83,9 @@ def _subscription(row: PushSubscriptionRow) -> PushSubscription:
     )
 
 
-def _push(row: ReminderPushRow, subscription: PushSubscriptionRow) -> ReminderPush:
+def _push(
+    row: ReminderPushRow, subscription: PushSubscriptionRow, code: str | None = None
+) -> ReminderPush:
     return ReminderPush(
         id=row.id,
         space_id=SpaceId(row.space_id),
@@ -93,6 +97,7 @@ def _push(row: ReminderPushRow, subscription: PushSubscriptionRow) -> ReminderPu
         attempts=row.attempts,
         created_at=row.created_at,
         last_error=row.last_error,
+        code=code,
     )
 
 
@@ -265,8 +270,12 @@ class PushOutbox(SqlStore):
             self._write,
             ReminderPushRow,
             lambda token: (
-                sa.select(ReminderPushRow, PushSubscriptionRow)
-                .join(PushSubscriptionRow)
+                sa.select(
+                    ReminderPushRow,
+                    PushSubscriptionRow,
+                    reminder_code(ReminderPushRow.space_id, ReminderPushRow.user_id),
+                )
+                .join_from(ReminderPushRow, PushSubscriptionRow)
                 .where(ReminderPushRow.lease_token == token)
                 .order_by(ReminderPushRow.next_attempt_at, ReminderPushRow.id)
             ),
@@ -275,7 +284,7 @@ class PushOutbox(SqlStore):
             lease_s=lease_s,
             max_attempts=self.max_push_attempts,
         )
-        return [_push(push, subscription) for push, subscription in rows]
+        return [_push(push, subscription, code) for push, subscription, code in rows]
 
     async def mark_push_sent(self, push_id: int, now: float) -> None:
         await leased_queue.report(

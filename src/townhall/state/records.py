@@ -920,10 +920,12 @@ class Records(
         email: str | None = None,
         soon: bool = False,
         push: bool = False,
+        invite_code: str | None = None,
     ) -> bool:
         """'Remind me' (by mail to `email` if given, by push to the person's browsers with `push`,
         and with `soon` 10 minutes before too); False if already set, in which case the new
-        address and choices replace the old. NotFound when the Space does not exist."""
+        address and choices replace the old. `invite_code`: the private Space's code the person
+        showed (state/reminder_links.py). NotFound when the Space does not exist."""
         async with self._write.begin() as session:
             await lock_space(session, space_id)
             existing = await session.scalar(
@@ -933,13 +935,18 @@ class Records(
                 await session.execute(
                     sa.update(ReminderRow)
                     .where(_of(ReminderRow, space_id, user_id))
-                    .values(email=email, soon=soon, push=push),
+                    .values(email=email, soon=soon, push=push, invite_code=invite_code),
                     execution_options=NO_SYNC,
                 )
                 return False
             await session.execute(
                 sa.insert(ReminderRow).values(
-                    space_id=space_id, user_id=user_id, email=email, soon=soon, push=push
+                    space_id=space_id,
+                    user_id=user_id,
+                    email=email,
+                    soon=soon,
+                    push=push,
+                    invite_code=invite_code,
                 )
             )
             return True

@@ -31,10 +31,11 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from townhall.spaces.model import Space, SpaceId, SpaceState, UserId
+from townhall.spaces.model import Space, SpaceId, SpaceState, UserId, Visibility
 from townhall.state import leased_queue
 from townhall.state.database import NO_SYNC, SqlStore, insert_or_skip, rowcount
 from townhall.state.push_outbox import queue_push, unwarned_by_push
+from townhall.state.reminder_links import reminder_code
 from townhall.state.schema import (
     DeliveryStatus,
     NoticeKind,
@@ -94,9 +95,10 @@ class ReminderMail:
     created_at: float
     delivered_at: float | None = None
     last_error: str | None = None
+    code: str | None = None  # the invite code its link carries, as of the claim (reminder_links)
 
 
-def _mail(row: ReminderMailRow) -> ReminderMail:
+def _mail(row: ReminderMailRow, code: str | None = None) -> ReminderMail:
     return ReminderMail(
         id=row.id,
         space_id=SpaceId(row.space_id),
@@ -109,11 +111,13 @@ def _mail(row: ReminderMailRow) -> ReminderMail:
         created_at=row.created_at,
         delivered_at=row.delivered_at,
         last_error=row.last_error,
+        code=code,
     )
 
 
 def _data(space: Space | SpaceRow, extra: Mapping[str, Any]) -> str:
-    """What a mail says about its Space, as the change left it (plain fields, no invite code).
+    """What a mail says about its Space, as the change left it (plain fields, never the invite
+    code: a link gets that when it is sent, see reminder_links.py).
     A Space or its row: the sweep has rows, a command's write the Space it wrote."""
     return json.dumps(
         {
@@ -121,6 +125,7 @@ def _data(space: Space | SpaceRow, extra: Mapping[str, Any]) -> str:
             "title": space.title,
             "description": space.description,
             "state": SpaceState(space.state).value,
+            "visibility": Visibility(space.visibility).value,
             "scheduled_start": space.scheduled_start,
             **extra,
         }
@@ -230,7 +235,10 @@ class ReminderOutbox(SqlStore):
             self._write,
             ReminderMailRow,
             lambda token: (
-                sa.select(ReminderMailRow)
+                sa.select(
+                    ReminderMailRow,
+                    reminder_code(ReminderMailRow.space_id, ReminderMailRow.user_id),
+                )
                 .where(ReminderMailRow.lease_token == token)
                 .order_by(ReminderMailRow.next_attempt_at, ReminderMailRow.id)
             ),
@@ -239,7 +247,7 @@ class ReminderOutbox(SqlStore):
             lease_s=lease_s,
             max_attempts=self.max_mail_attempts,
         )
-        return [_mail(row) for (row,) in rows]
+        return [_mail(row, code) for row, code in rows]
 
     async def mark_mail_sent(self, mail_id: int, now: float) -> None:
         await leased_queue.report(

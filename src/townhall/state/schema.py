@@ -193,6 +193,9 @@ class ReminderRow(Base):
     email: Mapped[str | None] = mapped_column(sa.Text)
     soon: Mapped[bool] = mapped_column(_flag("soon"), server_default=sa.false())
     push: Mapped[bool] = mapped_column(_flag("push"), server_default=sa.false())
+    # A private Space's invite code as the person showed it when asking (None: none shown). Only
+    # while it is still the Space's code does a reminder's link carry it (reminder_links.py).
+    invite_code: Mapped[str | None] = mapped_column(sa.String(ID_LEN))
 
 
 class NoticeKind(enum.StrEnum):

@@ -13,10 +13,20 @@
 // rather than not at all). A page without a playback position (the stage hears itself live)
 // shows each cue as it arrives. The line is an aria-live="polite" region: screen readers read
 // each new caption once, without interrupting.
+//
+// Played from the recording — rewound behind live (DVR) or the replay of an ended Space — the
+// position is the recording's own time (hls.js plays a VOD from 0 at its first segment), not media
+// time, and the live playlist holds only its last minutes. Then the line follows the captions kept
+// with the recording instead: captions.vtt, every kept caption timed from the recording's start
+// (the .vtt download). It is fetched once for a replay, which never changes, and again every
+// RECORDED_RELOAD_MS while rewound, as the recording grows; cues are shown exactly in their time
+// (they were transcribed long before), and seeking anywhere finds its own.
 
 const CHECK_MS = 250;
 const LATE_S = 4; // a cue stays up this long after its end (or its arrival, on the stage)
 const MAX_CUES = 200;
+const RECORDED_RELOAD_MS = 10000;
+const MAX_RECORDED_CUES = 50000; // about 14 hours of speech: a replay's whole file
 const TIMING = /^(\d+):(\d\d):(\d\d\.\d{3}) --> (\d+):(\d\d):(\d\d\.\d{3})/;
 
 function seconds(h, m, s) {
@@ -34,11 +44,12 @@ export function parseVtt(text) {
   return cues;
 }
 
-/** The newest cue started at `position` and not over for more than LATE_S; '' if none. */
-export function cueAt(cues, position) {
+/** The newest cue started at `position` and not over for more than `late` s; '' if none. */
+export function cueAt(cues, position, late = LATE_S) {
   let shown = '';
   for (const cue of cues) {
-    if (cue.start <= position && position <= cue.end + LATE_S) shown = cue.text;
+    if (cue.start > position) break; // sorted by start
+    if (position <= cue.end + late) shown = cue.text;
   }
   return shown;
 }
@@ -46,17 +57,22 @@ export function cueAt(cues, position) {
 export class Captions {
   /**
    * @param {{button: HTMLButtonElement, line: HTMLElement, playlist: () => string | null,
-   *          position: () => number | null}} parts
-   * `playlist`: the captions playlist URL (null: none yet); `position`: the playback position in
-   * media time, or null where there is none (the stage).
+   *          position: () => number | null,
+   *          recorded?: () => {url: string, growing: boolean} | null}} parts
+   * `playlist`: the captions playlist URL (null: none yet); `position`: the playback position
+   * (media time live, the recording's time when `recorded` names a file), or null where there is
+   * none (the stage); `recorded`: while the recording plays, where its captions are and whether
+   * it still grows (rewound behind live), else null.
    */
-  constructor({ button, line, playlist, position }) {
+  constructor({ button, line, playlist, position, recorded = () => null }) {
     this.button = button;
     this.line = line;
     this.playlist = playlist;
     this.position = position;
+    this.recorded = recorded;
     this.cues = [];
     this.fetched = new Set();
+    this.kept = { url: null, cues: [], at: 0, loading: false, failed: false };
     this.on = false;
     this.timer = 0;
     this.check = 0;
@@ -85,7 +101,7 @@ export class Captions {
 
   async reload() {
     let wait = 2000;
-    const url = this.playlist();
+    const url = this.recorded() ? null : this.playlist(); // the recording's captions meanwhile
     try {
       if (url) {
         const response = await fetch(url, { credentials: 'same-origin' });
@@ -118,10 +134,33 @@ export class Captions {
     if (this.fetched.size > MAX_CUES) this.fetched = new Set([...this.fetched].slice(-MAX_CUES));
   }
 
+  /** The recording's captions (see the theory above), fetched in the background when due. */
+  async loadRecorded({ url, growing }) {
+    const kept = this.kept;
+    const again = (growing || kept.failed) && performance.now() - kept.at > RECORDED_RELOAD_MS;
+    if (kept.loading || (kept.url === url && !again)) return;
+    kept.loading = true;
+    try {
+      const response = await fetch(url, { credentials: 'same-origin' });
+      // 404: nothing kept (yet): an empty file, asked for again only while the recording grows.
+      const cues = response.ok ? parseVtt(await response.text()) : [];
+      cues.sort((a, b) => a.start - b.start);
+      Object.assign(kept, { cues: cues.slice(0, MAX_RECORDED_CUES), failed: !response.ok && response.status !== 404 });
+    } catch {
+      kept.failed = true; // unreachable: asked for again after the reload time
+    } finally {
+      Object.assign(kept, { url, at: performance.now(), loading: false });
+    }
+  }
+
   show() {
     const position = this.position();
+    const recorded = this.recorded();
     let text;
-    if (position === null) {
+    if (recorded && position !== null) {
+      this.loadRecorded(recorded);
+      text = this.kept.url === recorded.url ? cueAt(this.kept.cues, position, 0) : '';
+    } else if (position === null) {
       const now = performance.now() / 1000;
       const recent = this.cues.filter((c) => now - c.arrived <= LATE_S + (c.end - c.start));
       text = recent.length ? recent[recent.length - 1].text : '';

@@ -192,13 +192,26 @@ const ui = {
   stageEmpty: byId('stage-empty'),
 };
 
-// Live captions under the player (captions.js): cues by the playback position of the live player.
+// Captions under the player (captions.js): live, cues by the live player's position (media
+// time); rewound or replaying, the captions kept with the recording by the recording's time.
 const captions = new Captions({
   button: byId('cc'),
   line: byId('captions'),
   playlist: () => `${mediaBase}/captions.m3u8`,
-  position: () => (player.live && !player.rewound ? ui.audio.currentTime : -1),
+  position: () => ((player.live && !player.rewound) || playsRecording() ? ui.audio.currentTime : -1),
+  recorded: () => (playsRecording() ? { url: `${mediaBase}/captions.vtt`, growing: player.rewound } : null),
 });
+
+/** Whether the audio element plays the recording (rewound behind live, or the replay). */
+function playsRecording() {
+  return player.started && (player.rewound || player.replay);
+}
+
+/** The CC button is there for a captioned Space on air, and for its replay. */
+function showCaptionsButton() {
+  const info = space.snapshot && space.snapshot.space;
+  captions.setAvailable(Boolean(info && info.captions) && (info.state === 'live' || player.replay));
+}
 
 const spaceId = spaceIdFromPath();
 const inviteCode = new URLSearchParams(location.search).get('code'); // private Spaces
@@ -312,7 +325,7 @@ function showSnapshot(snapshot) {
   showSpaceState(info.state);
   space.record = Boolean(info.record);
   showRecording(ui.rec, space.record, info.state);
-  captions.setAvailable(Boolean(info.captions) && info.state === 'live');
+  showCaptionsButton();
   // Scheduled: the upcoming card says when (upcoming.js); the green room: press Play and wait.
   ui.soon.hidden = info.state !== 'green_room';
   showUpcoming(info, spaceId, inviteCode, announce);
@@ -800,6 +813,7 @@ async function findReplay(attempt = 0) {
 
 function offerReplay() {
   player.replay = true;
+  showCaptionsButton();
   player.started = false;
   player.lastTime = -1;
   ui.spaceState.dataset.state = 'replay';
