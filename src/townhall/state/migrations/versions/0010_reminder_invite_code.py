@@ -2,7 +2,7 @@
 link can open the Space for them while that code is still the Space's own (reminder_links.py).
 
 Revision ID: 0010
-Revises: 0008 (0009 on the main line once the branch that adds it is merged)
+Revises: 0009
 Create Date: 2026-12-03
 
 Written out by hand (see 0001).
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | Sequence[str] | None = "0008"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
