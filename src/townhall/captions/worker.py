@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 WHISPER_RATE = 16_000
 START_TIMEOUT_S = 120.0  # loading the model on a busy machine
 RESTART_PAUSE_S = (1.0, 60.0)  # first and longest pause before starting a dead worker again
+STOP_GRACE_S = 1.0  # how long a stopping node waits for its transcriber to exit by itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +248,9 @@ class Transcriber:
             return
         with contextlib.suppress(Exception):
             self._jobs.put(None)
-        await asyncio.to_thread(process.join, 5.0)
+        # A transcriber in the middle of a chunk reads the stop only when done (seconds at its low
+        # priority on a busy machine); it holds nothing to save, and a server's stop must not wait.
+        await asyncio.to_thread(process.join, STOP_GRACE_S)
         if process.is_alive():
             process.kill()
             await asyncio.to_thread(process.join, 5.0)
