@@ -122,6 +122,8 @@ def run(minutes: float, speakers: int, listeners: int, interval: float) -> dict[
     verdict = {key: soak_ratio(rows, key, interval) for key in ("rss_mb", "fds", "lateness_p95_s")}
     return {
         "minutes": minutes,
+        # Whether the soak ran above or below the machine's other work: it says what lateness means.
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
         "speakers": speakers,
         "listeners": listeners,
         "interval_s": interval,
