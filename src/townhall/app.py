@@ -41,6 +41,7 @@ from townhall.node.placement import NodeId, Placement
 from townhall.node.redis_placement import RedisPlacement
 from townhall.node.routing import LiveRouter
 from townhall.ratelimit.storage import StorageQuota
+from townhall.reminders.soon import SoonSweep
 from townhall.spaces.model import Space, SpaceId
 from townhall.state.unavailable import is_unavailable
 from townhall.telemetry.metrics import NodeMetrics, build_metrics_router
@@ -167,6 +168,9 @@ def create_app(config: Config) -> FastAPI:
             background.append(asyncio.create_task(mail.run(), name="reminder-mail"))
         pushes = push_sender(config, node.plane)  # and pushes (one per browser anyway)
         background.append(asyncio.create_task(pushes.run(), name="reminder-push"))
+        # One sweep queues the 10-minute warnings for both (one per person and browser anyway).
+        soon = SoonSweep(node.plane.records)
+        background.append(asyncio.create_task(soon.run(), name="reminder-soon"))
         log.info("node %s (%s) reachable at %s", node_id, config.role, config.internal_url)
         try:
             yield

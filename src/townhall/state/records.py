@@ -100,6 +100,7 @@ from townhall.state.schema import (
     SpaceRow,
     StageMemberRow,
 )
+from townhall.state.wakeup import Work, queued
 from townhall.state.webhook_outbox import (
     DEFAULT_MAX_DELIVERY_ATTEMPTS,
     Announced,
@@ -448,6 +449,8 @@ class Records(WebhookOutbox, EventQueue, ReminderOutbox, PushOutbox, InviteLinkS
                         )
                     )
                 await self._publish(session, space.id, announce, event)
+                if space.scheduled_start is not None:
+                    queued(session, Work.SCHEDULE)  # its 10-minute warning may be due soon
         except IntegrityError as exc:
             if await self.space(space.id) is not None:
                 raise Conflict(f"Space {space.id} exists") from exc
@@ -493,6 +496,7 @@ class Records(WebhookOutbox, EventQueue, ReminderOutbox, PushOutbox, InviteLinkS
             await self._publish(session, new.id, announce, event)
             if notify is not None:
                 await queue_notice(session, new, notify)
+            queued(session, Work.SCHEDULE)  # a new start time or state: warnings replan
         return new
 
     async def list_spaces(
@@ -919,6 +923,8 @@ class Records(WebhookOutbox, EventQueue, ReminderOutbox, PushOutbox, InviteLinkS
         address and choices replace the old. NotFound when the Space does not exist."""
         async with self._write.begin() as session:
             await lock_space(session, space_id)
+            if soon:
+                queued(session, Work.SCHEDULE)  # the warning may be due already
             existing = await session.scalar(
                 sa.select(ReminderRow.user_id).where(_of(ReminderRow, space_id, user_id))
             )
