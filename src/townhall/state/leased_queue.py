@@ -217,7 +217,7 @@ async def next_due(read: Sessions, table: Leased) -> float | None:
     return None if at is None else float(at)
 
 
-SWEEP_S: Final = 5.0  # longest sleep of an idle worker: rows no bell of this process announces
+SWEEP_S: Final = 10.0  # longest sleep of an idle worker: rows no bell of this process announces
 MIN_WAIT_S: Final = 1.0  # shortest, when a row is due but could not be claimed (the old poll)
 
 
@@ -231,18 +231,24 @@ async def work_forever(
     clock: Callable[[], float],
     sweep_s: float = SWEEP_S,
 ) -> None:
-    """A worker's loop: a round (`run_once`, which returns how many rows it claimed) at once
-    after a full batch (more are waiting; None: no batches); else asleep until this process queues work (`bell`,
-    state/wakeup.py), the earliest pending row falls due (`due`) or `sweep_s` passed, whichever
-    comes first. No failure ends it."""
+    """A worker's loop. A round (`run_once`, which returns how many rows it claimed) at start, at
+    once after a full batch (more are waiting; None: no batches), when this process queued work
+    (`bell`, state/wakeup.py) and when the earliest pending row falls due (`due`); between them
+    asleep, looking at `due` again at least every `sweep_s` for work no bell announced (rows of
+    a process that died). An idle worker costs one indexed read per `sweep_s`. No failure ends
+    it."""
+    rung, at = True, None
     while True:
         wait = sweep_s
         try:
-            if await run_once() == batch:
-                continue
-            at = await due()
+            if not rung and (at is None or at > clock()):  # the safety sweep's wake
+                at = await due()
+            if rung or (at is not None and at <= clock()):
+                if await run_once() == batch:
+                    continue
+                at = await due()
             if at is not None:
                 wait = min(sweep_s, max(MIN_WAIT_S, at - clock()))
         except Exception:  # the worker must outlive any one failure
             logging.getLogger(__name__).exception("%s round failed", what)
-        await bell.wait(wait)
+        rung = await bell.wait(wait)
