@@ -42,6 +42,7 @@ from townhall.node.placement import NodeId, Placement
 from townhall.node.redis_placement import RedisPlacement
 from townhall.node.routing import LiveRouter
 from townhall.ratelimit.storage import StorageQuota
+from townhall.reminders.soon import SoonSweep
 from townhall.spaces.model import Space, SpaceId
 from townhall.state.unavailable import is_unavailable
 from townhall.telemetry.metrics import NodeMetrics, build_metrics_router
@@ -95,6 +96,9 @@ async def _expire_recordings(host: MediaHost, retention_days: int) -> None:
         await asyncio.sleep(RETENTION_SWEEP_S)
 
 
+EXCLUSIVE_KEEPER = KeeperConfig(scan_every_s=5.0, tick_s=1.0, renew_every_s=1.0)
+
+
 class Node:
     """What the running process holds, made in lifespan: the control plane, the Spaces it runs
     (host), its leases (keeper) and the way to reach other nodes (forwarder)."""
@@ -143,11 +147,11 @@ def create_app(config: Config) -> FastAPI:
             config.internal_url,
             runs_media=config.runs_media,
             exclusive=not config.redis_url,
-            # One process holds every lease itself: nothing to take over quickly, so it looks for
-            # open Spaces to resume (after a restart) four times less often.
-            config=KeeperConfig(scan_every_s=1.0, tick_s=0.5)
-            if not config.redis_url
-            else (KeeperConfig()),
+            # One process holds every lease itself and places every Space it opens at once
+            # (place_now): a scan only finds Spaces to resume after a restart (its first, at
+            # start) or whose media stopped, so it scans every 5 s, and renews its in-memory
+            # leases once a second (an idle node's wakeups: docs/architecture.md).
+            config=EXCLUSIVE_KEEPER if not config.redis_url else KeeperConfig(),
         )
         node.forwarder = Forwarder(node.placement, node_id, relay_key(config.secret))
         node.keeper.start()
@@ -168,6 +172,9 @@ def create_app(config: Config) -> FastAPI:
             background.append(asyncio.create_task(mail.run(), name="reminder-mail"))
         pushes = push_sender(config, node.plane)  # and pushes (one per browser anyway)
         background.append(asyncio.create_task(pushes.run(), name="reminder-push"))
+        # One sweep queues the 10-minute warnings for both (one per person and browser anyway).
+        soon = SoonSweep(node.plane.records)
+        background.append(asyncio.create_task(soon.run(), name="reminder-soon"))
         log.info("node %s (%s) reachable at %s", node_id, config.role, config.internal_url)
         try:
             yield

@@ -9,9 +9,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from townhall.api.admission import Admission, AdmissionLimits, RequestClass, classify
+from townhall.api.admission import (
+    Admission,
+    AdmissionLimits,
+    RequestClass,
+    classify,
+    watch_loop_lag,
+)
 from townhall.app import create_app
 from townhall.config import load
+from townhall.harness import wait_until_async
 
 
 @pytest.mark.parametrize(
@@ -108,3 +115,26 @@ def test_a_late_event_loop_still_lets_the_operator_see_it_while_audio_flows() ->
     admission.leave(RequestClass.OPERATOR)
     admission.lag_s = 1.5
     assert not admission.enter(RequestClass.OPERATOR)
+
+
+def stall_the_loop(seconds: float) -> None:
+    """What is measured, not a wait: the loop cannot run the idle probe's timer meanwhile."""
+    time.sleep(seconds)
+
+
+async def test_a_quiet_process_probes_its_loop_seldom_and_a_request_or_a_stall_quickens_it() -> (
+    None
+):
+    admission = Admission()
+    watcher = asyncio.create_task(watch_loop_lag(admission))
+    try:
+        await wait_until_async(lambda: admission.on_enter is not None, 10, "the probe to idle")
+        assert admission.enter(RequestClass.CONTROL)  # a request wakes it to its 50 ms pace
+        await wait_until_async(lambda: admission.on_enter is None, 10, "the probe to wake")
+        admission.leave(RequestClass.CONTROL)
+        await wait_until_async(lambda: admission.on_enter is not None, 10, "the probe to idle")
+        stall_the_loop(1.5)
+        await wait_until_async(lambda: admission.lag_s > 0.05, 10, "the stall to be seen")
+        assert admission.on_enter is None  # a late loop is probed at pace with nothing in flight
+    finally:
+        watcher.cancel()

@@ -11,15 +11,16 @@ import pytest
 
 from townhall.config import MediaConfig
 from townhall.harness import wait_until_async
-from townhall.media.clock import Finish, MediaClock, Work
+from townhall.media.clock import IDLE_BATCH_TICKS, MAX_IN_FLIGHT, Finish, MediaClock, Work
 from townhall.media.pipeline import SpaceMedia
 
 
 class Member:
     """Counts its ticks and where each step ran; `fail` makes a step raise."""
 
-    def __init__(self, name: str, fail: str = "") -> None:
+    def __init__(self, name: str, fail: str = "", *, idle: bool = False) -> None:
         self.space_id = name
+        self.idle = idle
         self.fail = fail
         self.ticks = 0
         self.skipped = 0
@@ -71,6 +72,28 @@ async def test_one_clock_ticks_every_space_on_one_worker_thread() -> None:
         assert {name for s in spaces for name in s.worker_threads} == {"node_0"}
         # Added in one loop step, so they tick together.
         assert max(s.ticks for s in spaces) - min(s.ticks for s in spaces) <= 1
+    finally:
+        await clock.close()
+
+
+async def test_an_idle_node_runs_its_ticks_five_to_a_wake_and_a_speaker_brings_back_20_ms() -> None:
+    clock = MediaClock()
+    quiet, other = Member("quiet", idle=True), Member("other", idle=True)
+    try:
+        clock.add(quiet)
+        clock.add(other)
+        await wait_until_async(lambda: clock.ticks >= 5 * IDLE_BATCH_TICKS, 30, "idle ticks")
+        assert clock.ticks % IDLE_BATCH_TICKS == 0  # they finish five at a time
+        assert clock.handoffs * IDLE_BATCH_TICKS >= clock.ticks
+        assert quiet.worker_log == list(range(len(quiet.worker_log)))  # every tick, in order
+        other.idle = False  # a speaker connected
+        ticks, handoffs = clock.ticks, clock.handoffs
+        await wait_until_async(lambda: clock.ticks >= ticks + 60, 30, "ticks at 20 ms")
+        # One tick per hand-off now; only batches handed over before it (at most MAX_IN_FLIGHT,
+        # and the one under way) ran five at a time.
+        batched = IDLE_BATCH_TICKS * (MAX_IN_FLIGHT + 1)
+        assert clock.ticks - ticks <= clock.handoffs - handoffs + batched
+        assert quiet.worker_log == list(range(len(quiet.worker_log)))
     finally:
         await clock.close()
 

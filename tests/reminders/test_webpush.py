@@ -27,6 +27,7 @@ from townhall.control_plane import (
     push_sender,
 )
 from townhall.reminders.push_sender import PushSender
+from townhall.reminders.soon import SoonSweep
 from townhall.reminders.webpush import VapidKey
 from townhall.spaces.model import UserId
 from townhall.state.records import DeliveryStatus
@@ -317,7 +318,9 @@ async def test_the_ten_minute_warning_and_live_now_reach_each_browser_once_on_ei
             subscribed(bo, service, "bob")
             ada.post(f"/api/spaces/{space_id}/remind", {"push": True, "soon": True})
             bo.post(f"/api/spaces/{space_id}/remind", {"push": True})  # no warning asked for
+            sweeps = [SoonSweep(plane.records) for plane in planes]
             for _ in range(2):
+                await asyncio.gather(*(sweep.run_once() for sweep in sweeps))
                 await asyncio.gather(*(s.run_once() for s in senders))
             assert [m["title"] for m in pushed(service, phone, "phone")] == [
                 "In 10 minutes: Launch day"

@@ -400,6 +400,9 @@ async def test_a_space_round_trips_with_every_field(records: Records) -> None:
     await records.create_space(space)
     assert await records.space(SPACE) == space
     assert await records.space(SpaceId("nosuchspac")) is None
+    # Many at once, as a node reads every Space it runs: those that exist.
+    assert await records.spaces([SPACE, SpaceId("nosuchspac")]) == {SPACE: space}
+    assert await records.spaces([]) == {}
     with pytest.raises(Conflict):
         await records.create_space(space)
 

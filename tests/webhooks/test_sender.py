@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from townhall.harness import wait_until_async
 from townhall.spaces.control import Actor, NewSpace, SpaceControl
 from townhall.spaces.model import UserId
 from townhall.state.embedded_live import EmbeddedLiveState
@@ -113,3 +116,25 @@ async def test_a_receiver_that_fails_gets_the_event_again_later(
     assert len(receiver.received) == 2
     first, second = (h["Townhall-Delivery"] for h, _ in receiver.received)
     assert first == second  # the same delivery id, so the receiver can de-duplicate
+
+
+async def test_a_sleeping_sender_delivers_a_change_as_soon_as_it_commits(
+    records: Records, receiver: Receiver
+) -> None:
+    await records.add_webhook(receiver.url, SECRET, ["space.*"])
+    control = SpaceControl(records, EmbeddedLiveState())
+    space = await control.create(HOST, NewSpace("Hooked"))
+    sender = WebhookSender(records)
+    # An hour between sweeps: only this process's commits (and due retries) wake it.
+    task = asyncio.create_task(sender.run(sweep_s=3600))
+    try:
+        await control.go_live(HOST, space.id)
+        await wait_until_async(lambda: len(receiver.received) == 1, 30, "space.started")
+        await control.end(HOST, space.id)  # queued while the sender sleeps
+        await wait_until_async(lambda: len(receiver.received) == 2, 30, "space.ended")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await sender.close()
+    assert [h["Townhall-Event"] for h, _ in receiver.received] == ["space.started", "space.ended"]

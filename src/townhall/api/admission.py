@@ -11,7 +11,9 @@ Caps on requests in flight do not see a flood that has not reached the app yet: 
 saturated, requests wait in the accept queue and the event loop, and time out there. So the
 process also watches its event loop's lag (how late a 50 ms timer fires): past `lag_shed_s` it
 refuses everything but the media path, past `lag_shed_media_s` the media path too, until the lag
-falls again. Refusing is cheap, so shedding is what lets the loop catch up. The operator's
+falls again. Refusing is cheap, so shedding is what lets the loop catch up. A quiet process (no
+request in flight, no lag) probes once a second instead of twenty times, and the first request
+to arrive wakes the probe back to its 50 ms pace: an idle node should cost next to nothing. The operator's
 `/metrics` is kept as long as the media path (an overload is when it is needed), with a small cap
 of its own.
 """
@@ -19,6 +21,7 @@ of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import random
@@ -78,6 +81,10 @@ def classify(method: str, path: str) -> RequestClass:
 
 _KEPT_LONGEST = (RequestClass.MEDIA, RequestClass.OPERATOR)
 
+LAG_PROBE_S = 0.05
+LAG_QUIET_PROBE_S = 1.0
+LAG_QUIET_S = 0.01  # smoothed lag under which the loop counts as keeping time
+
 
 @dataclass
 class Admission:
@@ -90,8 +97,16 @@ class Admission:
     refused: dict[RequestClass, int] = field(default_factory=lambda: dict.fromkeys(RequestClass, 0))
 
     lag_s: float = 0.0  # the event loop's current lag, kept up to date by `watch_loop_lag`
+    # Called as a request enters while the lag probe idles (`watch_loop_lag` sets it): wakes it.
+    on_enter: Callable[[], None] | None = None
+
+    def quiet(self) -> bool:
+        """No request in flight and the loop keeps time: the lag probe may idle."""
+        return self.lag_s < LAG_QUIET_S and not any(self.in_flight.values())
 
     def enter(self, kind: RequestClass) -> bool:
+        if self.on_enter is not None:
+            self.on_enter()
         shed_at = self.limits.lag_shed_media_s if kind in _KEPT_LONGEST else self.limits.lag_shed_s
         if self.in_flight[kind] >= self.limits.of(kind) or self.lag_s > shed_at:
             self.refused[kind] += 1
@@ -103,16 +118,30 @@ class Admission:
         self.in_flight[kind] -= 1
 
 
-LAG_PROBE_S = 0.05
-
-
 async def watch_loop_lag(admission: Admission) -> None:
-    """Measure how late a short timer fires, smoothed: the event loop's queueing delay."""
+    """Measure how late a short timer fires, smoothed: the event loop's queueing delay. Every
+    `LAG_PROBE_S` while requests are in flight or the loop lags; every `LAG_QUIET_PROBE_S` while
+    the process is quiet, until a request enters (`Admission.on_enter`)."""
     loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
     while True:
+        period = LAG_PROBE_S
         start = loop.time()
-        await asyncio.sleep(LAG_PROBE_S)
-        lag = max(0.0, loop.time() - start - LAG_PROBE_S)
+        if admission.quiet():
+            period = LAG_QUIET_PROBE_S
+            woken.clear()
+            admission.on_enter = woken.set
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(period):
+                        await woken.wait()
+            finally:
+                admission.on_enter = None
+            if woken.is_set():
+                continue  # cut short by a request: no measure of lateness; probe at pace now
+        else:
+            await asyncio.sleep(period)
+        lag = max(0.0, loop.time() - start - period)
         # Smoothed both ways (about a second of probes): one slow tick — a page fault, a garbage
         # collection, a browser starting on the same machine — must not turn people away; a
         # loop that stays late does.

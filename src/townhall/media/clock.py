@@ -25,6 +25,13 @@ Theory of operation
   round trip to a thread can exceed 20 ms on a busy machine, and waiting for it made ticks late);
   it waits only when `MAX_IN_FLIGHT` ticks are out, so a worker slower than real time is not
   outrun and the stall handling above takes over.
+* While every member is idle (`Ticking.idle`: nobody connected to its stage's audio, so each tick
+  mixes silence and returns nothing to anyone), the clock wakes every `IDLE_BATCH_TICKS` ticks and
+  runs that many back to back in one hand-off: the same ticks in the same order, the same
+  stream, five times fewer wakeups of the loop and the worker (an idle node's cost was mostly
+  those wakeups: docs/architecture.md). Each part of an idle Space is published up to 80 ms later
+  than at 20 ms ticks, well inside the playlist's hold-back. A member that stops being idle (a
+  speaker connects) brings the 20 ms ticks back from the next wake.
 * The task runs while there are members and ends with the last one, so an empty node costs nothing.
   `run_in_worker` queues other work (a Space's final flush) behind the ticks already handed over.
 
@@ -53,6 +60,7 @@ MAX_CATCH_UP_TICKS = 25  # 500 ms: beyond this a stall is skipped, not replayed 
 # need not wait for the one before it to come back (on a busy machine waking the worker and being
 # woken back can take longer than 20 ms), but a worker slower than real time is not outrun.
 MAX_IN_FLIGHT = 5
+IDLE_BATCH_TICKS = 5  # ticks run per wake while every member is idle (100 ms)
 
 T = TypeVar("T")
 Finish = Callable[[], None]
@@ -66,6 +74,12 @@ class Ticking(Protocol):
 
     @property
     def space_id(self) -> str: ...
+
+    @property
+    def idle(self) -> bool:
+        """Nothing real-time depends on this member's ticks (no speaker to mix or return to):
+        the clock may run its ticks a few at a time."""
+        ...
 
     def begin_tick(self) -> Work:
         """This tick's loop-side work (mix, gate); returns the worker-side work."""
@@ -88,6 +102,7 @@ class MediaClock:
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None  # made when needed
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
+        self.handoffs = 0  # batches of work handed to the worker (fewer than ticks while idle)
         self.skipped_ticks = 0
         self.late_ticks = 0  # ticks that began more than a tick after their deadline
 
@@ -134,16 +149,17 @@ class MediaClock:
         """One tick of `members`, in order, awaited to its end (for driving members by hand)."""
         await self._submit(members)
 
-    def _submit(self, members: list[Ticking]) -> asyncio.Future[None]:
-        """Begin a tick of `members` on the loop and hand its work to the worker; the future is
-        done once every member has finished it on the loop."""
+    def _submit(self, members: list[Ticking], ticks: int = 1) -> asyncio.Future[None]:
+        """Begin `ticks` ticks of `members` on the loop, in order, and hand their work to the
+        worker at once; the future is done once every member has finished them on the loop."""
         started: list[tuple[Ticking, Work]] = []
-        for member in members:
-            try:
-                started.append((member, member.begin_tick()))
-            except Exception:
-                log.exception("space %s: media tick failed", member.space_id)
-        return self._hand_over(started, tick=True)
+        for _ in range(ticks):
+            for member in members:
+                try:
+                    started.append((member, member.begin_tick()))
+                except Exception:
+                    log.exception("space %s: media tick failed", member.space_id)
+        return self._hand_over(started, ticks=ticks)
 
     def _skip(self, members: list[Ticking], missed: int) -> asyncio.Future[None]:
         """Tell `members` that `missed` ticks were skipped and hand the work each returns (its
@@ -157,14 +173,15 @@ class MediaClock:
                 continue
             if work is not None:
                 started.append((member, work))
-        return self._hand_over(started, tick=False)
+        return self._hand_over(started, ticks=0)
 
     def _hand_over(
-        self, started: list[tuple[Ticking, Work]], *, tick: bool
+        self, started: list[tuple[Ticking, Work]], *, ticks: int
     ) -> asyncio.Future[None]:
         """Run the members' work in one hand-off to the worker, then each one's finish on the
-        loop; the future is done once all have finished. `tick`: count it as a tick."""
+        loop; the future is done once all have finished. Counts as `ticks` ticks."""
         loop = asyncio.get_running_loop()
+        self.handoffs += 1
         work = loop.run_in_executor(self._executor(), lambda: [_work(m, w) for m, w in started])
         done: asyncio.Future[None] = loop.create_future()
 
@@ -177,8 +194,7 @@ class MediaClock:
                         step()
                     except Exception:
                         log.exception("space %s: media tick failed", member.space_id)
-                if tick:
-                    self.ticks += 1
+                self.ticks += ticks
             except BaseException:  # the worker is gone (closed): nothing to deliver
                 log.exception("media clock: tick failed")
             finally:
@@ -192,7 +208,9 @@ class MediaClock:
         in_flight: deque[asyncio.Future[None]] = deque()
         deadline = self._now()
         while self._members:
-            deadline += FRAME_SECONDS
+            idle = all(member.idle for member in self._members.values())
+            batch = IDLE_BATCH_TICKS if idle else 1
+            deadline += batch * FRAME_SECONDS  # the deadline of the batch's last tick
             delay = deadline - self._now()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -214,7 +232,7 @@ class MediaClock:
             if len(in_flight) >= MAX_IN_FLIGHT:  # the worker is behind: wait for it, bounded
                 await asyncio.wait([in_flight.popleft()])
             try:
-                in_flight.append(self._submit(list(self._members.values())))
+                in_flight.append(self._submit(list(self._members.values()), batch))
             except Exception:  # the clock must outlive any one tick
                 log.exception("media clock: tick failed")
 

@@ -330,6 +330,13 @@ class SpaceMedia:
         return cue
 
     # -- clock -------------------------------------------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        """Nobody is connected to the stage's audio: each tick mixes silence (or what the delay
+        line still holds) and returns nothing to anyone, so the node's clock may run this Space's
+        ticks a few at a time (`clock.IDLE_BATCH_TICKS`)."""
+        return not self.mixer.speakers
+
     def start(self) -> None:
         """Have the media clock tick this Space from now on."""
         self._media_clock.add(self)

@@ -406,8 +406,10 @@ class MediaHost:
         """End Spaces whose host has been off the stage's audio longer than the limit."""
         now = self._clock()
         abandoned = []
-        for runtime in list(self._running.values()):
-            space = await self.control.records.space(runtime.space_id)
+        running = list(self._running.values())
+        spaces = await self.control.records.spaces([runtime.space_id for runtime in running])
+        for runtime in running:
+            space = spaces.get(runtime.space_id)
             if space is None:
                 continue
             if SpeakerId(space.host_id) in runtime.ingest.connections:  # the host may have changed

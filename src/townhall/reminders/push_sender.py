@@ -1,6 +1,7 @@
-"""Works off the reminder push outbox: queues the 10-minute warnings that are due (as the mail
-sender does; the outbox keeps each to one), claims due pushes, sends each to its browser's push
-service encrypted and signed (reminders/webpush.py), and records the outcome.
+"""Works off the reminder push outbox: claims due pushes (the 10-minute warnings among them are
+queued by reminders/soon.py), sends each to its browser's push service encrypted and signed
+(reminders/webpush.py), and records the outcome. It sleeps until this process queues a push or
+one falls due (state/wakeup.py).
 
 Every process runs one (app.py); claims are leases, so each browser gets each notice once
 whatever the number of processes (state/push_outbox.py). What a push service answers decides
@@ -36,21 +37,20 @@ from townhall.reminders.webpush import (
     judge,
     push_request,
 )
-from townhall.state.leased_queue import work_forever
+from townhall.state.leased_queue import SWEEP_S, work_forever
 from townhall.state.records import Records, ReminderPush
 from townhall.state.schema import NoticeKind
+from townhall.state.wakeup import Work
 from townhall.webhooks import retry
 
 log = logging.getLogger(__name__)
 
 BATCH = 50
 LEASE_S = 60.0  # a batch of 50 at CONCURRENCY, each within TIMEOUT_S, with room to spare
-POLL_S = 1.0  # how soon after going live a reminder leaves (plus the sending itself)
 TIMEOUT_S = 10.0
 CONCURRENCY = 8  # requests in flight: push services answer in tens of milliseconds
 ERROR_BODY_MAX = 200  # bytes of a refusal's body kept with the row
 RETRY_AFTER_MAX_S = 3600.0  # a push service's Retry-After is believed up to an hour
-SOON_LEAD_S = SOON_MINUTES * 60.0
 
 # kind → (TTL seconds, urgency): what the notice is worth to a browser that comes online later.
 DELIVERY: Final[dict[NoticeKind, tuple[int, Urgency]]] = {
@@ -105,14 +105,21 @@ class PushSender:
         self.gone = 0
 
     async def run_once(self) -> int:
-        """Queue the warnings now due, then send what is due; how many pushes were attempted."""
-        await self.records.queue_soon_notices(self._clock(), SOON_LEAD_S)
+        """Send what is due; how many pushes were attempted."""
         due = await self.records.claim_due_push(self._clock(), BATCH, LEASE_S)
         await asyncio.gather(*(self._send(push) for push in due))
         return len(due)
 
-    async def run(self) -> None:
-        await work_forever(self.run_once, BATCH, POLL_S, "reminder push")
+    async def run(self, *, sweep_s: float = SWEEP_S) -> None:
+        await work_forever(
+            self.run_once,
+            BATCH,
+            "reminder push",
+            bell=self.records.bells[Work.PUSH],
+            due=self.records.next_push_due,
+            clock=self._clock,
+            sweep_s=sweep_s,
+        )
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -1,12 +1,13 @@
-"""Works off the reminder mail outbox: queues the 10-minute warnings that are due, claims due
-mails, sends them over SMTP, records the outcome, and tries a failed one again later.
+"""Works off the reminder mail outbox: claims due mails, sends them over SMTP, records the
+outcome, and tries a failed one again later.
 
-Every process runs one (app.py). The warnings are queued by every sweep and kept to one per
-person by the outbox's unique key; a claimed mail is leased to one sender; so however many
-processes run, each person gets each notice once (state/reminder_outbox.py). Sending is paced by
-a token bucket in the shared store (`SmtpConfig.per_second` for the whole deployment, as mail
-providers limit the account, not the machine), and a failure waits longer each time
-(webhooks/retry.py), then is given up and kept for inspection.
+Every process runs one (app.py). A claimed mail is leased to one sender, so however many
+processes run, each person gets each notice once (state/reminder_outbox.py); the 10-minute
+warnings are queued by one sweep per process (reminders/soon.py). A sender sleeps until this
+process queues mail or a mail falls due (state/wakeup.py). Sending is paced by a token bucket in
+the shared store (`SmtpConfig.per_second` for the whole deployment, as mail providers limit the
+account, not the machine), and a failure waits longer each time (webhooks/retry.py), then is
+given up and kept for inspection.
 """
 
 from __future__ import annotations
@@ -18,17 +19,16 @@ from collections.abc import Callable
 
 from townhall.ratelimit.table import TokenStore
 from townhall.reminders.mailer import MailError, SmtpMailer
-from townhall.reminders.notices import SOON_MINUTES, write
-from townhall.state.leased_queue import work_forever
+from townhall.reminders.notices import write
+from townhall.state.leased_queue import SWEEP_S, work_forever
 from townhall.state.records import Records, ReminderMail
+from townhall.state.wakeup import Work
 from townhall.webhooks import retry
 
 log = logging.getLogger(__name__)
 
 BATCH = 50
 LEASE_S = 120.0  # more than a batch takes at the slowest pace a provider allows
-POLL_S = 1.0  # how soon after going live a reminder leaves (plus the sending itself)
-SOON_LEAD_S = SOON_MINUTES * 60.0
 PACE_KEY = "mail-send:all"
 
 
@@ -53,16 +53,23 @@ class ReminderSender:
         self.failed = 0
 
     async def run_once(self) -> int:
-        """Queue the warnings now due, then send what is due; how many mails were attempted."""
-        await self.records.queue_soon_notices(self._clock(), SOON_LEAD_S)
+        """Send what is due; how many mails were attempted."""
         due = await self.records.claim_due_mail(self._clock(), BATCH, LEASE_S)
         for mail in due:  # one at a time: the pace, not concurrency, bounds the rate
             await self._paced()
             await self._send(mail)
         return len(due)
 
-    async def run(self) -> None:
-        await work_forever(self.run_once, BATCH, POLL_S, "reminder mail")
+    async def run(self, *, sweep_s: float = SWEEP_S) -> None:
+        await work_forever(
+            self.run_once,
+            BATCH,
+            "reminder mail",
+            bell=self.records.bells[Work.MAIL],
+            due=self.records.next_mail_due,
+            clock=self._clock,
+            sweep_s=sweep_s,
+        )
 
     async def _paced(self) -> None:
         """Wait for a token of the deployment's sending rate."""

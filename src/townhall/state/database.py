@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 from townhall.config import make_private_dir
+from townhall.state.wakeup import BELLS_KEY, Bells, RingingSession
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT_S",
@@ -267,7 +268,14 @@ class SqlStore:
         self.engine = engine
         self._read = async_sessionmaker(engine, expire_on_commit=False)
         self._writer = writer(engine)  # for Core statements where a session's work is not needed
-        self._write = async_sessionmaker(self._writer, expire_on_commit=False)
+        # Commits of the write sessions ring the bells of the work they queued (state/wakeup.py).
+        self.bells = Bells()
+        self._write = async_sessionmaker(
+            self._writer,
+            expire_on_commit=False,
+            sync_session_class=RingingSession,
+            info={BELLS_KEY: self.bells},
+        )
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -17,7 +17,6 @@ the outcome as the reminder outboxes (mail and push) take them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +33,7 @@ from townhall.state.schema import (
     ReminderPushRow,
     WebhookDeliveryRow,
 )
+from townhall.state.wakeup import Bell
 
 __all__ = [
     "ERROR_TEXT_MAX",
@@ -42,6 +42,7 @@ __all__ = [
     "claim_due",
     "mark_delivered",
     "mark_failed",
+    "next_due",
     "report",
     "work_forever",
 ]
@@ -201,15 +202,53 @@ async def report(
         return retry
 
 
+async def next_due(read: Sessions, table: Leased) -> float | None:
+    """When the earliest pending row can next be claimed: its next attempt, or the end of the
+    lease another worker holds on it if that is later; None if no row is pending. One read on
+    the status index, for a worker deciding how long it may sleep."""
+    claimable = sa.case(
+        (table.lease_until > table.next_attempt_at, table.lease_until),
+        else_=table.next_attempt_at,
+    )
+    async with read() as session:
+        at = await session.scalar(
+            sa.select(sa.func.min(claimable)).where(table.status == DeliveryStatus.PENDING)
+        )
+    return None if at is None else float(at)
+
+
+SWEEP_S: Final = 10.0  # longest sleep of an idle worker: rows no bell of this process announces
+MIN_WAIT_S: Final = 1.0  # shortest, when a row is due but could not be claimed (the old poll)
+
+
 async def work_forever(
-    run_once: Callable[[], Awaitable[int]], batch: int, poll_s: float, what: str
+    run_once: Callable[[], Awaitable[int]],
+    batch: int | None,
+    what: str,
+    *,
+    bell: Bell,
+    due: Callable[[], Awaitable[float | None]],
+    clock: Callable[[], float],
+    sweep_s: float = SWEEP_S,
 ) -> None:
-    """A worker's loop: a round (`run_once`, which returns how many rows it claimed) at once
-    after a full batch (more are waiting), else every `poll_s`; no failure ends it."""
+    """A worker's loop. A round (`run_once`, which returns how many rows it claimed) at start, at
+    once after a full batch (more are waiting; None: no batches), when this process queued work
+    (`bell`, state/wakeup.py) and when the earliest pending row falls due (`due`); between them
+    asleep, looking at `due` again at least every `sweep_s` for work no bell announced (rows of
+    a process that died). An idle worker costs one indexed read per `sweep_s`. No failure ends
+    it."""
+    rung, at = True, None
     while True:
+        wait = sweep_s
         try:
-            if await run_once() == batch:
-                continue
+            if not rung and (at is None or at > clock()):  # the safety sweep's wake
+                at = await due()
+            if rung or (at is not None and at <= clock()):
+                if await run_once() == batch:
+                    continue
+                at = await due()
+            if at is not None:
+                wait = min(sweep_s, max(MIN_WAIT_S, at - clock()))
         except Exception:  # the worker must outlive any one failure
             logging.getLogger(__name__).exception("%s round failed", what)
-        await asyncio.sleep(poll_s)  # a period, not a wait for a condition
+        rung = await bell.wait(wait)

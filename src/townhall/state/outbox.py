@@ -10,10 +10,13 @@ committed together or not at all. Then:
    to its live log in commit order and drops them from the queue (one transaction around both,
    see event_outbox.py). If the live store fails in the short window since `ready()`, the events
    stay queued and the command still succeeds: its change stands, and its event follows.
-3. Every process runs a sweep (`start()`): once a second it delivers the events of any Space
-   that has one queued for more than `stale_after_s` — left by a process that died between its
-   commit and its delivery, or by a live store that was out of reach — and at once those this
-   process failed to deliver itself.
+3. Every process runs a sweep (`start()`): every `sweep_every_s` (5 s) it delivers the events
+   of any Space that has one queued for more than `stale_after_s` — left by a process that died
+   between its commit and its delivery, or by a live store that was out of reach — and at once
+   those this process failed to deliver itself; while it has such failures of its own, it sweeps
+   every `retry_every_s` (1 s). An idle node, with nothing left over, wakes once per period: a
+   second's sweep was a fair share of an empty server's wakeups, for events that are nearly
+   always delivered by the command itself within milliseconds.
 
 So a committed change's event reaches every node even if the process that made it is killed
 right after the commit, and in the order the changes committed, whichever process delivers it.
@@ -36,7 +39,8 @@ from townhall.state.unavailable import UNAVAILABLE_ERRORS, is_unavailable
 
 log = logging.getLogger(__name__)
 
-SWEEP_EVERY_S = 1.0
+SWEEP_EVERY_S = 5.0  # another process's leftovers: it died after a commit (rare)
+RETRY_EVERY_S = 1.0  # this process's own leftovers: its live store was out of reach
 # A process delivers its own events within milliseconds of the commit; the sweep leaves them
 # that long before it steps in, so it does not race every command for its own rows.
 STALE_AFTER_S = 2.0
@@ -51,12 +55,14 @@ class EventOutbox:
         live: LiveState,
         *,
         sweep_every_s: float = SWEEP_EVERY_S,
+        retry_every_s: float = RETRY_EVERY_S,
         stale_after_s: float = STALE_AFTER_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.records = records
         self.live = live
         self._sweep_every_s = sweep_every_s
+        self._retry_every_s = min(retry_every_s, sweep_every_s)
         self._stale_after_s = stale_after_s
         self._clock = clock
         self._undelivered: set[SpaceId] = set()  # ours that failed: swept without waiting
@@ -93,7 +99,7 @@ class EventOutbox:
         return delivered
 
     def start(self) -> None:
-        """Sweep every `sweep_every_s` until `close()`."""
+        """Sweep every `sweep_every_s` (`retry_every_s` while own events wait) until `close()`."""
         if self._sweeping is None:
             self._sweeping = asyncio.create_task(self._sweep_forever(), name="event-outbox")
 
@@ -110,7 +116,8 @@ class EventOutbox:
 
     async def _sweep_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._sweep_every_s)  # a period, not a wait for a condition
+            # A period, not a wait for a condition: shorter while our own events wait.
+            await asyncio.sleep(self._retry_every_s if self._undelivered else self._sweep_every_s)
             try:
                 await self.sweep()
             except UNAVAILABLE_ERRORS as exc:

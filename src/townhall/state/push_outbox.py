@@ -35,6 +35,7 @@ from townhall.state.schema import (
     ReminderPushRow,
     ReminderRow,
 )
+from townhall.state.wakeup import Work, queued
 
 __all__ = [
     "DEFAULT_MAX_PUSH_ATTEMPTS",
@@ -113,6 +114,7 @@ async def queue_push(
 ) -> int:
     """Queue a notice (its `kind`, unique `key` and JSON `data`) for every browser of everyone
     reminded of the Space by push, in the caller's transaction; how many rows are new."""
+    queued(session, Work.PUSH)
     who = sa.and_(ReminderRow.space_id == space_id, ReminderRow.push.is_(sa.true()))
     if only_soon:
         who = sa.and_(who, ReminderRow.soon.is_(sa.true()))
@@ -285,6 +287,10 @@ class PushOutbox(SqlStore):
             max_attempts=self.max_push_attempts,
         )
         return [_push(push, subscription, code) for push, subscription, code in rows]
+
+    async def next_push_due(self) -> float | None:
+        """When the earliest pending push can next be claimed (leased_queue.next_due)."""
+        return await leased_queue.next_due(self._read, ReminderPushRow)
 
     async def mark_push_sent(self, push_id: int, now: float) -> None:
         await leased_queue.report(

@@ -101,6 +101,7 @@ from townhall.state.schema import (
     SpaceRow,
     StageMemberRow,
 )
+from townhall.state.wakeup import Work, queued
 from townhall.state.webhook_outbox import (
     DEFAULT_MAX_DELIVERY_ATTEMPTS,
     Announced,
@@ -455,6 +456,8 @@ class Records(
                 if deposit is not None:
                     await open_account(session, space.id, deposit)
                 await self._publish(session, space.id, announce, event)
+                if space.scheduled_start is not None:
+                    queued(session, Work.SCHEDULE)  # its 10-minute warning may be due soon
         except IntegrityError as exc:
             if await self.space(space.id) is not None:
                 raise Conflict(f"Space {space.id} exists") from exc
@@ -465,6 +468,15 @@ class Records(
         async with self._read() as session:
             row = await session.scalar(sa.select(SpaceRow).where(SpaceRow.id == space_id))
             return None if row is None else _space(row)
+
+    async def spaces(self, space_ids: Collection[SpaceId]) -> dict[SpaceId, Space]:
+        """The Spaces with these ids that exist, in one read (a node's periodic look at every
+        Space it runs costs one query, not one per Space)."""
+        if not space_ids:
+            return {}
+        async with self._read() as session:
+            rows = await session.scalars(sa.select(SpaceRow).where(SpaceRow.id.in_(space_ids)))
+            return {SpaceId(row.id): _space(row) for row in rows}
 
     async def update_space(
         self,
@@ -500,6 +512,7 @@ class Records(
             await self._publish(session, new.id, announce, event)
             if notify is not None:
                 await queue_notice(session, new, notify)
+            queued(session, Work.SCHEDULE)  # a new start time or state: warnings replan
         return new
 
     async def list_spaces(
@@ -928,6 +941,8 @@ class Records(
         showed (state/reminder_links.py). NotFound when the Space does not exist."""
         async with self._write.begin() as session:
             await lock_space(session, space_id)
+            if soon:
+                queued(session, Work.SCHEDULE)  # the warning may be due already
             existing = await session.scalar(
                 sa.select(ReminderRow.user_id).where(_of(ReminderRow, space_id, user_id))
             )

@@ -44,6 +44,7 @@ from townhall.state.schema import (
     ReminderRow,
     SpaceRow,
 )
+from townhall.state.wakeup import Work, queued
 
 __all__ = [
     "DEFAULT_MAX_MAIL_ATTEMPTS",
@@ -151,6 +152,7 @@ async def queue_notice(
                 execution_options=NO_SYNC,
             )
     data = _data(space, notice.extra)
+    queued(session, Work.MAIL)
     pushed = await queue_push(
         session, space.id, notice.kind, notice.key(space), data, notice.at, only_soon=only_soon
     )
@@ -228,6 +230,19 @@ class ReminderOutbox(SqlStore):
                     queued += await queue_notice(session, space, notice, only_soon=True)
         return queued
 
+    async def next_soon_notice_at(self, now: float, lead_s: float) -> float | None:
+        """When the next warning falls due: `lead_s` before the earliest start of a Space
+        (scheduled or in the green room) that is not yet within `lead_s` of its start; None if
+        there is none. One read on the (state, scheduled_start) index."""
+        async with self._read() as session:
+            start = await session.scalar(
+                sa.select(sa.func.min(SpaceRow.scheduled_start)).where(
+                    SpaceRow.state.in_([SpaceState.SCHEDULED, SpaceState.GREEN_ROOM]),
+                    SpaceRow.scheduled_start > now + lead_s,
+                )
+            )
+        return None if start is None else float(start) - lead_s
+
     async def claim_due_mail(self, now: float, limit: int, lease_s: float) -> list[ReminderMail]:
         """Lease up to `limit` due mails to this caller for `lease_s` seconds (leased_queue.py)."""
         rows = await leased_queue.claim_due(
@@ -248,6 +263,10 @@ class ReminderOutbox(SqlStore):
             max_attempts=self.max_mail_attempts,
         )
         return [_mail(row, code) for row, code in rows]
+
+    async def next_mail_due(self) -> float | None:
+        """When the earliest pending mail can next be claimed (leased_queue.next_due)."""
+        return await leased_queue.next_due(self._read, ReminderMailRow)
 
     async def mark_mail_sent(self, mail_id: int, now: float) -> None:
         await leased_queue.report(

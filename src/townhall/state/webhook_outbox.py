@@ -33,6 +33,7 @@ from townhall.state import leased_queue
 from townhall.state.database import NO_SYNC, SqlStore, rowcount
 from townhall.state.errors import NotFound
 from townhall.state.schema import DeliveryStatus, WebhookDeliveryRow, WebhookEndpointRow
+from townhall.state.wakeup import Work, queued
 
 __all__ = [
     "DEFAULT_MAX_DELIVERY_ATTEMPTS",
@@ -136,6 +137,7 @@ async def queue_deliveries(
     endpoints = [_endpoint(row) for row in await session.scalars(sa.select(WebhookEndpointRow))]
     wanted = [endpoint.id for endpoint in endpoints if endpoint.wants(event_type)]
     if wanted:
+        queued(session, Work.WEBHOOKS)
         await session.execute(
             sa.insert(WebhookDeliveryRow),
             [
@@ -240,6 +242,10 @@ class WebhookOutbox(SqlStore):
                 .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
             )
             return [_delivery(delivery, endpoint) for delivery, endpoint in rows]
+
+    async def next_delivery_due(self) -> float | None:
+        """When the earliest pending delivery can next be claimed (leased_queue.next_due)."""
+        return await leased_queue.next_due(self._read, WebhookDeliveryRow)
 
     async def mark_delivered(self, delivery_id: int, now: float) -> None:
         """The endpoint accepted it. A row already delivered or given up is left as it is."""

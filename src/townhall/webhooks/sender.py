@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 import httpx
 
-from townhall.state.leased_queue import work_forever
+from townhall.state.leased_queue import SWEEP_S, work_forever
 from townhall.state.records import Records, WebhookDelivery
+from townhall.state.wakeup import Work
 from townhall.webhooks import retry, signing
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,6 @@ log = logging.getLogger(__name__)
 BATCH = 50
 LEASE_S = 60.0
 TIMEOUT_S = 10.0
-POLL_S = 2.0
 CONCURRENCY = 8
 
 
@@ -48,8 +48,16 @@ class WebhookSender:
         await asyncio.gather(*(self._deliver(d) for d in due))
         return len(due)
 
-    async def run(self) -> None:
-        await work_forever(self.run_once, BATCH, POLL_S, "webhook delivery")
+    async def run(self, *, sweep_s: float = SWEEP_S) -> None:
+        await work_forever(
+            self.run_once,
+            BATCH,
+            "webhook delivery",
+            bell=self.records.bells[Work.WEBHOOKS],
+            due=self.records.next_delivery_due,
+            clock=self._clock,
+            sweep_s=sweep_s,
+        )
 
     async def _deliver(self, delivery: WebhookDelivery) -> None:
         body = delivery.payload.encode()

@@ -1,0 +1,42 @@
+"""bench.idle_node's own parts: what it reads of a process and how it reports it."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from bench.idle_node import Row, Sample, sample, wakeups
+
+
+def test_a_thread_that_sleeps_and_wakes_is_counted() -> None:
+    woke = threading.Semaphore(0)
+    stop = threading.Event()
+
+    def sleeper() -> None:
+        while not stop.wait(0.005):  # sleeps, then wakes on its timeout
+            woke.release()
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    try:
+        assert woke.acquire(timeout=30)
+        before = wakeups(os.getpid())
+        for _ in range(10):
+            assert woke.acquire(timeout=30)
+        assert wakeups(os.getpid()) - before >= 10  # counted while the thread still lives
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_a_sample_of_this_process_is_a_share_of_a_core() -> None:
+    got = sample(os.getpid(), 0.2)
+    assert 0.0 <= got.core_share <= 2.0  # two cores at most here
+    assert got.wakeups_per_s >= 0.0
+
+
+def test_a_row_reads_as_percent_of_a_core_and_wakeups() -> None:
+    row = Row("main", Sample(0.0175, 128.4), 5, Sample(0.0067, 27.0))
+    assert row.line() == (
+        "main: empty server 1.75 % of a core, 128 wakeups/s; per idle Space 0.67 %, 27 wakeups/s"
+    )
