@@ -988,8 +988,9 @@ def _section_soak(r: Results) -> list[str]:
         lines += [
             "",
             f"The machine was shared (2 cores, other developers' tests and benches at `nice 15`) and "
-            f"the soak ran above them at `nice {nice}`, so it got the CPU it asked for: lateness, "
-            f"stalls and skipped ticks are the server's own. Its 1-minute load average was "
+            f"the soak ran above them at `nice {nice}`: first in line for the CPU, though not alone "
+            f"with the caches, so lateness, stalls and skipped ticks are largely the server's own. "
+            f"Its 1-minute load average was "
             f"{sum(loads) / len(loads):.1f} on average, at most {max(loads):.1f}.",
         ]
     elif loads:
