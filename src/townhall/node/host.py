@@ -200,7 +200,10 @@ class MediaHost:
                 on_end=on_end,
                 resync=resync,
                 initial=state_commands(space, stage),
-                read_stage=lambda: records.stage(space.id),
+                # The kept roster's stage (spaces/control.py: current for the log's position,
+                # caught up from the events), not a records read per stage change: that read was
+                # one of a mute's three SQL transactions.
+                read_stage=lambda: self.control.stage(space.id),
             )
             # The first hour was paid at creation (on another node's start too: a take-over's
             # recorder counts this process's bytes only).
