@@ -17,6 +17,7 @@ from townhall import __version__
 from townhall.api import errors
 from townhall.api.admission import Admission, AdmissionLimits, AdmissionMiddleware, watch_loop_lag
 from townhall.api.bounds import BoundedApp
+from townhall.api.fastpath import FastPath, HealthBody
 from townhall.api.lanes import Lane
 from townhall.api.media_routes import build_media_router, no_room
 from townhall.api.recording_routes import build_recording_router
@@ -303,6 +304,15 @@ def create_app(config: Config) -> FastAPI:
         records=lambda: node.plane.records,
     )
     app.include_router(build_metrics_router(metrics, config.metrics_token))
+    if not config.access_log:  # with it on, every request's line is the framework's to write
+        health = HealthBody(config.role)
+
+        def health_body() -> bytes | None:
+            if not hasattr(node, "keeper"):  # starting: the framework's route says so
+                return None
+            return health(node.keeper.node_id, len(node.host.running))
+
+        app.front = FastPath(admission, requests, health_body, app.state.snapshots.public)
     if config.trusted_proxies:
         # Outermost (added last), so everything inside sees the real client and scheme: per-address
         # limits, listener counts and the links built from the request. Only these peers' headers

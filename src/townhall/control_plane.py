@@ -21,7 +21,7 @@ from townhall.api.bounds import BoundedApp
 from townhall.api.control_routes import build_control_router
 from townhall.api.headers import SecurityHeaders
 from townhall.api.invite_routes import build_invite_router
-from townhall.api.live_routes import PresenceRates, build_live_router
+from townhall.api.live_routes import PresenceRates, Snapshots, build_live_router
 from townhall.api.origins import OriginCheck
 from townhall.api.push_routes import build_push_router
 from townhall.api.reminder_routes import build_reminder_router
@@ -174,8 +174,16 @@ def install_control_plane(
     app.include_router(build_push_router(lambda: plane().control, vapid_key(config), config.push))
     # Shared with /metrics (app.py): both turn presence beacons into the same listener count.
     app.state.presence_rates = PresenceRates()
+    # Shared with the fast path (app.py), which answers a current public snapshot itself.
+    app.state.snapshots = Snapshots()
     app.include_router(
-        build_live_router(lambda: plane().control, sessions, keys, rates=app.state.presence_rates)
+        build_live_router(
+            lambda: plane().control,
+            sessions,
+            keys,
+            rates=app.state.presence_rates,
+            snapshots=app.state.snapshots,
+        )
     )
     app.include_router(build_audience_router(lambda: plane().control))
     # Cookie-authenticated writes and WebSockets from other sites' pages are refused; a request

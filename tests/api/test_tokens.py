@@ -33,6 +33,22 @@ def test_an_expired_identity_is_refused() -> None:
     assert refused.value.code == "token_expired"
 
 
+def test_a_remembered_identity_still_expires_and_a_changed_token_is_checked_afresh() -> None:
+    now = [0.0]
+    tokens = IdentityTokens(SECRET, 3600, clock=lambda: now[0])
+    token = tokens.mint("u-abcdefghijkl", "Ada", IdentityKind.ACCOUNT, ttl_s=60)
+    now[0] = jwt.decode(token, options={"verify_signature": False})["exp"] - 30
+    assert tokens.verify(token).user_id == "u-abcdefghijkl"  # verified, remembered
+    assert tokens.verify(token).user_id == "u-abcdefghijkl"  # from memory
+    head, claims, signature = token.split(".")
+    with pytest.raises(TokenError):  # a token altered by one character is not the one verified
+        tokens.verify(f"{head}.{claims}.{'A' if signature[0] != 'A' else 'B'}{signature[1:]}")
+    now[0] += 30  # its expiry reached: refused, though it verified a moment ago
+    with pytest.raises(TokenError) as refused:
+        tokens.verify(token)
+    assert refused.value.code == "token_expired"
+
+
 CLAIMS = {
     "aud": IDENTITY_AUDIENCE,
     "sub": "u-abcdefghijkl",

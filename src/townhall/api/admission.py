@@ -154,6 +154,29 @@ def retry_after(kind: RequestClass) -> str:
     return str(base + random.randint(0, 2))
 
 
+_OVERLOADED = json.dumps(
+    {"error": {"code": "overloaded", "message": "the server is busy; try again shortly"}}
+).encode()
+
+
+async def refuse(kind: RequestClass, send: Send) -> None:
+    """Answer a request of class `kind` that `Admission.enter` refused: 503 + Retry-After."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"retry-after", retry_after(kind).encode()),
+                (b"cache-control", b"no-store"),
+                (b"access-control-allow-origin", b"*"),
+                *JSON_ANSWER_HEADERS,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _OVERLOADED})
+
+
 class AdmissionMiddleware:
     """Pure ASGI, so it adds no per-request task or buffering to the hot path."""
 
@@ -167,28 +190,7 @@ class AdmissionMiddleware:
             return
         kind = classify(scope["method"], scope["path"])
         if not self.admission.enter(kind):
-            body = json.dumps(
-                {
-                    "error": {
-                        "code": "overloaded",
-                        "message": "the server is busy; try again shortly",
-                    }
-                }
-            ).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"retry-after", retry_after(kind).encode()),
-                        (b"cache-control", b"no-store"),
-                        (b"access-control-allow-origin", b"*"),
-                        *JSON_ANSWER_HEADERS,
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await refuse(kind, send)
             return
         try:
             await self.app(scope, receive, send)

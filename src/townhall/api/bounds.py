@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
@@ -80,6 +81,14 @@ class BoundedApp(FastAPI):
         )
         # Prefixes served past the framework's stack (api/lanes.py), built with the stack.
         self.lanes: list[Lane] = []
+
+    # Answers some requests before the framework does (api/fastpath.py); True when it answered.
+    front: Callable[[Scope, Send], Awaitable[bool]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is not None and await self.front(scope, send):
+            return
+        await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         full = _json_too_large(super().build_middleware_stack())

@@ -57,6 +57,7 @@ from townhall.spaces.model import SpaceId, SpaceState, UserId, Visibility, is_sp
 from townhall.state.live import LiveState
 
 PING_INTERVAL_S = 15.0
+SNAPSHOT_CACHE = "public, max-age=1"  # what a public Space's snapshot may be cached for
 
 
 class PresenceIn(BaseModel):
@@ -78,6 +79,34 @@ class _Snapshot:
     second: int
     body: bytes
     invite_code: str | None  # private Spaces: only requests carrying it get the snapshot
+
+
+class Snapshots:
+    """The snapshot built this second per Space (at most one build per Space per second).
+
+    Shared with the fast path (api/fastpath.py), which answers a public Space's current one
+    without the framework: at most an audience's polling, it is the most frequent API call."""
+
+    KEPT = 10_000  # Spaces remembered (the oldest is forgotten first)
+
+    def __init__(self) -> None:
+        self._memo: dict[str, _Snapshot] = {}
+
+    def get(self, space_id: str) -> _Snapshot | None:
+        return self._memo.get(space_id)
+
+    def put(self, space_id: str, snapshot: _Snapshot) -> None:
+        self._memo[space_id] = snapshot
+        if len(self._memo) > self.KEPT:
+            self._memo.pop(next(iter(self._memo)))
+
+    def public(self, space_id: str, second: int) -> bytes | None:
+        """The body of `space_id`'s snapshot of `second` if it is built and anyone may read it
+        (not a private Space's): what every listener gets, with or without an identity."""
+        cached = self._memo.get(space_id)
+        if cached is None or cached.second != second or cached.invite_code is not None:
+            return None
+        return cached.body
 
 
 async def _until_disconnected(websocket: WebSocket) -> None:
@@ -121,12 +150,14 @@ def build_live_router(
     keys: MediaKeys,
     clock: Callable[[], float] = time.time,
     rates: PresenceRates | None = None,
+    snapshots: Snapshots | None = None,
 ) -> APIRouter:
     """`rates`: where the snapshot keeps the presence sampling rate it tells listeners (shared
-    with `/metrics`); a private one if None."""
+    with `/metrics`); a private one if None. `snapshots`: where the snapshots built are kept
+    (shared with the fast path); a private one if None."""
     rates = rates if rates is not None else PresenceRates()
+    memo = snapshots if snapshots is not None else Snapshots()
     router = APIRouter(prefix="/api/spaces", tags=["live"])
-    memo: dict[str, _Snapshot] = {}  # space → the snapshot built this second
     moderation: dict[str, _Moderation] = {}  # space → the removals and bans read so far
     in_flight: dict[str, asyncio.Future[_Snapshot]] = {}
 
@@ -219,9 +250,7 @@ def build_live_router(
             raise NotFound("no such Space", code="space_not_found")
         private = space.invite_code if space.visibility is Visibility.PRIVATE else None
         snapshot = _Snapshot(int(now), await build_snapshot(space_id, now), private)
-        memo[space_id] = snapshot
-        if len(memo) > 10_000:
-            memo.pop(next(iter(memo)))
+        memo.put(space_id, snapshot)
         return snapshot
 
     @router.get(
@@ -243,7 +272,7 @@ def build_live_router(
                 in_flight[space_id] = building
                 building.add_done_callback(lambda _: in_flight.pop(space_id, None))
             cached = await asyncio.shield(building)
-        cache = "public, max-age=1"
+        cache = SNAPSHOT_CACHE
         if cached.invite_code is not None and not matches(code, cached.invite_code):
             # Without the code, only the stage (signed in) may read it, and never from a cache:
             # a speaker's console shows who is speaking, and only the host holds the code.

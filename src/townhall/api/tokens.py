@@ -17,6 +17,7 @@ import enum
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,11 +91,21 @@ class _Jwt:
 
 
 class IdentityTokens:
-    """Who the caller is. Carried in the HttpOnly session cookie or as a bearer token."""
+    """Who the caller is. Carried in the HttpOnly session cookie or as a bearer token.
 
-    def __init__(self, secret: str, ttl_s: int) -> None:
+    A token verified once is remembered (up to `VERIFIED_KEPT`, the oldest forgotten first):
+    decoding and checking its signature was an eighth of a reaction's CPU (py-spy), and an
+    audience member sends the same token with every call. What is remembered is the exact
+    token string this secret signed, so it verifies again until it expires, which is checked
+    on every call; sign-out is the session list's business (api/auth.py), asked every time."""
+
+    VERIFIED_KEPT = 8192  # tokens: ~0.5 KB each, a few MB at most
+
+    def __init__(self, secret: str, ttl_s: int, clock: Callable[[], float] = time.time) -> None:
         self._jwt = _Jwt(secret)
         self.ttl_s = ttl_s
+        self._clock = clock
+        self._verified: dict[str, Identity] = {}
 
     def mint(
         self, user_id: str, display_name: str, kind: IdentityKind, ttl_s: int | None = None
@@ -107,12 +118,22 @@ class IdentityTokens:
         )
 
     def verify(self, token: str) -> Identity:
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at > self._clock():  # as PyJWT: expired once `exp` is reached
+                return known
+            del self._verified[token]
+            raise TokenError("token_expired", "the token has expired")
         claims = self._jwt.decode(IDENTITY_AUDIENCE, token, ["sub", "name", "kind"])
         try:
             kind = IdentityKind(claims["kind"])
         except ValueError:
             raise TokenError("token_invalid", "the token is not valid") from None
-        return Identity(str(claims["sub"]), str(claims["name"]), kind, int(claims["exp"]))
+        who = Identity(str(claims["sub"]), str(claims["name"]), kind, int(claims["exp"]))
+        self._verified[token] = who
+        if len(self._verified) > self.VERIFIED_KEPT:
+            self._verified.pop(next(iter(self._verified)))
+        return who
 
 
 def fingerprint(token: str) -> str:

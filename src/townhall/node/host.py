@@ -203,7 +203,10 @@ class MediaHost:
                 on_end=on_end,
                 resync=resync,
                 initial=state_commands(space, stage),
-                read_stage=lambda: records.stage(space.id),
+                # The kept roster's stage (spaces/control.py: current for the log's position,
+                # caught up from the events), not a records read per stage change: that read was
+                # one of a mute's three SQL transactions.
+                read_stage=lambda: self.control.stage(space.id),
             )
             # The recording's account says what is paid (the first hour at creation, then each
             # charge, whichever node made it); what earlier runs left on storage counts as
