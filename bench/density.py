@@ -10,9 +10,11 @@ as a share of core 1) is measured at every step; a step where it reaches 90 % is
 generator-limited, and a result stopped there is a lower bound.
 
 Listeners:
-- townhall (origin, edge, varnish), `--listener page` (default): `townhall.loadtest.page`, what
+- townhall (origin, edge, varnish), `--listener lean` (default): `townhall.loadtest.page`, what
   the real listener page asks — the snapshot once a second, sampled presence, one streamed request
-  per segment — the same listener `townhall loadtest` uses; `--listener llhls`:
+  per segment — the same listener `townhall loadtest` uses, on the lean HTTP client
+  (`townhall.loadtest.wire`, a fraction of the generator's CPU: bench/generator_cost.py); `--listener
+  page`: the same listener on the asyncio-streams client (the reference); `--listener llhls`:
   `townhall.loadtest.llhls.run_listener`, what hls.js (and other LL-HLS players) ask — a blocking
   playlist reload and the preload-hinted part per part. Either way a stall is a part that arrives
   later than its media end + PART-HOLD-BACK;
@@ -211,7 +213,7 @@ def bitrate() -> int:
 
 
 def run(
-    targets: list[str], max_listeners: int, hold: float, procs: int, listener: str = "page"
+    targets: list[str], max_listeners: int, hold: float, procs: int, listener: str = "lean"
 ) -> dict[str, Any]:
     steps = steps_up_to(max_listeners)
     results: dict[str, dict[str, Any]] = {}
@@ -237,7 +239,11 @@ def run(
                 base, pids = live.server.url, [live.server.proc.popen.pid]
                 if live.edge is not None:
                     base, pids = live.edge.url, [*pids, live.edge.proc.popen.pid]
-                url = f"{base}/s/{live.space.id}" if listener == "page" else live.media_url(base)
+                url = (
+                    f"{base}/s/{live.space.id}"
+                    if listener in ("page", "lean")
+                    else live.media_url(base)
+                )
                 target = Target(name, listener, url, pids, [live.bot.popen.pid])
                 results[name] = ramp(target, steps, procs, hold)
         if "icecast" in targets:
@@ -278,7 +284,7 @@ def report(
     hold: float,
     procs: int,
     phb: float,
-    listener: str = "page",
+    listener: str = "lean",
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {name: r["summary"] for name, r in results.items()}
     summary["ratio_origin_icecast"] = _ratio(results, "origin", "icecast")
@@ -297,8 +303,8 @@ def report(
         "(or at the last step) is a lower bound. townhall listeners: "
         + (
             "the listener page's requests (townhall.loadtest.page: snapshot 1/s, sampled "
-            "presence, one streamed request per segment)"
-            if listener == "page"
+            f"presence, one streamed request per segment; {listener} HTTP client)"
+            if listener in ("page", "lean")
             else "blocking playlist reload + preload-hinted part (townhall.loadtest.llhls)"
         )
         + ", stall = part later than media end + PART-HOLD-BACK. "
@@ -376,9 +382,10 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=3, help="generator processes (all on core 1)")
     parser.add_argument(
         "--listener",
-        choices=["page", "llhls"],
-        default="page",
-        help="townhall listeners: the listener page's requests, or an hls.js-like LL-HLS player",
+        choices=["lean", "page", "llhls"],
+        default="lean",
+        help="townhall listeners: the listener page's requests (on the lean or the streams HTTP "
+        "client), or an hls.js-like LL-HLS player",
     )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()

@@ -305,6 +305,7 @@ def _loadtest(args: argparse.Namespace) -> int:
         tone_hz=args.tone,
         host_token=args.host_token,
         allow_remote=args.yes_i_operate_this_server,
+        client=args.client,
     )
     console = Console(stderr=True)
     try:
@@ -490,6 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--host-token", help="the host's token: needed to invite speaker bots")
     load.add_argument(
         "--processes", type=int, default=0, help="generator processes (default: one per core)"
+    )
+    load.add_argument(
+        "--client",
+        choices=["lean", "streams"],
+        default="lean",
+        help="the listeners' HTTP client: lean (default, many listeners per core) or streams "
+        "(asyncio streams, the reference it is measured against)",
     )
     load.add_argument("--out", default="loadtest-report", help="report directory")
     load.add_argument(
