@@ -182,6 +182,20 @@ class PartClock:
         pos, size = 0, len(data)
         while pos < size:
             if self._left == 0 and not self._kind:
+                if not self._head and size - pos >= 16:
+                    # The usual case: a box that starts here and ends in this read too is
+                    # taken whole, without a copy.
+                    box_size, kind = struct.unpack_from(">I4s", data, pos)
+                    end = pos + box_size
+                    if box_size >= 8 and end <= size and kind in (b"moof", b"mdat", b"emsg"):
+                        if kind == b"moof":
+                            self._samples = moof_sample_count(data, pos, end)
+                        elif kind == b"emsg":
+                            self.room_seen = True
+                        elif self._samples:
+                            self._part_ended(ended)
+                        pos = end
+                        continue
                 pos = self._header(data, pos)
                 if not self._kind:
                     break  # the rest of the header comes with the next read
@@ -225,10 +239,13 @@ class PartClock:
             self._samples = moof_sample_count(bytes(self._moof))
             self._moof = None
         elif self._kind == b"mdat" and self._samples:
-            self.end += self._samples * AAC_FRAME / self.timescale
-            ended.append(self.end)
-            self._samples = 0
+            self._part_ended(ended)
         self._kind = b""
+
+    def _part_ended(self, ended: list[float]) -> None:
+        self.end += self._samples * AAC_FRAME / self.timescale
+        ended.append(self.end)
+        self._samples = 0
 
 
 class PageListener:
