@@ -80,7 +80,13 @@ def _print(label: str, row: dict[str, Any]) -> None:
     )
 
 
-def run(listeners: int, window: float, hold_steps: list[int], edge: EdgeKind | None) -> Any:
+def run(
+    listeners: int,
+    window: float,
+    hold_steps: list[int],
+    edge: EdgeKind | None,
+    hold_kind: str = "lean",
+) -> Any:
     result: dict[str, Any] = {"listeners": listeners, "window_s": window, "edge": edge}
     with (
         affinity(GENERATOR_CORE),
@@ -114,13 +120,13 @@ def run(listeners: int, window: float, hold_steps: list[int], edge: EdgeKind | N
         held = 0
         steps: list[dict[str, Any]] = []
         if hold_steps:
-            with Swarm("lean", url, 1, GENERATOR_CORE) as swarm:
+            with Swarm(hold_kind, url, 1, GENERATOR_CORE) as swarm:
                 for count in hold_steps:
                     added = count - swarm.listeners
                     spread = min(5.0, max(1.0, added / 1000))
                     swarm.add(added, spread)
                     wait_interval(spread + SETTLE)
-                    row = measure({"lean": swarm}, window)["lean"]
+                    row = measure({hold_kind: swarm}, window)[hold_kind]
                     _print(f"hold {count}", row)
                     steps.append(row)
                     if row["stalls"] or row["errors"] or row["cpu_share"] >= PROCESS_FULL:
@@ -129,7 +135,7 @@ def run(listeners: int, window: float, hold_steps: list[int], edge: EdgeKind | N
         result["hold_steps"] = steps
         result["held_by_one_process"] = held
     if hold_steps:
-        print(f"one lean process held {held} listeners")
+        print(f"one {hold_kind} process held {held} listeners")
     return result
 
 
@@ -141,13 +147,14 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=15.0, help="measurement window (s)")
     parser.add_argument("--hold-steps", default="", help="e.g. 2000,5000,10000 (lean, 1 process)")
     parser.add_argument("--edge", choices=["nginx", "varnish"], default=None)
+    parser.add_argument("--hold-kind", choices=["lean", "page"], default="lean")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     steps = [int(s) for s in args.hold_steps.split(",") if s.strip()]
     cap = listener_cap()
     if not 0 <= args.listeners <= cap // 2 or any(not 1 <= s <= cap for s in steps):
         parser.error(f"listeners and steps up to the open-files limit ({cap})")
-    result = run(args.listeners, args.window, steps, args.edge)
+    result = run(args.listeners, args.window, steps, args.edge, args.hold_kind)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
