@@ -196,8 +196,8 @@ def _marginal_rss(clean: list[dict[str, Any]], held: dict[str, Any] | None) -> f
 
     Growth over the zero-listener reference divided by the listeners also counts what a process
     allocates once, on its first listeners: modules imported by the first requests, schemas and
-    caches built on first use, allocator arenas (measured: ~13 MB over the first 300 listeners,
-    then ~2–15 KB per listener more); the marginal figure is what one more listener costs."""
+    caches built on first use, allocator arenas (measured: ~13 MB over the first 300 listeners;
+    docs/architecture.md); the marginal figure is what one more listener costs."""
     if held is None:
         return None
     lower = [r for r in clean if r["listeners"] <= held["listeners"] / 2]
