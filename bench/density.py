@@ -10,9 +10,11 @@ as a share of core 1) is measured at every step; a step where it reaches 90 % is
 generator-limited, and a result stopped there is a lower bound.
 
 Listeners:
-- townhall (origin, edge, varnish), `--listener page` (default): `townhall.loadtest.page`, what
+- townhall (origin, edge, varnish), `--listener lean` (default): `townhall.loadtest.page`, what
   the real listener page asks — the snapshot once a second, sampled presence, one streamed request
-  per segment — the same listener `townhall loadtest` uses; `--listener llhls`:
+  per segment — the same listener `townhall loadtest` uses, on the lean HTTP client
+  (`townhall.loadtest.wire`, a fraction of the generator's CPU: bench/generator_cost.py); `--listener
+  page`: the same listener on the asyncio-streams client (the reference); `--listener llhls`:
   `townhall.loadtest.llhls.run_listener`, what hls.js (and other LL-HLS players) ask — a blocking
   playlist reload and the preload-hinted part per part. Either way a stall is a part that arrives
   later than its media end + PART-HOLD-BACK;
@@ -167,6 +169,7 @@ def ramp(target: Target, steps: list[int], procs: int, hold: float) -> dict[str,
             if held
             else None
         ),
+        "rss_marginal_per_listener_bytes": _marginal_rss(clean, held),
         "requests_per_s_per_listener": held["requests_per_s"] / held["listeners"] if held else None,
         "reference_cpu_share": reference["server_cpu_share"],
         "reference_rss_bytes": reference["server_rss_bytes"],
@@ -186,6 +189,24 @@ def ramp(target: Target, steps: list[int], procs: int, hold: float) -> dict[str,
         )
     reference["listeners"] = 0
     return {"summary": summary, "steps": [reference, *rows]}
+
+
+def _marginal_rss(clean: list[dict[str, Any]], held: dict[str, Any] | None) -> float | None:
+    """RSS per listener between the clean step nearest half the held count and the held step.
+
+    Growth over the zero-listener reference divided by the listeners also counts what a process
+    allocates once, on its first listeners: modules imported by the first requests, schemas and
+    caches built on first use, allocator arenas (measured: ~13 MB over the first 300 listeners;
+    docs/architecture.md); the marginal figure is what one more listener costs."""
+    if held is None:
+        return None
+    lower = [r for r in clean if r["listeners"] <= held["listeners"] / 2]
+    if not lower:
+        return None
+    half = lower[-1]
+    return (held["server_rss_bytes"] - half["server_rss_bytes"]) / (
+        held["listeners"] - half["listeners"]
+    )
 
 
 def _print_row(name: str, row: dict[str, Any]) -> None:
@@ -211,7 +232,7 @@ def bitrate() -> int:
 
 
 def run(
-    targets: list[str], max_listeners: int, hold: float, procs: int, listener: str = "page"
+    targets: list[str], max_listeners: int, hold: float, procs: int, listener: str = "lean"
 ) -> dict[str, Any]:
     steps = steps_up_to(max_listeners)
     results: dict[str, dict[str, Any]] = {}
@@ -237,7 +258,11 @@ def run(
                 base, pids = live.server.url, [live.server.proc.popen.pid]
                 if live.edge is not None:
                     base, pids = live.edge.url, [*pids, live.edge.proc.popen.pid]
-                url = f"{base}/s/{live.space.id}" if listener == "page" else live.media_url(base)
+                url = (
+                    f"{base}/s/{live.space.id}"
+                    if listener in ("page", "lean")
+                    else live.media_url(base)
+                )
                 target = Target(name, listener, url, pids, [live.bot.popen.pid])
                 results[name] = ramp(target, steps, procs, hold)
         if "icecast" in targets:
@@ -278,7 +303,7 @@ def report(
     hold: float,
     procs: int,
     phb: float,
-    listener: str = "page",
+    listener: str = "lean",
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {name: r["summary"] for name, r in results.items()}
     summary["ratio_origin_icecast"] = _ratio(results, "origin", "icecast")
@@ -297,8 +322,8 @@ def report(
         "(or at the last step) is a lower bound. townhall listeners: "
         + (
             "the listener page's requests (townhall.loadtest.page: snapshot 1/s, sampled "
-            "presence, one streamed request per segment)"
-            if listener == "page"
+            f"presence, one streamed request per segment; {listener} HTTP client)"
+            if listener in ("page", "lean")
             else "blocking playlist reload + preload-hinted part (townhall.loadtest.llhls)"
         )
         + ", stall = part later than media end + PART-HOLD-BACK. "
@@ -343,6 +368,14 @@ def print_summary(result: dict[str, Any]) -> None:
         ),
     )
     line(
+        "memory per added listener",
+        lambda s: (
+            "-"
+            if s.get("rss_marginal_per_listener_bytes") is None
+            else f"{s['rss_marginal_per_listener_bytes'] / 1024:.1f} KB"
+        ),
+    )
+    line(
         "requests/s per listener",
         lambda s: (
             "-"
@@ -376,9 +409,10 @@ def main() -> None:
     parser.add_argument("--procs", type=int, default=3, help="generator processes (all on core 1)")
     parser.add_argument(
         "--listener",
-        choices=["page", "llhls"],
-        default="page",
-        help="townhall listeners: the listener page's requests, or an hls.js-like LL-HLS player",
+        choices=["lean", "page", "llhls"],
+        default="lean",
+        help="townhall listeners: the listener page's requests (on the lean or the streams HTTP "
+        "client), or an hls.js-like LL-HLS player",
     )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()

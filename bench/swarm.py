@@ -13,11 +13,13 @@ limit (every LL-HLS listener holds two connections) and drives them over pipes:
 - `cpu_seconds()`: user + system CPU of all workers so far, read from /proc by the parent, so the
   generator's own cost is measured the same way as the server's.
 
-Three kinds of listener:
+Four kinds of listener:
 - `"page"`: `townhall.loadtest.page.PageListener`, what the real listener page asks (the same
   listener `townhall loadtest` uses): snapshot once a second, sampled presence, one streamed
   request per segment; `url` is the Space's link (…/s/{id}); a stall is a part later than its
   media end + PART-HOLD-BACK.
+- `"lean"`: the same listener on the lean HTTP client (`townhall.loadtest.wire`): the same
+  requests and measurement at a fraction of the generator's CPU, for big audiences.
 - `"llhls"`: `townhall.loadtest.llhls.run_listener`, what hls.js asks in low-latency mode (blocking playlist
   reload + preload-hinted part per part); a stall is a part later than its media end +
   PART-HOLD-BACK.
@@ -67,6 +69,7 @@ from townhall.loadtest.procs import (
     process_tree,
     send_blocking,
 )
+from townhall.loadtest.wire import LeanClient
 
 MAX_LISTENER_S = 3600.0  # a listener's hard deadline: every swarm is bounded in time
 
@@ -306,6 +309,8 @@ async def _serve(conn: Connection, kind: str, url: str, options: dict[str, float
             await progressive.listen(until)
         elif kind == "page":
             await PageListener(SpaceTarget.parse(url), stats).run(until)
+        elif kind == "lean":
+            await PageListener(SpaceTarget.parse(url), stats, client=LeanClient).run(until)
         else:
             await run_listener(url, until, stats)
 
@@ -350,7 +355,7 @@ class Swarm(WorkerGroup):
         byte_rate: float = 0.0,
         hold_back: float = 0.0,
     ) -> None:
-        if kind not in ("page", "llhls", "progressive"):
+        if kind not in ("page", "lean", "llhls", "progressive"):
             raise ValueError(kind)
         ctx = multiprocessing.get_context("spawn")
         options = {"byte_rate": byte_rate, "hold_back": hold_back}
@@ -425,7 +430,7 @@ def live_space(
     audio) and, if `edge` names one, that edge with its shipped config; the server and edge pinned to
     `server_cpus`, the bot to `bot_cpus`. Everything is stopped by its own PID on exit."""
     with affinity(server_cpus):
-        server = start_server(tmp / "server")
+        server = start_server(tmp / "server", within=120)  # a busy machine starts slowly
     started: list[Proc] = [server.proc]
     try:
         space = server.create_space("Density bench")

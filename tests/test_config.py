@@ -197,3 +197,20 @@ def test_the_listen_backlog_is_the_os_maximum_unless_configured(tmp_path: Path) 
     assert listen_backlog(load({"TOWNHALL_LISTEN_BACKLOG": "512"}, data_dir=tmp_path)) == 512
     with pytest.raises(ConfigError, match="TOWNHALL_LISTEN_BACKLOG"):
         load({"TOWNHALL_LISTEN_BACKLOG": "-1"}, data_dir=tmp_path)
+
+
+def test_the_connection_cap_is_the_open_files_limit_less_a_reserve_unless_configured(
+    tmp_path: Path,
+) -> None:
+    import resource
+
+    from townhall.api.accept import FD_RESERVE, default_cap
+    from townhall.app import create_app
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert default_cap() == max(64, soft - FD_RESERVE)
+    assert create_app(load({}, data_dir=tmp_path)).state.connection_cap.limit == default_cap()
+    capped = load({"TOWNHALL_MAX_CONNECTIONS": "300"}, data_dir=tmp_path)
+    assert create_app(capped).state.connection_cap.limit == 300
+    with pytest.raises(ConfigError, match="TOWNHALL_MAX_CONNECTIONS"):
+        load({"TOWNHALL_MAX_CONNECTIONS": "-5"}, data_dir=tmp_path)

@@ -15,6 +15,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from townhall import __version__
 from townhall.api import errors
+from townhall.api.accept import ConnectionCap, default_cap
 from townhall.api.admission import Admission, AdmissionLimits, AdmissionMiddleware, watch_loop_lag
 from townhall.api.bounds import BoundedApp
 from townhall.api.fastpath import FastPath, HealthBody
@@ -294,9 +295,14 @@ def create_app(config: Config) -> FastAPI:
     # Outside admission: the 503s it sheds are counted (and logged) like every other answer.
     requests = RequestStats()
     app.add_middleware(RequestTelemetry, stats=requests, log_requests=config.access_log)
+    # The connection cap is enforced by the server's protocol factory (cli.py, api/accept.py);
+    # it lives here so that its refusals are counted with admission's.
+    connections = ConnectionCap(config.max_connections or default_cap())
+    app.state.connection_cap = connections
     metrics = NodeMetrics(
         role=config.role,
         admission=admission,
+        connections=connections,
         requests=requests,
         presence=app.state.presence_rates,
         node=lambda: node if hasattr(node, "keeper") else None,

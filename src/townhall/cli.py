@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 from townhall import __version__
 from townhall.config import ConfigError, listen_backlog, load, log_format, make_private_dir
@@ -24,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from townhall.api import bounds
+    from townhall.api.accept import ConnectionCap
     from townhall.app import create_app
     from townhall.node import collector
 
@@ -68,6 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     make_private_dir(config.data_dir)
     app = create_app(config)
+    cap: ConnectionCap = app.state.connection_cap
     server = Server(
         uvicorn.Config(
             app,
@@ -85,8 +88,9 @@ def _serve(args: argparse.Namespace) -> int:
             # handling would trust any loopback peer first.
             proxy_headers=False,
             # Deadlines for a request's head and body, a cap on the head (api/bounds.py), and the
-            # idle time a kept-alive connection is held between requests.
-            http=bounds.BoundedHttpProtocol,
+            # idle time a kept-alive connection is held between requests; past the connection
+            # cap, a 503 before anything is parsed (api/accept.py).
+            http=cast(Any, cap.protocol(bounds.BoundedHttpProtocol)),
             timeout_keep_alive=bounds.KEEP_ALIVE_S,
             backlog=listen_backlog(config),
             ws_max_size=bounds.WS_MESSAGE_MAX,
@@ -307,6 +311,7 @@ def _loadtest(args: argparse.Namespace) -> int:
         tone_hz=args.tone,
         host_token=args.host_token,
         allow_remote=args.yes_i_operate_this_server,
+        client=args.client,
     )
     console = Console(stderr=True)
     try:
@@ -492,6 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--host-token", help="the host's token: needed to invite speaker bots")
     load.add_argument(
         "--processes", type=int, default=0, help="generator processes (default: one per core)"
+    )
+    load.add_argument(
+        "--client",
+        choices=["lean", "streams"],
+        default="lean",
+        help="the listeners' HTTP client: lean (default, many listeners per core) or streams "
+        "(asyncio streams, the reference it is measured against)",
     )
     load.add_argument("--out", default="loadtest-report", help="report directory")
     load.add_argument(

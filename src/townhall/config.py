@@ -94,6 +94,9 @@ class Config:
     # client's retry comes 1, 3, 7 s later, which a listener sees as a dead server. 0: the most
     # the OS allows (net.core.somaxconn).
     listen_backlog: int = 0
+    # Connections one process holds; past it a new one is answered 503 + Retry-After at accept,
+    # before its request is read (api/accept.py). 0: the open-files limit less a reserve.
+    max_connections: int = 0
     session_ttl_s: int = 30 * 86400  # how long a sign-in (or guest identity) lasts
     ice_servers: tuple[IceServer, ...] = ()
     database_url: str = ""  # sqlite:///… or postgresql://…; empty: SQLite file in data_dir
@@ -415,6 +418,9 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         "trusted_proxies": parse_trusted_proxies(env.get("TOWNHALL_TRUSTED_PROXIES", "")),
         "listen_backlog": _int(
             env, "TOWNHALL_LISTEN_BACKLOG", Config.listen_backlog, low=0, high=65535
+        ),
+        "max_connections": _int(
+            env, "TOWNHALL_MAX_CONNECTIONS", Config.max_connections, low=0, high=10**7
         ),
         "session_ttl_s": _int(
             env, "TOWNHALL_SESSION_TTL", Config.session_ttl_s, low=60, high=365 * 86400

@@ -43,9 +43,12 @@ def kind_of(path: str) -> str | None:
     return next((kind for kind, pattern in KINDS if pattern.match(path)), None)
 
 
+@pytest.mark.parametrize("client", ["lean", "streams"])
 def test_the_report_matches_what_the_server_logged(
-    tmp_path: Path, speakers: Callable[..., Proc]
+    tmp_path: Path, speakers: Callable[..., Proc], client: str
 ) -> None:
+    """With either HTTP client (the lean one is the streams one's stand-in for big audiences,
+    so it must ask the server exactly what the reference asks)."""
     server = start_server(tmp_path / "data", args=["--access-log"])
     try:
         space = server.create_space("Rehearsal")
@@ -75,6 +78,8 @@ def test_the_report_matches_what_the_server_logged(
                 "1",
                 "--host-token",
                 space.host_token,
+                "--client",
+                client,
                 "--out",
                 str(out),
             ],

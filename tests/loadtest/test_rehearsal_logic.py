@@ -123,3 +123,16 @@ def test_parts_carrying_room_state_are_noticed_and_still_timed() -> None:
     assert not clock.room_seen
     assert clock.feed(box("emsg", b"\x00" * 20) + fragment(15)) == pytest.approx([0.64])
     assert clock.room_seen
+
+
+def test_a_part_is_timed_whatever_sizes_its_bytes_arrive_in() -> None:
+    """A box with a 64-bit size and room-state boxes between parts, fed a byte at a time."""
+    mdat = struct.pack(">I4sQ", 1, b"mdat", 16 + 15) + b"\x00" * 15
+    trun = box("trun", b"\x00\x00\x00\x00" + struct.pack(">I", 15))
+    data = box("emsg", b"\x01" * 30) + box("moof", box("traf", trun)) + mdat + fragment(15)
+    clock = PartClock(start=10.0, timescale=48_000)
+    ends: list[float] = []
+    for i in range(len(data)):
+        ends += clock.feed(data[i : i + 1])
+    assert ends == pytest.approx([10.32, 10.64])
+    assert clock.room_seen

@@ -27,6 +27,7 @@ from typing import Any
 
 from townhall.loadtest.page import Actions, PageListener, PageStats, SpaceTarget
 from townhall.loadtest.procs import WorkerGroup, generator_process, send_blocking
+from townhall.loadtest.wire import CLIENTS
 
 SAMPLES_PER_REPLY = 5_000  # lateness values a worker reports per sample, at most (random sample)
 ACTION_BACKLOG = 200  # reactions or hands waiting for a free listener, per worker, at most
@@ -73,7 +74,7 @@ class Sample:
         self.first_audio.extend(part["first_audio"])
 
 
-async def _serve(conn: Connection, url: str, until: float) -> None:
+async def _serve(conn: Connection, url: str, until: float, client: str) -> None:
     """One worker: listeners on this process's event loop, commands from the parent's pipe."""
     target = SpaceTarget.parse(url)
     stats = PageStats()
@@ -87,7 +88,9 @@ async def _serve(conn: Connection, url: str, until: float) -> None:
 
     async def listener(delay: float, number: int) -> None:
         await asyncio.sleep(delay)
-        await PageListener(target, stats, actions, guest_name=f"Rehearsal {number}").run(until)
+        await PageListener(
+            target, stats, actions, guest_name=f"Rehearsal {number}", client=CLIENTS[client]
+        ).run(until)
 
     while True:
         command = await commands.get()
@@ -139,23 +142,33 @@ async def _serve(conn: Connection, url: str, until: float) -> None:
             return
 
 
-def _worker(conn: Connection, url: str, until_in: float, cpus: set[int] | None) -> None:
+def _worker(
+    conn: Connection, url: str, until_in: float, cpus: set[int] | None, client: str
+) -> None:
     run = generator_process(cpus)
-    run(_serve(conn, url, time.monotonic() + until_in))
+    run(_serve(conn, url, time.monotonic() + until_in, client))
 
 
 class Audience(WorkerGroup):
-    """`processes` workers of page listeners on the Space at `url`, all gone after `max_s`."""
+    """`processes` workers of page listeners on the Space at `url`, all gone after `max_s`;
+    `client` names their HTTP client (`wire.CLIENTS`: "lean" by default, "streams")."""
 
     def __init__(
-        self, url: str, processes: int, max_s: float, cpus: set[int] | None = None
+        self,
+        url: str,
+        processes: int,
+        max_s: float,
+        cpus: set[int] | None = None,
+        client: str = "lean",
     ) -> None:
         SpaceTarget.parse(url)  # refuse a bad link here, not in every worker
+        if client not in CLIENTS:
+            raise ValueError(f"client: one of {', '.join(CLIENTS)}")
         super().__init__()
         ctx = multiprocessing.get_context("spawn")
         for _ in range(max(1, processes)):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, url, max_s, cpus), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, url, max_s, cpus, client), daemon=True)
             proc.start()
             child.close()
             self.conns.append(parent)

@@ -13,6 +13,7 @@ its Content-Length and extra headers, for benches of the control API.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
@@ -96,6 +97,14 @@ class _Connection:
         return Response(status, headers, body), reusable
 
 
+@functools.lru_cache(maxsize=4096)
+def _target(url: str) -> str:
+    """The request target (path and query) of a path or absolute URL: a listener asks for the
+    same few again and again, so each is split once."""
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
 class Client:
     """GETs against one origin (http://host:port) with a few keep-alive connections."""
 
@@ -140,11 +149,9 @@ class Client:
         sink: Sink | None = None,
     ) -> Response:
         """One request to a path or an absolute URL on this origin, on a pooled connection."""
-        parts = urlsplit(url)
-        target = parts.path or "/"
-        query = "&".join(q for q in (parts.query, urlencode(params or {})) if q)
-        if query:
-            target += "?" + query
+        target = _target(url)
+        if params:
+            target += ("&" if "?" in target else "?") + urlencode(params)
         return await self.send(self.head(method, target, headers or {}, body), body, sink)
 
     async def send(self, head: bytes, body: bytes = b"", sink: Sink | None = None) -> Response:

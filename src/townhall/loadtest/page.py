@@ -43,7 +43,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from townhall.loadtest.http import Client, HTTPFailure, Response, Sink
 from townhall.loadtest.llhls import PlayerStats, parse_playlist
-from townhall.media.fmp4 import BoxSplitter, Fmp4Error, find_box, fragment_sample_count
+from townhall.media.fmp4 import Fmp4Error, find_box, moof_sample_count
 
 SNAPSHOT_S = 1.0  # listen.js SNAPSHOT_MS: before the stream plays, or one without room state
 SNAPSHOT_STREAMED_S = 15.0  # listen.js SNAPSHOT_STREAMED_MS: while the stream brings the room
@@ -159,29 +159,93 @@ def audio_timescale(init: bytes) -> int:
 
 class PartClock:
     """Cuts a streamed segment into its parts as the bytes arrive and places each part on the
-    server's clock: the first part starts at `start` (UNIX s), each lasts its samples."""
+    server's clock: the first part starts at `start` (UNIX s), each lasts its samples.
+
+    It reads box headers as they pass and keeps only each `moof` (to count its samples): an
+    `mdat` or `emsg` body is skipped by its length, never copied or walked. A part ends with the
+    last byte of its `mdat`. This is per-part work for every simulated listener, so it must cost
+    little: a load generator that spends its core parsing media measures itself."""
 
     def __init__(self, start: float, timescale: int) -> None:
         self.end = start
         self.timescale = timescale
-        self._splitter = BoxSplitter()
-        self._moof: bytes | None = None
+        self._head = bytearray()  # a box header cut between two reads
+        self._kind = b""  # the box being read
+        self._left = 0  # bytes of its body still to come
+        self._moof: bytearray | None = None
+        self._samples = 0  # of the last complete moof, waiting for its mdat
         self.room_seen = False  # the parts carry room state (emsg): the page stops polling
 
     def feed(self, data: bytes) -> list[float]:
         """The media end (UNIX s) of every part completed by `data`."""
         ended: list[float] = []
-        for kind, box in self._splitter.feed(data):
-            if kind == "emsg":
-                self.room_seen = True
-            elif kind == "moof":
-                self._moof = box
-            elif kind == "mdat" and self._moof is not None:
-                samples = fragment_sample_count(self._moof)
-                self.end += samples * AAC_FRAME / self.timescale
-                ended.append(self.end)
-                self._moof = None
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._left == 0 and not self._kind:
+                if not self._head and size - pos >= 16:
+                    # The usual case: a box that starts here and ends in this read too is
+                    # taken whole, without a copy.
+                    box_size, kind = struct.unpack_from(">I4s", data, pos)
+                    end = pos + box_size
+                    if box_size >= 8 and end <= size and kind in (b"moof", b"mdat", b"emsg"):
+                        if kind == b"moof":
+                            self._samples = moof_sample_count(data, pos, end)
+                        elif kind == b"emsg":
+                            self.room_seen = True
+                        elif self._samples:
+                            self._part_ended(ended)
+                        pos = end
+                        continue
+                pos = self._header(data, pos)
+                if not self._kind:
+                    break  # the rest of the header comes with the next read
+            take = min(self._left, size - pos)
+            if self._moof is not None:
+                self._moof += data[pos : pos + take]
+            pos += take
+            self._left -= take
+            if self._left == 0:
+                self._box_done(ended)
         return ended
+
+    def _header(self, data: bytes, pos: int) -> int:
+        """Read a box header at `pos` (or complete one begun earlier); return the new position."""
+        need = 8 if len(self._head) < 8 else 16
+        taken = data[pos : pos + need - len(self._head)]
+        self._head += taken
+        pos += len(taken)
+        if len(self._head) < 8:
+            return pos
+        size, kind = struct.unpack_from(">I4s", self._head)
+        header = 8
+        if size == 1:  # a 64-bit size follows
+            if len(self._head) < 16:
+                return self._header(data, pos) if pos < len(data) else pos
+            (size,) = struct.unpack_from(">Q", self._head, 8)
+            header = 16
+        if size < header:  # 0 ("to the end of the file") never comes in a stream
+            raise Fmp4Error(f"box {kind!r} has impossible size {size}")
+        self._kind = kind
+        self._left = size - header
+        if kind == b"emsg":
+            self.room_seen = True
+        elif kind == b"moof":
+            self._moof = bytearray(self._head)
+        self._head.clear()
+        return pos
+
+    def _box_done(self, ended: list[float]) -> None:
+        if self._moof is not None:
+            self._samples = moof_sample_count(bytes(self._moof))
+            self._moof = None
+        elif self._kind == b"mdat" and self._samples:
+            self._part_ended(ended)
+        self._kind = b""
+
+    def _part_ended(self, ended: list[float]) -> None:
+        self.end += self._samples * AAC_FRAME / self.timescale
+        ended.append(self.end)
+        self._samples = 0
 
 
 class PageListener:
@@ -195,12 +259,14 @@ class PageListener:
         *,
         timeout: float = 10.0,
         guest_name: str = "Rehearsal listener",
+        client: type[Client] = Client,
     ) -> None:
         self.target = target
         self.stats = stats
         self.actions = actions
-        self.http = Client(target.base, timeout=timeout)
-        self.api = Client(target.base, timeout=timeout)  # the page's API calls: own connection
+        # `client`: the streams client, or the lean one (loadtest/wire.py) for big audiences.
+        self.http = client(target.base, timeout=timeout)
+        self.api = client(target.base, timeout=timeout)  # the page's API calls: own connection
         self.guest_name = guest_name
         self.token: str | None = None
         self.presence_sample = 1.0

@@ -32,6 +32,7 @@ from townhall.harness import Proc, spawn
 from townhall.loadtest.audience import Audience, Sample
 from townhall.loadtest.llhls import percentile
 from townhall.loadtest.page import SpaceTarget
+from townhall.loadtest.wire import CLIENTS
 
 MAX_LISTENERS = 1_000_000
 MAX_DURATION_S = 24 * 3600.0
@@ -59,6 +60,7 @@ class Plan:
     tone_hz: float = 440.0
     host_token: str | None = None
     allow_remote: bool = False
+    client: str = "lean"  # the listeners' HTTP client (loadtest/wire.py: "lean" or "streams")
 
     def check(self) -> SpaceTarget:
         """The target, if this plan may run; raises PlanError saying what is wrong."""
@@ -77,6 +79,8 @@ class Plan:
             raise PlanError("ramp and storm must start within the duration")
         if not (0 <= self.reactions_per_s <= MAX_RATE and 0 <= self.hands_per_s <= MAX_RATE):
             raise PlanError(f"reactions and hands: 0 to {MAX_RATE:,} per second")
+        if self.client not in CLIENTS:
+            raise PlanError(f"client: one of {', '.join(CLIENTS)}")
         if self.speakers and not self.host_token:
             raise PlanError("speaker bots need --host-token (the host's token, to invite them)")
         if not 0 <= self.speakers <= 13:
@@ -247,7 +251,7 @@ def rehearse(plan: Plan, on_second: Callable[[Second, Sample], None] | None = No
     bots = start_speakers(plan, target)
     last = Sample()
     try:
-        with Audience(plan.url, processes, plan.duration_s + 15) as audience:
+        with Audience(plan.url, processes, plan.duration_s + 15, client=plan.client) as audience:
             start = time.monotonic()
             cpu_before = audience.cpu_seconds()
             audience.arrive(plan.listeners, plan.ramp_s)

@@ -13,14 +13,18 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Fmp4Error(ValueError):
     """The bytes are not the fragmented MP4 we expect (truncated box, missing trun, …)."""
 
 
-@dataclass(frozen=True)
-class Box:
+class Box(NamedTuple):
+    """A box's type and where it lies (header included) in the bytes it was read from. A tuple,
+    not a frozen dataclass: a listener walks several boxes per part, and a frozen dataclass costs
+    ~1 µs to build (load generators holding thousands of listeners measured it)."""
+
     type: str
     start: int
     end: int
@@ -66,18 +70,35 @@ def fragment_sample_count(fragment: bytes) -> int:
     moof = find_box(fragment, ["moof"])
     if moof is None:
         raise Fmp4Error("fragment has no moof box")
+    return moof_sample_count(fragment, moof.start, moof.end)
+
+
+def moof_sample_count(data: bytes, start: int = 0, end: int | None = None) -> int:
+    """Samples in the `moof` box at data[start:end] (sum over its trun boxes' sample_count).
+
+    Walked with offsets, not `iter_boxes`: every simulated listener of a load generator counts
+    the samples of every part it receives (5 µs a part that way, a quarter of it this way)."""
+    end = len(data) if end is None else end
     total = 0
-    for traf in iter_boxes(fragment, moof.start + 8, moof.end):
-        if traf.type != "traf":
-            continue
-        for box in iter_boxes(fragment, traf.start + 8, traf.end):
-            if box.type == "trun":
-                # FullBox: size, type, version+flags (4 bytes), then sample_count.
-                (count,) = struct.unpack_from(">I", fragment, box.start + 12)
-                total += count
+    pos = start + 8
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        if size < 8 or pos + size > end:
+            raise Fmp4Error(f"box {kind!r} in moof has a bad size {size}")
+        if kind == b"traf":
+            inner = pos + 8
+            while inner + 8 <= pos + size:
+                inner_size, inner_kind = struct.unpack_from(">I4s", data, inner)
+                if inner_size < 8:
+                    raise Fmp4Error(f"box {inner_kind!r} in traf has a bad size {inner_size}")
+                if inner_kind == b"trun" and inner + 16 <= pos + size:
+                    # FullBox: size, type, version+flags (4 bytes), then sample_count.
+                    total += struct.unpack_from(">I", data, inner + 12)[0]
+                inner += inner_size
+        pos += size
     if total == 0:
         raise Fmp4Error("fragment has no samples")
-    return total
+    return int(total)
 
 
 def fragment_decode_time(fragment: bytes) -> int:

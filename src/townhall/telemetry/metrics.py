@@ -40,6 +40,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from townhall import __version__
+from townhall.api.accept import ConnectionCap
 from townhall.api.admission import Admission
 from townhall.api.errors import NotFound, Unauthorized
 from townhall.api.live_routes import PresenceRates
@@ -79,6 +80,7 @@ class NodeMetrics:
 
     role: str
     admission: Admission
+    connections: ConnectionCap
     requests: RequestStats
     presence: PresenceRates
     node: Callable[[], RunningNode | None]  # None until the lifespan has started it
@@ -174,6 +176,14 @@ class NodeMetrics:
             in_flight.add_metric([*ids, kind.value], self.admission.in_flight[kind])
         yield shed
         yield in_flight
+        at_accept = CounterMetricFamily(
+            "townhall_connections_refused",
+            "Connections answered 503 + Retry-After at accept, past the connection cap "
+            "(TOWNHALL_MAX_CONNECTIONS), before their request was read.",
+            labels=["node"],
+        )
+        at_accept.add_metric(ids, self.connections.refused)
+        yield at_accept
         yield _gauge(
             "townhall_event_loop_lag_seconds",
             "How late a 50 ms timer fires on this process's event loop (smoothed).",
