@@ -395,7 +395,7 @@ def main() -> None:
     )
     parser.add_argument("--idle", type=int, default=10, help="idle Spaces of the first step")
     parser.add_argument("--one-voice", type=int, default=3, help="one-voice Spaces of the next")
-    parser.add_argument("--steps", default="20,40,60,80,100,130,160,200")
+    parser.add_argument("--steps", default="20,40,50,60,70,80,100,130,160,200")
     parser.add_argument("--hold", type=float, default=8.0, help="seconds measured per step")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument(
