@@ -297,7 +297,9 @@ def create_app(config: Config) -> FastAPI:
     app.add_middleware(RequestTelemetry, stats=requests, log_requests=config.access_log)
     # The connection cap is enforced by the server's protocol factory (cli.py, api/accept.py);
     # it lives here so that its refusals are counted with admission's.
-    connections = ConnectionCap(config.max_connections or default_cap())
+    connections = ConnectionCap(
+        config.max_connections or default_cap(), wait_max_s=config.accept_wait_max_ms / 1000
+    )
     app.state.connection_cap = connections
     metrics = NodeMetrics(
         role=config.role,

@@ -97,6 +97,9 @@ class Config:
     # Connections one process holds; past it a new one is answered 503 + Retry-After at accept,
     # before its request is read (api/accept.py). 0: the open-files limit less a reserve.
     max_connections: int = 0
+    # A new connection that waited longer than this in the accept queue is answered 503 +
+    # Retry-After at accept (api/accept.py): in a join storm everyone hears back within about it.
+    accept_wait_max_ms: int = 500
     session_ttl_s: int = 30 * 86400  # how long a sign-in (or guest identity) lasts
     ice_servers: tuple[IceServer, ...] = ()
     database_url: str = ""  # sqlite:///… or postgresql://…; empty: SQLite file in data_dir
@@ -421,6 +424,9 @@ def load(env: dict[str, str] | None = None, **overrides: object) -> Config:
         ),
         "max_connections": _int(
             env, "TOWNHALL_MAX_CONNECTIONS", Config.max_connections, low=0, high=10**7
+        ),
+        "accept_wait_max_ms": _int(
+            env, "TOWNHALL_ACCEPT_WAIT_MAX_MS", Config.accept_wait_max_ms, low=1, high=600_000
         ),
         "session_ttl_s": _int(
             env, "TOWNHALL_SESSION_TTL", Config.session_ttl_s, low=60, high=365 * 86400

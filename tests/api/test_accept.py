@@ -1,10 +1,14 @@
-"""Past its connection cap a server answers 503 + Retry-After at accept, before reading the
-request: a real `townhall serve` on loopback, held at its cap by connections that send nothing."""
+"""Past its connection cap, or after waiting too long to be accepted, a connection is answered
+503 + Retry-After at accept, before its request is read: a real `townhall serve` on loopback, held
+at its cap by connections that send nothing, or stopped (SIGSTOP) while connections queue."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,7 +91,58 @@ def test_connections_past_the_cap_are_told_to_come_back_and_served_once_room_fre
     )
     auth = {"Authorization": f"Bearer {TOKEN}"}
     metrics = httpx.get(f"{capped.url}/metrics", headers=auth, timeout=5).text
-    refused = next(
-        line for line in metrics.splitlines() if line.startswith("townhall_connections_refused")
+    assert refused_at_accept(metrics, "cap") >= 3 * CAP + 1
+
+
+def refused_at_accept(metrics: str, reason: str) -> float:
+    line = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("townhall_connections_refused") and f'reason="{reason}"' in line
     )
-    assert float(refused.rsplit(" ", 1)[1]) >= 3 * CAP + 1
+    return float(line.rsplit(" ", 1)[1])
+
+
+WAIT_MAX_MS = 1000
+QUEUED = 12
+
+
+def test_connections_that_waited_too_long_to_be_accepted_are_told_to_come_back(
+    tmp_path: Path,
+) -> None:
+    """A process that cannot accept for a while (here: stopped; in a join storm: busy serving)
+    answers the connections that waited past the bound with the prebuilt 503 the moment it gets
+    to them, and serves those that did not: everyone hears back, nobody waits on."""
+    server = start_server(
+        tmp_path,
+        env={"TOWNHALL_ACCEPT_WAIT_MAX_MS": str(WAIT_MAX_MS), "TOWNHALL_METRICS_TOKEN": TOKEN},
+        within=120,
+    )
+    request = b"GET /api/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    try:
+        os.kill(server.proc.popen.pid, signal.SIGSTOP)
+        try:
+            old = [connect(server) for _ in range(QUEUED)]
+            for sock in old:
+                sock.sendall(request)
+            # The kernel completes these handshakes and queues them; the age is what is tested,
+            # so time passes (a stopped process cannot accept meanwhile).
+            time.sleep(2.5 * WAIT_MAX_MS / 1000)
+            fresh = connect(server)
+        finally:
+            os.kill(server.proc.popen.pid, signal.SIGCONT)
+        answers = [answer(sock, b"") for sock in old]
+        for status, headers, body in answers:
+            assert status == "HTTP/1.1 503 Service Unavailable"
+            assert headers["retry-after"] in ("1", "2", "3")
+            assert json.loads(body)["error"]["code"] == "overloaded"
+        status, _, body = answer(fresh, request)
+        assert status == "HTTP/1.1 200 OK", "a connection that had just arrived is served"
+        for sock in [*old, fresh]:
+            sock.close()
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        metrics = httpx.get(f"{server.url}/metrics", headers=auth, timeout=5).text
+        assert refused_at_accept(metrics, "waited") == QUEUED
+        assert refused_at_accept(metrics, "cap") == 0
+    finally:
+        server.proc.stop()

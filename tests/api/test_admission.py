@@ -138,3 +138,35 @@ async def test_a_quiet_process_probes_its_loop_seldom_and_a_request_or_a_stall_q
         assert admission.on_enter is None  # a late loop is probed at pace with nothing in flight
     finally:
         watcher.cancel()
+
+
+async def test_a_loop_stalled_now_sheds_at_once_not_a_second_later() -> None:
+    """The smoothed lag needs about a second of late probes to pass the threshold; a storm that
+    stalls the loop is refused as soon as the probe is overdue by more than it."""
+    admission = Admission(AdmissionLimits(lag_shed_s=0.2, lag_shed_media_s=1.0))
+    watcher = asyncio.create_task(watch_loop_lag(admission))
+    try:
+        await wait_until_async(lambda: admission.on_enter is not None, 10, "the probe to idle")
+        assert admission.enter(RequestClass.CONTROL)  # wakes the probe to its 50 ms pace
+        await wait_until_async(lambda: admission.on_enter is None, 10, "the probe to wake")
+        stall_the_loop(0.5)  # the probe's timer cannot fire meanwhile
+        assert admission.lag_s < 0.2, "the smoothed lag has not seen the stall yet"
+        assert not admission.enter(RequestClass.LISTENER), "overdue by ~0.45 s: refused"
+        assert admission.enter(RequestClass.MEDIA), "audio is kept longer"
+        admission.leave(RequestClass.MEDIA)
+        admission.leave(RequestClass.CONTROL)
+        await wait_until_async(
+            lambda: admission.lag_now(time.monotonic()) < 0.2, 30, "the loop to catch up"
+        )
+        assert admission.enter(RequestClass.LISTENER)
+    finally:
+        watcher.cancel()
+
+
+def test_a_probe_that_is_not_yet_due_adds_nothing() -> None:
+    admission = Admission()
+    now = time.monotonic()
+    admission.probe_due = now + 0.05
+    admission.lag_s = 0.01
+    assert admission.lag_now(now) == 0.01
+    assert admission.lag_now(now + 0.35) == pytest.approx(0.30)

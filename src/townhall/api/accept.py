@@ -1,5 +1,6 @@
-"""Accept-time refusal: past the process's connection cap, a new connection is answered 503 +
-Retry-After the moment it is accepted, before a byte of its request is read or parsed.
+"""Accept-time refusal: past the process's connection cap, or after waiting too long to be
+accepted, a new connection is answered 503 + Retry-After the moment it is accepted, before a byte
+of its request is read or parsed.
 
 Why here and not in admission control (api/admission.py): admission counts *requests in flight*
 and refuses once a request has been parsed and routed; by then the connection exists in full —
@@ -20,6 +21,21 @@ The cap (`TOWNHALL_MAX_CONNECTIONS`, config.max_connections) defaults to the pro
 open-files limit less a reserve for everything else a process opens (database, Redis, files,
 WebRTC sockets), so accepting never fails for want of a file descriptor: past the cap a
 client is told to come back, not left waiting in the accept queue.
+
+**Waited too long** (`TOWNHALL_ACCEPT_WAIT_MAX_MS`, config.accept_wait_max_s): in a join storm a
+process that is busy serving accepts new connections only as fast as it serves them; the rest wait
+in the kernel's accept queue, where no code of ours sees them, for seconds (measured: 5,000
+arrivals in 1 s at one origin process, the queue full at 4,096, first answers after 2–4 s, and
+SYNs dropped once it was full, each retried by the client a second later). The kernel knows how
+long each one has waited: `TCP_INFO`'s `tcpi_last_data_recv`, the milliseconds since the
+connection's last data (its request) or, before any, since it was established. A connection
+that has waited longer than the bound is answered at accept with the same prebuilt 503 as past
+the cap: the answer costs a tenth of a served request, so the process drains its queue fast, the
+queue's wait stays near the bound, and every arrival hears back within about that bound — served,
+or told when to come back — instead of a few being served late and the rest timing out. This is
+the queueing-delay signal of CoDel (it does not matter how many wait, only how long), applied
+once per connection where it is cheapest. Requests on kept-alive connections (an edge's pool) do
+not pass here: admission control sheds those on the event loop's lag.
 """
 
 from __future__ import annotations
@@ -28,6 +44,8 @@ import asyncio
 import json
 import random
 import resource
+import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -37,6 +55,30 @@ from townhall.api.headers import JSON_ANSWER_HEADERS
 LINGER_S = 2.0  # how long a refused connection waits for its client to close first
 FD_RESERVE = 1024  # file descriptors kept for everything but listener connections
 RETRY_AFTER_S = (1, 2, 3)  # spread, so that a refused crowd does not come back in one wave
+ACCEPT_WAIT_MAX_S = 0.5  # default bound on the accept queue's wait (module doc)
+
+# Linux's struct tcp_info: `tcpi_last_data_recv` (ms, __u32) at byte 52, after eight one-byte
+# fields and eleven __u32s. Other systems have no TCP_INFO: nothing is refused for waiting there.
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_TCP_INFO_SIZE = 104
+_LAST_DATA_RECV = struct.Struct("=I")
+_LAST_DATA_RECV_AT = 52
+
+
+def waited_s(transport: asyncio.BaseTransport) -> float | None:
+    """How long an accepted connection waited since its request (or, before any, its handshake)
+    arrived; None where the system cannot tell."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or _TCP_INFO is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
+    except (OSError, AttributeError):  # not TCP (a Unix socket), or already gone
+        return None
+    if len(raw) < _LAST_DATA_RECV_AT + _LAST_DATA_RECV.size:
+        return None
+    (milliseconds,) = _LAST_DATA_RECV.unpack_from(raw, _LAST_DATA_RECV_AT)
+    return float(milliseconds) / 1000
 
 
 def _refusal(retry_after: int) -> bytes:
@@ -102,24 +144,51 @@ class RefusedConnection(asyncio.Protocol):
         self.transport = None
 
 
+class Gate(asyncio.Protocol):
+    """A connection under the cap, at accept: refused if it waited longer than the bound in the
+    accept queue, else handed to the server's protocol (made only now: a refused connection never
+    costs a parser)."""
+
+    __slots__ = ("cap", "make")
+
+    def __init__(self, cap: ConnectionCap, make: Callable[[], asyncio.Protocol]) -> None:
+        self.cap = cap
+        self.make = make
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        waited = waited_s(transport)
+        protocol: asyncio.Protocol
+        if waited is not None and waited > self.cap.wait_max_s:
+            self.cap.refused_late += 1
+            protocol = RefusedConnection()
+        else:
+            protocol = self.make()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+
 @dataclass
 class ConnectionCap:
-    """How many connections one process holds, and how many it refused at accept."""
+    """How many connections one process holds, how long one may wait to be accepted, and how many
+    it refused at accept for each."""
 
     limit: int
-    refused: int = 0
+    wait_max_s: float = ACCEPT_WAIT_MAX_S
+    refused: int = 0  # past the cap
+    refused_late: int = 0  # waited longer than `wait_max_s` in the accept queue
 
     def protocol(
         self, accepted: Callable[..., asyncio.Protocol]
     ) -> Callable[..., asyncio.Protocol]:
-        """A protocol factory for uvicorn (`http=`): `accepted` (uvicorn's protocol class) for a
-        connection under the cap, `RefusedConnection` past it. uvicorn keeps its open
-        connections in `server_state.connections`; a refused one never enters that set."""
+        """A protocol factory for uvicorn (`http=`): `RefusedConnection` past the cap, else a
+        `Gate` that makes `accepted` (uvicorn's protocol class) for a connection that has not
+        waited too long. uvicorn keeps its open connections in `server_state.connections`; a
+        refused one never enters that set."""
 
         def create(*, server_state: Any, **kwargs: Any) -> asyncio.Protocol:
             if len(server_state.connections) >= self.limit:
                 self.refused += 1
                 return RefusedConnection()
-            return accepted(server_state=server_state, **kwargs)
+            return Gate(self, lambda: accepted(server_state=server_state, **kwargs))
 
         return create

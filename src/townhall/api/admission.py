@@ -11,7 +11,10 @@ Caps on requests in flight do not see a flood that has not reached the app yet: 
 saturated, requests wait in the accept queue and the event loop, and time out there. So the
 process also watches its event loop's lag (how late a 50 ms timer fires): past `lag_shed_s` it
 refuses everything but the media path, past `lag_shed_media_s` the media path too, until the lag
-falls again. Refusing is cheap, so shedding is what lets the loop catch up. A quiet process (no
+falls again. The lag is smoothed over about a second (one slow tick must not turn people away),
+which is too slow for a storm that arrives within one: so a probe that is overdue counts at once —
+if it should have fired 700 ms ago and has not, the loop is at least 700 ms behind, whatever the
+smoothed figure says. Refusing is cheap, so shedding is what lets the loop catch up. A quiet process (no
 request in flight, no lag) probes once a second instead of twenty times, and the first request
 to arrive wakes the probe back to its 50 ms pace: an idle node should cost next to nothing. The operator's
 `/metrics` is kept as long as the media path (an overload is when it is needed), with a small cap
@@ -25,6 +28,7 @@ import contextlib
 import enum
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +101,8 @@ class Admission:
     refused: dict[RequestClass, int] = field(default_factory=lambda: dict.fromkeys(RequestClass, 0))
 
     lag_s: float = 0.0  # the event loop's current lag, kept up to date by `watch_loop_lag`
+    # When the lag probe should next run (time.monotonic()); None before it first waits.
+    probe_due: float | None = None
     # Called as a request enters while the lag probe idles (`watch_loop_lag` sets it): wakes it.
     on_enter: Callable[[], None] | None = None
 
@@ -104,11 +110,17 @@ class Admission:
         """No request in flight and the loop keeps time: the lag probe may idle."""
         return self.lag_s < LAG_QUIET_S and not any(self.in_flight.values())
 
+    def lag_now(self, now: float) -> float:
+        """The smoothed lag, or how overdue the probe is if that is more."""
+        if self.probe_due is None:
+            return self.lag_s
+        return max(self.lag_s, now - self.probe_due)
+
     def enter(self, kind: RequestClass) -> bool:
         if self.on_enter is not None:
             self.on_enter()
         shed_at = self.limits.lag_shed_media_s if kind in _KEPT_LONGEST else self.limits.lag_shed_s
-        if self.in_flight[kind] >= self.limits.of(kind) or self.lag_s > shed_at:
+        if self.in_flight[kind] >= self.limits.of(kind) or self.lag_now(time.monotonic()) > shed_at:
             self.refused[kind] += 1
             return False
         self.in_flight[kind] += 1
@@ -122,15 +134,20 @@ async def watch_loop_lag(admission: Admission) -> None:
     """Measure how late a short timer fires, smoothed: the event loop's queueing delay. Every
     `LAG_PROBE_S` while requests are in flight or the loop lags; every `LAG_QUIET_PROBE_S` while
     the process is quiet, until a request enters (`Admission.on_enter`)."""
-    loop = asyncio.get_running_loop()
     woken = asyncio.Event()
+
+    def wake() -> None:
+        admission.probe_due = time.monotonic()  # due now: late from here if it does not run
+        woken.set()
+
     while True:
         period = LAG_PROBE_S
-        start = loop.time()
+        start = time.monotonic()
         if admission.quiet():
             period = LAG_QUIET_PROBE_S
+            admission.probe_due = start + period
             woken.clear()
-            admission.on_enter = woken.set
+            admission.on_enter = wake
             try:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(period):
@@ -140,8 +157,9 @@ async def watch_loop_lag(admission: Admission) -> None:
             if woken.is_set():
                 continue  # cut short by a request: no measure of lateness; probe at pace now
         else:
+            admission.probe_due = start + period
             await asyncio.sleep(period)
-        lag = max(0.0, loop.time() - start - period)
+        lag = max(0.0, time.monotonic() - start - period)
         # Smoothed both ways (about a second of probes): one slow tick — a page fault, a garbage
         # collection, a browser starting on the same machine — must not turn people away; a
         # loop that stays late does.

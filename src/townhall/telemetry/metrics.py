@@ -178,11 +178,13 @@ class NodeMetrics:
         yield in_flight
         at_accept = CounterMetricFamily(
             "townhall_connections_refused",
-            "Connections answered 503 + Retry-After at accept, past the connection cap "
-            "(TOWNHALL_MAX_CONNECTIONS), before their request was read.",
-            labels=["node"],
+            "Connections answered 503 + Retry-After at accept, before their request was read: "
+            "past the connection cap (reason cap, TOWNHALL_MAX_CONNECTIONS) or after waiting "
+            "longer than TOWNHALL_ACCEPT_WAIT_MAX_MS to be accepted (reason waited).",
+            labels=["node", "reason"],
         )
-        at_accept.add_metric(ids, self.connections.refused)
+        at_accept.add_metric([*ids, "cap"], self.connections.refused)
+        at_accept.add_metric([*ids, "waited"], self.connections.refused_late)
         yield at_accept
         yield _gauge(
             "townhall_event_loop_lag_seconds",
