@@ -9,7 +9,8 @@ three attempts per join; a 503/429 without Retry-After, a timeout or a connectio
 by kind. Meanwhile M listeners already playing (townhall/loadtest/llhls.py players in another process) report
 stalls and part lateness before vs during the storm.
 
-The same storm runs against (a) the origin directly and (b) the shipped nginx edge in front of it,
+The same storm runs against (a) the origin directly and (b) the shipped edge in front of it
+(`--edges`: nginx and Varnish, each in turn),
 in one run, side by side with the SPEC budget (≥ 5,000 joins/s per process, p99 ≤ 250 ms; beyond
 capacity 503/429 + Retry-After, never a crash).
 
@@ -24,7 +25,7 @@ Retry-After, within 1 s.
     .venv/bin/python -m bench.join_storm --listeners 2000 [--procs 4] [--existing 50]
         [--targets origin,edge,cluster] [--json out.json]
 
-On a 2-core machine the server, nginx and the generators share the cores: read the generator's CPU
+On a 2-core machine the server, the edge and the generators share the cores: read the generator's CPU
 next to the figures.
 """
 
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from townhall.harness import (
+    EDGE_KINDS,
+    EdgeKind,
     Proc,
     free_port,
     redis_url_of,
@@ -397,48 +400,78 @@ async def _probe(media_url: str) -> Any:
         http.close()
 
 
-def run(listeners: int, procs: int, existing: int, targets: list[str]) -> dict[str, Any]:
+def run(
+    listeners: int,
+    procs: int,
+    existing: int,
+    targets: list[str],
+    edges: tuple[EdgeKind, ...] = EDGE_KINDS,
+) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(procs + 1) as pool:
             single = [t for t in targets if t != "cluster"]
             if single:
-                rows += _run_one_process(listeners, procs, existing, single, Path(tmp), pool)
+                rows += _run_one_process(
+                    listeners, procs, existing, single, Path(tmp), pool, list(edges)
+                )
             if "cluster" in targets:
                 rows.append(_run_cluster(listeners, procs, existing, Path(tmp) / "cluster", pool))
     return {
         "listeners": listeners,
         "procs": procs,
         "existing": existing,
+        "edges": list(edges),
         "budget": {"joins_per_s": BUDGET_JOINS_PER_S, "p99_s": BUDGET_P99},
         "rows": rows,
     }
 
 
 def _run_one_process(
-    listeners: int, procs: int, existing: int, targets: list[str], tmp: Path, pool: Any
+    listeners: int,
+    procs: int,
+    existing: int,
+    targets: list[str],
+    tmp: Path,
+    pool: Any,
+    edges: list[EdgeKind],
 ) -> list[dict[str, Any]]:
-    """The storm at one `townhall serve` process: straight at it, then through the nginx edge."""
+    """The storm at one `townhall serve` process: straight at it, then through each edge in turn
+    (rows "origin", "nginx edge", "varnish edge")."""
     rows = []
     server = start_server(tmp / "server")
-    edge = None
     try:
         space = server.create_space("Join storm")
-        edge = start_edge(server.url, tmp / "edge")
         _wait_for_parts(f"{server.url}/live/{space.id}/media.m3u8", 3)
-        for target in targets:
-            base = server.url if target == "origin" else edge.url
-            pids = [server.proc.popen.pid] + ([edge.proc.popen.pid] if target == "edge" else [])
-            rows.append(run_target(target, base, space.id, listeners, procs, existing, pids, pool))
+        runs: list[tuple[str, EdgeKind | None]] = [
+            (t, None) if t == "origin" else (f"{kind} edge", kind)
+            for t in targets
+            for kind in ([None] if t == "origin" else edges)
+        ]
+        for name, kind in runs:
+            edge = None
+            if kind is not None:
+                edge = start_edge(
+                    server.url,
+                    tmp / name.replace(" ", "-"),
+                    kind=kind,
+                    connections=2 * (listeners + existing),
+                )
+            try:
+                base = server.url if edge is None else edge.url
+                pids = [server.proc.popen.pid] + ([edge.proc.popen.pid] if edge else [])
+                row = run_target(name, base, space.id, listeners, procs, existing, pids, pool)
+            finally:
+                if edge is not None:
+                    edge.proc.stop()
+            rows.append(row)
             alive = server.proc.popen.poll() is None
-            rows[-1]["server_alive_after"] = alive
+            row["server_alive_after"] = alive
             if not alive:
                 break
-            rows[-1]["settle_s"] = _settle(f"{server.url}/live/{space.id}/media.m3u8")
+            row["settle_s"] = _settle(f"{server.url}/live/{space.id}/media.m3u8")
     finally:
-        if edge is not None:
-            edge.proc.stop()
         server.proc.stop()
     return rows
 
@@ -598,6 +631,9 @@ def main() -> None:
     parser.add_argument(
         "--targets", default="origin,edge", help="any of origin,edge,cluster (comma-separated)"
     )
+    parser.add_argument(
+        "--edges", default=",".join(EDGE_KINDS), help="the edge target's edges, each in turn"
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if not 1 <= args.listeners <= 50_000 or not 1 <= args.procs <= 16:
@@ -607,7 +643,10 @@ def main() -> None:
     targets = [t for t in args.targets.split(",") if t]
     if not targets or any(t not in TARGETS for t in targets):
         parser.error(f"--targets: any of {', '.join(TARGETS)}")
-    result = run(args.listeners, args.procs, args.existing, targets)
+    edges = tuple(e for e in EDGE_KINDS if e in args.edges.split(","))
+    if not edges:
+        parser.error(f"--edges: any of {', '.join(EDGE_KINDS)}")
+    result = run(args.listeners, args.procs, args.existing, targets, edges)
     print_table(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

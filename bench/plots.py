@@ -22,7 +22,9 @@ Results = dict[str, Any]
 COLOURS = {
     "origin": "#c0392b",
     "edge": "#2471a3",
+    "nginx edge": "#2471a3",
     "varnish": "#1e8449",
+    "varnish edge": "#1e8449",
     "icecast": "#7d3c98",
     "cluster": "#b9770e",
 }

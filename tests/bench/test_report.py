@@ -135,26 +135,50 @@ def test_each_edge_is_judged_on_its_own_lateness_against_the_direct_listeners() 
 
 
 def test_join_storm_overload_must_be_polite_and_survived() -> None:
-    def storm(errors: dict[str, int], alive: bool) -> dict[str, Any]:
+    def storm(errors: dict[str, int], alive: bool, answered: int = 5000) -> dict[str, Any]:
         row = {
             "target": "origin",
             "listeners": 5000,
-            "joins_per_s": 6000,
-            "ttfa_p99_s": 0.2,
+            "answered_within_1s": answered,
+            "joins_per_s": 600,
+            "ttfa_p99_s": 6.0,
             "errors": errors,
             "server_alive_after": alive,
         }
         return {"join_storm": {"rows": [row]}}
 
-    assert (
-        by_what(storm({"http_503": 10}, True))[
-            "join storm (everything a listener's page does before it hears audio)"
-        ].met
-        is True
+    origin = (
+        "join storm at one origin process (everything a listener's page does before it hears "
+        "audio; issue 11)"
     )
+    assert by_what(storm({"http_503": 10}, True))[origin].met is True
+    assert by_what(storm({"http_503": 10}, True, answered=4999))[origin].met is False
+    assert by_what(storm({"timeout": 1}, True))[origin].met is False
     assert by_what(storm({"http_503": 10}, True))["… beyond capacity"].met is True
     assert by_what(storm({"timeout": 1}, True))["… beyond capacity"].met is False
     assert by_what(storm({}, False))["… beyond capacity"].met is False
+
+
+def test_a_storm_behind_an_edge_must_join_everyone_within_the_join_budget() -> None:
+    def storm(joined: int, p99: float) -> dict[str, Any]:
+        origin = {"target": "origin", "listeners": 10, "errors": {}, "server_alive_after": True}
+        edge = {
+            "target": "nginx edge",
+            "listeners": 5000,
+            "joined": joined,
+            "joins_per_s": 4900,
+            "ttfa_p50_s": 0.03,
+            "ttfa_p99_s": p99,
+            "answered_within_1s": joined,
+            "errors": {},
+            "server_alive_after": True,
+        }
+        return {"join_storm": {"rows": [origin, edge]}}
+
+    what = "join storm behind the nginx edge (one origin process)"
+    assert by_what(storm(5000, 0.2))[what].met is True
+    assert by_what(storm(5000, 0.6))[what].met is False
+    assert by_what(storm(4000, 0.2))[what].met is False
 
 
 def test_signed_in_storm_is_met_only_when_every_arrival_was_answered_within_a_second() -> None:
