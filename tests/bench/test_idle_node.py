@@ -30,8 +30,9 @@ def test_a_thread_that_sleeps_and_wakes_is_counted() -> None:
 
 
 def test_a_sample_of_this_process_is_a_share_of_a_core() -> None:
-    got = sample(os.getpid(), 0.2)
-    assert 0.0 <= got.core_share <= 2.0  # two cores at most here
+    got = sample(os.getpid(), 0.5)
+    # At most every core (with a tick's rounding: /proc counts CPU in 10 ms ticks).
+    assert 0.0 <= got.core_share <= (os.cpu_count() or 2) + 0.1
     assert got.wakeups_per_s >= 0.0
 
 
