@@ -496,6 +496,9 @@ def _start_varnish(
         "backend_idle_timeout": "4",  # under the origin's keep-alive (api/bounds.py KEEP_ALIVE_S)
         "thread_pool_min": str(prestarted),
         "thread_pool_max": str(threads),
+        # Past its threads a pool queues new sessions, and past this many queued it closes them
+        # unanswered (default 20): a join storm beyond the threads waits its turn instead.
+        "thread_queue_limit": str(max(20, connections // 2)),
         "thread_stats_rate": "1",
     }.items():
         args += ["-p", f"{name}={value}"]
