@@ -2,6 +2,7 @@ vcl 4.1;
 # townhall behind Varnish (7.1, as Debian 12 ships it): the edge for a live audience. Run it with
 #     varnishd -a :80 -f /etc/varnish/townhall.vcl -s malloc,1g -p pipe_timeout=120 \
 #              -p backend_idle_timeout=4 -p thread_pool_max=N   # per pool (2 pools): N >= the listeners at once
+#              -p thread_queue_limit=M   # connections queued for a thread before new ones are closed: a join storm's size
 # (or point Debian's varnish.service at this file) and adjust the backends below. A client
 # connection in use holds a worker thread, and a low-latency listener keeps two busy (1,972 threads
 # for 1,000 listeners, measured); a request parked on a fill in progress holds none.
