@@ -30,18 +30,24 @@ from pathlib import Path
 from townhall.harness import Server, cpu_seconds, start_server
 
 
-def wakeups(pid: int) -> int:
-    """Voluntary context switches of every thread of `pid` so far: how often its threads slept
-    and were woken (Linux /proc)."""
-    total = 0
+def wakeups(pid: int) -> dict[int, int]:
+    """Voluntary context switches of each thread of `pid` so far, by thread id: how often its
+    threads slept and were woken (Linux /proc)."""
+    counts: dict[int, int] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             for line in (task / "status").read_text().splitlines():
                 if line.startswith("voluntary_ctxt_switches:"):
-                    total += int(line.split()[1])
+                    counts[int(task.name)] = int(line.split()[1])
         except FileNotFoundError:  # a thread that ended meanwhile
             continue
-    return total
+    return counts
+
+
+def woken_between(before: dict[int, int], after: dict[int, int]) -> int:
+    """Wakeups from `before` to `after`: a thread's growth, or all of a new thread's (a thread
+    that ended in between takes its count with it: never a negative total)."""
+    return sum(count - before.get(tid, 0) for tid, count in after.items())
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ def sample(pid: int, seconds: float) -> Sample:
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(1.0, left))  # measuring an interval, not synchronising
     elapsed = time.monotonic() - t0
-    return Sample((cpu_seconds(pid) - cpu0) / elapsed, (wakeups(pid) - wake0) / elapsed)
+    return Sample((cpu_seconds(pid) - cpu0) / elapsed, woken_between(wake0, wakeups(pid)) / elapsed)
 
 
 def _env(src: str | None) -> dict[str, str]:

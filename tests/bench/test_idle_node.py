@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from bench.idle_node import Row, Sample, sample, wakeups
+from bench.idle_node import Row, Sample, sample, wakeups, woken_between
 
 
 def test_a_thread_that_sleeps_and_wakes_is_counted() -> None:
@@ -23,7 +23,7 @@ def test_a_thread_that_sleeps_and_wakes_is_counted() -> None:
         before = wakeups(os.getpid())
         for _ in range(10):
             assert woke.acquire(timeout=30)
-        assert wakeups(os.getpid()) - before >= 10  # counted while the thread still lives
+        assert woken_between(before, wakeups(os.getpid())) >= 10  # while the thread lives
     finally:
         stop.set()
         thread.join()
@@ -41,3 +41,7 @@ def test_a_row_reads_as_percent_of_a_core_and_wakeups() -> None:
     assert row.line() == (
         "main: empty server 1.75 % of a core, 128 wakeups/s; per idle Space 0.67 %, 27 wakeups/s"
     )
+
+
+def test_a_thread_that_ended_between_two_readings_takes_its_count_with_it() -> None:
+    assert woken_between({1: 5, 2: 100}, {1: 7, 3: 4}) == 2 + 4  # never 11 - 105
