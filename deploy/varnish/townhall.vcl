@@ -70,9 +70,29 @@ backend node1 {
     .between_bytes_timeout = 15s;
 }
 
+# The same node for the API calls that pass through (sign-ins, bearer requests, stage commands,
+# pages): at most `.max_connections` of them in flight at once per node. Past it the edge itself
+# answers 503 + Retry-After at once (vcl_backend_error) instead of queueing more on a node that
+# is already busy: a join storm of signed-in listeners is told to come back in a second or two by
+# the edge, at no cost to the nodes, while the audio keeps flowing. 64 in flight is more than a
+# node's event loop turns through in a few tens of milliseconds; raise it for nodes with more
+# cores behind one address. Listeners' media and the cached snapshot and Space lookup use `node1`
+# above, with no such cap (their fills are collapsed: one per object).
+backend node1_api {
+    .host = "127.0.0.1";   # TOWNHALL_ORIGIN
+    .port = "8080";
+    .probe = townhall_health;
+    .connect_timeout = 1s;
+    .first_byte_timeout = 120s;
+    .between_bytes_timeout = 120s;
+    .max_connections = 64;
+}
+
 sub vcl_init {
     new origin = directors.round_robin();
     origin.add_backend(node1);
+    new api = directors.round_robin();
+    api.add_backend(node1_api);
 }
 
 sub vcl_recv {
@@ -111,6 +131,7 @@ sub vcl_recv {
         } else if (std.integer(req.http.Content-Length, 0) > 16384) {
             return (synth(413, "That is more than this request may carry."));
         }
+        set req.backend_hint = api.backend();
         return (pass);
     }
     if (req.url ~ "^/live/") {
@@ -120,13 +141,16 @@ sub vcl_recv {
     } else if (req.url ~ "^/api/spaces/[a-z0-9]{10}(\?|$)") {
         set req.http.X-Townhall-Listener = "lookup";
     } else {
+        set req.backend_hint = api.backend();
         return (pass);
     }
     if (req.http.Authorization) {
+        set req.backend_hint = api.backend();
         return (pass);
     }
     if (req.http.X-Townhall-Listener == "lookup") {
         if (req.http.Cookie) {
+            set req.backend_hint = api.backend();
             return (pass);
         }
     } else {
@@ -238,15 +262,17 @@ sub vcl_backend_response {
 }
 
 sub vcl_backend_error {
-    # The node is gone or did not answer: an idempotent request tries the next node (the director
-    # takes them in turn), a few times at most.
+    # The node is gone, did not answer, or has all the API calls in flight it may (`node1_api`'s
+    # .max_connections): an idempotent request tries the next node (the director takes them in
+    # turn), a few times at most; then a 503 whose Retry-After (1-3 s) spreads a refused crowd.
     if ((bereq.method == "GET" || bereq.method == "HEAD") && bereq.retries < 3) {
         return (retry);
     }
     set beresp.http.Content-Type = "application/json";
-    set beresp.http.Retry-After = "1";
+    set beresp.http.Retry-After = std.integer(real=std.random(1, 4), fallback=2);
     set beresp.http.Cache-Control = "no-store";
-    set beresp.body = {"{"error": {"code": "unavailable", "message": "no townhall node answered; try again shortly""} + "}}";
+    set beresp.ttl = 0s;   # never kept: the next request may find a node free
+    set beresp.body = {"{"error": {"code": "unavailable", "message": "no townhall node could take this request now; try again shortly""} + "}}";
     return (deliver);
 }
 

@@ -385,21 +385,24 @@ def start_edge(
     *,
     kind: EdgeKind = "nginx",
     connections: int = 4096,
+    api_in_flight: int | None = None,
 ) -> Edge:
     """Run the shipped `kind` edge (deploy/nginx/townhall.conf or deploy/varnish/townhall.vcl) in
     the foreground on a free loopback port, rewritten for `origin_url` (one node, or several that
     it takes in turn), with its cache and working files under `tmp`; stop it with `edge.proc`.
 
     `connections`: how many client connections it must hold at once (capacity benches hold many
-    thousand listeners, two connections each)."""
+    thousand listeners, two connections each). `api_in_flight` (Varnish): the API calls each node
+    may have in flight through the edge, instead of the shipped config's."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     origins = [origin_url] if isinstance(origin_url, str) else list(origin_url)
     nodes = [url.removeprefix("http://").rsplit(":", 1) for url in origins]
-    start = _start_varnish if kind == "varnish" else _start_nginx
-    edge, probes = start(
-        [(host, int(node_port)) for host, node_port in nodes], tmp, port, connections
-    )
+    targets = [(host, int(node_port)) for host, node_port in nodes]
+    if kind == "varnish":
+        edge, probes = _start_varnish(targets, tmp, port, connections, api_in_flight)
+    else:
+        edge, probes = _start_nginx(targets, tmp, port, connections)
 
     answered = 0
 
@@ -463,21 +466,40 @@ http {{
     return edge, lambda: error_log.read_text() if error_log.exists() else ""
 
 
+def _varnish_vcl_for(vcl: str, nodes: list[tuple[str, int]]) -> str:
+    """The shipped VCL with its `node1…` backends (the media one and the capped API one) and
+    their `add_backend` lines repeated for every node, each pointing at its node."""
+    blocks = re.findall(r"\nbackend node1(?:_\w+)? \{\n.*?\n\}\n", vcl, re.DOTALL)
+    adds = re.findall(r"    \w+\.add_backend\(node1(?:_\w+)?\);\n", vcl)
+    assert blocks, "the shipped VCL names no backend to replace"
+    assert adds, "the shipped VCL adds no backend to its director"
+    for block in blocks:
+        copies = []
+        for n, (host, node_port) in enumerate(nodes, 1):
+            copy = block.replace("node1", f"node{n}")
+            copy = copy.replace('.host = "127.0.0.1";', f'.host = "{host}";')
+            copies.append(copy.replace('.port = "8080";', f'.port = "{node_port}";'))
+        vcl = vcl.replace(block, "".join(copies))
+    for add in adds:
+        vcl = vcl.replace(
+            add, "".join(add.replace("node1", f"node{n}") for n in range(1, len(nodes) + 1))
+        )
+    return vcl
+
+
 def _start_varnish(
-    nodes: list[tuple[str, int]], tmp: Path, port: int, connections: int
+    nodes: list[tuple[str, int]],
+    tmp: Path,
+    port: int,
+    connections: int,
+    api_in_flight: int | None = None,
 ) -> tuple[Edge, Callable[[], str]]:
-    vcl = VARNISH_CONFIG.read_text()
-    shipped = re.search(r"\nbackend node1 \{\n.*?\n\}\n", vcl, re.DOTALL)
-    added = "    origin.add_backend(node1);\n"
-    assert shipped is not None, "the shipped VCL names no backend to replace"
-    assert added in vcl, "the shipped VCL adds no backend to its director"
-    backends, adds = [], []
-    for n, (host, node_port) in enumerate(nodes, 1):
-        block = shipped.group(0).replace("node1", f"node{n}")
-        block = block.replace('.host = "127.0.0.1";', f'.host = "{host}";')
-        backends.append(block.replace('.port = "8080";', f'.port = "{node_port}";'))
-        adds.append(added.replace("node1", f"node{n}"))
-    vcl = vcl.replace(shipped.group(0), "".join(backends)).replace(added, "".join(adds))
+    vcl = _varnish_vcl_for(VARNISH_CONFIG.read_text(), nodes)
+    if api_in_flight is not None:
+        vcl, changed = re.subn(
+            r"\.max_connections = \d+;", f".max_connections = {api_in_flight};", vcl
+        )
+        assert changed, "the shipped VCL caps no backend's connections"
     (tmp / "townhall.vcl").write_text(vcl)
     workdir = tmp / "varnish"
     # A client connection in use holds a worker thread (two pools share `connections`); parked

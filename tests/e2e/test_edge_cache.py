@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -546,3 +547,70 @@ def uri_of(http: httpx.Client, media: str, msn: int) -> str:
     found = [p[0] for p in LISTED.findall(http.get(media).text) if p[1] == str(msn)]
     assert found, msn
     return found[0]
+
+
+def test_varnish_turns_api_calls_past_a_nodes_share_away_itself_while_listeners_play(
+    server: Server, tmp_path: Path
+) -> None:
+    """Each node takes at most `.max_connections` API calls in flight through Varnish; past it the
+    edge answers 503 + Retry-After itself, at once, without asking the busy node (a storm of
+    sign-ins is turned away at the edge), while listeners' media keeps coming from its own
+    backend. Two sign-ins whose bodies are still arriving hold a cap of two."""
+    space = server.create_space("At capacity")
+    edge = start_edge(server.url, tmp_path / "edge", kind="varnish", api_in_flight=2)
+    host, port = edge.url.removeprefix("http://").rsplit(":", 1)
+    bearer = {"Authorization": f"Bearer {space.host_token}"}
+    held = []
+    try:
+        wait_until(
+            lambda: httpx.get(f"{edge.url}/live/{space.id}/media.m3u8").status_code == 200,
+            30,
+            "the edge to serve the Space",
+        )
+        for _ in range(2):
+            sock = socket.create_connection((host, int(port)), timeout=15)
+            sock.sendall(
+                b"POST /api/auth/guest HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 40\r\n\r\n{"
+            )
+            held.append(sock)
+
+        def turned_away() -> bool:
+            response = httpx.post(f"{edge.url}/api/auth/guest", json={"display_name": "Storm"})
+            return response.status_code == 503
+
+        # Once Varnish has the two held sign-ins on their way to the node, the next one is
+        # refused by the edge.
+        wait_until(turned_away, 30, "the edge to turn sign-ins away")
+        refused = [
+            httpx.post(f"{edge.url}/api/auth/guest", json={"display_name": "Storm"})
+            for _ in range(30)
+        ]
+        assert {r.status_code for r in refused} == {503}
+        # 1-3 s, spread so that the refused crowd does not come back in one wave.
+        waits = {r.headers["retry-after"] for r in refused}
+        assert waits <= {"1", "2", "3"}
+        assert len(waits) > 1
+        assert refused[0].headers["content-type"] == "application/json"
+        assert refused[0].json()["error"]["code"] == "unavailable"
+        assert httpx.get(f"{edge.url}/api/spaces/{space.id}/me", headers=bearer).status_code == 503
+        # Listeners are not API calls: the media and the cached snapshot still come.
+        playlist = httpx.get(f"{edge.url}/live/{space.id}/media.m3u8")
+        assert playlist.status_code == 200
+        assert "#EXT-X-PART" in playlist.text
+        snapshot = httpx.get(f"{edge.url}/api/spaces/{space.id}/snapshot")
+        assert snapshot.status_code == 200
+    finally:
+        for sock in held:
+            sock.close()
+    try:
+        # (Not a sign-in: this address has used up its sign-ins for the minute.)
+        wait_until(
+            lambda: (
+                httpx.get(f"{edge.url}/api/spaces/{space.id}/me", headers=bearer).status_code == 200
+            ),
+            30,
+            "the edge to pass API calls again once the node's calls end",
+        )
+    finally:
+        edge.proc.stop()
