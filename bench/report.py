@@ -28,14 +28,15 @@ SPEC_LISTENER_KB = 20
 SPEC_JOINS_PER_S = 5000
 SPEC_JOIN_P99_S = 0.250
 SIGNED_IN_STORM_WHY = (
-    "On this 2-core machine the two API processes, the media process, Redis, PostgreSQL, "
-    "Varnish and the four generator processes share both cores, which were saturated for the "
-    "whole storm (the cluster's processes alone used more CPU than the storm's wall time). "
     "A signed-in join is three uncacheable calls (guest sign-in, the Space with a bearer, me, "
-    "about 0.5 ms of CPU each alone) before the cached media; most arrivals were refused "
-    "politely (503 + Retry-After) but the refusals themselves queued behind the saturated "
-    "loops, so none came within a second. Measuring the claim needs the API processes on "
-    "cores of their own (or machines), which this machine does not have."
+    "about 0.4 ms of CPU each alone) before the cached media, so 5,000 in a second ask two API "
+    "processes for more CPU than two cores have. The Varnish edge now lets each node have at most "
+    "64 API calls in flight and answers the rest 503 + Retry-After itself at once (before: the "
+    "refusals queued behind the nodes' saturated loops and none came within a second). What is "
+    "left is this machine: the two API processes, the media process, Redis, PostgreSQL, Varnish "
+    "and the four generator processes share two cores, saturated through the storm (the "
+    "generator itself started arrivals up to a few hundred ms late, which counts against the "
+    "second). Measuring the claim needs the API processes on cores of their own."
 )
 # Why a storm behind an edge misses the join budget, by edge (measured; see the join storm table).
 EDGE_STORM_WHY = {
