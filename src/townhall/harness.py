@@ -392,8 +392,8 @@ def start_edge(
     it takes in turn), with its cache and working files under `tmp`; stop it with `edge.proc`.
 
     `connections`: how many client connections it must hold at once (capacity benches hold many
-    thousand listeners, two connections each). `api_in_flight` (Varnish): the API calls each node
-    may have in flight through the edge, instead of the shipped config's."""
+    thousand listeners, two connections each). `api_in_flight`: the API calls each node may have
+    in flight through the edge, instead of the shipped config's."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     origins = [origin_url] if isinstance(origin_url, str) else list(origin_url)
@@ -402,7 +402,7 @@ def start_edge(
     if kind == "varnish":
         edge, probes = _start_varnish(targets, tmp, port, connections, api_in_flight)
     else:
-        edge, probes = _start_nginx(targets, tmp, port, connections)
+        edge, probes = _start_nginx(targets, tmp, port, connections, api_in_flight)
 
     answered = 0
 
@@ -425,14 +425,22 @@ def start_edge(
 
 
 def _start_nginx(
-    nodes: list[tuple[str, int]], tmp: Path, port: int, connections: int
+    nodes: list[tuple[str, int]],
+    tmp: Path,
+    port: int,
+    connections: int,
+    api_in_flight: int | None = None,
 ) -> tuple[Edge, Callable[[], str]]:
     site = NGINX_CONFIG.read_text()
-    shipped = re.search(r"server 127\.0\.0\.1:8080( [^;]*)?;", site)
-    assert shipped is not None, "the shipped nginx config names no origin to replace"
-    params = shipped.group(1) or ""
-    servers = "\n    ".join(f"server {host}:{node_port}{params};" for host, node_port in nodes)
-    site = site.replace(shipped.group(0), servers)
+
+    def every_node(shipped: re.Match[str]) -> str:
+        params = shipped.group(1) or ""
+        if api_in_flight is not None:
+            params = re.sub(r"max_conns=\d+", f"max_conns={api_in_flight}", params)
+        return "\n    ".join(f"server {host}:{node_port}{params};" for host, node_port in nodes)
+
+    site, upstreams = re.subn(r"server 127\.0\.0\.1:8080( [^;]*)?;", every_node, site)
+    assert upstreams, "the shipped nginx config names no origin to replace"
     site = site.replace("/var/cache/nginx/townhall", str(tmp / "cache"))
     site = site.replace("listen 127.0.0.1:8081;", f"listen 127.0.0.1:{port};")
     (tmp / "townhall.conf").write_text(site)

@@ -614,3 +614,47 @@ def test_varnish_turns_api_calls_past_a_nodes_share_away_itself_while_listeners_
         )
     finally:
         edge.proc.stop()
+
+
+def test_nginx_turns_api_calls_past_a_nodes_share_away_itself(
+    server: Server, tmp_path: Path
+) -> None:
+    """The same cap behind nginx (`max_conns` on the API upstream): with two calls held in flight
+    at a node that has stopped answering (SIGSTOP: its kernel still accepts), the next call is
+    answered 503 + Retry-After by the edge at once, in the API's JSON, instead of joining them."""
+    space = server.create_space("At capacity")
+    edge = start_edge(server.url, tmp_path / "edge", kind="nginx", api_in_flight=2)
+    bearer = {"Authorization": f"Bearer {space.host_token}"}
+    me = f"{edge.url}/api/spaces/{space.id}/me"
+    try:
+        assert httpx.get(me, headers=bearer).status_code == 200
+        os.kill(server.proc.popen.pid, signal.SIGSTOP)
+        try:
+            held = [
+                threading.Thread(target=lambda: httpx.get(me, headers=bearer, timeout=60))
+                for _ in range(2)
+            ]
+            for thread in held:
+                thread.start()
+
+            def turned_away() -> bool:
+                try:
+                    return httpx.get(me, headers=bearer, timeout=5).status_code == 503
+                except httpx.TimeoutException:  # a call that went in before the two held ones
+                    return False
+
+            wait_until(turned_away, 60, "the edge to turn calls away")
+            refused = [httpx.get(me, headers=bearer, timeout=5) for _ in range(20)]
+        finally:
+            os.kill(server.proc.popen.pid, signal.SIGCONT)
+        assert {r.status_code for r in refused} == {503}
+        assert {r.headers["retry-after"] for r in refused} <= {"1", "2", "3"}
+        assert refused[0].headers["content-type"] == "application/json"
+        assert refused[0].json()["error"]["code"] == "unavailable"
+        for thread in held:
+            thread.join(timeout=90)
+        wait_until(lambda: httpx.get(me, headers=bearer).status_code == 200, 30, "calls again")
+        playlist = httpx.get(f"{edge.url}/live/{space.id}/media.m3u8")
+        assert playlist.status_code == 200
+    finally:
+        edge.proc.stop()
