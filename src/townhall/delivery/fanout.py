@@ -99,11 +99,12 @@ class _StreamFan:
         segment = self.segments.get(msn)
         if segment is None:
             segment = self.segments[msn] = _Segment()
-        # Bring the segment's existing subscribers up to date first, so that all of them (and
-        # the new one) have every part the packager holds: no part skipped, none written twice.
+        # Bring the segment's subscribers up to date first, so that all of them and the new one
+        # have every part the packager holds: no part skipped, none written twice.
         if self._advance(msn, segment):
-            segment.subscribers.append(_Subscriber(transport, done))
-            self._feed(segment)
+            subscriber = _Subscriber(transport, done)
+            if self._send(subscriber, segment.chunks):
+                segment.subscribers.append(subscriber)
         else:  # closed or gone meanwhile (the caller checked it was open: cannot happen)
             done.set_result(False)
         if self.pump is None and self.segments:
@@ -120,8 +121,10 @@ class _StreamFan:
             del self.segments[msn]
             return False
         parts, complete = so_far
-        segment.chunks.extend(chunk(part) for part in parts[len(segment.chunks) :])
-        self._feed(segment)
+        if len(parts) > len(segment.chunks):  # else nothing to write (most subscriptions)
+            segment.chunks.extend(chunk(part) for part in parts[len(segment.chunks) :])
+            chunks = segment.chunks
+            segment.subscribers = [s for s in segment.subscribers if self._send(s, chunks)]
         if complete:
             for subscriber in segment.subscribers:
                 if not subscriber.done.done():
@@ -130,28 +133,25 @@ class _StreamFan:
             return False
         return True
 
-    def _feed(self, segment: _Segment) -> None:
-        """Every subscriber gets the chunks it lacks; the gone and the too slow are dropped."""
-        chunks, kept = segment.chunks, []
-        for subscriber in segment.subscribers:
-            transport = subscriber.transport
-            if transport.is_closing():  # the listener went away
-                if not subscriber.done.done():
-                    subscriber.done.set_result(False)
-                continue
-            if subscriber.sent < len(chunks):
-                if transport.get_write_buffer_size() > WRITE_BUFFER_MAX:
-                    # Still holding that much of what it was sent before: it is not reading.
-                    self.fanout.cut_off += 1
-                    self._cut(subscriber)
-                    continue
-                if len(chunks) - subscriber.sent == 1:
-                    transport.write(chunks[-1])
-                else:
-                    transport.writelines(chunks[subscriber.sent :])
-                subscriber.sent = len(chunks)
-            kept.append(subscriber)
-        segment.subscribers = kept
+    def _send(self, subscriber: _Subscriber, chunks: list[bytes]) -> bool:
+        """Write the chunks `subscriber` lacks; False if it is gone or too slow (dropped)."""
+        transport = subscriber.transport
+        if transport.is_closing():  # the listener went away
+            if not subscriber.done.done():
+                subscriber.done.set_result(False)
+            return False
+        if subscriber.sent < len(chunks):
+            if transport.get_write_buffer_size() > WRITE_BUFFER_MAX:
+                # Still holding that much of what it was sent before: it is not reading.
+                self.fanout.cut_off += 1
+                self._cut(subscriber)
+                return False
+            if len(chunks) - subscriber.sent == 1:
+                transport.write(chunks[-1])
+            else:
+                transport.writelines(chunks[subscriber.sent :])
+            subscriber.sent = len(chunks)
+        return True
 
     @staticmethod
     def _cut(subscriber: _Subscriber) -> None:
