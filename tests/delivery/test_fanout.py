@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from tests.delivery.test_origin import add_parts, media
 from tests.delivery.test_segment_stream import produce_one, serve
-from townhall.delivery.fanout import SegmentFanout
+from townhall.delivery.fanout import SegmentFanout, chunk
 from townhall.harness import wait_until_async
 from townhall.media.packager import EncodedPart
 from townhall.media.pipeline import SpaceMedia
@@ -202,3 +203,63 @@ async def test_a_listener_that_leaves_mid_segment_is_no_longer_fed(media: SpaceM
         await produce_one(media)  # written to nobody; the segment goes on
         assert media.packager.next_part[0] == msn
         assert fanout.cut_off == 0  # it left: not cut off
+
+
+class FakeTransport(asyncio.Transport):
+    """A connection that records what is written to it (the origin's side only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.aborted = False
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class BrokenTransport(FakeTransport):
+    """Writes fail after the first: stands for a bug in the pump's path."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.written:
+            raise RuntimeError("broken")
+        super().write(data)
+
+
+async def test_a_part_published_before_the_pump_first_runs_is_not_held_back(
+    media: SpaceMedia,
+) -> None:
+    fanout = SegmentFanout()
+    msn = await open_segment(media)
+    transport = FakeTransport()
+    fanout.subscribe(media, msn, transport)
+    await produce_one(media)  # no await in between: the pump has not run yet
+    await until(lambda: len(transport.written) == 2, "the second part written")
+    assert transport.written == [chunk(part) for part in media.packager.segment_so_far(msn)[0]]
+
+
+async def test_a_failing_fan_out_cuts_its_listeners_off_rather_than_leave_them_waiting(
+    media: SpaceMedia, caplog: pytest.LogCaptureFixture
+) -> None:
+    fanout = SegmentFanout()
+    msn = await open_segment(media)
+    transport = BrokenTransport()
+    done = fanout.subscribe(media, msn, transport)
+    await produce_one(media)
+    assert await asyncio.wait_for(done, WITHIN) is False
+    assert transport.aborted
+    assert "segment fan-out failed" in caplog.text
+    assert fanout.streaming == 0

@@ -37,12 +37,16 @@ Everything here runs on the event loop; nothing blocks.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
 
 if TYPE_CHECKING:
     from townhall.delivery.origin import LiveStream
+    from townhall.media.packager import LlHlsPackager
+
+log = logging.getLogger(__name__)
 
 # The scope extension under which the server's protocol offers the request's transport.
 TRANSPORT_EXTENSION = "townhall.transport"
@@ -163,24 +167,36 @@ class _StreamFan:
     async def _run(self) -> None:
         packager = self.media.packager
         try:
-            while self.segments:
-                seen = (packager.next_part, packager.ended)
-
-                def moved(seen: tuple[Any, ...] = seen) -> bool:
-                    return (packager.next_part, packager.ended) != seen
-
-                if not await self.media.wait_for(moved, packager.blocking_timeout):
-                    # The stream stopped mid-segment (its process is ending): cut every one off.
-                    for segment in self.segments.values():
-                        for subscriber in segment.subscribers:
-                            self._cut(subscriber)
-                    self.segments.clear()
-                    break
-                for msn, segment in list(self.segments.items()):
-                    self._advance(msn, segment)
+            await self._pump(packager)
+        except Exception:  # a bug here must not leave listeners waiting for parts that never come
+            log.exception(
+                "space %s: segment fan-out failed; its listeners are cut off", self.media.space_id
+            )
         finally:
+            # Whatever is left (the stream stopped, the pump failed or was cancelled at shutdown)
+            # ends cut off: each waiting request then returns, and its player asks again.
+            for segment in self.segments.values():
+                for subscriber in segment.subscribers:
+                    self._cut(subscriber)
+            self.segments.clear()
             self.pump = None
             self.fanout.idle(self)
+
+    async def _pump(self, packager: LlHlsPackager) -> None:
+        while True:
+            # First, and after every wake: a part published between a subscription and this
+            # task's first run is written now, not with the part after it.
+            for msn, segment in list(self.segments.items()):
+                self._advance(msn, segment)
+            if not self.segments:
+                return
+            seen = (packager.next_part, packager.ended)
+
+            def moved(seen: tuple[Any, ...] = seen) -> bool:
+                return (packager.next_part, packager.ended) != seen
+
+            if not await self.media.wait_for(moved, packager.blocking_timeout):
+                return  # the stream stopped mid-segment (its process is ending): all cut off
 
 
 class SegmentFanout:
