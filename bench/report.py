@@ -236,7 +236,7 @@ def _density(r: Results) -> list[Verdict]:
             "saturated (about 250 µs of CPU per listener-second, before the segment fan-out). "
             "Each part is now framed once and written to every listener's open response by the "
             "stream's fan-out, with no wake-up or framework pass per part per listener (about "
-            "20 % less CPU per listener, measured side by side on a busy machine: "
+            "a quarter less CPU per listener, measured side by side on a busy machine: "
             "docs/architecture.md); what is left is mostly each segment's request through the "
             "framework and the event loop, and a Python socket write per part, where Icecast "
             "writes one long response from C (about 40 µs). The origin is not meant to face the "
