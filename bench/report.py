@@ -252,11 +252,15 @@ def _density(r: Results) -> list[Verdict]:
             "holds 4,000 on its core (1,000 before: the listeners' requests skip the API's "
             "framework stack, api/lanes.py; full garbage collections no longer stall the process; "
             "the lean generator leaves the server its core) and stops there with its core "
-            "saturated (about 250 µs of CPU per listener-second). Each part is still written to "
-            "every listener's open response by Python, three writes and wake-ups per listener per "
-            "second, where Icecast writes one long response from C (about 40 µs). The origin is "
-            "not meant to face the audience alone: an edge or a CDN answers it from its cache "
-            "(the cache-collapse section: origin requests flat in audience size).",
+            "saturated (about 250 µs of CPU per listener-second, before the segment fan-out). "
+            "Each part is now framed once and written to every listener's open response by the "
+            "stream's fan-out, with no wake-up or framework pass per part per listener (about "
+            "a quarter less CPU per listener, measured side by side on a busy machine: "
+            "docs/architecture.md); what is left is mostly each segment's request through the "
+            "framework and the event loop, and a Python socket write per part, where Icecast "
+            "writes one long response from C (about 40 µs). The origin is not meant to face the "
+            "audience alone: an edge or a CDN answers it from its cache (the cache-collapse "
+            "section: origin requests flat in audience size).",
         ),
         ratio_verdict(
             "edge",

@@ -33,6 +33,7 @@ from townhall.control_plane import (
 )
 from townhall.delivery.access import PrivateGate, SpaceAccess
 from townhall.delivery.capability import MediaKeys
+from townhall.delivery.fanout import SegmentFanout
 from townhall.delivery.origin import build_origin
 from townhall.delivery.replay import Replay
 from townhall.media.pipeline import SpaceMedia
@@ -248,6 +249,7 @@ def create_app(config: Config) -> FastAPI:
 
     # A private Space's media only at its capability path (delivery.access); the gate is inside
     # the router, so a relayed request keeps its key and the Space's own node checks it.
+    fanout = SegmentFanout()  # streamed segments' parts to their listeners (and /metrics)
     gate = PrivateGate(
         build_origin(
             lookup,
@@ -256,6 +258,7 @@ def create_app(config: Config) -> FastAPI:
             captions=captions_of,
             caption_file=caption_file,
             replay_captions=replay_captions,
+            fanout=fanout,
         ),
         build_origin(lambda _space_id: None),  # what a Space that does not exist is answered
         SpaceAccess(find, MediaKeys(config.secret), is_unavailable),
@@ -310,6 +313,7 @@ def create_app(config: Config) -> FastAPI:
         node=lambda: node if hasattr(node, "keeper") else None,
         live=lambda: node.plane.live,
         records=lambda: node.plane.records,
+        fanout=fanout,
     )
     app.include_router(build_metrics_router(metrics, config.metrics_token))
     if not config.access_log:  # with it on, every request's line is the framework's to write

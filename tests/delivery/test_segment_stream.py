@@ -1,6 +1,7 @@
 """A segment read while it is produced arrives part by part, over a real HTTP connection.
 
-The origin runs in uvicorn on loopback; the test itself produces the parts (the media clock is not
+The origin runs in uvicorn on loopback, with the server's own protocol (the parts written by the
+segment fan-out, as in production) and with uvicorn's plain one (each part through ASGI); the test itself produces the parts (the media clock is not
 started), so "a part arrives before the next one exists" is a fact of the order of events, not a
 timing.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -17,19 +19,28 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from tests.delivery.test_origin import SPACE, add_parts, media
+from townhall.api.bounds import BoundedHttpProtocol
 from townhall.config import MediaConfig
+from townhall.delivery.fanout import SegmentFanout
 from townhall.delivery.origin import build_origin
 from townhall.media.pipeline import SpaceMedia
 
 __all__ = ["media"]  # the fixture, shared with the origin's other tests
 
 
-async def serve_app(app: ASGIApp) -> AsyncIterator[str]:
-    """`app` in uvicorn on a loopback port; yields its base URL."""
+# The server's protocol (what `townhall serve` runs: parts by the fan-out), or uvicorn's own.
+PROTOCOLS = {"fanout": BoundedHttpProtocol, "asgi": "httptools"}
+
+
+async def serve_app(app: ASGIApp, protocol: str = "fanout") -> AsyncIterator[str]:
+    """`app` in uvicorn on a loopback port, with `protocol` (PROTOCOLS); yields its base URL."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)  # bound before serving starts: a client may connect at once
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
+    config = uvicorn.Config(
+        app, log_level="critical", lifespan="off", http=cast(Any, PROTOCOLS[protocol])
+    )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
@@ -39,16 +50,18 @@ async def serve_app(app: ASGIApp) -> AsyncIterator[str]:
         listener.close()
 
 
-async def serve(media: SpaceMedia) -> AsyncIterator[str]:
+async def serve(
+    media: SpaceMedia, protocol: str = "fanout", fanout: SegmentFanout | None = None
+) -> AsyncIterator[str]:
     """The origin of `media`; yields the base URL of its stream's objects."""
-    app = build_origin(lambda space: media if space == SPACE else None)
-    async for url in serve_app(app):
+    app = build_origin(lambda space: media if space == SPACE else None, fanout=fanout)
+    async for url in serve_app(app, protocol):
         yield f"{url}/{SPACE}/{media.packager.stream_id}"
 
 
-@pytest.fixture
-async def base(media: SpaceMedia) -> AsyncIterator[str]:
-    async for url in serve(media):
+@pytest.fixture(params=sorted(PROTOCOLS))
+async def base(media: SpaceMedia, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    async for url in serve(media, request.param):
         yield url
 
 
@@ -95,10 +108,13 @@ async def test_a_listener_gets_each_part_of_a_segment_as_it_is_written(
     await read_while_produced(media, base)
 
 
-async def test_a_segment_cut_short_by_a_stopped_stream_is_not_a_complete_response() -> None:
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+async def test_a_segment_cut_short_by_a_stopped_stream_is_not_a_complete_response(
+    protocol: str,
+) -> None:
     # One-part segments of 0.107 s: a target duration of 1 s, so a 3 s blocking timeout.
     media = SpaceMedia(SPACE, MediaConfig(aac_frames_per_part=5, parts_per_segment=2))
-    async for base in serve(media):
+    async for base in serve(media, protocol):
         await produce_one(media)
         while media.packager.next_part[1] != 1:
             await produce_one(media)

@@ -41,6 +41,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from townhall.api.errors import error_response
 from townhall.api.lanes import Lane, by_prefix
+from townhall.delivery.fanout import TRANSPORT_EXTENSION
 
 JSON_BODY_MAX = 16 * 1024
 SDP_BODY_MAX = 64 * 1024
@@ -166,6 +167,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # The connection's transport, for the origin's segment fan-out (delivery/fanout.py),
+        # which writes a streamed segment's parts to it directly; everything else ignores it.
+        self.scope["extensions"] = {TRANSPORT_EXTENSION: {"transport": self.transport}}
         self._head_bytes = 0
         if self._deadline is None:  # the next request on a kept-alive connection
             self._arm(HEADER_TIMEOUT_S)

@@ -55,6 +55,7 @@ from starlette.types import Receive, Scope, Send
 
 from townhall.captions.track import CaptionTrack, vod_playlist
 from townhall.delivery.byteranges import requested_range
+from townhall.delivery.fanout import SegmentFanout, transport_of
 from townhall.delivery.replay import Replay, open_replay
 from townhall.media.packager import LlHlsPackager, Verdict
 
@@ -148,13 +149,18 @@ class _GrowingSegment(Response):
     complete too). If no part comes for the blocking timeout (the stream stopped without ending:
     its process is going away), the response is cut off without its final chunk: a cache must not
     store it, and the client sees a failed transfer and asks again.
+
+    Where the server offers the connection's transport (api/bounds.py), the parts are written to
+    it by the stream's fan-out (`fanout`: once per part for every listener of the segment) and
+    this response only waits for the segment's end; elsewhere each part goes through ASGI.
     """
 
-    def __init__(self, media: LiveStream, msn: int) -> None:
+    def __init__(self, media: LiveStream, msn: int, fanout: SegmentFanout) -> None:
         super().__init__(None, 200, MEDIA_HEADERS, MEDIA_TYPE)
         del self.headers["content-length"]  # the length is known only when the segment closes
         self._media = media
         self._msn = msn
+        self._fanout = fanout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
@@ -163,6 +169,13 @@ class _GrowingSegment(Response):
         if scope.get("method") == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
+        transport = transport_of(scope)
+        if transport is not None:
+            # The head went out chunked (no Content-Length): the fan-out writes the body's chunks
+            # as uvicorn would, and uvicorn writes the last one.
+            if await self._fanout.subscribe(self._media, self._msn, transport):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return  # cut off (or gone): the connection is closed without the final chunk
         packager, msn, sent = self._media.packager, self._msn, 0
         while True:
             so_far = packager.segment_so_far(msn)
@@ -202,7 +215,11 @@ def build_origin(
     captions: CaptionLookup | None = None,
     caption_file: CaptionFileLookup | None = None,
     replay_captions: CaptionFileLookup | None = None,
+    fanout: SegmentFanout | None = None,
 ) -> Starlette:
+    """The origin's app; `fanout` streams segments in production to listeners (one per process,
+    shared with /metrics; a fresh one if not given)."""
+    fan = fanout if fanout is not None else SegmentFanout()
     found: OrderedDict[str, Replay] = OrderedDict()
     # space → (refresh bucket, when it was read, replay)
     rewinds: OrderedDict[str, tuple[int, float, Replay]] = OrderedDict()
@@ -502,7 +519,7 @@ def build_origin(
         if complete:
             return _media(request, b"".join(parts))
         if wanted is None:
-            return _GrowingSegment(media, msn)
+            return _GrowingSegment(media, msn, fan)
         data = b"".join(parts)
         first = wanted.first or 0  # never None here: a suffix range waits for completion
         end = len(data) if wanted.last is None else wanted.last + 1

@@ -44,6 +44,7 @@ from townhall.api.accept import ConnectionCap
 from townhall.api.admission import Admission
 from townhall.api.errors import NotFound, Unauthorized
 from townhall.api.live_routes import PresenceRates
+from townhall.delivery.fanout import WRITE_BUFFER_MAX, SegmentFanout
 from townhall.node.host import MediaHost
 from townhall.node.keeper import NodeKeeper
 from townhall.state.live import LiveState
@@ -86,6 +87,7 @@ class NodeMetrics:
     node: Callable[[], RunningNode | None]  # None until the lifespan has started it
     live: Callable[[], LiveState]
     records: Callable[[], Records]
+    fanout: SegmentFanout
     clock: Callable[[], float] = time.time
 
     async def render(self) -> bytes:
@@ -186,6 +188,20 @@ class NodeMetrics:
         at_accept.add_metric([*ids, "cap"], self.connections.refused)
         at_accept.add_metric([*ids, "waited"], self.connections.refused_late)
         yield at_accept
+        cut_off = CounterMetricFamily(
+            "townhall_listeners_cut_off",
+            "Streamed segment responses cut off because their listener did not read them (over "
+            f"{WRITE_BUFFER_MAX} bytes waiting to be sent); the player asks again.",
+            labels=["node"],
+        )
+        cut_off.add_metric(ids, self.fanout.cut_off)
+        yield cut_off
+        yield _gauge(
+            "townhall_segments_streaming",
+            "Responses this process is streaming a segment in production to right now.",
+            ids,
+            self.fanout.streaming,
+        )
         yield _gauge(
             "townhall_event_loop_lag_seconds",
             "How late a 50 ms timer fires on this process's event loop (smoothed).",

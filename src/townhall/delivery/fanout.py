@@ -1,0 +1,238 @@
+"""Segment fan-out: each part of a segment in production written once, in one loop, straight to
+the connection of every listener streaming that segment.
+
+A listener page asks for each segment once and the origin streams the segment's parts into that
+open chunked response as the packager writes them (`origin._GrowingSegment`). Done per response,
+every part woke every listener's task, which then re-read the segment and passed the part through
+the whole ASGI `send` chain (the /live lane's middleware, uvicorn's cycle) to its transport: the
+same work a thousand times for the same bytes. Here the work per part is done once per stream
+and only the socket write is per listener.
+
+Theory of operation:
+
+* The server's protocol (api/bounds.py) puts the request's transport in its scope
+  (`TRANSPORT_EXTENSION`). A whole-segment GET of the open segment sends its response head through
+  ASGI as before (status, headers and uvicorn's chunked framing), then `subscribe`s: the parts
+  written so far go to its transport at once, framed as HTTP chunks exactly as uvicorn frames a
+  body message, and it joins the segment's subscribers — with no await in between, so it misses
+  no part and gets none twice.
+* One pump task per stream (only while it has subscribers) waits for the packager to move, frames
+  each new part once and writes it to every subscriber's transport. When the segment closes
+  (complete, also the short last one of an ending stream) each subscriber's future resolves True
+  and its request sends the final, empty chunk through ASGI (`more_body: False`), so uvicorn's
+  response state, keep-alive and the request's telemetry stay uvicorn's: one wake per listener
+  per segment, not per part.
+* A listener that does not read (its transport still holding over `WRITE_BUFFER_MAX` bytes of
+  earlier parts when the next one comes) is cut off, as Icecast drops a client past its queue
+  limit: the connection is aborted (its buffer
+  freed at once), counted in `cut_off`, and its player asks again. The origin's memory per
+  listener stays bounded whatever the listener does.
+* If no part comes for the blocking timeout (the stream stopped without ending: its process is
+  going away) every subscriber is cut off the same way, without the final chunk, so no cache
+  stores an incomplete segment as complete.
+
+Everything here runs on the event loop; nothing blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import Scope
+
+if TYPE_CHECKING:
+    from townhall.delivery.origin import LiveStream
+    from townhall.media.packager import LlHlsPackager
+
+log = logging.getLogger(__name__)
+
+# The scope extension under which the server's protocol offers the request's transport.
+TRANSPORT_EXTENSION = "townhall.transport"
+# Bytes of earlier parts still queued in user space for one listener when the next part comes,
+# past which it is cut off (so the origin holds at most this plus a part per listener). The
+# kernel's socket buffer (hundreds of KB) fills first, so a listener is this far behind only when
+# it has stopped reading for many seconds; a segment (~6 parts of ~1.3 KB at 32 kbit/s) is far
+# below it.
+WRITE_BUFFER_MAX = 64 * 1024
+
+
+def transport_of(scope: Scope) -> asyncio.Transport | None:
+    """The request's transport, if the server offers it (api/bounds.py); None otherwise (another
+    server, a test client): the response then streams through ASGI as before."""
+    offered = scope.get("extensions", {}).get(TRANSPORT_EXTENSION)
+    return offered.get("transport") if offered is not None else None
+
+
+def chunk(data: bytes) -> bytes:
+    """`data` framed as one HTTP/1.1 chunk, byte for byte as uvicorn frames a body message."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+class _Subscriber:
+    __slots__ = ("done", "sent", "transport")
+
+    def __init__(self, transport: asyncio.Transport, done: asyncio.Future[bool]) -> None:
+        self.transport = transport
+        self.done = done  # True: the segment is complete; False: cut off
+        self.sent = 0  # parts written to it
+
+
+class _Segment:
+    """The subscribers of one segment in production and its parts, framed once."""
+
+    __slots__ = ("chunks", "subscribers")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.subscribers: list[_Subscriber] = []
+
+
+class _StreamFan:
+    """The fan-out of one live stream: its segments' subscribers and the pump that feeds them."""
+
+    def __init__(self, media: LiveStream, fanout: SegmentFanout) -> None:
+        self.media = media
+        self.fanout = fanout
+        self.segments: dict[int, _Segment] = {}
+        self.pump: asyncio.Task[None] | None = None
+
+    def subscribe(self, msn: int, transport: asyncio.Transport) -> asyncio.Future[bool]:
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        segment = self.segments.get(msn)
+        if segment is None:
+            segment = self.segments[msn] = _Segment()
+        # Bring the segment's subscribers up to date first, so that all of them and the new one
+        # have every part the packager holds: no part skipped, none written twice.
+        if self._advance(msn, segment):
+            subscriber = _Subscriber(transport, done)
+            if self._send(subscriber, segment.chunks):
+                segment.subscribers.append(subscriber)
+        else:  # closed or gone meanwhile (the caller checked it was open: cannot happen)
+            done.set_result(False)
+        if self.pump is None and self.segments:
+            self.pump = asyncio.get_running_loop().create_task(self._run())
+        return done
+
+    def _advance(self, msn: int, segment: _Segment) -> bool:
+        """Write the segment's new parts to its subscribers; False once it is over (complete:
+        each subscriber's future says True; no longer held: cut off)."""
+        so_far = self.media.packager.segment_so_far(msn)
+        if so_far is None:
+            for subscriber in segment.subscribers:
+                self._cut(subscriber)
+            del self.segments[msn]
+            return False
+        parts, complete = so_far
+        if len(parts) > len(segment.chunks):  # else nothing to write (most subscriptions)
+            segment.chunks.extend(chunk(part) for part in parts[len(segment.chunks) :])
+            chunks = segment.chunks
+            segment.subscribers = [s for s in segment.subscribers if self._send(s, chunks)]
+        if complete:
+            for subscriber in segment.subscribers:
+                if not subscriber.done.done():
+                    subscriber.done.set_result(True)
+            del self.segments[msn]
+            return False
+        return True
+
+    def _send(self, subscriber: _Subscriber, chunks: list[bytes]) -> bool:
+        """Write the chunks `subscriber` lacks; False if it is gone or too slow (dropped)."""
+        transport = subscriber.transport
+        if transport.is_closing():  # the listener went away
+            if not subscriber.done.done():
+                subscriber.done.set_result(False)
+            return False
+        if subscriber.sent < len(chunks):
+            if transport.get_write_buffer_size() > WRITE_BUFFER_MAX:
+                # Still holding that much of what it was sent before: it is not reading.
+                self.fanout.cut_off += 1
+                self._cut(subscriber)
+                return False
+            if len(chunks) - subscriber.sent == 1:
+                transport.write(chunks[-1])
+            else:
+                transport.writelines(chunks[subscriber.sent :])
+            subscriber.sent = len(chunks)
+        return True
+
+    @staticmethod
+    def _cut(subscriber: _Subscriber) -> None:
+        """End a response without its final chunk: abort (what it has not read is dropped)."""
+        subscriber.transport.abort()
+        if not subscriber.done.done():
+            subscriber.done.set_result(False)
+
+    async def _run(self) -> None:
+        packager = self.media.packager
+        try:
+            await self._pump(packager)
+        except Exception:  # a bug here must not leave listeners waiting for parts that never come
+            log.exception(
+                "space %s: segment fan-out failed; its listeners are cut off", self.media.space_id
+            )
+        finally:
+            # Whatever is left (the stream stopped, the pump failed or was cancelled at shutdown)
+            # ends cut off: each waiting request then returns, and its player asks again.
+            for segment in self.segments.values():
+                for subscriber in segment.subscribers:
+                    self._cut(subscriber)
+            self.segments.clear()
+            self.pump = None
+            self.fanout.idle(self)
+
+    async def _pump(self, packager: LlHlsPackager) -> None:
+        while True:
+            # First, and after every wake: a part published between a subscription and this
+            # task's first run is written now, not with the part after it.
+            for msn, segment in list(self.segments.items()):
+                self._advance(msn, segment)
+            if not self.segments:
+                return
+            seen = (packager.next_part, packager.ended)
+
+            def moved(seen: tuple[Any, ...] = seen) -> bool:
+                return (packager.next_part, packager.ended) != seen
+
+            if not await self.media.wait_for(moved, packager.blocking_timeout):
+                return  # the stream stopped mid-segment (its process is ending): all cut off
+
+
+class SegmentFanout:
+    """The fan-out of every live stream of this process, and what it counts for /metrics."""
+
+    def __init__(self) -> None:
+        self._streams: dict[int, _StreamFan] = {}  # id(media) → its fan, while it has subscribers
+        self.cut_off = 0  # responses cut off because their listener did not read
+
+    def subscribe(
+        self, media: LiveStream, msn: int, transport: asyncio.Transport
+    ) -> asyncio.Future[bool]:
+        """Stream the open segment `msn` of `media` to `transport`, whose response head (chunked)
+        has been written. The future resolves True when the segment is complete and every part
+        is written (send the final chunk), False if the response was cut off (send nothing)."""
+        fan = self._streams.get(id(media))
+        if fan is None:
+            fan = self._streams[id(media)] = _StreamFan(media, self)
+        done = fan.subscribe(msn, transport)
+        if fan.pump is None:  # nothing left to feed (the segment closed meanwhile)
+            self.idle(fan)
+        return done
+
+    @property
+    def streaming(self) -> int:
+        """Responses being fed right now (one whose listener has gone is dropped at the next
+        part; it is not counted from the moment its connection closes)."""
+        return sum(
+            not subscriber.transport.is_closing()
+            for fan in self._streams.values()
+            for segment in fan.segments.values()
+            for subscriber in segment.subscribers
+        )
+
+    def idle(self, fan: _StreamFan) -> None:
+        """A stream's pump stopped with no subscribers left: forget it (it is made again on the
+        next subscription), so ended streams leave nothing behind."""
+        if not fan.segments and self._streams.get(id(fan.media)) is fan:
+            del self._streams[id(fan.media)]
