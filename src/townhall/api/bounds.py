@@ -89,7 +89,19 @@ class BoundedApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.front is not None and await self.front(scope, send):
             return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        # What FastAPI's and Starlette's own `__call__` do for a request (telemetry is off), done
+        # here: a streamed segment keeps every coroutine between the server and the response
+        # suspended for the response's life (~290 bytes each, one held request per listener), so
+        # these two layers are not kept.
+        if self.root_path:
+            scope["root_path"] = self.root_path
+        scope["app"] = self
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        await self.middleware_stack(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         full = _json_too_large(super().build_middleware_stack())
