@@ -248,7 +248,11 @@ def create_app(config: Config) -> FastAPI:
         return await node.plane.records.space(SpaceId(space_id))
 
     # A private Space's media only at its capability path (delivery.access); the gate is inside
-    # the router, so a relayed request keeps its key and the Space's own node checks it.
+    # the router, so a relayed request keeps its key and the Space's own node checks it. The
+    # origin's routes are served without its own Starlette stack: the /live lane around them
+    # already answers errors (in the API's JSON shape), and a streamed segment would otherwise
+    # keep a second error and exception middleware suspended for as long as it streams
+    # (docs/architecture.md, "Memory per directly served listener").
     fanout = SegmentFanout()  # streamed segments' parts to their listeners (and /metrics)
     gate = PrivateGate(
         build_origin(
@@ -259,8 +263,8 @@ def create_app(config: Config) -> FastAPI:
             caption_file=caption_file,
             replay_captions=replay_captions,
             fanout=fanout,
-        ),
-        build_origin(lambda _space_id: None),  # what a Space that does not exist is answered
+        ).router,
+        build_origin(lambda _space_id: None).router,  # what a Space that does not exist is answered
         SpaceAccess(find, MediaKeys(config.secret), is_unavailable),
     )
     live = LiveRouter(

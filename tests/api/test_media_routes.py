@@ -68,3 +68,16 @@ def test_creating_a_space_starts_its_stream_off_air(client: TestClient) -> None:
     assert playlist.status_code == 200
     assert "#EXT-X-PRELOAD-HINT" in playlist.text
     assert client.get("/api/health").json()["open_spaces"] == 1
+
+
+def test_a_listener_object_asked_with_the_wrong_method_is_refused_in_the_apis_shape(
+    client: TestClient,
+) -> None:
+    host = signup(client, "hana")
+    space_id = host.post("/api/spaces", {"title": "Green room"}).json()["space"]["id"]
+    refused = client.post(f"/live/{space_id}/media.m3u8", content=b"")
+    assert refused.status_code == 405
+    assert refused.json()["error"]["code"]
+    missing = client.get(f"/live/{space_id}/no/such/thing/here")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"

@@ -14,7 +14,7 @@ are for every other request because they are the same entries of `app.user_middl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -43,14 +43,14 @@ class Lane:
                 handlers[key] = value
         mount = self.mount
 
-        async def routed(scope: Scope, receive: Receive, send: Send) -> None:
+        def routed(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
             # What the router does for a mount: the path below it, and the route for telemetry.
             match, child = mount.matches(scope)
             if match is not Match.FULL:  # cannot happen for paths under the prefix
                 raise RuntimeError(f"lane {mount.path} does not match {scope.get('path')!r}")
             scope.update(child)
             scope["route"] = mount
-            await mount.handle(scope, receive, send)
+            return mount.app(scope, receive, send)  # a tail call (see `by_prefix`)
 
         app: ASGIApp = ExceptionMiddleware(routed, handlers=handlers)
         for middleware in reversed(owner.user_middleware):
@@ -64,13 +64,16 @@ def by_prefix(full: ASGIApp, lanes: Mapping[str, ASGIApp]) -> ASGIApp:
     WebSockets, lifespan) to `full`."""
     prefixes = tuple((prefix + "/", lane) for prefix, lane in lanes.items())
 
-    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+    # Tail calls, not coroutines: a request holds every coroutine it passed through until its
+    # response ends, and a listener's streamed segment is held for seconds (docs/architecture.md,
+    # "Memory per directly served listener"); a layer that only chooses the next app need not
+    # be one of them.
+    def dispatch(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http":
             path: str = scope["path"]
             for prefix, lane in prefixes:
                 if path.startswith(prefix):
-                    await lane(scope, receive, send)
-                    return
-        await full(scope, receive, send)
+                    return lane(scope, receive, send)
+        return full(scope, receive, send)
 
     return dispatch
