@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -616,6 +617,17 @@ def test_varnish_turns_api_calls_past_a_nodes_share_away_itself_while_listeners_
         edge.proc.stop()
 
 
+def requests_unread_at(port: int) -> int:
+    """Connections to this local port whose request waits unread (its server is stopped)."""
+    lines = subprocess.run(
+        ["ss", "-tnH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    return sum(1 for line in lines if int(line.split()[0]) > 0)
+
+
 def test_nginx_turns_api_calls_past_a_nodes_share_away_itself(
     server: Server, tmp_path: Path
 ) -> None:
@@ -624,37 +636,39 @@ def test_nginx_turns_api_calls_past_a_nodes_share_away_itself(
     answered 503 + Retry-After by the edge at once, in the API's JSON, instead of joining them."""
     space = server.create_space("At capacity")
     edge = start_edge(server.url, tmp_path / "edge", kind="nginx", api_in_flight=2)
+    host, port = edge.url.removeprefix("http://").rsplit(":", 1)
+    origin_port = int(server.url.rsplit(":", 1)[1])
     bearer = {"Authorization": f"Bearer {space.host_token}"}
     me = f"{edge.url}/api/spaces/{space.id}/me"
+    call = (
+        f"GET /api/spaces/{space.id}/me HTTP/1.1\r\nHost: t\r\n"
+        f"Authorization: Bearer {space.host_token}\r\n\r\n"
+    ).encode()
+    held = []
     try:
         assert httpx.get(me, headers=bearer).status_code == 200
         os.kill(server.proc.popen.pid, signal.SIGSTOP)
         try:
-            held = [
-                threading.Thread(target=lambda: httpx.get(me, headers=bearer, timeout=60))
-                for _ in range(2)
-            ]
-            for thread in held:
-                thread.start()
-
-            def turned_away() -> bool:
-                try:
-                    return httpx.get(me, headers=bearer, timeout=5).status_code == 503
-                except httpx.TimeoutException:  # a call that went in before the two held ones
-                    return False
-
-            wait_until(turned_away, 60, "the edge to turn calls away")
-            refused = [httpx.get(me, headers=bearer, timeout=5) for _ in range(20)]
+            for _ in range(2):
+                sock = socket.create_connection((host, int(port)), timeout=15)
+                sock.sendall(call)
+                held.append(sock)
+            wait_until(
+                lambda: requests_unread_at(origin_port) >= 2, 30, "both calls to reach the node"
+            )
+            refused = [httpx.get(me, headers=bearer, timeout=10) for _ in range(20)]
         finally:
             os.kill(server.proc.popen.pid, signal.SIGCONT)
         assert {r.status_code for r in refused} == {503}
         assert {r.headers["retry-after"] for r in refused} <= {"1", "2", "3"}
         assert refused[0].headers["content-type"] == "application/json"
         assert refused[0].json()["error"]["code"] == "unavailable"
-        for thread in held:
-            thread.join(timeout=90)
+        for sock in held:
+            sock.close()
         wait_until(lambda: httpx.get(me, headers=bearer).status_code == 200, 30, "calls again")
         playlist = httpx.get(f"{edge.url}/live/{space.id}/media.m3u8")
         assert playlist.status_code == 200
     finally:
+        for sock in held:
+            sock.close()
         edge.proc.stop()
