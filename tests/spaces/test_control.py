@@ -476,6 +476,44 @@ async def test_a_roster_is_read_from_the_records_once_until_the_space_changes(
     assert counting.rosters_read == 1, "the ban and the hand followed from the log"
 
 
+class CountingLive:
+    """The live state, counting how often a Space's log is read back."""
+
+    def __init__(self, live: EmbeddedLiveState) -> None:
+        self._live = live
+        self.log_reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._live, name)
+
+    async def events_since(self, *args: Any, **kwargs: Any) -> Any:
+        self.log_reads += 1
+        return await self._live.events_since(*args, **kwargs)
+
+
+async def test_hands_raised_through_one_process_keep_its_roster_current_without_reading_the_log(
+    control: SpaceControl,
+) -> None:
+    counting = CountingLive(control.live)  # type: ignore[arg-type]
+    here = SpaceControl(control.records, counting)  # type: ignore[arg-type]
+    space = await control.create(HOST, NewSpace("Own hands"))
+    await here.roster(space.id)
+    for person in (LISTENER, TROLL):
+        assert await here.raise_hand(person, space.id) is True
+        assert (await here.standing(space.id, person.user_id)).hand_raised
+    assert await here.lower_hand(LISTENER, space.id) is True
+    assert not (await here.standing(space.id, LISTENER.user_id)).hand_raised
+    assert counting.log_reads == 0, "its own events moved its roster"
+
+    await control.raise_hand(SPEAKER, space.id)  # another process's: read from the log
+    assert (await here.standing(space.id, SPEAKER.user_id)).hand_raised
+    assert counting.log_reads == 1
+    await here.raise_hand(LISTENER, space.id)
+    fresh = await SpaceControl(control.records, control.live).roster(space.id)  # nothing kept
+    assert await here.roster(space.id) == fresh
+    assert set(fresh.hands) == {TROLL.user_id, SPEAKER.user_id, LISTENER.user_id}
+
+
 async def test_a_kept_roster_follows_the_log_and_always_equals_a_fresh_read(
     control: SpaceControl,
 ) -> None:

@@ -55,7 +55,7 @@ from townhall.spaces.model import (
 )
 from townhall.spaces.roster import follow
 from townhall.spaces.rules import Action
-from townhall.state.live import Hand, HandsFull, LiveState
+from townhall.state.live import Event, Hand, HandsFull, LiveState
 from townhall.state.outbox import EventOutbox
 from townhall.state.recording_accounts import RecordingDeposit
 from townhall.state.records import (
@@ -237,6 +237,22 @@ class SpaceControl:
             if len(self._rosters) > ROSTERS_KEPT:
                 self._rosters.popitem(last=False)
         return found
+
+    def _kept_past(self, space_id: str, event: Event | None) -> None:
+        """Move the kept roster past `event`, which this process has just appended, if it was
+        current up to the event before: the Space's next call then finds it current without
+        reading its own event back from the log (on Redis a transaction, the largest item of a
+        hand raised there). Anything else — another event in between, a log started again under
+        a new id (the position's id then differs) — is left to `roster`."""
+        kept = self._rosters.get(space_id)
+        if event is None or kept is None:
+            return
+        (log_id, seq), roster = kept
+        if seq + 1 != event.seq:
+            return
+        followed = follow(roster, [event])
+        if followed is not None:
+            self._rosters[space_id] = ((log_id, event.seq), followed)
 
     @staticmethod
     def _authorize(
@@ -1018,16 +1034,17 @@ class SpaceControl:
             space, "hand.raised", {"user_id": actor.user_id, "display_name": actor.display_name}
         )
         try:
-            raised = await self.live.raise_hand(space.id, hand, event) is not None
+            appended = await self.live.raise_hand(space.id, hand, event)
         except HandsFull:
             raise ControlError(
                 "unavailable",
                 "hands_full",
                 "too many hands are up in this Space: try again when the host has answered some",
             ) from None
+        self._kept_past(space.id, appended)
         # Whoever asks to speak is listening: the host's audience list shows them at once.
         await self.live.mark_present(space.id, actor.user_id, actor.display_name, self._clock())
-        return raised
+        return appended is not None
 
     async def lower_hand(self, actor: Actor, space_id: str, invite_code: str | None = None) -> bool:
         standing = await self._open_space(space_id, actor, audience=True, invite_code=invite_code)
@@ -1035,7 +1052,9 @@ class SpaceControl:
         self._authorize(standing, actor, Action.LOWER_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
         event = self._event(space, "hand.lowered", {"user_id": actor.user_id})
-        return await self.live.lower_hand(space.id, actor.user_id, event) is not None
+        appended = await self.live.lower_hand(space.id, actor.user_id, event)
+        self._kept_past(space.id, appended)
+        return appended is not None
 
     async def react(
         self, actor: Actor, space_id: str, emoji: str, invite_code: str | None = None
