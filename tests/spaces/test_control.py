@@ -514,6 +514,26 @@ async def test_hands_raised_through_one_process_keep_its_roster_current_without_
     assert set(fresh.hands) == {TROLL.user_id, SPEAKER.user_id, LISTENER.user_id}
 
 
+async def test_a_roster_that_moved_on_while_its_position_was_read_is_not_read_again(
+    control: SpaceControl,
+) -> None:
+    """On Redis the position is a round trip: meanwhile another call may have moved the kept
+    roster past it (its own hand raised). That roster is newer, not stale."""
+    records = CountingRecords(control.records)
+    live = CountingLive(control.live)  # type: ignore[arg-type]
+    here = SpaceControl(records, live)  # type: ignore[arg-type]
+    space = await control.create(HOST, NewSpace("Overtaken"))
+    before = await control.live.position(space.id)
+    await here.raise_hand(LISTENER, space.id)
+    live.position = lambda _space: _returns(before)  # type: ignore[method-assign]
+    assert (await here.standing(space.id, LISTENER.user_id)).hand_raised
+    assert (records.rosters_read, live.log_reads) == (1, 0)
+
+
+async def _returns(value: Any) -> Any:
+    return value
+
+
 async def test_a_kept_roster_follows_the_log_and_always_equals_a_fresh_read(
     control: SpaceControl,
 ) -> None:

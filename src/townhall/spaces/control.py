@@ -217,7 +217,12 @@ class SpaceControl:
         kept = self._rosters.get(space_id)
         if kept is not None and position is not None:
             (kept_log, kept_seq), roster = kept
-            if (kept_log, kept_seq) == position:
+            if (kept_log, kept_seq) == position or (
+                kept_log and kept_log == position[0] and kept_seq > position[1]
+            ):
+                # Current, or newer still on the same log: another call followed or appended
+                # (`_kept_past`) while this one waited for the position; a fresh read would only
+                # go back. (An empty log has no id: a roster past it is not trusted this way.)
                 self._rosters.move_to_end(space_id)
                 return roster
             if kept_log == position[0] and 0 < position[1] - kept_seq <= ROSTER_FOLLOW_MAX:
@@ -248,8 +253,8 @@ class SpaceControl:
         if event is None or kept is None:
             return
         (log_id, seq), roster = kept
-        if seq + 1 != event.seq:
-            return
+        if not log_id or seq + 1 != event.seq:
+            return  # an empty log when read: the id this event's log has is not known here
         followed = follow(roster, [event])
         if followed is not None:
             self._rosters[space_id] = ((log_id, event.seq), followed)
