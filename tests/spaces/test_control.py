@@ -3,9 +3,11 @@ state."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from townhall.spaces.control import Actor, ControlError, NewSpace, SpaceControl,
 from townhall.spaces.model import Role, SpaceState, StageLimits, UserId, Visibility
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.records import Records, open_records
+from townhall.state.redis_live import RedisLiveState
 
 HOST = Actor(UserId("u-host00000000"), "Hana Host")
 COHOST = Actor(UserId("u-cohost000000"), "Cole Cohost")
@@ -543,6 +546,31 @@ async def test_a_roster_that_moved_on_while_its_position_was_read_is_not_read_ag
     here.live = live  # type: ignore[assignment]
     assert (await here.standing(space.id, LISTENER.user_id)).hand_raised
     assert (records.calls, live.calls) == (1, 0)
+
+
+async def test_hands_raised_at_once_through_two_processes_on_redis_show_in_both(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Each process moves its roster past its own events and follows the other's from the log;
+    calls overtaking each other on the round trips never leave a roster missing a hand."""
+    records = await open_records(f"sqlite+aiosqlite:///{tmp_path / 'townhall.db'}")
+    stores = [RedisLiveState.from_url(redis_url) for _ in range(2)]
+    one, two = (SpaceControl(records, store) for store in stores)
+    try:
+        space = await one.create(HOST, NewSpace("Two processes"))
+        fans = [Actor(UserId(f"g-fan{n:010d}"), f"Fan {n}", is_guest=True) for n in range(12)]
+        await asyncio.gather(*(ctl.raise_hand(fan, space.id) for fan in fans for ctl in (one, two)))
+        await asyncio.gather(*(one.lower_hand(fan, space.id) for fan in fans[:4]))
+        up = {fan.user_id for fan in fans[4:]}
+        for ctl in (one, two):
+            assert set((await ctl.roster(space.id)).hands) == up
+            assert (await ctl.standing(space.id, fans[5].user_id)).hand_raised
+            assert not (await ctl.standing(space.id, fans[0].user_id)).hand_raised
+        assert {UserId(h.user_id) for h in await one.hands(space.id)} == up
+    finally:
+        for store in stores:
+            await store.close()
+        await records.close()
 
 
 async def test_a_kept_roster_follows_the_log_and_always_equals_a_fresh_read(
