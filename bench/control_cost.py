@@ -29,7 +29,8 @@ Calls (guests are the audience; the host is the stage):
 health `GET /api/health`; snapshot `GET /api/spaces/{id}/snapshot`; guest sign-in
 `POST /api/auth/guest` (each from a new address; the identities it mints join the pool); Space
 `GET /api/spaces/{id}` and me `GET /api/spaces/{id}/me` with a guest's bearer; reaction
-`POST …/reactions`; hand `POST`/`DELETE …/hand` alternately per guest; presence `POST …/presence`
+`POST …/reactions`; hand `POST`/`DELETE …/hand` alternately per guest (`HAND_GUESTS` of them,
+fewer than a Space's hand limit, so thousands of hands are up); presence `POST …/presence`
 (a new address per request, listener keys cycling), and the same with a guest's bearer (named:
 also marks them present by name); the host's audience list `GET …/audience` (the guests marked
 present by the rows before it); stage: the host mutes and unmutes themself
@@ -86,6 +87,11 @@ TAIL = 1.0  # s the generator keeps going after the window, so the window never 
 VALID_SHARE = 0.99  # of a window's answers that must be 2xx for the row to measure its call
 GENERATOR_LIMIT = 0.90  # of its core: above this a generator process may be what limits the rate
 HARVEST_CAP = 20_000  # guest identities kept from the guest sign-in row for the rows after it
+# The hand row's guests: fewer than a Space's hand limit (state/live.py HANDS_LIMIT, 10,000), so
+# the row measures thousands of hands up without refusing raises as the queue fills (with the whole
+# pool of ~12,000 each guest's one turn is a raise, and past 10,000 they are 503 hands_full); more
+# than the tokens a process keeps verified (8,192), as the reaction row's pool is.
+HAND_GUESTS = 9_000
 REPLY_TIMEOUT = 120.0
 
 
@@ -565,10 +571,11 @@ def run_database(name: str, calls: list[str], settings: Settings) -> dict[str, A
                     "host_token": audience.host_token,
                     "harvest_cap": HARVEST_CAP // len(settings.gen.conns),
                 }
-                row, harvested = measure_repeated(target, settings, spec, pool)
+                people = pool[:HAND_GUESTS] if call.key == "hand" else pool
+                row, harvested = measure_repeated(target, settings, spec, people)
                 pool += harvested
                 row |= {"call": call.key, "label": call.label, "goal_ms": call.goal_ms}
-                row["guests"] = len(pool) - len(harvested)
+                row["guests"] = len(people)
                 rows.append(row)
                 _print_row(name, row)
             alive = server.proc.popen.poll() is None

@@ -516,9 +516,12 @@ CONTROL_GOALS: tuple[tuple[str, str, float, str], ...] = (
         "live",
         "server CPU per reaction, hand, presence (live state, embedded store)",
         0.5,
-        "A reaction or a hand first reads the Space and the caller's role and ban state from the "
-        "records; a hand is also a durable write with its event (outbox) and its delivery. "
-        "Presence, which touches live state only, shows what the path costs without them.",
+        "A reaction or a hand takes the caller's standing from the kept roster (no SQL) and "
+        "writes live state; what is left is the framework's path (its layers, the route walk, "
+        "dependency solving: most of the profile) and, with more guests calling one process than "
+        "it keeps verified tokens (8,192), the token's decode on every call. A hand also appends "
+        "its event, which the kept roster follows (docs/architecture.md, 'What a hand costs'). "
+        "Presence, with no identity, shows what the path costs without them.",
     ),
     ("guest", "server CPU per guest sign-in", 1.0, "Minting and verifying the identity token."),
     (

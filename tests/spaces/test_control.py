@@ -3,9 +3,11 @@ state."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from townhall.spaces.control import Actor, ControlError, NewSpace, SpaceControl,
 from townhall.spaces.model import Role, SpaceState, StageLimits, UserId, Visibility
 from townhall.state.embedded_live import EmbeddedLiveState
 from townhall.state.records import Records, open_records
+from townhall.state.redis_live import RedisLiveState
 
 HOST = Actor(UserId("u-host00000000"), "Hana Host")
 COHOST = Actor(UserId("u-cohost000000"), "Cole Cohost")
@@ -440,19 +443,38 @@ async def test_a_scheduled_space_whose_webhook_cannot_be_queued_is_not_created(
     }
 
 
-class CountingRecords:
+class Counting:
+    """An object (the records, the live state) counting the calls of its one method `name`."""
+
+    def __init__(self, inner: Any, name: str) -> None:
+        self._inner = inner
+        self._name = name
+        self.calls = 0
+
+    def __getattr__(self, attr: str) -> Any:
+        found = getattr(self._inner, attr)
+        if attr != self._name:
+            return found
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return await found(*args, **kwargs)
+
+        return counted
+
+
+class CountingRecords(Counting):
     """The records, counting how often a Space's roster is read from them."""
 
     def __init__(self, records: Records) -> None:
-        self._records = records
-        self.rosters_read = 0
+        super().__init__(records, "roster")
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._records, name)
 
-    async def roster(self, *args: Any, **kwargs: Any) -> Any:
-        self.rosters_read += 1
-        return await self._records.roster(*args, **kwargs)
+class CountingLive(Counting):
+    """The live state, counting how often a Space's log is read back."""
+
+    def __init__(self, live: EmbeddedLiveState) -> None:
+        super().__init__(live, "events_since")
 
 
 async def test_a_roster_is_read_from_the_records_once_until_the_space_changes(
@@ -465,7 +487,7 @@ async def test_a_roster_is_read_from_the_records_once_until_the_space_changes(
         await cached.react(LISTENER, space.id, "👏")
         await cached.react(TROLL, space.id, "👏")
     assert (await cached.standing(space.id, HOST.user_id)).role is Role.HOST
-    assert counting.rosters_read == 1, "reactions change nothing a roster holds"
+    assert counting.calls == 1, "reactions change nothing a roster holds"
 
     await control.ban(HOST, space.id, TROLL.user_id)  # another process: the log moves
     await refused("banned", cached.react(TROLL, space.id, "👏"))
@@ -473,7 +495,82 @@ async def test_a_roster_is_read_from_the_records_once_until_the_space_changes(
     assert not (await cached.standing(space.id, LISTENER.user_id)).banned
     await control.raise_hand(LISTENER, space.id)
     assert (await cached.standing(space.id, LISTENER.user_id)).hand_raised
-    assert counting.rosters_read == 1, "the ban and the hand followed from the log"
+    assert counting.calls == 1, "the ban and the hand followed from the log"
+
+
+async def test_hands_raised_through_one_process_keep_its_roster_current_without_reading_the_log(
+    control: SpaceControl,
+) -> None:
+    counting = CountingLive(control.live)
+    here = SpaceControl(control.records, counting)  # type: ignore[arg-type]
+    space = await control.create(HOST, NewSpace("Own hands"))
+    await here.roster(space.id)
+    for person in (LISTENER, TROLL):
+        assert await here.raise_hand(person, space.id) is True
+        assert (await here.standing(space.id, person.user_id)).hand_raised
+    assert await here.lower_hand(LISTENER, space.id) is True
+    assert not (await here.standing(space.id, LISTENER.user_id)).hand_raised
+    assert counting.calls == 0, "its own events moved its roster"
+
+    await control.raise_hand(SPEAKER, space.id)  # another process's: read from the log
+    assert (await here.standing(space.id, SPEAKER.user_id)).hand_raised
+    assert counting.calls == 1
+    await here.raise_hand(LISTENER, space.id)
+    fresh = await SpaceControl(control.records, control.live).roster(space.id)  # nothing kept
+    assert await here.roster(space.id) == fresh
+    assert set(fresh.hands) == {TROLL.user_id, SPEAKER.user_id, LISTENER.user_id}
+
+
+class Overtaken(CountingLive):
+    """A live state whose position answers what it was before: the round trip another call
+    overtook."""
+
+    def __init__(self, live: EmbeddedLiveState, position: tuple[str, int]) -> None:
+        super().__init__(live)
+        self.stale = position
+
+    async def position(self, space_id: str) -> tuple[str, int]:
+        return self.stale
+
+
+async def test_a_roster_that_moved_on_while_its_position_was_read_is_not_read_again(
+    control: SpaceControl,
+) -> None:
+    """On Redis the position is a round trip: meanwhile another call may have moved the kept
+    roster past it (its own hand raised). That roster is newer, not stale."""
+    space = await control.create(HOST, NewSpace("Overtaken"))
+    records = CountingRecords(control.records)
+    live = Overtaken(control.live, await control.live.position(space.id))
+    here = SpaceControl(records, control.live)  # type: ignore[arg-type]
+    await here.raise_hand(LISTENER, space.id)  # its roster: read once, then past its own event
+    here.live = live  # type: ignore[assignment]
+    assert (await here.standing(space.id, LISTENER.user_id)).hand_raised
+    assert (records.calls, live.calls) == (1, 0)
+
+
+async def test_hands_raised_at_once_through_two_processes_on_redis_show_in_both(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Each process moves its roster past its own events and follows the other's from the log;
+    calls overtaking each other on the round trips never leave a roster missing a hand."""
+    records = await open_records(f"sqlite+aiosqlite:///{tmp_path / 'townhall.db'}")
+    stores = [RedisLiveState.from_url(redis_url) for _ in range(2)]
+    one, two = (SpaceControl(records, store) for store in stores)
+    try:
+        space = await one.create(HOST, NewSpace("Two processes"))
+        fans = [Actor(UserId(f"g-fan{n:010d}"), f"Fan {n}", is_guest=True) for n in range(12)]
+        await asyncio.gather(*(ctl.raise_hand(fan, space.id) for fan in fans for ctl in (one, two)))
+        await asyncio.gather(*(one.lower_hand(fan, space.id) for fan in fans[:4]))
+        up = {fan.user_id for fan in fans[4:]}
+        for ctl in (one, two):
+            assert set((await ctl.roster(space.id)).hands) == up
+            assert (await ctl.standing(space.id, fans[5].user_id)).hand_raised
+            assert not (await ctl.standing(space.id, fans[0].user_id)).hand_raised
+        assert {UserId(h.user_id) for h in await one.hands(space.id)} == up
+    finally:
+        for store in stores:
+            await store.close()
+        await records.close()
 
 
 async def test_a_kept_roster_follows_the_log_and_always_equals_a_fresh_read(
@@ -508,9 +605,9 @@ async def test_a_kept_roster_follows_the_log_and_always_equals_a_fresh_read(
         kept = await reader.roster(space.id)
         fresh = await SpaceControl(control.records, control.live).roster(space.id)  # nothing kept
         assert kept == fresh, f"after {name}"
-    assert counting.rosters_read == 1, "every one of these followed from the log"
+    assert counting.calls == 1, "every one of these followed from the log"
 
     await control.go_live(HOST, space.id)  # a state change: read afresh, and still equal
     fresh = await SpaceControl(control.records, control.live).roster(space.id)
     assert await reader.roster(space.id) == fresh
-    assert counting.rosters_read == 2
+    assert counting.calls == 2

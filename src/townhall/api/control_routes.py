@@ -8,6 +8,7 @@ spaces/lifecycle.py.
 """
 
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -110,6 +111,17 @@ class SpaceView(BaseModel):
     space: dict[str, Any]
     stage: list[dict[str, Any]]
     links: dict[str, str]
+
+
+# A hand's answers are three fixed bodies, built once: the audience's clicks at audience scale are
+# not serialized through the route's response model one by one (docs/architecture.md).
+_RAISED = json.dumps({"raised": True, "already": False}, separators=(",", ":")).encode()
+_ALREADY_RAISED = json.dumps({"raised": True, "already": True}, separators=(",", ":")).encode()
+_LOWERED = json.dumps({"raised": False}, separators=(",", ":")).encode()
+
+
+def _json_answer(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
 
 
 def build_control_router(
@@ -456,19 +468,21 @@ def build_control_router(
         return await view(space, request, show_invite=True)  # it was theirs a moment ago
 
     # -- the audience -----------------------------------------------------------------------------
-    @router.post("/{space_id}/hand", summary="Raise my hand (ask to speak)")
+    @router.post(
+        "/{space_id}/hand", response_model=dict[str, bool], summary="Raise my hand (ask to speak)"
+    )
     async def raise_hand(
         space_id: SpaceIdP, who: RequiredIdentity, code: InviteCodeQ = None
-    ) -> dict[str, bool]:
+    ) -> Response:
         raised = await control().raise_hand(actor(who), space_id, code)
-        return {"raised": True, "already": not raised}
+        return _json_answer(_RAISED if raised else _ALREADY_RAISED)
 
-    @router.delete("/{space_id}/hand", summary="Lower my hand")
+    @router.delete("/{space_id}/hand", response_model=dict[str, bool], summary="Lower my hand")
     async def lower_hand(
         space_id: SpaceIdP, who: RequiredIdentity, code: InviteCodeQ = None
-    ) -> dict[str, bool]:
+    ) -> Response:
         await control().lower_hand(actor(who), space_id, code)
-        return {"raised": False}
+        return _json_answer(_LOWERED)
 
     @router.get("/{space_id}/hands", summary="The queue of raised hands (host, co-hosts)")
     async def hands(space_id: SpaceIdP, who: RequiredIdentity) -> list[dict[str, Any]]:

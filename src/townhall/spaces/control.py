@@ -55,7 +55,7 @@ from townhall.spaces.model import (
 )
 from townhall.spaces.roster import follow
 from townhall.spaces.rules import Action
-from townhall.state.live import Hand, HandsFull, LiveState
+from townhall.state.live import Event, Hand, HandsFull, LiveState
 from townhall.state.outbox import EventOutbox
 from townhall.state.recording_accounts import RecordingDeposit
 from townhall.state.records import (
@@ -217,7 +217,12 @@ class SpaceControl:
         kept = self._rosters.get(space_id)
         if kept is not None and position is not None:
             (kept_log, kept_seq), roster = kept
-            if (kept_log, kept_seq) == position:
+            if (kept_log, kept_seq) == position or (
+                kept_log and kept_log == position[0] and kept_seq > position[1]
+            ):
+                # Current, or newer still on the same log: another call followed or appended
+                # (`_kept_past`) while this one waited for the position; a fresh read would only
+                # go back. (An empty log has no id: a roster past it is not trusted this way.)
                 self._rosters.move_to_end(space_id)
                 return roster
             if kept_log == position[0] and 0 < position[1] - kept_seq <= ROSTER_FOLLOW_MAX:
@@ -237,6 +242,22 @@ class SpaceControl:
             if len(self._rosters) > ROSTERS_KEPT:
                 self._rosters.popitem(last=False)
         return found
+
+    def _kept_past(self, space_id: str, event: Event | None) -> None:
+        """Move the kept roster past `event`, which this process has just appended, if it was
+        current up to the event before: the Space's next call then finds it current without
+        reading its own event back from the log (on Redis a transaction, the largest item of a
+        hand raised there). Anything else — another event in between, a log started again under
+        a new id (the position's id then differs) — is left to `roster`."""
+        kept = self._rosters.get(space_id)
+        if event is None or kept is None:
+            return
+        (log_id, seq), roster = kept
+        if not log_id or seq + 1 != event.seq:
+            return  # an empty log when read: the id this event's log has is not known here
+        followed = follow(roster, [event])
+        if followed is not None:
+            self._rosters[space_id] = ((log_id, event.seq), followed)
 
     @staticmethod
     def _authorize(
@@ -1018,16 +1039,17 @@ class SpaceControl:
             space, "hand.raised", {"user_id": actor.user_id, "display_name": actor.display_name}
         )
         try:
-            raised = await self.live.raise_hand(space.id, hand, event) is not None
+            appended = await self.live.raise_hand(space.id, hand, event)
         except HandsFull:
             raise ControlError(
                 "unavailable",
                 "hands_full",
                 "too many hands are up in this Space: try again when the host has answered some",
             ) from None
+        self._kept_past(space.id, appended)
         # Whoever asks to speak is listening: the host's audience list shows them at once.
         await self.live.mark_present(space.id, actor.user_id, actor.display_name, self._clock())
-        return raised
+        return appended is not None
 
     async def lower_hand(self, actor: Actor, space_id: str, invite_code: str | None = None) -> bool:
         standing = await self._open_space(space_id, actor, audience=True, invite_code=invite_code)
@@ -1035,7 +1057,9 @@ class SpaceControl:
         self._authorize(standing, actor, Action.LOWER_HAND)
         await take(self.live, HAND, f"{space.id}:{actor.user_id}", self._clock())
         event = self._event(space, "hand.lowered", {"user_id": actor.user_id})
-        return await self.live.lower_hand(space.id, actor.user_id, event) is not None
+        appended = await self.live.lower_hand(space.id, actor.user_id, event)
+        self._kept_past(space.id, appended)
+        return appended is not None
 
     async def react(
         self, actor: Actor, space_id: str, emoji: str, invite_code: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import re
 import secrets
+from collections.abc import Set
 from dataclasses import dataclass, replace
 from typing import NewType
 
@@ -183,7 +184,7 @@ class Roster:
     space: Space
     stage: tuple[StageMember, ...]  # display order: host, co-hosts, speakers
     banned: frozenset[UserId]
-    hands: frozenset[UserId]
+    hands: Set[UserId]  # a frozenset when read, a HandSet once followed (spaces/hands.py)
 
     def seat(self, user: UserId) -> StageMember | None:
         return next((m for m in self.stage if m.user_id == user), None)

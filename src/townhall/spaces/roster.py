@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from townhall.spaces.hands import HandSet
 from townhall.spaces.model import Role, Roster, SpaceId, StageMember, UserId
 from townhall.state.live import Event
 
@@ -45,21 +46,22 @@ def _apply(roster: Roster, type: str, data: Mapping[str, Any]) -> Roster | None:
     if type in _NOTHING:
         return roster
     if type == "hand.raised":
-        return replace(roster, hands=roster.hands | {UserId(data["user_id"])})
+        return replace(roster, hands=HandSet.of(roster.hands).plus(UserId(data["user_id"])))
     if type in ("hand.lowered", "hand.declined"):
-        return replace(roster, hands=roster.hands - {UserId(data["user_id"])})
+        return replace(roster, hands=HandSet.of(roster.hands).minus(UserId(data["user_id"])))
     if type in ("stage.joined", "stage.role", "stage.muted"):
         member = _member(roster.space.id, data["member"])
         seated = _ordered([m for m in roster.stage if m.user_id != member.user_id] + [member])
         if type == "stage.muted":
             return replace(roster, stage=seated)
-        return replace(roster, stage=seated, hands=roster.hands - {member.user_id})  # seated
+        seated_hands = HandSet.of(roster.hands).minus(member.user_id)
+        return replace(roster, stage=seated, hands=seated_hands)  # seated: no longer waiting
     if type in ("stage.left", "user.removed", "user.banned"):
         user = UserId(data["user_id"])
         left = replace(
             roster,
             stage=tuple(m for m in roster.stage if m.user_id != user),
-            hands=roster.hands if type == "stage.left" else roster.hands - {user},
+            hands=roster.hands if type == "stage.left" else HandSet.of(roster.hands).minus(user),
         )
         return replace(left, banned=left.banned | {user}) if type == "user.banned" else left
     if type == "delay.set":

@@ -280,6 +280,14 @@ class EmbeddedLiveState:
         if after_seq + 1 < first_held:
             return None
         start = after_seq + 1 - first_held
+        newer = len(log.events) - start
+        if newer <= limit:
+            # The usual ask: the few newest events (a kept roster or a follower one event behind).
+            # Walked from the right end: islice from the left would step over the whole log
+            # (up to EVENT_LOG_LIMIT entries) to reach them, on every hand raised in a busy Space.
+            found = list(islice(reversed(log.events), newer))
+            found.reverse()
+            return found
         return list(islice(log.events, start, start + limit))
 
     async def latest_seq(self, space_id: str) -> int:
