@@ -248,19 +248,18 @@ def _density(r: Results) -> list[Verdict]:
             "listeners held per core, straight from one origin process",
             1.0,
             "A listener page is about half a request per second to /live/ (one streamed request "
-            "per 1.92 s segment) plus its snapshot and sampled presence. One origin process now "
-            "holds 4,000 on its core (1,000 before: the listeners' requests skip the API's "
-            "framework stack, api/lanes.py; full garbage collections no longer stall the process; "
-            "the lean generator leaves the server its core) and stops there with its core "
-            "saturated (about 250 µs of CPU per listener-second, before the segment fan-out). "
-            "Each part is now framed once and written to every listener's open response by the "
-            "stream's fan-out, with no wake-up or framework pass per part per listener (about "
-            "a quarter less CPU per listener, measured side by side on a busy machine: "
-            "docs/architecture.md); what is left is mostly each segment's request through the "
-            "framework and the event loop, and a Python socket write per part, where Icecast "
-            "writes one long response from C (about 40 µs). The origin is not meant to face the "
-            "audience alone: an edge or a CDN answers it from its cache (the cache-collapse "
-            "section: origin requests flat in audience size).",
+            "per 1.92 s segment) plus its snapshot and sampled presence. One origin process holds "
+            "the figure above on its core and stops there with the core saturated (1,000 two "
+            "stops ago, 4,000 before the segment fan-out; about 170 µs of CPU per listener-"
+            "second now, 250 before). Each part is framed once and written to every listener's "
+            "open response by the stream's fan-out, with no wake-up or framework pass per part "
+            "per listener (18-38 % less CPU per listener side by side: docs/architecture.md); "
+            "what is left is mostly each segment's request through the framework and the event "
+            "loop, where Icecast writes one long response from C (about 40 µs). Answering the "
+            "segment request before the framework, as health and the snapshot already are, is "
+            "the next step. The origin is not meant to face the audience alone: an edge or a CDN "
+            "answers it from its cache (the cache-collapse section: origin requests flat in "
+            "audience size).",
         ),
         ratio_verdict(
             "edge",
@@ -278,11 +277,11 @@ def _density(r: Results) -> list[Verdict]:
             "listeners held per core, origin behind the Varnish edge (the recommended one)",
             2.0,
             "Varnish serves the audience from its cache, streaming each segment to every "
-            "listener as the origin writes it, with its thread pools started full; it held 3,000 "
-            "and stalled at 4,000 with the core it shares with the origin 80–86 % busy. Since "
-            "the origin's own path got cheaper, Varnish costs about as much CPU per listener as "
-            "the origin alone (280 vs 250 µs per listener-second on this core) and a worker "
-            "thread with its stack per streamed response (about 220 KB per listener): its "
+            "listener as the origin writes it, with its thread pools started full; it stops at "
+            "the figure above with the core it shares with the origin saturated. Varnish costs "
+            "more CPU per listener than the origin alone (about 230 vs 170 µs per "
+            "listener-second on this core, the two together) and a worker thread with its stack "
+            "per streamed response (about 200 KB per listener): its "
             "value is the origin's load staying flat whatever the audience, on machines of its "
             "own, not density on the origin's core.",
         ),
