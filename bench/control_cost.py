@@ -23,7 +23,10 @@ where it reached 90 % of its core was driven by a generator at its limit (`gener
 the figure is still the server's CPU per request, but at a lower request rate than asked. Core 0's
 busy time (/proc/stat, whoever ran there) shows other work competing with the server. On
 PostgreSQL the database runs on the generator's core(s) and its CPU per request is reported apart
-(`db_ms_per_request`); it is not in the server's figure.
+(`db_ms_per_request`); it is not in the server's figure. The `redis` rows: the records on SQLite and
+the live state on a redis-server (on the generator's cores, its CPU reported apart the same way),
+as every process of a cluster has them; only the live-state calls (reaction, hand, presence),
+against issue 12's 1 ms with Redis.
 
 Calls (guests are the audience; the host is the stage):
 health `GET /api/health`; snapshot `GET /api/spaces/{id}/snapshot`; guest sign-in
@@ -72,8 +75,10 @@ from townhall.harness import (
     Proc,
     Server,
     free_port,
+    redis_url_of,
     spawn,
     start_postgres,
+    start_redis,
     start_server,
     wait_until,
 )
@@ -81,7 +86,11 @@ from townhall.loadtest.http import Client, HTTPFailure
 from townhall.loadtest.procs import end_processes, generator_process, tree_cpu_seconds
 
 SERVER_CORE = {0}
-DATABASES = ("sqlite", "postgresql")
+# "redis": the records on SQLite and the live state on Redis (TOWNHALL_REDIS_URL), as every
+# process of a cluster has it; only the live-state calls are measured there (issue 12's ≤ 1 ms).
+DATABASES = ("sqlite", "postgresql", "redis")
+REDIS_GOAL_MS = 1.0
+REDIS_GROUPS = ("guest", "live")  # the guest row mints the guests the others take in turn
 WARMUP = 1.5  # s of load before the window opens: connections made, caches warm
 TAIL = 1.0  # s the generator keeps going after the window, so the window never sees it stop
 VALID_SHARE = 0.99  # of a window's answers that must be 2xx for the row to measure its call
@@ -503,6 +512,18 @@ def database(
     if name == "sqlite":
         yield {}, f"sqlite+aiosqlite:///{tmp / 'reference.db'}", None
         return
+    if name == "redis":
+        redis = start_redis(free_port(), tmp / "redis")
+        try:
+            pin(redis.popen.pid, set(gen_cores))
+            yield (
+                {"TOWNHALL_REDIS_URL": redis_url_of(redis)},
+                f"sqlite+aiosqlite:///{tmp / 'reference.db'}",
+                redis.popen.pid,
+            )
+        finally:
+            redis.stop()
+        return
     pg: Postgres = start_postgres()
     try:
         pin(pg.proc.popen.pid, set(gen_cores))
@@ -562,7 +583,10 @@ def run_database(name: str, calls: list[str], settings: Settings) -> dict[str, A
             setup_s = time.monotonic() - began
             target = Target(server.url, server.proc.popen.pid, db_pid)
             pool = list(audience.guests)
-            for call in (c for c in CALLS if c.key in calls):
+            measured = (c for c in CALLS if c.key in calls)
+            if name == "redis":
+                measured = (c for c in measured if c.group in REDIS_GROUPS)
+            for call in measured:
                 spec = {
                     "kind": call.key,
                     "url": server.url,
@@ -574,7 +598,8 @@ def run_database(name: str, calls: list[str], settings: Settings) -> dict[str, A
                 people = pool[:HAND_GUESTS] if call.key == "hand" else pool
                 row, harvested = measure_repeated(target, settings, spec, people)
                 pool += harvested
-                row |= {"call": call.key, "label": call.label, "goal_ms": call.goal_ms}
+                goal = REDIS_GOAL_MS if name == "redis" else call.goal_ms
+                row |= {"call": call.key, "label": call.label, "goal_ms": goal}
                 row["guests"] = len(people)
                 rows.append(row)
                 _print_row(name, row)
@@ -686,7 +711,9 @@ def run(
 def notes(seconds: float, concurrency: int, procs: int, gen_cores: list[int], repeat: int) -> str:
     return (
         f"One townhall serve process on core {min(SERVER_CORE)} (SQLite in its data directory, or "
-        f"PostgreSQL on core(s) {gen_cores}), embedded live state, one live Space without "
+        f"PostgreSQL on core(s) {gen_cores}), embedded live state (the redis rows: the live "
+        f"state on a redis-server on core(s) {gen_cores}, records on SQLite, only guest sign-in and the live-state "
+        "calls, goal 1 ms), one live Space without "
         f"speakers, TOWNHALL_TRUSTED_PROXIES=127.0.0.1. {concurrency} keep-alive connections from "
         f"{procs} generator process(es) on core(s) {gen_cores}, each request sent as soon as the "
         f"last was answered. Per row: an idle window of {seconds:g} s (the server's CPU rate with "

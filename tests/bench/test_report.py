@@ -414,3 +414,27 @@ def test_the_join_storm_plot_draws_every_target_including_the_cluster(tmp_path: 
     made = plots.draw({"join_storm": {"rows": rows}}, tmp_path, only=["join_storm.png"])
     assert made == ["join_storm.png"]
     assert (tmp_path / "join_storm.png").stat().st_size > 0
+
+
+def test_control_cost_judges_the_live_calls_on_redis_against_their_own_goal() -> None:
+    from bench.control_cost import CALLS, summarise
+
+    def with_redis(hand_ms: float) -> dict[str, Any]:
+        results = control_cost()
+        rows = [
+            {"call": c.key, "label": c.label, "goal_ms": 1.0, "valid": True}
+            | {"ms_per_request": hand_ms if c.key == "hand" else 0.9}
+            for c in CALLS
+            if c.group == "live"
+        ]
+        databases = results["control_cost"]["databases"]
+        databases["redis"] = {"rows": rows, "reference": databases["sqlite"]["reference"]}
+        results["control_cost"]["summary"] = summarise(databases)
+        return results
+
+    what = "server CPU per reaction, hand, presence (live state on Redis, as in a cluster)"
+    assert what not in by_what(control_cost())  # not measured: no row
+    met = by_what(with_redis(0.95))[what]
+    assert met.met is True
+    assert "hand 0.95 ms" in met.figure
+    assert by_what(with_redis(1.16))[what].met is False
