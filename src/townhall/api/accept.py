@@ -22,7 +22,7 @@ open-files limit less a reserve for everything else a process opens (database, R
 WebRTC sockets), so accepting never fails for want of a file descriptor: past the cap a
 client is told to come back, not left waiting in the accept queue.
 
-**Waited too long** (`TOWNHALL_ACCEPT_WAIT_MAX_MS`, config.accept_wait_max_s): in a join storm a
+**Waited too long** (`TOWNHALL_ACCEPT_WAIT_MAX_MS`, config.accept_wait_max_ms): in a join storm a
 process that is busy serving accepts new connections only as fast as it serves them; the rest wait
 in the kernel's accept queue, where no code of ours sees them, for seconds (measured: 5,000
 arrivals in 1 s at one origin process, the queue full at 4,096, first answers after 2–4 s, and
