@@ -56,9 +56,8 @@ from townhall.webhooks.sender import WebhookSender
 log = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 5.0
-
-
 NO_SHOW_CANCEL_S = 24 * 3600  # a scheduled Space nobody opened a day after its start is cancelled
+BACKGROUND_STOP_S = 10.0  # how long shutdown waits for the cancelled background loops
 
 
 async def _end_abandoned_spaces(host: MediaHost) -> None:
@@ -187,6 +186,16 @@ def create_app(config: Config) -> FastAPI:
             # its next start, resumes them. Undelivered webhooks and mail stay in their outboxes.
             for task in background:
                 task.cancel()
+            # Awaited before the stores close: a task cancelled inside a query still hands its
+            # connection back (a rollback through the store's own thread), which never completes
+            # once the store is closed, and the loop's last sweep would then wait on it forever.
+            _stopped, stuck = await asyncio.wait(background, timeout=BACKGROUND_STOP_S)
+            for task in stuck:
+                log.error(
+                    "background task %s did not stop within %.0f s",
+                    task.get_name(),
+                    BACKGROUND_STOP_S,
+                )
             await node.keeper.drain()
             await node.keeper.close()
             await sender.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -322,6 +323,35 @@ def test_a_private_spaces_listener_link_keeps_its_code_in_every_answer_to_its_mo
     assert {what: a.status_code for what, a in answers.items()} == dict.fromkeys(answers, 200)
     links = {what: a.json()["links"]["listen"] for what, a in answers.items()}
     assert links == dict.fromkeys(answers, listen)
+
+
+def test_someone_just_seated_finds_themselves_on_the_stage_in_the_same_second(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listeners share one view of a public Space built at most once a second; a person the
+    stage page has just seated by invite link must not get that earlier view (their page would
+    show them as a listener on a stage without them)."""
+    from townhall.api import control_routes
+
+    frozen = time.time()
+    monkeypatch.setattr(control_routes, "time", SimpleNamespace(time=lambda: frozen))
+    host = signup(client, "hana")
+    space_id = host.post("/api/spaces", {"title": "Open"}).json()["space"]["id"]
+    link = host.post(f"/api/spaces/{space_id}/invite-links", {"role": "speaker"}).json()
+    listener = guest(client, "Lee")
+    shared = listener.get(f"/api/spaces/{space_id}").json()  # this second's shared view
+    assert [m["display_name"] for m in shared["stage"]] == ["Hana"]
+    ann = guest(client, "Ann")
+    assert ann.post(f"/api/spaces/{space_id}/stage/join", {"invite": link["invite"]}).is_success
+    seen = ann.get(f"/api/spaces/{space_id}")
+    assert seen.status_code == 200
+    assert {m["display_name"]: m["role"] for m in seen.json()["stage"]} == {
+        "Hana": "host",
+        "Ann": "speaker",
+    }
+    assert "public" not in seen.headers.get("cache-control", "")
+    # Listeners keep sharing the view built this second (no database work per listener).
+    assert listener.get(f"/api/spaces/{space_id}").json() == shared
 
 
 def test_who_am_i_answers_signed_out_without_an_error(client: TestClient) -> None:

@@ -244,9 +244,11 @@ def build_control_router(
         if who is not None:
             standing = await control().can_listen(actor(who), space_id, code)
             moderator = standing.role in (Role.HOST, Role.COHOST)
-            if moderator or standing.space.visibility is Visibility.PRIVATE:
-                # Not the shared answer: a moderator sees the invite, and a private Space's
-                # view must not be cached where a stranger's request would find it.
+            if standing.role.on_stage or standing.space.visibility is Visibility.PRIVATE:
+                # Not the shared answer: a moderator sees the invite, a private Space's view
+                # must not be cached where a stranger's request would find it, and someone on
+                # the stage must find themselves on it the moment they are seated (the shared
+                # answer may be from earlier this second). A stage is a few dozen people.
                 return await view(standing.space, request, show_invite=moderator)
         # What every listener's page asks when it opens: the same answer for all of them,
         # built at most once a second per Space (a join storm is mostly this call).
