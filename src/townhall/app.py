@@ -36,6 +36,7 @@ from townhall.delivery.capability import MediaKeys
 from townhall.delivery.fanout import SegmentFanout
 from townhall.delivery.origin import build_origin
 from townhall.delivery.replay import Replay
+from townhall.delivery.segment_front import OpenSegmentFront
 from townhall.media.pipeline import SpaceMedia
 from townhall.node.embedded_placement import EmbeddedPlacement
 from townhall.node.forward import Forwarder, relay_key
@@ -263,6 +264,7 @@ def create_app(config: Config) -> FastAPI:
     # keep a second error and exception middleware suspended for as long as it streams
     # (docs/architecture.md, "Memory per directly served listener").
     fanout = SegmentFanout()  # streamed segments' parts to their listeners (and /metrics)
+    access = SpaceAccess(find, MediaKeys(config.secret), is_unavailable)
     gate = PrivateGate(
         build_origin(
             lookup,
@@ -274,7 +276,7 @@ def create_app(config: Config) -> FastAPI:
             fanout=fanout,
         ).router,
         build_origin(lambda _space_id: None).router,  # what a Space that does not exist is answered
-        SpaceAccess(find, MediaKeys(config.secret), is_unavailable),
+        access,
     )
     live = LiveRouter(
         gate,
@@ -337,7 +339,17 @@ def create_app(config: Config) -> FastAPI:
                 return None
             return health(node.keeper.node_id, len(node.host.running))
 
-        app.front = FastPath(admission, requests, health_body, app.state.snapshots.public)
+        def served_plain(space_id: str) -> bool:
+            known = access.fresh(space_id)
+            return known is not None and known.media_key is None
+
+        app.front = FastPath(
+            admission,
+            requests,
+            health_body,
+            app.state.snapshots.public,
+            segments=OpenSegmentFront(lookup, fanout, served_plain),
+        )
     if config.trusted_proxies:
         # Outermost (added last), so everything inside sees the real client and scheme: per-address
         # limits, listener counts and the links built from the request. Only these peers' headers

@@ -142,6 +142,54 @@ def _media(request: Request, data: bytes) -> Response:
     return Response(data[start:end], 206, headers, MEDIA_TYPE)
 
 
+def _growing_segment_headers() -> list[tuple[bytes, bytes]]:
+    response = Response(None, 200, MEDIA_HEADERS, MEDIA_TYPE)
+    del response.headers["content-length"]  # the length is known only when the segment closes
+    return response.raw_headers
+
+
+# The head of a segment streamed while it is produced (chunked: no Content-Length).
+GROWING_SEGMENT_HEADERS = _growing_segment_headers()
+
+
+async def stream_open_segment(
+    media: LiveStream,
+    msn: int,
+    fanout: SegmentFanout,
+    transport: asyncio.Transport,
+    send: Send,
+) -> bool:
+    """Stream open segment `msn` to `transport` through `fanout`, from its first part to its
+    end, once it has a part (waiting up to the blocking timeout, as for the preload hint). False
+    if nothing was sent: no part came in time, or the segment closed or the stream ended
+    meanwhile (a plain answer then serves it). Used by the origin's route and by the listener
+    fast path (delivery/segment_front.py), so both answer the same bytes."""
+    packager = media.packager
+
+    def started() -> bool:
+        so_far = packager.segment_so_far(msn)
+        return so_far is None or so_far[1] or bool(so_far[0])
+
+    if not await media.wait_for(started, packager.blocking_timeout):
+        return False
+    so_far = packager.segment_so_far(msn)
+    if so_far is None or so_far[1]:
+        return False
+    await send({"type": "http.response.start", "status": 200, "headers": GROWING_SEGMENT_HEADERS})
+    await _fanned_out(media, msn, fanout, transport, send)
+    return True
+
+
+async def _fanned_out(
+    media: LiveStream, msn: int, fanout: SegmentFanout, transport: asyncio.Transport, send: Send
+) -> None:
+    """The body of a streamed segment whose head went out chunked: the fan-out writes its chunks
+    as uvicorn would, and uvicorn writes the last one; a response cut off (or gone) is closed
+    without it."""
+    if await fanout.subscribe(media, msn, transport):
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 class _GrowingSegment(Response):
     """A segment still being produced, sent part by part as the packager writes them (chunked).
 
@@ -156,26 +204,22 @@ class _GrowingSegment(Response):
     """
 
     def __init__(self, media: LiveStream, msn: int, fanout: SegmentFanout) -> None:
-        super().__init__(None, 200, MEDIA_HEADERS, MEDIA_TYPE)
-        del self.headers["content-length"]  # the length is known only when the segment closes
+        super().__init__()  # its head is GROWING_SEGMENT_HEADERS, sent by `__call__`
         self._media = media
         self._msn = msn
         self._fanout = fanout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            {"type": "http.response.start", "status": 200, "headers": GROWING_SEGMENT_HEADERS}
         )
         if scope.get("method") == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         transport = transport_of(scope)
         if transport is not None:
-            # The head went out chunked (no Content-Length): the fan-out writes the body's chunks
-            # as uvicorn would, and uvicorn writes the last one.
-            if await self._fanout.subscribe(self._media, self._msn, transport):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return  # cut off (or gone): the connection is closed without the final chunk
+            await _fanned_out(self._media, self._msn, self._fanout, transport, send)
+            return
         packager, msn, sent = self._media.packager, self._msn, 0
         while True:
             so_far = packager.segment_so_far(msn)
