@@ -264,7 +264,6 @@ def create_app(config: Config) -> FastAPI:
     # keep a second error and exception middleware suspended for as long as it streams
     # (docs/architecture.md, "Memory per directly served listener").
     fanout = SegmentFanout()  # streamed segments' parts to their listeners (and /metrics)
-    access = SpaceAccess(find, MediaKeys(config.secret), is_unavailable)
     gate = PrivateGate(
         build_origin(
             lookup,
@@ -276,7 +275,7 @@ def create_app(config: Config) -> FastAPI:
             fanout=fanout,
         ).router,
         build_origin(lambda _space_id: None).router,  # what a Space that does not exist is answered
-        access,
+        SpaceAccess(find, MediaKeys(config.secret), is_unavailable),
     )
     live = LiveRouter(
         gate,
@@ -340,8 +339,7 @@ def create_app(config: Config) -> FastAPI:
             return health(node.keeper.node_id, len(node.host.running))
 
         def served_plain(space_id: str) -> bool:
-            known = access.fresh(space_id)
-            return known is not None and known.media_key is None
+            return hasattr(node, "host") and node.host.serves_plain(space_id)
 
         app.front = FastPath(
             admission,

@@ -137,6 +137,13 @@ def test_a_stranger_gets_404_for_everything_a_private_space_serves_live_and_in_r
 
         answers = stranger_answers(http, server.url, space.id, stream, clip, stranger)
         assert answers == dict.fromkeys(answers, 404), answers
+        # The segment being produced, asked for as a public Space's listener asks for it (there
+        # answered before the framework, delivery/segment_front.py): not for a stranger either.
+        live_media = http.get(space.playlist.replace("index.m3u8", "media.m3u8")).text
+        hinted = re.search(r'PRELOAD-HINT:TYPE=PART,URI="[^"]*/s(\d+)\.m4s"', live_media)
+        assert hinted is not None, live_media
+        open_segment = f"{server.url}/live/{space.id}/{stream}/s{hinted.group(1)}.m4s"
+        assert http.get(open_segment).status_code == 404
 
         # With the link, the same things work; the host needs no code for the stage's own.
         api = f"{server.url}/api/spaces/{space.id}"

@@ -16,9 +16,10 @@ uvicorn's) and hands the connection to the stream's fan-out, exactly as the orig
 
 Everything else is left to the framework, which answers it as before: a range, a query string, a
 HEAD, a complete or older segment (a plain cacheable answer), a private Space (its gate checks
-the media key) or one whose access this process has not read this second, a Space running on
-another node (relayed), a stream id of an earlier run, the end of the stream, and a first part
-that does not come within the blocking timeout (the origin then waits once more and answers 503).
+the media key; whether a Space is private is fixed once it opens, and only then does its media
+run, so the media host knows it exactly, node/host.py), a Space running on another node
+(relayed), a stream id of an earlier run, the end of the stream, and a first part that does not
+come within the blocking timeout (the origin then waits once more and answers 503).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def _plain(scope: Scope) -> bool:
 
 
 class OpenSegmentFront:
-    """See the module docstring. `public(space_id)`: whether the Space is known, this second, to
-    be served at its plain path (not private)."""
+    """See the module docstring. `public(space_id)`: whether the Space runs here and is served at
+    its plain path (not private)."""
 
     def __init__(
         self, lookup: MediaLookup, fanout: SegmentFanout, public: Callable[[str], bool]

@@ -55,7 +55,7 @@ from townhall.ratelimit.storage import StorageQuota
 from townhall.ratelimit.table import QuotaExceeded
 from townhall.spaces import lifecycle
 from townhall.spaces.control import ControlError, SpaceControl
-from townhall.spaces.model import Space, SpaceId, SpaceState, is_space_id
+from townhall.spaces.model import Space, SpaceId, SpaceState, Visibility, is_space_id
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,10 @@ class SpaceRuntime:
     recorder: SpaceRecorder | None = None
     meter: RecordingMeter | None = None  # what the recording has been paid for (recorded Spaces)
     captions: SpaceCaptions | None = None
+    # Fixed once a Space opens (visibility changes only while scheduled), and a Space's media
+    # runs only once it is open: the listener fast path's private-Space check, exact, with no
+    # read of the records (delivery/segment_front.py).
+    private: bool = False
 
 
 class MediaHost:
@@ -130,6 +134,11 @@ class MediaHost:
         """The stream listeners fetch: a running Space's, or a recently ended one's final playlist."""
         running = self._running.get(SpaceId(space_id))
         return running.media if running is not None else self._ended.get(SpaceId(space_id))
+
+    def serves_plain(self, space_id: str) -> bool:
+        """Whether the Space runs here and is served at its plain path (not private)."""
+        running = self._running.get(SpaceId(space_id))
+        return running is not None and not running.private
 
     def captions_of(self, space_id: str) -> CaptionTrack | None:
         """The subtitle track listeners fetch beside the stream (None: not captioned here)."""
@@ -225,6 +234,7 @@ class MediaHost:
                 recorder,
                 meter=meter,
                 captions=self._captions_for(space, media),
+                private=space.visibility is Visibility.PRIVATE,
             )
             self._running[space.id] = runtime
             media.start()
