@@ -249,17 +249,17 @@ def _density(r: Results) -> list[Verdict]:
             1.0,
             "A listener page is about half a request per second to /live/ (one streamed request "
             "per 1.92 s segment) plus its snapshot and sampled presence. One origin process holds "
-            "the figure above on its core and stops there with the core saturated (1,000 two "
-            "stops ago, 4,000 before the segment fan-out; about 170 µs of CPU per listener-"
-            "second now, 250 before). Each part is framed once and written to every listener's "
-            "open response by the stream's fan-out, with no wake-up or framework pass per part "
-            "per listener (18-38 % less CPU per listener side by side: docs/architecture.md); "
-            "what is left is mostly each segment's request through the framework and the event "
-            "loop, where Icecast writes one long response from C (about 40 µs). Answering the "
-            "segment request before the framework, as health and the snapshot already are, is "
-            "the next step. The origin is not meant to face the audience alone: an edge or a CDN "
-            "answers it from its cache (the cache-collapse section: origin requests flat in "
-            "audience size).",
+            "the figure above on its core and stops there with the core saturated. Each part is "
+            "framed once and written to every listener's open response by the stream's fan-out "
+            "(18-38 % less CPU per listener side by side), and the segment request is answered "
+            "before the framework (twice the listeners per core side by side, 0.18 -> 0.35 x "
+            "Icecast: docs/architecture.md). What is left is the event loop's work per request "
+            "and per write in Python: each segment's request parsed, given a task, its head "
+            "built, and each part written per listener, where Icecast writes one long response "
+            "per listener from C; the sampled presence beacons and the snapshot's builds still "
+            "pass the API's stack. The origin is not meant to face the audience alone: an edge "
+            "or a CDN answers it from its cache (the cache-collapse section: origin requests "
+            "flat in audience size).",
         ),
         ratio_verdict(
             "edge",
@@ -291,15 +291,13 @@ def _density(r: Results) -> list[Verdict]:
             "–" if rss is None else f"{rss / 1024:.1f} KB (origin RSS growth ÷ listeners)",
             None if rss is None else rss <= SPEC_LISTENER_KB * 1024,
             "A listener holds one or two connections and about one streamed segment response "
-            "at a time; Icecast keeps one socket and a queue position. Measured in the server at "
-            "2,000 listeners: the growth is live Python objects (pymalloc's blocks grew as much "
-            "as RSS; no garbage waiting, little held by malloc), mostly the held response's "
-            "chain of suspended coroutines and middleware closures (27 coroutines, now 18: "
-            "~8-10 KB while it streams) and each connection's protocol state (7.2 KB, now 4.3 "
-            "KB: no empty deques, a shared-key instance dict); 38.7 -> 27.9 KB per listener at "
-            "2,000. Ending the ASGI call when a segment starts streaming, with the protocol "
-            "writing the parts as they are fanned out, would leave a listener its connections "
-            "and a registration (docs/architecture.md).",
+            "at a time; Icecast keeps one socket and a queue position. Measured in the server: "
+            "the growth is live Python objects (pymalloc's blocks grew as much as RSS; no "
+            "garbage waiting, little held by malloc), mostly the held response's chain of "
+            "suspended coroutines and closures and each connection's protocol state (7.2 KB, "
+            "now 4.3 KB: no empty deques, a shared-key instance dict). A streamed segment now "
+            "holds 6 coroutines (27 at first, then 18): it is answered before the framework, "
+            "with no middleware or router in its chain (docs/architecture.md).",
         ),
     ]
 
