@@ -91,6 +91,9 @@ class OpenSegmentFront:
 
 @dataclass(frozen=True, slots=True)
 class OpenSegment:
+    """A request `OpenSegmentFront` answers: the stream, the open segment's number, and the
+    connection its parts are written to."""
+
     media: LiveStream
     msn: int
     transport: asyncio.Transport
