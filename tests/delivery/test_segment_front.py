@@ -24,6 +24,7 @@ from townhall.api.fastpath import FastPath
 from townhall.delivery.fanout import SegmentFanout
 from townhall.delivery.origin import build_origin
 from townhall.delivery.segment_front import SEGMENT_ROUTE, OpenSegmentFront
+from townhall.harness import wait_until_async
 from townhall.media.pipeline import SpaceMedia
 from townhall.telemetry.requests import RequestStats
 
@@ -73,6 +74,13 @@ async def serving(app: Served) -> AsyncIterator[str]:
     finally:
         with suppress(StopAsyncIteration):
             await anext(served)
+
+
+@asynccontextmanager
+async def client(app: Served) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of `app`, served on loopback."""
+    async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=WITHIN) as http:
+        yield http
 
 
 def dechunked(response: bytes) -> bytes:
@@ -129,13 +137,17 @@ async def test_the_next_segment_asked_before_its_first_part_waits_for_it_as_the_
 ) -> None:
     front = Served(media)
     async with AsyncExitStack() as stack:
-        base = await stack.enter_async_context(serving(front))
-        http = await stack.enter_async_context(httpx.AsyncClient(base_url=base, timeout=WITHIN))
+        http = await stack.enter_async_context(client(front))
         msn = await open_segment(media)
         await produce_until_closed(media, msn)
         assert media.packager.segment_so_far(msn + 1) == ([], False)  # open, nothing written
         asked = asyncio.ensure_future(http.get(path(media, f"s{msn + 1}.m4s")))
         stack.callback(asked.cancel)
+        # Admitted by the fast path and waiting for the first part before any exists.
+        await wait_until_async(
+            lambda: front.admission.in_flight[RequestClass.MEDIA] == 1, WITHIN, "the request held"
+        )
+        assert media.packager.segment_so_far(msn + 1) == ([], False)
         await produce_until_closed(media, msn + 1)
         response = await asyncio.wait_for(asked, WITHIN)
     assert response.status_code == 200
@@ -148,8 +160,7 @@ async def test_what_the_fast_path_does_not_claim_is_answered_by_the_origin(
 ) -> None:
     front = Served(media)
     async with AsyncExitStack() as stack:
-        base = await stack.enter_async_context(serving(front))
-        http = await stack.enter_async_context(httpx.AsyncClient(base_url=base, timeout=WITHIN))
+        http = await stack.enter_async_context(client(front))
         msn = await open_segment(media)
         add_parts(media, 1)
         ranged = await http.get(path(media, f"s{msn}.m4s"), headers={"Range": "bytes=0-9"})
@@ -184,9 +195,7 @@ async def test_a_full_media_class_is_refused_503_with_retry_after_by_the_fast_pa
     media: SpaceMedia,
 ) -> None:
     front = Served(media, AdmissionLimits(media=0))
-    async with AsyncExitStack() as stack:
-        base = await stack.enter_async_context(serving(front))
-        http = await stack.enter_async_context(httpx.AsyncClient(base_url=base, timeout=WITHIN))
+    async with client(front) as http:
         msn = await open_segment(media)
         refused = await http.get(path(media, f"s{msn}.m4s"))
     assert front.answered == [True]

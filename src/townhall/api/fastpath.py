@@ -107,13 +107,11 @@ class FastPath:
         self.segments = segments
 
     async def __call__(self, scope: Scope, send: Send) -> bool:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not _plain_get(scope):
             return False
         path: str = scope["path"]
         if self.segments is not None and path.startswith(LIVE_PREFIX):
             return await self._segment(scope, send)
-        if not _plain_get(scope):
-            return False
         if path == HEALTH_PATH:
             body, headers, route = self.health(), _HEALTH_HEADERS, HEALTH_PATH
         elif path.startswith(SNAPSHOT_PREFIX) and path.endswith(SNAPSHOT_SUFFIX):

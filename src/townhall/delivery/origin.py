@@ -162,8 +162,8 @@ async def stream_open_segment(
     """Stream open segment `msn` to `transport` through `fanout`, from its first part to its
     end, once it has a part (waiting up to the blocking timeout, as for the preload hint). False
     if nothing was sent: no part came in time, or the segment closed or the stream ended
-    meanwhile (a plain answer then serves it). Used by the origin's route and by the listener
-    fast path (delivery/segment_front.py), so both answer the same bytes."""
+    meanwhile (a plain answer then serves it). The listener fast path's (delivery/segment_front.py);
+    the origin's route sends the same head and body through `_GrowingSegment`."""
     packager = media.packager
 
     def started() -> bool:

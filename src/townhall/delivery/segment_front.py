@@ -40,16 +40,9 @@ _SEGMENT_PATH = re.compile(r"/live/([a-z0-9]{10})/([A-Za-z0-9_-]{1,64})/s(\d{1,9
 SEGMENT_ROUTE = "/live/{space}/{stream}/{name}"
 
 
-def _plain(scope: Scope) -> bool:
-    """A GET with no query string, no body and no range: the whole segment, nothing to check."""
-    if scope["method"] != "GET" or scope.get("query_string"):
-        return False
-    for name, value in scope["headers"]:
-        if name == b"range" or name == b"transfer-encoding":
-            return False
-        if name == b"content-length" and value != b"0":
-            return False
-    return True
+def _whole(scope: Scope) -> bool:
+    """No Range header: the whole segment is asked for."""
+    return all(name != b"range" for name, _ in scope["headers"])
 
 
 class OpenSegmentFront:
@@ -65,9 +58,10 @@ class OpenSegmentFront:
 
     def target(self, scope: Scope) -> OpenSegment | None:
         """The open segment the request asks for, if it is one this answers (so that admission
-        and telemetry apply to it); None leaves the request to the framework."""
+        and telemetry apply to it); None leaves the request to the framework. The caller (the
+        app's fast path, api/fastpath.py) passes only GETs with no query string and no body."""
         match = _SEGMENT_PATH.fullmatch(scope["path"])
-        if match is None or not _plain(scope):
+        if match is None or not _whole(scope):
             return None
         transport = transport_of(scope)
         if transport is None:
