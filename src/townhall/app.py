@@ -341,12 +341,10 @@ def create_app(config: Config) -> FastAPI:
         def served_plain(space_id: str) -> bool:
             return hasattr(node, "host") and node.host.serves_plain(space_id)
 
-        app.front = FastPath(
-            admission,
-            requests,
-            health_body,
-            app.state.snapshots.public,
-            segments=OpenSegmentFront(lookup, fanout, served_plain),
+        app.front = FastPath(admission, requests, health_body, app.state.snapshots.public)
+        # A listener's open segment, answered by the server's protocol (api/listener_protocol.py).
+        app.state.segment_front = OpenSegmentFront(
+            lookup, fanout, served_plain, admission, requests
         )
     if config.trusted_proxies:
         # Outermost (added last), so everything inside sees the real client and scheme: per-address

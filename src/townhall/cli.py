@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from townhall.api import bounds
     from townhall.api.accept import ConnectionCap
+    from townhall.api.listener_protocol import ListenerProtocol
     from townhall.app import create_app
     from townhall.node import collector
 
@@ -90,7 +92,14 @@ def _serve(args: argparse.Namespace) -> int:
             # Deadlines for a request's head and body, a cap on the head (api/bounds.py), and the
             # idle time a kept-alive connection is held between requests; past the connection
             # cap, a 503 before anything is parsed (api/accept.py).
-            http=cast(Any, cap.protocol(bounds.BoundedHttpProtocol)),
+            # A listener's open segment is answered by the protocol itself
+            # (api/listener_protocol.py).
+            http=cast(
+                Any,
+                cap.protocol(
+                    partial(ListenerProtocol, segments=getattr(app.state, "segment_front", None))
+                ),
+            ),
             timeout_keep_alive=bounds.KEEP_ALIVE_S,
             backlog=listen_backlog(config),
             ws_max_size=bounds.WS_MESSAGE_MAX,

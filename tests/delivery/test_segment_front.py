@@ -1,7 +1,8 @@
-"""A listener's streamed segment answered before the framework (delivery/segment_front.py): over a
-real connection, with the server's own protocol, it is the same bytes the origin's route sends,
-counted and admitted like any media request; everything it does not claim (a private Space, a
-range, a complete segment, a HEAD) is answered by the origin as before.
+"""A listener's streamed segment answered by the server's protocol (delivery/segment_front.py,
+api/listener_protocol.py): over a real connection it is the same bytes the origin's route sends,
+counted and admitted like any media request, and the connection goes on to its next request;
+everything it does not claim (a private Space, a range, a complete segment, a HEAD, a query) and
+a request whose stream ends before its first part are answered by the origin as before.
 
 As in test_segment_stream, the test produces the parts itself (no media clock)."""
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from functools import partial
+from urllib.parse import urlsplit
 
 import httpx
 from starlette.applications import Starlette
@@ -20,7 +23,7 @@ from tests.delivery.test_fanout import open_segment, raw_response
 from tests.delivery.test_origin import SPACE, add_parts, media
 from tests.delivery.test_segment_stream import produce_one, serve_app
 from townhall.api.admission import Admission, AdmissionLimits, RequestClass
-from townhall.api.fastpath import FastPath
+from townhall.api.listener_protocol import ListenerProtocol
 from townhall.delivery.fanout import SegmentFanout
 from townhall.delivery.origin import build_origin
 from townhall.delivery.segment_front import SEGMENT_ROUTE, OpenSegmentFront
@@ -34,8 +37,8 @@ WITHIN = 20.0  # generous: the machine is shared
 
 
 class Served:
-    """The origin mounted at /live behind the fast path, as `townhall serve` composes them, with
-    a note of which requests the fast path answered."""
+    """The origin mounted at /live, served by the server's protocol with the open-segment front
+    (as `townhall serve` composes them), with a note of the requests the app itself saw."""
 
     def __init__(self, media: SpaceMedia, limits: AdmissionLimits | None = None) -> None:
         self.fanout = SegmentFanout()
@@ -46,28 +49,23 @@ class Served:
         def lookup(space: str) -> SpaceMedia | None:
             return media if space == SPACE else None
 
-        self.front = FastPath(
-            self.admission,
-            self.stats,
-            lambda: None,
-            lambda _space, _second: None,
-            segments=OpenSegmentFront(lookup, self.fanout, lambda _space: self.public),
+        self.front = OpenSegmentFront(
+            lookup, self.fanout, lambda _space: self.public, self.admission, self.stats
         )
+        self.protocol = partial(ListenerProtocol, segments=self.front)
         self.origin = Starlette(routes=[Mount("/live", build_origin(lookup, fanout=self.fanout))])
-        self.answered: list[bool] = []
+        self.seen: list[str] = []  # what the app answered (the front answered the rest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            answered = await self.front(scope, send)
-            self.answered.append(answered)
-            if answered:
-                return
+            self.seen.append(scope["path"])
         await self.origin(scope, receive, send)
 
 
 @asynccontextmanager
-async def serving(app: Served) -> AsyncIterator[str]:
-    served = serve_app(app)
+async def serving(app: Served, protocol: object = None) -> AsyncIterator[str]:
+    """`app` on loopback, on its own protocol (the front) or on `protocol`; yields its URL."""
+    served = serve_app(app, protocol or app.protocol)
     base = await anext(served)
     try:
         yield base
@@ -81,6 +79,36 @@ async def client(app: Served) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of `app`, served on loopback."""
     async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=WITHIN) as http:
         yield http
+
+
+@asynccontextmanager
+async def connection(base: str) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """One kept-alive connection to `base`, for requests written by hand."""
+    where = urlsplit(base)
+    assert where.hostname is not None
+    assert where.port is not None
+    reader, writer = await asyncio.open_connection(where.hostname, where.port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+def get(target: str, *headers: str) -> bytes:
+    lines = [f"GET {target} HTTP/1.1", "Host: origin", *headers, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+async def read_chunked(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One chunked response off a kept-alive connection: its head and its body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)
+    body = b""
+    while True:
+        size = int((await asyncio.wait_for(reader.readuntil(b"\r\n"), WITHIN))[:-2], 16)
+        data = await asyncio.wait_for(reader.readexactly(size + 2), WITHIN)
+        if size == 0:
+            return head, body
+        body += data[:-2]
 
 
 def dechunked(response: bytes) -> bytes:
@@ -105,14 +133,18 @@ async def produce_until_closed(media: SpaceMedia, msn: int) -> None:
         await produce_one(media)
 
 
-async def test_the_open_segment_is_streamed_before_the_framework_with_the_origins_bytes(
+def held(front: Served) -> bool:
+    return front.admission.in_flight[RequestClass.MEDIA] == 1
+
+
+async def test_the_open_segment_is_streamed_by_the_protocol_with_the_origins_bytes(
     media: SpaceMedia,
 ) -> None:
-    front, plain = Served(media), Served(media)
-    plain.public = False  # declined by the fast path: the origin's own route answers
+    front = Served(media)
     async with AsyncExitStack() as stack:
         fast_base = await stack.enter_async_context(serving(front))
-        plain_base = await stack.enter_async_context(serving(plain))
+        # The same app on the server's protocol without the front: the origin's route answers.
+        plain_base = await stack.enter_async_context(serving(front, "fanout"))
         msn = await open_segment(media)
         add_parts(media, 1)
         name = f"s{msn}.m4s"
@@ -123,8 +155,7 @@ async def test_the_open_segment_is_streamed_before_the_framework_with_the_origin
         stack.callback(answers.cancel)
         await produce_until_closed(media, msn)
         fast_bytes, plain_bytes = await asyncio.wait_for(answers, WITHIN)
-    assert front.answered == [True]
-    assert plain.answered == [False]
+    assert front.seen == [path(media, name)]  # the plain server's request only
     assert fast_bytes == plain_bytes
     assert b"transfer-encoding: chunked" in fast_bytes
     assert dechunked(fast_bytes) == media.packager.segment(msn)
@@ -132,32 +163,39 @@ async def test_the_open_segment_is_streamed_before_the_framework_with_the_origin
     assert front.admission.in_flight[RequestClass.MEDIA] == 0
 
 
-async def test_the_next_segment_asked_before_its_first_part_waits_for_it_as_the_origin_does(
+async def test_the_next_segment_waits_for_its_first_part_on_the_same_connection(
     media: SpaceMedia,
 ) -> None:
     front = Served(media)
     async with AsyncExitStack() as stack:
-        http = await stack.enter_async_context(client(front))
+        base = await stack.enter_async_context(serving(front))
+        reader, writer = await stack.enter_async_context(connection(base))
         msn = await open_segment(media)
+        writer.write(get(path(media, f"s{msn}.m4s")))
+        first = asyncio.ensure_future(read_chunked(reader))
+        stack.callback(first.cancel)
+        await wait_until_async(lambda: held(front), WITHIN, "the first request held")
         await produce_until_closed(media, msn)
+        head, body = await first
         assert media.packager.segment_so_far(msn + 1) == ([], False)  # open, nothing written
-        asked = asyncio.ensure_future(http.get(path(media, f"s{msn + 1}.m4s")))
-        stack.callback(asked.cancel)
-        # Admitted by the fast path and waiting for the first part before any exists.
-        await wait_until_async(
-            lambda: front.admission.in_flight[RequestClass.MEDIA] == 1, WITHIN, "the request held"
-        )
-        assert media.packager.segment_so_far(msn + 1) == ([], False)
+        # The player asks for the next segment on the same connection before it has a part.
+        writer.write(get(path(media, f"s{msn + 1}.m4s")))
+        second = asyncio.ensure_future(read_chunked(reader))
+        stack.callback(second.cancel)
+        await wait_until_async(lambda: held(front), WITHIN, "the next request held")
+        assert not second.done()
         await produce_until_closed(media, msn + 1)
-        response = await asyncio.wait_for(asked, WITHIN)
-    assert response.status_code == 200
-    assert response.content == media.packager.segment(msn + 1)
-    assert front.answered == [True]
+        next_head, next_body = await second
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert next_head.startswith(b"HTTP/1.1 200 OK")
+    assert body == media.packager.segment(msn)
+    assert next_body == media.packager.segment(msn + 1)
+    assert front.seen == []
+    assert dict(front.stats.counts) == {(SEGMENT_ROUTE, "GET", 200): 2}
+    assert front.admission.in_flight[RequestClass.MEDIA] == 0
 
 
-async def test_what_the_fast_path_does_not_claim_is_answered_by_the_origin(
-    media: SpaceMedia,
-) -> None:
+async def test_what_the_front_does_not_claim_is_answered_by_the_origin(media: SpaceMedia) -> None:
     front = Served(media)
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(client(front))
@@ -176,7 +214,7 @@ async def test_what_the_fast_path_does_not_claim_is_answered_by_the_origin(
         stack.callback(private.cancel)
         await produce_until_closed(media, msn + 1)
         hidden = await asyncio.wait_for(private, WITHIN)
-    assert front.answered == [False] * 5
+    assert len(front.seen) == 5
     assert ranged.status_code == 206
     assert ranged.content == media.packager.segment(msn)[:10]
     assert head.status_code == 200
@@ -188,18 +226,58 @@ async def test_what_the_fast_path_does_not_claim_is_answered_by_the_origin(
     # Not the gate here (this test's origin has none): the origin's own answer, in full.
     assert hidden.status_code == 200
     assert hidden.content == media.packager.segment(msn + 1)
-    assert front.stats.counts == {}  # the framework's telemetry counts those, not the fast path
+    assert front.stats.counts == {}  # the framework's telemetry counts those, not the front
 
 
-async def test_a_full_media_class_is_refused_503_with_retry_after_by_the_fast_path(
+async def test_a_stream_that_ends_before_the_first_part_is_answered_by_the_origin(
+    media: SpaceMedia,
+) -> None:
+    front = Served(media)
+    async with client(front) as http:
+        msn = await open_segment(media)
+        await produce_until_closed(media, msn)
+        waiting = asyncio.ensure_future(http.get(path(media, f"s{msn + 1}.m4s")))
+        await wait_until_async(lambda: held(front), WITHIN, "the next segment held")
+        media.packager.end()
+        media._notify()
+        answer = await asyncio.wait_for(waiting, WITHIN)
+        again = await http.get(path(media, f"s{msn + 1}.m4s"))  # the connection goes on
+    assert answer.status_code == 204  # what the origin says of the segment after the last
+    assert again.status_code == 204
+    assert front.seen == [path(media, f"s{msn + 1}.m4s")] * 2
+    assert front.stats.counts == {}
+    assert front.admission.in_flight[RequestClass.MEDIA] == 0
+
+
+async def test_a_listener_that_leaves_while_waiting_gives_back_its_place(
+    media: SpaceMedia,
+) -> None:
+    front = Served(media)
+    async with AsyncExitStack() as stack:
+        base = await stack.enter_async_context(serving(front))
+        msn = await open_segment(media)
+        await produce_until_closed(media, msn)
+        async with connection(base) as (_reader, writer):
+            writer.write(get(path(media, f"s{msn + 1}.m4s")))
+            await wait_until_async(lambda: held(front), WITHIN, "the next segment held")
+        await produce_one(media)  # its first part finds the connection gone
+        await wait_until_async(
+            lambda: front.admission.in_flight[RequestClass.MEDIA] == 0, WITHIN, "place given back"
+        )
+    assert front.fanout.streaming == 0
+
+
+async def test_a_full_media_class_is_refused_503_with_retry_after_by_the_front(
     media: SpaceMedia,
 ) -> None:
     front = Served(media, AdmissionLimits(media=0))
     async with client(front) as http:
         msn = await open_segment(media)
         refused = await http.get(path(media, f"s{msn}.m4s"))
-    assert front.answered == [True]
+        after = await http.head(path(media, f"s{msn}.m4s"))  # the connection goes on
+    assert front.seen == [path(media, f"s{msn}.m4s")]  # the HEAD only
     assert refused.status_code == 503
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["error"]["code"] == "overloaded"
+    assert after.status_code == 200
     assert dict(front.stats.counts) == {(SEGMENT_ROUTE, "GET", 503): 1}

@@ -32,14 +32,14 @@ __all__ = ["media"]  # the fixture, shared with the origin's other tests
 PROTOCOLS = {"fanout": BoundedHttpProtocol, "asgi": "httptools"}
 
 
-async def serve_app(app: ASGIApp, protocol: str = "fanout") -> AsyncIterator[str]:
-    """`app` in uvicorn on a loopback port, with `protocol` (PROTOCOLS); yields its base URL."""
+async def serve_app(app: ASGIApp, protocol: str | Any = "fanout") -> AsyncIterator[str]:
+    """`app` in uvicorn on a loopback port, with `protocol` (a name in PROTOCOLS, or uvicorn's
+    `http` setting itself); yields its base URL."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)  # bound before serving starts: a client may connect at once
-    config = uvicorn.Config(
-        app, log_level="critical", lifespan="off", http=cast(Any, PROTOCOLS[protocol])
-    )
+    http = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
+    config = uvicorn.Config(app, log_level="critical", lifespan="off", http=cast(Any, http))
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[listener]))
     try:

@@ -177,22 +177,24 @@ _OVERLOADED = json.dumps(
 ).encode()
 
 
+def refusal(kind: RequestClass) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The 503 answer's headers and body for a request of class `kind` that `Admission.enter`
+    refused."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"retry-after", retry_after(kind).encode()),
+        (b"cache-control", b"no-store"),
+        (b"access-control-allow-origin", b"*"),
+        *JSON_ANSWER_HEADERS,
+    ]
+    return headers, _OVERLOADED
+
+
 async def refuse(kind: RequestClass, send: Send) -> None:
     """Answer a request of class `kind` that `Admission.enter` refused: 503 + Retry-After."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"retry-after", retry_after(kind).encode()),
-                (b"cache-control", b"no-store"),
-                (b"access-control-allow-origin", b"*"),
-                *JSON_ANSWER_HEADERS,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": _OVERLOADED})
+    headers, body = refusal(kind)
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class AdmissionMiddleware:

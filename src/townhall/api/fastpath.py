@@ -1,5 +1,4 @@
-"""The answers that need no framework: the health check, a public Space's current snapshot and a
-listener's streamed segment.
+"""The answers that need no framework: the health check and a public Space's current snapshot.
 
 Both are the same bytes for every caller until what they say changes (the health check: the
 number of Spaces this process runs; the snapshot: once a second, built by api/live_routes.py),
@@ -17,10 +16,8 @@ them today and nothing less:
 - the request counted and timed in `/metrics` under its route's template, as RequestTelemetry
   does.
 
-A listener's request for the segment being produced (delivery/segment_front.py) is the third:
-it streams for seconds, so what it saves is the framework's work per request and the coroutines it
-would keep suspended while streaming; admission and telemetry apply to it as above (the media
-class; its route's template).
+(A listener's request for the segment being produced goes further: the server's protocol answers
+it without an ASGI call at all, api/listener_protocol.py.)
 
 Anything else goes to the framework unchanged: another method, a query string (a private
 Space's `?code=`, or anything to validate), a request with a body (its size is checked there),
@@ -34,16 +31,14 @@ import json
 import time
 from collections.abc import Callable
 
-from townhall.api.admission import Admission, RequestClass, Scope, Send, classify, refuse
+from townhall.api.admission import Admission, Scope, Send, classify, refuse
 from townhall.api.headers import JSON_ANSWER_HEADERS
-from townhall.delivery.segment_front import SEGMENT_ROUTE, OpenSegmentFront
 from townhall.telemetry.requests import RequestStats
 
 HEALTH_PATH = "/api/health"
 SNAPSHOT_PREFIX = "/api/spaces/"
 SNAPSHOT_SUFFIX = "/snapshot"
 SNAPSHOT_ROUTE = "/api/spaces/{space_id}/snapshot"  # its template, as /metrics names it
-LIVE_PREFIX = "/live/"
 
 _JSON = (b"content-type", b"application/json")
 # What api/live_routes.py answers a public snapshot with (SNAPSHOT_CACHE, CORS for any page).
@@ -87,8 +82,7 @@ class FastPath:
     docstring); `__call__` returns False for every request it leaves to the framework.
 
     `health()` is the health body, None while the node is starting; `snapshot(space_id, second)`
-    is the public snapshot of that second, None if there is none built; `segments` answers
-    listeners' streamed segments (None: the framework does)."""
+    is the public snapshot of that second, None if there is none built."""
 
     def __init__(
         self,
@@ -97,21 +91,17 @@ class FastPath:
         health: Callable[[], bytes | None],
         snapshot: Callable[[str, int], bytes | None],
         clock: Callable[[], float] = time.time,
-        segments: OpenSegmentFront | None = None,
     ) -> None:
         self.admission = admission
         self.stats = stats
         self.health = health
         self.snapshot = snapshot
         self.clock = clock
-        self.segments = segments
 
     async def __call__(self, scope: Scope, send: Send) -> bool:
         if scope["type"] != "http" or not _plain_get(scope):
             return False
         path: str = scope["path"]
-        if self.segments is not None and path.startswith(LIVE_PREFIX):
-            return await self._segment(scope, send)
         if path == HEALTH_PATH:
             body, headers, route = self.health(), _HEALTH_HEADERS, HEALTH_PATH
         elif path.startswith(SNAPSHOT_PREFIX) and path.endswith(SNAPSHOT_SUFFIX):
@@ -143,26 +133,3 @@ class FastPath:
             self.admission.leave(kind)
             self.stats.record(route, "GET", 200, time.perf_counter() - started)
         return True
-
-    async def _segment(self, scope: Scope, send: Send) -> bool:
-        assert self.segments is not None
-        segment = self.segments.target(scope)
-        if segment is None:
-            return False
-        started = time.perf_counter()
-        if not self.admission.enter(RequestClass.MEDIA):
-            await refuse(RequestClass.MEDIA, send)
-            self.stats.record(SEGMENT_ROUTE, "GET", 503, time.perf_counter() - started)
-            return True
-        status: int | None = None  # None: nothing sent, the framework answers (not counted here)
-        try:
-            if await self.segments.answer(segment, send):
-                status = 200
-        except Exception:
-            status = 500  # as the framework's telemetry counts a request whose app raised
-            raise
-        finally:
-            self.admission.leave(RequestClass.MEDIA)
-            if status is not None:
-                self.stats.record(SEGMENT_ROUTE, "GET", status, time.perf_counter() - started)
-        return status is not None

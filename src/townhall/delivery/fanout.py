@@ -10,18 +10,20 @@ and only the socket write is per listener.
 
 Theory of operation:
 
-* The server's protocol (api/bounds.py) puts the request's transport in its scope
-  (`TRANSPORT_EXTENSION`). A whole-segment GET of the open segment sends its response head through
-  ASGI as before (status, headers and uvicorn's chunked framing), then `subscribe`s: the parts
-  written so far go to its transport at once, framed as HTTP chunks exactly as uvicorn frames a
-  body message, and it joins the segment's subscribers — with no await in between, so it misses
-  no part and gets none twice.
+* A listener's plain GET of the open segment is answered by the server's protocol itself
+  (delivery/segment_front.py, api/listener_protocol.py): it `stream`s the segment to the
+  connection's transport with the response head still to write; the head goes out with the
+  segment's first part, so a request for the next segment waits here, as a subscriber, for that
+  part. Everything else that streams the open segment (the origin's route, behind the framework)
+  has sent its head through ASGI and `subscribe`s with the transport the protocol puts in its
+  scope (`TRANSPORT_EXTENSION`). Either way the parts written so far go to the transport at once,
+  framed as HTTP chunks exactly as uvicorn frames a body message, and it joins the segment's
+  subscribers — with no await in between, so it misses no part and gets none twice.
 * One pump task per stream (only while it has subscribers) waits for the packager to move, frames
   each new part once and writes it to every subscriber's transport. When the segment closes
-  (complete, also the short last one of an ending stream) each subscriber's future resolves True
-  and its request sends the final, empty chunk through ASGI (`more_body: False`), so uvicorn's
-  response state, keep-alive and the request's telemetry stay uvicorn's: one wake per listener
-  per segment, not per part.
+  (complete, also the short last one of an ending stream) each subscriber is told it ended
+  (`Ending.COMPLETE`) and its owner writes the final, empty chunk: one call per listener per
+  segment, not per part.
 * A listener that does not read (its transport still holding over `WRITE_BUFFER_MAX` bytes of
   earlier parts when the next one comes) is cut off, as Icecast drops a client past its queue
   limit: the connection is aborted (its buffer
@@ -29,7 +31,9 @@ Theory of operation:
   listener stays bounded whatever the listener does.
 * If no part comes for the blocking timeout (the stream stopped without ending: its process is
   going away) every subscriber is cut off the same way, without the final chunk, so no cache
-  stores an incomplete segment as complete.
+  stores an incomplete segment as complete. A subscriber still waiting for its first part (its
+  head unwritten) is not cut off but told `Ending.UNSTARTED`: nothing was sent, and its owner
+  answers the request another way (the origin's route, which says why).
 
 Everything here runs on the event loop; nothing blocks.
 """
@@ -37,7 +41,9 @@ Everything here runs on the event loop; nothing blocks.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
@@ -70,13 +76,30 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-class _Subscriber:
-    __slots__ = ("done", "sent", "transport")
+class Ending(enum.Enum):
+    """How a subscriber's stream of a segment ended."""
 
-    def __init__(self, transport: asyncio.Transport, done: asyncio.Future[bool]) -> None:
+    COMPLETE = "complete"  # every part written: the response's final chunk is its owner's to write
+    CUT = "cut"  # cut off (aborted) or gone: nothing more is to be written
+    UNSTARTED = "unstarted"  # nothing written (its head was waiting for the first part)
+
+
+Ended = Callable[[Ending], None]
+
+
+class _Subscriber:
+    __slots__ = ("ended", "head", "sent", "transport")
+
+    def __init__(self, transport: asyncio.Transport, ended: Ended, head: bytes) -> None:
         self.transport = transport
-        self.done = done  # True: the segment is complete; False: cut off
+        self.ended: Ended | None = ended  # called once, then forgotten
+        self.head = head  # the response head, until it is written with the first part
         self.sent = 0  # parts written to it
+
+    def end(self, how: Ending) -> None:
+        ended, self.ended = self.ended, None
+        if ended is not None:
+            ended(how)
 
 
 class _Segment:
@@ -98,22 +121,20 @@ class _StreamFan:
         self.segments: dict[int, _Segment] = {}
         self.pump: asyncio.Task[None] | None = None
 
-    def subscribe(self, msn: int, transport: asyncio.Transport) -> asyncio.Future[bool]:
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    def subscribe(self, msn: int, transport: asyncio.Transport, head: bytes, ended: Ended) -> None:
         segment = self.segments.get(msn)
         if segment is None:
             segment = self.segments[msn] = _Segment()
         # Bring the segment's subscribers up to date first, so that all of them and the new one
         # have every part the packager holds: no part skipped, none written twice.
+        subscriber = _Subscriber(transport, ended, head)
         if self._advance(msn, segment):
-            subscriber = _Subscriber(transport, done)
             if self._send(subscriber, segment.chunks):
                 segment.subscribers.append(subscriber)
         else:  # closed or gone meanwhile (the caller checked it was open: cannot happen)
-            done.set_result(False)
+            self._cut(subscriber)
         if self.pump is None and self.segments:
             self.pump = asyncio.get_running_loop().create_task(self._run())
-        return done
 
     def _advance(self, msn: int, segment: _Segment) -> bool:
         """Write the segment's new parts to its subscribers; False once it is over (complete:
@@ -131,8 +152,10 @@ class _StreamFan:
             segment.subscribers = [s for s in segment.subscribers if self._send(s, chunks)]
         if complete:
             for subscriber in segment.subscribers:
-                if not subscriber.done.done():
-                    subscriber.done.set_result(True)
+                if subscriber.head:  # a segment closes with a part: cannot happen
+                    subscriber.end(Ending.UNSTARTED)
+                else:
+                    subscriber.end(Ending.COMPLETE)
             del self.segments[msn]
             return False
         return True
@@ -141,16 +164,18 @@ class _StreamFan:
         """Write the chunks `subscriber` lacks; False if it is gone or too slow (dropped)."""
         transport = subscriber.transport
         if transport.is_closing():  # the listener went away
-            if not subscriber.done.done():
-                subscriber.done.set_result(False)
+            subscriber.end(Ending.CUT)
             return False
         if subscriber.sent < len(chunks):
-            if transport.get_write_buffer_size() > WRITE_BUFFER_MAX:
+            if subscriber.head:
+                transport.writelines((subscriber.head, *chunks[subscriber.sent :]))
+                subscriber.head = b""
+            elif transport.get_write_buffer_size() > WRITE_BUFFER_MAX:
                 # Still holding that much of what it was sent before: it is not reading.
                 self.fanout.cut_off += 1
                 self._cut(subscriber)
                 return False
-            if len(chunks) - subscriber.sent == 1:
+            elif len(chunks) - subscriber.sent == 1:
                 transport.write(chunks[-1])
             else:
                 transport.writelines(chunks[subscriber.sent :])
@@ -159,10 +184,13 @@ class _StreamFan:
 
     @staticmethod
     def _cut(subscriber: _Subscriber) -> None:
-        """End a response without its final chunk: abort (what it has not read is dropped)."""
+        """End a response without its final chunk: abort (what it has not read is dropped). One
+        whose head is unwritten has been sent nothing: its owner answers it another way."""
+        if subscriber.head:
+            subscriber.end(Ending.UNSTARTED)
+            return
         subscriber.transport.abort()
-        if not subscriber.done.done():
-            subscriber.done.set_result(False)
+        subscriber.end(Ending.CUT)
 
     async def _run(self) -> None:
         packager = self.media.packager
@@ -206,18 +234,33 @@ class SegmentFanout:
         self._streams: dict[int, _StreamFan] = {}  # id(media) → its fan, while it has subscribers
         self.cut_off = 0  # responses cut off because their listener did not read
 
-    def subscribe(
-        self, media: LiveStream, msn: int, transport: asyncio.Transport
-    ) -> asyncio.Future[bool]:
-        """Stream the open segment `msn` of `media` to `transport`, whose response head (chunked)
-        has been written. The future resolves True when the segment is complete and every part
-        is written (send the final chunk), False if the response was cut off (send nothing)."""
+    def stream(
+        self, media: LiveStream, msn: int, transport: asyncio.Transport, head: bytes, ended: Ended
+    ) -> None:
+        """Stream the open segment `msn` of `media` to `transport` as a chunked response: `head`
+        (the response head, b"" if it was written already) with its first part, then each part
+        as it is written. `ended` is called once, when the stream is over (`Ending`); on
+        COMPLETE the final chunk is the caller's to write."""
         fan = self._streams.get(id(media))
         if fan is None:
             fan = self._streams[id(media)] = _StreamFan(media, self)
-        done = fan.subscribe(msn, transport)
+        fan.subscribe(msn, transport, head, ended)
         if fan.pump is None:  # nothing left to feed (the segment closed meanwhile)
             self.idle(fan)
+
+    def subscribe(
+        self, media: LiveStream, msn: int, transport: asyncio.Transport
+    ) -> asyncio.Future[bool]:
+        """`stream` for a response whose head (chunked) went out through ASGI: the future
+        resolves True when the segment is complete and every part is written (send the final
+        chunk), False if the response was cut off (send nothing)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def ended(how: Ending) -> None:
+            if not done.done():
+                done.set_result(how is Ending.COMPLETE)
+
+        self.stream(media, msn, transport, b"", ended)
         return done
 
     @property

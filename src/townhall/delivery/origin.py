@@ -152,44 +152,6 @@ def _growing_segment_headers() -> list[tuple[bytes, bytes]]:
 GROWING_SEGMENT_HEADERS = _growing_segment_headers()
 
 
-async def stream_open_segment(
-    media: LiveStream,
-    msn: int,
-    fanout: SegmentFanout,
-    transport: asyncio.Transport,
-    send: Send,
-) -> bool:
-    """Stream open segment `msn` to `transport` through `fanout`, from its first part to its
-    end, once it has a part (waiting up to the blocking timeout, as for the preload hint). False
-    if nothing was sent: no part came in time, or the segment closed or the stream ended
-    meanwhile (a plain answer then serves it). The listener fast path's (delivery/segment_front.py);
-    the origin's route sends the same head and body through `_GrowingSegment`."""
-    packager = media.packager
-
-    def started() -> bool:
-        so_far = packager.segment_so_far(msn)
-        return so_far is None or so_far[1] or bool(so_far[0])
-
-    if not await media.wait_for(started, packager.blocking_timeout):
-        return False
-    so_far = packager.segment_so_far(msn)
-    if so_far is None or so_far[1]:
-        return False
-    await send({"type": "http.response.start", "status": 200, "headers": GROWING_SEGMENT_HEADERS})
-    await _fanned_out(media, msn, fanout, transport, send)
-    return True
-
-
-async def _fanned_out(
-    media: LiveStream, msn: int, fanout: SegmentFanout, transport: asyncio.Transport, send: Send
-) -> None:
-    """The body of a streamed segment whose head went out chunked: the fan-out writes its chunks
-    as uvicorn would, and uvicorn writes the last one; a response cut off (or gone) is closed
-    without it."""
-    if await fanout.subscribe(media, msn, transport):
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
 class _GrowingSegment(Response):
     """A segment still being produced, sent part by part as the packager writes them (chunked).
 
@@ -218,7 +180,10 @@ class _GrowingSegment(Response):
             return
         transport = transport_of(scope)
         if transport is not None:
-            await _fanned_out(self._media, self._msn, self._fanout, transport, send)
+            # The fan-out writes the parts as uvicorn would frame them, uvicorn the last chunk;
+            # a response cut off (or gone) is closed without it.
+            if await self._fanout.subscribe(self._media, self._msn, transport):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         packager, msn, sent = self._media.packager, self._msn, 0
         while True:

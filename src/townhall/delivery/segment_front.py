@@ -1,4 +1,4 @@
-"""The listener's one request per segment, answered before the framework.
+"""The listener's one request per segment, answered by the server's protocol itself.
 
 A listener page asks for each segment once and the origin streams it while it is produced
 (delivery/origin.py, delivery/fanout.py): at steady state that request is almost everything a
@@ -7,32 +7,40 @@ telemetry, admission, error and exception middleware, the cluster router, the pr
 and Starlette's router before the origin's route looked at the packager; profiled at 2,000 direct
 listeners (py-spy, docs/architecture.md) those layers were over half of the request's CPU, and
 each kept its coroutine suspended for as long as the segment streamed (memory per listener).
+Answered in front of the framework, what was left per request was the server's own ASGI cycle:
+a task, its coroutines and the cycle's state held for the segment's two seconds, and the
+response head built and checked header by header.
 
-`OpenSegmentFront` answers the common case itself: a plain GET of the whole segment being
-produced, of a public or unlisted Space whose media runs in this process, on a server that offers
-the connection's transport. It waits for the segment's first part as the origin does, sends the
-origin's response head (through ASGI, so uvicorn's framing, keep-alive and response state stay
-uvicorn's) and hands the connection to the stream's fan-out, exactly as the origin's route does.
+So the common case is answered where the request is parsed (api/listener_protocol.py): a plain
+GET of the whole segment being produced, of a public or unlisted Space whose media runs in this
+process. `target` says whether a request is one; the protocol then takes the media class's place
+in flight (`admit`, or answers 503 + Retry-After like the framework's admission) and hands the
+connection to the stream's fan-out with the response head still to write (`stream`): the head
+goes out with the segment's first part, so the next segment, asked before it has a part, waits
+as a subscriber — no task, no coroutine. The request is counted under its route's template in
+/metrics, as the framework's telemetry counts it.
 
 Everything else is left to the framework, which answers it as before: a range, a query string, a
 HEAD, a complete or older segment (a plain cacheable answer), a private Space (its gate checks
 the media key; whether a Space is private is fixed once it opens, and only then does its media
 run, so the media host knows it exactly, node/host.py), a Space running on another node
-(relayed), a stream id of an earlier run, the end of the stream, and a first part that does not
-come within the blocking timeout (the origin then waits once more and answers 503).
+(relayed), a stream id of an earlier run, and a request whose segment closed, or whose stream
+ended or stopped, before its first part (`Ending.UNSTARTED`: the protocol passes it on, and the
+origin's route says what became of the stream, or waits once more and answers 503).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from starlette.types import Scope, Send
-
-from townhall.delivery.fanout import SegmentFanout, transport_of
-from townhall.delivery.origin import LiveStream, MediaLookup, stream_open_segment
+from townhall.api.admission import Admission, RequestClass
+from townhall.delivery.fanout import Ended, Ending, SegmentFanout
+from townhall.delivery.origin import LiveStream, MediaLookup
+from townhall.telemetry.requests import RequestStats
 
 # /live/{space}/{stream}/s{msn}.m4s, the origin's segment names (delivery/origin.py `_OBJECT`).
 _SEGMENT_PATH = re.compile(r"/live/([a-z0-9]{10})/([A-Za-z0-9_-]{1,64})/s(\d{1,9})\.m4s")
@@ -40,9 +48,12 @@ _SEGMENT_PATH = re.compile(r"/live/([a-z0-9]{10})/([A-Za-z0-9_-]{1,64})/s(\d{1,9
 SEGMENT_ROUTE = "/live/{space}/{stream}/{name}"
 
 
-def _whole(scope: Scope) -> bool:
-    """No Range header: the whole segment is asked for."""
-    return all(name != b"range" for name, _ in scope["headers"])
+@dataclass(frozen=True, slots=True)
+class OpenSegment:
+    """A request `OpenSegmentFront` answers: the stream and its open segment's number."""
+
+    media: LiveStream
+    msn: int
 
 
 class OpenSegmentFront:
@@ -50,21 +61,25 @@ class OpenSegmentFront:
     its plain path (not private)."""
 
     def __init__(
-        self, lookup: MediaLookup, fanout: SegmentFanout, public: Callable[[str], bool]
+        self,
+        lookup: MediaLookup,
+        fanout: SegmentFanout,
+        public: Callable[[str], bool],
+        admission: Admission,
+        stats: RequestStats,
     ) -> None:
         self.lookup = lookup
         self.fanout = fanout
         self.public = public
+        self.admission = admission
+        self.stats = stats
 
-    def target(self, scope: Scope) -> OpenSegment | None:
-        """The open segment the request asks for, if it is one this answers (so that admission
-        and telemetry apply to it); None leaves the request to the framework. The caller (the
-        app's fast path, api/fastpath.py) passes only GETs with no query string and no body."""
-        match = _SEGMENT_PATH.fullmatch(scope["path"])
-        if match is None or not _whole(scope):
-            return None
-        transport = transport_of(scope)
-        if transport is None:
+    def target(self, path: str) -> OpenSegment | None:
+        """The open segment `path` asks for, if it is one this answers; None leaves the request
+        to the framework. The caller passes only plain GETs of a whole object: no query string,
+        no body, no Range."""
+        match = _SEGMENT_PATH.fullmatch(path)
+        if match is None:
             return None
         space_id, stream, msn = match.group(1), match.group(2), int(match.group(3))
         media = self.lookup(space_id)
@@ -73,21 +88,32 @@ class OpenSegmentFront:
         so_far = media.packager.segment_so_far(msn)
         if so_far is None or so_far[1]:
             return None  # complete, older or not yet open: a plain answer, the framework's
-        return OpenSegment(media, msn, transport)
+        return OpenSegment(media, msn)
 
-    def answer(self, segment: OpenSegment, send: Send) -> Awaitable[bool]:
-        """Stream the segment; False (nothing sent) if it closed or the stream ended before its
-        first part, or no part came in time: the framework answers it then. (A tail call, not a
-        coroutine: the answer is held for as long as the segment streams, and each coroutine in
-        its chain is kept with it.)"""
-        return stream_open_segment(segment.media, segment.msn, self.fanout, segment.transport, send)
+    def admit(self) -> bool:
+        """Take the media class's place in flight, as the framework's admission would; False:
+        refused (answer 503 + Retry-After, and `refused`)."""
+        return self.admission.enter(RequestClass.MEDIA)
 
+    def refused(self, started: float) -> None:
+        self.stats.record(SEGMENT_ROUTE, "GET", 503, time.perf_counter() - started)
 
-@dataclass(frozen=True, slots=True)
-class OpenSegment:
-    """A request `OpenSegmentFront` answers: the stream, the open segment's number, and the
-    connection its parts are written to."""
+    def stream(
+        self,
+        segment: OpenSegment,
+        transport: asyncio.Transport,
+        head: bytes,
+        started: float,
+        ended: Ended,
+    ) -> None:
+        """Stream an admitted request's segment to `transport`, `head` first (with the first
+        part); `ended` as the fan-out calls it, once the request has left its place in flight
+        and, if anything was sent, been counted."""
 
-    media: LiveStream
-    msn: int
-    transport: asyncio.Transport
+        def over(how: Ending) -> None:
+            self.admission.leave(RequestClass.MEDIA)
+            if how is not Ending.UNSTARTED:  # else the framework answers, and counts, it
+                self.stats.record(SEGMENT_ROUTE, "GET", 200, time.perf_counter() - started)
+            ended(how)
+
+        self.fanout.stream(segment.media, segment.msn, transport, head, over)

@@ -1,0 +1,201 @@
+"""The server's HTTP protocol: bounded (api/bounds.py), and answering a listener's request for the
+open segment itself, without an ASGI call (delivery/segment_front.py says which requests, and why).
+
+uvicorn gives every request a `RequestResponseCycle` and a task running the app; the cycle frames
+the response (status line, its default headers, chunked encoding, `connection: close` when the
+connection is not kept alive) and, when the response completes, calls the protocol's
+`on_response_complete`, which arms the keep-alive timer or starts a pipelined request. A streamed
+segment held that task, its chain of coroutines and the cycle for the segment's two seconds, per
+listener. Here the protocol frames the same head itself, hands the connection to the fan-out and
+puts `_HeldSegment` where uvicorn keeps the current cycle, with the few fields its protocol reads
+(so a pipelined request queues behind it, a lost connection and a shutdown are seen as uvicorn
+sees them); when the fan-out says the stream is over, the protocol writes the final chunk and
+completes the response as the cycle would.
+
+A request whose stream ends before anything was sent (`Ending.UNSTARTED`) is handed to the app
+then, through an ordinary cycle: the origin's route answers it. The bytes on the wire are the
+ones the origin's route sends through uvicorn (tests/delivery/test_segment_front.py compares them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, cast
+
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+from townhall.api.admission import RequestClass, refusal
+from townhall.api.bounds import BoundedHttpProtocol
+from townhall.api.lean_connection import LeanEvent
+from townhall.delivery.fanout import Ending
+from townhall.delivery.origin import GROWING_SEGMENT_HEADERS
+from townhall.delivery.segment_front import OpenSegmentFront
+
+_OK = b"HTTP/1.1 200 OK\r\n"
+_UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+# Request headers that make a GET something else than a plain read of the whole object.
+_NOT_PLAIN = (b"content-length", b"transfer-encoding", b"range")
+
+
+def frame_head(
+    status_line: bytes,
+    defaults: list[tuple[bytes, bytes]],
+    headers: list[tuple[bytes, bytes]],
+    keep_alive: bool,
+    length: int | None,
+) -> bytes:
+    """A response head as uvicorn's cycle writes it: the status line, the server's default
+    headers, the response's own, `connection: close` if the connection is not kept alive, and
+    the body's framing (`length`, or chunked when None)."""
+    lines = [status_line]
+    lines.extend(b"%b: %b\r\n" % header for header in defaults)
+    if length is not None:
+        lines.append(b"content-length: %d\r\n" % length)
+    lines.extend(b"%b: %b\r\n" % header for header in headers)
+    if not keep_alive:
+        lines.append(b"connection: close\r\n")
+    if length is None:
+        lines.append(b"transfer-encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+class _NothingWaits:
+    """The stand-in's message event: nothing reads a held segment's request body."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+class _HeldSegment:
+    """Stands where uvicorn keeps the current request's cycle while the fan-out streams the
+    segment: the fields uvicorn's protocol reads or sets, and what the protocol needs to pass the
+    request on if nothing was sent."""
+
+    __slots__ = ("disconnected", "keep_alive", "more_body", "response_complete", "scope")
+
+    message_event = _NothingWaits()
+
+    def __init__(self, scope: Any, keep_alive: bool) -> None:
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.response_complete = False
+        self.disconnected = False
+        self.more_body = True
+
+
+class ListenerProtocol(BoundedHttpProtocol):
+    """See the module docstring. `segments`: the open-segment front (None: every request goes to
+    the app, as when the access log is on)."""
+
+    __slots__ = ("_segments",)
+
+    def __init__(self, *args: Any, segments: OpenSegmentFront | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._segments = segments
+
+    def on_headers_complete(self) -> None:
+        if self._segments is None or not self._take_segment(self._segments):
+            super().on_headers_complete()
+
+    def _take_segment(self, front: OpenSegmentFront) -> bool:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return False  # pipelined behind a response in progress: uvicorn queues it
+        parser = self.parser
+        if (
+            parser.get_method() != b"GET"
+            or parser.get_http_version() != "1.1"
+            or parser.should_upgrade()
+            or b"?" in self.url
+            or b"%" in self.url
+            or any(name in _NOT_PLAIN for name, _ in self.headers)
+        ):
+            return False
+        path = self.url.decode("ascii", "replace")
+        segment = front.target(path)
+        if segment is None:
+            return False
+        started = time.perf_counter()
+        self._disarm()  # the head is in and there is no body: no deadline while it streams
+        keep_alive = parser.should_keep_alive()
+        scope = self.scope  # completed as uvicorn would, in case the app answers after all
+        scope["method"] = "GET"
+        scope["path"] = path
+        scope["raw_path"] = self.url
+        scope["query_string"] = b""
+        held = _HeldSegment(scope, keep_alive)
+        self.cycle = cast(RequestResponseCycle, held)
+        defaults = self.server_state.default_headers
+        if not front.admit():
+            headers, body = refusal(RequestClass.MEDIA)
+            self.transport.write(frame_head(_UNAVAILABLE, defaults, headers, keep_alive, len(body)))
+            self.transport.write(body)
+            front.refused(started)
+            self._complete(held)
+            return True
+        head = _segment_head(defaults, keep_alive)
+
+        def ended(how: Ending) -> None:
+            self._segment_ended(held, how)
+
+        front.stream(segment, self.transport, head, started, ended)
+        return True
+
+    def _segment_ended(self, held: _HeldSegment, how: Ending) -> None:
+        if how is Ending.UNSTARTED:
+            self._to_app(held)
+            return
+        if how is Ending.COMPLETE and not self.transport.is_closing():
+            self.transport.write(_LAST_CHUNK)
+        self._complete(held)
+
+    def _complete(self, held: _HeldSegment) -> None:
+        """What uvicorn's cycle does when a response completes."""
+        held.response_complete = True
+        if not held.keep_alive and not self.transport.is_closing():
+            self.transport.close()
+        self.on_response_complete()
+
+    def _to_app(self, held: _HeldSegment) -> None:
+        """Pass a request nothing was sent for to the app, as uvicorn would have at first."""
+        if self.transport.is_closing():
+            held.response_complete = True
+            return
+        cycle = RequestResponseCycle(
+            scope=held.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=cast(asyncio.Event, LeanEvent()),
+            expect_100_continue=False,
+            keep_alive=held.keep_alive,
+            on_response=self.on_response_complete,
+        )
+        cycle.more_body = False  # a GET without a body: all of it is in
+        if self.cycle is cast(Any, held):
+            self.cycle = cycle
+        self._start_asgi_task(cycle, self.app)
+
+
+_heads: dict[tuple[int, bool], tuple[list[tuple[bytes, bytes]], bytes]] = {}
+
+
+def _segment_head(defaults: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
+    """The streamed segment's response head; built again only when the server's default headers
+    change (uvicorn replaces their list when its Date header moves on, once a second)."""
+    key = (id(defaults), keep_alive)
+    cached = _heads.get(key)
+    if cached is None or cached[0] is not defaults:
+        if len(_heads) > 8:
+            _heads.clear()
+        head = frame_head(_OK, defaults, GROWING_SEGMENT_HEADERS, keep_alive, None)
+        cached = _heads[key] = (defaults, head)
+    return cached[1]
