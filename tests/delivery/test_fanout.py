@@ -20,7 +20,7 @@ import pytest
 
 from tests.delivery.test_origin import add_parts, media
 from tests.delivery.test_segment_stream import produce_one, serve
-from townhall.delivery.fanout import SegmentFanout, chunk
+from townhall.delivery.fanout import Ending, SegmentFanout, chunk
 from townhall.harness import wait_until_async
 from townhall.media.packager import EncodedPart
 from townhall.media.pipeline import SpaceMedia
@@ -262,4 +262,35 @@ async def test_a_failing_fan_out_cuts_its_listeners_off_rather_than_leave_them_w
     assert await asyncio.wait_for(done, WITHIN) is False
     assert transport.aborted
     assert "segment fan-out failed" in caplog.text
+    assert fanout.streaming == 0
+
+
+async def test_a_head_waits_for_the_first_part_and_a_failing_owner_stops_no_one_else(
+    media: SpaceMedia, caplog: pytest.LogCaptureFixture
+) -> None:
+    fanout = SegmentFanout()
+    msn = await open_segment(media)
+    while media.packager.next_part[0] == msn:
+        await produce_one(media)
+    waiting, failing = FakeTransport(), FakeTransport()
+    ends: list[Ending] = []
+
+    def fail(_how: Ending) -> None:
+        raise RuntimeError("the owner's bug")
+
+    # Both ask for the next segment before it has a part: nothing is written yet.
+    fanout.stream(media, msn + 1, failing, b"HEAD ", fail)
+    fanout.stream(media, msn + 1, waiting, b"HEAD ", ends.append)
+    assert waiting.written == []
+    await produce_one(media)
+    await until(lambda: len(waiting.written) == 2, "the head, with the first part")
+    while media.packager.next_part[0] == msn + 1:
+        await produce_one(media)
+    await until(lambda: ends == [Ending.COMPLETE], "the segment complete")
+    parts = media.packager.segment_so_far(msn + 1)
+    assert parts is not None
+    assert waiting.written == [b"HEAD ", *(chunk(part) for part in parts[0])]
+    assert failing.written == waiting.written
+    assert not failing.aborted  # a complete response, whatever its owner did with it
+    assert "subscriber's end failed" in caplog.text
     assert fanout.streaming == 0

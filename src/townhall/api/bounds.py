@@ -190,6 +190,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
+        # A response completed while the previous request was parsed (a refusal answered at
+        # once) armed the keep-alive timer: this request is not idle time.
+        self._unset_keepalive_if_required()
         super().on_message_begin()
         # The connection's transport, for the origin's segment fan-out (delivery/fanout.py),
         # which writes a streamed segment's parts to it directly; everything else ignores it.

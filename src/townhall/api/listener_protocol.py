@@ -104,8 +104,8 @@ class ListenerProtocol(BoundedHttpProtocol):
 
     def _take_segment(self, front: OpenSegmentFront) -> bool:
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            return False  # pipelined behind a response in progress: uvicorn queues it
+        if self.transport.is_closing() or (cycle is not None and not cycle.response_complete):
+            return False  # closing (refused already), or pipelined: uvicorn queues it
         parser = self.parser
         if (
             parser.get_method() != b"GET"
@@ -180,6 +180,7 @@ class ListenerProtocol(BoundedHttpProtocol):
             on_response=self.on_response_complete,
         )
         cycle.more_body = False  # a GET without a body: all of it is in
+        cycle.message_event.set()
         if self.cycle is cast(Any, held):
             self.cycle = cycle
         self._start_asgi_task(cycle, self.app)

@@ -98,8 +98,12 @@ class _Subscriber:
 
     def end(self, how: Ending) -> None:
         ended, self.ended = self.ended, None
-        if ended is not None:
+        if ended is None:
+            return
+        try:
             ended(how)
+        except Exception:  # its owner's bug must not stop the stream for everyone else
+            log.exception("a segment subscriber's end failed")
 
 
 class _Segment:
@@ -164,7 +168,7 @@ class _StreamFan:
         """Write the chunks `subscriber` lacks; False if it is gone or too slow (dropped)."""
         transport = subscriber.transport
         if transport.is_closing():  # the listener went away
-            subscriber.end(Ending.CUT)
+            subscriber.end(Ending.UNSTARTED if subscriber.head else Ending.CUT)
             return False
         if subscriber.sent < len(chunks):
             if subscriber.head:
@@ -186,6 +190,8 @@ class _StreamFan:
     def _cut(subscriber: _Subscriber) -> None:
         """End a response without its final chunk: abort (what it has not read is dropped). One
         whose head is unwritten has been sent nothing: its owner answers it another way."""
+        if subscriber.ended is None:
+            return  # over already
         if subscriber.head:
             subscriber.end(Ending.UNSTARTED)
             return
