@@ -637,6 +637,21 @@ def _machine_lines(runs: Results) -> list[str]:
     return lines
 
 
+def _speed_line(results: Results) -> list[str]:
+    """How fast this machine is, by a yardstick measured in the same run, so that absolute figures
+    from different machines can be read side by side (the spec: ratios are measured in one run on
+    one machine, absolute figures are for orientation)."""
+    reference = _get(results, "control_cost", "summary", "sqlite", "reference_query_ms")
+    if reference is None:
+        return []
+    return [
+        f"- Speed: a minimal FastAPI request reading one SQLite row (bench/reference_app.py) "
+        f"costs {reference:.2f} ms of CPU here, measured in the control cost run. CPU shares "
+        "and times below are this machine's; the spec's absolute figures are for orientation, "
+        "and every ratio is measured side by side in one run."
+    ]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(row) + " |" for row in rows]
@@ -1155,6 +1170,7 @@ def render(results: Results, runs: Results, made: list[str]) -> str:
         "## Machine",
         "",
         *_machine_lines(runs),
+        *_speed_line(results),
         "",
         "## Budgets (from the spec)",
         "",

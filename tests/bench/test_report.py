@@ -438,3 +438,11 @@ def test_control_cost_judges_the_live_calls_on_redis_against_their_own_goal() ->
     assert met.met is True
     assert "hand 0.95 ms" in met.figure
     assert by_what(with_redis(1.16))[what].met is False
+
+
+def test_the_machine_section_gives_this_machines_speed_from_the_same_run() -> None:
+    results = control_cost(health=(0.12, True))
+    reference = results["control_cost"]["summary"]["sqlite"]["reference_query_ms"]
+    text = render(results, {"runs": []}, made=[])
+    assert f"costs {reference:.2f} ms of CPU here" in text
+    assert "Speed:" not in render({}, {"runs": []}, made=[])  # no control cost run: no yardstick
