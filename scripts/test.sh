@@ -9,4 +9,5 @@ echo "== ruff format"; .venv/bin/ruff format --check src tests bench
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"
 mkdir -p test-artifacts
-.venv/bin/pytest "$@"
+# The slowest tests are listed at the end, to keep the suite inside its time.
+.venv/bin/pytest --durations=20 "$@"
