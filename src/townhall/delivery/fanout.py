@@ -156,10 +156,8 @@ class _StreamFan:
             segment.subscribers = [s for s in segment.subscribers if self._send(s, chunks)]
         if complete:
             for subscriber in segment.subscribers:
-                if subscriber.head:  # a segment closes with a part: cannot happen
-                    subscriber.end(Ending.UNSTARTED)
-                else:
-                    subscriber.end(Ending.COMPLETE)
+                # (A head still unwritten cannot be: a segment closes with a part.)
+                subscriber.end(Ending.UNSTARTED if subscriber.head else Ending.COMPLETE)
             del self.segments[msn]
             return False
         return True
