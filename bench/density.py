@@ -23,6 +23,15 @@ Listeners:
   media received falling more than the same PART-HOLD-BACK behind the wall time since the first
   byte (burst on connect off, so no initial burst hides it).
 
+The audience: `--sample` (300) Python listeners as above measure what a listener hears; past
+them, wrk (`bench.bulk`, installed by scripts/setup.sh --bench) brings the rest of each step at
+about a tenth of their CPU: the same segment and snapshot requests for townhall (an answer other
+than 200, or a connection completing fewer segments than the stream made, is an error), the same
+progressive GET for Icecast (a connection the server ends is an error). The generator then holds
+the ~19,000 listeners one server process's open-files limit allows at about half its core
+(measured against Icecast), so the figures are the server's. `--sample 0`: every listener in
+Python, as before (the generator saturates near 6,000).
+
 Ramp: for each step the listeners are added (spread over up to 3 s), left to settle, then a window
 (`--hold` seconds) measures server CPU (share of core 0), RSS, stalls, errors, lateness and
 requests/s. A target stops at the first step with a stall, an error or a generator-limited
@@ -30,21 +39,29 @@ window; "listeners held" is the last clean step. Listeners per core = listeners 
 server's limit was reached (stall/error); otherwise (generator, max steps) projected linearly from
 the held step's CPU share, and said so. The ratios compare listeners per core.
 
-    .venv/bin/python -m bench.density [--max-listeners 8000] [--hold 8] [--targets origin,edge,varnish,icecast]
-        [--procs 3] [--json out.json]
+    .venv/bin/python -m bench.density [--max-listeners N] [--hold 8] [--targets origin,edge,varnish,icecast]
+        [--procs 3] [--sample 300] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import resource
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
+
+from bench.bulk import Bulk, BulkWindow, Live
+from bench.bulk import available as bulk_available
 from bench.icecast import measure_byte_rate, start_icecast
 from bench.swarm import (
     Swarm,
@@ -58,12 +75,15 @@ from bench.swarm import (
 )
 from townhall.config import MediaConfig
 from townhall.harness import EdgeKind
+from townhall.loadtest.llhls import parse_playlist
+from townhall.loadtest.page import SNAPSHOT_STREAMED_S
 from townhall.loadtest.procs import tree_cpu_seconds, tree_rss_bytes
 
 SERVER_CORE = {0}
 GENERATOR_CORE = {1}
 GENERATOR_LIMIT = 0.90  # of core 1: above this the generator, not the server, may be the limit
-STEPS = (100, 200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 10000, 12000)
+STEPS = (100, 200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 15000, 18000)
+SAMPLE = 300  # Python listeners measuring what a listener hears; wrk brings the rest
 CORE_FULL = 0.97  # busy share of core 1 (all processes) that also counts as generator-limited
 SETTLE = 2.0  # s after the last arrival of a step before its window opens
 REFERENCE = 3.0  # s of the zero-listener reference window
@@ -80,6 +100,19 @@ class Target:
     source_pids: list[int]  # core 1: the audio source, counted as generator side
     byte_rate: float = 0.0
     hold_back: float = 0.0
+    locate: Callable[[], Live] | None = None  # the bulk's segment listeners: where the stream is
+    access_log: Path | None = None  # the bulk's progressive listeners: where drops are logged
+
+    def bulk(self) -> Bulk:
+        if self.kind == "progressive":
+            return Bulk("progressive", self.url, GENERATOR_CORE, access_log=self.access_log)
+        return Bulk("segments", self.url, GENERATOR_CORE, locate=self.locate)
+
+
+def server_cap() -> int:
+    """Listeners one server process can hold, one connection each, under the open-files hard
+    limit (which it cannot raise), with a margin for everything else it opens."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1] - 1024
 
 
 def steps_up_to(limit: int) -> list[int]:
@@ -87,11 +120,15 @@ def steps_up_to(limit: int) -> list[int]:
     return [*steps, limit] if not steps or steps[-1] != limit else steps
 
 
-def _window(target: Target, swarm: Swarm | None, seconds: float) -> dict[str, Any]:
+def _window(
+    target: Target, swarm: Swarm | None, seconds: float, bulk: Bulk | None = None
+) -> dict[str, Any]:
     """One measurement window: CPU of server and generator, RSS, what the listeners saw."""
-    gen_pids = target.source_pids + (swarm.pids if swarm else [])
+    gen_pids = target.source_pids + (swarm.pids if swarm else []) + (bulk.pids if bulk else [])
     if swarm is not None:
         swarm.mark()
+    if bulk is not None:
+        bulk.mark()
     server0, gen0, t0 = (
         tree_cpu_seconds(target.server_pids),
         tree_cpu_seconds(gen_pids),
@@ -100,6 +137,7 @@ def _window(target: Target, swarm: Swarm | None, seconds: float) -> dict[str, An
     busy0 = [core_busy_seconds(c) for c in (*SERVER_CORE, *GENERATOR_CORE)]
     wait_interval(seconds)
     seen = swarm.collect() if swarm is not None else None
+    crowd = bulk.collect() if bulk is not None else BulkWindow()
     wall = time.monotonic() - t0
     server = (tree_cpu_seconds(target.server_pids) - server0) / wall
     generator = (tree_cpu_seconds(gen_pids) - gen0) / wall
@@ -107,8 +145,20 @@ def _window(target: Target, swarm: Swarm | None, seconds: float) -> dict[str, An
         (core_busy_seconds(c) - b) / wall
         for c, b in zip((*SERVER_CORE, *GENERATOR_CORE), busy0, strict=True)
     )
+    errors = dict(seen.errors) if seen else {}
+    for kind, count in (
+        ("bulk_refused", crowd.refused),
+        ("bulk_http", crowd.other - crowd.refused),
+        ("bulk_dropped", crowd.dropped),
+        ("bulk_behind", crowd.behind),
+    ):
+        if count:
+            errors[kind] = count
     return {
-        "listeners": seen.listeners if seen else 0,
+        "listeners": (seen.listeners if seen else 0) + crowd.listeners,
+        "sampled_listeners": seen.listeners if seen else 0,
+        "bulk_listeners": crowd.listeners,
+        "bulk_segments_per_expected": (crowd.segments / crowd.expected) if crowd.expected else None,
         "server_cpu_share": server,
         "server_rss_bytes": tree_rss_bytes(target.server_pids),
         "generator_cpu_share": generator,
@@ -118,34 +168,47 @@ def _window(target: Target, swarm: Swarm | None, seconds: float) -> dict[str, An
         "core0_busy_share": core0,
         "core1_busy_share": core1,
         "stalls": seen.stalls if seen else 0,
-        "errors": seen.error_count if seen else 0,
-        "error_kinds": dict(seen.errors) if seen else {},
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
         "lateness_p95_s": seen.lateness_p95() if seen else None,
-        "requests_per_s": (seen.requests / wall) if seen else 0.0,
+        # The bulk counts the requests it completed (a request still streaming at the window's
+        # end is counted in the next one).
+        "requests_per_s": ((seen.requests if seen else 0) + crowd.segments + crowd.snapshots)
+        / wall,
         "parts_per_s": (seen.parts / wall) if seen else 0.0,
     }
 
 
-def ramp(target: Target, steps: list[int], procs: int, hold: float) -> dict[str, Any]:
-    """Ramp `target` through `steps`; return its per-step rows and summary."""
+def ramp(
+    target: Target, steps: list[int], procs: int, hold: float, sample: int | None
+) -> dict[str, Any]:
+    """Ramp `target` through `steps`; return its per-step rows and summary. With `sample`, the
+    Python listeners are that many and wrk (`bench.bulk`) brings the rest of each step."""
     print(f"\n[{target.name}] zero-listener reference ({REFERENCE:.0f} s) …", flush=True)
     reference = _window(target, None, REFERENCE)
     rows: list[dict[str, Any]] = []
     limited_by = "max_steps"
-    with Swarm(
-        target.kind,
-        target.url,
-        procs,
-        GENERATOR_CORE,
-        byte_rate=target.byte_rate,
-        hold_back=target.hold_back,
-    ) as swarm:
+    with (
+        Swarm(
+            target.kind,
+            target.url,
+            procs,
+            GENERATOR_CORE,
+            byte_rate=target.byte_rate,
+            hold_back=target.hold_back,
+        ) as swarm,
+        target.bulk() as bulk,
+    ):
         for count in steps:
-            added = count - swarm.listeners
+            sampled = count if sample is None else min(count, sample)
+            added = count - swarm.listeners - bulk.listeners
             spread = min(3.0, max(0.5, added / 1000))
-            swarm.add(added, spread)
+            if sampled > swarm.listeners:
+                swarm.add(sampled - swarm.listeners, spread)
+            if count > sampled:
+                bulk.add(count - sampled - bulk.listeners, spread)
             wait_interval(spread + SETTLE)
-            row = _window(target, swarm, hold)
+            row = _window(target, swarm, hold, bulk if bulk.listeners else None)
             row["listeners"] = count
             rows.append(row)
             _print_row(target.name, row)
@@ -232,7 +295,12 @@ def bitrate() -> int:
 
 
 def run(
-    targets: list[str], max_listeners: int, hold: float, procs: int, listener: str = "lean"
+    targets: list[str],
+    max_listeners: int,
+    hold: float,
+    procs: int,
+    listener: str = "lean",
+    sample: int | None = None,
 ) -> dict[str, Any]:
     steps = steps_up_to(max_listeners)
     results: dict[str, dict[str, Any]] = {}
@@ -264,7 +332,10 @@ def run(
                     else live.media_url(base)
                 )
                 target = Target(name, listener, url, pids, [live.bot.popen.pid])
-                results[name] = ramp(target, steps, procs, hold)
+                target.locate = functools.partial(
+                    locate_live, base, live.media_url(live.server.url), live.space.id
+                )
+                results[name] = ramp(target, steps, procs, hold, sample)
         if "icecast" in targets:
             with affinity(SERVER_CORE):
                 icecast = start_icecast(bitrate())
@@ -281,12 +352,31 @@ def run(
                     [source.popen.pid],
                     byte_rate=byte_rate,
                     hold_back=hold_back,
+                    access_log=icecast.workdir / "log" / "access.log",
                 )
-                results["icecast"] = ramp(target, steps, procs, hold)
+                results["icecast"] = ramp(target, steps, procs, hold, sample)
                 results["icecast"]["summary"]["byte_rate"] = byte_rate
             finally:
                 icecast.stop()
-    return report(results, steps, hold, procs, hold_back, listener)
+    return report(results, steps, hold, procs, hold_back, listener, sample)
+
+
+def locate_live(base: str, media_url: str, space_id: str) -> Live:
+    """Where the bulk's segment listeners start: the segment in production now (the preload
+    hint of the origin's live playlist), asked through `base` (the origin or the edge)."""
+    text = httpx.get(media_url, timeout=10).text
+    hint = parse_playlist(text, media_url).hint
+    if hint is None:
+        raise RuntimeError("the live playlist has no preload hint: is the Space live?")
+    media = MediaConfig()
+    return Live(
+        base=base,
+        segment_prefix=urlsplit(hint.uri).path.rpartition("/")[0] + "/",
+        msn=hint.msn,
+        segment_s=media.part_seconds * media.parts_per_segment,
+        snapshot_path=f"/api/spaces/{space_id}/snapshot",
+        snapshot_s=SNAPSHOT_STREAMED_S,
+    )
 
 
 def _ratio(results: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
@@ -304,6 +394,7 @@ def report(
     procs: int,
     phb: float,
     listener: str = "lean",
+    sample: int | None = None,
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {name: r["summary"] for name, r in results.items()}
     summary["ratio_origin_icecast"] = _ratio(results, "origin", "icecast")
@@ -319,10 +410,22 @@ def report(
         "A step is generator-limited when generator_cpu_share ≥ 0.90 or core 1 was ≥ 97 % busy "
         "with anything (core0/1_busy_share: all processes, from /proc/stat; a core 0 busier than "
         "server_cpu_share means other work competed with the server); a target stopped there "
-        "(or at the last step) is a lower bound. townhall listeners: "
+        "(or at the last step) is a lower bound. "
         + (
-            "the listener page's requests (townhall.loadtest.page: snapshot 1/s, sampled "
-            f"presence, one streamed request per segment; {listener} HTTP client)"
+            f"Past the first {sample} listeners (Python, measuring every part's lateness), wrk "
+            "brings the rest of each step (bench/bulk.py), counted with the generator: townhall "
+            "— the segment in production, streamed, then the next, and the snapshot every 15 s; "
+            "an answer other than 200 or a connection completing fewer segments than the stream "
+            "made is an error; Icecast — the same progressive GET, a connection the server ends "
+            "is an error. "
+            if sample
+            else ""
+        )
+        + "townhall listeners: "
+        + (
+            "the listener page's requests (townhall.loadtest.page: snapshot 1/s until the stream "
+            "brings the room state, then every 15 s, sampled presence, one streamed request per "
+            f"segment; {listener} HTTP client)"
             if listener in ("page", "lean")
             else "blocking playlist reload + preload-hinted part (townhall.loadtest.llhls)"
         )
@@ -403,7 +506,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--max-listeners", type=int, default=8000)
+    parser.add_argument("--max-listeners", type=int, default=server_cap())
     parser.add_argument("--hold", type=float, default=8.0, help="measurement window per step (s)")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--procs", type=int, default=3, help="generator processes (all on core 1)")
@@ -414,20 +517,33 @@ def main() -> None:
         help="townhall listeners: the listener page's requests (on the lean or the streams HTTP "
         "client), or an hls.js-like LL-HLS player",
     )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=SAMPLE if bulk_available() else 0,
+        help="Python listeners measuring lateness and stalls; wrk brings the rest of each step "
+        "(bench/bulk.py). 0: every listener in Python (the generator then saturates near 6,000)",
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not targets or any(t not in TARGETS for t in targets):
         parser.error(f"--targets: a comma-separated subset of {','.join(TARGETS)}")
-    fd_cap = listener_cap()
+    # A Python listener holds two connections, a wrk one holds one: the server's open-files limit
+    # (one process) is then the cap.
+    fd_cap = listener_cap() if not args.sample else server_cap()
     if not 1 <= args.max_listeners <= fd_cap:
         parser.error(f"--max-listeners 1..{fd_cap} (open-files limit)")
+    if args.sample and not bulk_available():
+        parser.error("--sample needs wrk (scripts/bench.sh installs it); --sample 0 runs without")
     if not 1 <= args.hold <= 120 or not 1 <= args.procs <= 16:
         parser.error("--hold 1..120, --procs 1..16")
     if len(os.sched_getaffinity(0)) < 2:
         parser.error("needs two cores (server on core 0, generator on core 1)")
     began = time.monotonic()
-    result = run(targets, args.max_listeners, args.hold, args.procs, args.listener)
+    result = run(
+        targets, args.max_listeners, args.hold, args.procs, args.listener, args.sample or None
+    )
     result["wall_s"] = time.monotonic() - began
     print_summary(result)
     print(f"wall time {result['wall_s']:.0f} s")

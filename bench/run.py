@@ -47,7 +47,7 @@ SUITE: tuple[Module, ...] = (
         ("--idle", "4", "--one-voice", "1", "--steps", "10", "--hold", "3"),
         1200,
     ),
-    Module("density", (), ("--max-listeners", "200", "--hold", "4"), 720),
+    Module("density", (), ("--max-listeners", "200", "--hold", "4"), 1200),
     Module("cache_collapse", (), ("--scales", "100,400", "--window", "6"), 600),
     Module(
         "join_storm",

@@ -88,7 +88,8 @@ fi
 if [ $want_cluster -eq 1 ]; then
     apt_install redis-server postgresql nginx-light varnish
 fi
-# 4. Benchmark-only: Icecast 2.4, the established server the listener-density bench compares with.
+# 4. Benchmark-only: Icecast 2.4, the established server the listener-density bench compares with,
+#    and wrk, which brings the bulk of a big bench audience at a fraction of a Python listener's CPU.
 if [ $want_bench -eq 1 ]; then
-    apt_install icecast2
+    apt_install icecast2 wrk
 fi
