@@ -25,6 +25,7 @@ from typing import Any
 Results = dict[str, Any]
 
 SPEC_LISTENER_KB = 20
+GENERATOR_GOAL = 20_000  # listeners the load generator must hold, so density is the server's
 SPEC_JOINS_PER_S = 5000
 SPEC_JOIN_P99_S = 0.250
 SIGNED_IN_STORM_WHY = (
@@ -326,6 +327,31 @@ def _cache_edges(r: Results) -> list[str]:
     )
 
 
+def _generator(r: Results) -> list[Verdict]:
+    data = _get(r, "generator_cost", "bulk") or {}
+    steps = data.get("steps") or []
+    held = data.get("held")
+    top = next((row for row in reversed(steps) if row.get("listeners") == held), None)
+    figure = "–"
+    if top is not None:
+        figure = (
+            f"{held:,} held by wrk on core 1 at {_pct(top.get('bulk_cpu_share'))} of it "
+            f"({top.get('cpu_us_per_listener_s', 0):.0f} µs per listener-second), none dropped, "
+            "no stall in the Python sample"
+        )
+    return [
+        Verdict(
+            "listeners the load generator holds on this machine",
+            f"≥ {GENERATOR_GOAL:,} (issue 11)",
+            figure,
+            None if held is None else held >= GENERATOR_GOAL,
+            "The step after the figure failed: see the section for whether wrk ran out of its "
+            "core (the generator) or a server dropped or stalled its listeners (the servers, on "
+            "the same two cores).",
+        )
+    ]
+
+
 def _cache_collapse(r: Results) -> list[Verdict]:
     what, budget = "origin requests with an HTTP cache in front", "constant in audience size"
     edges = _cache_edges(r)
@@ -609,6 +635,7 @@ BUDGETS: tuple[Callable[[Results], list[Verdict]], ...] = (
     _stage_cost,
     _spaces_per_core,
     _density,
+    _generator,
     _cache_collapse,
     _join_storm,
     _failover,
@@ -810,6 +837,24 @@ def _section_density(r: Results) -> list[str]:
         f"varnish / Icecast {_num(s.get('ratio_varnish_icecast'), 2)} ×. "
         "CPU per listener is the server's core time per second of listening.",
     ]
+
+
+def _section_generator(r: Results) -> list[str]:
+    data = _get(r, "generator_cost", "bulk") or {}
+    return _table(
+        ["listeners", "wrk CPU (core 1)", "per listener-second", "wrk memory", "dropped", "stalls"],
+        [
+            [
+                f"{row['listeners']:,}",
+                _pct(row.get("bulk_cpu_share")),
+                f"{row.get('cpu_us_per_listener_s', 0):.1f} µs",
+                f"{row.get('bulk_rss_bytes', 0) / 2**20:.0f} MB",
+                _num(row.get("dropped")),
+                _num(row.get("stalls")),
+            ]
+            for row in data.get("steps") or []
+        ],
+    )
 
 
 def _section_cache(r: Results) -> list[str]:
@@ -1151,6 +1196,12 @@ SECTIONS: tuple[tuple[str, str, Callable[[Results], list[str]], str], ...] = (
         "Listener density: townhall vs nginx edge vs Icecast",
         _section_density,
         "density.png",
+    ),
+    (
+        "generator_cost",
+        "Load generator: listeners held (issue 11)",
+        _section_generator,
+        "",
     ),
     ("cache_collapse", "Cache collapse behind the edge", _section_cache, "cache_collapse.png"),
     ("join_storm", "Join storm", _section_join, "join_storm.png"),

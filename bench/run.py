@@ -48,6 +48,12 @@ SUITE: tuple[Module, ...] = (
         1200,
     ),
     Module("density", (), ("--max-listeners", "200", "--hold", "4"), 1200),
+    Module(
+        "generator_cost",
+        ("--bulk-steps", "10000,16000,22000", "--window", "10"),
+        ("--bulk-steps", "1000", "--window", "3"),
+        600,
+    ),
     Module("cache_collapse", (), ("--scales", "100,400", "--window", "6"), 600),
     Module(
         "join_storm",

@@ -11,6 +11,7 @@ from bench.report import (
     SOAK_TOLERANCE,
     Verdict,
     _render_section,
+    _section_generator,
     load,
     render,
     replace_section,
@@ -446,3 +447,21 @@ def test_the_machine_section_gives_this_machines_speed_from_the_same_run() -> No
     text = render(results, {"runs": []}, made=[])
     assert f"costs {reference:.2f} ms of CPU here" in text
     assert "Speed:" not in render({}, {"runs": []}, made=[])  # no control cost run: no yardstick
+
+
+def test_the_load_generator_is_judged_on_the_listeners_it_held() -> None:
+    what = "listeners the load generator holds on this machine"
+    steps = [
+        {"listeners": 10_000, "bulk_cpu_share": 0.2, "cpu_us_per_listener_s": 20.0},
+        {"listeners": 22_000, "bulk_cpu_share": 0.36, "cpu_us_per_listener_s": 16.7},
+    ]
+    results: dict[str, Any] = {"generator_cost": {"bulk": {"steps": steps, "held": 22_000}}}
+    held = by_what(results)[what]
+    assert held.met is True
+    assert "22,000" in held.figure
+    assert "36.0 %" in held.figure
+    results["generator_cost"]["bulk"]["held"] = 10_000  # the last step failed
+    assert by_what(results)[what].met is False
+    assert by_what({})[what].met is None
+    table = "\n".join(_section_generator(results))
+    assert "| 22,000 | 36.0 % | 16.7 µs |" in table
