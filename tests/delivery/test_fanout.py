@@ -20,6 +20,7 @@ import pytest
 
 from tests.delivery.test_origin import add_parts, media
 from tests.delivery.test_segment_stream import produce_one, serve
+from townhall.delivery import fanout as fanout_module
 from townhall.delivery.fanout import Ending, SegmentFanout, chunk
 from townhall.harness import wait_until_async
 from townhall.media.packager import EncodedPart
@@ -293,4 +294,66 @@ async def test_a_head_waits_for_the_first_part_and_a_failing_owner_stops_no_one_
     assert failing.written == waiting.written
     assert not failing.aborted  # a complete response, whatever its owner did with it
     assert "subscriber's end failed" in caplog.text
+    assert fanout.streaming == 0
+
+
+async def test_a_big_audience_is_fed_in_turns_each_listener_whole_and_once(
+    media: SpaceMedia, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `TURN` subscribers the pump writes a turn at a time and lets the loop run between:
+    every listener still gets every part once and one end, other work runs between the turns,
+    and a listener arriving mid-turn (here: while the pump writes to another) is fed too."""
+    monkeypatch.setattr(fanout_module, "TURN", 2)
+    fanout = SegmentFanout()
+    msn = await open_segment(media)
+    ends: list[tuple[int, Ending]] = []
+    between: list[int] = []  # how many listeners had the newest part when another task ran
+    newest = {"chunk": b""}  # the segment's newest part, framed
+
+    def has_newest(transport: FakeTransport) -> bool:
+        return bool(transport.written) and transport.written[-1] == newest["chunk"]
+
+    def watch() -> None:
+        between.append(sum(has_newest(t) for t in audience))
+        if len(between) < 1000:
+            asyncio.get_running_loop().call_soon(watch)
+
+    class Inviting(FakeTransport):
+        """Brings one more listener in the first time the pump writes a later part to it."""
+
+        invited = False
+
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            super().write(data)
+            if len(self.written) > 2 and not self.invited:
+                self.invited = True
+                late = FakeTransport()
+                audience.append(late)
+                fanout.stream(media, msn, late, b"HEAD ", lambda how: ends.append((99, how)))
+
+    audience: list[FakeTransport] = [FakeTransport() for _ in range(6)]
+    audience[3] = Inviting()
+    for i, transport in enumerate(list(audience)):
+        fanout.stream(media, msn, transport, b"HEAD ", lambda how, i=i: ends.append((i, how)))
+    while media.packager.next_part[0] == msn:
+        await produce_one(media)
+        so_far = media.packager.segment_so_far(msn)
+        if so_far is not None:
+            newest["chunk"] = chunk(so_far[0][-1])
+        if media.packager.next_part[0] == msn:
+            between.clear()
+            asyncio.get_running_loop().call_soon(watch)
+            await until(
+                lambda: all(has_newest(t) for t in audience),
+                "every listener has the newest part",
+            )
+    await until(lambda: len(ends) == len(audience), "every listener's stream ended")
+    so_far = media.packager.segment_so_far(msn)
+    assert so_far is not None
+    parts = [chunk(part) for part in so_far[0]]
+    assert [t.written for t in audience] == [[b"HEAD ", *parts]] * len(audience)
+    assert sorted(i for i, _ in ends) == [0, 1, 2, 3, 4, 5, 99]
+    assert {how for _, how in ends} == {Ending.COMPLETE}
+    # Some other task ran while only part of the audience had the newest part: the turns.
+    assert any(0 < n < len(audience) for n in between)
     assert fanout.streaming == 0

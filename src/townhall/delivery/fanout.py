@@ -62,6 +62,9 @@ TRANSPORT_EXTENSION = "townhall.transport"
 # it has stopped reading for many seconds; a segment (~6 parts of ~1.3 KB at 32 kbit/s) is far
 # below it.
 WRITE_BUFFER_MAX = 64 * 1024
+# Subscribers the pump writes to per turn of the event loop (see `_StreamFan._feed`): ~10-20 ms
+# of writes, so the loop's other work waits no longer than that for a big audience's.
+TURN = 512
 
 
 def transport_of(scope: Scope) -> asyncio.Transport | None:
@@ -109,11 +112,14 @@ class _Subscriber:
 class _Segment:
     """The subscribers of one segment in production and its parts, framed once."""
 
-    __slots__ = ("chunks", "subscribers")
+    __slots__ = ("chunks", "subscribers", "waiting")
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
         self.subscribers: list[_Subscriber] = []
+        # While the pump feeds a big audience in turns (`_StreamFan._feed`): the subscribers it
+        # has yet to reach this turn; None otherwise.
+        self.waiting: list[_Subscriber] | None = None
 
 
 class _StreamFan:
@@ -132,7 +138,12 @@ class _StreamFan:
         # Bring the segment's subscribers up to date first, so that all of them and the new one
         # have every part the packager holds: no part skipped, none written twice.
         subscriber = _Subscriber(transport, ended, head)
-        if self._advance(msn, segment):
+        if segment.waiting is not None:
+            # The pump is feeding this segment in turns: it has framed every part the packager
+            # held, and checks for more when it is done. Writing those is all a newcomer needs.
+            if self._send(subscriber, segment.chunks):
+                segment.subscribers.append(subscriber)
+        elif self._advance(msn, segment):
             if self._send(subscriber, segment.chunks):
                 segment.subscribers.append(subscriber)
         else:  # closed or gone meanwhile (the caller checked it was open: cannot happen)
@@ -184,6 +195,44 @@ class _StreamFan:
             subscriber.sent = len(chunks)
         return True
 
+    async def _feed(self, msn: int, segment: _Segment) -> None:
+        """The pump's `_advance`: the same writes (and, when the segment completes, the same
+        ends), but to `TURN` subscribers per turn of the event loop.
+
+        Done in one go, a part for 6,000 listeners was ~0.1 s of writes, and its segment's end
+        was worse: every listener asks for the next segment the moment its response ends, so
+        6,000 requests came back in one batch, and the loop ran 0.5 s without a break — the
+        admission's lag probe then refused the room-state requests of whoever asked meanwhile,
+        and every other Space's mixer in the process ticked late. In turns, the writes and the
+        requests they set off interleave with the rest of the loop; the work is the same."""
+        if len(segment.subscribers) <= TURN:
+            self._advance(msn, segment)
+            return
+        so_far = self.media.packager.segment_so_far(msn)
+        if so_far is None:
+            self._advance(msn, segment)  # no longer held: cut everyone off, as always
+            return
+        parts, complete = so_far
+        if len(parts) > len(segment.chunks):
+            segment.chunks.extend(chunk(part) for part in parts[len(segment.chunks) :])
+        chunks = segment.chunks
+        segment.waiting, segment.subscribers = segment.subscribers, []
+        try:
+            while segment.waiting:
+                turn, segment.waiting = segment.waiting[:TURN], segment.waiting[TURN:]
+                segment.subscribers.extend(s for s in turn if self._send(s, chunks))
+                if complete:
+                    for subscriber in turn:
+                        subscriber.end(Ending.UNSTARTED if subscriber.head else Ending.COMPLETE)
+                if segment.waiting:
+                    await asyncio.sleep(0)
+        finally:
+            segment.waiting = None
+        if complete:
+            for subscriber in segment.subscribers:  # those who came during the turns
+                subscriber.end(Ending.UNSTARTED if subscriber.head else Ending.COMPLETE)
+            self.segments.pop(msn, None)
+
     @staticmethod
     def _cut(subscriber: _Subscriber) -> None:
         """End a response without its final chunk: abort (what it has not read is dropped). One
@@ -208,7 +257,7 @@ class _StreamFan:
             # Whatever is left (the stream stopped, the pump failed or was cancelled at shutdown)
             # ends cut off: each waiting request then returns, and its player asks again.
             for segment in self.segments.values():
-                for subscriber in segment.subscribers:
+                for subscriber in [*segment.subscribers, *(segment.waiting or ())]:
                     self._cut(subscriber)
             self.segments.clear()
             self.pump = None
@@ -216,13 +265,16 @@ class _StreamFan:
 
     async def _pump(self, packager: LlHlsPackager) -> None:
         while True:
+            # What the packager held before this round: a part published while a big audience
+            # is fed in turns wakes the next round at once.
+            seen = (packager.next_part, packager.ended)
             # First, and after every wake: a part published between a subscription and this
             # task's first run is written now, not with the part after it.
             for msn, segment in list(self.segments.items()):
-                self._advance(msn, segment)
+                if self.segments.get(msn) is segment:  # not ended meanwhile, while one was fed
+                    await self._feed(msn, segment)
             if not self.segments:
                 return
-            seen = (packager.next_part, packager.ended)
 
             def moved(seen: tuple[Any, ...] = seen) -> bool:
                 return (packager.next_part, packager.ended) != seen
@@ -275,7 +327,7 @@ class SegmentFanout:
             not subscriber.transport.is_closing()
             for fan in self._streams.values()
             for segment in fan.segments.values()
-            for subscriber in segment.subscribers
+            for subscriber in [*segment.subscribers, *(segment.waiting or ())]
         )
 
     def idle(self, fan: _StreamFan) -> None:
