@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from townhall.api import bounds
     from townhall.api.accept import ConnectionCap
+    from townhall.api.fastpath import FastPath
     from townhall.api.listener_protocol import ListenerProtocol
     from townhall.app import create_app
     from townhall.node import collector
@@ -73,6 +74,13 @@ def _serve(args: argparse.Namespace) -> int:
     make_private_dir(config.data_dir)
     app = create_app(config)
     cap: ConnectionCap = app.state.connection_cap
+    # What the protocol answers itself (api/listener_protocol.py): a listener's open segment, and
+    # the prebuilt answers (none of either when the access log is on).
+    protocol = partial(
+        ListenerProtocol,
+        segments=getattr(app.state, "segment_front", None),
+        answers=front if isinstance(front := getattr(app, "front", None), FastPath) else None,
+    )
     server = Server(
         uvicorn.Config(
             app,
@@ -92,14 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
             # Deadlines for a request's head and body, a cap on the head (api/bounds.py), and the
             # idle time a kept-alive connection is held between requests; past the connection
             # cap, a 503 before anything is parsed (api/accept.py).
-            # A listener's open segment is answered by the protocol itself
-            # (api/listener_protocol.py).
-            http=cast(
-                Any,
-                cap.protocol(
-                    partial(ListenerProtocol, segments=getattr(app.state, "segment_front", None))
-                ),
-            ),
+            http=cast(Any, cap.protocol(protocol)),
             timeout_keep_alive=bounds.KEEP_ALIVE_S,
             backlog=listen_backlog(config),
             ws_max_size=bounds.WS_MESSAGE_MAX,

@@ -16,8 +16,10 @@ them today and nothing less:
 - the request counted and timed in `/metrics` under its route's template, as RequestTelemetry
   does.
 
-(A listener's request for the segment being produced goes further: the server's protocol answers
-it without an ASGI call at all, api/listener_protocol.py.)
+(The server's protocol goes further: it answers these same requests, when it parses them, with
+no ASGI call at all (`prepared`, api/listener_protocol.py), and so a listener's request for the
+segment being produced. This path is for the requests that reach the app anyway: a pipelined
+one, or any request under another server.)
 
 Anything else goes to the framework unchanged: another method, a query string (a private
 Space's `?code=`, or anything to validate), a request with a body (its size is checked there),
@@ -98,22 +100,29 @@ class FastPath:
         self.snapshot = snapshot
         self.clock = clock
 
-    async def __call__(self, scope: Scope, send: Send) -> bool:
-        if scope["type"] != "http" or not _plain_get(scope):
-            return False
-        path: str = scope["path"]
+    def prepared(self, path: str) -> tuple[bytes, tuple[tuple[bytes, bytes], ...], str] | None:
+        """The body, headers and route template of the answer to a plain GET of `path` if this
+        answers it now; None leaves it to the framework."""
         if path == HEALTH_PATH:
             body, headers, route = self.health(), _HEALTH_HEADERS, HEALTH_PATH
         elif path.startswith(SNAPSHOT_PREFIX) and path.endswith(SNAPSHOT_SUFFIX):
             space_id = path[len(SNAPSHOT_PREFIX) : -len(SNAPSHOT_SUFFIX)]
             if "/" in space_id:
-                return False
+                return None
             body = self.snapshot(space_id, int(self.clock()))
             headers, route = _SNAPSHOT_HEADERS, SNAPSHOT_ROUTE
         else:
+            return None
+        return None if body is None else (body, headers, route)
+
+    async def __call__(self, scope: Scope, send: Send) -> bool:
+        if scope["type"] != "http" or not _plain_get(scope):
             return False
-        if body is None:
+        path: str = scope["path"]
+        answer = self.prepared(path)
+        if answer is None:
             return False
+        body, headers, route = answer
         started = time.perf_counter()
         kind = classify("GET", path)
         if not self.admission.enter(kind):

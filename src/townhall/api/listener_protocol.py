@@ -1,5 +1,7 @@
 """The server's HTTP protocol: bounded (api/bounds.py), and answering a listener's request for the
-open segment itself, without an ASGI call (delivery/segment_front.py says which requests, and why).
+open segment itself, without an ASGI call (delivery/segment_front.py says which requests, and why),
+as it does the prebuilt answers (api/fastpath.py: the health check, a public Space's current
+snapshot, which every listener page reads now and then).
 
 uvicorn gives every request a `RequestResponseCycle` and a task running the app; the cycle frames
 the response (status line, its default headers, chunked encoding, `connection: close` when the
@@ -21,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from townhall.api.admission import RequestClass, refusal
+from townhall.api.admission import RequestClass, classify, refusal
 from townhall.api.bounds import BoundedHttpProtocol
+from townhall.api.fastpath import FastPath
 from townhall.api.lean_connection import LeanEvent
 from townhall.delivery.fanout import Ending
 from townhall.delivery.origin import GROWING_SEGMENT_HEADERS
@@ -41,8 +45,8 @@ _NOT_PLAIN = (b"content-length", b"transfer-encoding", b"range")
 
 def frame_head(
     status_line: bytes,
-    defaults: list[tuple[bytes, bytes]],
-    headers: list[tuple[bytes, bytes]],
+    defaults: Sequence[tuple[bytes, bytes]],
+    headers: Sequence[tuple[bytes, bytes]],
     keep_alive: bool,
     length: int | None,
 ) -> bytes:
@@ -89,23 +93,34 @@ class _HeldSegment:
 
 
 class ListenerProtocol(BoundedHttpProtocol):
-    """See the module docstring. `segments`: the open-segment front (None: every request goes to
-    the app, as when the access log is on)."""
+    """See the module docstring. `segments`: the open-segment front; `answers`: the prebuilt
+    answers (api/fastpath.py: the health check, a public Space's current snapshot). None: every
+    request goes to the app, as when the access log is on."""
 
-    __slots__ = ("_segments",)
+    __slots__ = ("_answers", "_segments")
 
-    def __init__(self, *args: Any, segments: OpenSegmentFront | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        segments: OpenSegmentFront | None = None,
+        answers: FastPath | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._segments = segments
+        self._answers = answers
 
     def on_headers_complete(self) -> None:
-        if self._segments is None or not self._take_segment(self._segments):
+        path = self._plain_get() if self._segments or self._answers else None
+        if path is None or not (self._take_segment(path) or self._take_answer(path)):
             super().on_headers_complete()
 
-    def _take_segment(self, front: OpenSegmentFront) -> bool:
+    def _plain_get(self) -> str | None:
+        """The path of a plain HTTP/1.1 GET of a whole object (no query, no body, no range) that
+        may be answered now; None for anything else."""
         cycle = self.cycle
         if self.transport.is_closing() or (cycle is not None and not cycle.response_complete):
-            return False  # closing (refused already), or pipelined: uvicorn queues it
+            return None  # closing (refused already), or pipelined: uvicorn queues it
         parser = self.parser
         if (
             parser.get_method() != b"GET"
@@ -115,21 +130,56 @@ class ListenerProtocol(BoundedHttpProtocol):
             or b"%" in self.url
             or any(name in _NOT_PLAIN for name, _ in self.headers)
         ):
-            return False
-        path = self.url.decode("ascii", "replace")
-        segment = front.target(path)
-        if segment is None:
-            return False
-        started = time.perf_counter()
-        self._disarm()  # the head is in and there is no body: no deadline while it streams
-        keep_alive = parser.should_keep_alive()
+            return None
+        return self.url.decode("ascii", "replace")
+
+    def _hold(self, path: str) -> _HeldSegment:
+        """Put the stand-in where uvicorn keeps the request's cycle."""
+        self._disarm()  # the head is in and there is no body: no deadline while it is answered
         scope = self.scope  # completed as uvicorn would, in case the app answers after all
         scope["method"] = "GET"
         scope["path"] = path
         scope["raw_path"] = self.url
         scope["query_string"] = b""
-        held = _HeldSegment(scope, keep_alive)
+        held = _HeldSegment(scope, self.parser.should_keep_alive())
         self.cycle = cast(RequestResponseCycle, held)
+        return held
+
+    def _take_answer(self, path: str) -> bool:
+        """Answer a prebuilt answer's request whole, here (admitted and counted as the fast path
+        does it in front of the framework)."""
+        front = self._answers
+        answer = front.prepared(path) if front is not None else None
+        if front is None or answer is None:
+            return False
+        body, headers, route = answer
+        started = time.perf_counter()
+        held = self._hold(path)
+        kind = classify("GET", path)
+        defaults = self.server_state.default_headers
+        if front.admission.enter(kind):
+            head = frame_head(_OK, defaults, headers, held.keep_alive, len(body))
+            self.transport.write(head + body)
+            front.admission.leave(kind)
+            status = 200
+        else:
+            refused, body = refusal(kind)
+            self.transport.write(
+                frame_head(_UNAVAILABLE, defaults, refused, held.keep_alive, len(body)) + body
+            )
+            status = 503
+        front.stats.record(route, "GET", status, time.perf_counter() - started)
+        self._complete(held)
+        return True
+
+    def _take_segment(self, path: str) -> bool:
+        front = self._segments
+        segment = front.target(path) if front is not None else None
+        if front is None or segment is None:
+            return False
+        started = time.perf_counter()
+        held = self._hold(path)
+        keep_alive = held.keep_alive
         defaults = self.server_state.default_headers
         if not front.admit():
             headers, body = refusal(RequestClass.MEDIA)
