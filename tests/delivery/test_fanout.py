@@ -357,3 +357,35 @@ async def test_a_big_audience_is_fed_in_turns_each_listener_whole_and_once(
     # Some other task ran while only part of the audience had the newest part: the turns.
     assert any(0 < n < len(audience) for n in between)
     assert fanout.streaming == 0
+
+
+async def test_a_pump_stopped_mid_turns_cuts_off_those_it_had_not_reached(
+    media: SpaceMedia, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shutdown cancels the pump; if that comes between two turns, every listener still ends
+    (cut off), not only those already written to."""
+    monkeypatch.setattr(fanout_module, "TURN", 2)
+    fanout = SegmentFanout()
+    msn = await open_segment(media)
+    ends: list[Ending] = []
+
+    class Stopping(FakeTransport):
+        """Stops the pump when it writes this listener a later part (the first turn)."""
+
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            super().write(data)
+            if len(self.written) > 2:
+                pump = fanout._streams[id(media)].pump
+                assert pump is not None
+                pump.cancel()
+
+    audience = [Stopping(), *(FakeTransport() for _ in range(5))]
+    for transport in audience:
+        fanout.stream(media, msn, transport, b"HEAD ", ends.append)
+    await until(lambda: all(len(t.written) == 2 for t in audience), "the first part for all")
+    await produce_one(media)
+    await until(lambda: len(ends) == len(audience), "every listener's stream ended")
+    assert ends == [Ending.CUT] * len(audience)
+    assert all(t.aborted for t in audience)
+    assert len(audience[-1].written) == 2  # not reached before the pump stopped
+    assert fanout.streaming == 0

@@ -227,6 +227,8 @@ class _StreamFan:
                 if segment.waiting:
                     await asyncio.sleep(0)
         finally:
+            # Cancelled mid-way (shutdown): those not reached yet are ended with the rest.
+            segment.subscribers.extend(segment.waiting or ())
             segment.waiting = None
         if complete:
             for subscriber in segment.subscribers:  # those who came during the turns
@@ -257,7 +259,7 @@ class _StreamFan:
             # Whatever is left (the stream stopped, the pump failed or was cancelled at shutdown)
             # ends cut off: each waiting request then returns, and its player asks again.
             for segment in self.segments.values():
-                for subscriber in [*segment.subscribers, *(segment.waiting or ())]:
+                for subscriber in segment.subscribers:
                     self._cut(subscriber)
             self.segments.clear()
             self.pump = None
