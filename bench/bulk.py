@@ -50,7 +50,9 @@ class BulkWindow:
 
     listeners: int = 0
     segments: int = 0  # segments completed ("segments")
-    expected: int = 0  # completions if every listener had each segment its wrk thread moved past
+    expected: int = (
+        0  # completions if every listener had each segment its thread moved past, but one
+    )
     stalled: int = 0  # listeners of a wrk process that moved past fewer segments than were made
     snapshots: int = 0
     other: int = 0  # answers other than 200
@@ -179,7 +181,11 @@ class Bulk:
             window.refused += new[5] - old[5]
             if self.kind == "segments":
                 moved = new[4] - old[4]
-                window.expected += size * moved
+                # A thread publishes the edge it moved at the first completion of a burst, the
+                # rest of the burst a moment later: a window that closes (or opens) in between
+                # sees one segment's completions missing (or extra). So one segment's worth is
+                # not expected: a listener that fell behind misses more than that.
+                window.expected += size * max(0, moved - 1)
                 if moved < made - 1.5:  # the thread's edge fell behind the stream's
                     window.stalled += size
         return window
