@@ -58,6 +58,7 @@ class BulkWindow:
     other: int = 0  # answers other than 200
     refused: int = 0  # of which 503 or 429 (the server shedding load)
     dropped: int = 0  # connections the server ended ("progressive") or a wrk process that ended
+    unstarted: int = 0  # listeners whose wave could not start: the server did not say where
 
     @property
     def behind(self) -> int:
@@ -69,7 +70,12 @@ class BulkWindow:
 
     @property
     def errors(self) -> int:
-        return self.other + self.dropped + self.behind
+        return self.other + self.dropped + self.unstarted + self.behind
+
+
+class Unlocated(Exception):
+    """The live stream's position could not be read (the server did not answer in time): a wave
+    that cannot start is listeners the server could not take."""
 
 
 @dataclass
@@ -101,6 +107,7 @@ class Bulk:
         self.live: Live | None = None  # where the newest wave started
         self.access_log = access_log
         self.listeners = 0
+        self.unstarted = 0  # listeners whose wave could not start (`Unlocated`), all so far
         self._procs: list[tuple[subprocess.Popen[bytes], int, Path]] = []
         self._dir = Path(tempfile.mkdtemp(prefix="bulk-"))
         self._mark: tuple[float, list[tuple[int, ...]], int] | None = None
@@ -130,7 +137,11 @@ class Bulk:
         if self.kind == "segments":
             if self.locate is None:
                 raise ValueError("a segments bulk needs to locate the live stream")
-            live = self.live = self.locate()
+            try:
+                live = self.live = self.locate()
+            except Unlocated:
+                self.unstarted += size
+                return
             command += ["-s", str(SCRIPT), live.base, "--", live.segment_prefix, str(live.msn)]
             command += [f"{live.segment_s}", live.snapshot_path, f"{live.snapshot_s}", str(size)]
             command.append(str(counters))
@@ -168,7 +179,7 @@ class Bulk:
         t0, before, ended0 = self._mark
         after, ended = self._counters(), self._ended()
         wall = time.monotonic() - t0
-        window = BulkWindow(dropped=ended - ended0)
+        window = BulkWindow(dropped=ended - ended0, unstarted=self.unstarted)
         made = wall / self.live.segment_s if self.live is not None else 0.0
         for (proc, size, _), old, new in zip(self._procs, before, after, strict=False):
             if proc.poll() is not None:

@@ -60,7 +60,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bench.bulk import Bulk, BulkWindow, Live
+from bench.bulk import Bulk, BulkWindow, Live, Unlocated
 from bench.bulk import available as bulk_available
 from bench.icecast import measure_byte_rate, start_icecast
 from bench.swarm import (
@@ -150,6 +150,7 @@ def _window(
         ("bulk_refused", crowd.refused),
         ("bulk_http", crowd.other - crowd.refused),
         ("bulk_dropped", crowd.dropped),
+        ("bulk_unstarted", crowd.unstarted),
         ("bulk_behind", crowd.behind),
     ):
         if count:
@@ -364,10 +365,13 @@ def run(
 def locate_live(base: str, media_url: str, space_id: str) -> Live:
     """Where the bulk's segment listeners start: the segment in production now (the preload
     hint of the origin's live playlist), asked through `base` (the origin or the edge)."""
-    text = httpx.get(media_url, timeout=10).text
+    try:
+        text = httpx.get(media_url, timeout=10).text
+    except httpx.HTTPError as error:
+        raise Unlocated(f"the live playlist: {error!r}") from error
     hint = parse_playlist(text, media_url).hint
     if hint is None:
-        raise RuntimeError("the live playlist has no preload hint: is the Space live?")
+        raise Unlocated("the live playlist has no preload hint: is the Space live?")
     media = MediaConfig()
     return Live(
         base=base,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bench.bulk import Bulk, BulkWindow, Live
+from bench.bulk import Bulk, BulkWindow, Live, Unlocated
 
 SEGMENT_S = 1.92
 
@@ -122,3 +122,16 @@ def test_a_window_closing_inside_a_burst_is_not_called_behind(
         fell_behind = bulk.collect()
     assert kept_pace.behind == 0
     assert fell_behind.behind == 50
+
+
+def test_a_wave_that_cannot_find_the_stream_is_listeners_not_taken(tmp_path: Path) -> None:
+    def unlocated() -> Live:
+        raise Unlocated("timed out")
+
+    with Bulk("segments", "http://127.0.0.1:1", {0}, locate=unlocated) as bulk:
+        bulk.add(30, 0)
+        bulk.mark()
+        window = bulk.collect()
+    assert bulk.listeners == 0
+    assert window.unstarted == 30
+    assert window.errors == 30
