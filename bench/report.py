@@ -259,8 +259,8 @@ def _density(r: Results) -> list[Verdict]:
             "and since this report a big audience is written a turn of the event loop at a time "
             "(before: 6,000 listeners' final chunks and their 6,000 next requests made half a "
             "second without a break at each segment's end, and the lag probe refused a quarter "
-            "of the snapshots; docs/architecture.md). One step further the core is nearly full "
-            "and parts reach listeners up to a second late: the origin costs about 105 µs per "
+            "of the snapshots; docs/architecture.md). One step further its core is saturated "
+            "and listeners fall seconds behind: the origin costs about 100-110 µs per "
             "listener-second in Python — each segment's request read and parsed, each part "
             "written to each listener with its own call — where Icecast writes one long "
             "response per listener from C (about 50 µs). The load generator is no longer the "
@@ -285,13 +285,14 @@ def _density(r: Results) -> list[Verdict]:
             "listeners held per core, origin behind the Varnish edge (the recommended one)",
             2.0,
             "Varnish serves the audience from its cache, streaming each segment to every "
-            "listener as the origin writes it, with its thread pools started full; it stops at "
-            "the figure above with the core it shares with the origin saturated. Varnish costs "
-            "more CPU per listener than the origin alone (the two together about 10 % more per "
-            "listener-second than the origin alone, in the table) and a worker thread with its "
-            "stack per streamed response (about 180-200 KB per listener): its "
-            "value is the origin's load staying flat whatever the audience, on machines of its "
-            "own, not density on the origin's core.",
+            "listener as the origin writes it, a worker thread per streamed response (a wake-up "
+            "and a write per listener per part, and the thread's stack: about 100 KB of memory "
+            "per listener). It stops at the figure above: at the next step a few parts reached "
+            "listeners later than PART-HOLD-BACK, lateness having grown with the audience (the "
+            "table), with the core it shares with the origin about two-thirds busy. It costs "
+            "more CPU per listener than the origin alone (the table): its value is the "
+            "origin's load staying flat whatever the audience, on machines of its own, not "
+            "density on the origin's core.",
         ),
         Verdict(
             "memory per directly served listener",
