@@ -43,8 +43,10 @@ SIGNED_IN_STORM_WHY = (
 EDGE_STORM_WHY = {
     "nginx edge": "First audio is the newest part, which the player waits for (the preload hint: "
     "up to a part, 0.32 s) and which nginx's cache lock hands to its waiters only when it has "
-    "polled (every 500 ms): the p99 is those two waits, not queueing (the p50 is tens of ms). "
-    "Varnish streams an in-flight fill to every waiter with no polling.",
+    "polled (every 500 ms): the p99 is mostly those two waits. At the p50 each cached request "
+    "of the join took 20-25 ms and the Space's own (not cached: it reaches the origin, busy "
+    "with the storm) about 250 ms; see the per-request row of the join storm table. Varnish "
+    "streams an in-flight fill to every waiter with no polling.",
     "varnish edge": "Varnish holds a worker thread for each client connection in use; 5,000 "
     "arriving in a second on this 2-core machine, shared with the origin and the four "
     "generator processes, saturated both cores (the edge's and origin's CPU and the "
