@@ -50,9 +50,8 @@ class BulkWindow:
 
     listeners: int = 0
     segments: int = 0  # segments completed ("segments")
-    expected: int = (
-        0  # completions if every listener had each segment its thread moved past, but one
-    )
+    # Completions if every listener had each segment its thread moved past, but one.
+    expected: int = 0
     stalled: int = 0  # listeners of a wrk process that moved past fewer segments than were made
     snapshots: int = 0
     other: int = 0  # answers other than 200

@@ -156,21 +156,29 @@ class ListenerProtocol(BoundedHttpProtocol):
         started = time.perf_counter()
         held = self._hold(path)
         kind = classify("GET", path)
-        defaults = self.server_state.default_headers
         if front.admission.enter(kind):
-            head = frame_head(_OK, defaults, headers, held.keep_alive, len(body))
-            self.transport.write(head + body)
+            self._write_whole(_OK, headers, body, held.keep_alive)
             front.admission.leave(kind)
             status = 200
         else:
-            refused, body = refusal(kind)
-            self.transport.write(
-                frame_head(_UNAVAILABLE, defaults, refused, held.keep_alive, len(body)) + body
-            )
+            self._write_whole(_UNAVAILABLE, *refusal(kind), held.keep_alive)
             status = 503
         front.stats.record(route, "GET", status, time.perf_counter() - started)
         self._complete(held)
         return True
+
+    def _write_whole(
+        self,
+        status_line: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        keep_alive: bool,
+    ) -> None:
+        """A whole response (its length known), head and body in one write."""
+        defaults = self.server_state.default_headers
+        self.transport.write(
+            frame_head(status_line, defaults, headers, keep_alive, len(body)) + body
+        )
 
     def _take_segment(self, path: str) -> bool:
         front = self._segments
@@ -180,15 +188,12 @@ class ListenerProtocol(BoundedHttpProtocol):
         started = time.perf_counter()
         held = self._hold(path)
         keep_alive = held.keep_alive
-        defaults = self.server_state.default_headers
         if not front.admit():
-            headers, body = refusal(RequestClass.MEDIA)
-            self.transport.write(frame_head(_UNAVAILABLE, defaults, headers, keep_alive, len(body)))
-            self.transport.write(body)
+            self._write_whole(_UNAVAILABLE, *refusal(RequestClass.MEDIA), keep_alive)
             front.refused(started)
             self._complete(held)
             return True
-        head = _segment_head(defaults, keep_alive)
+        head = _segment_head(self.server_state.default_headers, keep_alive)
 
         def ended(how: Ending) -> None:
             self._segment_ended(held, how)

@@ -122,6 +122,20 @@ class _Segment:
         self.waiting: list[_Subscriber] | None = None
 
 
+def _frame(segment: _Segment, parts: list[bytes]) -> bool:
+    """Frame the parts `segment` has not framed yet; whether there were any."""
+    new = parts[len(segment.chunks) :]
+    segment.chunks.extend(chunk(part) for part in new)
+    return bool(new)
+
+
+def _end_complete(subscribers: list[_Subscriber]) -> None:
+    """Tell the subscribers of a complete segment it is over (each is told once). A head still
+    unwritten cannot be — a segment closes with a part — but would be sent nothing."""
+    for subscriber in subscribers:
+        subscriber.end(Ending.UNSTARTED if subscriber.head else Ending.COMPLETE)
+
+
 class _StreamFan:
     """The fan-out of one live stream: its segments' subscribers and the pump that feeds them."""
 
@@ -138,12 +152,9 @@ class _StreamFan:
         # Bring the segment's subscribers up to date first, so that all of them and the new one
         # have every part the packager holds: no part skipped, none written twice.
         subscriber = _Subscriber(transport, ended, head)
-        if segment.waiting is not None:
-            # The pump is feeding this segment in turns: it has framed every part the packager
-            # held, and checks for more when it is done. Writing those is all a newcomer needs.
-            if self._send(subscriber, segment.chunks):
-                segment.subscribers.append(subscriber)
-        elif self._advance(msn, segment):
+        # (While the pump feeds the segment in turns it has framed every part the packager held,
+        # and checks for more when it is done: writing those is all a newcomer needs.)
+        if segment.waiting is not None or self._advance(msn, segment):
             if self._send(subscriber, segment.chunks):
                 segment.subscribers.append(subscriber)
         else:  # closed or gone meanwhile (the caller checked it was open: cannot happen)
@@ -161,14 +172,11 @@ class _StreamFan:
             del self.segments[msn]
             return False
         parts, complete = so_far
-        if len(parts) > len(segment.chunks):  # else nothing to write (most subscriptions)
-            segment.chunks.extend(chunk(part) for part in parts[len(segment.chunks) :])
+        if _frame(segment, parts):  # else nothing to write (most subscriptions)
             chunks = segment.chunks
             segment.subscribers = [s for s in segment.subscribers if self._send(s, chunks)]
         if complete:
-            for subscriber in segment.subscribers:
-                # (A head still unwritten cannot be: a segment closes with a part.)
-                subscriber.end(Ending.UNSTARTED if subscriber.head else Ending.COMPLETE)
+            _end_complete(segment.subscribers)
             del self.segments[msn]
             return False
         return True
@@ -213,8 +221,7 @@ class _StreamFan:
             self._advance(msn, segment)  # no longer held: cut everyone off, as always
             return
         parts, complete = so_far
-        if len(parts) > len(segment.chunks):
-            segment.chunks.extend(chunk(part) for part in parts[len(segment.chunks) :])
+        _frame(segment, parts)
         chunks = segment.chunks
         segment.waiting, segment.subscribers = segment.subscribers, []
         try:
@@ -222,8 +229,7 @@ class _StreamFan:
                 turn, segment.waiting = segment.waiting[:TURN], segment.waiting[TURN:]
                 segment.subscribers.extend(s for s in turn if self._send(s, chunks))
                 if complete:
-                    for subscriber in turn:
-                        subscriber.end(Ending.UNSTARTED if subscriber.head else Ending.COMPLETE)
+                    _end_complete(turn)
                 if segment.waiting:
                     await asyncio.sleep(0)
         finally:
@@ -231,8 +237,7 @@ class _StreamFan:
             segment.subscribers.extend(segment.waiting or ())
             segment.waiting = None
         if complete:
-            for subscriber in segment.subscribers:  # those who came during the turns
-                subscriber.end(Ending.UNSTARTED if subscriber.head else Ending.COMPLETE)
+            _end_complete(segment.subscribers)  # those who came during the turns
             self.segments.pop(msn, None)
 
     @staticmethod
