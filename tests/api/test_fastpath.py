@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from starlette.types import Scope, Send
 from tests.api.test_control_api import signup
 from townhall.api.admission import RequestClass
 from townhall.api.bounds import BoundedApp
+from townhall.api.live_routes import Snapshots, _Snapshot
 from townhall.app import create_app
 from townhall.config import load
 from townhall.harness import wait_until
@@ -135,3 +137,25 @@ def test_the_fast_path_keeps_admission_control_and_is_counted(
     ]
     assert any('status="503"' in line for line in counted), counted
     assert any('status="200"' in line for line in counted), counted
+
+
+def test_while_a_snapshot_is_built_the_fast_path_gives_the_second_before() -> None:
+    """The audience's requests during a build are not each sent through the framework to wait
+    for it: the fast path answers them with the last one built, if recent, and never a private
+    Space's."""
+    snapshots = Snapshots()
+    snapshots.put("open", _Snapshot(100, b'{"at":100}', None))
+    snapshots.put("secret", _Snapshot(100, b'{"at":100}', "invite-code"))
+    assert snapshots.public("open", 100) == b'{"at":100}'
+    assert snapshots.public("open", 101) is None  # nobody is building: the framework builds it
+    loop = asyncio.new_event_loop()
+    try:
+        snapshots.building["open"] = snapshots.building["secret"] = loop.create_future()
+        assert snapshots.public("open", 101) == b'{"at":100}'
+        assert snapshots.public("open", 100 + Snapshots.STALE_WHILE_BUILDING) == b'{"at":100}'
+        stale = 101 + Snapshots.STALE_WHILE_BUILDING
+        assert snapshots.public("open", stale) is None  # too old: wait for the build
+        assert snapshots.public("secret", 101) is None
+        assert snapshots.public("secret", 100) is None
+    finally:
+        loop.close()
