@@ -21,7 +21,7 @@ import pytest
 from tests.delivery.test_origin import add_parts, media
 from tests.delivery.test_segment_stream import produce_one, serve
 from townhall.delivery import fanout as fanout_module
-from townhall.delivery.fanout import Ending, SegmentFanout, chunk
+from townhall.delivery.fanout import LAST_CHUNK, Ending, SegmentFanout, chunk
 from townhall.harness import wait_until_async
 from townhall.media.packager import EncodedPart
 from townhall.media.pipeline import SpaceMedia
@@ -212,6 +212,7 @@ class FakeTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written: list[bytes] = []
+        self.writes: list[list[bytes]] = []  # what each call wrote
         self.aborted = False
 
     def is_closing(self) -> bool:
@@ -222,10 +223,14 @@ class FakeTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written.append(bytes(data))
+        self.writes.append([bytes(data)])
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
-        for data in list_of_data:
+        together = [bytes(data) for data in list_of_data]
+        for data in together:
             self.write(data)
+        if together:
+            self.writes[-len(together) :] = [together]  # one write call (one system call)
 
     def abort(self) -> None:
         self.aborted = True
@@ -290,7 +295,9 @@ async def test_a_head_waits_for_the_first_part_and_a_failing_owner_stops_no_one_
     await until(lambda: ends == [Ending.COMPLETE], "the segment complete")
     parts = media.packager.segment_so_far(msn + 1)
     assert parts is not None
-    assert waiting.written == [b"HEAD ", *(chunk(part) for part in parts[0])]
+    # The final chunk goes out in the same write as the last part.
+    assert waiting.written == [b"HEAD ", *(chunk(part) for part in parts[0]), LAST_CHUNK]
+    assert waiting.writes[-1][-2:] == [chunk(parts[0][-1]), LAST_CHUNK]
     assert failing.written == waiting.written
     assert not failing.aborted  # a complete response, whatever its owner did with it
     assert "subscriber's end failed" in caplog.text
@@ -351,7 +358,7 @@ async def test_a_big_audience_is_fed_in_turns_each_listener_whole_and_once(
     so_far = media.packager.segment_so_far(msn)
     assert so_far is not None
     parts = [chunk(part) for part in so_far[0]]
-    assert [t.written for t in audience] == [[b"HEAD ", *parts]] * len(audience)
+    assert [t.written for t in audience] == [[b"HEAD ", *parts, LAST_CHUNK]] * len(audience)
     assert sorted(i for i, _ in ends) == [0, 1, 2, 3, 4, 5, 99]
     assert {how for _, how in ends} == {Ending.COMPLETE}
     # Some other task ran while only part of the audience had the newest part: the turns.

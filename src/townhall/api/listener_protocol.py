@@ -11,8 +11,8 @@ segment held that task, its chain of coroutines and the cycle for the segment's 
 listener. Here the protocol frames the same head itself, hands the connection to the fan-out and
 puts `_HeldSegment` where uvicorn keeps the current cycle, with the few fields its protocol reads
 (so a pipelined request queues behind it, a lost connection and a shutdown are seen as uvicorn
-sees them); when the fan-out says the stream is over, the protocol writes the final chunk and
-completes the response as the cycle would.
+sees them); the fan-out writes the final chunk with the segment's last part, and when it says the
+stream is over the protocol completes the response as the cycle would.
 
 A request whose stream ends before anything was sent (`Ending.UNSTARTED`) is handed to the app
 then, through an ordinary cycle: the origin's route answers it. The bytes on the wire are the
@@ -38,7 +38,6 @@ from townhall.delivery.segment_front import OpenSegmentFront
 
 _OK = b"HTTP/1.1 200 OK\r\n"
 _UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\n"
-_LAST_CHUNK = b"0\r\n\r\n"
 # Request headers that make a GET something else than a plain read of the whole object.
 _NOT_PLAIN = (b"content-length", b"transfer-encoding", b"range")
 
@@ -205,9 +204,7 @@ class ListenerProtocol(BoundedHttpProtocol):
         if how is Ending.UNSTARTED:
             self._to_app(held)
             return
-        if how is Ending.COMPLETE and not self.transport.is_closing():
-            self.transport.write(_LAST_CHUNK)
-        self._complete(held)
+        self._complete(held)  # COMPLETE: its final chunk went out with the last part
 
     def _complete(self, held: _HeldSegment) -> None:
         """What uvicorn's cycle does when a response completes."""
