@@ -142,7 +142,7 @@ class Bulk:
                 self.unstarted += size
                 return
             command += ["-s", str(SCRIPT), live.base, "--", live.segment_prefix, str(live.msn)]
-            command += [f"{live.segment_s}", live.snapshot_path, f"{live.snapshot_s}", str(size)]
+            command += [live.snapshot_path, f"{live.snapshot_s}", str(size)]
             command.append(str(counters))
         else:
             command.append(self.url)

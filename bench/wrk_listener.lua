@@ -4,11 +4,12 @@
 -- at a fraction of a Python listener's CPU (bench/bulk.py measures the sampled listeners' lateness).
 --
 -- wrk gives a script no connection identity, so the live edge is kept per thread: every
--- connection of a thread asks for the same segment, and the first completed segment in a burst
--- moves the edge on; completions within half a segment of that move belong to the same segment.
+-- connection of a thread asks for the same segment, and the first completion of a segment newer
+-- than any before moves the edge on. A segment is known by its first fragment's decode time (the
+-- `tfdt` box): completions of the same segment, however spread out (a server past its pace
+-- spreads them over seconds), move it once, and a laggard's older segment never.
 --
--- Arguments: segment-path-prefix msn segment-seconds snapshot-path snapshot-seconds connections
---            counters-file
+-- Arguments: segment-path-prefix msn snapshot-path snapshot-seconds connections counters-file
 -- The counters file is rewritten (via a rename) at most four times a second, at an answer:
 --   segments other-answers snapshots requests edge refused
 -- (refused: the 503/429 among the other answers)
@@ -26,8 +27,8 @@ local function now()
   return tonumber(clock.tv_sec) + tonumber(clock.tv_nsec) * 1e-9
 end
 
-local prefix, edge, segment_s, snapshot_path, snapshot_every, counters
-local moved_at = -math.huge
+local prefix, edge, snapshot_path, snapshot_every, counters
+local newest = -1 -- the decode time of the newest segment completed
 local next_snapshot = 0
 local written_at = 0
 local segments, other, snapshots, requests, refused = 0, 0, 0, 0, 0
@@ -47,11 +48,11 @@ local function publish(t)
 end
 
 function init(args)
-  prefix, edge, segment_s = args[1], tonumber(args[2]), tonumber(args[3])
-  snapshot_path = args[4]
+  prefix, edge = args[1], tonumber(args[2])
+  snapshot_path = args[3]
   -- One snapshot every `snapshot-seconds` per connection, spread evenly over the thread.
-  snapshot_every = tonumber(args[5]) / tonumber(args[6])
-  counters = args[7]
+  snapshot_every = tonumber(args[4]) / tonumber(args[5])
+  counters = args[6]
   next_snapshot = now() -- evenly spread from the start: the steady state, with no join burst
 end
 
@@ -65,6 +66,26 @@ function request()
   return wrk.format("GET", prefix .. "s" .. edge .. ".m4s")
 end
 
+-- The base media decode time of the first fragment in `body` (its first `tfdt` box), or nil.
+local function decode_time(body)
+  local at = body:find("tfdt", 1, true)
+  if at == nil then
+    return nil
+  end
+  local first, last = at + 8, at + 11 -- version 0: 32 bits
+  if body:byte(at + 4) == 1 then
+    last = at + 15 -- version 1: 64 bits
+  end
+  if #body < last then
+    return nil
+  end
+  local time = 0
+  for i = first, last do
+    time = time * 256 + body:byte(i)
+  end
+  return time
+end
+
 function response(status, headers, body)
   local t = now()
   local kind = headers["content-type"] or headers["Content-Type"] or ""
@@ -72,9 +93,10 @@ function response(status, headers, body)
     snapshots = snapshots + 1
   elseif status == 200 then
     segments = segments + 1
-    if t - moved_at > segment_s / 2 then
+    local time = decode_time(body)
+    if time ~= nil and time > newest then
       edge = edge + 1
-      moved_at = t
+      newest = time
     end
   else
     other = other + 1

@@ -79,10 +79,11 @@ if [ ! -f "$vendor/hls.min.mjs" ] || [ package-lock.json -nt "$vendor/hls.min.mj
 fi
 
 # 3. Test-only system tools: ffmpeg and GStreamer (listeners we did not write), Chromium (real
-#    browser tests) and espeak-ng (the sentences the caption tests speak).
+#    browser tests), espeak-ng (the sentences the caption tests speak) and wrk (the bench's bulk
+#    listener, whose script the tests run).
 if [ $want_test -eq 1 ]; then
     apt_install ffmpeg chromium redis-server postgresql nginx-light varnish fonts-noto-color-emoji \
-        gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-libav espeak-ng
+        gstreamer1.0-tools gstreamer1.0-plugins-good gstreamer1.0-libav espeak-ng wrk
 fi
 # A local cluster (scripts/cluster.sh): the shared state, the records and the edge (either one).
 if [ $want_cluster -eq 1 ]; then
