@@ -107,6 +107,7 @@ class Bulk:
         self.access_log = access_log
         self.listeners = 0
         self.unstarted = 0  # listeners whose wave could not start (`Unlocated`), all so far
+        self.unlocated: str | None = None  # why the last such wave could not start
         self._procs: list[tuple[subprocess.Popen[bytes], int, Path]] = []
         self._dir = Path(tempfile.mkdtemp(prefix="bulk-"))
         self._mark: tuple[float, list[tuple[int, ...]], int] | None = None
@@ -138,8 +139,9 @@ class Bulk:
                 raise ValueError("a segments bulk needs to locate the live stream")
             try:
                 live = self.live = self.locate()
-            except Unlocated:
+            except Unlocated as error:
                 self.unstarted += size
+                self.unlocated = str(error)
                 return
             command += ["-s", str(SCRIPT), live.base, "--", live.segment_prefix, str(live.msn)]
             command += [live.snapshot_path, f"{live.snapshot_s}", str(size)]

@@ -171,6 +171,8 @@ def _window(
         "stalls": seen.stalls if seen else 0,
         "errors": sum(errors.values()),
         "error_kinds": errors,
+        # Why a wave of the bulk could not start, if one could not.
+        "unlocated": bulk.unlocated if bulk is not None and crowd.unstarted else None,
         "lateness_p95_s": seen.lateness_p95() if seen else None,
         # The bulk counts the requests it completed (a request still streaming at the window's
         # end is counted in the next one).
@@ -287,6 +289,8 @@ def _print_row(name: str, row: dict[str, Any]) -> None:
         f" {'-' if late is None else f'{late * 1000:.0f} ms'}{flag}",
         flush=True,
     )
+    if row.get("unlocated"):
+        print(f"[{name}]   a wave could not start: {row['unlocated']}", flush=True)
 
 
 def bitrate() -> int:
@@ -362,16 +366,32 @@ def run(
     return report(results, steps, hold, procs, hold_back, listener, sample)
 
 
+LOCATE_S = 10.0  # how long a wave of bulk listeners may take to find the live stream
+
+
 def locate_live(base: str, media_url: str, space_id: str) -> Live:
     """Where the bulk's segment listeners start: the segment in production now (the preload
-    hint of the origin's live playlist), asked through `base` (the origin or the edge)."""
-    try:
-        text = httpx.get(media_url, timeout=10).text
-    except httpx.HTTPError as error:
-        raise Unlocated(f"the live playlist: {error!r}") from error
-    hint = parse_playlist(text, media_url).hint
+    hint of the origin's live playlist), asked through `base` (the origin or the edge).
+
+    Asked as a player asks: a 503 or 429 is asked again after its Retry-After, for up to
+    `LOCATE_S`; any other answer but 200, or none in that time, is `Unlocated`."""
+    deadline = time.monotonic() + LOCATE_S
+    while True:
+        try:
+            answer = httpx.get(media_url, timeout=max(1.0, deadline - time.monotonic()))
+        except httpx.HTTPError as error:
+            raise Unlocated(f"the live playlist: {error!r}") from error
+        retry = answer.headers.get("retry-after", "")
+        if answer.status_code not in (429, 503) or not retry.isdigit():
+            break
+        if time.monotonic() + int(retry) > deadline:
+            raise Unlocated(f"the live playlist: {answer.status_code} for {LOCATE_S:g} s")
+        time.sleep(int(retry))  # the server asked to be asked again then
+    if answer.status_code != 200:
+        raise Unlocated(f"the live playlist: {answer.status_code} {answer.text[:200]!r}")
+    hint = parse_playlist(answer.text, media_url).hint
     if hint is None:
-        raise Unlocated("the live playlist has no preload hint: is the Space live?")
+        raise Unlocated(f"the live playlist has no preload hint: {answer.text[-300:]!r}")
     media = MediaConfig()
     return Live(
         base=base,
