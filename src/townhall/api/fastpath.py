@@ -23,8 +23,10 @@ one, or any request under another server.)
 
 Anything else goes to the framework unchanged: another method, a query string (a private
 Space's `?code=`, or anything to validate), a request with a body (its size is checked there),
-a snapshot not built for this second or of a private Space (its check needs an identity), and
-every request when the access log is on (its lines and request ids are the framework's).
+a snapshot not built for this second and not being built (the framework builds it; while it does,
+the last one built is given here, `Snapshots.public`) or of a private Space (its check needs an
+identity), and every request when the access log is on (its lines and request ids are the
+framework's).
 """
 
 from __future__ import annotations
