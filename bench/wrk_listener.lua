@@ -13,7 +13,8 @@
 -- The counters file is rewritten (via a rename) at most four times a second, at an answer:
 --   segments other-answers snapshots requests edge refused
 -- (refused: the 503/429 among the other answers)
--- (a burst of completions is published at its first answer, together with the edge it moved).
+-- (a segment's completions after the one that moved the edge may be published later than the
+-- edge: bulk.py does not expect the newest segment's).
 local ffi = require("ffi")
 ffi.cdef [[
 typedef struct { long tv_sec; long tv_nsec; } th_timespec;

@@ -173,7 +173,6 @@ def build_live_router(
     memo = snapshots if snapshots is not None else Snapshots()
     router = APIRouter(prefix="/api/spaces", tags=["live"])
     moderation: dict[str, _Moderation] = {}  # space → the removals and bans read so far
-    in_flight = memo.building
 
     def checked(space_id: str) -> str:
         if not is_space_id(space_id):
@@ -280,11 +279,11 @@ def build_live_router(
         cached = memo.get(space_id)
         if cached is None or cached.second != second:
             # One build per Space per second however many ask at once (single flight).
-            building = in_flight.get(space_id)
+            building = memo.building.get(space_id)
             if building is None:
                 building = asyncio.ensure_future(build(space_id, now))
-                in_flight[space_id] = building
-                building.add_done_callback(lambda _: in_flight.pop(space_id, None))
+                memo.building[space_id] = building
+                building.add_done_callback(lambda _: memo.building.pop(space_id, None))
             cached = await asyncio.shield(building)
         cache = SNAPSHOT_CACHE
         if cached.invite_code is not None and not matches(code, cached.invite_code):
