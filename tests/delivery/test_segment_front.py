@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -52,7 +52,14 @@ class Served:
         self.front = OpenSegmentFront(
             lookup, self.fanout, lambda _space: self.public, self.admission, self.stats
         )
-        self.protocol = partial(ListenerProtocol, segments=self.front)
+        self.protocols: list[ListenerProtocol] = []  # each connection's, as it was made
+
+        def protocol(*args: Any, **kwargs: Any) -> ListenerProtocol:
+            made = ListenerProtocol(*args, segments=self.front, **kwargs)
+            self.protocols.append(made)
+            return made
+
+        self.protocol = protocol
         self.origin = Starlette(routes=[Mount("/live", build_origin(lookup, fanout=self.fanout))])
         self.seen: list[str] = []  # what the app answered (the front answered the rest)
 
@@ -281,3 +288,140 @@ async def test_a_full_media_class_is_refused_503_with_retry_after_by_the_front(
     assert refused.json()["error"]["code"] == "overloaded"
     assert after.status_code == 200
     assert dict(front.stats.counts) == {(SEGMENT_ROUTE, "GET", 503): 1}
+
+
+async def read_whole(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One response with a Content-Length (or none: an empty body) off a kept-alive connection."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)
+    length = 0
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head, await asyncio.wait_for(reader.readexactly(length), WITHIN)
+
+
+async def test_a_segment_request_in_any_shape_or_in_pieces_gets_the_same_answer(
+    media: SpaceMedia,
+) -> None:
+    """Most requests are taken before they are parsed (whole in one read, in the shape players
+    send); one in pieces, or with other headers, is parsed first: the same answer either way."""
+    front = Served(media)
+    async with AsyncExitStack() as stack:
+        base = await stack.enter_async_context(serving(front))
+        msn = await open_segment(media)
+        target = path(media, f"s{msn}.m4s")
+        shapes = [
+            get(target),
+            get(target, "Connection: keep-alive", "User-Agent: player/1.0", "Accept: */*"),
+            get(target, "X-Empty:", "Accept-Encoding: gzip,\tdeflate"),
+        ]
+        streams = []
+        for request in shapes:
+            reader, writer = await stack.enter_async_context(connection(base))
+            writer.write(request)
+            streams.append(asyncio.ensure_future(read_chunked(reader)))
+            stack.callback(streams[-1].cancel)
+        # In pieces: the parser has the request line before the rest comes.
+        reader, writer = await stack.enter_async_context(connection(base))
+        request = get(target)
+        writer.write(request[:20])
+        await wait_until_async(
+            lambda: any(p._in_message for p in front.protocols), WITHIN, "the first piece parsed"
+        )
+        writer.write(request[20:])
+        streams.append(asyncio.ensure_future(read_chunked(reader)))
+        stack.callback(streams[-1].cancel)
+        await wait_until_async(
+            lambda: front.admission.in_flight[RequestClass.MEDIA] == 4, WITHIN, "all four held"
+        )
+        await produce_until_closed(media, msn)
+        answers = await asyncio.wait_for(asyncio.gather(*streams), WITHIN)
+    heads = {
+        b"".join(line for line in h.splitlines(True) if not line.startswith(b"date:"))
+        for h, _ in answers
+    }
+    assert len(heads) == 1
+    assert next(iter(heads)).startswith(b"HTTP/1.1 200 OK")
+    assert [body for _, body in answers] == [media.packager.segment(msn)] * 4
+    assert front.seen == []
+    assert dict(front.stats.counts) == {(SEGMENT_ROUTE, "GET", 200): 4}
+
+
+async def test_a_body_that_reads_like_a_segment_request_is_not_taken_for_one(
+    media: SpaceMedia,
+) -> None:
+    """A request's body is the parser's, whatever it looks like: a segment request sent as the
+    body of a POST (in its own read) is not answered as a request."""
+    front = Served(media)
+    async with AsyncExitStack() as stack:
+        base = await stack.enter_async_context(serving(front))
+        reader, writer = await stack.enter_async_context(connection(base))
+        msn = await open_segment(media)
+        smuggled = get(path(media, f"s{msn}.m4s"))
+        target = path(media, f"s{msn}.m4s")
+        writer.write(
+            f"POST {target} HTTP/1.1\r\nHost: origin\r\n"
+            f"Content-Length: {len(smuggled)}\r\n\r\n".encode()
+        )
+        await wait_until_async(
+            lambda: any(p._in_message for p in front.protocols), WITHIN, "the head parsed"
+        )
+        writer.write(smuggled)
+        head, _ = await read_whole(reader)
+        writer.write(f"HEAD {target} HTTP/1.1\r\nHost: origin\r\n\r\n".encode())
+        after, _ = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN), b""
+    assert head.startswith(b"HTTP/1.1 405")  # the origin's answer to the POST, and only that
+    assert after.startswith(b"HTTP/1.1 200 OK")  # the next request's, not a segment's body
+    assert b"transfer-encoding" not in after
+    assert front.seen == [target, target]
+    assert front.stats.counts == {}
+
+
+async def test_a_request_behind_a_streamed_segment_is_answered_after_it(
+    media: SpaceMedia,
+) -> None:
+    front = Served(media)
+    async with AsyncExitStack() as stack:
+        base = await stack.enter_async_context(serving(front))
+        reader, writer = await stack.enter_async_context(connection(base))
+        msn = await open_segment(media)
+        target = path(media, f"s{msn}.m4s")
+        writer.write(get(target))
+        await wait_until_async(lambda: held(front), WITHIN, "the segment held")
+        writer.write(f"HEAD {target} HTTP/1.1\r\nHost: origin\r\n\r\n".encode())
+        await produce_until_closed(media, msn)
+        head, body = await read_chunked(reader)
+        behind = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert body == media.packager.segment(msn)
+    assert behind.startswith(b"HTTP/1.1 200 OK")
+    assert b"content-length: %d" % len(body) in behind  # the HEAD of the complete segment
+    assert front.seen == [target]
+
+
+async def test_a_request_behind_a_stream_that_ends_unstarted_is_answered_after_it(
+    media: SpaceMedia,
+) -> None:
+    front = Served(media)
+    async with AsyncExitStack() as stack:
+        base = await stack.enter_async_context(serving(front))
+        reader, writer = await stack.enter_async_context(connection(base))
+        msn = await open_segment(media)
+        await produce_until_closed(media, msn)
+        nxt = path(media, f"s{msn + 1}.m4s")
+        writer.write(get(nxt))
+        await wait_until_async(lambda: held(front), WITHIN, "the next segment held")
+        done = path(media, f"s{msn}.m4s")
+        writer.write(f"HEAD {done} HTTP/1.1\r\nHost: origin\r\n\r\n".encode())  # behind it
+        await wait_until_async(  # the server holds it back (reading paused) until its turn
+            lambda: any(p.flow.read_paused for p in front.protocols), WITHIN, "the HEAD read"
+        )
+        media.packager.end()
+        media._notify()
+        first, _ = await read_whole(reader)
+        second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)
+    assert first.startswith(b"HTTP/1.1 204")  # the origin's word on the segment after the last
+    assert second.startswith(b"HTTP/1.1 200 OK")  # then the HEAD's
+    assert b"content-length: %d" % len(media.packager.segment(msn)) in second
+    assert front.seen == [nxt, done]
+    assert front.admission.in_flight[RequestClass.MEDIA] == 0

@@ -156,12 +156,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     1.6 KB table per connection, measured), and its pipeline and both events are built without
     a deque each."""
 
-    __slots__ = ("_deadline", "_head_bytes")
+    __slots__ = ("_deadline", "_head_bytes", "_in_message")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._head_bytes = 0
+        # Between the parser's message begin and complete: bytes that come now are the request's.
+        self._in_message = False
         self.pipeline = cast(Any, LeanPipeline())
 
     def _arm(self, seconds: float) -> None:
@@ -193,6 +195,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # A response completed while the previous request was parsed (a refusal answered at
         # once) armed the keep-alive timer: this request is not idle time.
         self._unset_keepalive_if_required()
+        self._in_message = True
         super().on_message_begin()
         # The connection's transport, for the origin's segment fan-out (delivery/fanout.py),
         # which writes a streamed segment's parts to it directly; everything else ignores it.
@@ -239,4 +242,5 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._in_message = False
         super().on_message_complete()

@@ -14,14 +14,25 @@ puts `_HeldSegment` where uvicorn keeps the current cycle, with the few fields i
 sees them); the fan-out writes the final chunk with the segment's last part, and when it says the
 stream is over the protocol completes the response as the cycle would.
 
+Most of those requests are taken before they are parsed (`raw_segment_get`, `_take_raw`): a
+listener's request arrives whole in one read, in one shape (a request line, a few header lines),
+and the parser's five callbacks, the scope built for it and a header deadline armed and cancelled
+cost more than the rest of its answer (measured, docs/architecture.md). What is taken is what the
+parser would read as a plain GET of that segment on a kept-alive connection (a property test
+checks it against httptools); anything else, and a request in pieces or at a moment the parser
+is inside one, is parsed as before. Bytes that come behind a request taken so are held (reading
+paused, as uvicorn holds a pipelined request) and parsed in turn when it is answered.
+
 A request whose stream ends before anything was sent (`Ending.UNSTARTED`) is handed to the app
-then, through an ordinary cycle: the origin's route answers it. The bytes on the wire are the
+then, through an ordinary cycle (one taken before parsing is parsed then): the origin's route
+answers it. The bytes on the wire are the
 ones the origin's route sends through uvicorn (tests/delivery/test_segment_front.py compares them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -29,17 +40,33 @@ from typing import Any, cast
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from townhall.api.admission import RequestClass, classify, refusal
-from townhall.api.bounds import BoundedHttpProtocol
+from townhall.api.bounds import HEADER_BYTES_MAX, BoundedHttpProtocol
 from townhall.api.fastpath import FastPath
 from townhall.api.lean_connection import LeanEvent
 from townhall.delivery.fanout import Ending
 from townhall.delivery.origin import GROWING_SEGMENT_HEADERS
-from townhall.delivery.segment_front import OpenSegmentFront
+from townhall.delivery.segment_front import SEGMENT_PATH, OpenSegment, OpenSegmentFront
 
 _OK = b"HTTP/1.1 200 OK\r\n"
 _UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\n"
 # Request headers that make a GET something else than a plain read of the whole object.
 _NOT_PLAIN = (b"content-length", b"transfer-encoding", b"range")
+# A listener's request for a segment as players and edges send it, whole in one read: the request
+# line of an HTTP/1.1 GET of a segment, header lines (a token, a colon, a value of visible
+# characters, spaces and tabs), the blank line, and nothing after it. (Linear: a value holds no
+# "\r", a name no ":".)
+_RAW_SEGMENT_GET = re.compile(
+    b"GET " + SEGMENT_PATH + rb" HTTP/1\.1\r\n"
+    rb"((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*)\r\n"
+)
+# Header lines that make it something else than a plain GET of the whole object on a connection
+# kept alive (a body, a range, an upgrade, an expectation, a Connection other than keep-alive):
+# those requests are the parser's.
+_RAW_NOT_PLAIN = re.compile(
+    rb"(?:^|\n)(?:(?:content-length|transfer-encoding|range|upgrade|expect):"
+    rb"|connection:(?![ \t]*keep-alive[ \t]*\r))",
+    re.IGNORECASE,
+)
 
 
 def frame_head(
@@ -65,6 +92,16 @@ def frame_head(
     return b"".join(lines)
 
 
+def raw_segment_get(data: bytes) -> re.Match[bytes] | None:
+    """`data` as a plain GET of a whole segment on a connection kept alive, if it is one in the
+    shape `_RAW_SEGMENT_GET` (the Space, the stream, the segment's number and the header lines);
+    None: it is for the parser."""
+    match = _RAW_SEGMENT_GET.fullmatch(data)
+    if match is None or _RAW_NOT_PLAIN.search(match[4]):
+        return None
+    return match
+
+
 class _NothingWaits:
     """The stand-in's message event: nothing reads a held segment's request body."""
 
@@ -77,14 +114,16 @@ class _NothingWaits:
 class _HeldSegment:
     """Stands where uvicorn keeps the current request's cycle while the fan-out streams the
     segment: the fields uvicorn's protocol reads or sets, and what the protocol needs to pass the
-    request on if nothing was sent."""
+    request on if nothing was sent: its scope, or for a request taken before it was parsed, its
+    bytes (`request`)."""
 
-    __slots__ = ("disconnected", "keep_alive", "more_body", "response_complete", "scope")
+    __slots__ = ("disconnected", "keep_alive", "more_body", "request", "response_complete", "scope")
 
     message_event = _NothingWaits()
 
-    def __init__(self, scope: Any, keep_alive: bool) -> None:
+    def __init__(self, scope: Any, keep_alive: bool, request: bytes = b"") -> None:
         self.scope = scope
+        self.request = request
         self.keep_alive = keep_alive
         self.response_complete = False
         self.disconnected = False
@@ -96,7 +135,7 @@ class ListenerProtocol(BoundedHttpProtocol):
     answers (api/fastpath.py: the health check, a public Space's current snapshot). None: every
     request goes to the app, as when the access log is on."""
 
-    __slots__ = ("_answers", "_segments")
+    __slots__ = ("_answers", "_pass_on", "_segments", "_waiting")
 
     def __init__(
         self,
@@ -108,8 +147,57 @@ class ListenerProtocol(BoundedHttpProtocol):
         super().__init__(*args, **kwargs)
         self._segments = segments
         self._answers = answers
+        # What came on the connection while a request taken before parsing is answered; parsed
+        # when it is.
+        self._waiting = b""
+        # The request being parsed was taken before parsing and is passed to the app.
+        self._pass_on = False
+
+    def data_received(self, data: bytes) -> None:
+        held: Any = self.cycle
+        if type(held) is _HeldSegment and held.request and not held.response_complete:
+            # Behind a request taken before parsing: it waits until that one is answered, as
+            # uvicorn holds a pipelined request (reading paused), then it is parsed in turn.
+            self._waiting += data
+            self.flow.pause_reading()
+            return
+        if not (data.startswith(b"GET /live/") and self._take_raw(data)):
+            super().data_received(data)
+
+    def _take_raw(self, data: bytes) -> bool:
+        """Take a listener's request for the open segment before it is parsed: when it is the
+        whole of `data` in the one shape players and edges send (`_RAW_SEGMENT_GET`), at a
+        request's start. Parsing it cost more than the rest of its answer (the parser's five
+        callbacks, the scope, a header deadline armed and cancelled; measured in
+        docs/architecture.md). False leaves it to the parser, which answers it as before."""
+        front = self._segments
+        cycle = self.cycle
+        if (
+            front is None
+            or self._in_message
+            or len(data) > HEADER_BYTES_MAX
+            or (cycle is not None and not cycle.response_complete)
+            or self.transport.is_closing()
+        ):
+            return False
+        match = raw_segment_get(data)
+        if match is None:
+            return False
+        segment = front.open_segment(match[1].decode(), match[2].decode(), int(match[3]))
+        if segment is None:
+            return False
+        self._unset_keepalive_if_required()
+        self._disarm()  # the connection's first request: its header deadline
+        held = _HeldSegment(None, keep_alive=True, request=data)
+        self.cycle = cast(RequestResponseCycle, held)
+        self._serve_segment(front, segment, held)
+        return True
 
     def on_headers_complete(self) -> None:
+        if self._pass_on:  # a request taken before parsing, passed to the app
+            self._pass_on = False
+            super().on_headers_complete()
+            return
         path = self._plain_get() if self._segments or self._answers else None
         if path is None or not (self._take_segment(path) or self._take_answer(path)):
             super().on_headers_complete()
@@ -184,21 +272,25 @@ class ListenerProtocol(BoundedHttpProtocol):
         segment = front.target(path) if front is not None else None
         if front is None or segment is None:
             return False
+        self._serve_segment(front, segment, self._hold(path))
+        return True
+
+    def _serve_segment(
+        self, front: OpenSegmentFront, segment: OpenSegment, held: _HeldSegment
+    ) -> None:
+        """Admit the held request and stream its segment, or answer it 503."""
         started = time.perf_counter()
-        held = self._hold(path)
-        keep_alive = held.keep_alive
         if not front.admit():
-            self._write_whole(_UNAVAILABLE, *refusal(RequestClass.MEDIA), keep_alive)
+            self._write_whole(_UNAVAILABLE, *refusal(RequestClass.MEDIA), held.keep_alive)
             front.refused(started)
             self._complete(held)
-            return True
-        head = _segment_head(self.server_state.default_headers, keep_alive)
+            return
+        head = _segment_head(self.server_state.default_headers, held.keep_alive)
 
         def ended(how: Ending) -> None:
             self._segment_ended(held, how)
 
         front.stream(segment, self.transport, head, started, ended)
-        return True
 
     def _segment_ended(self, held: _HeldSegment, how: Ending) -> None:
         if how is Ending.UNSTARTED:
@@ -212,11 +304,21 @@ class ListenerProtocol(BoundedHttpProtocol):
         if not held.keep_alive and not self.transport.is_closing():
             self.transport.close()
         self.on_response_complete()
+        if self._waiting:  # what came behind a request taken before parsing: its turn now
+            waiting, self._waiting = self._waiting, b""
+            if not self.transport.is_closing():
+                self.data_received(waiting)
 
     def _to_app(self, held: _HeldSegment) -> None:
         """Pass a request nothing was sent for to the app, as uvicorn would have at first."""
         if self.transport.is_closing():
             held.response_complete = True
+            return
+        if held.request:  # taken before parsing: parsed now (and what came behind it, in turn)
+            held.response_complete = True
+            request, self._waiting = held.request + self._waiting, b""
+            self._pass_on = True
+            super().data_received(request)
             return
         cycle = RequestResponseCycle(
             scope=held.scope,

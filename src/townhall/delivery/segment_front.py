@@ -42,8 +42,10 @@ from townhall.delivery.fanout import Ended, Ending, SegmentFanout
 from townhall.delivery.origin import LiveStream, MediaLookup
 from townhall.telemetry.requests import RequestStats
 
-# /live/{space}/{stream}/s{msn}.m4s, the origin's segment names (delivery/origin.py `_OBJECT`).
-_SEGMENT_PATH = re.compile(r"/live/([a-z0-9]{10})/([A-Za-z0-9_-]{1,64})/s(\d{1,9})\.m4s")
+# /live/{space}/{stream}/s{msn}.m4s, the origin's segment names (delivery/origin.py `_OBJECT`):
+# the Space, the stream and the segment's number.
+SEGMENT_PATH = rb"/live/([a-z0-9]{10})/([A-Za-z0-9_-]{1,64})/s(\d{1,9})\.m4s"
+_SEGMENT_PATH = re.compile(SEGMENT_PATH.decode())
 # The route the framework's path records these requests under (/metrics).
 SEGMENT_ROUTE = "/live/{space}/{stream}/{name}"
 
@@ -81,7 +83,10 @@ class OpenSegmentFront:
         match = _SEGMENT_PATH.fullmatch(path)
         if match is None:
             return None
-        space_id, stream, msn = match.group(1), match.group(2), int(match.group(3))
+        return self.open_segment(match.group(1), match.group(2), int(match.group(3)))
+
+    def open_segment(self, space_id: str, stream: str, msn: int) -> OpenSegment | None:
+        """`target` for a path already matched against `SEGMENT_PATH`."""
         media = self.lookup(space_id)
         if media is None or media.packager.stream_id != stream or not self.public(space_id):
             return None
