@@ -120,6 +120,12 @@ def test_cache_collapse_is_flat_only_within_the_factor_and_among_listeners_that_
     behind = by_what(rows(40.0, stalls=900))[what]
     assert behind.met is True  # judged on 100 and 1,000; the 10,000 row is shown, not judged
     assert "fell behind live" in behind.figure
+    # Only one audience kept up: not judged, but what was counted is shown.
+    one = rows(40.0, stalls=900)
+    one["cache_collapse"]["rows"][1]["stalls"] = 30
+    alone = by_what(one)[what]
+    assert alone.met is None
+    assert alone.figure.startswith("10.0/s at 100; 11.0/s at 1,000 whose listeners fell behind")
 
 
 def test_each_edge_is_judged_on_its_own_lateness_against_the_direct_listeners() -> None:
