@@ -101,9 +101,14 @@ async def connection(base: str) -> AsyncIterator[tuple[asyncio.StreamReader, asy
         writer.close()
 
 
-def get(target: str, *headers: str) -> bytes:
-    lines = [f"GET {target} HTTP/1.1", "Host: origin", *headers, "", ""]
+def get(target: str, *headers: str, method: str = "GET") -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "Host: origin", *headers, "", ""]
     return "\r\n".join(lines).encode()
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    """The head of the next response off a kept-alive connection (one without a body: a HEAD)."""
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)
 
 
 async def read_chunked(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -368,8 +373,8 @@ async def test_a_body_that_reads_like_a_segment_request_is_not_taken_for_one(
         )
         writer.write(smuggled)
         head, _ = await read_whole(reader)
-        writer.write(f"HEAD {target} HTTP/1.1\r\nHost: origin\r\n\r\n".encode())
-        after, _ = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN), b""
+        writer.write(get(target, method="HEAD"))
+        after = await read_head(reader)
     assert head.startswith(b"HTTP/1.1 405")  # the origin's answer to the POST, and only that
     assert after.startswith(b"HTTP/1.1 200 OK")  # the next request's, not a segment's body
     assert b"transfer-encoding" not in after
@@ -388,10 +393,10 @@ async def test_a_request_behind_a_streamed_segment_is_answered_after_it(
         target = path(media, f"s{msn}.m4s")
         writer.write(get(target))
         await wait_until_async(lambda: held(front), WITHIN, "the segment held")
-        writer.write(f"HEAD {target} HTTP/1.1\r\nHost: origin\r\n\r\n".encode())
+        writer.write(get(target, method="HEAD"))
         await produce_until_closed(media, msn)
         head, body = await read_chunked(reader)
-        behind = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)
+        behind = await read_head(reader)
     assert head.startswith(b"HTTP/1.1 200 OK")
     assert body == media.packager.segment(msn)
     assert behind.startswith(b"HTTP/1.1 200 OK")
@@ -412,14 +417,14 @@ async def test_a_request_behind_a_stream_that_ends_unstarted_is_answered_after_i
         writer.write(get(nxt))
         await wait_until_async(lambda: held(front), WITHIN, "the next segment held")
         done = path(media, f"s{msn}.m4s")
-        writer.write(f"HEAD {done} HTTP/1.1\r\nHost: origin\r\n\r\n".encode())  # behind it
+        writer.write(get(done, method="HEAD"))  # behind it
         await wait_until_async(  # the server holds it back (reading paused) until its turn
             lambda: any(p.flow.read_paused for p in front.protocols), WITHIN, "the HEAD read"
         )
         media.packager.end()
         media._notify()
         first, _ = await read_whole(reader)
-        second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)
+        second = await read_head(reader)
     assert first.startswith(b"HTTP/1.1 204")  # the origin's word on the segment after the last
     assert second.startswith(b"HTTP/1.1 200 OK")  # then the HEAD's
     assert b"content-length: %d" % len(media.packager.segment(msn)) in second
