@@ -49,6 +49,7 @@ from townhall.ratelimit.storage import StorageQuota
 from townhall.reminders.soon import SoonSweep
 from townhall.spaces.model import Space, SpaceId
 from townhall.state.unavailable import is_unavailable
+from townhall.tasks import cancel_and_wait
 from townhall.telemetry.metrics import NodeMetrics, build_metrics_router
 from townhall.telemetry.requests import RequestStats, RequestTelemetry
 from townhall.web import pages
@@ -185,12 +186,10 @@ def create_app(config: Config) -> FastAPI:
             # Graceful drain: hand this node's Spaces to other nodes (if any can take them), then
             # stop streams and hang up speakers. Spaces stay open: another node, or this one at
             # its next start, resumes them. Undelivered webhooks and mail stay in their outboxes.
-            for task in background:
-                task.cancel()
             # Awaited before the stores close: a task cancelled inside a query still hands its
             # connection back (a rollback through the store's own thread), which never completes
             # once the store is closed, and the loop's last sweep would then wait on it forever.
-            _stopped, stuck = await asyncio.wait(background, timeout=BACKGROUND_STOP_S)
+            stuck = await cancel_and_wait(*background, within=BACKGROUND_STOP_S)
             for task in stuck:
                 log.error(
                     "background task %s did not stop within %.0f s",

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import time
 from collections import deque
@@ -52,6 +51,7 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from townhall.media.audio import FRAME_SECONDS
+from townhall.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,7 @@ class MediaClock:
         may be used again (a new thread is made when work comes)."""
         self._members.clear()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._worker is not None:
             self._worker.shutdown(wait=False)

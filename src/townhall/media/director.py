@@ -101,6 +101,7 @@ from townhall.spaces.counts import (
 )
 from townhall.spaces.model import Space, SpaceState, StageMember
 from townhall.state.live import Event, LiveState
+from townhall.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -406,17 +407,13 @@ class SpaceDirector:
         self._stopped = True
         await self._stop_speaking()
         follower, self._follower = self._follower, None
-        if follower is not None and follower is not asyncio.current_task():
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+        if follower is not None:
+            await cancel_and_wait(follower)  # never the caller itself (on_end runs on it)
 
     async def _stop_speaking(self) -> None:
         task, self._speaking = self._speaking, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None:
+            await cancel_and_wait(task)
 
     def speaker_connected(self, user: SpeakerId) -> None:
         """The connect path calls this right after `Ingest.connect`: a member muted before they

@@ -47,6 +47,7 @@ from townhall.node.placement import (
 from townhall.spaces.model import Space, SpaceId, SpaceState
 from townhall.state.records import Records
 from townhall.state.unavailable import is_unavailable
+from townhall.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -382,9 +383,7 @@ class NodeKeeper:
         """Stop the loop (after `drain`, or at once) and withdraw the node's announcement."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if self.runs_media:
             with contextlib.suppress(Exception):
                 await self.placement.leave(self.node_id)

@@ -27,7 +27,6 @@ the state they set, not a toggle, so a repeat is harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from townhall.spaces.model import SpaceId
 from townhall.state.event_outbox import EventQueue, QueuedEvent
 from townhall.state.live import Event, LiveState
 from townhall.state.unavailable import UNAVAILABLE_ERRORS, is_unavailable
+from townhall.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,7 @@ class EventOutbox:
     async def close(self) -> None:
         """Stop sweeping. What is still queued stays in the records for any process to deliver."""
         if self._sweeping is not None:
-            self._sweeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeping
+            await cancel_and_wait(self._sweeping)
             self._sweeping = None
 
     async def _append(self, event: QueuedEvent) -> Event:

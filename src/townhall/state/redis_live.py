@@ -59,6 +59,7 @@ from townhall.state.live import (
     LogEvent,
     Present,
 )
+from townhall.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -739,10 +740,9 @@ class RedisLiveState:
         for watch in self._watches.values():
             watch.ready.set()
             watch.wake()
-        tasks = [t for t in (self._manager, self._reader, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(
+            *(t for t in (self._manager, self._reader, *self._tasks) if t is not None)
+        )
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         if self._owns_client:
             await self._redis.aclose()
