@@ -52,7 +52,8 @@ async def test_a_task_that_never_ends_is_returned_after_the_bound() -> None:
 
     task = asyncio.create_task(deaf())
     await asyncio.sleep(0)
-    assert await cancel_and_wait(task, within=1.2) == {task}
+    # Long enough for several asks even when a busy machine stalls the loop for a moment.
+    assert await cancel_and_wait(task, within=2.0) == {task}
     assert refused >= 2  # asked again while it ran on
     release.set()
     await task
